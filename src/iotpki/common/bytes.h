@@ -1,0 +1,39 @@
+// Byte buffers and their text forms (hex, base64).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iotpki/common/error.h"
+
+namespace iotpki {
+
+using Bytes = std::vector<uint8_t>;
+using ByteView = std::span<const uint8_t>;
+
+inline ByteView AsBytes(std::string_view s) {
+  return ByteView(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+inline std::string_view AsString(ByteView b) {
+  return std::string_view(reinterpret_cast<const char*>(b.data()), b.size());
+}
+inline Bytes ToBytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
+
+// Lowercase hex.
+std::string ToHex(ByteView data);
+// Accepts upper- and lowercase; refuses odd lengths and non-hex characters.
+Result<Bytes> FromHex(std::string_view hex);
+
+// RFC 4648 section 4, with padding.
+std::string Base64Encode(ByteView data);
+// Strict alphabet and padding; ASCII whitespace (spaces, tabs, CR, LF) is skipped, as RFC 8951
+// asks of EST receivers.
+Result<Bytes> Base64Decode(std::string_view text);
+
+// Constant-time equality for MACs and tokens: the time depends only on the lengths.
+bool ConstantTimeEqual(ByteView a, ByteView b);
+
+}  // namespace iotpki

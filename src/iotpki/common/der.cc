@@ -1,0 +1,261 @@
+#include "iotpki/common/der.h"
+
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+#include <string>
+#include <vector>
+
+namespace iotpki::der {
+namespace {
+
+void AppendLength(Bytes& out, size_t len) {
+  if (len < 0x80) {
+    out.push_back(static_cast<uint8_t>(len));
+    return;
+  }
+  uint8_t buf[8];
+  int n = 0;
+  while (len > 0) {
+    buf[n++] = static_cast<uint8_t>(len & 0xff);
+    len >>= 8;
+  }
+  out.push_back(static_cast<uint8_t>(0x80 | n));
+  while (n > 0) out.push_back(buf[--n]);
+}
+
+void AppendBase128(Bytes& out, uint64_t v) {
+  uint8_t buf[10];
+  int n = 0;
+  do {
+    buf[n++] = static_cast<uint8_t>(v & 0x7f);
+    v >>= 7;
+  } while (v > 0);
+  while (n > 1) out.push_back(static_cast<uint8_t>(buf[--n] | 0x80));
+  out.push_back(buf[0]);
+}
+
+Error Malformed(std::string_view what) {
+  return Error(Code::kInvalidArgument, "malformed DER: " + std::string(what));
+}
+
+// Days from civil date (proleptic Gregorian), Howard Hinnant's algorithm.
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+}  // namespace
+
+void AppendTlv(Bytes& out, uint8_t tag, ByteView contents) {
+  out.push_back(tag);
+  AppendLength(out, contents.size());
+  out.insert(out.end(), contents.begin(), contents.end());
+}
+
+Bytes Tlv(uint8_t tag, ByteView contents) {
+  Bytes out;
+  out.reserve(contents.size() + 6);
+  AppendTlv(out, tag, contents);
+  return out;
+}
+
+Bytes Constructed(uint8_t tag, std::initializer_list<ByteView> children) {
+  size_t len = 0;
+  for (auto c : children) len += c.size();
+  Bytes out;
+  out.reserve(len + 6);
+  out.push_back(tag);
+  AppendLength(out, len);
+  for (auto c : children) out.insert(out.end(), c.begin(), c.end());
+  return out;
+}
+
+Bytes UnsignedInteger(ByteView magnitude) {
+  size_t i = 0;
+  while (i + 1 < magnitude.size() && magnitude[i] == 0) ++i;
+  Bytes v;
+  if (magnitude.empty()) {
+    v.push_back(0);
+  } else {
+    if (magnitude[i] & 0x80) v.push_back(0);
+    v.insert(v.end(), magnitude.begin() + static_cast<ptrdiff_t>(i), magnitude.end());
+  }
+  return Tlv(kInteger, v);
+}
+
+Bytes SmallInteger(int64_t value) {
+  Bytes v;
+  uint64_t u = static_cast<uint64_t>(value);
+  for (int shift = 56; shift >= 0; shift -= 8) v.push_back(static_cast<uint8_t>(u >> shift));
+  // Strip redundant leading bytes (two's complement, minimal).
+  size_t i = 0;
+  while (i + 1 < v.size() && ((v[i] == 0 && !(v[i + 1] & 0x80)) ||
+                              (v[i] == 0xff && (v[i + 1] & 0x80)))) {
+    ++i;
+  }
+  return Tlv(kInteger, ByteView(v).subspan(i));
+}
+
+Bytes Boolean(bool value) {
+  uint8_t b = value ? 0xff : 0x00;
+  return Tlv(kBoolean, ByteView(&b, 1));
+}
+
+Bytes OidContent(std::string_view dotted) {
+  std::vector<uint64_t> arcs;
+  size_t pos = 0;
+  while (pos <= dotted.size()) {
+    size_t dot = dotted.find('.', pos);
+    if (dot == std::string_view::npos) dot = dotted.size();
+    uint64_t v = 0;
+    auto part = dotted.substr(pos, dot - pos);
+    auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    if (part.empty() || ec != std::errc() || p != part.data() + part.size()) return {};
+    arcs.push_back(v);
+    pos = dot + 1;
+  }
+  if (arcs.size() < 2 || arcs[0] > 2 || (arcs[0] < 2 && arcs[1] > 39)) return {};
+  Bytes out;
+  AppendBase128(out, arcs[0] * 40 + arcs[1]);
+  for (size_t i = 2; i < arcs.size(); ++i) AppendBase128(out, arcs[i]);
+  return out;
+}
+
+Bytes Oid(std::string_view dotted) { return Tlv(kOid, OidContent(dotted)); }
+
+std::string OidToText(ByteView content) {
+  std::string out;
+  uint64_t v = 0;
+  bool first = true;
+  if (content.empty() || (content.back() & 0x80)) return {};
+  for (size_t i = 0; i < content.size(); ++i) {
+    if (v == 0 && content[i] == 0x80) return {};  // non-minimal
+    if (v > (UINT64_MAX >> 7)) return {};
+    v = v << 7 | (content[i] & 0x7f);
+    if (content[i] & 0x80) continue;
+    if (first) {
+      uint64_t a = v < 80 ? v / 40 : 2;
+      out = std::to_string(a) + "." + std::to_string(v - a * 40);
+      first = false;
+    } else {
+      out += "." + std::to_string(v);
+    }
+    v = 0;
+  }
+  return out;
+}
+
+Bytes BitString(ByteView bytes, int unused_bits) {
+  Bytes v;
+  v.reserve(bytes.size() + 1);
+  v.push_back(static_cast<uint8_t>(unused_bits));
+  v.insert(v.end(), bytes.begin(), bytes.end());
+  return Tlv(kBitString, v);
+}
+
+Bytes OctetString(ByteView bytes) { return Tlv(kOctetString, bytes); }
+Bytes Utf8String(std::string_view s) { return Tlv(kUtf8String, AsBytes(s)); }
+Bytes PrintableString(std::string_view s) { return Tlv(kPrintableString, AsBytes(s)); }
+Bytes Ia5String(std::string_view s) { return Tlv(kIa5String, AsBytes(s)); }
+
+Bytes Time(int64_t unix_seconds) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  int year = tm.tm_year + 1900;
+  char buf[32];
+  if (year >= 1950 && year <= 2049) {
+    std::snprintf(buf, sizeof buf, "%02d%02d%02d%02d%02d%02dZ", year % 100, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return Tlv(kUtcTime, AsBytes(buf));
+  }
+  std::snprintf(buf, sizeof buf, "%04d%02d%02d%02d%02d%02dZ", year, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return Tlv(kGeneralizedTime, AsBytes(buf));
+}
+
+Result<Element> Reader::Next() {
+  if (pos_ >= data_.size()) return Fail(Malformed("unexpected end of data"));
+  size_t start = pos_;
+  uint8_t tag = data_[pos_++];
+  if ((tag & 0x1f) == 0x1f) return Fail(Malformed("multi-byte tags are not supported"));
+  if (pos_ >= data_.size()) return Fail(Malformed("missing length"));
+  size_t len = data_[pos_++];
+  if (len & 0x80) {
+    size_t n = len & 0x7f;
+    if (n == 0) return Fail(Malformed("indefinite length"));
+    if (n > 4) return Fail(Malformed("length too large"));
+    if (data_.size() - pos_ < n) return Fail(Malformed("truncated length"));
+    len = 0;
+    for (size_t i = 0; i < n; ++i) len = len << 8 | data_[pos_++];
+    if (len < 0x80 || (n > 1 && (len >> (8 * (n - 1))) == 0)) {
+      return Fail(Malformed("non-minimal length"));
+    }
+  }
+  if (data_.size() - pos_ < len) return Fail(Malformed("truncated value"));
+  Element e;
+  e.tag = tag;
+  e.contents = data_.subspan(pos_, len);
+  e.whole = data_.subspan(start, pos_ + len - start);
+  pos_ += len;
+  return e;
+}
+
+Result<Element> Reader::Expect(uint8_t tag) {
+  if (empty()) return Fail(Malformed("unexpected end of data"));
+  if (PeekTag() != tag) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "expected tag 0x%02x, found 0x%02x", tag, PeekTag());
+    return Fail(Malformed(buf));
+  }
+  return Next();
+}
+
+Result<Element> Reader::Optional(uint8_t tag) {
+  if (empty() || PeekTag() != tag) return Element{};
+  return Next();
+}
+
+Result<int64_t> ParseSmallInteger(ByteView contents) {
+  if (contents.empty()) return Fail(Malformed("empty INTEGER"));
+  if (contents[0] & 0x80) return Fail(Malformed("negative INTEGER"));
+  if (contents.size() > 1 && contents[0] == 0 && !(contents[1] & 0x80)) {
+    return Fail(Malformed("non-minimal INTEGER"));
+  }
+  if (contents.size() > 8) return Fail(Malformed("INTEGER too large"));
+  int64_t v = 0;
+  for (uint8_t b : contents) v = v << 8 | b;
+  return v;
+}
+
+Result<int64_t> ParseTime(const Element& e) {
+  auto s = AsString(e.contents);
+  size_t year_digits = e.tag == kUtcTime ? 2 : e.tag == kGeneralizedTime ? 4 : 0;
+  if (year_digits == 0) return Fail(Malformed("expected UTCTime or GeneralizedTime"));
+  if (s.size() != year_digits + 11 || s.back() != 'Z') return Fail(Malformed("bad time format"));
+  for (size_t i = 0; i + 1 < s.size(); ++i) {
+    if (s[i] < '0' || s[i] > '9') return Fail(Malformed("bad time format"));
+  }
+  auto num = [&](size_t off, size_t n) {
+    int v = 0;
+    for (size_t i = 0; i < n; ++i) v = v * 10 + (s[off + i] - '0');
+    return v;
+  };
+  int year = num(0, year_digits);
+  if (year_digits == 2) year += year >= 50 ? 1900 : 2000;
+  size_t o = year_digits;
+  int mon = num(o, 2), day = num(o + 2, 2), hour = num(o + 4, 2), min = num(o + 6, 2),
+      sec = num(o + 8, 2);
+  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 59) {
+    return Fail(Malformed("time out of range"));
+  }
+  return DaysFromCivil(year, static_cast<unsigned>(mon), static_cast<unsigned>(day)) * 86400 +
+         hour * 3600 + min * 60 + sec;
+}
+
+}  // namespace iotpki::der

@@ -1,0 +1,116 @@
+#include "iotpki/common/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+namespace iotpki {
+namespace {
+
+Error ErrnoError(int err, std::string_view what, const std::filesystem::path& path) {
+  Code code = Code::kInternal;
+  if (err == ENOENT) code = Code::kNotFound;
+  if (err == EACCES || err == EPERM || err == EROFS) code = Code::kPermissionDenied;
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG) code = Code::kResourceExhausted;
+  if (err == EEXIST) code = Code::kAlreadyExists;
+  return Error(code, std::string(what) + " " + path.string() + ": " + std::strerror(err));
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+Result<Bytes> ReadFile(const std::filesystem::path& path, size_t max_size) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return Fail(ErrnoError(errno, "cannot open", path));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Fail(ErrnoError(errno, "cannot stat", path));
+  if (S_ISDIR(st.st_mode)) {
+    return Fail(Code::kInvalidArgument, path.string() + " is a directory, not a file");
+  }
+  Bytes out;
+  uint8_t buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(ErrnoError(errno, "cannot read", path));
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<size_t>(n) > max_size) {
+      return Fail(Code::kInvalidArgument,
+                  path.string() + " is larger than " + std::to_string(max_size) + " bytes");
+    }
+    out.insert(out.end(), buf, buf + n);
+  }
+  return out;
+}
+
+Result<std::string> ReadTextFile(const std::filesystem::path& path, size_t max_size) {
+  IOTPKI_TRY(Bytes data, ReadFile(path, max_size));
+  return std::string(data.begin(), data.end());
+}
+
+Result<void> SyncDirectory(const std::filesystem::path& dir) {
+  Fd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return Fail(ErrnoError(errno, "cannot open directory", dir));
+  if (::fsync(fd.get()) != 0) return Fail(ErrnoError(errno, "cannot sync directory", dir));
+  return {};
+}
+
+Result<void> WriteFileAtomic(const std::filesystem::path& path, ByteView data, int mode) {
+  std::filesystem::path dir = path.parent_path();
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::filesystem::path tmp = path;
+  tmp += ".tmp-" + std::to_string(rng() % 1000000000);
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (fd.get() < 0) return Fail(ErrnoError(errno, "cannot create", tmp));
+  // The umask may have narrowed the mode; callers ask for exactly what they want.
+  if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Fail(ErrnoError(err, "cannot chmod", tmp));
+  }
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::unlink(tmp.c_str());
+      return Fail(ErrnoError(err, "cannot write", path));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Fail(ErrnoError(err, "cannot sync", path));
+  }
+  ::close(fd.release());
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Fail(ErrnoError(err, "cannot rename into", path));
+  }
+  return SyncDirectory(dir);
+}
+
+}  // namespace iotpki

@@ -1,0 +1,76 @@
+// Public keys as immutable values, and the key types the policy talks about.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "iotpki/common/bytes.h"
+#include "iotpki/common/error.h"
+
+typedef struct evp_pkey_st EVP_PKEY;
+
+namespace iotpki::crypto {
+
+enum class KeyType { kP256, kP384, kEd25519, kRsa, kOtherEc, kOther };
+
+// "P-256", "P-384", "Ed25519", "RSA-2048", "EC secp192r1", ...
+std::string KeyTypeName(KeyType type, int bits = 0, std::string_view curve = {});
+// Parses "P-256" / "P-384" (case-insensitive, also "prime256v1", "secp384r1").
+Result<KeyType> ParseCurve(std::string_view name);
+
+enum class DigestAlgorithm { kSha256, kSha384 };
+
+// A public key. Cheap to copy (shares one refcounted OpenSSL key). Thread-safe for reads.
+class PublicKey {
+ public:
+  // SubjectPublicKeyInfo DER / "PUBLIC KEY" PEM.
+  static Result<PublicKey> FromDer(ByteView spki);
+  static Result<PublicKey> FromPem(std::string_view pem);
+  // An uncompressed or compressed SEC1 point on the given curve.
+  static Result<PublicKey> FromSec1(KeyType curve, ByteView point);
+
+  const Bytes& ToDer() const { return spki_; }
+  std::string ToPem() const;
+
+  KeyType type() const { return type_; }
+  int bits() const { return bits_; }
+  // OpenSSL's short curve name for EC keys ("prime256v1"), empty otherwise.
+  const std::string& curve() const { return curve_; }
+  std::string Describe() const { return KeyTypeName(type_, bits_, curve_); }
+
+  // SEC1 point (EC keys only; empty otherwise).
+  Bytes Sec1Point(bool compressed) const;
+  // The BIT STRING contents of the SPKI (the raw key), as X.509 key identifiers hash it.
+  Bytes RawKey() const;
+  // SHA-256 of the SPKI DER: a stable identity for duplicate-key checks.
+  Bytes Fingerprint() const;
+  // RFC 5280 key identifier: SHA-1 of RawKey() (method 1), as OpenSSL and most CAs compute it.
+  Bytes KeyIdentifier() const;
+
+  // Verifies a signature (DER ECDSA, raw Ed25519, PKCS#1 RSA) over `data` hashed with `digest`
+  // (ignored for Ed25519). False for a bad signature; never an error.
+  bool Verify(ByteView data, ByteView signature, DigestAlgorithm digest) const;
+
+  bool operator==(const PublicKey& other) const { return spki_ == other.spki_; }
+
+  // Borrowed OpenSSL handle for the library's own use; valid while this value lives.
+  EVP_PKEY* get() const { return key_.get(); }
+
+ private:
+  PublicKey() = default;
+  static Result<PublicKey> FromHandle(std::shared_ptr<EVP_PKEY> key);
+
+  std::shared_ptr<EVP_PKEY> key_;
+  Bytes spki_;
+  KeyType type_ = KeyType::kOther;
+  int bits_ = 0;
+  std::string curve_;
+
+  friend class PrivateKey;
+};
+
+// The digest a CA uses with a key of this type: SHA-384 for P-384, SHA-256 otherwise.
+DigestAlgorithm DefaultDigest(KeyType type);
+
+}  // namespace iotpki::crypto

@@ -1,0 +1,73 @@
+// Signing keys. Everything above the crypto layer signs through Signer and never sees key bytes:
+// a key may live in a file, an HSM or a TPM.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "iotpki/common/bytes.h"
+#include "iotpki/common/error.h"
+#include "iotpki/crypto/key.h"
+
+namespace iotpki::crypto {
+
+// Thread-safe: Sign may be called concurrently.
+class Signer {
+ public:
+  virtual ~Signer() = default;
+  virtual const PublicKey& public_key() const = 0;
+  // Hashes `data` with digest() and signs it. ECDSA signatures are DER SEQUENCE{r, s}.
+  virtual Result<Bytes> Sign(ByteView data) const = 0;
+  virtual DigestAlgorithm digest() const { return DefaultDigest(public_key().type()); }
+  // The key's URI, e.g. "file:/var/lib/iotpki/keys/root.key" (never includes a secret).
+  virtual std::string uri() const = 0;
+  // OpenSSL handle usable for signing (a provider key for tokens), or nullptr if the key is not
+  // reachable through OpenSSL. The TLS server uses it; the CA does not need it.
+  virtual EVP_PKEY* handle() const = 0;
+};
+
+// A private key held in this process's memory (generated here or loaded from an encrypted file).
+class PrivateKey final : public Signer {
+ public:
+  static Result<PrivateKey> Generate(KeyType type = KeyType::kP256);
+  // PKCS#8 PEM, encrypted ("ENCRYPTED PRIVATE KEY") with the passphrase, or unencrypted when the
+  // passphrase is empty and the PEM is unencrypted. A wrong passphrase is Unauthenticated.
+  static Result<PrivateKey> FromPem(std::string_view pem, std::string_view passphrase);
+  static Result<PrivateKey> FromDer(ByteView pkcs8_der);
+  // A raw private scalar for a curve (test vectors).
+  static Result<PrivateKey> FromScalar(KeyType curve, ByteView scalar);
+
+  // PKCS#8 PEM encrypted with AES-256-CBC under a PBKDF2-derived key. An empty passphrase is
+  // refused: keys at rest are always encrypted.
+  Result<std::string> ToEncryptedPem(std::string_view passphrase) const;
+  // Unencrypted PKCS#8 DER: only for handing a key to a device's secure element.
+  Result<Bytes> ToDer() const;
+
+  const PublicKey& public_key() const override { return public_; }
+  Result<Bytes> Sign(ByteView data) const override;
+  std::string uri() const override { return uri_; }
+  EVP_PKEY* handle() const override { return key_.get(); }
+  void set_uri(std::string uri) { uri_ = std::move(uri); }
+
+ private:
+  PrivateKey() = default;
+  static Result<PrivateKey> FromHandle(std::shared_ptr<EVP_PKEY> key);
+
+  std::shared_ptr<EVP_PKEY> key_;
+  PublicKey public_;
+  std::string uri_ = "memory:";
+};
+
+// Saves a key as encrypted PKCS#8 PEM, mode 0600, atomically.
+Result<void> SaveKeyFile(const std::filesystem::path& path, const PrivateKey& key,
+                         std::string_view passphrase);
+Result<PrivateKey> LoadKeyFile(const std::filesystem::path& path, std::string_view passphrase);
+
+// Opens a signer by URI. Supported now: "file:PATH" (encrypted PKCS#8). Later: "pkcs11:" and
+// "tpm2:". Relative file paths are resolved against `base_dir`.
+Result<std::unique_ptr<Signer>> OpenSigner(std::string_view uri, std::string_view passphrase,
+                                           const std::filesystem::path& base_dir = {});
+
+}  // namespace iotpki::crypto
