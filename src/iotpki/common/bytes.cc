@@ -19,7 +19,8 @@ int HexValue(char c) {
 constexpr std::array<int8_t, 256> MakeBase64Table() {
   std::array<int8_t, 256> table{};
   for (auto& v : table) v = -1;
-  for (int i = 0; i < 64; ++i) table[static_cast<uint8_t>(kBase64Alphabet[i])] = static_cast<int8_t>(i);
+  for (int i = 0; i < 64; ++i)
+    table[static_cast<uint8_t>(kBase64Alphabet[i])] = static_cast<int8_t>(i);
   return table;
 }
 constexpr auto kBase64Table = MakeBase64Table();

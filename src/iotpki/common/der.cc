@@ -94,8 +94,8 @@ Bytes SmallInteger(int64_t value) {
   for (int shift = 56; shift >= 0; shift -= 8) v.push_back(static_cast<uint8_t>(u >> shift));
   // Strip redundant leading bytes (two's complement, minimal).
   size_t i = 0;
-  while (i + 1 < v.size() && ((v[i] == 0 && !(v[i + 1] & 0x80)) ||
-                              (v[i] == 0xff && (v[i + 1] & 0x80)))) {
+  while (i + 1 < v.size() &&
+         ((v[i] == 0 && !(v[i + 1] & 0x80)) || (v[i] == 0xff && (v[i + 1] & 0x80)))) {
     ++i;
   }
   return Tlv(kInteger, ByteView(v).subspan(i));

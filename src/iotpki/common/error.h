@@ -4,9 +4,8 @@
 
 #include <string>
 #include <string_view>
-#include <utility>
-
 #include <tl/expected.hpp>
+#include <utility>
 
 namespace iotpki {
 
@@ -66,14 +65,14 @@ inline tl::unexpected<Error> Fail(Error error) { return tl::unexpected<Error>(st
 
 // IOTPKI_TRY(auto x, Expr()) declares x from a Result<T> or returns its error.
 #define IOTPKI_TRY(decl, expr) IOTPKI_TRY_IMPL_(IOTPKI_CONCAT_(try_result_, __LINE__), decl, expr)
-#define IOTPKI_TRY_IMPL_(tmp, decl, expr)                      \
-  auto tmp = (expr);                                           \
+#define IOTPKI_TRY_IMPL_(tmp, decl, expr)                                     \
+  auto tmp = (expr);                                                          \
   if (!tmp) return ::tl::unexpected<::iotpki::Error>(std::move(tmp).error()); \
   decl = std::move(*tmp)
 
 // IOTPKI_CHECK(Expr()) returns the error of a Result<void> (or any Result) if it failed.
-#define IOTPKI_CHECK(expr)                                                        \
-  do {                                                                            \
-    auto try_status_ = (expr);                                                    \
+#define IOTPKI_CHECK(expr)                                                                      \
+  do {                                                                                          \
+    auto try_status_ = (expr);                                                                  \
     if (!try_status_) return ::tl::unexpected<::iotpki::Error>(std::move(try_status_).error()); \
   } while (0)

@@ -1,17 +1,17 @@
 #include "iotpki/common/file.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 
-#include <gtest/gtest.h>
-
 namespace iotpki {
 namespace {
 
 TEST(File, AtomicWriteSetsModeAndReplaces) {
-  auto dir = std::filesystem::temp_directory_path() / ("iotpki-file-test-" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("iotpki-file-test-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto path = dir / "secret";
   ASSERT_TRUE(WriteFileAtomic(path, std::string_view("one"), 0600));

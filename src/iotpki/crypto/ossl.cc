@@ -54,7 +54,8 @@ Result<Bytes> PemDecode(std::string_view pem, std::string_view label) {
     return Fail(Code::kInvalidArgument, "unterminated PEM block " + std::string(label));
   }
   auto der = Base64Decode(pem.substr(b, e - b));
-  if (!der) return Fail(Code::kInvalidArgument, "PEM block " + std::string(label) + " is not valid base64");
+  if (!der)
+    return Fail(Code::kInvalidArgument, "PEM block " + std::string(label) + " is not valid base64");
   return der;
 }
 

@@ -2,9 +2,6 @@
 // OpenSSL's error queue is drained. Headers that do not need OpenSSL types must not include this.
 #pragma once
 
-#include <memory>
-#include <string_view>
-
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -17,6 +14,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <memory>
+#include <string_view>
+
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
 
@@ -25,9 +25,9 @@ namespace iotpki::ossl {
 template <class T>
 struct Deleter;
 
-#define IOTPKI_OSSL_DELETER(type, free_fn) \
-  template <>                              \
-  struct Deleter<type> {                   \
+#define IOTPKI_OSSL_DELETER(type, free_fn)         \
+  template <>                                      \
+  struct Deleter<type> {                           \
     void operator()(type* p) const { free_fn(p); } \
   }
 

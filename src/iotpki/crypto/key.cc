@@ -1,0 +1,190 @@
+#include "iotpki/crypto/key.h"
+
+#include <openssl/core_names.h>
+#include <openssl/pem.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "iotpki/crypto/ossl.h"
+#include "iotpki/crypto/primitives.h"
+
+namespace iotpki::crypto {
+namespace {
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+const char* CurveSn(KeyType t) {
+  switch (t) {
+    case KeyType::kP256:
+      return "prime256v1";
+    case KeyType::kP384:
+      return "secp384r1";
+    default:
+      return nullptr;
+  }
+}
+
+const EVP_MD* Md(DigestAlgorithm d) {
+  return d == DigestAlgorithm::kSha384 ? EVP_sha384() : EVP_sha256();
+}
+
+}  // namespace
+
+std::string KeyTypeName(KeyType type, int bits, std::string_view curve) {
+  switch (type) {
+    case KeyType::kP256:
+      return "P-256";
+    case KeyType::kP384:
+      return "P-384";
+    case KeyType::kEd25519:
+      return "Ed25519";
+    case KeyType::kRsa:
+      return "RSA-" + std::to_string(bits);
+    case KeyType::kOtherEc:
+      return "EC " + std::string(curve.empty() ? "unknown curve" : curve);
+    case KeyType::kOther:
+      return "unsupported key type";
+  }
+  return "unknown";
+}
+
+Result<KeyType> ParseCurve(std::string_view name) {
+  std::string n = Lower(name);
+  if (n == "p-256" || n == "p256" || n == "prime256v1" || n == "secp256r1") return KeyType::kP256;
+  if (n == "p-384" || n == "p384" || n == "secp384r1") return KeyType::kP384;
+  return Fail(Code::kInvalidArgument,
+              "unsupported curve '" + std::string(name) + "' (use P-256 or P-384)");
+}
+
+DigestAlgorithm DefaultDigest(KeyType type) {
+  return type == KeyType::kP384 ? DigestAlgorithm::kSha384 : DigestAlgorithm::kSha256;
+}
+
+Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key) {
+  PublicKey pk;
+  pk.spki_ = ossl::ToDer(key.get(), i2d_PUBKEY);
+  if (pk.spki_.empty())
+    return Fail(ossl::Drain(Code::kInvalidArgument, "cannot encode public key"));
+  int id = EVP_PKEY_get_base_id(key.get());
+  pk.bits_ = EVP_PKEY_get_bits(key.get());
+  if (id == EVP_PKEY_EC) {
+    char name[64] = {0};
+    size_t len = 0;
+    if (EVP_PKEY_get_utf8_string_param(key.get(), OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof name,
+                                       &len) == 1) {
+      pk.curve_ = name;
+    }
+    ossl::ClearErrors();
+    if (pk.curve_ == "prime256v1") {
+      pk.type_ = KeyType::kP256;
+    } else if (pk.curve_ == "secp384r1") {
+      pk.type_ = KeyType::kP384;
+    } else {
+      pk.type_ = KeyType::kOtherEc;
+    }
+  } else if (id == EVP_PKEY_ED25519) {
+    pk.type_ = KeyType::kEd25519;
+  } else if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS) {
+    pk.type_ = KeyType::kRsa;
+  } else {
+    pk.type_ = KeyType::kOther;
+  }
+  pk.key_ = std::move(key);
+  return pk;
+}
+
+Result<PublicKey> PublicKey::FromDer(ByteView spki) {
+  const unsigned char* p = spki.data();
+  EVP_PKEY* raw = d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size()));
+  if (raw == nullptr || p != spki.data() + spki.size()) {
+    EVP_PKEY_free(raw);
+    return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo"));
+  }
+  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+}
+
+Result<PublicKey> PublicKey::FromPem(std::string_view pem) {
+  IOTPKI_TRY(Bytes der, ossl::PemDecode(pem, "PUBLIC KEY"));
+  return FromDer(der);
+}
+
+Result<PublicKey> PublicKey::FromSec1(KeyType curve, ByteView point) {
+  const char* sn = CurveSn(curve);
+  if (sn == nullptr) return Fail(Code::kInvalidArgument, "SEC1 points need an EC curve");
+  auto ctx = ossl::Own(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  auto bld = ossl::Own(OSSL_PARAM_BLD_new());
+  if (!ctx || !bld ||
+      !OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, sn, 0) ||
+      !OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
+                                        point.size())) {
+    return Fail(ossl::Drain(Code::kInternal, "cannot build EC key parameters"));
+  }
+  auto params = ossl::Own(OSSL_PARAM_BLD_to_param(bld.get()));
+  EVP_PKEY* raw = nullptr;
+  if (!params || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+      EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params.get()) != 1) {
+    return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
+  }
+  std::shared_ptr<EVP_PKEY> key(raw, EVP_PKEY_free);
+  // fromdata does not validate the point; an off-curve point must not become a key.
+  auto check = ossl::Own(EVP_PKEY_CTX_new_from_pkey(nullptr, raw, nullptr));
+  if (!check || EVP_PKEY_public_check(check.get()) != 1) {
+    return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
+  }
+  return FromHandle(std::move(key));
+}
+
+std::string PublicKey::ToPem() const { return ossl::PemEncode("PUBLIC KEY", spki_); }
+
+Bytes PublicKey::Sec1Point(bool compressed) const {
+  if (type_ != KeyType::kP256 && type_ != KeyType::kP384 && type_ != KeyType::kOtherEc) return {};
+  // The SPKI's BIT STRING holds the uncompressed point 04 || X || Y.
+  Bytes point = RawKey();
+  if (point.size() < 3 || point[0] != 0x04 || point.size() % 2 != 1) return {};
+  if (!compressed) return point;
+  size_t n = (point.size() - 1) / 2;
+  Bytes out;
+  out.reserve(n + 1);
+  out.push_back(static_cast<uint8_t>(0x02 | (point.back() & 1)));
+  out.insert(out.end(), point.begin() + 1, point.begin() + 1 + static_cast<ptrdiff_t>(n));
+  return out;
+}
+
+Bytes PublicKey::RawKey() const {
+  // SPKI = SEQUENCE { AlgorithmIdentifier, BIT STRING }: the BIT STRING's content minus the
+  // unused-bits byte.
+  const unsigned char* p = spki_.data();
+  X509_PUBKEY* xpk = d2i_X509_PUBKEY(nullptr, &p, static_cast<long>(spki_.size()));
+  if (xpk == nullptr) {
+    ossl::ClearErrors();
+    return {};
+  }
+  const unsigned char* raw = nullptr;
+  int len = 0;
+  Bytes out;
+  if (X509_PUBKEY_get0_param(nullptr, &raw, &len, nullptr, xpk) == 1) out.assign(raw, raw + len);
+  X509_PUBKEY_free(xpk);
+  return out;
+}
+
+Bytes PublicKey::Fingerprint() const { return Sha256(spki_); }
+
+Bytes PublicKey::KeyIdentifier() const { return Sha1(RawKey()); }
+
+bool PublicKey::Verify(ByteView data, ByteView signature, DigestAlgorithm digest) const {
+  auto ctx = ossl::Own(EVP_MD_CTX_new());
+  const EVP_MD* md = type_ == KeyType::kEd25519 ? nullptr : Md(digest);
+  bool ok = ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key_.get()) == 1 &&
+            EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), data.data(),
+                             data.size()) == 1;
+  ossl::ClearErrors();
+  return ok;
+}
+
+}  // namespace iotpki::crypto

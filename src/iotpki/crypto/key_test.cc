@@ -1,0 +1,142 @@
+#include "iotpki/crypto/key.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "iotpki/common/file.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/crypto/signer.h"
+
+namespace iotpki::crypto {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("iotpki-key-test-" + std::to_string(::getpid()) + "-" + ToHex(RandomBytes(4)));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+TEST(Keys, GenerateSignVerify) {
+  for (KeyType t : {KeyType::kP256, KeyType::kP384, KeyType::kEd25519}) {
+    auto key = PrivateKey::Generate(t);
+    ASSERT_TRUE(key);
+    EXPECT_EQ(key->public_key().type(), t);
+    auto sig = key->Sign(AsBytes("hello"));
+    ASSERT_TRUE(sig);
+    EXPECT_TRUE(key->public_key().Verify(AsBytes("hello"), *sig, key->digest()));
+    EXPECT_FALSE(key->public_key().Verify(AsBytes("hellO"), *sig, key->digest()));
+  }
+}
+
+TEST(Keys, PublicKeyRoundTrips) {
+  auto key = PrivateKey::Generate(KeyType::kP256);
+  auto der = key->public_key().ToDer();
+  EXPECT_EQ(der.size(), 91u);
+  auto pub = PublicKey::FromDer(der);
+  ASSERT_TRUE(pub);
+  EXPECT_EQ(*pub, key->public_key());
+  auto pem = PublicKey::FromPem(key->public_key().ToPem());
+  ASSERT_TRUE(pem);
+  EXPECT_EQ(*pem, key->public_key());
+  EXPECT_EQ(key->public_key().Describe(), "P-256");
+  EXPECT_EQ(key->public_key().KeyIdentifier().size(), 20u);
+  EXPECT_EQ(key->public_key().RawKey().size(), 65u);
+}
+
+TEST(Keys, Sec1CompressionRoundTrip) {
+  auto key = PrivateKey::Generate(KeyType::kP256);
+  Bytes compressed = key->public_key().Sec1Point(true);
+  ASSERT_EQ(compressed.size(), 33u);
+  auto back = PublicKey::FromSec1(KeyType::kP256, compressed);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, key->public_key());
+  Bytes bad = compressed;
+  bad[0] = 0x05;
+  EXPECT_FALSE(PublicKey::FromSec1(KeyType::kP256, bad));
+}
+
+TEST(Keys, FromScalarMatchesKnownPublicKey) {
+  // The C509 draft's example issuer key (shared/vectors/c509).
+  auto key = PrivateKey::FromScalar(
+      KeyType::kP256, *FromHex("dc66b3415456d649429b53223df7532b942d6b0e0842c30bca4c0acf91547bb2"));
+  ASSERT_TRUE(key);
+  EXPECT_EQ(ToHex(key->public_key().Sec1Point(true)),
+            "02ae4cdb01f614defc7121285fdc7f5c6d1d42c95647f061ba0080df678867845e");
+}
+
+TEST(Keys, RefusesGarbage) {
+  Bytes junk = {0x30, 0x03, 0x01, 0x01, 0x00};
+  EXPECT_FALSE(PublicKey::FromDer(junk));
+  EXPECT_FALSE(PublicKey::FromPem("not a key"));
+}
+
+TEST(KeyFiles, EncryptedRoundTripMode0600) {
+  TempDir dir;
+  auto key = PrivateKey::Generate(KeyType::kP256);
+  auto path = dir.path() / "k.pem";
+  ASSERT_TRUE(SaveKeyFile(path, *key, "correct horse"));
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto text = ReadTextFile(path);
+  EXPECT_NE(text->find("ENCRYPTED PRIVATE KEY"), std::string::npos);
+  auto loaded = LoadKeyFile(path, "correct horse");
+  ASSERT_TRUE(loaded) << loaded.error().ToString();
+  EXPECT_EQ(loaded->public_key(), key->public_key());
+  EXPECT_EQ(loaded->uri(), "file:" + path.string());
+}
+
+TEST(KeyFiles, WrongPassphraseIsUnauthenticated) {
+  TempDir dir;
+  auto key = PrivateKey::Generate(KeyType::kP256);
+  auto path = dir.path() / "k.pem";
+  ASSERT_TRUE(SaveKeyFile(path, *key, "right"));
+  auto loaded = LoadKeyFile(path, "wrong");
+  ASSERT_FALSE(loaded);
+  EXPECT_EQ(loaded.error().code(), Code::kUnauthenticated);
+  EXPECT_NE(loaded.error().message().find("wrong passphrase"), std::string::npos);
+}
+
+TEST(KeyFiles, CorruptedFileIsDataLoss) {
+  TempDir dir;
+  auto path = dir.path() / "k.pem";
+  ASSERT_TRUE(
+      WriteFileAtomic(path, std::string_view("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"
+                                             "AAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")));
+  auto loaded = LoadKeyFile(path, "x");
+  ASSERT_FALSE(loaded);
+  EXPECT_EQ(loaded.error().code(), Code::kDataLoss);
+}
+
+TEST(KeyFiles, EmptyPassphraseRefused) {
+  auto key = PrivateKey::Generate(KeyType::kP256);
+  EXPECT_FALSE(key->ToEncryptedPem(""));
+}
+
+TEST(Signers, OpenByUri) {
+  TempDir dir;
+  auto key = PrivateKey::Generate(KeyType::kP384);
+  ASSERT_TRUE(SaveKeyFile(dir.path() / "ca.key", *key, "pw"));
+  auto signer = OpenSigner("file:ca.key", "pw", dir.path());
+  ASSERT_TRUE(signer) << signer.error().ToString();
+  EXPECT_EQ((*signer)->public_key(), key->public_key());
+  EXPECT_EQ((*signer)->digest(), DigestAlgorithm::kSha384);
+  EXPECT_FALSE(OpenSigner("bogus:x", "pw"));
+  auto unimpl = OpenSigner("pkcs11:token=x", "pw");
+  ASSERT_FALSE(unimpl);
+  EXPECT_EQ(unimpl.error().code(), Code::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace iotpki::crypto

@@ -1,0 +1,199 @@
+#include "iotpki/crypto/signer.h"
+
+#include <openssl/core_names.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/rand.h>
+
+#include "iotpki/common/file.h"
+#include "iotpki/crypto/ossl.h"
+
+namespace iotpki::crypto {
+namespace {
+
+// PBKDF2-HMAC-SHA256 iterations for keys at rest: slow enough to hurt guessing, fast enough
+// (tens of ms) for a CLI that loads a key per invocation.
+constexpr int kPbkdf2Iterations = 100000;
+
+const char* CurveGroup(KeyType t) {
+  switch (t) {
+    case KeyType::kP256:
+      return "P-256";
+    case KeyType::kP384:
+      return "P-384";
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace
+
+Result<PrivateKey> PrivateKey::FromHandle(std::shared_ptr<EVP_PKEY> key) {
+  PrivateKey pk;
+  auto pub_der = ossl::ToDer(key.get(), i2d_PUBKEY);
+  if (pub_der.empty()) return Fail(ossl::Drain(Code::kInternal, "cannot encode public key"));
+  IOTPKI_TRY(pk.public_, PublicKey::FromDer(pub_der));
+  pk.key_ = std::move(key);
+  return pk;
+}
+
+Result<PrivateKey> PrivateKey::Generate(KeyType type) {
+  EVP_PKEY* raw = nullptr;
+  if (type == KeyType::kEd25519) {
+    raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+  } else if (const char* group = CurveGroup(type)) {
+    raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", group);
+  } else {
+    return Fail(Code::kInvalidArgument, "key generation supports P-256, P-384 and Ed25519 only");
+  }
+  if (raw == nullptr) return Fail(ossl::Drain(Code::kInternal, "key generation failed"));
+  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+}
+
+Result<PrivateKey> PrivateKey::FromDer(ByteView pkcs8_der) {
+  const unsigned char* p = pkcs8_der.data();
+  PKCS8_PRIV_KEY_INFO* p8 =
+      d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(pkcs8_der.size()));
+  if (p8 == nullptr) return Fail(ossl::Drain(Code::kInvalidArgument, "not a PKCS#8 private key"));
+  EVP_PKEY* raw = EVP_PKCS82PKEY(p8);
+  PKCS8_PRIV_KEY_INFO_free(p8);
+  if (raw == nullptr) return Fail(ossl::Drain(Code::kInvalidArgument, "not a usable private key"));
+  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+}
+
+Result<PrivateKey> PrivateKey::FromPem(std::string_view pem, std::string_view passphrase) {
+  if (pem.find("-----BEGIN PRIVATE KEY-----") != std::string_view::npos) {
+    IOTPKI_TRY(Bytes der, ossl::PemDecode(pem, "PRIVATE KEY"));
+    return FromDer(der);
+  }
+  auto der = ossl::PemDecode(pem, "ENCRYPTED PRIVATE KEY");
+  if (!der) {
+    return Fail(Code::kDataLoss, "key file is corrupted (no valid ENCRYPTED PRIVATE KEY block)");
+  }
+  const unsigned char* p = der->data();
+  X509_SIG* sig = d2i_X509_SIG(nullptr, &p, static_cast<long>(der->size()));
+  if (sig == nullptr || p != der->data() + der->size()) {
+    X509_SIG_free(sig);
+    return Fail(ossl::Drain(Code::kDataLoss, "key file is corrupted (bad PKCS#8 structure)"));
+  }
+  PKCS8_PRIV_KEY_INFO* p8 =
+      PKCS8_decrypt(sig, passphrase.data(), static_cast<int>(passphrase.size()));
+  X509_SIG_free(sig);
+  if (p8 == nullptr) {
+    return Fail(ossl::Drain(Code::kUnauthenticated,
+                            "wrong passphrase (or the encrypted key is corrupted)"));
+  }
+  EVP_PKEY* raw = EVP_PKCS82PKEY(p8);
+  PKCS8_PRIV_KEY_INFO_free(p8);
+  if (raw == nullptr) return Fail(ossl::Drain(Code::kDataLoss, "key file is corrupted"));
+  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+}
+
+Result<PrivateKey> PrivateKey::FromScalar(KeyType curve, ByteView scalar) {
+  int nid = curve == KeyType::kP256   ? NID_X9_62_prime256v1
+            : curve == KeyType::kP384 ? NID_secp384r1
+                                      : NID_undef;
+  if (nid == NID_undef) return Fail(Code::kInvalidArgument, "scalars need P-256 or P-384");
+  auto group = ossl::Own(EC_GROUP_new_by_curve_name(nid));
+  auto priv = ossl::Own(BN_bin2bn(scalar.data(), static_cast<int>(scalar.size()), nullptr));
+  auto point = ossl::Own(group ? EC_POINT_new(group.get()) : nullptr);
+  if (!group || !priv || !point ||
+      EC_POINT_mul(group.get(), point.get(), priv.get(), nullptr, nullptr, nullptr) != 1) {
+    return Fail(ossl::Drain(Code::kInvalidArgument, "invalid private scalar"));
+  }
+  Bytes pub(133);
+  size_t pub_len = EC_POINT_point2oct(group.get(), point.get(), POINT_CONVERSION_UNCOMPRESSED,
+                                      pub.data(), pub.size(), nullptr);
+  pub.resize(pub_len);
+  auto bld = ossl::Own(OSSL_PARAM_BLD_new());
+  if (!bld ||
+      !OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) ||
+      !OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv.get()) ||
+      !OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, pub.data(),
+                                        pub.size())) {
+    return Fail(ossl::Drain(Code::kInternal, "cannot build key parameters"));
+  }
+  auto params = ossl::Own(OSSL_PARAM_BLD_to_param(bld.get()));
+  auto ctx = ossl::Own(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  EVP_PKEY* raw = nullptr;
+  if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+      EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_KEYPAIR, params.get()) != 1) {
+    return Fail(ossl::Drain(Code::kInvalidArgument, "invalid private scalar"));
+  }
+  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+}
+
+Result<std::string> PrivateKey::ToEncryptedPem(std::string_view passphrase) const {
+  if (passphrase.empty()) {
+    return Fail(Code::kInvalidArgument, "refusing to write a private key without a passphrase");
+  }
+  auto p8 = std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)>(
+      EVP_PKEY2PKCS8(key_.get()), PKCS8_PRIV_KEY_INFO_free);
+  if (!p8) return Fail(ossl::Drain(Code::kInternal, "cannot encode private key"));
+  X509_SIG* sig = PKCS8_encrypt_ex(-1, EVP_aes_256_cbc(), passphrase.data(),
+                                   static_cast<int>(passphrase.size()), nullptr, 0,
+                                   kPbkdf2Iterations, p8.get(), nullptr, nullptr);
+  if (sig == nullptr) return Fail(ossl::Drain(Code::kInternal, "cannot encrypt private key"));
+  Bytes der = ossl::ToDer(sig, i2d_X509_SIG);
+  X509_SIG_free(sig);
+  return ossl::PemEncode("ENCRYPTED PRIVATE KEY", der);
+}
+
+Result<Bytes> PrivateKey::ToDer() const {
+  auto p8 = std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)>(
+      EVP_PKEY2PKCS8(key_.get()), PKCS8_PRIV_KEY_INFO_free);
+  if (!p8) return Fail(ossl::Drain(Code::kInternal, "cannot encode private key"));
+  return ossl::ToDer(p8.get(), i2d_PKCS8_PRIV_KEY_INFO);
+}
+
+Result<Bytes> PrivateKey::Sign(ByteView data) const {
+  auto ctx = ossl::Own(EVP_MD_CTX_new());
+  const EVP_MD* md = public_.type() == KeyType::kEd25519    ? nullptr
+                     : digest() == DigestAlgorithm::kSha384 ? EVP_sha384()
+                                                            : EVP_sha256();
+  size_t len = 0;
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, key_.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "signing failed"));
+  }
+  Bytes sig(len);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &len, data.data(), data.size()) != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "signing failed"));
+  }
+  sig.resize(len);
+  return sig;
+}
+
+Result<void> SaveKeyFile(const std::filesystem::path& path, const PrivateKey& key,
+                         std::string_view passphrase) {
+  IOTPKI_TRY(std::string pem, key.ToEncryptedPem(passphrase));
+  return WriteFileAtomic(path, pem, 0600);
+}
+
+Result<PrivateKey> LoadKeyFile(const std::filesystem::path& path, std::string_view passphrase) {
+  auto pem = ReadTextFile(path, 1 << 20);
+  if (!pem) return Fail(std::move(pem).error().Context("reading key"));
+  auto key = PrivateKey::FromPem(*pem, passphrase);
+  if (!key) return Fail(std::move(key).error().Context(path.string()));
+  key->set_uri("file:" + path.string());
+  return key;
+}
+
+Result<std::unique_ptr<Signer>> OpenSigner(std::string_view uri, std::string_view passphrase,
+                                           const std::filesystem::path& base_dir) {
+  if (uri.substr(0, 5) == "file:") {
+    std::filesystem::path path(uri.substr(5));
+    if (path.is_relative() && !base_dir.empty()) path = base_dir / path;
+    IOTPKI_TRY(PrivateKey key, LoadKeyFile(path, passphrase));
+    return std::unique_ptr<Signer>(new PrivateKey(std::move(key)));
+  }
+  auto colon = uri.find(':');
+  std::string scheme(uri.substr(0, colon == std::string_view::npos ? 0 : colon));
+  if (scheme == "pkcs11" || scheme == "tpm2") {
+    return Fail(Code::kUnimplemented, "key URI scheme '" + scheme + ":' is not supported yet");
+  }
+  return Fail(Code::kInvalidArgument,
+              "unknown key URI '" + std::string(uri) + "' (expected file:PATH)");
+}
+
+}  // namespace iotpki::crypto
