@@ -1,0 +1,360 @@
+#include "iotpki/ca/authority.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "iotpki/common/file.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/store/sqlite/sqlite_store.h"
+
+namespace iotpki::ca {
+namespace {
+
+namespace fs = std::filesystem;
+using x509::ProfileKind;
+
+store::CertificateRecord RecordFor(const x509::Certificate& cert, store::CertProfile profile,
+                                   std::string issuer, std::optional<std::string> device_id) {
+  store::CertificateRecord r;
+  r.serial = cert.serial_hex();
+  r.device_id = std::move(device_id);
+  r.profile = profile;
+  r.issuer = std::move(issuer);
+  r.subject = cert.subject();
+  r.not_before = cert.not_before();
+  r.not_after = cert.not_after();
+  r.key_fingerprint = ToHex(cert.public_key().Fingerprint());
+  r.der = cert.ToDer();
+  return r;
+}
+
+Result<void> MakeDir(const fs::path& dir, int mode) {
+  if (::mkdir(dir.c_str(), static_cast<mode_t>(mode)) != 0 && errno != EEXIST) {
+    return Fail(Code::kPermissionDenied, "cannot create directory " + dir.string());
+  }
+  return {};
+}
+
+std::string Json(const nlohmann::json& j) { return j.dump(); }
+
+}  // namespace
+
+std::string_view CaNameText(CaName name) {
+  switch (name) {
+    case CaName::kRoot:
+      return "root";
+    case CaName::kManufacturing:
+      return "manufacturing";
+    case CaName::kOperational:
+      return "operational";
+  }
+  return "unknown";
+}
+
+Result<Bytes> ParseFingerprint(std::string_view hex) {
+  auto bytes = FromHex(hex);
+  if (!bytes || bytes->empty() || bytes->size() > 64) {
+    std::string shown(hex.substr(0, 40));
+    return Fail(Code::kInvalidArgument,
+                "hardware fingerprint '" + shown + "' is not 2 to 128 hex digits");
+  }
+  return bytes;
+}
+
+Result<x509::Policy> PolicyFromConfig(const CaConfig& config) {
+  x509::Policy p;
+  p.ldevid.default_validity = int64_t{config.ldevid_validity_days} * x509::kSecondsPerDay;
+  p.ldevid.max_validity = int64_t{config.ldevid_max_validity_days} * x509::kSecondsPerDay;
+  std::vector<crypto::KeyType> types;
+  for (const auto& name : config.device_key_types) {
+    IOTPKI_TRY(crypto::KeyType t, crypto::ParseCurve(name));
+    types.push_back(t);
+  }
+  if (types.empty()) return Fail(Code::kInvalidArgument, "policy.device_key_types is empty");
+  p.idevid.key_types = types;
+  p.ldevid.key_types = types;
+  if (config.device_size_budget > 0) {
+    p.idevid.max_der_size = static_cast<size_t>(config.device_size_budget);
+    p.ldevid.max_der_size = static_cast<size_t>(config.device_size_budget);
+  }
+  p.enterprise_number = static_cast<uint32_t>(config.enterprise_number);
+  return p;
+}
+
+Result<std::unique_ptr<store::Store>> OpenStore(const fs::path& dir, const CaConfig& config,
+                                                const Clock& clock) {
+  fs::path path = config.store_path;
+  if (path.is_relative()) path = dir / path;
+  return store::OpenSqliteStore(path, clock);
+}
+
+Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string_view passphrase,
+                    const Clock& clock) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !(fs::is_directory(dir, ec) && fs::is_empty(dir, ec))) {
+    return Fail(Code::kAlreadyExists, "a CA (or other files) already exists in " + dir.string() +
+                                          "; refusing to overwrite it (choose an empty --dir)");
+  }
+  IOTPKI_CHECK(x509::ValidateOrganization(options.organization));
+  if (passphrase.size() < 8) {
+    return Fail(Code::kInvalidArgument, "the CA passphrase must be at least 8 characters");
+  }
+  fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
+  fs::create_directories(parent, ec);
+  fs::path tmp = parent / (dir.filename().string() + ".init-" + ToHex(crypto::RandomBytes(4)));
+  // Removes the half-built directory on any failure.
+  struct Cleanup {
+    fs::path path;
+    bool armed = true;
+    ~Cleanup() {
+      std::error_code ignored;
+      if (armed) fs::remove_all(path, ignored);
+    }
+  } cleanup{tmp};
+  IOTPKI_CHECK(MakeDir(tmp, 0755));
+  IOTPKI_CHECK(MakeDir(tmp / "keys", 0700));
+  IOTPKI_CHECK(MakeDir(tmp / "certs", 0755));
+
+  CaConfig config;
+  config.organization = options.organization;
+  x509::Policy policy;
+  int64_t now = clock.NowUnix();
+
+  IOTPKI_TRY(crypto::PrivateKey root_key, crypto::PrivateKey::Generate(options.root_curve));
+  IOTPKI_TRY(crypto::PrivateKey mfg_key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+  IOTPKI_TRY(crypto::PrivateKey ops_key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+
+  auto root_tmpl = x509::NewTemplate(ProfileKind::kRoot, root_key.public_key(), now, policy);
+  root_tmpl.subject = {.organization = options.organization, .common_name = "Root CA"};
+  IOTPKI_TRY(x509::Certificate root, x509::Issue(root_tmpl, nullptr, root_key, policy));
+
+  auto mfg_tmpl = x509::NewTemplate(ProfileKind::kIssuingCa, mfg_key.public_key(), now, policy);
+  mfg_tmpl.subject = {.organization = options.organization, .common_name = "Manufacturing CA"};
+  IOTPKI_TRY(x509::Certificate mfg, x509::Issue(mfg_tmpl, &root, root_key, policy));
+
+  auto ops_tmpl = x509::NewTemplate(ProfileKind::kIssuingCa, ops_key.public_key(), now, policy);
+  ops_tmpl.subject = {.organization = options.organization, .common_name = "Operational CA"};
+  IOTPKI_TRY(x509::Certificate ops, x509::Issue(ops_tmpl, &root, root_key, policy));
+
+  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/root.key", root_key, passphrase));
+  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/manufacturing.key", mfg_key, passphrase));
+  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/operational.key", ops_key, passphrase));
+  IOTPKI_CHECK(WriteFileAtomic(tmp / config.root_cert, root.ToPem()));
+  IOTPKI_CHECK(WriteFileAtomic(tmp / config.manufacturing_cert, mfg.ToPem()));
+  IOTPKI_CHECK(WriteFileAtomic(tmp / config.operational_cert, ops.ToPem()));
+  // The chains devices and servers present: issuing CA then root.
+  IOTPKI_CHECK(WriteFileAtomic(tmp / "certs/manufacturing-chain.pem", mfg.ToPem() + root.ToPem()));
+  IOTPKI_CHECK(WriteFileAtomic(tmp / "certs/operational-chain.pem", ops.ToPem() + root.ToPem()));
+  IOTPKI_CHECK(SaveConfig(tmp, config));
+
+  {
+    IOTPKI_TRY(auto store, OpenStore(tmp, config, clock));
+    store::WriteBatch batch;
+    batch.InsertCertificate(RecordFor(root, store::CertProfile::kRoot, "root", std::nullopt));
+    batch.InsertCertificate(RecordFor(mfg, store::CertProfile::kIssuingCa, "root", std::nullopt));
+    batch.InsertCertificate(RecordFor(ops, store::CertProfile::kIssuingCa, "root", std::nullopt));
+    batch.AppendAudit({.actor = options.actor,
+                       .action = "ca.init",
+                       .subject = root.serial_hex(),
+                       .details = Json({{"organization", options.organization},
+                                        {"root", root.fingerprint_sha256()},
+                                        {"manufacturing", mfg.fingerprint_sha256()},
+                                        {"operational", ops.fingerprint_sha256()},
+                                        {"root_key", root_key.public_key().Describe()}})});
+    IOTPKI_CHECK(store->Commit(batch));
+  }
+  IOTPKI_CHECK(SyncDirectory(tmp));
+  // rename(2) replaces an empty directory atomically.
+  if (::rename(tmp.c_str(), dir.c_str()) != 0) {
+    return Fail(Code::kAlreadyExists, "cannot create the CA in " + dir.string() +
+                                          " (it appeared meanwhile or is not empty)");
+  }
+  cleanup.armed = false;
+  IOTPKI_CHECK(SyncDirectory(parent));
+  return {};
+}
+
+Result<std::unique_ptr<Authority>> Authority::Open(const fs::path& dir, const Clock& clock) {
+  IOTPKI_TRY(CaConfig config, LoadConfig(dir));
+  std::unique_ptr<Authority> a(new Authority(dir, std::move(config), clock));
+  IOTPKI_TRY(a->policy_, PolicyFromConfig(a->config_));
+  auto load = [&](const std::string& rel) -> Result<x509::Certificate> {
+    auto pem = ReadTextFile(dir / rel);
+    if (!pem) return Fail(std::move(pem).error().Context("reading CA certificate"));
+    auto cert = x509::Certificate::FromPem(*pem);
+    if (!cert) return Fail(std::move(cert).error().Context((dir / rel).string()));
+    return cert;
+  };
+  IOTPKI_TRY(a->root_, load(a->config_.root_cert));
+  IOTPKI_TRY(a->manufacturing_, load(a->config_.manufacturing_cert));
+  IOTPKI_TRY(a->operational_, load(a->config_.operational_cert));
+  IOTPKI_TRY(a->store_, OpenStore(dir, a->config_, clock));
+  return a;
+}
+
+const x509::Certificate& Authority::certificate(CaName name) const {
+  switch (name) {
+    case CaName::kRoot:
+      return *root_;
+    case CaName::kManufacturing:
+      return *manufacturing_;
+    case CaName::kOperational:
+      return *operational_;
+  }
+  return *root_;
+}
+
+Result<void> Authority::Unlock(CaName name, std::string_view passphrase) {
+  const std::string& uri = name == CaName::kRoot            ? config_.root_key
+                           : name == CaName::kManufacturing ? config_.manufacturing_key
+                                                            : config_.operational_key;
+  IOTPKI_TRY(auto signer, crypto::OpenSigner(uri, passphrase, dir_));
+  if (!(signer->public_key() == certificate(name).public_key())) {
+    return Fail(Code::kFailedPrecondition,
+                "the " + std::string(CaNameText(name)) + " CA key does not match its certificate");
+  }
+  if (name == CaName::kManufacturing) manufacturing_key_ = std::move(signer);
+  if (name == CaName::kOperational) operational_key_ = std::move(signer);
+  return {};
+}
+
+Result<store::WriteBatch> Authority::CheckAndPlan(const IssueRequest& req,
+                                                  const x509::DeviceIdentity& identity) {
+  // 1. Proof of possession: the CSR is signed by the key it carries.
+  if (!req.csr.VerifySignature()) {
+    return Fail(Code::kInvalidArgument,
+                "CSR signature does not verify (no proof of possession of the key)");
+  }
+  // 2. Key type and strength allowed for the profile.
+  IOTPKI_CHECK(x509::CheckKeyAllowed(policy_, req.profile, req.csr.public_key()));
+
+  // 3. Device state for the profile.
+  store::WriteBatch batch;
+  auto existing = store_->GetDeviceBySerial(req.serial);
+  if (!existing && existing.error().code() != Code::kNotFound) return Fail(existing.error());
+  if (req.profile == ProfileKind::kIDevID) {
+    if (existing) {
+      return Fail(Code::kAlreadyExists, "device serial " + req.serial +
+                                            " is already provisioned (device " +
+                                            existing->device_id + ")");
+    }
+    batch.InsertDevice({.device_id = identity.device_id,
+                        .serial = req.serial,
+                        .model = req.model,
+                        .batch = req.batch,
+                        .state = store::DeviceState::kManufactured,
+                        .hardware_fingerprint = ToHex(req.hardware_fingerprint)});
+  } else if (req.profile == ProfileKind::kLDevID) {
+    if (!existing) {
+      return Fail(Code::kNotFound,
+                  "no device with serial " + req.serial + " (provision its IDevID first)");
+    }
+    if (existing->device_id != identity.device_id) {
+      return Fail(Code::kPermissionDenied, "serial " + req.serial +
+                                               " is registered with a different hardware "
+                                               "fingerprint");
+    }
+    if (existing->state != store::DeviceState::kManufactured &&
+        existing->state != store::DeviceState::kActive) {
+      return Fail(Code::kPermissionDenied,
+                  "device " + identity.device_id + " is " +
+                      std::string(store::DeviceStateName(existing->state)) +
+                      " and may not receive a working certificate");
+    }
+    batch.UpdateDeviceState(identity.device_id, existing->state, store::DeviceState::kActive);
+  } else {
+    return Fail(Code::kInvalidArgument, "only idevid and ldevid certificates are issued here");
+  }
+
+  // 4. The key is new to the fleet (a repeated key means a broken key generator), except that
+  //    a device may renew its working certificate with the same key.
+  std::string fp = ToHex(req.csr.public_key().Fingerprint());
+  IOTPKI_TRY(auto holders, store_->FindCertificatesByKey(fp));
+  for (const auto& h : holders) {
+    bool same_device = h.device_id && *h.device_id == identity.device_id;
+    if (!same_device) {
+      return Fail(Code::kAlreadyExists,
+                  "the CSR's public key is already used by another certificate (serial " +
+                      h.serial + "); every device key must be unique");
+    }
+    if (h.profile != store::CertProfile::kLDevId || req.profile != ProfileKind::kLDevID) {
+      return Fail(Code::kAlreadyExists,
+                  "the CSR's public key is the device's birth-certificate key; a working "
+                  "certificate needs a new key");
+    }
+  }
+  return batch;
+}
+
+Result<void> Authority::AuditRefusal(const IssueRequest& req, const std::string& device_id,
+                                     const Error& error) {
+  store::WriteBatch batch;
+  batch.AppendAudit({.actor = req.actor,
+                     .action = "cert.refuse",
+                     .subject = device_id,
+                     .details = Json({{"profile", x509::ProfileName(req.profile)},
+                                      {"serial", req.serial},
+                                      {"code", CodeName(error.code())},
+                                      {"reason", error.message()}})});
+  IOTPKI_CHECK(store_->Commit(batch));
+  return {};
+}
+
+Result<x509::Certificate> Authority::Issue(const IssueRequest& req) {
+  IOTPKI_CHECK(x509::ValidateSerial(req.serial));
+  bool manufacturing = req.profile == ProfileKind::kIDevID;
+  const crypto::Signer* key = manufacturing ? manufacturing_key_.get() : operational_key_.get();
+  const x509::Certificate& issuer = manufacturing ? *manufacturing_ : *operational_;
+  if (key == nullptr) {
+    return Fail(Code::kFailedPrecondition, "the issuing CA key is not unlocked");
+  }
+  x509::DeviceIdentity identity{
+      .device_id = x509::ComputeDeviceId(req.serial, req.hardware_fingerprint),
+      .serial = req.serial,
+      .organization = config_.organization,
+      .hw_type_oid = config_.hw_type_oid};
+
+  auto refuse = [&](Error error) -> Result<x509::Certificate> {
+    // The refusal is what the requester must see, even if recording it fails too.
+    (void)AuditRefusal(req, identity.device_id, error);
+    return Fail(std::move(error));
+  };
+
+  auto planned = CheckAndPlan(req, identity);
+  if (!planned) {
+    Code c = planned.error().code();
+    // Store failures are not policy decisions.
+    if (c == Code::kUnavailable || c == Code::kDataLoss || c == Code::kInternal ||
+        c == Code::kResourceExhausted) {
+      return Fail(std::move(planned).error());
+    }
+    return refuse(std::move(planned).error());
+  }
+  store::WriteBatch batch = std::move(*planned);
+
+  auto tmpl = x509::NewTemplate(req.profile, req.csr.public_key(), clock_.NowUnix(), policy_);
+  tmpl.device = identity;
+  auto cert = x509::Issue(tmpl, &issuer, *key, policy_);
+  if (!cert) {
+    if (cert.error().code() == Code::kFailedPrecondition) return refuse(std::move(cert).error());
+    return Fail(std::move(cert).error());
+  }
+
+  batch.InsertCertificate(
+      RecordFor(*cert, manufacturing ? store::CertProfile::kIDevId : store::CertProfile::kLDevId,
+                manufacturing ? "manufacturing" : "operational", identity.device_id));
+  batch.AppendAudit({.actor = req.actor,
+                     .action = "cert.issue",
+                     .subject = identity.device_id,
+                     .details = Json({{"profile", x509::ProfileName(req.profile)},
+                                      {"serial", req.serial},
+                                      {"cert_serial", cert->serial_hex()},
+                                      {"not_after", cert->not_after()},
+                                      {"sha256", cert->fingerprint_sha256()}})});
+  IOTPKI_CHECK(store_->Commit(batch));
+  return cert;
+}
+
+}  // namespace iotpki::ca

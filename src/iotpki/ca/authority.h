@@ -1,0 +1,105 @@
+// The certificate authority: a CA directory opened, its hierarchy, its store, and the one sign
+// path every certificate takes (policy rules, lint, sign, durable record, then release).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "iotpki/ca/config.h"
+#include "iotpki/common/bytes.h"
+#include "iotpki/common/clock.h"
+#include "iotpki/common/error.h"
+#include "iotpki/crypto/signer.h"
+#include "iotpki/store/store.h"
+#include "iotpki/x509/builder.h"
+#include "iotpki/x509/certificate.h"
+#include "iotpki/x509/csr.h"
+#include "iotpki/x509/profile.h"
+
+namespace iotpki::ca {
+
+enum class CaName { kRoot, kManufacturing, kOperational };
+std::string_view CaNameText(CaName name);  // "root", "manufacturing", "operational"
+
+struct InitOptions {
+  std::string organization = "iotpki";
+  crypto::KeyType root_curve = crypto::KeyType::kP256;
+  std::string actor = "cli";
+};
+
+// Creates a CA in `dir`: root, manufacturing and operational CAs, their keys encrypted with
+// `passphrase` (0600), iotpki.toml and the store, with the three certificates recorded and a
+// ca.init audit row. Everything is built in a temporary sibling directory and renamed into place,
+// so a crash leaves either no CA or a whole one. AlreadyExists if `dir` holds anything.
+Result<void> InitCa(const std::filesystem::path& dir, const InitOptions& options,
+                    std::string_view passphrase, const Clock& clock);
+
+// Parses a hardware fingerprint given as hex (1 to 64 bytes).
+Result<Bytes> ParseFingerprint(std::string_view hex);
+
+// A request that reached the CA: inputs already parsed.
+struct IssueRequest {
+  x509::ProfileKind profile = x509::ProfileKind::kIDevID;
+  x509::Csr csr;
+  std::string serial;
+  Bytes hardware_fingerprint;
+  std::string model;
+  std::string batch;
+  std::string actor = "cli";
+};
+
+// Thread-safe once the issuers needed are unlocked.
+class Authority {
+ public:
+  // Reads the configuration, the three CA certificates and opens the store. No key is opened.
+  static Result<std::unique_ptr<Authority>> Open(const std::filesystem::path& dir,
+                                                 const Clock& clock);
+
+  // Opens an issuing CA's key; Unauthenticated for a wrong passphrase, DataLoss for a corrupted
+  // key file. Checks that the key belongs to the CA certificate.
+  Result<void> Unlock(CaName name, std::string_view passphrase);
+
+  // Issues a device certificate. The policy rules run first, in order (proof of possession, key
+  // allowed, device state for the profile, key not used elsewhere); then x509::Issue lints and
+  // signs; then the device and certificate rows and an audit row are committed in one
+  // transaction. Only then is the certificate returned. A refusal by policy or lint is audited
+  // (cert.refuse) and writes nothing else.
+  Result<x509::Certificate> Issue(const IssueRequest& request);
+
+  const std::filesystem::path& dir() const { return dir_; }
+  const CaConfig& config() const { return config_; }
+  const x509::Policy& policy() const { return policy_; }
+  const x509::Certificate& certificate(CaName name) const;
+  store::Store& store() { return *store_; }
+  const Clock& clock() const { return clock_; }
+
+ private:
+  Authority(std::filesystem::path dir, CaConfig config, const Clock& clock)
+      : dir_(std::move(dir)), config_(std::move(config)), clock_(clock) {}
+
+  // The policy rules; each returns the refusal, if any.
+  Result<store::WriteBatch> CheckAndPlan(const IssueRequest& request,
+                                         const x509::DeviceIdentity& identity);
+  Result<void> AuditRefusal(const IssueRequest& request, const std::string& device_id,
+                            const Error& error);
+
+  std::filesystem::path dir_;
+  CaConfig config_;
+  const Clock& clock_;
+  x509::Policy policy_;
+  std::optional<x509::Certificate> root_, manufacturing_, operational_;
+  std::unique_ptr<crypto::Signer> manufacturing_key_, operational_key_;
+  std::unique_ptr<store::Store> store_;
+};
+
+// Builds the x509 issuance policy from the configuration.
+Result<x509::Policy> PolicyFromConfig(const CaConfig& config);
+
+// Opens the store a configuration names (relative paths against `dir`).
+Result<std::unique_ptr<store::Store>> OpenStore(const std::filesystem::path& dir,
+                                                const CaConfig& config, const Clock& clock);
+
+}  // namespace iotpki::ca

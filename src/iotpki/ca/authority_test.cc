@@ -1,0 +1,153 @@
+#include "iotpki/ca/authority.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/store/audit.h"
+#include "iotpki/x509/verify.h"
+
+namespace iotpki::ca {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr char kPass[] = "unit-test-passphrase";
+
+class AuthorityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = fs::temp_directory_path() /
+            ("iotpki-ca-test-" + std::to_string(::getpid()) + "-" + ToHex(crypto::RandomBytes(4)));
+    dir_ = base_ / "ca";
+    ASSERT_TRUE(InitCa(dir_, {.organization = "Acme"}, kPass, clock_));
+    auto a = Authority::Open(dir_, clock_);
+    ASSERT_TRUE(a) << a.error().ToString();
+    authority_ = std::move(*a);
+    ASSERT_TRUE(authority_->Unlock(CaName::kManufacturing, kPass));
+    ASSERT_TRUE(authority_->Unlock(CaName::kOperational, kPass));
+  }
+  void TearDown() override {
+    authority_.reset();
+    fs::remove_all(base_);
+  }
+
+  x509::Csr NewCsr(crypto::KeyType type = crypto::KeyType::kP256) {
+    auto key = crypto::PrivateKey::Generate(type);
+    auto csr = x509::MakeCsr(*key, {.common_name = "device"});
+    return *csr;
+  }
+
+  IssueRequest Request(x509::ProfileKind profile, const x509::Csr& csr,
+                       std::string serial = "SN-1") {
+    return {.profile = profile,
+            .csr = csr,
+            .serial = std::move(serial),
+            .hardware_fingerprint = {0xde, 0xad, 0xbe, 0xef},
+            .model = "thermostat"};
+  }
+
+  int64_t AuditRows() {
+    auto v = store::VerifyAuditChain(authority_->store());
+    return v->rows_checked;
+  }
+
+  FakeClock clock_{1790000000};
+  fs::path base_, dir_;
+  std::unique_ptr<Authority> authority_;
+};
+
+TEST_F(AuthorityTest, InitWritesEncryptedKeysAndRefusesToOverwrite) {
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ / "keys/root.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto again = InitCa(dir_, {.organization = "Acme"}, kPass, clock_);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), Code::kAlreadyExists);
+  EXPECT_FALSE(InitCa(base_ / "short", {}, "short", clock_));  // passphrase under 8 characters
+  EXPECT_FALSE(fs::exists(base_ / "short"));
+}
+
+TEST_F(AuthorityTest, HierarchyVerifies) {
+  const auto& root = authority_->certificate(CaName::kRoot);
+  for (CaName n : {CaName::kManufacturing, CaName::kOperational}) {
+    const auto& c = authority_->certificate(n);
+    EXPECT_EQ(x509::VerifyChain(c, {}, std::span(&root, 1), clock_.NowUnix()),
+              x509::Verdict::kValid);
+    EXPECT_EQ(c.path_len(), 0);
+  }
+}
+
+TEST_F(AuthorityTest, IssuesIDevIDThenLDevID) {
+  auto idevid = authority_->Issue(Request(x509::ProfileKind::kIDevID, NewCsr()));
+  ASSERT_TRUE(idevid) << idevid.error().ToString();
+  std::string device_id = x509::ComputeDeviceId("SN-1", Bytes{0xde, 0xad, 0xbe, 0xef});
+  EXPECT_EQ(idevid->common_name(), device_id);
+  EXPECT_EQ(idevid->not_after(), kNoExpiryUnix);
+  auto device = authority_->store().GetDevice(device_id);
+  ASSERT_TRUE(device);
+  EXPECT_EQ(device->state, store::DeviceState::kManufactured);
+  EXPECT_EQ(device->model, "thermostat");
+  auto record = authority_->store().GetCertificate(idevid->serial_hex());
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->der, idevid->ToDer());
+
+  auto ldevid = authority_->Issue(Request(x509::ProfileKind::kLDevID, NewCsr()));
+  ASSERT_TRUE(ldevid) << ldevid.error().ToString();
+  EXPECT_EQ(ldevid->not_after() - ldevid->not_before(), 90 * 86400);
+  EXPECT_EQ(authority_->store().GetDevice(device_id)->state, store::DeviceState::kActive);
+  const auto& root = authority_->certificate(CaName::kRoot);
+  const auto& ops = authority_->certificate(CaName::kOperational);
+  EXPECT_EQ(x509::VerifyChain(*ldevid, std::span(&ops, 1), std::span(&root, 1), clock_.NowUnix()),
+            x509::Verdict::kValid);
+}
+
+TEST_F(AuthorityTest, RefusalsAreAuditedAndWriteNothingElse) {
+  x509::Csr csr = NewCsr();
+  ASSERT_TRUE(authority_->Issue(Request(x509::ProfileKind::kIDevID, csr)));
+  int64_t audit_before = AuditRows();
+  store::DeviceFilter all;
+  int64_t devices_before = *authority_->store().CountDevices(all);
+
+  // Same serial again.
+  auto dup_serial = authority_->Issue(Request(x509::ProfileKind::kIDevID, NewCsr()));
+  ASSERT_FALSE(dup_serial);
+  EXPECT_EQ(dup_serial.error().code(), Code::kAlreadyExists);
+  // Same key on another device.
+  auto dup_key = authority_->Issue(Request(x509::ProfileKind::kIDevID, csr, "SN-2"));
+  ASSERT_FALSE(dup_key);
+  EXPECT_NE(dup_key.error().message().find("key"), std::string::npos);
+  // The IDevID key reused for the LDevID.
+  auto same_key = authority_->Issue(Request(x509::ProfileKind::kLDevID, csr));
+  ASSERT_FALSE(same_key);
+  // Unknown device for an LDevID.
+  auto unknown = authority_->Issue(Request(x509::ProfileKind::kLDevID, NewCsr(), "SN-404"));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Code::kNotFound);
+  // A P-384 key where policy allows P-256 only.
+  auto p384 = authority_->Issue(
+      Request(x509::ProfileKind::kIDevID, NewCsr(crypto::KeyType::kP384), "SN-3"));
+  ASSERT_FALSE(p384);
+
+  EXPECT_EQ(AuditRows(), audit_before + 5);
+  EXPECT_EQ(*authority_->store().CountDevices(all), devices_before);
+  auto rows = authority_->store().ReadAudit(audit_before + 1, 10);
+  ASSERT_TRUE(rows);
+  for (const auto& r : *rows) EXPECT_EQ(r.action, "cert.refuse");
+}
+
+TEST_F(AuthorityTest, WrongPassphraseIsUnauthenticated) {
+  auto a = Authority::Open(dir_, clock_);
+  ASSERT_TRUE(a);
+  auto r = (*a)->Unlock(CaName::kManufacturing, "wrong passphrase");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kUnauthenticated);
+  auto issue = (*a)->Issue(Request(x509::ProfileKind::kIDevID, NewCsr(), "SN-9"));
+  ASSERT_FALSE(issue);
+  EXPECT_EQ(issue.error().code(), Code::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace iotpki::ca

@@ -1,0 +1,127 @@
+#include "iotpki/ca/config.h"
+
+#include <toml++/toml.h>
+
+#include <sstream>
+
+#include "iotpki/common/der.h"
+#include "iotpki/common/file.h"
+
+namespace iotpki::ca {
+namespace {
+
+Error Invalid(const std::filesystem::path& file, const std::string& what) {
+  return Error(Code::kInvalidArgument, file.string() + ": " + what);
+}
+
+}  // namespace
+
+std::string ConfigToToml(const CaConfig& c) {
+  toml::array key_types;
+  for (const auto& t : c.device_key_types) key_types.push_back(t);
+  toml::table root{
+      {"ca", toml::table{{"organization", c.organization}}},
+      {"keys", toml::table{{"root", c.root_key},
+                           {"manufacturing", c.manufacturing_key},
+                           {"operational", c.operational_key}}},
+      {"certs", toml::table{{"root", c.root_cert},
+                            {"manufacturing", c.manufacturing_cert},
+                            {"operational", c.operational_cert}}},
+      {"store", toml::table{{"backend", c.store_backend}, {"path", c.store_path}}},
+      {"policy", toml::table{{"ldevid_validity_days", c.ldevid_validity_days},
+                             {"ldevid_max_validity_days", c.ldevid_max_validity_days},
+                             {"device_key_types", key_types},
+                             {"device_size_budget", c.device_size_budget}}},
+      {"identity",
+       toml::table{{"enterprise_number", c.enterprise_number}, {"hw_type_oid", c.hw_type_oid}}},
+  };
+  std::ostringstream out;
+  out << "# iotpki CA configuration. Keys are URIs: file:PATH (relative to this directory),\n"
+         "# later pkcs11: and tpm2:.\n";
+  out << root << "\n";
+  return out.str();
+}
+
+Result<void> SaveConfig(const std::filesystem::path& dir, const CaConfig& config) {
+  return WriteFileAtomic(dir / kConfigFile, ConfigToToml(config), 0644);
+}
+
+Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
+  auto file = dir / kConfigFile;
+  auto text = ReadTextFile(file, 1 << 20);
+  if (!text) {
+    if (text.error().code() == Code::kNotFound) {
+      return Fail(Code::kFailedPrecondition, "no CA in " + dir.string() +
+                                                 " (create one with: iotpki ca init --dir " +
+                                                 dir.string() + ")");
+    }
+    return Fail(std::move(text).error());
+  }
+  // Debian's toml++ is built with exceptions; this is the one place they are caught.
+  toml::table t;
+  try {
+    t = toml::parse(*text, file.string());
+  } catch (const toml::parse_error& err) {
+    return Fail(Invalid(file, "line " + std::to_string(err.source().begin.line) + ": " +
+                                  std::string(err.description())));
+  }
+  CaConfig c;
+  auto str = [&](const char* path, std::string& out) -> Result<void> {
+    auto node = t.at_path(path);
+    if (!node) return {};
+    auto v = node.value<std::string>();
+    if (!v) return Fail(Invalid(file, std::string(path) + " must be a string"));
+    out = *v;
+    return {};
+  };
+  auto integer = [&](const char* path, auto& out, int64_t lo, int64_t hi) -> Result<void> {
+    auto node = t.at_path(path);
+    if (!node) return {};
+    auto v = node.value<int64_t>();
+    if (!v || *v < lo || *v > hi) {
+      return Fail(Invalid(file, std::string(path) + " must be an integer in [" +
+                                    std::to_string(lo) + ", " + std::to_string(hi) + "]"));
+    }
+    out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+    return {};
+  };
+  IOTPKI_CHECK(str("ca.organization", c.organization));
+  IOTPKI_CHECK(str("keys.root", c.root_key));
+  IOTPKI_CHECK(str("keys.manufacturing", c.manufacturing_key));
+  IOTPKI_CHECK(str("keys.operational", c.operational_key));
+  IOTPKI_CHECK(str("certs.root", c.root_cert));
+  IOTPKI_CHECK(str("certs.manufacturing", c.manufacturing_cert));
+  IOTPKI_CHECK(str("certs.operational", c.operational_cert));
+  IOTPKI_CHECK(str("store.backend", c.store_backend));
+  IOTPKI_CHECK(str("store.path", c.store_path));
+  IOTPKI_CHECK(integer("policy.ldevid_validity_days", c.ldevid_validity_days, 1, 3650));
+  IOTPKI_CHECK(integer("policy.ldevid_max_validity_days", c.ldevid_max_validity_days, 1, 3650));
+  IOTPKI_CHECK(integer("policy.device_size_budget", c.device_size_budget, 0, 65536));
+  IOTPKI_CHECK(integer("identity.enterprise_number", c.enterprise_number, 1, 4294967295LL));
+  IOTPKI_CHECK(str("identity.hw_type_oid", c.hw_type_oid));
+  if (auto node = t.at_path("policy.device_key_types")) {
+    auto* arr = node.as_array();
+    if (arr == nullptr) return Fail(Invalid(file, "policy.device_key_types must be an array"));
+    c.device_key_types.clear();
+    for (const auto& e : *arr) {
+      auto v = e.value<std::string>();
+      if (!v) return Fail(Invalid(file, "policy.device_key_types must hold strings"));
+      c.device_key_types.push_back(*v);
+    }
+  }
+  if (c.store_backend != "sqlite") {
+    return Fail(Invalid(file, "store.backend '" + c.store_backend + "' is not supported (sqlite)"));
+  }
+  if (c.ldevid_validity_days > c.ldevid_max_validity_days) {
+    return Fail(Invalid(file, "policy.ldevid_validity_days exceeds ldevid_max_validity_days"));
+  }
+  if (der::OidContent(c.hw_type_oid).empty()) {
+    return Fail(Invalid(file, "identity.hw_type_oid is not a dotted OID"));
+  }
+  if (c.organization.empty() || c.organization.size() > 64) {
+    return Fail(Invalid(file, "ca.organization must be 1 to 64 characters"));
+  }
+  return c;
+}
+
+}  // namespace iotpki::ca

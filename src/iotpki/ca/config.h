@@ -1,0 +1,52 @@
+// The CA directory and its configuration file (iotpki.toml).
+//
+//   DIR/iotpki.toml           this configuration
+//   DIR/keys/<name>.key       encrypted PKCS#8 keys, 0600 (or, later, pkcs11:/tpm2: URIs)
+//   DIR/certs/<name>.pem      root.pem, manufacturing.pem, operational.pem
+//   DIR/iotpki.db             the SQLite store
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "iotpki/common/error.h"
+
+namespace iotpki::ca {
+
+inline constexpr char kConfigFile[] = "iotpki.toml";
+
+struct CaConfig {
+  std::string organization = "iotpki";
+  // Key URIs (crypto::OpenSigner); file: paths are relative to the CA directory.
+  std::string root_key = "file:keys/root.key";
+  std::string manufacturing_key = "file:keys/manufacturing.key";
+  std::string operational_key = "file:keys/operational.key";
+  std::string root_cert = "certs/root.pem";
+  std::string manufacturing_cert = "certs/manufacturing.pem";
+  std::string operational_cert = "certs/operational.pem";
+
+  // [store]
+  std::string store_backend = "sqlite";
+  std::string store_path = "iotpki.db";
+
+  // [policy]
+  int ldevid_validity_days = 90;
+  int ldevid_max_validity_days = 397;
+  std::vector<std::string> device_key_types = {"P-256"};
+  int device_size_budget = 0;  // 0: the x509 policy's default.
+
+  // [identity]: RFC 9039 device URN urn:dev:os:<enterprise_number>-<serial> and the 802.1AR
+  // hardwareModuleName hwType. 32473 is RFC 5612's documentation enterprise number: set your own.
+  int64_t enterprise_number = 32473;
+  std::string hw_type_oid = "1.3.6.1.4.1.32473.1";
+};
+
+// Reads and validates DIR/iotpki.toml. FailedPrecondition "no CA in DIR (run iotpki ca init)"
+// when it is missing; InvalidArgument naming the key and line for a malformed file.
+Result<CaConfig> LoadConfig(const std::filesystem::path& dir);
+Result<void> SaveConfig(const std::filesystem::path& dir, const CaConfig& config);
+std::string ConfigToToml(const CaConfig& config);
+
+}  // namespace iotpki::ca

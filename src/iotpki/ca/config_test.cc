@@ -1,0 +1,69 @@
+#include "iotpki/ca/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "iotpki/common/file.h"
+
+namespace iotpki::ca {
+namespace {
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("iotpki-config-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void Write(std::string_view text) { ASSERT_TRUE(WriteFileAtomic(dir_ / kConfigFile, text)); }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ConfigTest, RoundTrip) {
+  CaConfig c;
+  c.organization = "Acme Devices";
+  c.ldevid_validity_days = 30;
+  c.device_key_types = {"P-256", "P-384"};
+  ASSERT_TRUE(SaveConfig(dir_, c));
+  auto back = LoadConfig(dir_);
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(back->organization, "Acme Devices");
+  EXPECT_EQ(back->ldevid_validity_days, 30);
+  EXPECT_EQ(back->device_key_types, (std::vector<std::string>{"P-256", "P-384"}));
+}
+
+TEST_F(ConfigTest, MissingIsFailedPreconditionWithHint) {
+  auto c = LoadConfig(dir_ / "nope");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code(), Code::kFailedPrecondition);
+  EXPECT_NE(c.error().message().find("iotpki ca init"), std::string::npos);
+}
+
+TEST_F(ConfigTest, SyntaxErrorNamesTheLine) {
+  Write("[ca]\norganization = \"x\"\n[policy\n");
+  auto c = LoadConfig(dir_);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code(), Code::kInvalidArgument);
+  EXPECT_NE(c.error().message().find("line 3"), std::string::npos) << c.error().message();
+}
+
+TEST_F(ConfigTest, WrongTypesAndRangesRefused) {
+  Write("[policy]\nldevid_validity_days = \"ninety\"\n");
+  EXPECT_FALSE(LoadConfig(dir_));
+  Write("[policy]\nldevid_validity_days = 0\n");
+  EXPECT_FALSE(LoadConfig(dir_));
+  Write("[policy]\nldevid_validity_days = 500\n");  // above the 397-day maximum
+  EXPECT_FALSE(LoadConfig(dir_));
+  Write("[store]\nbackend = \"oracle\"\n");
+  EXPECT_FALSE(LoadConfig(dir_));
+  Write("[identity]\nhw_type_oid = \"not.an.oid\"\n");
+  EXPECT_FALSE(LoadConfig(dir_));
+  Write("[policy]\ndevice_key_types = \"P-256\"\n");
+  EXPECT_FALSE(LoadConfig(dir_));
+}
+
+}  // namespace
+}  // namespace iotpki::ca

@@ -1,0 +1,103 @@
+// iotpki ca init | show
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "iotpki/ca/authority.h"
+#include "iotpki/ca/config.h"
+#include "iotpki/cli/cli.h"
+#include "iotpki/common/clock.h"
+#include "iotpki/common/file.h"
+#include "iotpki/x509/certificate.h"
+
+namespace iotpki::cli {
+namespace {
+
+struct InitArgs {
+  std::string dir;
+  std::string org = "iotpki";
+  std::string root_curve = "P-256";
+  std::string passphrase_file;
+};
+
+struct ShowArgs {
+  std::string dir;
+  bool json = false;
+};
+
+Result<void> RunInit(const InitArgs& args) {
+  IOTPKI_TRY(crypto::KeyType curve, crypto::ParseCurve(args.root_curve));
+  IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
+  ca::InitOptions options{.organization = args.org, .root_curve = curve};
+  IOTPKI_CHECK(ca::InitCa(args.dir, options, passphrase, SystemClock::Instance()));
+  std::cout << "created CA in " << args.dir << " (root, manufacturing and operational CAs; keys "
+            << "encrypted in " << args.dir << "/keys)\n";
+  return {};
+}
+
+Result<void> RunShow(const ShowArgs& args) {
+  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance()));
+  nlohmann::json out = nlohmann::json::array();
+  for (ca::CaName name :
+       {ca::CaName::kRoot, ca::CaName::kManufacturing, ca::CaName::kOperational}) {
+    const x509::Certificate& c = authority->certificate(name);
+    out.push_back({{"name", ca::CaNameText(name)},
+                   {"subject", c.subject()},
+                   {"issuer", c.issuer()},
+                   {"serial", c.serial_hex()},
+                   {"key", c.public_key().Describe()},
+                   {"not_before", FormatUtc(c.not_before())},
+                   {"not_after", FormatUtc(c.not_after())},
+                   {"path_len", c.path_len() ? nlohmann::json(*c.path_len()) : nlohmann::json()},
+                   {"sha256_fingerprint", c.fingerprint_sha256()},
+                   {"der_bytes", c.ToDer().size()}});
+  }
+  if (args.json) {
+    std::cout << nlohmann::json{{"dir", args.dir},
+                                {"organization", authority->config().organization},
+                                {"hierarchy", out}}
+                     .dump(2)
+              << "\n";
+    return {};
+  }
+  std::cout << "CA directory " << args.dir << " (organization: " << authority->config().organization
+            << ")\n";
+  const char* tree[] = {"", "├── ", "└── "};
+  int i = 0;
+  for (const auto& c : out) {
+    std::string indent = i == 0 ? "" : "    ";
+    std::cout << tree[i] << c["name"].get<std::string>() << ": " << c["subject"].get<std::string>()
+              << "\n";
+    std::cout << indent << "    key " << c["key"].get<std::string>() << ", valid "
+              << c["not_before"].get<std::string>() << " to " << c["not_after"].get<std::string>()
+              << "\n";
+    std::cout << indent << "    sha256 " << c["sha256_fingerprint"].get<std::string>() << "\n";
+    ++i;
+  }
+  return {};
+}
+
+}  // namespace
+
+void AddCaCommands(CLI::App& app) {
+  auto* ca = app.add_subcommand("ca", "Create and inspect the CA hierarchy");
+  ca->require_subcommand(1);
+
+  auto init_args = std::make_shared<InitArgs>();
+  auto* init = ca->add_subcommand("init", "Create root, manufacturing and operational CAs");
+  init->add_option("--dir", init_args->dir, "CA directory (must not exist or be empty)")
+      ->required();
+  init->add_option("--org", init_args->org, "Organization name (subject O)");
+  init->add_option("--root-curve", init_args->root_curve, "Root key curve: P-256 or P-384");
+  init->add_option("--passphrase-file", init_args->passphrase_file,
+                   "File whose first line encrypts the CA keys (default: $IOTPKI_PASSPHRASE)");
+  SetAction(init, [init_args] { return RunInit(*init_args); });
+
+  auto show_args = std::make_shared<ShowArgs>();
+  auto* show = ca->add_subcommand("show", "Show the hierarchy with fingerprints");
+  show->add_option("--dir", show_args->dir, "CA directory")->required();
+  show->add_flag("--json", show_args->json, "Machine-readable output");
+  SetAction(show, [show_args] { return RunShow(*show_args); });
+}
+
+}  // namespace iotpki::cli
