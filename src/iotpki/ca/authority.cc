@@ -5,8 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "iotpki/ca/bootstrap.h"
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
+#include "iotpki/crypto/secret_file.h"
 #include "iotpki/store/sqlite/sqlite_store.h"
 
 namespace iotpki::ca {
@@ -119,6 +121,7 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
 
   CaConfig config;
   config.organization = options.organization;
+  config.bootstrap_salt = ToHex(crypto::RandomBytes(16));
   x509::Policy policy;
   int64_t now = clock.NowUnix();
 
@@ -147,6 +150,13 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
   // The chains devices and servers present: issuing CA then root.
   IOTPKI_CHECK(WriteFileAtomic(tmp / "certs/manufacturing-chain.pem", mfg.ToPem() + root.ToPem()));
   IOTPKI_CHECK(WriteFileAtomic(tmp / "certs/operational-chain.pem", ops.ToPem() + root.ToPem()));
+  {
+    Bytes master = crypto::RandomBytes(32);
+    auto saved = crypto::SaveSecretFile(tmp / config.bootstrap_master_key, master,
+                                        kBootstrapMasterLabel, passphrase);
+    std::fill(master.begin(), master.end(), 0);
+    IOTPKI_CHECK(saved);
+  }
   IOTPKI_CHECK(SaveConfig(tmp, config));
 
   {
@@ -220,8 +230,24 @@ Result<void> Authority::Unlock(CaName name, std::string_view passphrase) {
   return {};
 }
 
+Result<void> Authority::UnlockBootstrap(std::string_view passphrase) {
+  fs::path path = config_.bootstrap_master_key;
+  if (path.is_relative()) path = dir_ / path;
+  IOTPKI_TRY(bootstrap_master_, crypto::LoadSecretFile(path, kBootstrapMasterLabel, passphrase));
+  IOTPKI_TRY(bootstrap_salt_, FromHex(config_.bootstrap_salt));
+  return {};
+}
+
+Result<Bytes> Authority::BootstrapSecret(std::string_view device_id) const {
+  if (bootstrap_master_.empty()) {
+    return Fail(Code::kFailedPrecondition, "the bootstrap master secret is not unlocked");
+  }
+  return DeriveBootstrapSecret(bootstrap_master_, bootstrap_salt_, device_id);
+}
+
 Result<store::WriteBatch> Authority::CheckAndPlan(const IssueRequest& req,
-                                                  const x509::DeviceIdentity& identity) {
+                                                  const x509::DeviceIdentity& identity,
+                                                  const std::optional<store::Device>& existing) {
   // 1. Proof of possession: the CSR is signed by the key it carries.
   if (!req.csr.VerifySignature()) {
     return Fail(Code::kInvalidArgument,
@@ -232,27 +258,26 @@ Result<store::WriteBatch> Authority::CheckAndPlan(const IssueRequest& req,
 
   // 3. Device state for the profile.
   store::WriteBatch batch;
-  auto existing = store_->GetDeviceBySerial(req.serial);
-  if (!existing && existing.error().code() != Code::kNotFound) return Fail(existing.error());
   if (req.profile == ProfileKind::kIDevID) {
     if (existing) {
-      return Fail(Code::kAlreadyExists, "device serial " + req.serial +
+      return Fail(Code::kAlreadyExists, "device serial " + identity.serial +
                                             " is already provisioned (device " +
                                             existing->device_id + ")");
     }
     batch.InsertDevice({.device_id = identity.device_id,
-                        .serial = req.serial,
+                        .serial = identity.serial,
                         .model = req.model,
                         .batch = req.batch,
                         .state = store::DeviceState::kManufactured,
                         .hardware_fingerprint = ToHex(req.hardware_fingerprint)});
   } else if (req.profile == ProfileKind::kLDevID) {
     if (!existing) {
-      return Fail(Code::kNotFound,
-                  "no device with serial " + req.serial + " (provision its IDevID first)");
+      return Fail(Code::kNotFound, req.device_id.empty() ? "no device with serial " + req.serial +
+                                                               " (provision its IDevID first)"
+                                                         : "unknown device " + req.device_id);
     }
     if (existing->device_id != identity.device_id) {
-      return Fail(Code::kPermissionDenied, "serial " + req.serial +
+      return Fail(Code::kPermissionDenied, "serial " + identity.serial +
                                                " is registered with a different hardware "
                                                "fingerprint");
     }
@@ -288,8 +313,8 @@ Result<store::WriteBatch> Authority::CheckAndPlan(const IssueRequest& req,
   return batch;
 }
 
-Result<void> Authority::AuditRefusal(const IssueRequest& req, const std::string& device_id,
-                                     const Error& error) {
+store::WriteBatch Authority::RefusalAudit(const IssueRequest& req, const std::string& device_id,
+                                          const Error& error) const {
   store::WriteBatch batch;
   batch.AppendAudit({.actor = req.actor,
                      .action = "cert.refuse",
@@ -298,63 +323,95 @@ Result<void> Authority::AuditRefusal(const IssueRequest& req, const std::string&
                                       {"serial", req.serial},
                                       {"code", CodeName(error.code())},
                                       {"reason", error.message()}})});
-  IOTPKI_CHECK(store_->Commit(batch));
-  return {};
+  return batch;
 }
 
-Result<x509::Certificate> Authority::Issue(const IssueRequest& req) {
-  IOTPKI_CHECK(x509::ValidateSerial(req.serial));
+tl::expected<Authority::Prepared, Authority::Refusal> Authority::Prepare(const IssueRequest& req) {
+  auto plain = [](Error e) { return tl::unexpected<Refusal>(Refusal{std::move(e), std::nullopt}); };
   bool manufacturing = req.profile == ProfileKind::kIDevID;
   const crypto::Signer* key = manufacturing ? manufacturing_key_.get() : operational_key_.get();
   const x509::Certificate& issuer = manufacturing ? *manufacturing_ : *operational_;
   if (key == nullptr) {
-    return Fail(Code::kFailedPrecondition, "the issuing CA key is not unlocked");
+    return plain(Error(Code::kFailedPrecondition, "the issuing CA key is not unlocked"));
   }
-  x509::DeviceIdentity identity{
-      .device_id = x509::ComputeDeviceId(req.serial, req.hardware_fingerprint),
-      .serial = req.serial,
-      .organization = config_.organization,
-      .hw_type_oid = config_.hw_type_oid};
 
-  auto refuse = [&](Error error) -> Result<x509::Certificate> {
-    // The refusal is what the requester must see, even if recording it fails too.
-    (void)AuditRefusal(req, identity.device_id, error);
-    return Fail(std::move(error));
+  // Who the device is, and what the store knows of it.
+  std::optional<store::Device> existing;
+  x509::DeviceIdentity identity{.organization = config_.organization,
+                                .hw_type_oid = config_.hw_type_oid};
+  if (!req.device_id.empty() && req.profile == ProfileKind::kLDevID) {
+    auto d = store_->GetDevice(req.device_id);
+    if (d) {
+      existing = *d;
+      identity.device_id = d->device_id;
+      identity.serial = d->serial;
+    } else if (d.error().code() == Code::kNotFound) {
+      identity.device_id = req.device_id;
+    } else {
+      return plain(std::move(d).error());
+    }
+  } else {
+    if (auto v = x509::ValidateSerial(req.serial); !v) return plain(std::move(v).error());
+    identity.serial = req.serial;
+    identity.device_id = x509::ComputeDeviceId(req.serial, req.hardware_fingerprint);
+    auto d = store_->GetDeviceBySerial(req.serial);
+    if (d) {
+      existing = *d;
+    } else if (d.error().code() != Code::kNotFound) {
+      return plain(std::move(d).error());
+    }
+  }
+
+  auto refuse = [&](Error error) {
+    store::WriteBatch audit = RefusalAudit(req, identity.device_id, error);
+    return tl::unexpected<Refusal>(Refusal{std::move(error), std::move(audit)});
   };
 
-  auto planned = CheckAndPlan(req, identity);
+  auto planned = CheckAndPlan(req, identity, existing);
   if (!planned) {
     Code c = planned.error().code();
     // Store failures are not policy decisions.
     if (c == Code::kUnavailable || c == Code::kDataLoss || c == Code::kInternal ||
         c == Code::kResourceExhausted) {
-      return Fail(std::move(planned).error());
+      return plain(std::move(planned).error());
     }
     return refuse(std::move(planned).error());
   }
-  store::WriteBatch batch = std::move(*planned);
 
   auto tmpl = x509::NewTemplate(req.profile, req.csr.public_key(), clock_.NowUnix(), policy_);
   tmpl.device = identity;
   auto cert = x509::Issue(tmpl, &issuer, *key, policy_);
   if (!cert) {
     if (cert.error().code() == Code::kFailedPrecondition) return refuse(std::move(cert).error());
-    return Fail(std::move(cert).error());
+    return plain(std::move(cert).error());
   }
 
-  batch.InsertCertificate(
+  Prepared out{.certificate = *cert, .batch = std::move(*planned), .device_id = identity.device_id};
+  out.batch.InsertCertificate(
       RecordFor(*cert, manufacturing ? store::CertProfile::kIDevId : store::CertProfile::kLDevId,
                 manufacturing ? "manufacturing" : "operational", identity.device_id));
-  batch.AppendAudit({.actor = req.actor,
-                     .action = "cert.issue",
-                     .subject = identity.device_id,
-                     .details = Json({{"profile", x509::ProfileName(req.profile)},
-                                      {"serial", req.serial},
-                                      {"cert_serial", cert->serial_hex()},
-                                      {"not_after", cert->not_after()},
-                                      {"sha256", cert->fingerprint_sha256()}})});
-  IOTPKI_CHECK(store_->Commit(batch));
-  return cert;
+  out.batch.AppendAudit({.actor = req.actor,
+                         .action = "cert.issue",
+                         .subject = identity.device_id,
+                         .details = Json({{"profile", x509::ProfileName(req.profile)},
+                                          {"serial", identity.serial},
+                                          {"cert_serial", cert->serial_hex()},
+                                          {"not_after", cert->not_after()},
+                                          {"sha256", cert->fingerprint_sha256()}})});
+  return out;
+}
+
+Result<x509::Certificate> Authority::Issue(const IssueRequest& req) {
+  auto prepared = Prepare(req);
+  if (!prepared) {
+    Refusal& r = prepared.error();
+    // The refusal is what the requester must see, even if recording it fails too.
+    if (r.audit) (void)store_->Commit(*r.audit);
+    return Fail(std::move(r.error));
+  }
+  // Durable first; only then may the certificate leave.
+  IOTPKI_CHECK(store_->Commit(prepared->batch));
+  return std::move(prepared->certificate);
 }
 
 }  // namespace iotpki::ca

@@ -40,12 +40,15 @@ Result<void> InitCa(const std::filesystem::path& dir, const InitOptions& options
 // Parses a hardware fingerprint given as hex (1 to 64 bytes).
 Result<Bytes> ParseFingerprint(std::string_view hex);
 
-// A request that reached the CA: inputs already parsed.
+// A request that reached the CA: inputs already parsed. A device is named either by serial and
+// hardware fingerprint (the factory's view; required for an IDevID), or, for an LDevID, by the
+// device_id of a registered device (the onboarding server's view, from the IDevID it saw).
 struct IssueRequest {
   x509::ProfileKind profile = x509::ProfileKind::kIDevID;
   x509::Csr csr;
   std::string serial;
   Bytes hardware_fingerprint;
+  std::string device_id;  // LDevID only; when set, serial and fingerprint are ignored.
   std::string model;
   std::string batch;
   std::string actor = "cli";
@@ -61,6 +64,27 @@ class Authority {
   // Opens an issuing CA's key; Unauthenticated for a wrong passphrase, DataLoss for a corrupted
   // key file. Checks that the key belongs to the CA certificate.
   Result<void> Unlock(CaName name, std::string_view passphrase);
+
+  // Opens the bootstrap master secret (needed to derive per-device bootstrap secrets).
+  Result<void> UnlockBootstrap(std::string_view passphrase);
+  // K_dev for a device (bootstrap.h). FailedPrecondition until UnlockBootstrap succeeded.
+  Result<Bytes> BootstrapSecret(std::string_view device_id) const;
+
+  // A certificate signed and its store writes planned, but nothing committed: the caller commits
+  // `batch` (alone or merged with others, e.g. the factory's group commit) and must not release
+  // the certificate before that commit succeeded.
+  struct Prepared {
+    x509::Certificate certificate;
+    store::WriteBatch batch;  // device insert or state change, certificate, audit row
+    std::string device_id;
+  };
+  // Policy rules, lint and signature, as Issue, without the commit. A refusal is returned with
+  // `refusal` set to the audit row to commit for it (Issue commits it). Thread-safe.
+  struct Refusal {
+    Error error;
+    std::optional<store::WriteBatch> audit;  // absent for store or signer failures
+  };
+  tl::expected<Prepared, Refusal> Prepare(const IssueRequest& request);
 
   // Issues a device certificate. The policy rules run first, in order (proof of possession, key
   // allowed, device state for the profile, key not used elsewhere); then x509::Issue lints and
@@ -82,9 +106,10 @@ class Authority {
 
   // The policy rules; each returns the refusal, if any.
   Result<store::WriteBatch> CheckAndPlan(const IssueRequest& request,
-                                         const x509::DeviceIdentity& identity);
-  Result<void> AuditRefusal(const IssueRequest& request, const std::string& device_id,
-                            const Error& error);
+                                         const x509::DeviceIdentity& identity,
+                                         const std::optional<store::Device>& existing);
+  store::WriteBatch RefusalAudit(const IssueRequest& request, const std::string& device_id,
+                                 const Error& error) const;
 
   std::filesystem::path dir_;
   CaConfig config_;
@@ -93,6 +118,8 @@ class Authority {
   std::optional<x509::Certificate> root_, manufacturing_, operational_;
   std::unique_ptr<crypto::Signer> manufacturing_key_, operational_key_;
   std::unique_ptr<store::Store> store_;
+  Bytes bootstrap_master_;
+  Bytes bootstrap_salt_;
 };
 
 // Builds the x509 issuance policy from the configuration.

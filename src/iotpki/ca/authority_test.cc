@@ -104,6 +104,23 @@ TEST_F(AuthorityTest, IssuesIDevIDThenLDevID) {
             x509::Verdict::kValid);
 }
 
+TEST_F(AuthorityTest, LDevIDByDeviceIdAndRenewalWithTheSameKey) {
+  ASSERT_TRUE(authority_->Issue(Request(x509::ProfileKind::kIDevID, NewCsr())));
+  std::string device_id = x509::ComputeDeviceId("SN-1", Bytes{0xde, 0xad, 0xbe, 0xef});
+  x509::Csr csr = NewCsr();
+  IssueRequest by_id{.profile = x509::ProfileKind::kLDevID, .csr = csr, .device_id = device_id};
+  auto first = authority_->Issue(by_id);
+  ASSERT_TRUE(first) << first.error().ToString();
+  EXPECT_EQ(first->serial_number(), "SN-1");
+  auto renewed = authority_->Issue(by_id);  // same key: a renewal
+  ASSERT_TRUE(renewed) << renewed.error().ToString();
+  EXPECT_NE(renewed->serial_hex(), first->serial_hex());
+  by_id.device_id = std::string(64, '0');
+  auto unknown = authority_->Issue(by_id);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Code::kNotFound);
+}
+
 TEST_F(AuthorityTest, RefusalsAreAuditedAndWriteNothingElse) {
   x509::Csr csr = NewCsr();
   ASSERT_TRUE(authority_->Issue(Request(x509::ProfileKind::kIDevID, csr)));
@@ -136,6 +153,20 @@ TEST_F(AuthorityTest, RefusalsAreAuditedAndWriteNothingElse) {
   auto rows = authority_->store().ReadAudit(audit_before + 1, 10);
   ASSERT_TRUE(rows);
   for (const auto& r : *rows) EXPECT_EQ(r.action, "cert.refuse");
+}
+
+TEST_F(AuthorityTest, BootstrapSecretNeedsTheMasterKey) {
+  EXPECT_FALSE(authority_->BootstrapSecret(std::string(64, 'a')));
+  EXPECT_FALSE(authority_->UnlockBootstrap("wrong passphrase"));
+  ASSERT_TRUE(authority_->UnlockBootstrap(kPass));
+  auto k1 = authority_->BootstrapSecret(std::string(64, 'a'));
+  auto k2 = authority_->BootstrapSecret(std::string(64, 'b'));
+  ASSERT_TRUE(k1 && k2);
+  EXPECT_EQ(k1->size(), 32u);
+  EXPECT_NE(*k1, *k2);
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ / "keys/bootstrap-master.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
 TEST_F(AuthorityTest, WrongPassphraseIsUnauthenticated) {

@@ -27,6 +27,8 @@ std::string ConfigToToml(const CaConfig& c) {
       {"certs", toml::table{{"root", c.root_cert},
                             {"manufacturing", c.manufacturing_cert},
                             {"operational", c.operational_cert}}},
+      {"bootstrap",
+       toml::table{{"master_key", c.bootstrap_master_key}, {"salt", c.bootstrap_salt}}},
       {"store", toml::table{{"backend", c.store_backend}, {"path", c.store_path}}},
       {"policy", toml::table{{"ldevid_validity_days", c.ldevid_validity_days},
                              {"ldevid_max_validity_days", c.ldevid_max_validity_days},
@@ -92,6 +94,8 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   IOTPKI_CHECK(str("certs.root", c.root_cert));
   IOTPKI_CHECK(str("certs.manufacturing", c.manufacturing_cert));
   IOTPKI_CHECK(str("certs.operational", c.operational_cert));
+  IOTPKI_CHECK(str("bootstrap.master_key", c.bootstrap_master_key));
+  IOTPKI_CHECK(str("bootstrap.salt", c.bootstrap_salt));
   IOTPKI_CHECK(str("store.backend", c.store_backend));
   IOTPKI_CHECK(str("store.path", c.store_path));
   IOTPKI_CHECK(integer("policy.ldevid_validity_days", c.ldevid_validity_days, 1, 3650));
@@ -114,6 +118,9 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   }
   if (c.ldevid_validity_days > c.ldevid_max_validity_days) {
     return Fail(Invalid(file, "policy.ldevid_validity_days exceeds ldevid_max_validity_days"));
+  }
+  if (auto salt = FromHex(c.bootstrap_salt); !salt) {
+    return Fail(Invalid(file, "bootstrap.salt must be hex"));
   }
   if (der::OidContent(c.hw_type_oid).empty()) {
     return Fail(Invalid(file, "identity.hw_type_oid is not a dotted OID"));

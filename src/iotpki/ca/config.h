@@ -2,6 +2,7 @@
 //
 //   DIR/iotpki.toml           this configuration
 //   DIR/keys/<name>.key       encrypted PKCS#8 keys, 0600 (or, later, pkcs11:/tpm2: URIs)
+//   DIR/keys/bootstrap-master.key  the bootstrap master secret (openssl enc format), 0600
 //   DIR/certs/<name>.pem      root.pem, manufacturing.pem, operational.pem
 //   DIR/iotpki.db             the SQLite store
 #pragma once
@@ -26,6 +27,11 @@ struct CaConfig {
   std::string root_cert = "certs/root.pem";
   std::string manufacturing_cert = "certs/manufacturing.pem";
   std::string operational_cert = "certs/operational.pem";
+
+  // [bootstrap]: the master key K_dev is derived from (secret, encrypted with the passphrase)
+  // and the HKDF salt (public, random per CA).
+  std::string bootstrap_master_key = "keys/bootstrap-master.key";
+  std::string bootstrap_salt;  // hex
 
   // [store]
   std::string store_backend = "sqlite";
