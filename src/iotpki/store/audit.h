@@ -1,0 +1,49 @@
+// The audit log's hash chain: how a row's hash is computed (shared by every backend, which must
+// produce identical chains) and how a chain is verified.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "iotpki/common/bytes.h"
+#include "iotpki/common/error.h"
+#include "iotpki/store/store.h"
+
+namespace iotpki::store {
+
+inline constexpr size_t kAuditHashSize = 32;
+
+// hash = SHA-256(prev_hash || u64be(seq) || i64be(time) || f(actor) || f(action) || f(subject)
+//                || f(details)),  where f(s) = u32be(byte length of s) || s.
+// Every field is fixed-width or length-prefixed, so no two different rows serialize alike.
+// prev_hash is the previous row's hash, or 32 zero bytes for seq 1.
+Bytes ComputeAuditHash(ByteView prev_hash, int64_t seq, int64_t time, const AuditEvent& event);
+
+enum class AuditProblem {
+  kNone,
+  kSeqGap,            // A row is missing (or seqs do not start at 1).
+  kPrevHashMismatch,  // prev_hash is not the previous row's hash.
+  kHashMismatch,      // The row's contents do not hash to its stored hash.
+};
+
+// The outcome of a verification. A broken chain is a verdict, not an error.
+struct AuditVerdict {
+  bool intact = true;
+  int64_t rows_checked = 0;
+  // Last seq checked and its hash, when intact: record them elsewhere (a ticket, a log server)
+  // to detect a later truncation of the tail, which no chain can reveal by itself.
+  int64_t last_seq = 0;
+  Bytes head_hash;
+  // When broken: the first row that does not verify, and why.
+  std::optional<int64_t> first_broken_seq;
+  AuditProblem problem = AuditProblem::kNone;
+  std::string explanation;  // One line for operators: "row 17: hash does not match ...".
+};
+
+// Reads the whole log in pages of `page_size` rows (memory stays bounded) and recomputes the
+// chain. Error only if the log cannot be read.
+Result<AuditVerdict> VerifyAuditChain(Store& store, size_t page_size = 1000);
+
+}  // namespace iotpki::store

@@ -1,0 +1,739 @@
+#include "iotpki/store/sqlite/sqlite_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "iotpki/store/audit.h"
+#include "iotpki/store/sqlite/sqlite_db.h"
+#include "iotpki/store/sqlite/sqlite_schema.h"
+#include "iotpki/store/validate.h"
+
+namespace iotpki::store {
+
+using sqlite::Connection;
+using sqlite::Statement;
+using sqlite::Transaction;
+
+namespace {
+
+constexpr std::string_view kMemoryPath = ":memory:";
+
+constexpr std::string_view kDeviceColumns =
+    "d.device_id, d.serial, d.model, d.batch, d.state, d.hardware_fingerprint, d.created_at, "
+    "d.updated_at";
+constexpr int kDeviceColumnCount = 8;
+
+constexpr std::string_view kCertColumns =
+    "serial, device_id, profile, issuer, subject, not_before, not_after, key_fingerprint, der, "
+    "status, revoked_at, revocation_reason, created_at";
+
+Error Unreadable(std::string_view table, const Error& cause) {
+  return Error(Code::kDataLoss, "unreadable row in " + std::string(table), cause.ToString());
+}
+
+Result<Device> ReadDevice(const Statement& s) {
+  Device d;
+  d.device_id = s.Text(0);
+  d.serial = s.Text(1);
+  d.model = s.Text(2);
+  d.batch = s.Text(3);
+  auto state = ParseDeviceState(s.Text(4));
+  if (!state) return Fail(Unreadable("devices", state.error()));
+  d.state = *state;
+  d.hardware_fingerprint = s.OptionalText(5);
+  d.created_at = s.Int64(6);
+  d.updated_at = s.Int64(7);
+  return d;
+}
+
+Result<CertificateRecord> ReadCertificate(const Statement& s) {
+  CertificateRecord c;
+  c.serial = s.Text(0);
+  c.device_id = s.OptionalText(1);
+  auto profile = ParseCertProfile(s.Text(2));
+  if (!profile) return Fail(Unreadable("certificates", profile.error()));
+  c.profile = *profile;
+  c.issuer = s.Text(3);
+  c.subject = s.Text(4);
+  c.not_before = s.Int64(5);
+  c.not_after = s.Int64(6);
+  c.key_fingerprint = s.Text(7);
+  c.der = s.Blob(8);
+  auto status = ParseCertStatus(s.Text(9));
+  if (!status) return Fail(Unreadable("certificates", status.error()));
+  c.status = *status;
+  c.revoked_at = s.OptionalInt64(10);
+  if (auto reason = s.OptionalText(11)) {
+    auto parsed = ParseRevocationReason(*reason);
+    if (!parsed) return Fail(Unreadable("certificates", parsed.error()));
+    c.revocation_reason = *parsed;
+  }
+  c.created_at = s.Int64(12);
+  return c;
+}
+
+Result<std::vector<CertificateRecord>> ReadCertificates(Statement& s) {
+  std::vector<CertificateRecord> out;
+  for (;;) {
+    IOTPKI_TRY(bool row, s.Step());
+    if (!row) return out;
+    IOTPKI_TRY(auto cert, ReadCertificate(s));
+    out.push_back(std::move(cert));
+  }
+}
+
+// Keeps the client-safe message and adds the batch position to the detail for the logs.
+Error AtOperation(Error error, size_t index) {
+  std::string detail = error.detail();
+  if (!detail.empty()) detail += "; ";
+  detail += "batch operation " + std::to_string(index + 1);
+  return Error(error.code(), error.message(), std::move(detail));
+}
+
+bool IsConstraint(int rc) { return (rc & 0xff) == SQLITE_CONSTRAINT; }
+
+// SQL text plus its positional parameters, in order of appearance. The text depends only on
+// which filters are set, so each shape is prepared once per connection.
+struct Query {
+  std::string sql;
+  std::vector<std::variant<int64_t, std::string>> params;
+
+  void BindTo(Statement& s) const {
+    for (size_t i = 0; i < params.size(); ++i) {
+      int index = static_cast<int>(i) + 1;
+      if (const auto* text = std::get_if<std::string>(&params[i])) {
+        s.Bind(index, std::string_view(*text));
+      } else {
+        s.Bind(index, std::get<int64_t>(params[i]));
+      }
+    }
+  }
+};
+
+// "<clause> AND <clause> ..." for the device columns of a filter.
+void AddDeviceConditions(const DeviceFilter& f, std::vector<std::string>& conditions, Query& q) {
+  if (f.state) {
+    conditions.push_back("d.state = ?");
+    q.params.emplace_back(std::string(DeviceStateName(*f.state)));
+  }
+  if (f.model) {
+    conditions.push_back("d.model = ?");
+    q.params.emplace_back(*f.model);
+  }
+  if (f.batch) {
+    conditions.push_back("d.batch = ?");
+    q.params.emplace_back(*f.batch);
+  }
+}
+
+std::string JoinConditions(const std::vector<std::string>& conditions) {
+  std::string out;
+  for (const auto& c : conditions) {
+    out += out.empty() ? " WHERE " : " AND ";
+    out += c;
+  }
+  return out;
+}
+
+struct Window {
+  int64_t from;
+  int64_t to;
+};
+
+Window ExpiryWindow(int64_t now, std::chrono::seconds within) {
+  int64_t w = within.count();
+  int64_t to =
+      now > std::numeric_limits<int64_t>::max() - w ? std::numeric_limits<int64_t>::max() : now + w;
+  return {now, to};
+}
+
+// The expiry queries walk certificates_by_expiry in (not_after, serial) order and look each
+// device up by primary key; CROSS JOIN pins that join order in SQLite (in PostgreSQL it is an
+// ordinary inner join). NOT EXISTS keeps only each device's earliest matching certificate, with
+// a covering probe of certificates_by_device.
+constexpr std::string_view kExpiringCertConditions =
+    "c.status = 'valid' AND c.not_after >= ? AND c.not_after <= ?";
+constexpr std::string_view kEarliestPerDevice =
+    "NOT EXISTS (SELECT 1 FROM certificates e WHERE e.device_id = c.device_id AND "
+    "e.status = 'valid' AND e.not_after >= ? AND (e.not_after, e.serial) < (c.not_after, "
+    "c.serial))";
+
+bool HasDeviceConditions(const DeviceFilter& f) { return f.state || f.model || f.batch; }
+
+Result<Query> BuildListQuery(const DeviceFilter& f, size_t fetch, std::string_view cursor,
+                             int64_t now) {
+  Query q;
+  std::vector<std::string> conditions;
+  if (!f.expiring_within) {
+    q.sql = "SELECT " + std::string(kDeviceColumns) + " FROM devices d";
+    AddDeviceConditions(f, conditions, q);
+    if (!cursor.empty()) {
+      IOTPKI_TRY(auto c, DecodeDeviceIdCursor(cursor));
+      conditions.push_back("d.device_id > ?");
+      q.params.emplace_back(std::move(c.device_id));
+    }
+    q.sql += JoinConditions(conditions) + " ORDER BY d.device_id LIMIT ?";
+    q.params.emplace_back(static_cast<int64_t>(fetch));
+    return q;
+  }
+  Window w = ExpiryWindow(now, *f.expiring_within);
+  q.sql = "SELECT " + std::string(kDeviceColumns) +
+          ", c.serial, c.not_after FROM certificates c CROSS JOIN devices d";
+  conditions.emplace_back(kExpiringCertConditions);
+  q.params.emplace_back(w.from);
+  q.params.emplace_back(w.to);
+  if (!cursor.empty()) {
+    IOTPKI_TRY(auto c, DecodeExpiringCursor(cursor));
+    conditions.push_back("(c.not_after, c.serial) > (?, ?)");
+    q.params.emplace_back(c.not_after);
+    q.params.emplace_back(std::move(c.cert_serial));
+  }
+  conditions.push_back("d.device_id = c.device_id");
+  AddDeviceConditions(f, conditions, q);
+  conditions.emplace_back(kEarliestPerDevice);
+  q.params.emplace_back(w.from);
+  q.sql += JoinConditions(conditions) + " ORDER BY c.not_after, c.serial LIMIT ?";
+  q.params.emplace_back(static_cast<int64_t>(fetch));
+  return q;
+}
+
+Query BuildCountQuery(const DeviceFilter& f, int64_t now) {
+  Query q;
+  std::vector<std::string> conditions;
+  if (!f.expiring_within) {
+    q.sql = "SELECT COUNT(*) FROM devices d";
+    AddDeviceConditions(f, conditions, q);
+    q.sql += JoinConditions(conditions);
+    return q;
+  }
+  Window w = ExpiryWindow(now, *f.expiring_within);
+  conditions.emplace_back(kExpiringCertConditions);
+  q.params.emplace_back(w.from);
+  q.params.emplace_back(w.to);
+  if (HasDeviceConditions(f)) {
+    q.sql = "SELECT COUNT(*) FROM certificates c CROSS JOIN devices d";
+    conditions.push_back("d.device_id = c.device_id");
+    AddDeviceConditions(f, conditions, q);
+  } else {
+    // Device rows are not needed: the foreign key guarantees every device_id exists, and the
+    // covering index answers the whole count.
+    q.sql = "SELECT COUNT(*) FROM certificates c";
+    conditions.push_back("c.device_id IS NOT NULL");
+  }
+  conditions.emplace_back(kEarliestPerDevice);
+  q.params.emplace_back(w.from);
+  q.sql += JoinConditions(conditions);
+  return q;
+}
+
+Result<std::string> ExplainQuery(Connection& conn, const Query& q) {
+  IOTPKI_TRY(auto stmt, conn.PrepareUncached("EXPLAIN QUERY PLAN " + q.sql));
+  q.BindTo(*stmt);
+  std::string plan;
+  for (;;) {
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) break;
+    plan += stmt->Text(3);
+    plan += '\n';
+  }
+  return plan;
+}
+
+// Applies the operations of one batch inside an open transaction.
+class BatchWriter {
+ public:
+  BatchWriter(Connection& conn, int64_t now, CommitInfo& info)
+      : conn_(conn), now_(now), info_(info) {}
+
+  Result<void> Apply(const WriteOp& op) {
+    return std::visit([this](const auto& o) { return Do(o); }, op);
+  }
+
+ private:
+  struct AuditHead {
+    int64_t seq;
+    Bytes hash;
+  };
+
+  Result<void> Do(const InsertDeviceOp& op) {
+    const Device& d = op.device;
+    IOTPKI_TRY(auto stmt, conn_.Prepare("INSERT INTO devices (device_id, serial, model, batch, "
+                                        "state, hardware_fingerprint, created_at, updated_at) "
+                                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"));
+    stmt->Bind(1, std::string_view(d.device_id));
+    stmt->Bind(2, std::string_view(d.serial));
+    stmt->Bind(3, std::string_view(d.model));
+    stmt->Bind(4, std::string_view(d.batch));
+    stmt->Bind(5, DeviceStateName(d.state));
+    stmt->Bind(6, d.hardware_fingerprint);
+    stmt->Bind(7, now_);
+    auto r = stmt->Run();
+    if (r) return {};
+    if (IsConstraint(stmt->last_error())) {
+      // Which constraint? Ask the data rather than parse SQLite's message.
+      IOTPKI_TRY(bool id_taken, Exists("SELECT 1 FROM devices WHERE device_id = ?1", d.device_id));
+      if (id_taken) {
+        return Fail(Code::kAlreadyExists, "device " + d.device_id + " already exists",
+                    r.error().detail());
+      }
+      IOTPKI_TRY(bool serial_taken, Exists("SELECT 1 FROM devices WHERE serial = ?1", d.serial));
+      if (serial_taken) {
+        return Fail(Code::kAlreadyExists, "a device with serial '" + d.serial + "' already exists",
+                    r.error().detail());
+      }
+    }
+    return Fail(std::move(r).error());
+  }
+
+  Result<void> Do(const UpdateDeviceStateOp& op) {
+    IOTPKI_TRY(auto stmt, conn_.Prepare("UPDATE devices SET state = ?1, updated_at = ?2 "
+                                        "WHERE device_id = ?3 AND state = ?4"));
+    stmt->Bind(1, DeviceStateName(op.to));
+    stmt->Bind(2, now_);
+    stmt->Bind(3, std::string_view(op.device_id));
+    stmt->Bind(4, DeviceStateName(op.from));
+    IOTPKI_CHECK(stmt->Run());
+    if (stmt->Changes() == 1) return {};
+    IOTPKI_TRY(auto probe, conn_.Prepare("SELECT state FROM devices WHERE device_id = ?1"));
+    probe->Bind(1, std::string_view(op.device_id));
+    IOTPKI_TRY(bool found, probe->Step());
+    if (!found) return Fail(Code::kNotFound, "device " + op.device_id + " not found");
+    return Fail(Code::kAborted, "device " + op.device_id + " is " + probe->Text(0) + ", not " +
+                                    std::string(DeviceStateName(op.from)));
+  }
+
+  Result<void> Do(const InsertCertificateOp& op) {
+    const CertificateRecord& c = op.cert;
+    IOTPKI_TRY(auto stmt,
+               conn_.Prepare("INSERT INTO certificates (" + std::string(kCertColumns) +
+                             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'valid', NULL, NULL, "
+                             "?10)"));
+    stmt->Bind(1, std::string_view(c.serial));
+    stmt->Bind(2, c.device_id);
+    stmt->Bind(3, CertProfileName(c.profile));
+    stmt->Bind(4, std::string_view(c.issuer));
+    stmt->Bind(5, std::string_view(c.subject));
+    stmt->Bind(6, c.not_before);
+    stmt->Bind(7, c.not_after);
+    stmt->Bind(8, std::string_view(c.key_fingerprint));
+    stmt->Bind(9, ByteView(c.der));
+    stmt->Bind(10, now_);
+    auto r = stmt->Run();
+    if (!r) {
+      int rc = stmt->last_error();
+      if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        return Fail(Code::kNotFound,
+                    "certificate " + c.serial + " names unknown device " + c.device_id.value_or(""),
+                    r.error().detail());
+      }
+      if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+        return Fail(Code::kAlreadyExists, "certificate serial " + c.serial + " already exists",
+                    r.error().detail());
+      }
+      return Fail(std::move(r).error());
+    }
+    return ClaimKey(c);
+  }
+
+  // A public key belongs to one device (renewals may reuse it) or to the CA side; any other
+  // reuse is the factory RNG failure DESIGN.md warns about, or a stolen key.
+  Result<void> ClaimKey(const CertificateRecord& c) {
+    IOTPKI_TRY(auto probe, conn_.Prepare("SELECT device_id, first_serial FROM public_keys "
+                                         "WHERE key_fingerprint = ?1"));
+    probe->Bind(1, std::string_view(c.key_fingerprint));
+    IOTPKI_TRY(bool known, probe->Step());
+    if (known) {
+      std::optional<std::string> owner = probe->OptionalText(0);
+      if (owner == c.device_id) return {};
+      std::string detail = "key " + c.key_fingerprint + " first certified in " + probe->Text(1) +
+                           " for " + (owner ? "device " + *owner : "the CA side") +
+                           "; refused for certificate " + c.serial;
+      return Fail(Code::kAlreadyExists,
+                  owner ? (c.device_id ? "public key is already in use by another device"
+                                       : "public key is already in use by a device")
+                        : "public key is already in use by a CA or server certificate",
+                  std::move(detail));
+    }
+    IOTPKI_TRY(auto insert,
+               conn_.Prepare("INSERT INTO public_keys (key_fingerprint, device_id, first_serial, "
+                             "created_at) VALUES (?1, ?2, ?3, ?4)"));
+    insert->Bind(1, std::string_view(c.key_fingerprint));
+    insert->Bind(2, c.device_id);
+    insert->Bind(3, std::string_view(c.serial));
+    insert->Bind(4, now_);
+    return insert->Run();
+  }
+
+  Result<void> Do(const RevokeCertificateOp& op) {
+    IOTPKI_TRY(auto stmt,
+               conn_.Prepare("UPDATE certificates SET status = 'revoked', revoked_at = ?1, "
+                             "revocation_reason = ?2 WHERE serial = ?3 AND status = 'valid'"));
+    stmt->Bind(1, now_);
+    stmt->Bind(2, RevocationReasonName(op.reason));
+    stmt->Bind(3, std::string_view(op.serial));
+    IOTPKI_CHECK(stmt->Run());
+    if (stmt->Changes() == 1) return {};
+    IOTPKI_TRY(bool exists, Exists("SELECT 1 FROM certificates WHERE serial = ?1", op.serial));
+    if (!exists) return Fail(Code::kNotFound, "certificate " + op.serial + " not found");
+    return Fail(Code::kAborted, "certificate " + op.serial + " is already revoked");
+  }
+
+  Result<void> Do(const AppendAuditOp& op) {
+    if (!head_) {
+      // Read under the write lock taken by BEGIN IMMEDIATE, so no other writer can append
+      // between this read and our insert. seq is the primary key: a second writer that somehow
+      // computed the same seq would fail rather than fork the chain.
+      IOTPKI_TRY(auto stmt,
+                 conn_.Prepare("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"));
+      IOTPKI_TRY(bool row, stmt->Step());
+      head_ =
+          row ? AuditHead{stmt->Int64(0), stmt->Blob(1)} : AuditHead{0, Bytes(kAuditHashSize, 0)};
+    }
+    int64_t seq = head_->seq + 1;
+    Bytes hash = ComputeAuditHash(head_->hash, seq, now_, op.event);
+    IOTPKI_TRY(auto stmt,
+               conn_.Prepare("INSERT INTO audit_log (seq, time, actor, action, subject, details, "
+                             "prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+    stmt->Bind(1, seq);
+    stmt->Bind(2, now_);
+    stmt->Bind(3, std::string_view(op.event.actor));
+    stmt->Bind(4, std::string_view(op.event.action));
+    stmt->Bind(5, std::string_view(op.event.subject));
+    stmt->Bind(6, std::string_view(op.event.details));
+    stmt->Bind(7, ByteView(head_->hash));
+    stmt->Bind(8, ByteView(hash));
+    IOTPKI_CHECK(stmt->Run());
+    head_ = AuditHead{seq, std::move(hash)};
+    info_.audit_seqs.push_back(seq);
+    return {};
+  }
+
+  Result<bool> Exists(std::string_view sql, std::string_view key) {
+    IOTPKI_TRY(auto stmt, conn_.Prepare(sql));
+    stmt->Bind(1, key);
+    return stmt->Step();
+  }
+
+  Connection& conn_;
+  int64_t now_;
+  CommitInfo& info_;
+  std::optional<AuditHead> head_;
+};
+
+Result<void> CreateOwnerOnlyFile(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int err = errno;
+    std::string detail = path.string() + ": " + std::strerror(err);
+    if (err == EACCES || err == EPERM || err == EROFS) {
+      return Fail(Code::kPermissionDenied, "cannot create the database file", detail);
+    }
+    return Fail(Code::kFailedPrecondition, "cannot create the database file", detail);
+  }
+  ::close(fd);
+  return {};
+}
+
+Result<std::string> QueryText(Connection& conn, std::string_view sql) {
+  IOTPKI_TRY(auto stmt, conn.PrepareUncached(sql));
+  IOTPKI_TRY(bool row, stmt->Step());
+  return row ? stmt->Text(0) : std::string();
+}
+
+}  // namespace
+
+struct SqliteStore::Impl {
+  Impl(std::string path, const Clock& clock, const SqliteOptions& options)
+      : path(std::move(path)), memory(this->path == kMemoryPath), clock(clock), options(options) {}
+
+  const std::string path;
+  const bool memory;
+  const Clock& clock;
+  const SqliteOptions options;
+
+  std::mutex writer_mu;
+  std::unique_ptr<Connection> writer;  // Guarded by writer_mu.
+
+  std::mutex pool_mu;
+  std::vector<std::unique_ptr<Connection>> idle_readers;  // Guarded by pool_mu.
+
+  Result<void> OpenWriter() {
+    if (!memory) IOTPKI_CHECK(CreateOwnerOnlyFile(path));
+    IOTPKI_TRY(writer, Connection::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                                  SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE));
+    sqlite3_busy_timeout(writer->handle(), options.busy_timeout_ms);
+    IOTPKI_CHECK(writer->Exec("PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF"));
+    IOTPKI_TRY(std::string fk, QueryText(*writer, "PRAGMA foreign_keys"));
+    if (fk != "1") {
+      return Fail(Code::kFailedPrecondition, "this SQLite cannot enforce foreign keys");
+    }
+    IOTPKI_TRY(std::string mode, QueryText(*writer, "PRAGMA journal_mode = WAL"));
+    if (mode != (memory ? "memory" : "wal")) {
+      return Fail(Code::kFailedPrecondition, "cannot switch the database to WAL mode",
+                  "journal_mode is " + mode);
+    }
+    IOTPKI_CHECK(writer->Exec(options.synchronous == SqliteOptions::Synchronous::kFull
+                                  ? "PRAGMA synchronous = FULL"
+                                  : "PRAGMA synchronous = NORMAL"));
+    IOTPKI_CHECK(writer->Exec("PRAGMA cache_size = -" + std::to_string(options.writer_cache_kib)));
+    return sqlite::Migrate(*writer, clock.NowUnix());
+  }
+
+  Result<std::unique_ptr<Connection>> OpenReader() {
+    IOTPKI_TRY(auto conn, Connection::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+                                                     SQLITE_OPEN_PRIVATECACHE));
+    sqlite3_busy_timeout(conn->handle(), options.busy_timeout_ms);
+    IOTPKI_CHECK(conn->Exec("PRAGMA query_only = ON; PRAGMA trusted_schema = OFF"));
+    IOTPKI_CHECK(conn->Exec("PRAGMA cache_size = -" + std::to_string(options.reader_cache_kib)));
+    return conn;
+  }
+
+  template <class F>
+  auto WithWriter(F&& f) {
+    std::lock_guard<std::mutex> lock(writer_mu);
+    return f(*writer);
+  }
+
+  // Runs f on a read connection of its own (the writer for :memory:).
+  template <class F>
+  auto WithReader(F&& f) -> decltype(f(std::declval<Connection&>())) {
+    if (memory) return WithWriter(std::forward<F>(f));
+    std::unique_ptr<Connection> conn;
+    {
+      std::lock_guard<std::mutex> lock(pool_mu);
+      if (!idle_readers.empty()) {
+        conn = std::move(idle_readers.back());
+        idle_readers.pop_back();
+      }
+    }
+    if (!conn) {
+      auto opened = OpenReader();
+      if (!opened) return Fail(std::move(opened).error());
+      conn = std::move(*opened);
+    }
+    auto result = f(*conn);
+    std::lock_guard<std::mutex> lock(pool_mu);
+    if (idle_readers.size() < options.max_idle_readers) idle_readers.push_back(std::move(conn));
+    return result;
+  }
+};
+
+SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqliteStore::~SqliteStore() = default;
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::filesystem::path& path,
+                                                       const Clock& clock,
+                                                       const SqliteOptions& options) {
+  auto impl = std::make_unique<Impl>(path.string(), clock, options);
+  auto opened = impl->OpenWriter();
+  if (!opened) return Fail(std::move(opened).error().Context("opening the store"));
+  return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
+}
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::filesystem::path& path,
+                                               const Clock& clock, const SqliteOptions& options) {
+  IOTPKI_TRY(auto store, SqliteStore::Open(path, clock, options));
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+Result<CommitInfo> SqliteStore::Commit(const WriteBatch& batch) {
+  IOTPKI_CHECK(ValidateBatch(batch));
+  return impl_->WithWriter([&](Connection& conn) -> Result<CommitInfo> {
+    IOTPKI_TRY(auto tx, Transaction::Begin(conn));
+    CommitInfo info;
+    info.time = impl_->clock.NowUnix();
+    BatchWriter writer(conn, info.time, info);
+    const auto& ops = batch.ops();
+    for (size_t i = 0; i < ops.size(); ++i) {
+      auto applied = writer.Apply(ops[i]);
+      if (!applied) return Fail(AtOperation(std::move(applied).error(), i));
+    }
+    IOTPKI_CHECK(tx.Commit());
+    return info;
+  });
+}
+
+Result<Device> SqliteStore::GetDevice(std::string_view device_id) {
+  std::string id = ToLowerAscii(device_id);
+  return impl_->WithReader([&](Connection& conn) -> Result<Device> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kDeviceColumns) +
+                                       " FROM devices d WHERE d.device_id = ?1"));
+    stmt->Bind(1, std::string_view(id));
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) return Fail(Code::kNotFound, "device " + id + " not found");
+    return ReadDevice(*stmt);
+  });
+}
+
+Result<Device> SqliteStore::GetDeviceBySerial(std::string_view serial) {
+  return impl_->WithReader([&](Connection& conn) -> Result<Device> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kDeviceColumns) +
+                                       " FROM devices d WHERE d.serial = ?1"));
+    stmt->Bind(1, serial);
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) {
+      return Fail(Code::kNotFound, "no device with serial '" + std::string(serial) + "'");
+    }
+    return ReadDevice(*stmt);
+  });
+}
+
+Result<CertificateRecord> SqliteStore::GetCertificate(std::string_view serial_hex) {
+  std::string serial = ToLowerAscii(serial_hex);
+  return impl_->WithReader([&](Connection& conn) -> Result<CertificateRecord> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kCertColumns) +
+                                       " FROM certificates WHERE serial = ?1"));
+    stmt->Bind(1, std::string_view(serial));
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) return Fail(Code::kNotFound, "certificate " + serial + " not found");
+    return ReadCertificate(*stmt);
+  });
+}
+
+Result<std::vector<CertificateRecord>> SqliteStore::FindCertificatesByKey(
+    std::string_view key_fingerprint) {
+  std::string fp = ToLowerAscii(key_fingerprint);
+  return impl_->WithReader([&](Connection& conn) -> Result<std::vector<CertificateRecord>> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kCertColumns) +
+                                       " FROM certificates WHERE key_fingerprint = ?1 "
+                                       "ORDER BY serial"));
+    stmt->Bind(1, std::string_view(fp));
+    return ReadCertificates(*stmt);
+  });
+}
+
+Result<std::vector<CertificateRecord>> SqliteStore::ListCertificatesForDevice(
+    std::string_view device_id) {
+  std::string id = ToLowerAscii(device_id);
+  return impl_->WithReader([&](Connection& conn) -> Result<std::vector<CertificateRecord>> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kCertColumns) +
+                                       " FROM certificates WHERE device_id = ?1 "
+                                       "ORDER BY not_before, serial"));
+    stmt->Bind(1, std::string_view(id));
+    return ReadCertificates(*stmt);
+  });
+}
+
+Result<DevicePage> SqliteStore::ListDevices(const DeviceFilter& filter, size_t limit,
+                                            std::string_view cursor) {
+  IOTPKI_CHECK(ValidateFilter(filter));
+  IOTPKI_CHECK(ValidatePageSize(limit));
+  // One row more than asked tells whether another page exists without a second query.
+  IOTPKI_TRY(Query q, BuildListQuery(filter, limit + 1, cursor, impl_->clock.NowUnix()));
+  return impl_->WithReader([&](Connection& conn) -> Result<DevicePage> {
+    IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
+    q.BindTo(*stmt);
+    DevicePage page;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) break;
+      if (page.devices.size() == limit) {
+        const ListedDevice& last = page.devices.back();
+        page.next_cursor =
+            filter.expiring_within
+                ? EncodeCursor(ExpiringCursor{*last.cert_not_after, *last.cert_serial})
+                : EncodeCursor(DeviceIdCursor{last.device.device_id});
+        break;
+      }
+      ListedDevice entry;
+      IOTPKI_TRY(entry.device, ReadDevice(*stmt));
+      if (filter.expiring_within) {
+        entry.cert_serial = stmt->Text(kDeviceColumnCount);
+        entry.cert_not_after = stmt->Int64(kDeviceColumnCount + 1);
+      }
+      page.devices.push_back(std::move(entry));
+    }
+    return page;
+  });
+}
+
+Result<int64_t> SqliteStore::CountDevices(const DeviceFilter& filter) {
+  IOTPKI_CHECK(ValidateFilter(filter));
+  Query q = BuildCountQuery(filter, impl_->clock.NowUnix());
+  return impl_->WithReader([&](Connection& conn) -> Result<int64_t> {
+    IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
+    q.BindTo(*stmt);
+    IOTPKI_TRY(bool row, stmt->Step());
+    return row ? stmt->Int64(0) : 0;
+  });
+}
+
+Result<std::vector<AuditRecord>> SqliteStore::ReadAudit(int64_t from_seq, size_t limit) {
+  IOTPKI_CHECK(ValidatePageSize(limit));
+  return impl_->WithReader([&](Connection& conn) -> Result<std::vector<AuditRecord>> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT seq, time, actor, action, subject, details, "
+                                       "prev_hash, hash FROM audit_log WHERE seq >= ?1 "
+                                       "ORDER BY seq LIMIT ?2"));
+    stmt->Bind(1, from_seq);
+    stmt->Bind(2, static_cast<int64_t>(limit));
+    std::vector<AuditRecord> out;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) return out;
+      out.push_back(AuditRecord{stmt->Int64(0), stmt->Int64(1), stmt->Text(2), stmt->Text(3),
+                                stmt->Text(4), stmt->Text(5), stmt->Blob(6), stmt->Blob(7)});
+    }
+  });
+}
+
+Result<bool> SqliteStore::RecordTokenOnce(std::string_view device_id, int64_t timestamp) {
+  // Normalized so that the same id in another case is the same replay.
+  std::string id = ToLowerAscii(device_id);
+  if (id.size() != 64 || !IsLowerHex(id)) {
+    return Fail(Code::kInvalidArgument, "device_id must be 64 hex digits");
+  }
+  int64_t now = impl_->clock.NowUnix();
+  return impl_->WithWriter([&](Connection& conn) -> Result<bool> {
+    IOTPKI_TRY(auto stmt,
+               conn.Prepare("INSERT INTO bootstrap_replay (device_id, timestamp, seen_at) "
+                            "VALUES (?1, ?2, ?3) ON CONFLICT (device_id, timestamp) DO NOTHING"));
+    stmt->Bind(1, std::string_view(id));
+    stmt->Bind(2, timestamp);
+    stmt->Bind(3, now);
+    IOTPKI_CHECK(stmt->Run());
+    return stmt->Changes() == 1;
+  });
+}
+
+Result<int64_t> SqliteStore::PruneReplay(int64_t before) {
+  return impl_->WithWriter([&](Connection& conn) -> Result<int64_t> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("DELETE FROM bootstrap_replay WHERE timestamp < ?1"));
+    stmt->Bind(1, before);
+    IOTPKI_CHECK(stmt->Run());
+    return stmt->Changes();
+  });
+}
+
+Result<int> SqliteStore::SchemaVersion() {
+  return impl_->WithReader([](Connection& conn) { return sqlite::CurrentSchemaVersion(conn); });
+}
+
+Result<void> SqliteStore::ExecForTest(std::string_view sql) {
+  return impl_->WithWriter([&](Connection& conn) { return conn.Exec(sql); });
+}
+
+Result<std::string> SqliteStore::QueryForTest(std::string_view sql) {
+  return impl_->WithWriter([&](Connection& conn) { return QueryText(conn, sql); });
+}
+
+Result<std::string> SqliteStore::ExplainListDevicesForTest(const DeviceFilter& filter, size_t limit,
+                                                           std::string_view cursor) {
+  IOTPKI_TRY(Query q, BuildListQuery(filter, limit + 1, cursor, impl_->clock.NowUnix()));
+  return impl_->WithReader([&](Connection& conn) { return ExplainQuery(conn, q); });
+}
+
+Result<std::string> SqliteStore::ExplainCountDevicesForTest(const DeviceFilter& filter) {
+  Query q = BuildCountQuery(filter, impl_->clock.NowUnix());
+  return impl_->WithReader([&](Connection& conn) { return ExplainQuery(conn, q); });
+}
+
+}  // namespace iotpki::store

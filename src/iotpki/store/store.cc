@@ -1,0 +1,107 @@
+#include "iotpki/store/store.h"
+
+#include <array>
+#include <utility>
+
+namespace iotpki::store {
+namespace {
+
+template <class E, size_t N>
+Result<E> ParseName(const std::array<std::pair<E, std::string_view>, N>& table,
+                    std::string_view name, std::string_view what) {
+  for (const auto& [value, text] : table) {
+    if (text == name) return value;
+  }
+  return Fail(Code::kInvalidArgument,
+              "unknown " + std::string(what) + " '" + std::string(name) + "'");
+}
+
+template <class E, size_t N>
+std::string_view NameOf(const std::array<std::pair<E, std::string_view>, N>& table, E value) {
+  for (const auto& [v, text] : table) {
+    if (v == value) return text;
+  }
+  return "unknown";
+}
+
+constexpr std::array<std::pair<DeviceState, std::string_view>, 4> kDeviceStates{{
+    {DeviceState::kManufactured, "manufactured"},
+    {DeviceState::kActive, "active"},
+    {DeviceState::kSuspended, "suspended"},
+    {DeviceState::kDecommissioned, "decommissioned"},
+}};
+
+constexpr std::array<std::pair<CertProfile, std::string_view>, 5> kCertProfiles{{
+    {CertProfile::kRoot, "root"},
+    {CertProfile::kIssuingCa, "issuing-ca"},
+    {CertProfile::kIDevId, "idevid"},
+    {CertProfile::kLDevId, "ldevid"},
+    {CertProfile::kServer, "server"},
+}};
+
+constexpr std::array<std::pair<CertStatus, std::string_view>, 2> kCertStatuses{{
+    {CertStatus::kValid, "valid"},
+    {CertStatus::kRevoked, "revoked"},
+}};
+
+constexpr std::array<std::pair<RevocationReason, std::string_view>, 8> kRevocationReasons{{
+    {RevocationReason::kUnspecified, "unspecified"},
+    {RevocationReason::kKeyCompromise, "keyCompromise"},
+    {RevocationReason::kCaCompromise, "cACompromise"},
+    {RevocationReason::kAffiliationChanged, "affiliationChanged"},
+    {RevocationReason::kSuperseded, "superseded"},
+    {RevocationReason::kCessationOfOperation, "cessationOfOperation"},
+    {RevocationReason::kPrivilegeWithdrawn, "privilegeWithdrawn"},
+    {RevocationReason::kAaCompromise, "aACompromise"},
+}};
+
+}  // namespace
+
+std::string_view DeviceStateName(DeviceState state) { return NameOf(kDeviceStates, state); }
+Result<DeviceState> ParseDeviceState(std::string_view name) {
+  return ParseName(kDeviceStates, name, "device state");
+}
+
+std::string_view CertProfileName(CertProfile profile) { return NameOf(kCertProfiles, profile); }
+Result<CertProfile> ParseCertProfile(std::string_view name) {
+  return ParseName(kCertProfiles, name, "certificate profile");
+}
+
+std::string_view CertStatusName(CertStatus status) { return NameOf(kCertStatuses, status); }
+Result<CertStatus> ParseCertStatus(std::string_view name) {
+  return ParseName(kCertStatuses, name, "certificate status");
+}
+
+std::string_view RevocationReasonName(RevocationReason reason) {
+  return NameOf(kRevocationReasons, reason);
+}
+Result<RevocationReason> ParseRevocationReason(std::string_view name) {
+  return ParseName(kRevocationReasons, name, "revocation reason");
+}
+
+WriteBatch& WriteBatch::InsertDevice(Device device) {
+  ops_.emplace_back(InsertDeviceOp{std::move(device)});
+  return *this;
+}
+
+WriteBatch& WriteBatch::UpdateDeviceState(std::string device_id, DeviceState from, DeviceState to) {
+  ops_.emplace_back(UpdateDeviceStateOp{std::move(device_id), from, to});
+  return *this;
+}
+
+WriteBatch& WriteBatch::InsertCertificate(CertificateRecord cert) {
+  ops_.emplace_back(InsertCertificateOp{std::move(cert)});
+  return *this;
+}
+
+WriteBatch& WriteBatch::RevokeCertificate(std::string serial, RevocationReason reason) {
+  ops_.emplace_back(RevokeCertificateOp{std::move(serial), reason});
+  return *this;
+}
+
+WriteBatch& WriteBatch::AppendAudit(AuditEvent event) {
+  ops_.emplace_back(AppendAuditOp{std::move(event)});
+  return *this;
+}
+
+}  // namespace iotpki::store

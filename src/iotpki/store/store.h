@@ -1,0 +1,265 @@
+// The persistence interface of iotpki: devices, certificates, the hash-chained audit log and the
+// bootstrap replay table, behind one abstract Store with one conformance test suite
+// (store_conformance_test.cc). Backends: sqlite/ today, postgres/ later. Nothing in this header
+// names a database library, and nothing above the store may assume a particular backend.
+//
+// Tables that the lifecycle issue adds (campaigns, rotation_jobs) will arrive as new migrations
+// and new WriteBatch operations; existing callers are unaffected.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "iotpki/common/bytes.h"
+#include "iotpki/common/error.h"
+
+namespace iotpki::store {
+
+// ---------------------------------------------------------------------------------------------
+// Value types. Plain structs: cheap to copy, no behaviour. Text forms of the enums are what the
+// database holds, so they are part of the on-disk format and never change.
+
+enum class DeviceState { kManufactured, kActive, kSuspended, kDecommissioned };
+std::string_view DeviceStateName(DeviceState state);  // "manufactured", ...
+Result<DeviceState> ParseDeviceState(std::string_view name);
+
+enum class CertProfile { kRoot, kIssuingCa, kIDevId, kLDevId, kServer };
+std::string_view CertProfileName(CertProfile profile);  // "root", "issuing-ca", "idevid", ...
+Result<CertProfile> ParseCertProfile(std::string_view name);
+
+enum class CertStatus { kValid, kRevoked };
+std::string_view CertStatusName(CertStatus status);  // "valid", "revoked"
+Result<CertStatus> ParseCertStatus(std::string_view name);
+
+// RFC 5280 CRLReason values (the numbers are the CRL codes). certificateHold and removeFromCRL
+// are deliberately absent: in iotpki a revocation is final.
+enum class RevocationReason {
+  kUnspecified = 0,
+  kKeyCompromise = 1,
+  kCaCompromise = 2,
+  kAffiliationChanged = 3,
+  kSuperseded = 4,
+  kCessationOfOperation = 5,
+  kPrivilegeWithdrawn = 9,
+  kAaCompromise = 10,
+};
+std::string_view RevocationReasonName(RevocationReason reason);  // "keyCompromise", ...
+Result<RevocationReason> ParseRevocationReason(std::string_view name);
+
+// Times are Unix seconds throughout. Fields marked "store-managed" are stamped by the store from
+// its Clock at commit time: leave them at their defaults when inserting (a batch that sets them
+// is refused with InvalidArgument rather than silently overwritten).
+struct Device {
+  std::string device_id;  // 64 lowercase hex digits (SHA-256, see DESIGN.md).
+  std::string serial;     // Manufacturer serial, unique across the fleet.
+  std::string model;
+  std::string batch;
+  DeviceState state = DeviceState::kManufactured;
+  std::optional<std::string> hardware_fingerprint;  // Lowercase hex, if known.
+  int64_t created_at = 0;                           // Store-managed.
+  int64_t updated_at = 0;                           // Store-managed.
+
+  bool operator==(const Device&) const = default;
+};
+
+struct CertificateRecord {
+  std::string serial;                    // Lowercase hex of the serial's bytes, unique.
+  std::optional<std::string> device_id;  // None for CA and server certificates.
+  CertProfile profile = CertProfile::kIDevId;
+  std::string issuer;   // Name of the issuing CA: "root", "manufacturing", "operational".
+  std::string subject;  // Display form of the subject DN.
+  int64_t not_before = 0;
+  int64_t not_after = 0;        // IDevIDs: kNoExpiryUnix (clock.h).
+  std::string key_fingerprint;  // Lowercase hex SHA-256 of the SubjectPublicKeyInfo DER.
+  Bytes der;
+  CertStatus status = CertStatus::kValid;             // Store-managed.
+  std::optional<int64_t> revoked_at;                  // Store-managed.
+  std::optional<RevocationReason> revocation_reason;  // Store-managed.
+  int64_t created_at = 0;                             // Store-managed.
+
+  bool operator==(const CertificateRecord&) const = default;
+};
+
+// What a caller appends to the audit log; the store assigns seq, time and the hashes.
+struct AuditEvent {
+  std::string actor;    // Who: "cli:alice", "server", "mfg:line-3".
+  std::string action;   // What: "ca.init", "cert.issue", "cert.refuse", ...
+  std::string subject;  // On what: a device id, a certificate serial, a CA name.
+  std::string details;  // JSON text; opaque to the store, covered by the hash byte for byte.
+};
+
+// A row of the audit log. See audit.h for the hash and how the chain is verified.
+struct AuditRecord {
+  int64_t seq = 0;  // 1, 2, 3, ... without gaps.
+  int64_t time = 0;
+  std::string actor;
+  std::string action;
+  std::string subject;
+  std::string details;
+  Bytes prev_hash;  // 32 bytes; all zero for seq 1.
+  Bytes hash;       // 32 bytes.
+
+  bool operator==(const AuditRecord&) const = default;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Writes. A WriteBatch is an ordered list of operations that Store::Commit applies in one
+// transaction, in the order they were added: all of them or none. It is a plain value (no
+// reference to any store), so it can be built on any thread and committed later.
+
+struct InsertDeviceOp {
+  Device device;
+};
+// Compare-and-set: succeeds only if the device is in `from` when the batch commits (from == to
+// is allowed and asserts the state). Also stamps updated_at.
+struct UpdateDeviceStateOp {
+  std::string device_id;
+  DeviceState from;
+  DeviceState to;
+};
+struct InsertCertificateOp {
+  CertificateRecord cert;
+};
+// valid -> revoked, with revoked_at = the commit time.
+struct RevokeCertificateOp {
+  std::string serial;
+  RevocationReason reason;
+};
+struct AppendAuditOp {
+  AuditEvent event;
+};
+
+using WriteOp = std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp,
+                             RevokeCertificateOp, AppendAuditOp>;
+
+class WriteBatch {
+ public:
+  WriteBatch& InsertDevice(Device device);
+  WriteBatch& UpdateDeviceState(std::string device_id, DeviceState from, DeviceState to);
+  WriteBatch& InsertCertificate(CertificateRecord cert);
+  WriteBatch& RevokeCertificate(std::string serial, RevocationReason reason);
+  WriteBatch& AppendAudit(AuditEvent event);
+
+  const std::vector<WriteOp>& ops() const { return ops_; }
+  size_t size() const { return ops_.size(); }
+  bool empty() const { return ops_.empty(); }
+  void Clear() { ops_.clear(); }
+
+ private:
+  std::vector<WriteOp> ops_;
+};
+
+struct CommitInfo {
+  int64_t time = 0;                 // The commit time stamped on every row of the batch.
+  std::vector<int64_t> audit_seqs;  // One per AppendAudit, in batch order.
+};
+
+// ---------------------------------------------------------------------------------------------
+// Reads.
+
+struct DeviceFilter {
+  std::optional<DeviceState> state;
+  std::optional<std::string> model;
+  std::optional<std::string> batch;
+  // Devices having a valid certificate whose not_after lies in [now, now + window] (both ends
+  // inclusive, now from the store's Clock). A device with several such certificates (a rotation
+  // in flight) is listed once, under the earliest of them. Results are then ordered by that
+  // certificate's (not_after, serial) instead of by device_id.
+  std::optional<std::chrono::seconds> expiring_within;
+};
+
+struct ListedDevice {
+  Device device;
+  // Set only for expiring_within queries: the certificate that matched.
+  std::optional<std::string> cert_serial;
+  std::optional<int64_t> cert_not_after;
+
+  bool operator==(const ListedDevice&) const = default;
+};
+
+struct DevicePage {
+  std::vector<ListedDevice> devices;
+  // Opaque; pass to the next ListDevices call with the same filter. Empty when this page is the
+  // last one.
+  std::string next_cursor;
+};
+
+inline constexpr size_t kMaxPageSize = 10000;
+
+// ---------------------------------------------------------------------------------------------
+
+// Thread safety: every method may be called concurrently from any number of threads (each
+// backend documents how). Commits are serialized; reads see the latest committed state and never
+// a partial batch.
+//
+// Errors common to all methods: Unavailable (database busy or unreachable: retry later),
+// ResourceExhausted (disk or memory full), DataLoss (corruption or an I/O error), InvalidArgument
+// (malformed input, refused before touching the database), Internal (anything else).
+class Store {
+ public:
+  virtual ~Store() = default;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Applies the batch atomically; on any error nothing of it is written. The store computes the
+  // audit chain (seq, prev_hash, hash) inside the transaction. Errors beyond the common ones:
+  //   AlreadyExists   a duplicate device id, device serial or certificate serial, or a public key
+  //                   already used by another device (or by a CA certificate); the message names
+  //                   which. A key may recur only within one device (renewal keeps the key).
+  //   NotFound        a state update or revocation names an unknown device or certificate, or a
+  //                   certificate names an unknown device.
+  //   Aborted         a compare-and-set failed: the device is not in `from`, or the certificate
+  //                   is already revoked. Re-read and decide again.
+  virtual Result<CommitInfo> Commit(const WriteBatch& batch) = 0;
+
+  // NotFound if absent. Lookups accept upper- or lowercase hex.
+  virtual Result<Device> GetDevice(std::string_view device_id) = 0;
+  virtual Result<Device> GetDeviceBySerial(std::string_view serial) = 0;
+  virtual Result<CertificateRecord> GetCertificate(std::string_view serial_hex) = 0;
+
+  // Every certificate (any status, any owner) carrying this public key, ordered by serial; empty
+  // if the key is new to the fleet.
+  virtual Result<std::vector<CertificateRecord>> FindCertificatesByKey(
+      std::string_view key_fingerprint) = 0;
+  // Ordered by (not_before, serial). Empty for an unknown device.
+  virtual Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
+      std::string_view device_id) = 0;
+
+  // Keyset pagination: at most `limit` (1..kMaxPageSize) devices after `cursor` ("" for the
+  // first page), ordered by device_id, or as described in DeviceFilter::expiring_within. Rows
+  // committed between pages appear or not according to their position, but no row is ever
+  // returned twice or skipped because of them. InvalidArgument for a bad limit or a cursor that
+  // does not come from the same kind of query.
+  virtual Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
+                                         std::string_view cursor) = 0;
+  virtual Result<int64_t> CountDevices(const DeviceFilter& filter) = 0;
+
+  // Audit rows with seq >= from_seq, ascending, at most `limit` (1..kMaxPageSize).
+  virtual Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) = 0;
+
+  // Bootstrap replay protection: records (device_id, timestamp) and returns true, or returns
+  // false if that pair was recorded before. Atomic across threads and server nodes.
+  virtual Result<bool> RecordTokenOnce(std::string_view device_id, int64_t timestamp) = 0;
+  // Forgets pairs whose token timestamp is < before and returns how many. Safe as soon as
+  // before <= now - acceptance window, since older tokens are refused by the window check anyway.
+  virtual Result<int64_t> PruneReplay(int64_t before) = 0;
+
+  // The highest migration applied (kLatestSchemaVersion after a successful open).
+  virtual Result<int> SchemaVersion() = 0;
+
+ protected:
+  Store() = default;
+};
+
+// Schema version this build writes. Every backend numbers its migrations identically.
+//   1: devices, certificates, public_keys, audit_log, bootstrap_replay.
+// Reserved for the lifecycle issue: campaigns and rotation_jobs.
+inline constexpr int kLatestSchemaVersion = 1;
+
+}  // namespace iotpki::store

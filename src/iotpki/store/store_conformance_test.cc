@@ -1,0 +1,923 @@
+// One suite that every Store backend must pass. A backend joins by adding a Backend to
+// Backends() below; the PostgreSQL backend will add its factory here.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "iotpki/common/clock.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/store/audit.h"
+#include "iotpki/store/sqlite/sqlite_store.h"
+#include "iotpki/store/store.h"
+
+namespace iotpki::store {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int64_t kNow = 1'750'000'000;
+constexpr int64_t kDay = 86400;
+
+// How the suite reaches a backend. Everything beyond the Store interface that a test needs is a
+// hook here, so that the tests themselves stay backend-neutral.
+struct Backend {
+  std::string name;
+  // False for in-memory databases: nothing survives closing the store.
+  bool persistent;
+  // Opens (or reopens) the backend's database for the test directory `dir`.
+  std::function<Result<std::unique_ptr<Store>>(const std::filesystem::path& dir, const Clock&)>
+      open;
+  // Raw SQL on the backend's database, bypassing the store (tampering). Portable SQL only.
+  std::function<Result<void>(Store&, std::string_view)> exec_sql;
+  // Query plans of exactly what ListDevices / CountDevices run for a filter.
+  std::function<Result<std::string>(Store&, const DeviceFilter&)> explain_list;
+  std::function<Result<std::string>(Store&, const DeviceFilter&)> explain_count;
+  // True if a plan reaches certificates only through the (status, not_after) index: no full
+  // scan of a table or an index, no sort.
+  std::function<bool(const std::string&)> plan_uses_expiry_index;
+};
+
+void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
+
+SqliteStore& AsSqlite(Store& store) { return dynamic_cast<SqliteStore&>(store); }
+
+bool SqlitePlanUsesExpiryIndex(const std::string& plan) {
+  if (plan.find("certificates_by_expiry") == std::string::npos) return false;
+  std::istringstream lines(plan);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("SCAN", 0) == 0 || line.find("TEMP B-TREE") != std::string::npos) return false;
+  }
+  return true;
+}
+
+Backend SqliteBackend(std::string name, bool persistent, std::string file) {
+  return Backend{
+      .name = std::move(name),
+      .persistent = persistent,
+      .open =
+          [file](const std::filesystem::path& dir, const Clock& clock) {
+            return OpenSqliteStore(file == ":memory:" ? std::filesystem::path(file) : dir / file,
+                                   clock);
+          },
+      .exec_sql = [](Store& s, std::string_view sql) { return AsSqlite(s).ExecForTest(sql); },
+      .explain_list =
+          [](Store& s, const DeviceFilter& f) {
+            return AsSqlite(s).ExplainListDevicesForTest(f, 50, "");
+          },
+      .explain_count =
+          [](Store& s, const DeviceFilter& f) { return AsSqlite(s).ExplainCountDevicesForTest(f); },
+      .plan_uses_expiry_index = SqlitePlanUsesExpiryIndex,
+  };
+}
+
+std::vector<Backend> Backends() {
+  return {
+      SqliteBackend("SqliteFile", /*persistent=*/true, "iotpki.db"),
+      SqliteBackend("SqliteMemory", /*persistent=*/false, ":memory:"),
+  };
+}
+
+// --- Test data ------------------------------------------------------------------------------
+
+std::string HexDigest(const std::string& seed) { return ToHex(crypto::Sha256(AsBytes(seed))); }
+
+std::string DeviceId(int n) { return HexDigest("device-" + std::to_string(n)); }
+std::string KeyFp(int n) { return HexDigest("key-" + std::to_string(n)); }
+// 16 bytes, as the CA makes them.
+std::string CertSerial(int n) { return HexDigest("cert-" + std::to_string(n)).substr(0, 32); }
+
+Device MakeDevice(int n, std::string model = "sensor-a", std::string batch = "b1") {
+  char serial[32];
+  std::snprintf(serial, sizeof serial, "SN-%06d", n);
+  Device d;
+  d.device_id = DeviceId(n);
+  d.serial = serial;
+  d.model = std::move(model);
+  d.batch = std::move(batch);
+  d.hardware_fingerprint = HexDigest("hw-" + std::to_string(n)).substr(0, 16);
+  return d;
+}
+
+CertificateRecord MakeCert(int n, std::optional<int> device, CertProfile profile, int64_t not_after,
+                           int key) {
+  CertificateRecord c;
+  c.serial = CertSerial(n);
+  if (device) c.device_id = DeviceId(*device);
+  c.profile = profile;
+  c.issuer = profile == CertProfile::kIDevId ? "manufacturing" : "operational";
+  c.subject = "CN=" + (device ? DeviceId(*device) : std::string("ca ") + std::to_string(n));
+  c.not_before = kNow - kDay;
+  c.not_after = not_after;
+  c.key_fingerprint = KeyFp(key);
+  // Zero bytes inside, to catch any C-string handling of the blob.
+  c.der = {0x30, 0x82, 0x00, 0x00, static_cast<uint8_t>(n), 0x00, 0x05};
+  return c;
+}
+
+AuditEvent Event(std::string action, std::string subject, std::string details = "{}") {
+  return AuditEvent{"test", std::move(action), std::move(subject), std::move(details)};
+}
+
+// --- Fixture --------------------------------------------------------------------------------
+
+class StoreConformance : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/iotpki-store-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto opened = GetParam().open(dir_, clock_);
+    ASSERT_TRUE(opened) << opened.error().ToString();
+    store_ = std::move(*opened);
+  }
+
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Reopen() {
+    store_.reset();
+    auto opened = GetParam().open(dir_, clock_);
+    ASSERT_TRUE(opened) << opened.error().ToString();
+    store_ = std::move(*opened);
+  }
+
+  CommitInfo MustCommit(const WriteBatch& batch) {
+    auto r = store_->Commit(batch);
+    EXPECT_TRUE(r) << r.error().ToString();
+    return r ? *r : CommitInfo{};
+  }
+
+  int64_t Count(const DeviceFilter& filter = {}) {
+    auto r = store_->CountDevices(filter);
+    EXPECT_TRUE(r) << r.error().ToString();
+    return r ? *r : -1;
+  }
+
+  std::vector<AuditRecord> AllAudit() {
+    auto r = store_->ReadAudit(1, kMaxPageSize);
+    EXPECT_TRUE(r) << r.error().ToString();
+    return r ? *r : std::vector<AuditRecord>{};
+  }
+
+  // Every page of a listing, checking each cursor on the way.
+  std::vector<ListedDevice> ListAll(const DeviceFilter& filter, size_t page_size,
+                                    size_t* pages = nullptr) {
+    std::vector<ListedDevice> all;
+    std::string cursor;
+    size_t n = 0;
+    for (;;) {
+      auto page = store_->ListDevices(filter, page_size, cursor);
+      EXPECT_TRUE(page) << page.error().ToString();
+      if (!page) break;
+      ++n;
+      EXPECT_LE(page->devices.size(), page_size);
+      all.insert(all.end(), page->devices.begin(), page->devices.end());
+      if (page->next_cursor.empty()) break;
+      EXPECT_EQ(page->devices.size(), page_size) << "only the last page may be short";
+      cursor = page->next_cursor;
+      if (n > 100000) break;
+    }
+    if (pages) *pages = n;
+    return all;
+  }
+
+  void ExpectNothingWritten() {
+    EXPECT_EQ(Count(), 0);
+    EXPECT_TRUE(AllAudit().empty());
+  }
+
+  FakeClock clock_{kNow};
+  std::filesystem::path dir_;
+  std::unique_ptr<Store> store_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::ValuesIn(Backends()),
+                         [](const auto& info) { return info.param.name; });
+
+// --- Schema ---------------------------------------------------------------------------------
+
+TEST_P(StoreConformance, OpensAtLatestSchemaVersion) {
+  auto version = store_->SchemaVersion();
+  ASSERT_TRUE(version) << version.error().ToString();
+  EXPECT_EQ(*version, kLatestSchemaVersion);
+}
+
+TEST_P(StoreConformance, ReopenIsIdempotentAndKeepsData) {
+  if (!GetParam().persistent) GTEST_SKIP() << "nothing survives closing an in-memory store";
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)).AppendAudit(Event("ca.init", "root")));
+  for (int i = 0; i < 3; ++i) {
+    Reopen();
+    EXPECT_EQ(*store_->SchemaVersion(), kLatestSchemaVersion);
+  }
+  EXPECT_TRUE(store_->GetDevice(DeviceId(1)));
+  auto info = MustCommit(WriteBatch().AppendAudit(Event("cert.issue", "x")));
+  EXPECT_EQ(info.audit_seqs, std::vector<int64_t>{2});
+  EXPECT_TRUE(VerifyAuditChain(*store_)->intact);
+}
+
+// --- Round trips ----------------------------------------------------------------------------
+
+TEST_P(StoreConformance, DeviceRoundTrip) {
+  Device with_fp = MakeDevice(1);
+  Device without_fp = MakeDevice(2, "gateway", "");
+  without_fp.hardware_fingerprint.reset();
+  without_fp.state = DeviceState::kActive;
+  auto info = MustCommit(WriteBatch().InsertDevice(with_fp).InsertDevice(without_fp));
+  EXPECT_EQ(info.time, kNow);
+
+  for (Device want : {with_fp, without_fp}) {
+    want.created_at = kNow;
+    want.updated_at = kNow;
+    auto got = store_->GetDevice(want.device_id);
+    ASSERT_TRUE(got) << got.error().ToString();
+    EXPECT_EQ(*got, want);
+    auto by_serial = store_->GetDeviceBySerial(want.serial);
+    ASSERT_TRUE(by_serial) << by_serial.error().ToString();
+    EXPECT_EQ(*by_serial, want);
+  }
+}
+
+TEST_P(StoreConformance, LookupsAcceptUppercaseHex) {
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNoExpiryUnix, 1)));
+  std::string upper_id = DeviceId(1);
+  std::string upper_serial = CertSerial(1);
+  std::transform(upper_id.begin(), upper_id.end(), upper_id.begin(), ::toupper);
+  std::transform(upper_serial.begin(), upper_serial.end(), upper_serial.begin(), ::toupper);
+  EXPECT_TRUE(store_->GetDevice(upper_id));
+  EXPECT_TRUE(store_->GetCertificate(upper_serial));
+}
+
+TEST_P(StoreConformance, UnknownRowsAreNotFound) {
+  auto d = store_->GetDevice(DeviceId(9));
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code(), Code::kNotFound);
+  auto s = store_->GetDeviceBySerial("nope");
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code(), Code::kNotFound);
+  auto c = store_->GetCertificate(CertSerial(9));
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code(), Code::kNotFound);
+  EXPECT_TRUE(store_->FindCertificatesByKey(KeyFp(9))->empty());
+  EXPECT_TRUE(store_->ListCertificatesForDevice(DeviceId(9))->empty());
+}
+
+TEST_P(StoreConformance, CertificateRoundTrip) {
+  CertificateRecord root = MakeCert(100, std::nullopt, CertProfile::kRoot, kNow + 3650 * kDay, 100);
+  root.issuer = "root";
+  CertificateRecord idevid = MakeCert(1, 1, CertProfile::kIDevId, kNoExpiryUnix, 1);
+  CertificateRecord ldevid = MakeCert(2, 1, CertProfile::kLDevId, kNow + 90 * kDay, 2);
+  ldevid.not_before = kNow;
+  MustCommit(WriteBatch()
+                 .InsertCertificate(root)
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(idevid)
+                 .InsertCertificate(ldevid));
+
+  for (CertificateRecord want : {root, idevid, ldevid}) {
+    want.created_at = kNow;
+    auto got = store_->GetCertificate(want.serial);
+    ASSERT_TRUE(got) << got.error().ToString();
+    EXPECT_EQ(*got, want);
+  }
+  auto for_device = store_->ListCertificatesForDevice(DeviceId(1));
+  ASSERT_TRUE(for_device);
+  ASSERT_EQ(for_device->size(), 2u);
+  EXPECT_EQ((*for_device)[0].serial, idevid.serial);  // Ordered by not_before.
+  EXPECT_EQ((*for_device)[1].serial, ldevid.serial);
+
+  auto by_key = store_->FindCertificatesByKey(KeyFp(2));
+  ASSERT_TRUE(by_key);
+  ASSERT_EQ(by_key->size(), 1u);
+  EXPECT_EQ((*by_key)[0].serial, ldevid.serial);
+}
+
+// --- Refusals roll back the whole batch -----------------------------------------------------
+
+TEST_P(StoreConformance, DuplicateDeviceIdRefusedAndNothingWritten) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)));
+  Device clash = MakeDevice(1);
+  clash.serial = "other-serial";
+  auto r = store_->Commit(WriteBatch()
+                              .InsertDevice(MakeDevice(2))
+                              .AppendAudit(Event("device.add", "2"))
+                              .InsertDevice(clash)
+                              .InsertDevice(MakeDevice(3)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+  EXPECT_THAT(r.error().message(), HasSubstr("device " + DeviceId(1)));
+  EXPECT_EQ(Count(), 1);
+  EXPECT_TRUE(AllAudit().empty());
+  EXPECT_EQ(store_->GetDevice(DeviceId(2)).error().code(), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, DuplicateDeviceSerialRefusedAndNothingWritten) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)));
+  Device clash = MakeDevice(2);
+  clash.serial = MakeDevice(1).serial;
+  auto r = store_->Commit(WriteBatch()
+                              .InsertDevice(MakeDevice(3))
+                              .InsertCertificate(MakeCert(3, 3, CertProfile::kIDevId, kNow, 3))
+                              .InsertDevice(clash));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+  EXPECT_THAT(r.error().message(), HasSubstr("serial 'SN-000001'"));
+  EXPECT_EQ(Count(), 1);
+  EXPECT_EQ(store_->GetCertificate(CertSerial(3)).error().code(), Code::kNotFound);
+  EXPECT_TRUE(store_->FindCertificatesByKey(KeyFp(3))->empty());
+}
+
+TEST_P(StoreConformance, DuplicateCertificateSerialRefusedAndNothingWritten) {
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNoExpiryUnix, 1)));
+  CertificateRecord clash = MakeCert(1, 2, CertProfile::kIDevId, kNoExpiryUnix, 2);
+  auto r = store_->Commit(WriteBatch()
+                              .InsertDevice(MakeDevice(2))
+                              .InsertCertificate(clash)
+                              .AppendAudit(Event("cert.issue", clash.serial)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+  EXPECT_THAT(r.error().message(), HasSubstr("certificate serial " + CertSerial(1)));
+  EXPECT_EQ(Count(), 1);
+  EXPECT_TRUE(AllAudit().empty());
+}
+
+TEST_P(StoreConformance, DuplicateSerialWithinOneBatchRefused) {
+  auto r = store_->Commit(WriteBatch()
+                              .InsertDevice(MakeDevice(1))
+                              .InsertDevice(MakeDevice(2))
+                              .InsertCertificate(MakeCert(7, 1, CertProfile::kIDevId, kNow, 1))
+                              .InsertCertificate(MakeCert(7, 2, CertProfile::kIDevId, kNow, 2)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+  ExpectNothingWritten();
+}
+
+TEST_P(StoreConformance, KeyOfAnotherDeviceRefusedAndNothingWritten) {
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNoExpiryUnix, 42)));
+  auto r =
+      store_->Commit(WriteBatch()
+                         .InsertDevice(MakeDevice(2))
+                         .InsertCertificate(MakeCert(2, 2, CertProfile::kIDevId, kNoExpiryUnix, 42))
+                         .AppendAudit(Event("cert.issue", CertSerial(2))));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+  EXPECT_THAT(r.error().message(), HasSubstr("public key"));
+  // The message is shown to clients: it must not name the other device.
+  EXPECT_THAT(r.error().message(), ::testing::Not(HasSubstr(DeviceId(1))));
+  EXPECT_EQ(Count(), 1);
+  EXPECT_TRUE(AllAudit().empty());
+  EXPECT_EQ(store_->FindCertificatesByKey(KeyFp(42))->size(), 1u);
+}
+
+TEST_P(StoreConformance, DuplicateKeyWithinOneBatchRefused) {
+  auto r = store_->Commit(WriteBatch()
+                              .InsertDevice(MakeDevice(1))
+                              .InsertDevice(MakeDevice(2))
+                              .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNow, 5))
+                              .InsertCertificate(MakeCert(2, 2, CertProfile::kIDevId, kNow, 5)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+  ExpectNothingWritten();
+}
+
+TEST_P(StoreConformance, SameDeviceMayKeepItsKey) {
+  // Renewal: a new LDevID for the same key of the same device.
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kLDevId, kNow + 10 * kDay, 7)));
+  MustCommit(
+      WriteBatch().InsertCertificate(MakeCert(2, 1, CertProfile::kLDevId, kNow + 90 * kDay, 7)));
+  EXPECT_EQ(store_->FindCertificatesByKey(KeyFp(7))->size(), 2u);
+}
+
+TEST_P(StoreConformance, KeysAreNotSharedBetweenCaAndDevices) {
+  MustCommit(WriteBatch()
+                 .InsertCertificate(MakeCert(100, std::nullopt, CertProfile::kIssuingCa, kNow, 100))
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNow, 1)));
+  auto device_with_ca_key = store_->Commit(
+      WriteBatch().InsertCertificate(MakeCert(2, 1, CertProfile::kLDevId, kNow, 100)));
+  ASSERT_FALSE(device_with_ca_key);
+  EXPECT_EQ(device_with_ca_key.error().code(), Code::kAlreadyExists);
+  auto ca_with_device_key = store_->Commit(
+      WriteBatch().InsertCertificate(MakeCert(101, std::nullopt, CertProfile::kServer, kNow, 1)));
+  ASSERT_FALSE(ca_with_device_key);
+  EXPECT_EQ(ca_with_device_key.error().code(), Code::kAlreadyExists);
+  // A CA certificate re-issued for its own key is fine.
+  MustCommit(WriteBatch().InsertCertificate(
+      MakeCert(102, std::nullopt, CertProfile::kIssuingCa, kNow + kDay, 100)));
+}
+
+TEST_P(StoreConformance, CertificateForUnknownDeviceIsNotFound) {
+  auto r = store_->Commit(WriteBatch()
+                              .AppendAudit(Event("cert.issue", "x"))
+                              .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNow, 1)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kNotFound);
+  EXPECT_TRUE(AllAudit().empty());
+  EXPECT_TRUE(store_->FindCertificatesByKey(KeyFp(1))->empty());
+}
+
+TEST_P(StoreConformance, MalformedInputRefusedBeforeWriting) {
+  auto expect_invalid = [&](const WriteBatch& batch, std::string_view why) {
+    auto r = store_->Commit(batch);
+    ASSERT_FALSE(r) << why;
+    EXPECT_EQ(r.error().code(), Code::kInvalidArgument) << why << ": " << r.error().ToString();
+  };
+  Device upper = MakeDevice(1);
+  std::transform(upper.device_id.begin(), upper.device_id.end(), upper.device_id.begin(),
+                 ::toupper);
+  expect_invalid(WriteBatch().InsertDevice(upper), "uppercase device id");
+  Device short_id = MakeDevice(1);
+  short_id.device_id.pop_back();
+  expect_invalid(WriteBatch().InsertDevice(short_id), "short device id");
+  Device stamped = MakeDevice(1);
+  stamped.created_at = 5;
+  expect_invalid(WriteBatch().InsertDevice(stamped), "created_at set by caller");
+  Device nul = MakeDevice(1);
+  nul.model = std::string("a\0b", 3);
+  expect_invalid(WriteBatch().InsertDevice(nul), "NUL in text");
+  Device empty_serial = MakeDevice(1);
+  empty_serial.serial.clear();
+  expect_invalid(WriteBatch().InsertDevice(empty_serial), "empty serial");
+  CertificateRecord revoked = MakeCert(1, std::nullopt, CertProfile::kRoot, kNow, 1);
+  revoked.status = CertStatus::kRevoked;
+  expect_invalid(WriteBatch().InsertCertificate(revoked), "inserted as revoked");
+  CertificateRecord bad_fp = MakeCert(1, std::nullopt, CertProfile::kRoot, kNow, 1);
+  bad_fp.key_fingerprint = "xyz";
+  expect_invalid(WriteBatch().InsertCertificate(bad_fp), "fingerprint not hex");
+  CertificateRecord backwards = MakeCert(1, std::nullopt, CertProfile::kRoot, kNow, 1);
+  backwards.not_before = backwards.not_after + 1;
+  expect_invalid(WriteBatch().InsertCertificate(backwards), "not_before after not_after");
+  expect_invalid(WriteBatch()
+                     .InsertDevice(MakeDevice(2))
+                     .AppendAudit(Event("x", "y", std::string("{\"a\":\"\xff\"}"))),
+                 "details not UTF-8");
+  expect_invalid(WriteBatch().RevokeCertificate("0g", RevocationReason::kUnspecified),
+                 "serial not hex");
+  ExpectNothingWritten();
+}
+
+// --- Compare-and-set ------------------------------------------------------------------------
+
+TEST_P(StoreConformance, DeviceStateCompareAndSet) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)));
+  clock_.Advance(std::chrono::seconds(60));
+  MustCommit(WriteBatch().UpdateDeviceState(DeviceId(1), DeviceState::kManufactured,
+                                            DeviceState::kActive));
+  auto d = store_->GetDevice(DeviceId(1));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->state, DeviceState::kActive);
+  EXPECT_EQ(d->created_at, kNow);
+  EXPECT_EQ(d->updated_at, kNow + 60);
+
+  auto stale = store_->Commit(WriteBatch().UpdateDeviceState(
+      DeviceId(1), DeviceState::kManufactured, DeviceState::kActive));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code(), Code::kAborted);
+  EXPECT_THAT(stale.error().message(), HasSubstr("is active, not manufactured"));
+
+  // from == to asserts the state (idempotent retries).
+  MustCommit(
+      WriteBatch().UpdateDeviceState(DeviceId(1), DeviceState::kActive, DeviceState::kActive));
+
+  auto unknown = store_->Commit(WriteBatch().UpdateDeviceState(
+      DeviceId(2), DeviceState::kManufactured, DeviceState::kActive));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, FailedCompareAndSetRollsBackTheBatch) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)).AppendAudit(Event("device.add", "1")));
+  // An enrollment: issue an LDevID, activate, audit; but the device is not in the assumed state.
+  auto r = store_->Commit(
+      WriteBatch()
+          .InsertCertificate(MakeCert(2, 1, CertProfile::kLDevId, kNow, 2))
+          .AppendAudit(Event("cert.issue", CertSerial(2)))
+          .UpdateDeviceState(DeviceId(1), DeviceState::kSuspended, DeviceState::kActive));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kAborted);
+  EXPECT_EQ(store_->GetCertificate(CertSerial(2)).error().code(), Code::kNotFound);
+  EXPECT_EQ(store_->GetDevice(DeviceId(1))->state, DeviceState::kManufactured);
+  EXPECT_EQ(AllAudit().size(), 1u);
+  // The failed batch consumed no audit seq.
+  EXPECT_EQ(MustCommit(WriteBatch().AppendAudit(Event("x", "y"))).audit_seqs,
+            std::vector<int64_t>{2});
+}
+
+TEST_P(StoreConformance, RevokeCertificate) {
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kLDevId, kNow + kDay, 1)));
+  clock_.Advance(std::chrono::seconds(30));
+  MustCommit(WriteBatch().RevokeCertificate(CertSerial(1), RevocationReason::kKeyCompromise));
+  auto c = store_->GetCertificate(CertSerial(1));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->status, CertStatus::kRevoked);
+  EXPECT_EQ(c->revoked_at, kNow + 30);
+  EXPECT_EQ(c->revocation_reason, RevocationReason::kKeyCompromise);
+
+  auto again =
+      store_->Commit(WriteBatch().RevokeCertificate(CertSerial(1), RevocationReason::kSuperseded));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), Code::kAborted);
+  EXPECT_EQ(store_->GetCertificate(CertSerial(1))->revocation_reason,
+            RevocationReason::kKeyCompromise);
+
+  auto unknown =
+      store_->Commit(WriteBatch().RevokeCertificate(CertSerial(2), RevocationReason::kSuperseded));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Code::kNotFound);
+}
+
+// --- Listing and counting -------------------------------------------------------------------
+
+TEST_P(StoreConformance, EmptyStoreListsNothing) {
+  auto page = store_->ListDevices({}, 10, "");
+  ASSERT_TRUE(page);
+  EXPECT_TRUE(page->devices.empty());
+  EXPECT_TRUE(page->next_cursor.empty());
+  EXPECT_EQ(Count(), 0);
+}
+
+TEST_P(StoreConformance, KeysetPaginationNeitherRepeatsNorSkips) {
+  WriteBatch batch;
+  std::set<std::string> want;
+  for (int i = 0; i < 1000; ++i) {
+    batch.InsertDevice(MakeDevice(i, "m", i % 2 ? "odd" : "even"));
+    want.insert(DeviceId(i));
+  }
+  MustCommit(batch);
+
+  size_t pages = 0;
+  auto all = ListAll({}, 37, &pages);
+  EXPECT_EQ(pages, 28u);  // ceil(1000 / 37)
+  ASSERT_EQ(all.size(), 1000u);
+  std::vector<std::string> ids;
+  for (const auto& d : all) {
+    ids.push_back(d.device.device_id);
+    EXPECT_FALSE(d.cert_serial.has_value());
+  }
+  EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()), want);
+
+  DeviceFilter odd;
+  odd.batch = "odd";
+  auto odd_devices = ListAll(odd, 37);
+  EXPECT_EQ(odd_devices.size(), 500u);
+  for (const auto& d : odd_devices) EXPECT_EQ(d.device.batch, "odd");
+}
+
+TEST_P(StoreConformance, PaginationIsStableUnderConcurrentInserts) {
+  WriteBatch batch;
+  for (int i = 0; i < 100; ++i) batch.InsertDevice(MakeDevice(i));
+  MustCommit(batch);
+  auto first = store_->ListDevices({}, 50, "");
+  ASSERT_TRUE(first);
+  // Rows inserted between pages never cause a repeat or a skip of the rows that were there.
+  WriteBatch more;
+  for (int i = 100; i < 150; ++i) more.InsertDevice(MakeDevice(i));
+  MustCommit(more);
+  std::set<std::string> seen;
+  for (const auto& d : first->devices) seen.insert(d.device.device_id);
+  std::string cursor = first->next_cursor;
+  while (!cursor.empty()) {
+    auto page = store_->ListDevices({}, 50, cursor);
+    ASSERT_TRUE(page);
+    for (const auto& d : page->devices) EXPECT_TRUE(seen.insert(d.device.device_id).second);
+    cursor = page->next_cursor;
+  }
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(seen.count(DeviceId(i))) << i;
+}
+
+TEST_P(StoreConformance, CountsWithFilters) {
+  WriteBatch batch;
+  for (int i = 0; i < 60; ++i) {
+    Device d = MakeDevice(i, i % 3 == 0 ? "gateway" : "sensor", i < 20 ? "b1" : "b2");
+    if (i % 4 == 0) d.state = DeviceState::kActive;
+    batch.InsertDevice(d);
+  }
+  MustCommit(batch);
+  DeviceFilter f;
+  EXPECT_EQ(Count(f), 60);
+  f.model = "gateway";
+  EXPECT_EQ(Count(f), 20);
+  f.batch = "b1";
+  EXPECT_EQ(Count(f), 7);  // 0, 3, ..., 18
+  f.state = DeviceState::kActive;
+  EXPECT_EQ(Count(f), 2);  // 0, 12
+  EXPECT_EQ(ListAll(f, 1).size(), 2u);
+  f = {};
+  f.state = DeviceState::kActive;
+  EXPECT_EQ(Count(f), 15);
+  f.model = "nonexistent";
+  EXPECT_EQ(Count(f), 0);
+}
+
+TEST_P(StoreConformance, BadPageArgumentsAreInvalid) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)).InsertDevice(MakeDevice(2)));
+  EXPECT_EQ(store_->ListDevices({}, 0, "").error().code(), Code::kInvalidArgument);
+  EXPECT_EQ(store_->ListDevices({}, kMaxPageSize + 1, "").error().code(), Code::kInvalidArgument);
+  EXPECT_EQ(store_->ListDevices({}, 1, "garbage").error().code(), Code::kInvalidArgument);
+  auto page = store_->ListDevices({}, 1, "");
+  ASSERT_TRUE(page);
+  ASSERT_FALSE(page->next_cursor.empty());
+  DeviceFilter expiring;
+  expiring.expiring_within = std::chrono::hours(24);
+  // A cursor is only valid for the kind of listing that produced it.
+  EXPECT_EQ(store_->ListDevices(expiring, 1, page->next_cursor).error().code(),
+            Code::kInvalidArgument);
+  expiring.expiring_within = std::chrono::seconds(-1);
+  EXPECT_EQ(store_->CountDevices(expiring).error().code(), Code::kInvalidArgument);
+  EXPECT_EQ(store_->ReadAudit(1, 0).error().code(), Code::kInvalidArgument);
+}
+
+// Devices and certificates around a 30-day window starting at kNow.
+class ExpiryFixture : public StoreConformance {
+ protected:
+  void SetUp() override {
+    StoreConformance::SetUp();
+    if (HasFatalFailure()) return;
+    WriteBatch b;
+    for (int i = 1; i <= 8; ++i) b.InsertDevice(MakeDevice(i, i % 2 ? "odd" : "even"));
+    // Every device has a non-expiring IDevID, which never matches.
+    for (int i = 1; i <= 8; ++i) {
+      b.InsertCertificate(MakeCert(i, i, CertProfile::kIDevId, kNoExpiryUnix, i));
+    }
+    b.InsertCertificate(MakeCert(11, 1, CertProfile::kLDevId, kNow + 10 * kDay, 11));  // in
+    b.InsertCertificate(MakeCert(12, 2, CertProfile::kLDevId, kNow + 40 * kDay, 12));  // later
+    b.InsertCertificate(MakeCert(13, 3, CertProfile::kLDevId, kNow + 10 * kDay, 13));  // revoked
+    b.RevokeCertificate(CertSerial(13), RevocationReason::kSuperseded);
+    b.InsertCertificate(MakeCert(14, 4, CertProfile::kLDevId, kNow - 1, 14));          // expired
+    b.InsertCertificate(MakeCert(15, 5, CertProfile::kLDevId, kNow + 30 * kDay, 15));  // edge
+    b.InsertCertificate(MakeCert(16, 6, CertProfile::kLDevId, kNow + 20 * kDay, 16));  // two...
+    b.InsertCertificate(MakeCert(17, 6, CertProfile::kLDevId, kNow + 5 * kDay, 17));   // ...certs
+    b.InsertCertificate(MakeCert(18, 7, CertProfile::kLDevId, kNow, 18));              // edge
+    b.InsertCertificate(MakeCert(19, 8, CertProfile::kLDevId, kNow + 30 * kDay + 1, 19));
+    // Certificates without a device are never listed.
+    b.InsertCertificate(MakeCert(20, std::nullopt, CertProfile::kServer, kNow + kDay, 20));
+    b.UpdateDeviceState(DeviceId(1), DeviceState::kManufactured, DeviceState::kActive);
+    MustCommit(b);
+    filter_.expiring_within = std::chrono::days(30);
+  }
+
+  DeviceFilter filter_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, ExpiryFixture, ::testing::ValuesIn(Backends()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST_P(ExpiryFixture, ListsDevicesExpiringInWindowInExpiryOrder) {
+  auto all = ListAll(filter_, 2);
+  std::vector<std::pair<std::string, std::string>> got;
+  for (const auto& d : all) {
+    ASSERT_TRUE(d.cert_serial && d.cert_not_after);
+    got.emplace_back(d.device.device_id, *d.cert_serial);
+  }
+  std::vector<std::pair<std::string, std::string>> want = {
+      {DeviceId(7), CertSerial(18)},  // not_after == now: the window includes both ends
+      {DeviceId(6), CertSerial(17)},  // listed once, under its earliest certificate
+      {DeviceId(1), CertSerial(11)},
+      {DeviceId(5), CertSerial(15)},  // not_after == now + 30 days
+  };
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(all[0].cert_not_after, kNow);
+  EXPECT_EQ(Count(filter_), 4);
+}
+
+TEST_P(ExpiryFixture, WindowCombinesWithDeviceFilters) {
+  DeviceFilter f = filter_;
+  f.state = DeviceState::kActive;
+  auto active = ListAll(f, 10);
+  ASSERT_EQ(active.size(), 1u);
+  EXPECT_EQ(active[0].device.device_id, DeviceId(1));
+  EXPECT_EQ(Count(f), 1);
+  f = filter_;
+  f.model = "odd";  // devices 1, 3, 5, 7
+  EXPECT_EQ(Count(f), 3);
+  EXPECT_EQ(ListAll(f, 1).size(), 3u);
+}
+
+TEST_P(ExpiryFixture, WindowFollowsTheClock) {
+  clock_.Advance(std::chrono::days(11));  // 1, 6 (first cert), 7 are now expired
+  // Device 6 is now listed under its second certificate; 2 and 8 entered the window.
+  auto all = ListAll(filter_, 10);
+  std::vector<std::string> got;
+  for (const auto& d : all) got.push_back(*d.cert_serial);
+  EXPECT_EQ(got, (std::vector<std::string>{CertSerial(16), CertSerial(15), CertSerial(19),
+                                           CertSerial(12)}));
+  EXPECT_EQ(Count(filter_), 4);
+}
+
+TEST_P(StoreConformance, ExpiryPaginationWithTiesNeitherRepeatsNorSkips) {
+  WriteBatch b;
+  for (int i = 0; i < 100; ++i) {
+    b.InsertDevice(MakeDevice(i));
+    b.InsertCertificate(MakeCert(i, i, CertProfile::kLDevId, kNow + (i % 5) * kDay, i));
+  }
+  MustCommit(b);
+  DeviceFilter f;
+  f.expiring_within = std::chrono::days(7);
+  auto all = ListAll(f, 7);
+  ASSERT_EQ(all.size(), 100u);
+  std::set<std::string> ids;
+  for (size_t i = 0; i < all.size(); ++i) {
+    ids.insert(all[i].device.device_id);
+    if (i > 0) {
+      EXPECT_LT(std::make_pair(*all[i - 1].cert_not_after, *all[i - 1].cert_serial),
+                std::make_pair(*all[i].cert_not_after, *all[i].cert_serial));
+    }
+  }
+  EXPECT_EQ(ids.size(), 100u);
+  EXPECT_EQ(Count(f), 100);
+}
+
+TEST_P(StoreConformance, ExpiryQueriesUseTheStatusNotAfterIndex) {
+  const Backend& backend = GetParam();
+  std::vector<DeviceFilter> filters(3);
+  for (auto& f : filters) f.expiring_within = std::chrono::days(30);
+  filters[1].state = DeviceState::kActive;
+  filters[2].model = "m";
+  filters[2].batch = "b";
+  for (const DeviceFilter& f : filters) {
+    auto list_plan = backend.explain_list(*store_, f);
+    ASSERT_TRUE(list_plan) << list_plan.error().ToString();
+    EXPECT_TRUE(backend.plan_uses_expiry_index(*list_plan)) << *list_plan;
+    auto count_plan = backend.explain_count(*store_, f);
+    ASSERT_TRUE(count_plan) << count_plan.error().ToString();
+    EXPECT_TRUE(backend.plan_uses_expiry_index(*count_plan)) << *count_plan;
+  }
+}
+
+// --- Audit log ------------------------------------------------------------------------------
+
+TEST_P(StoreConformance, EmptyAuditChainIsIntact) {
+  auto verdict = VerifyAuditChain(*store_);
+  ASSERT_TRUE(verdict);
+  EXPECT_TRUE(verdict->intact);
+  EXPECT_EQ(verdict->rows_checked, 0);
+}
+
+TEST_P(StoreConformance, AuditChainIsComputedByTheStore) {
+  auto first = MustCommit(WriteBatch()
+                              .AppendAudit(Event("ca.init", "root", R"({"curve":"P-256"})"))
+                              .AppendAudit(Event("ca.init", "manufacturing"))
+                              .AppendAudit(Event("ca.init", "operational")));
+  EXPECT_EQ(first.audit_seqs, (std::vector<int64_t>{1, 2, 3}));
+  clock_.Advance(std::chrono::seconds(5));
+  auto second = MustCommit(WriteBatch()
+                               .InsertDevice(MakeDevice(1))
+                               .AppendAudit(Event("cert.issue", CertSerial(1)))
+                               .AppendAudit(Event("cert.refuse", CertSerial(2), "")));
+  EXPECT_EQ(second.audit_seqs, (std::vector<int64_t>{4, 5}));
+
+  auto rows = AllAudit();
+  ASSERT_EQ(rows.size(), 5u);
+  Bytes prev(kAuditHashSize, 0);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const AuditRecord& r = rows[i];
+    EXPECT_EQ(r.seq, static_cast<int64_t>(i + 1));
+    EXPECT_EQ(r.time, i < 3 ? kNow : kNow + 5);
+    EXPECT_EQ(r.prev_hash, prev);
+    EXPECT_EQ(r.hash, ComputeAuditHash(prev, r.seq, r.time,
+                                       AuditEvent{r.actor, r.action, r.subject, r.details}));
+    prev = r.hash;
+  }
+  EXPECT_EQ(rows[0].details, R"({"curve":"P-256"})");
+  EXPECT_EQ(rows[4].action, "cert.refuse");
+
+  auto partial = store_->ReadAudit(4, 1);
+  ASSERT_TRUE(partial);
+  ASSERT_EQ(partial->size(), 1u);
+  EXPECT_EQ((*partial)[0], rows[3]);
+
+  // Small pages exercise the verifier's paging.
+  auto verdict = VerifyAuditChain(*store_, 2);
+  ASSERT_TRUE(verdict);
+  EXPECT_TRUE(verdict->intact) << verdict->explanation;
+  EXPECT_EQ(verdict->rows_checked, 5);
+  EXPECT_EQ(verdict->last_seq, 5);
+  EXPECT_EQ(verdict->head_hash, rows[4].hash);
+}
+
+TEST_P(StoreConformance, TamperedAuditRowIsNamed) {
+  WriteBatch b;
+  for (int i = 0; i < 6; ++i) b.AppendAudit(Event("cert.issue", CertSerial(i)));
+  MustCommit(b);
+  ASSERT_TRUE(GetParam().exec_sql(
+      *store_, "UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = 3"));
+  auto verdict = VerifyAuditChain(*store_, 4);
+  ASSERT_TRUE(verdict);
+  EXPECT_FALSE(verdict->intact);
+  EXPECT_EQ(verdict->first_broken_seq, 3);
+  EXPECT_EQ(verdict->problem, AuditProblem::kHashMismatch);
+  EXPECT_THAT(verdict->explanation, HasSubstr("row 3"));
+  EXPECT_EQ(verdict->rows_checked, 2);
+}
+
+TEST_P(StoreConformance, DeletedAuditRowIsNamed) {
+  WriteBatch b;
+  for (int i = 0; i < 4; ++i) b.AppendAudit(Event("cert.issue", CertSerial(i)));
+  MustCommit(b);
+  ASSERT_TRUE(GetParam().exec_sql(*store_, "DELETE FROM audit_log WHERE seq = 2"));
+  auto verdict = VerifyAuditChain(*store_);
+  ASSERT_TRUE(verdict);
+  EXPECT_FALSE(verdict->intact);
+  EXPECT_EQ(verdict->first_broken_seq, 3);
+  EXPECT_EQ(verdict->problem, AuditProblem::kSeqGap);
+}
+
+TEST_P(StoreConformance, RewrittenTimeIsDetected) {
+  MustCommit(WriteBatch().AppendAudit(Event("a", "b")).AppendAudit(Event("c", "d")));
+  ASSERT_TRUE(GetParam().exec_sql(*store_, "UPDATE audit_log SET time = time + 1 WHERE seq = 1"));
+  auto verdict = VerifyAuditChain(*store_);
+  ASSERT_TRUE(verdict);
+  EXPECT_EQ(verdict->first_broken_seq, 1);
+}
+
+// --- Replay table ---------------------------------------------------------------------------
+
+TEST_P(StoreConformance, TokensAreAcceptedOnce) {
+  std::string id = DeviceId(1);
+  EXPECT_EQ(store_->RecordTokenOnce(id, kNow), true);
+  EXPECT_EQ(store_->RecordTokenOnce(id, kNow), false);
+  std::string upper = id;
+  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+  EXPECT_EQ(store_->RecordTokenOnce(upper, kNow), false) << "case must not bypass the check";
+  EXPECT_EQ(store_->RecordTokenOnce(id, kNow + 1), true);
+  EXPECT_EQ(store_->RecordTokenOnce(DeviceId(2), kNow), true);
+  EXPECT_EQ(store_->RecordTokenOnce("not-an-id", kNow).error().code(), Code::kInvalidArgument);
+
+  auto pruned = store_->PruneReplay(kNow + 1);
+  ASSERT_TRUE(pruned);
+  EXPECT_EQ(*pruned, 2);
+  EXPECT_EQ(store_->RecordTokenOnce(id, kNow + 1), false);
+  EXPECT_EQ(store_->RecordTokenOnce(id, kNow), true);  // Forgotten: the window check refuses it.
+}
+
+// --- Concurrency ----------------------------------------------------------------------------
+
+TEST_P(StoreConformance, ConcurrentCommitsKeepOneChain) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 25;
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  std::thread reader([&] {
+    while (!done) {
+      if (!store_->CountDevices({}) || !store_->ReadAudit(1, 10)) ++failures;
+    }
+  });
+  std::vector<std::thread> writers;
+  std::vector<std::vector<int64_t>> seqs(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        int n = t * kPerThread + i;
+        auto r = store_->Commit(
+            WriteBatch()
+                .InsertDevice(MakeDevice(n))
+                .InsertCertificate(MakeCert(n, n, CertProfile::kIDevId, kNoExpiryUnix, n))
+                .AppendAudit(Event("cert.issue", CertSerial(n))));
+        if (!r) {
+          ++failures;
+          continue;
+        }
+        seqs[t].insert(seqs[t].end(), r->audit_seqs.begin(), r->audit_seqs.end());
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  done = true;
+  reader.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(Count(), kThreads * kPerThread);
+  std::set<int64_t> all;
+  for (const auto& s : seqs) all.insert(s.begin(), s.end());
+  EXPECT_EQ(all.size(), static_cast<size_t>(kThreads * kPerThread));
+  auto verdict = VerifyAuditChain(*store_);
+  ASSERT_TRUE(verdict);
+  EXPECT_TRUE(verdict->intact) << verdict->explanation;
+  EXPECT_EQ(verdict->rows_checked, kThreads * kPerThread);
+}
+
+}  // namespace
+}  // namespace iotpki::store

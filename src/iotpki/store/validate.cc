@@ -1,0 +1,234 @@
+#include "iotpki/store/validate.h"
+
+#include <charconv>
+#include <type_traits>
+
+namespace iotpki::store {
+namespace {
+
+constexpr size_t kDeviceIdHexDigits = 64;
+constexpr size_t kKeyFingerprintHexDigits = 64;
+// RFC 5280 4.1.2.2: at most 20 octets.
+constexpr size_t kMaxCertSerialHexDigits = 40;
+
+// Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF) without NUL.
+bool IsCleanUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == 0) return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xe0) == 0xc0) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = cp << 6 | (cc & 0x3f);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+Result<void> CheckText(std::string_view value, std::string_view field, bool allow_empty,
+                       size_t max_bytes = kMaxTextBytes) {
+  if (!allow_empty && value.empty()) {
+    return Fail(Code::kInvalidArgument, std::string(field) + " is empty");
+  }
+  if (value.size() > max_bytes) {
+    return Fail(Code::kInvalidArgument,
+                std::string(field) + " is longer than " + std::to_string(max_bytes) + " bytes");
+  }
+  if (!IsCleanUtf8(value)) {
+    return Fail(Code::kInvalidArgument,
+                std::string(field) + " is not valid UTF-8 or contains a NUL character");
+  }
+  return {};
+}
+
+Result<void> CheckHex(std::string_view value, std::string_view field, size_t min_digits,
+                      size_t max_digits) {
+  if (!IsLowerHex(value) || value.size() < min_digits || value.size() > max_digits) {
+    std::string want = min_digits == max_digits
+                           ? std::to_string(min_digits)
+                           : std::to_string(min_digits) + " to " + std::to_string(max_digits);
+    return Fail(Code::kInvalidArgument,
+                std::string(field) + " must be " + want + " lowercase hex digits");
+  }
+  return {};
+}
+
+Result<void> CheckDeviceId(std::string_view id) {
+  return CheckHex(id, "device_id", kDeviceIdHexDigits, kDeviceIdHexDigits);
+}
+
+Result<void> ValidateDevice(const Device& d) {
+  IOTPKI_CHECK(CheckDeviceId(d.device_id));
+  IOTPKI_CHECK(CheckText(d.serial, "serial", /*allow_empty=*/false));
+  IOTPKI_CHECK(CheckText(d.model, "model", /*allow_empty=*/true));
+  IOTPKI_CHECK(CheckText(d.batch, "batch", /*allow_empty=*/true));
+  if (d.hardware_fingerprint) {
+    IOTPKI_CHECK(CheckHex(*d.hardware_fingerprint, "hardware_fingerprint", 2, kMaxTextBytes));
+  }
+  if (d.created_at != 0 || d.updated_at != 0) {
+    return Fail(Code::kInvalidArgument,
+                "created_at and updated_at are set by the store; leave them at 0");
+  }
+  return {};
+}
+
+Result<void> ValidateCertificate(const CertificateRecord& c) {
+  IOTPKI_CHECK(CheckHex(c.serial, "certificate serial", 2, kMaxCertSerialHexDigits));
+  if (c.device_id) IOTPKI_CHECK(CheckDeviceId(*c.device_id));
+  IOTPKI_CHECK(CheckText(c.issuer, "issuer", /*allow_empty=*/false));
+  IOTPKI_CHECK(CheckText(c.subject, "subject", /*allow_empty=*/false));
+  IOTPKI_CHECK(CheckHex(c.key_fingerprint, "key_fingerprint", kKeyFingerprintHexDigits,
+                        kKeyFingerprintHexDigits));
+  if (c.not_before > c.not_after) {
+    return Fail(Code::kInvalidArgument, "not_before is after not_after");
+  }
+  if (c.der.empty() || c.der.size() > kMaxDerBytes) {
+    return Fail(Code::kInvalidArgument, "certificate DER is empty or larger than " +
+                                            std::to_string(kMaxDerBytes) + " bytes");
+  }
+  if (c.status != CertStatus::kValid || c.revoked_at || c.revocation_reason || c.created_at != 0) {
+    return Fail(Code::kInvalidArgument,
+                "status, revoked_at, revocation_reason and created_at are set by the store; "
+                "insert certificates as valid and revoke them with RevokeCertificate");
+  }
+  return {};
+}
+
+Result<void> ValidateAuditEvent(const AuditEvent& e) {
+  IOTPKI_CHECK(CheckText(e.actor, "audit actor", /*allow_empty=*/false));
+  IOTPKI_CHECK(CheckText(e.action, "audit action", /*allow_empty=*/false));
+  IOTPKI_CHECK(CheckText(e.subject, "audit subject", /*allow_empty=*/true));
+  IOTPKI_CHECK(CheckText(e.details, "audit details", /*allow_empty=*/true, kMaxDetailsBytes));
+  return {};
+}
+
+Result<void> ValidateOp(const WriteOp& op) {
+  return std::visit(
+      [](const auto& o) -> Result<void> {
+        using T = std::decay_t<decltype(o)>;
+        if constexpr (std::is_same_v<T, InsertDeviceOp>) {
+          return ValidateDevice(o.device);
+        } else if constexpr (std::is_same_v<T, UpdateDeviceStateOp>) {
+          return CheckDeviceId(o.device_id);
+        } else if constexpr (std::is_same_v<T, InsertCertificateOp>) {
+          return ValidateCertificate(o.cert);
+        } else if constexpr (std::is_same_v<T, RevokeCertificateOp>) {
+          return CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits);
+        } else {
+          static_assert(std::is_same_v<T, AppendAuditOp>);
+          return ValidateAuditEvent(o.event);
+        }
+      },
+      op);
+}
+
+bool ParseInt64(std::string_view s, int64_t& out) {
+  if (s.empty()) return false;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && ptr == s.data() + s.size();
+}
+
+constexpr std::string_view kDeviceIdCursorPrefix = "d1.";
+constexpr std::string_view kExpiringCursorPrefix = "e1.";
+
+}  // namespace
+
+bool IsLowerHex(std::string_view s) {
+  if (s.empty() || s.size() % 2 != 0) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+std::string ToLowerAscii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+Result<void> ValidateBatch(const WriteBatch& batch) {
+  const auto& ops = batch.ops();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    auto r = ValidateOp(ops[i]);
+    if (!r) return Fail(std::move(r).error().Context("batch operation " + std::to_string(i + 1)));
+  }
+  return {};
+}
+
+Result<void> ValidateFilter(const DeviceFilter& filter) {
+  if (filter.model) IOTPKI_CHECK(CheckText(*filter.model, "model filter", true));
+  if (filter.batch) IOTPKI_CHECK(CheckText(*filter.batch, "batch filter", true));
+  if (filter.expiring_within && filter.expiring_within->count() < 0) {
+    return Fail(Code::kInvalidArgument, "expiring_within must not be negative");
+  }
+  return {};
+}
+
+Result<void> ValidatePageSize(size_t limit) {
+  if (limit == 0 || limit > kMaxPageSize) {
+    return Fail(Code::kInvalidArgument,
+                "page size must be between 1 and " + std::to_string(kMaxPageSize));
+  }
+  return {};
+}
+
+std::string EncodeCursor(const DeviceIdCursor& cursor) {
+  return std::string(kDeviceIdCursorPrefix) + cursor.device_id;
+}
+
+std::string EncodeCursor(const ExpiringCursor& cursor) {
+  return std::string(kExpiringCursorPrefix) + std::to_string(cursor.not_after) + "." +
+         cursor.cert_serial;
+}
+
+Result<DeviceIdCursor> DecodeDeviceIdCursor(std::string_view cursor) {
+  if (cursor.substr(0, kDeviceIdCursorPrefix.size()) != kDeviceIdCursorPrefix ||
+      !CheckDeviceId(cursor.substr(kDeviceIdCursorPrefix.size()))) {
+    return Fail(Code::kInvalidArgument, "invalid cursor for this device listing");
+  }
+  return DeviceIdCursor{std::string(cursor.substr(kDeviceIdCursorPrefix.size()))};
+}
+
+Result<ExpiringCursor> DecodeExpiringCursor(std::string_view cursor) {
+  auto bad = [] { return Fail(Code::kInvalidArgument, "invalid cursor for this expiry listing"); };
+  if (cursor.substr(0, kExpiringCursorPrefix.size()) != kExpiringCursorPrefix) return bad();
+  cursor.remove_prefix(kExpiringCursorPrefix.size());
+  size_t dot = cursor.find('.');
+  if (dot == std::string_view::npos) return bad();
+  ExpiringCursor out;
+  if (!ParseInt64(cursor.substr(0, dot), out.not_after)) return bad();
+  std::string_view serial = cursor.substr(dot + 1);
+  if (!CheckHex(serial, "serial", 2, kMaxCertSerialHexDigits)) return bad();
+  out.cert_serial = std::string(serial);
+  return out;
+}
+
+}  // namespace iotpki::store

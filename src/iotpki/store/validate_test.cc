@@ -1,0 +1,75 @@
+#include "iotpki/store/validate.h"
+
+#include <gtest/gtest.h>
+
+namespace iotpki::store {
+namespace {
+
+TEST(Validate, LowerHex) {
+  EXPECT_TRUE(IsLowerHex("00ff"));
+  EXPECT_FALSE(IsLowerHex(""));
+  EXPECT_FALSE(IsLowerHex("0"));
+  EXPECT_FALSE(IsLowerHex("00FF"));
+  EXPECT_FALSE(IsLowerHex("0g"));
+  EXPECT_EQ(ToLowerAscii("AbC-9"), "abc-9");
+}
+
+TEST(Validate, CursorsRoundTripAndDoNotMix) {
+  std::string id(64, 'a');
+  auto d = DecodeDeviceIdCursor(EncodeCursor(DeviceIdCursor{id}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->device_id, id);
+  auto e = DecodeExpiringCursor(EncodeCursor(ExpiringCursor{-5, "0abc"}));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->not_after, -5);
+  EXPECT_EQ(e->cert_serial, "0abc");
+  EXPECT_FALSE(DecodeExpiringCursor(EncodeCursor(DeviceIdCursor{id})));
+  EXPECT_FALSE(DecodeDeviceIdCursor(EncodeCursor(ExpiringCursor{1, "00"})));
+  for (std::string_view bad : {"", "e1.", "e1.12", "e1.x.00", "e1.1.0", "e1.1.ZZ", "d1.abc",
+                               "e1.99999999999999999999.00"}) {
+    EXPECT_FALSE(DecodeExpiringCursor(bad)) << bad;
+    EXPECT_FALSE(DecodeDeviceIdCursor(bad)) << bad;
+  }
+}
+
+TEST(Validate, TextMustBeUtf8WithoutNul) {
+  auto audit = [](std::string details) {
+    return ValidateBatch(WriteBatch().AppendAudit(AuditEvent{"a", "b", "c", std::move(details)}));
+  };
+  EXPECT_TRUE(
+      audit("{\"name\":\"Gr\xc3\xbc\xc3\x9f"
+            "e \xe2\x82\xac \xf0\x9f\x94\x91\"}"));
+  EXPECT_FALSE(audit(std::string("a\0b", 3)));
+  EXPECT_FALSE(audit("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(audit("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(audit("\xf4\x90\x80\x80"));  // above U+10FFFF
+  EXPECT_FALSE(audit("\xe2\x82"));          // truncated
+  EXPECT_FALSE(audit(std::string(kMaxDetailsBytes + 1, 'x')));
+}
+
+TEST(Validate, ErrorsNameTheOperation) {
+  WriteBatch batch;
+  batch.AppendAudit(AuditEvent{"a", "b", "", ""});
+  batch.AppendAudit(AuditEvent{"", "b", "", ""});
+  auto r = ValidateBatch(batch);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kInvalidArgument);
+  EXPECT_EQ(r.error().message(), "batch operation 2: audit actor is empty");
+}
+
+TEST(Validate, EnumNamesRoundTrip) {
+  for (auto s : {DeviceState::kManufactured, DeviceState::kActive, DeviceState::kSuspended,
+                 DeviceState::kDecommissioned}) {
+    EXPECT_EQ(*ParseDeviceState(DeviceStateName(s)), s);
+  }
+  for (auto p : {CertProfile::kRoot, CertProfile::kIssuingCa, CertProfile::kIDevId,
+                 CertProfile::kLDevId, CertProfile::kServer}) {
+    EXPECT_EQ(*ParseCertProfile(CertProfileName(p)), p);
+  }
+  EXPECT_EQ(*ParseRevocationReason("keyCompromise"), RevocationReason::kKeyCompromise);
+  EXPECT_FALSE(ParseDeviceState("Active"));
+  EXPECT_FALSE(ParseRevocationReason("certificateHold"));
+}
+
+}  // namespace
+}  // namespace iotpki::store
