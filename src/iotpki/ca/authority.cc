@@ -245,16 +245,17 @@ Result<Bytes> Authority::BootstrapSecret(std::string_view device_id) const {
   return DeriveBootstrapSecret(bootstrap_master_, bootstrap_salt_, device_id);
 }
 
-Result<store::WriteBatch> Authority::CheckAndPlan(const IssueRequest& req,
+Result<store::WriteBatch> Authority::CheckAndPlan(const RuleInput& req,
                                                   const x509::DeviceIdentity& identity,
                                                   const std::optional<store::Device>& existing) {
-  // 1. Proof of possession: the CSR is signed by the key it carries.
-  if (!req.csr.VerifySignature()) {
+  // 1. Proof of possession: the CSR is signed by the key it carries (a key the CA generated is
+  //    possessed by construction).
+  if (req.csr != nullptr && !req.csr->VerifySignature()) {
     return Fail(Code::kInvalidArgument,
                 "CSR signature does not verify (no proof of possession of the key)");
   }
   // 2. Key type and strength allowed for the profile.
-  IOTPKI_CHECK(x509::CheckKeyAllowed(policy_, req.profile, req.csr.public_key()));
+  IOTPKI_CHECK(x509::CheckKeyAllowed(policy_, req.profile, req.key));
 
   // 3. Device state for the profile.
   store::WriteBatch batch;
@@ -295,7 +296,7 @@ Result<store::WriteBatch> Authority::CheckAndPlan(const IssueRequest& req,
 
   // 4. The key is new to the fleet (a repeated key means a broken key generator), except that
   //    a device may renew its working certificate with the same key.
-  std::string fp = ToHex(req.csr.public_key().Fingerprint());
+  std::string fp = ToHex(req.key.Fingerprint());
   IOTPKI_TRY(auto holders, store_->FindCertificatesByKey(fp));
   for (const auto& h : holders) {
     bool same_device = h.device_id && *h.device_id == identity.device_id;
@@ -305,6 +306,10 @@ Result<store::WriteBatch> Authority::CheckAndPlan(const IssueRequest& req,
                       h.serial + "); every device key must be unique");
     }
     if (h.profile != store::CertProfile::kLDevId || req.profile != ProfileKind::kLDevID) {
+      if (req.allow_birth_key && req.profile == ProfileKind::kLDevID &&
+          h.profile == store::CertProfile::kIDevId) {
+        continue;
+      }
       return Fail(Code::kAlreadyExists,
                   "the CSR's public key is the device's birth-certificate key; a working "
                   "certificate needs a new key");
@@ -313,7 +318,7 @@ Result<store::WriteBatch> Authority::CheckAndPlan(const IssueRequest& req,
   return batch;
 }
 
-store::WriteBatch Authority::RefusalAudit(const IssueRequest& req, const std::string& device_id,
+store::WriteBatch Authority::RefusalAudit(const RuleInput& req, const std::string& device_id,
                                           const Error& error) const {
   store::WriteBatch batch;
   batch.AppendAudit({.actor = req.actor,
@@ -327,6 +332,34 @@ store::WriteBatch Authority::RefusalAudit(const IssueRequest& req, const std::st
 }
 
 tl::expected<Authority::Prepared, Authority::Refusal> Authority::Prepare(const IssueRequest& req) {
+  return PrepareInput({.profile = req.profile,
+                       .csr = &req.csr,
+                       .key = req.csr.public_key(),
+                       .serial = req.serial,
+                       .hardware_fingerprint = req.hardware_fingerprint,
+                       .device_id = req.device_id,
+                       .model = req.model,
+                       .batch = req.batch,
+                       .actor = req.actor,
+                       .allow_birth_key = req.allow_birth_key});
+}
+
+tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareGenerated(
+    const GeneratedKeyRequest& req) {
+  static const std::string kNoDeviceId;
+  return PrepareInput({.profile = ProfileKind::kIDevID,
+                       .csr = nullptr,
+                       .key = req.key.public_key(),
+                       .serial = req.serial,
+                       .hardware_fingerprint = req.hardware_fingerprint,
+                       .device_id = kNoDeviceId,
+                       .model = req.model,
+                       .batch = req.batch,
+                       .actor = req.actor});
+}
+
+tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
+    const RuleInput& req) {
   auto plain = [](Error e) { return tl::unexpected<Refusal>(Refusal{std::move(e), std::nullopt}); };
   bool manufacturing = req.profile == ProfileKind::kIDevID;
   const crypto::Signer* key = manufacturing ? manufacturing_key_.get() : operational_key_.get();
@@ -378,7 +411,7 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::Prepare(const I
     return refuse(std::move(planned).error());
   }
 
-  auto tmpl = x509::NewTemplate(req.profile, req.csr.public_key(), clock_.NowUnix(), policy_);
+  auto tmpl = x509::NewTemplate(req.profile, req.key, clock_.NowUnix(), policy_);
   tmpl.device = identity;
   auto cert = x509::Issue(tmpl, &issuer, *key, policy_);
   if (!cert) {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "iotpki/ca/config.h"
 #include "iotpki/common/bytes.h"
@@ -52,6 +53,10 @@ struct IssueRequest {
   std::string model;
   std::string batch;
   std::string actor = "cli";
+  // LDevID only: the CSR may carry the key of the device's own IDevID. The JSON bootstrap without
+  // a client certificate proves possession of the IDevID key by a CSR signed with it, so the
+  // working certificate then certifies that key. Off by default: a new key is the rule.
+  bool allow_birth_key = false;
 };
 
 // Thread-safe once the issuers needed are unlocked.
@@ -86,12 +91,37 @@ class Authority {
   };
   tl::expected<Prepared, Refusal> Prepare(const IssueRequest& request);
 
+  // A device key the CA generated itself (`iotpki mfg provision --keys ca`), in place of a CSR.
+  struct GeneratedKeyRequest {
+    crypto::PrivateKey key;
+    std::string serial;
+    Bytes hardware_fingerprint;
+    std::string model;
+    std::string batch;
+    std::string actor = "cli";
+  };
+  // As Prepare for an IDevID whose key the CA generated: holding the private key is the proof of
+  // possession, so no CSR is built, signed and verified only to be discarded. Every other rule
+  // (key allowed, serial new, key unused in the fleet), the lint and the signature are Prepare's.
+  // The private key is only read for its public half. Thread-safe.
+  tl::expected<Prepared, Refusal> PrepareGenerated(const GeneratedKeyRequest& request);
+
   // Issues a device certificate. The policy rules run first, in order (proof of possession, key
   // allowed, device state for the profile, key not used elsewhere); then x509::Issue lints and
   // signs; then the device and certificate rows and an audit row are committed in one
   // transaction. Only then is the certificate returned. A refusal by policy or lint is audited
   // (cert.refuse) and writes nothing else.
   Result<x509::Certificate> Issue(const IssueRequest& request);
+
+  // A TLS server certificate (profile tls-server) from the operational CA for `key`, with the
+  // given names in its subjectAltName, recorded in the store (profile server, no device) with a
+  // cert.issue audit row before it is returned. FailedPrecondition until the operational CA is
+  // unlocked. Defined in server_cert.cc.
+  Result<x509::Certificate> IssueServerCertificate(const crypto::PublicKey& key,
+                                                   const std::string& common_name,
+                                                   const std::vector<std::string>& dns_names,
+                                                   const std::vector<std::string>& ip_addresses,
+                                                   const std::string& actor);
 
   const std::filesystem::path& dir() const { return dir_; }
   const CaConfig& config() const { return config_; }
@@ -104,11 +134,26 @@ class Authority {
   Authority(std::filesystem::path dir, CaConfig config, const Clock& clock)
       : dir_(std::move(dir)), config_(std::move(config)), clock_(clock) {}
 
+  // A request as the rules see it, whether it came with a CSR or with a generated key.
+  struct RuleInput {
+    x509::ProfileKind profile;
+    const x509::Csr* csr;  // null for a key the CA generated (possession by construction)
+    const crypto::PublicKey& key;
+    const std::string& serial;
+    const Bytes& hardware_fingerprint;
+    const std::string& device_id;
+    const std::string& model;
+    const std::string& batch;
+    const std::string& actor;
+    bool allow_birth_key = false;  // IssueRequest::allow_birth_key
+  };
+  tl::expected<Prepared, Refusal> PrepareInput(const RuleInput& request);
+
   // The policy rules; each returns the refusal, if any.
-  Result<store::WriteBatch> CheckAndPlan(const IssueRequest& request,
+  Result<store::WriteBatch> CheckAndPlan(const RuleInput& request,
                                          const x509::DeviceIdentity& identity,
                                          const std::optional<store::Device>& existing);
-  store::WriteBatch RefusalAudit(const IssueRequest& request, const std::string& device_id,
+  store::WriteBatch RefusalAudit(const RuleInput& request, const std::string& device_id,
                                  const Error& error) const;
 
   std::filesystem::path dir_;

@@ -180,5 +180,39 @@ TEST_F(AuthorityTest, WrongPassphraseIsUnauthenticated) {
   EXPECT_EQ(issue.error().code(), Code::kFailedPrecondition);
 }
 
+TEST_F(AuthorityTest, PrepareGeneratedSignsWithoutACsrAndKeepsTheOtherRules) {
+  auto key = crypto::PrivateKey::Generate();
+  ASSERT_TRUE(key);
+  Authority::GeneratedKeyRequest req{.key = *key,
+                                     .serial = "SN-G1",
+                                     .hardware_fingerprint = {0x01, 0x02},
+                                     .model = "cam",
+                                     .batch = "b1"};
+  auto prepared = authority_->PrepareGenerated(req);
+  ASSERT_TRUE(prepared) << prepared.error().error.ToString();
+  EXPECT_EQ(prepared->certificate.public_key(), key->public_key());
+  EXPECT_EQ(prepared->device_id, x509::ComputeDeviceId("SN-G1", Bytes{0x01, 0x02}));
+  // Nothing is written until the caller commits.
+  EXPECT_FALSE(authority_->store().GetDeviceBySerial("SN-G1"));
+  ASSERT_TRUE(authority_->store().Commit(prepared->batch));
+  EXPECT_EQ(authority_->store().GetDeviceBySerial("SN-G1")->batch, "b1");
+
+  // The same key for another device, and the same serial again, are refused and audited.
+  req.serial = "SN-G2";
+  auto dup_key = authority_->PrepareGenerated(req);
+  ASSERT_FALSE(dup_key);
+  EXPECT_EQ(dup_key.error().error.code(), Code::kAlreadyExists);
+  EXPECT_TRUE(dup_key.error().audit.has_value());
+  req.serial = "SN-G1";
+  req.key = *crypto::PrivateKey::Generate();
+  auto dup_serial = authority_->PrepareGenerated(req);
+  ASSERT_FALSE(dup_serial);
+  EXPECT_EQ(dup_serial.error().error.code(), Code::kAlreadyExists);
+  // Key types are still checked: P-384 is outside the default policy.
+  req.serial = "SN-G3";
+  req.key = *crypto::PrivateKey::Generate(crypto::KeyType::kP384);
+  EXPECT_FALSE(authority_->PrepareGenerated(req));
+}
+
 }  // namespace
 }  // namespace iotpki::ca

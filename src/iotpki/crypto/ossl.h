@@ -69,6 +69,14 @@ IOTPKI_OSSL_DELETER(SSL, SSL_free);
 IOTPKI_OSSL_DELETER(OSSL_PARAM_BLD, OSSL_PARAM_BLD_free);
 IOTPKI_OSSL_DELETER(OSSL_PARAM, OSSL_PARAM_free);
 
+// Stacks that own their elements.
+template <>
+struct Deleter<STACK_OF(X509_EXTENSION)> {
+  void operator()(STACK_OF(X509_EXTENSION) * p) const {
+    sk_X509_EXTENSION_pop_free(p, X509_EXTENSION_free);
+  }
+};
+
 #undef IOTPKI_OSSL_DELETER
 
 template <class T>

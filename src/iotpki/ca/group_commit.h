@@ -1,0 +1,59 @@
+// Group commit: concurrent callers' write batches merged into one store transaction, so that
+// one fsync makes many issuances durable. Each caller still learns its own outcome: when a
+// merged transaction fails (one batch breaks a constraint, say), every batch of the group is
+// committed again on its own, and only the faulty one fails.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "iotpki/common/error.h"
+#include "iotpki/store/store.h"
+
+namespace iotpki::ca {
+
+// Thread-safe. Callers block in Commit; the first caller in the queue becomes the leader,
+// commits everything queued behind it (up to max_group batches) in one transaction, and wakes
+// the others. No thread of its own.
+class GroupCommitter {
+ public:
+  explicit GroupCommitter(store::Store& store, size_t max_group = 512)
+      : store_(store), max_group_(max_group == 0 ? 1 : max_group) {}
+
+  // Returns once `batch` is durable (or refused), with the commit time and its own audit
+  // sequence numbers. Errors are those of Store::Commit for this batch alone.
+  Result<store::CommitInfo> Commit(const store::WriteBatch& batch);
+
+  struct Stats {
+    uint64_t transactions = 0;  // store commits made, including fallbacks
+    uint64_t batches = 0;       // batches committed or refused
+    uint64_t fallbacks = 0;     // merged transactions that failed and were retried one by one
+  };
+  Stats stats() const;
+
+ private:
+  struct Writer {
+    const store::WriteBatch* batch;
+    std::optional<Result<store::CommitInfo>> result;
+    bool done = false;
+    std::condition_variable cv;
+  };
+  void CommitGroup(const std::vector<Writer*>& group);
+
+  store::Store& store_;
+  const size_t max_group_;
+  std::mutex mu_;
+  std::deque<Writer*> queue_;
+  std::atomic<uint64_t> transactions_{0}, batches_{0}, fallbacks_{0};
+};
+
+// Appends every operation of `from` to `to`, in order.
+void AppendBatch(store::WriteBatch& to, const store::WriteBatch& from);
+
+}  // namespace iotpki::ca

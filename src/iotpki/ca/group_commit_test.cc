@@ -1,0 +1,131 @@
+#include "iotpki/ca/group_commit.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "iotpki/common/clock.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/store/sqlite/sqlite_store.h"
+
+namespace iotpki::ca {
+namespace {
+
+store::Device NewDevice(int i) {
+  store::Device d;
+  d.device_id = ToHex(crypto::Sha256(AsBytes("device-" + std::to_string(i))));
+  d.serial = "SN-" + std::to_string(i);
+  d.model = "m";
+  return d;
+}
+
+store::WriteBatch DeviceBatch(int i) {
+  store::WriteBatch b;
+  b.InsertDevice(NewDevice(i));
+  b.AppendAudit({.actor = "test", .action = "device.add", .subject = NewDevice(i).device_id});
+  return b;
+}
+
+class GroupCommitTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("iotpki-gc-" + ToHex(crypto::RandomBytes(6)));
+    std::filesystem::create_directories(dir_);
+    auto s = store::OpenSqliteStore(dir_ / "t.db", clock_);
+    ASSERT_TRUE(s) << s.error().ToString();
+    store_ = std::move(*s);
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  FakeClock clock_{1'750'000'000};
+  std::filesystem::path dir_;
+  std::unique_ptr<store::Store> store_;
+};
+
+TEST_F(GroupCommitTest, ConcurrentBatchesAllCommitWithTheirOwnAuditSeqs) {
+  GroupCommitter gc(*store_);
+  constexpr int kThreads = 8, kPerThread = 25;
+  std::vector<std::thread> threads;
+  std::vector<std::vector<int64_t>> seqs(kThreads * kPerThread);
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        int n = t * kPerThread + i;
+        auto info = gc.Commit(DeviceBatch(n));
+        if (!info) {
+          ++failures;
+          continue;
+        }
+        seqs[n] = info->audit_seqs;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  std::set<int64_t> all;
+  for (const auto& s : seqs) {
+    ASSERT_EQ(s.size(), 1u);
+    all.insert(s[0]);
+  }
+  EXPECT_EQ(all.size(), static_cast<size_t>(kThreads * kPerThread));
+  // Each batch's audit row is the one that names its device.
+  auto rows = store_->ReadAudit(1, 1000);
+  ASSERT_TRUE(rows);
+  for (int n = 0; n < kThreads * kPerThread; ++n) {
+    EXPECT_EQ((*rows)[static_cast<size_t>(seqs[n][0] - 1)].subject, NewDevice(n).device_id);
+  }
+  auto stats = gc.stats();
+  EXPECT_EQ(stats.batches, static_cast<uint64_t>(kThreads * kPerThread));
+  EXPECT_LE(stats.transactions, stats.batches);
+}
+
+TEST_F(GroupCommitTest, AFailingBatchFailsAloneAndTheOthersCommit) {
+  ASSERT_TRUE(store_->Commit(DeviceBatch(0)));
+  GroupCommitter gc(*store_);
+  constexpr int kThreads = 8;
+  std::vector<std::thread> threads;
+  std::vector<bool> ok(kThreads * 10);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        int n = t * 10 + i;  // n == 0 duplicates the device committed above
+        auto r = gc.Commit(DeviceBatch(n));
+        ok[n] = r.has_value();
+        if (n == 0) {
+          EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int n = 1; n < kThreads * 10; ++n) EXPECT_TRUE(ok[n]) << n;
+  EXPECT_FALSE(ok[0]);
+  auto count = store_->CountDevices({});
+  ASSERT_TRUE(count);
+  EXPECT_EQ(*count, kThreads * 10);
+}
+
+TEST(AppendBatchTest, KeepsOrderAndKinds) {
+  store::WriteBatch a, b;
+  a.InsertDevice(NewDevice(1));
+  b.UpdateDeviceState(NewDevice(1).device_id, store::DeviceState::kManufactured,
+                      store::DeviceState::kActive);
+  b.RevokeCertificate("01", store::RevocationReason::kSuperseded);
+  b.AppendAudit({.actor = "x"});
+  AppendBatch(a, b);
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_TRUE(std::holds_alternative<store::InsertDeviceOp>(a.ops()[0]));
+  EXPECT_TRUE(std::holds_alternative<store::UpdateDeviceStateOp>(a.ops()[1]));
+  EXPECT_TRUE(std::holds_alternative<store::RevokeCertificateOp>(a.ops()[2]));
+  EXPECT_TRUE(std::holds_alternative<store::AppendAuditOp>(a.ops()[3]));
+}
+
+}  // namespace
+}  // namespace iotpki::ca

@@ -1,0 +1,50 @@
+// Authority::IssueServerCertificate: the HTTPS server's own certificate.
+#include <nlohmann/json.hpp>
+
+#include "iotpki/ca/authority.h"
+
+namespace iotpki::ca {
+
+Result<x509::Certificate> Authority::IssueServerCertificate(
+    const crypto::PublicKey& key, const std::string& common_name,
+    const std::vector<std::string>& dns_names, const std::vector<std::string>& ip_addresses,
+    const std::string& actor) {
+  if (operational_key_ == nullptr) {
+    return Fail(Code::kFailedPrecondition, "the operational CA key is not unlocked");
+  }
+  IOTPKI_CHECK(x509::ValidateCommonName(common_name));
+  IOTPKI_CHECK(x509::CheckKeyAllowed(policy_, x509::ProfileKind::kTlsServer, key));
+  auto tmpl = x509::NewTemplate(x509::ProfileKind::kTlsServer, key, clock_.NowUnix(), policy_);
+  tmpl.subject = {.organization = config_.organization, .common_name = common_name};
+  tmpl.dns_names = dns_names;
+  tmpl.ip_addresses = ip_addresses;
+  IOTPKI_TRY(x509::Certificate cert, x509::Issue(tmpl, &*operational_, *operational_key_, policy_));
+
+  store::CertificateRecord r;
+  r.serial = cert.serial_hex();
+  r.profile = store::CertProfile::kServer;
+  r.issuer = std::string(CaNameText(CaName::kOperational));
+  r.subject = cert.subject();
+  r.not_before = cert.not_before();
+  r.not_after = cert.not_after();
+  r.key_fingerprint = ToHex(cert.public_key().Fingerprint());
+  r.der = cert.ToDer();
+  store::WriteBatch batch;
+  batch.InsertCertificate(std::move(r));
+  nlohmann::json names = dns_names;
+  for (const auto& ip : ip_addresses) names.push_back(ip);
+  batch.AppendAudit({.actor = actor,
+                     .action = "cert.issue",
+                     .subject = cert.serial_hex(),
+                     .details = nlohmann::json({{"profile", x509::ProfileName(
+                                                                x509::ProfileKind::kTlsServer)},
+                                                {"names", names},
+                                                {"not_after", cert.not_after()},
+                                                {"sha256", cert.fingerprint_sha256()}})
+                                    .dump()});
+  // Durable first; only then may the certificate be used.
+  IOTPKI_CHECK(store_->Commit(batch));
+  return cert;
+}
+
+}  // namespace iotpki::ca

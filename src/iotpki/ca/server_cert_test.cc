@@ -1,0 +1,90 @@
+// Authority::IssueServerCertificate and IssueRequest::allow_birth_key.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "iotpki/ca/authority.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/verify.h"
+
+namespace iotpki::ca {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr char kPass[] = "unit-test-passphrase";
+
+class ServerCertTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = fs::temp_directory_path() /
+            ("iotpki-srvcert-" + std::to_string(::getpid()) + "-" + ToHex(crypto::RandomBytes(4)));
+    ASSERT_TRUE(InitCa(base_ / "ca", {.organization = "Acme"}, kPass, clock_));
+    auto a = Authority::Open(base_ / "ca", clock_);
+    ASSERT_TRUE(a) << a.error().ToString();
+    authority_ = std::move(*a);
+  }
+  void TearDown() override {
+    authority_.reset();
+    fs::remove_all(base_);
+  }
+  FakeClock clock_{1790000000};
+  fs::path base_;
+  std::unique_ptr<Authority> authority_;
+};
+
+TEST_F(ServerCertTest, IssuesARecordedServerCertificateWithTheNames) {
+  auto key = crypto::PrivateKey::Generate();
+  ASSERT_TRUE(key);
+  auto locked = authority_->IssueServerCertificate(key->public_key(), "est.example", {}, {}, "t");
+  ASSERT_FALSE(locked);
+  EXPECT_EQ(locked.error().code(), Code::kFailedPrecondition);
+
+  ASSERT_TRUE(authority_->Unlock(CaName::kOperational, kPass));
+  auto cert = authority_->IssueServerCertificate(key->public_key(), "est.example",
+                                                 {"est.example", "localhost"}, {"127.0.0.1"}, "t");
+  ASSERT_TRUE(cert) << cert.error().ToString();
+  EXPECT_EQ(cert->san_dns_names(), (std::vector<std::string>{"est.example", "localhost"}));
+  EXPECT_EQ(cert->san_ip_addresses(), (std::vector<std::string>{"127.0.0.1"}));
+  EXPECT_EQ(cert->extended_key_usage(), (std::vector<std::string>{"serverAuth"}));
+  const auto& ops = authority_->certificate(CaName::kOperational);
+  const auto& root = authority_->certificate(CaName::kRoot);
+  EXPECT_EQ(x509::VerifyChain(*cert, std::span(&ops, 1), std::span(&root, 1), clock_.NowUnix()),
+            x509::Verdict::kValid);
+  auto rec = authority_->store().GetCertificate(cert->serial_hex());
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->profile, store::CertProfile::kServer);
+  EXPECT_FALSE(rec->device_id.has_value());
+}
+
+TEST_F(ServerCertTest, BirthKeyOnlyWhenAllowed) {
+  ASSERT_TRUE(authority_->Unlock(CaName::kManufacturing, kPass));
+  ASSERT_TRUE(authority_->Unlock(CaName::kOperational, kPass));
+  auto key = crypto::PrivateKey::Generate();
+  auto csr = x509::MakeCsr(*key, {.common_name = "device"});
+  ASSERT_TRUE(csr);
+  auto idevid = authority_->Issue({.profile = x509::ProfileKind::kIDevID,
+                                   .csr = *csr,
+                                   .serial = "SN-7",
+                                   .hardware_fingerprint = {1, 2, 3}});
+  ASSERT_TRUE(idevid) << idevid.error().ToString();
+  std::string device_id = idevid->common_name();
+  IssueRequest ldevid{.profile = x509::ProfileKind::kLDevID, .csr = *csr, .device_id = device_id};
+  auto refused = authority_->Issue(ldevid);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Code::kAlreadyExists);
+  ldevid.allow_birth_key = true;
+  auto issued = authority_->Issue(ldevid);
+  ASSERT_TRUE(issued) << issued.error().ToString();
+  EXPECT_EQ(issued->public_key(), key->public_key());
+  // Another device still may not use that key, allowed or not.
+  auto other = authority_->Issue({.profile = x509::ProfileKind::kIDevID,
+                                  .csr = *csr,
+                                  .serial = "SN-8",
+                                  .hardware_fingerprint = {1, 2, 4}});
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code(), Code::kAlreadyExists);
+}
+
+}  // namespace
+}  // namespace iotpki::ca

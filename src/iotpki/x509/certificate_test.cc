@@ -1,0 +1,150 @@
+#include "iotpki/x509/certificate.h"
+
+#include <gtest/gtest.h>
+
+#include "iotpki/common/clock.h"
+#include "iotpki/common/der.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/test_util.h"
+
+namespace iotpki::x509 {
+namespace {
+
+using testing::Identity;
+using testing::kNow;
+using testing::Must;
+using testing::NewKey;
+using testing::Pki;
+
+class CertificateTest : public ::testing::Test {
+ protected:
+  Pki pki;
+  crypto::PrivateKey device_key = NewKey();
+  Certificate idevid =
+      Must(pki.IssueFor(pki.DeviceTemplate(ProfileKind::kIDevID, device_key.public_key())));
+};
+
+TEST_F(CertificateTest, DerAndPemRoundTrip) {
+  auto again = Certificate::FromDer(idevid.ToDer());
+  ASSERT_TRUE(again) << again.error().ToString();
+  EXPECT_EQ(*again, idevid);
+  std::string pem = idevid.ToPem();
+  EXPECT_EQ(pem.rfind("-----BEGIN CERTIFICATE-----\n", 0), 0u);
+  auto from_pem = Certificate::FromPem(pem);
+  ASSERT_TRUE(from_pem);
+  EXPECT_EQ(from_pem->ToDer(), idevid.ToDer());
+  EXPECT_EQ(idevid.fingerprint_sha256(), ToHex(crypto::Sha256(idevid.ToDer())));
+}
+
+TEST_F(CertificateTest, ChainFromPem) {
+  std::string text = "leaf\n" + idevid.ToPem() + pki.mfg.ToPem() + "\n" + pki.root.ToPem();
+  auto chain = Certificate::ChainFromPem(text);
+  ASSERT_TRUE(chain) << chain.error().ToString();
+  ASSERT_EQ(chain->size(), 3u);
+  EXPECT_EQ((*chain)[0], idevid);
+  EXPECT_EQ((*chain)[1], pki.mfg);
+  EXPECT_EQ((*chain)[2], pki.root);
+
+  EXPECT_FALSE(Certificate::ChainFromPem("no pem here"));
+  std::string broken =
+      idevid.ToPem() + "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+  auto bad = Certificate::ChainFromPem(broken);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("certificate 2"), std::string::npos);
+}
+
+TEST_F(CertificateTest, IDevIDAccessors) {
+  DeviceIdentity id = Identity();
+  EXPECT_EQ(idevid.common_name(), id.device_id);
+  EXPECT_EQ(idevid.serial_number(), "SN-000123");
+  EXPECT_EQ(idevid.organization(), "Acme Devices");
+  EXPECT_EQ(idevid.subject(), "serialNumber=SN-000123,CN=" + id.device_id + ",O=Acme Devices");
+  EXPECT_EQ(idevid.issuer(), pki.mfg.subject());
+  EXPECT_EQ(idevid.issuer(), "CN=Acme Manufacturing CA,O=Acme Devices");
+  EXPECT_EQ(idevid.not_before(), kNow - pki.policy.backdate);
+  EXPECT_EQ(idevid.not_after(), kNoExpiryUnix);
+  EXPECT_EQ(idevid.public_key(), device_key.public_key());
+  EXPECT_FALSE(idevid.is_ca());
+  EXPECT_EQ(idevid.path_len(), std::nullopt);
+  EXPECT_EQ(idevid.key_usage(), key_usage::kDigitalSignature);
+  EXPECT_TRUE(idevid.extended_key_usage().empty());
+  EXPECT_TRUE(idevid.subject_key_id().empty());
+  EXPECT_EQ(idevid.authority_key_id(), pki.mfg.subject_key_id());
+  EXPECT_EQ(idevid.san_uris(), std::vector<std::string>{"urn:dev:os:32473-SN-000123"});
+  EXPECT_TRUE(idevid.san_dns_names().empty());
+  ASSERT_TRUE(idevid.hardware_module_name());
+  EXPECT_EQ(idevid.hardware_module_name()->hw_type, "1.3.6.1.4.1.32473.1");
+  EXPECT_EQ(idevid.hardware_module_name()->hw_serial, ToBytes("SN-000123"));
+  EXPECT_EQ(idevid.signature_algorithm(), "1.2.840.10045.4.3.2");
+  EXPECT_EQ(idevid.serial().size(), 16u);
+  EXPECT_EQ(idevid.serial_hex().size(), 32u);
+  EXPECT_TRUE(idevid.IsSignedBy(pki.mfg.public_key()));
+  EXPECT_FALSE(idevid.IsSignedBy(pki.ops.public_key()));
+}
+
+TEST_F(CertificateTest, NotAfter9999IsGeneralizedTime) {
+  // 99991231235959Z, GeneralizedTime, as 802.1AR requires.
+  std::string needle =
+      "\x18\x0f"
+      "99991231235959Z";
+  std::string der(idevid.ToDer().begin(), idevid.ToDer().end());
+  EXPECT_NE(der.find(needle), std::string::npos);
+  EXPECT_EQ(FormatUtc(idevid.not_after()), "9999-12-31T23:59:59Z");
+}
+
+TEST_F(CertificateTest, CaAccessors) {
+  EXPECT_TRUE(pki.root.is_ca());
+  EXPECT_EQ(pki.root.path_len(), std::nullopt);
+  EXPECT_EQ(pki.root.key_usage(), key_usage::kKeyCertSign | key_usage::kCrlSign);
+  EXPECT_EQ(pki.root.subject_key_id(), pki.root_key.public_key().KeyIdentifier());
+  EXPECT_TRUE(pki.root.authority_key_id().empty());
+  EXPECT_EQ(pki.root.subject(), pki.root.issuer());
+  EXPECT_TRUE(pki.root.IsSignedBy(pki.root.public_key()));
+  EXPECT_TRUE(pki.mfg.is_ca());
+  EXPECT_EQ(pki.mfg.path_len(), 0);
+  EXPECT_EQ(pki.mfg.authority_key_id(), pki.root.subject_key_id());
+  EXPECT_EQ(pki.mfg.not_after() - pki.mfg.not_before(), pki.policy.issuing_ca.default_validity);
+  EXPECT_EQ(pki.root.not_after(), pki.root.not_before() + pki.policy.root.default_validity);
+  const Extension* bc = pki.root.FindExtension("2.5.29.19");
+  ASSERT_NE(bc, nullptr);
+  EXPECT_TRUE(bc->critical);
+}
+
+TEST_F(CertificateTest, SubjectDerIsByteExact) {
+  ByteView issuer = idevid.issuer_der();
+  ByteView subject = pki.mfg.subject_der();
+  EXPECT_TRUE(std::equal(issuer.begin(), issuer.end(), subject.begin(), subject.end()));
+}
+
+TEST_F(CertificateTest, RefusesGarbageTruncatedAndTrailing) {
+  const Bytes& der = idevid.ToDer();
+  EXPECT_FALSE(Certificate::FromDer({}));
+  EXPECT_FALSE(Certificate::FromDer(ToBytes("garbage, not DER")));
+  for (size_t cut : {size_t{1}, size_t{10}, der.size() / 2, der.size() - 1}) {
+    auto truncated = Certificate::FromDer(ByteView(der).first(cut));
+    ASSERT_FALSE(truncated) << cut;
+    EXPECT_EQ(truncated.error().code(), Code::kInvalidArgument);
+    EXPECT_EQ(truncated.error().message(), "not an X.509 certificate");
+  }
+  Bytes trailing = der;
+  trailing.push_back(0);
+  EXPECT_FALSE(Certificate::FromDer(trailing));
+  // The same certificate with an indefinite outer length (BER) is refused too.
+  der::Reader r(der);
+  auto outer = r.Next();
+  ASSERT_TRUE(outer);
+  Bytes ber = {0x30, 0x80};
+  ber.insert(ber.end(), outer->contents.begin(), outer->contents.end());
+  ber.insert(ber.end(), {0x00, 0x00});
+  EXPECT_FALSE(Certificate::FromDer(ber));
+  EXPECT_FALSE(Certificate::FromPem("-----BEGIN X509 CRL-----\n-----END X509 CRL-----\n"));
+}
+
+TEST_F(CertificateTest, CopiesShareTheParse) {
+  Certificate copy = idevid;
+  EXPECT_EQ(copy.handle(), idevid.handle());
+  EXPECT_EQ(copy.ToDer().data(), idevid.ToDer().data());
+}
+
+}  // namespace
+}  // namespace iotpki::x509

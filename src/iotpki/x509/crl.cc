@@ -1,0 +1,211 @@
+#include "iotpki/x509/crl.h"
+
+#include <algorithm>
+
+#include "iotpki/common/der.h"
+#include "iotpki/crypto/ossl.h"
+#include "iotpki/x509/internal.h"
+
+namespace iotpki::x509 {
+
+struct Crl::Impl {
+  ossl::UniquePtr<X509_CRL> crl;
+  Bytes der;
+  ByteView issuer_der;  // view into `der`
+  std::string issuer;
+  int64_t this_update = 0;
+  std::optional<int64_t> next_update;
+  std::optional<int64_t> crl_number;
+  Bytes authority_key_id;
+  std::vector<RevokedEntry> revoked;
+  std::vector<Bytes> sorted_serials;
+};
+
+namespace {
+
+Bytes Normalize(ByteView serial) {
+  size_t i = 0;
+  while (i + 1 < serial.size() && serial[i] == 0) ++i;
+  return Bytes(serial.begin() + static_cast<ptrdiff_t>(i), serial.end());
+}
+
+Result<RevokedEntry> ReadEntry(const der::Element& element) {
+  der::Reader r(element.contents);
+  IOTPKI_TRY(der::Element serial, r.Expect(der::kInteger));
+  if (serial.contents.empty() || (serial.contents[0] & 0x80)) {
+    return Fail(Code::kInvalidArgument, "revoked serial number is negative");
+  }
+  IOTPKI_TRY(der::Element when, r.Next());
+  IOTPKI_TRY(int64_t revoked_at, der::ParseTime(when));
+  RevokedEntry entry{internal::IntegerMagnitude(serial.contents), revoked_at,
+                     RevocationReason::kUnspecified};
+  if (r.empty()) return entry;
+  IOTPKI_TRY(der::Element exts, r.Expect(der::kSequence));
+  der::Reader list(exts.contents);
+  while (!list.empty()) {
+    IOTPKI_TRY(der::Element ext, list.Expect(der::kSequence));
+    der::Reader fields(ext.contents);
+    IOTPKI_TRY(der::Element oid, fields.Expect(der::kOid));
+    IOTPKI_CHECK(fields.Optional(der::kBoolean));
+    IOTPKI_TRY(der::Element value, fields.Expect(der::kOctetString));
+    if (der::OidToText(oid.contents) != internal::kOidCrlReason) continue;
+    der::Reader v(value.contents);
+    IOTPKI_TRY(der::Element reason, v.Expect(der::kEnumerated));
+    IOTPKI_TRY(int64_t code, der::ParseSmallInteger(reason.contents));
+    if (code > 10 || code == 7) return Fail(Code::kInvalidArgument, "unknown CRL reason code");
+    entry.reason = static_cast<RevocationReason>(code);
+  }
+  return entry;
+}
+
+// Reads the parts kept byte-exact or in order with the strict reader: OpenSSL sorts the revoked
+// list in place on lookup.
+Result<void> ReadTbs(ByteView tbs_whole, Crl::Impl& impl) {
+  der::Reader outer(tbs_whole);
+  IOTPKI_TRY(der::Element tbs, outer.Expect(der::kSequence));
+  der::Reader r(tbs.contents);
+  IOTPKI_CHECK(r.Optional(der::kInteger));  // version
+  IOTPKI_CHECK(r.Expect(der::kSequence));   // signature
+  IOTPKI_TRY(der::Element issuer, r.Expect(der::kSequence));
+  impl.issuer_der = issuer.whole;
+  IOTPKI_CHECK(r.Next());  // thisUpdate
+  if (r.PeekTag() == der::kUtcTime || r.PeekTag() == der::kGeneralizedTime) {
+    IOTPKI_CHECK(r.Next());  // nextUpdate
+  }
+  IOTPKI_TRY(der::Element revoked, r.Optional(der::kSequence));
+  der::Reader entries(revoked.contents);
+  while (!entries.empty()) {
+    IOTPKI_TRY(der::Element e, entries.Expect(der::kSequence));
+    IOTPKI_TRY(RevokedEntry entry, ReadEntry(e));
+    impl.revoked.push_back(std::move(entry));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<Crl> Crl::FromDer(ByteView der) {
+  auto impl = std::make_shared<Impl>();
+  impl->der.assign(der.begin(), der.end());
+  auto parts = internal::SplitSigned(impl->der);
+  if (!parts) return Fail(Code::kInvalidArgument, "not an X.509 CRL", parts.error().message());
+  const unsigned char* p = impl->der.data();
+  impl->crl = ossl::Own(d2i_X509_CRL(nullptr, &p, static_cast<long>(impl->der.size())));
+  if (!impl->crl || p != impl->der.data() + impl->der.size()) {
+    return Fail(ossl::Drain(Code::kInvalidArgument, "not an X.509 CRL"));
+  }
+  if (auto tbs = ReadTbs(parts->tbs.whole, *impl); !tbs) {
+    return Fail(Code::kInvalidArgument, "not an X.509 CRL", tbs.error().message());
+  }
+  X509_CRL* crl = impl->crl.get();
+  impl->issuer = internal::NameToText(X509_CRL_get_issuer(crl));
+  auto this_update = internal::TimeToUnix(X509_CRL_get0_lastUpdate(crl));
+  if (!this_update) return Fail(Code::kInvalidArgument, "not an X.509 CRL", "bad thisUpdate");
+  impl->this_update = *this_update;
+  if (const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl)) {
+    auto next_update = internal::TimeToUnix(next);
+    if (!next_update) return Fail(Code::kInvalidArgument, "not an X.509 CRL", "bad nextUpdate");
+    impl->next_update = *next_update;
+  }
+  if (auto number = ossl::Own(static_cast<ASN1_INTEGER*>(
+          X509_CRL_get_ext_d2i(crl, NID_crl_number, nullptr, nullptr)))) {
+    int64_t v = 0;
+    if (ASN1_INTEGER_get_int64(&v, number.get()) == 1 && v >= 0) impl->crl_number = v;
+  }
+  if (auto aki = ossl::Own(static_cast<AUTHORITY_KEYID*>(
+          X509_CRL_get_ext_d2i(crl, NID_authority_key_identifier, nullptr, nullptr)))) {
+    if (aki->keyid != nullptr) {
+      const uint8_t* k = ASN1_STRING_get0_data(aki->keyid);
+      impl->authority_key_id.assign(k, k + ASN1_STRING_length(aki->keyid));
+    }
+  }
+  ossl::ClearErrors();
+  for (const auto& e : impl->revoked) impl->sorted_serials.push_back(Normalize(e.serial));
+  std::sort(impl->sorted_serials.begin(), impl->sorted_serials.end());
+  return Crl(std::move(impl));
+}
+
+Result<Crl> Crl::FromPem(std::string_view pem) {
+  IOTPKI_TRY(Bytes der, ossl::PemDecode(pem, "X509 CRL"));
+  return FromDer(der);
+}
+
+const Bytes& Crl::ToDer() const { return impl_->der; }
+std::string Crl::ToPem() const { return ossl::PemEncode("X509 CRL", impl_->der); }
+std::string Crl::issuer() const { return impl_->issuer; }
+ByteView Crl::issuer_der() const { return impl_->issuer_der; }
+int64_t Crl::this_update() const { return impl_->this_update; }
+std::optional<int64_t> Crl::next_update() const { return impl_->next_update; }
+std::optional<int64_t> Crl::crl_number() const { return impl_->crl_number; }
+const Bytes& Crl::authority_key_id() const { return impl_->authority_key_id; }
+const std::vector<RevokedEntry>& Crl::revoked() const { return impl_->revoked; }
+
+bool Crl::IsRevoked(ByteView serial) const {
+  return std::binary_search(impl_->sorted_serials.begin(), impl_->sorted_serials.end(),
+                            Normalize(serial));
+}
+
+bool Crl::IsSignedBy(const crypto::PublicKey& key) const {
+  bool ok = X509_CRL_verify(impl_->crl.get(), key.get()) == 1;
+  ossl::ClearErrors();
+  return ok;
+}
+
+X509_CRL* Crl::handle() const { return impl_->crl.get(); }
+
+Result<Crl> BuildCrl(const Certificate& issuer, const crypto::Signer& issuer_key,
+                     std::span<const RevokedEntry> entries, int64_t this_update,
+                     int64_t next_update, int64_t crl_number) {
+  if (!(issuer_key.public_key() == issuer.public_key())) {
+    return Fail(Code::kFailedPrecondition,
+                "the signing key does not belong to the CRL issuer's certificate");
+  }
+  if (!issuer.is_ca() || !issuer.key_usage() || !(*issuer.key_usage() & key_usage::kCrlSign)) {
+    return Fail(Code::kFailedPrecondition, "the CRL issuer is not a CA allowed to sign CRLs");
+  }
+  if (next_update <= this_update) {
+    return Fail(Code::kInvalidArgument, "nextUpdate must be after thisUpdate");
+  }
+  if (crl_number < 0) return Fail(Code::kInvalidArgument, "CRL number must not be negative");
+
+  std::vector<Bytes> serials;
+  serials.reserve(entries.size());
+  Bytes list;
+  for (const auto& entry : entries) {
+    if (entry.serial.empty()) return Fail(Code::kInvalidArgument, "revoked entry without serial");
+    serials.push_back(Normalize(entry.serial));
+    Bytes reason;
+    if (entry.reason != RevocationReason::kUnspecified) {
+      uint8_t code = static_cast<uint8_t>(entry.reason);
+      Bytes value = der::Tlv(der::kEnumerated, ByteView(&code, 1));
+      reason = der::Sequence({internal::EncodeExtension(internal::kOidCrlReason, false, value)});
+    }
+    Bytes e =
+        der::Sequence({der::UnsignedInteger(entry.serial), der::Time(entry.revoked_at), reason});
+    list.insert(list.end(), e.begin(), e.end());
+  }
+  std::sort(serials.begin(), serials.end());
+  if (std::adjacent_find(serials.begin(), serials.end()) != serials.end()) {
+    return Fail(Code::kInvalidArgument, "a serial number is listed twice");
+  }
+
+  Bytes key_id = issuer.subject_key_id().empty() ? issuer.public_key().KeyIdentifier()
+                                                 : issuer.subject_key_id();
+  Bytes extensions = der::Sequence(
+      {internal::EncodeExtension(internal::kOidAuthorityKeyId, false,
+                                 internal::EncodeAuthorityKeyId(key_id)),
+       internal::EncodeExtension(internal::kOidCrlNumber, false, der::SmallInteger(crl_number))});
+  IOTPKI_TRY(Bytes algorithm, internal::SignatureAlgorithm(issuer_key));
+  Bytes revoked = entries.empty() ? Bytes() : der::Tlv(der::kSequence, list);
+  Bytes tbs = der::Sequence({der::SmallInteger(1), algorithm, issuer.subject_der(),
+                             der::Time(this_update), der::Time(next_update), revoked,
+                             der::Constructed(der::ContextConstructed(0), {extensions})});
+  IOTPKI_TRY(Bytes der, internal::SignAndAssemble(tbs, algorithm, issuer_key));
+  IOTPKI_TRY(Crl crl, Crl::FromDer(der));
+  if (!crl.IsSignedBy(issuer.public_key())) {
+    return Fail(Code::kInternal, "the issuer's signature on the new CRL does not verify");
+  }
+  return crl;
+}
+
+}  // namespace iotpki::x509

@@ -1,0 +1,88 @@
+// Certificate revocation lists (RFC 5280 section 5) as immutable values, and building them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iotpki/common/bytes.h"
+#include "iotpki/common/error.h"
+#include "iotpki/crypto/key.h"
+#include "iotpki/crypto/signer.h"
+#include "iotpki/x509/certificate.h"
+
+typedef struct X509_crl_st X509_CRL;
+
+namespace iotpki::x509 {
+
+// RFC 5280 5.3.1 CRLReason values.
+enum class RevocationReason {
+  kUnspecified = 0,
+  kKeyCompromise = 1,
+  kCaCompromise = 2,
+  kAffiliationChanged = 3,
+  kSuperseded = 4,
+  kCessationOfOperation = 5,
+  kCertificateHold = 6,
+  kRemoveFromCrl = 8,
+  kPrivilegeWithdrawn = 9,
+  kAaCompromise = 10,
+};
+
+struct RevokedEntry {
+  Bytes serial;  // magnitude, as Certificate::serial()
+  int64_t revoked_at = 0;
+  RevocationReason reason = RevocationReason::kUnspecified;
+
+  bool operator==(const RevokedEntry&) const = default;
+};
+
+// A parsed CRL. Cheap to copy; thread-safe. Parsing does not check the signature.
+class Crl {
+ public:
+  // InvalidArgument "not an X.509 CRL" for anything but exactly one DER CRL.
+  static Result<Crl> FromDer(ByteView der);
+  static Result<Crl> FromPem(std::string_view pem);  // "X509 CRL" block
+
+  const Bytes& ToDer() const;
+  std::string ToPem() const;
+
+  std::string issuer() const;
+  ByteView issuer_der() const;
+  int64_t this_update() const;
+  std::optional<int64_t> next_update() const;
+  // cRLNumber, if present and below 2^63.
+  std::optional<int64_t> crl_number() const;
+  const Bytes& authority_key_id() const;
+  // In CRL order.
+  const std::vector<RevokedEntry>& revoked() const;
+  // `serial` as a magnitude; leading zero bytes are ignored. O(log n).
+  bool IsRevoked(ByteView serial) const;
+
+  bool IsSignedBy(const crypto::PublicKey& key) const;
+
+  // Borrowed OpenSSL handle for the library's own use; must not be modified.
+  X509_CRL* handle() const;
+
+  // Opaque; defined in crl.cc.
+  struct Impl;
+
+ private:
+  explicit Crl(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<const Impl> impl_;
+};
+
+// Builds a v2 CRL for `issuer`, signed with `issuer_key`, with the authorityKeyIdentifier and
+// cRLNumber extensions and a reasonCode entry extension for every reason but kUnspecified
+// (RFC 5280 5.3.1: absent rather than unspecified). Entries keep their order; a serial listed
+// twice is InvalidArgument. FailedPrecondition if `issuer_key` is not the issuer's key or the
+// issuer may not sign CRLs (not a CA, or keyUsage without cRLSign).
+Result<Crl> BuildCrl(const Certificate& issuer, const crypto::Signer& issuer_key,
+                     std::span<const RevokedEntry> entries, int64_t this_update,
+                     int64_t next_update, int64_t crl_number);
+
+}  // namespace iotpki::x509
