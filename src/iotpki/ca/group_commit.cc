@@ -8,10 +8,9 @@ namespace iotpki::ca {
 namespace {
 
 size_t AuditCount(const store::WriteBatch& batch) {
-  return static_cast<size_t>(
-      std::count_if(batch.ops().begin(), batch.ops().end(), [](const store::WriteOp& op) {
-        return std::holds_alternative<store::AppendAuditOp>(op);
-      }));
+  return static_cast<size_t>(std::count_if(
+      batch.ops().begin(), batch.ops().end(),
+      [](const store::WriteOp& op) { return std::holds_alternative<store::AppendAuditOp>(op); }));
 }
 
 }  // namespace

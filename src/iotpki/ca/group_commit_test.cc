@@ -32,8 +32,7 @@ store::WriteBatch DeviceBatch(int i) {
 class GroupCommitTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("iotpki-gc-" + ToHex(crypto::RandomBytes(6)));
+    dir_ = std::filesystem::temp_directory_path() / ("iotpki-gc-" + ToHex(crypto::RandomBytes(6)));
     std::filesystem::create_directories(dir_);
     auto s = store::OpenSqliteStore(dir_ / "t.db", clock_);
     ASSERT_TRUE(s) << s.error().ToString();

@@ -33,15 +33,15 @@ Result<x509::Certificate> Authority::IssueServerCertificate(
   batch.InsertCertificate(std::move(r));
   nlohmann::json names = dns_names;
   for (const auto& ip : ip_addresses) names.push_back(ip);
-  batch.AppendAudit({.actor = actor,
-                     .action = "cert.issue",
-                     .subject = cert.serial_hex(),
-                     .details = nlohmann::json({{"profile", x509::ProfileName(
-                                                                x509::ProfileKind::kTlsServer)},
-                                                {"names", names},
-                                                {"not_after", cert.not_after()},
-                                                {"sha256", cert.fingerprint_sha256()}})
-                                    .dump()});
+  batch.AppendAudit(
+      {.actor = actor,
+       .action = "cert.issue",
+       .subject = cert.serial_hex(),
+       .details = nlohmann::json({{"profile", x509::ProfileName(x509::ProfileKind::kTlsServer)},
+                                  {"names", names},
+                                  {"not_after", cert.not_after()},
+                                  {"sha256", cert.fingerprint_sha256()}})
+                      .dump()});
   // Durable first; only then may the certificate be used.
   IOTPKI_CHECK(store_->Commit(batch));
   return cert;

@@ -30,11 +30,9 @@ TEST(SecretFile, WrongPassphraseAndLabelRefused) {
 TEST(SecretFile, CorruptionRefused) {
   auto sealed = SealSecret(RandomBytes(32), "iotpki-test-v1", "pass phrase");
   Bytes truncated(sealed->begin(), sealed->end() - 5);
-  EXPECT_EQ(OpenSecret(truncated, "iotpki-test-v1", "pass phrase").error().code(),
-            Code::kDataLoss);
+  EXPECT_EQ(OpenSecret(truncated, "iotpki-test-v1", "pass phrase").error().code(), Code::kDataLoss);
   Bytes garbage = ToBytes("definitely not an openssl enc file");
-  EXPECT_EQ(OpenSecret(garbage, "iotpki-test-v1", "pass phrase").error().code(),
-            Code::kDataLoss);
+  EXPECT_EQ(OpenSecret(garbage, "iotpki-test-v1", "pass phrase").error().code(), Code::kDataLoss);
   EXPECT_FALSE(SealSecret(RandomBytes(32), "x", ""));
 }
 
