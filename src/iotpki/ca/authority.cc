@@ -216,6 +216,18 @@ const x509::Certificate& Authority::certificate(CaName name) const {
   return *root_;
 }
 
+const crypto::Signer* Authority::issuer_key(CaName name) const {
+  switch (name) {
+    case CaName::kRoot:
+      return nullptr;
+    case CaName::kManufacturing:
+      return manufacturing_key_.get();
+    case CaName::kOperational:
+      return operational_key_.get();
+  }
+  return nullptr;
+}
+
 Result<void> Authority::Unlock(CaName name, std::string_view passphrase) {
   const std::string& uri = name == CaName::kRoot            ? config_.root_key
                            : name == CaName::kManufacturing ? config_.manufacturing_key

@@ -127,6 +127,10 @@ class Authority {
   const CaConfig& config() const { return config_; }
   const x509::Policy& policy() const { return policy_; }
   const x509::Certificate& certificate(CaName name) const;
+  // The unlocked key of an issuing CA, for signing other forms of what it issued (a natively
+  // signed C509 of an issued certificate). Null for the root and until Unlock succeeded. Owned
+  // by the Authority; Signer is thread-safe.
+  const crypto::Signer* issuer_key(CaName name) const;
   store::Store& store() { return *store_; }
   const Clock& clock() const { return clock_; }
 

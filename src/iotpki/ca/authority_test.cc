@@ -180,6 +180,19 @@ TEST_F(AuthorityTest, WrongPassphraseIsUnauthenticated) {
   EXPECT_EQ(issue.error().code(), Code::kFailedPrecondition);
 }
 
+TEST_F(AuthorityTest, IssuerKeyIsTheUnlockedKeyOfItsCertificate) {
+  for (CaName name : {CaName::kManufacturing, CaName::kOperational}) {
+    const crypto::Signer* key = authority_->issuer_key(name);
+    ASSERT_NE(key, nullptr) << CaNameText(name);
+    EXPECT_EQ(key->public_key(), authority_->certificate(name).public_key());
+  }
+  EXPECT_EQ(authority_->issuer_key(CaName::kRoot), nullptr);
+  auto locked = Authority::Open(dir_, clock_);
+  ASSERT_TRUE(locked);
+  EXPECT_EQ((*locked)->issuer_key(CaName::kManufacturing), nullptr);
+  EXPECT_EQ((*locked)->issuer_key(CaName::kOperational), nullptr);
+}
+
 TEST_F(AuthorityTest, PrepareGeneratedSignsWithoutACsrAndKeepsTheOtherRules) {
   auto key = crypto::PrivateKey::Generate();
   ASSERT_TRUE(key);

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "iotpki/c509/c509.h"
 #include "iotpki/ca/authority.h"
 #include "iotpki/cli/cli.h"
 #include "iotpki/common/file.h"
@@ -20,6 +21,7 @@ struct IssueArgs {
   std::string fingerprint;
   std::string model;
   std::string out;
+  std::string format = "pem";
   std::string passphrase_file;
 };
 
@@ -39,6 +41,17 @@ std::string Actor() {
   return std::string("cli:") + (user != nullptr ? user : std::to_string(::getuid()));
 }
 
+// The issued certificate in the requested --format. Derived from the recorded X.509 certificate;
+// a natively signed C509 is signed by the same issuing CA key.
+Result<Bytes> Render(const x509::Certificate& cert, const std::string& format,
+                     const crypto::Signer& issuer_key) {
+  if (format == "der") return cert.ToDer();
+  if (format == "c509") return c509::EncodeX509(cert.ToDer());
+  if (format == "c509-native") return c509::ToNative(cert.ToDer(), issuer_key);
+  std::string pem = cert.ToPem();
+  return Bytes(pem.begin(), pem.end());
+}
+
 Result<void> RunIssue(const IssueArgs& args) {
   // Everything the requester supplies is parsed before the CA is touched.
   IOTPKI_TRY(x509::ProfileKind profile, x509::ParseProfile(args.profile));
@@ -50,22 +63,37 @@ Result<void> RunIssue(const IssueArgs& args) {
   IOTPKI_TRY(x509::Csr csr, ReadCsr(args.csr));
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance()));
   IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
-  IOTPKI_CHECK(authority->Unlock(
-      profile == x509::ProfileKind::kIDevID ? ca::CaName::kManufacturing : ca::CaName::kOperational,
-      passphrase));
+  const ca::CaName issuer =
+      profile == x509::ProfileKind::kIDevID ? ca::CaName::kManufacturing : ca::CaName::kOperational;
+  IOTPKI_CHECK(authority->Unlock(issuer, passphrase));
   IOTPKI_TRY(x509::Certificate cert, authority->Issue({.profile = profile,
                                                        .csr = csr,
                                                        .serial = args.serial,
                                                        .hardware_fingerprint = fingerprint,
                                                        .model = args.model,
                                                        .actor = Actor()}));
-  // The certificate is durable in the store; now it may leave.
+  // The certificate is durable in the store; now it, or a form derived from it, may leave.
+  auto output = Render(cert, args.format, *authority->issuer_key(issuer));
+  if (!output) {
+    // Not the requester's fault: the CA made the certificate.
+    return Fail(Code::kInternal,
+                "certificate " + cert.serial_hex() + " was issued and recorded, but its " +
+                    args.format + " form failed: " + output.error().message(),
+                output.error().detail());
+  }
   if (args.out.empty()) {
-    std::cout << cert.ToPem();
+    std::cout.write(reinterpret_cast<const char*>(output->data()),
+                    static_cast<std::streamsize>(output->size()));
+    std::cout.flush();
+    if (!std::cout) return Fail(Code::kUnavailable, "writing to stdout failed");
   } else {
-    IOTPKI_CHECK(WriteFileAtomic(args.out, cert.ToPem()));
+    IOTPKI_CHECK(WriteFileAtomic(args.out, *output));
     std::cerr << "issued " << x509::ProfileName(profile) << " " << cert.serial_hex() << " for "
-              << cert.common_name() << " -> " << args.out << "\n";
+              << cert.common_name() << " -> " << args.out;
+    if (args.format != "pem") {
+      std::cerr << " (" << args.format << ", " << output->size() << " bytes)";
+    }
+    std::cerr << "\n";
   }
   return {};
 }
@@ -83,7 +111,13 @@ void AddCertCommands(CLI::App& app) {
   issue->add_option("--serial", args->serial, "Device serial: A-Z a-z 0-9 . -")->required();
   issue->add_option("--fingerprint", args->fingerprint, "Hardware fingerprint, hex")->required();
   issue->add_option("--model", args->model, "Device model (recorded with an IDevID)");
-  issue->add_option("--out", args->out, "Write the PEM here (default: stdout)");
+  issue->add_option("--out", args->out, "Write the certificate here (default: stdout)");
+  issue
+      ->add_option("--format", args->format,
+                   "pem, der, c509 (re-encoded X.509) or c509-native (signed over CBOR); the CA "
+                   "records the X.509 certificate in every case")
+      ->check(CLI::IsMember({"pem", "der", "c509", "c509-native"}))
+      ->default_str("pem");
   issue->add_option("--passphrase-file", args->passphrase_file,
                     "File whose first line unlocks the CA key (default: $IOTPKI_PASSPHRASE)");
   SetAction(issue, [args] { return RunIssue(*args); });

@@ -48,6 +48,9 @@ int Main(int argc, char** argv) {
   AddCertCommands(app);
   AddAuditCommands(app);
   AddC509Commands(app);
+  AddServeCommands(app);
+  AddMfgCommands(app);
+  AddDeviceCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -28,6 +28,11 @@ void AddCaCommands(CLI::App& app);     // ca init, ca show
 void AddCertCommands(CLI::App& app);   // cert issue
 void AddAuditCommands(CLI::App& app);  // audit verify
 void AddC509Commands(CLI::App& app);   // c509 encode/decode/show/verify
+void AddServeCommands(CLI::App& app);  // serve
+
+// Manufacturing and inventory (mfg/, over the store).
+void AddMfgCommands(CLI::App& app);     // mfg provision
+void AddDeviceCommands(CLI::App& app);  // device ls, show, count
 
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input.
 int Main(int argc, char** argv);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "iotpki/common/der.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
 
@@ -66,9 +67,9 @@ DigestAlgorithm DefaultDigest(KeyType type) {
   return type == KeyType::kP384 ? DigestAlgorithm::kSha384 : DigestAlgorithm::kSha256;
 }
 
-Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key) {
+Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView spki) {
   PublicKey pk;
-  pk.spki_ = ossl::ToDer(key.get(), i2d_PUBKEY);
+  pk.spki_ = spki.empty() ? ossl::ToDer(key.get(), i2d_PUBKEY) : Bytes(spki.begin(), spki.end());
   if (pk.spki_.empty())
     return Fail(ossl::Drain(Code::kInvalidArgument, "cannot encode public key"));
   int id = EVP_PKEY_get_base_id(key.get());
@@ -107,6 +108,13 @@ Result<PublicKey> PublicKey::FromDer(ByteView spki) {
     return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo"));
   }
   return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+}
+
+Result<PublicKey> PublicKey::FromParsed(EVP_PKEY* key, ByteView spki) {
+  if (key == nullptr || spki.empty() || EVP_PKEY_up_ref(key) != 1) {
+    return Fail(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo");
+  }
+  return FromHandle(std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free), spki);
 }
 
 Result<PublicKey> PublicKey::FromPem(std::string_view pem) {
@@ -158,19 +166,16 @@ Bytes PublicKey::Sec1Point(bool compressed) const {
 
 Bytes PublicKey::RawKey() const {
   // SPKI = SEQUENCE { AlgorithmIdentifier, BIT STRING }: the BIT STRING's content minus the
-  // unused-bits byte.
-  const unsigned char* p = spki_.data();
-  X509_PUBKEY* xpk = d2i_X509_PUBKEY(nullptr, &p, static_cast<long>(spki_.size()));
-  if (xpk == nullptr) {
-    ossl::ClearErrors();
-    return {};
-  }
-  const unsigned char* raw = nullptr;
-  int len = 0;
-  Bytes out;
-  if (X509_PUBKEY_get0_param(nullptr, &raw, &len, nullptr, xpk) == 1) out.assign(raw, raw + len);
-  X509_PUBKEY_free(xpk);
-  return out;
+  // unused-bits byte. Read with the strict DER reader: d2i_X509_PUBKEY would decode the whole key
+  // again through OpenSSL's (slow) decoders.
+  der::Reader outer(spki_);
+  auto seq = outer.Expect(der::kSequence);
+  if (!seq) return {};
+  der::Reader fields(seq->contents);
+  if (!fields.Expect(der::kSequence)) return {};
+  auto bits = fields.Expect(der::kBitString);
+  if (!bits || bits->contents.empty()) return {};
+  return Bytes(bits->contents.begin() + 1, bits->contents.end());
 }
 
 Bytes PublicKey::Fingerprint() const { return Sha256(spki_); }

@@ -29,6 +29,11 @@ class PublicKey {
   static Result<PublicKey> FromPem(std::string_view pem);
   // An uncompressed or compressed SEC1 point on the given curve.
   static Result<PublicKey> FromSec1(KeyType curve, ByteView point);
+  // The key OpenSSL already decoded while parsing a certificate or CSR, shared (up-referenced)
+  // rather than decoded again: OpenSSL 3.0's decoder and encoder lookups cost more than an ECDSA
+  // verification. `spki` must be that key's SubjectPublicKeyInfo DER, as it appears in the
+  // parsed structure.
+  static Result<PublicKey> FromParsed(EVP_PKEY* key, ByteView spki);
 
   const Bytes& ToDer() const { return spki_; }
   std::string ToPem() const;
@@ -59,7 +64,8 @@ class PublicKey {
 
  private:
   PublicKey() = default;
-  static Result<PublicKey> FromHandle(std::shared_ptr<EVP_PKEY> key);
+  // `spki`: the key's DER if known; empty to encode it.
+  static Result<PublicKey> FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView spki = {});
 
   std::shared_ptr<EVP_PKEY> key_;
   Bytes spki_;

@@ -154,7 +154,8 @@ Result<Certificate> Certificate::FromDer(ByteView der) {
   impl->not_after = *not_after;
 
   Bytes spki = ossl::ToDer(X509_get_X509_PUBKEY(x), i2d_X509_PUBKEY);
-  auto key = crypto::PublicKey::FromDer(spki);
+  // The key d2i decoded already is shared, not decoded a second time.
+  auto key = crypto::PublicKey::FromParsed(X509_get0_pubkey(x), spki);
   if (!key) {
     return Fail(Code::kInvalidArgument, "certificate public key is not supported",
                 key.error().ToString());

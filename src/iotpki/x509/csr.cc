@@ -35,7 +35,8 @@ Result<Csr> Csr::FromDer(ByteView der) {
     return Fail(Code::kInvalidArgument, "not a PKCS#10 CSR", "unsupported version");
   }
   Bytes spki = ossl::ToDer(X509_REQ_get_X509_PUBKEY(req), i2d_X509_PUBKEY);
-  auto key = crypto::PublicKey::FromDer(spki);
+  // The key d2i decoded already is shared, not decoded a second time.
+  auto key = crypto::PublicKey::FromParsed(X509_REQ_get0_pubkey(req), spki);
   if (!key) {
     return Fail(Code::kInvalidArgument, "CSR public key is not supported", key.error().ToString());
   }

@@ -1,0 +1,93 @@
+// iotpki-agent: the device side of onboarding and renewal. Parses flags, calls the agent library,
+// maps the outcome to an exit code and one line.
+//
+// Exit codes: 0 done, 1 local failure (state directory, files, keys), 2 bad usage, 3 server
+// unreachable, 4 TLS failure, 5 refused by the server (its reason shown), 6 bad answer.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "iotpki/agent/agent.h"
+#include "iotpki/common/file.h"
+
+namespace {
+
+using iotpki::agent::Outcome;
+
+int Report(const iotpki::Error& e) {
+  Outcome outcome = iotpki::agent::Classify(e);
+  std::string line = e.message();
+  for (char& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::cerr << "iotpki-agent: " << iotpki::agent::OutcomeName(outcome) << ": " << line << "\n";
+  return static_cast<int>(outcome);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"iotpki-agent: device onboarding (IDevID -> LDevID) and renewal", "iotpki-agent"};
+  app.require_subcommand(1);
+  iotpki::agent::AgentOptions options;
+  std::string state, key_passphrase_file;
+  int timeout = 30;
+  app.add_option("--state", state, "The device's state directory")->required();
+  app.add_option("--key-passphrase-file", key_passphrase_file,
+                 "First line decrypts factory/key.pem (default: $IOTPKI_DEVICE_KEY_PASSPHRASE)");
+  app.add_option("--timeout", timeout, "Seconds for each request (default 30)")
+      ->check(CLI::Range(1, 3600));
+
+  auto* bootstrap = app.add_subcommand("bootstrap", "Trade the IDevID for a working certificate");
+  std::string server;
+  bool est = false, json = false, no_client_cert = false;
+  bootstrap->add_option("--server", server, "https://HOST:PORT")->required();
+  auto* est_flag = bootstrap->add_flag("--est", est, "EST simpleenroll (default)");
+  auto* json_flag = bootstrap->add_flag("--json", json, "The JSON bootstrap API with a token");
+  bootstrap
+      ->add_flag("--no-client-cert", no_client_cert,
+                 "With --json: no TLS client certificate; the CSR is signed with the IDevID key")
+      ->needs(json_flag);
+  est_flag->excludes(json_flag);
+
+  auto* renew = app.add_subcommand("renew", "EST simplereenroll with the active certificate");
+  bool rekey = false;
+  renew->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
+  renew->add_flag("--rekey", rekey, "A new key (default: keep the current key)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "iotpki-agent: usage: " << e.what() << " (see iotpki-agent --help)\n";
+    return static_cast<int>(Outcome::kUsage);
+  }
+  try {
+    options.state = state;
+    options.server_url = server;
+    options.timeout = std::chrono::seconds(timeout);
+    if (!key_passphrase_file.empty()) {
+      auto text = iotpki::ReadTextFile(key_passphrase_file, 4096);
+      if (!text)
+        return Report(
+            iotpki::Error(iotpki::Code::kFailedPrecondition, "cannot read " + key_passphrase_file));
+      options.key_passphrase = text->substr(0, text->find_first_of("\r\n"));
+    } else if (const char* env = std::getenv("IOTPKI_DEVICE_KEY_PASSPHRASE")) {
+      options.key_passphrase = env;
+    }
+    auto mode = !json            ? iotpki::agent::BootstrapMode::kEst
+                : no_client_cert ? iotpki::agent::BootstrapMode::kJsonWithoutClientCertificate
+                                 : iotpki::agent::BootstrapMode::kJson;
+    auto done = bootstrap->parsed() ? iotpki::agent::Bootstrap(options, mode)
+                                    : iotpki::agent::Renew(options, rekey);
+    if (!done) return Report(done.error());
+    std::cout << (bootstrap->parsed() ? "bootstrapped" : (rekey ? "rekeyed" : "renewed"))
+              << ": device " << done->device_id << ", certificate "
+              << done->certificate.serial_hex() << " until "
+              << iotpki::FormatUtc(done->certificate.not_after()) << ", slot " << done->slot
+              << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "iotpki-agent: local failure: internal error: " << e.what() << "\n";
+    return static_cast<int>(Outcome::kLocal);
+  }
+}

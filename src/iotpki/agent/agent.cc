@@ -1,0 +1,387 @@
+#include "iotpki/agent/agent.h"
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "iotpki/agent/https_client.h"
+#include "iotpki/common/file.h"
+#include "iotpki/crypto/ossl.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/crypto/signer.h"
+#include "iotpki/x509/csr.h"
+#include "iotpki/x509/verify.h"
+
+namespace iotpki::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kEst[] = "/.well-known/est";
+
+// Local failures keep their message but never a code that means "remote" to Classify.
+Error Local(Error e) {
+  Code c = e.code();
+  if (c == Code::kUnavailable || c == Code::kUnauthenticated || c == Code::kPermissionDenied ||
+      c == Code::kDataLoss || c == Code::kInvalidArgument) {
+    return Error(Code::kFailedPrecondition, e.message(), e.detail());
+  }
+  return e;
+}
+
+template <class T>
+Result<T> Local(Result<T> r) {
+  if (!r) return Fail(Local(std::move(r).error()));
+  return r;
+}
+
+Error BadAnswer(const std::string& what) { return Error(Code::kDataLoss, "bad answer: " + what); }
+
+// The server's reason from an error body: JSON {"message"} or the first line of text.
+Error Refused(const HttpResponse& r) {
+  std::string reason;
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (j.is_object() && j.contains("message") && j["message"].is_string()) {
+    reason = j["message"].get<std::string>();
+  } else {
+    reason = r.body.substr(0, r.body.find_first_of("\r\n"));
+  }
+  if (reason.size() > 300) reason.resize(300);
+  for (char& c : reason) {
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  }
+  return Error(Code::kPermissionDenied,
+               "HTTP " + std::to_string(r.status) + (reason.empty() ? "" : ": " + reason));
+}
+
+struct Factory {
+  x509::Certificate idevid;
+  crypto::PrivateKey key;
+  std::vector<x509::Certificate> chain;  // manufacturing CA, root
+  x509::Certificate root;
+  std::string device_id;
+  Bytes k_dev;  // empty if the bundle has no bootstrap.hex
+};
+
+Result<x509::Certificate> FindRoot(const std::vector<x509::Certificate>& chain,
+                                   const fs::path& where) {
+  for (const auto& c : chain) {
+    if (c.subject() == c.issuer() && c.IsSignedBy(c.public_key())) return c;
+  }
+  return Fail(Code::kFailedPrecondition, where.string() + " holds no root CA certificate");
+}
+
+Result<crypto::PrivateKey> LoadKey(const fs::path& path, const std::string& passphrase) {
+  IOTPKI_TRY(std::string pem, Local(ReadTextFile(path, 1 << 16)));
+  bool encrypted = pem.find("ENCRYPTED PRIVATE KEY") != std::string::npos;
+  if (encrypted && passphrase.empty()) {
+    return Fail(Code::kFailedPrecondition,
+                path.string() + " is encrypted: give its passphrase (--key-passphrase-file)");
+  }
+  auto key = crypto::PrivateKey::FromPem(pem, encrypted ? passphrase : "");
+  if (!key) return Fail(Local(std::move(key).error().Context(path.string())));
+  return key;
+}
+
+Result<Factory> LoadFactory(const AgentOptions& o) {
+  fs::path dir = o.state / "factory";
+  if (!fs::is_directory(dir)) {
+    return Fail(Code::kFailedPrecondition,
+                "no factory bundle in " + dir.string() +
+                    " (copy the device's folder from iotpki mfg provision there)");
+  }
+  IOTPKI_TRY(std::string cert_pem, Local(ReadTextFile(dir / "cert.pem", 1 << 16)));
+  IOTPKI_TRY(x509::Certificate idevid, Local(x509::Certificate::FromPem(cert_pem)));
+  IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(dir / "chain.pem", 1 << 20)));
+  IOTPKI_TRY(auto chain, Local(x509::Certificate::ChainFromPem(chain_pem)));
+  IOTPKI_TRY(x509::Certificate root, FindRoot(chain, dir / "chain.pem"));
+  IOTPKI_TRY(crypto::PrivateKey key, LoadKey(dir / "key.pem", o.key_passphrase));
+  if (!(key.public_key() == idevid.public_key())) {
+    return Fail(Code::kFailedPrecondition,
+                (dir / "key.pem").string() + " is not the key of " + (dir / "cert.pem").string());
+  }
+  Factory f{.idevid = idevid,
+            .key = std::move(key),
+            .chain = chain,
+            .root = root,
+            .device_id = idevid.common_name()};
+  if (fs::exists(dir / "bootstrap.hex")) {
+    IOTPKI_TRY(std::string hex, Local(ReadTextFile(dir / "bootstrap.hex", 4096)));
+    while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r' || hex.back() == ' ')) {
+      hex.pop_back();
+    }
+    auto k = FromHex(hex);
+    if (!k || k->size() != 32) {
+      return Fail(Code::kFailedPrecondition,
+                  (dir / "bootstrap.hex").string() + " is not 64 hex digits");
+    }
+    f.k_dev = std::move(*k);
+  }
+  return f;
+}
+
+std::string KeyPem(const crypto::PrivateKey& key) {
+  auto der = key.ToDer();
+  return der ? ossl::PemEncode("PRIVATE KEY", *der) : std::string();
+}
+
+Result<std::vector<x509::Certificate>> CertsFromPkcs7(std::string_view base64_body) {
+  auto der = Base64Decode(base64_body);
+  if (!der) return Fail(BadAnswer("the EST answer is not base64"));
+  const unsigned char* p = der->data();
+  auto p7 = ossl::Own(d2i_PKCS7(nullptr, &p, static_cast<long>(der->size())));
+  if (!p7 || !PKCS7_type_is_signed(p7.get()) || p7->d.sign == nullptr) {
+    ossl::ClearErrors();
+    return Fail(BadAnswer("the EST answer is not a certs-only PKCS#7"));
+  }
+  std::vector<x509::Certificate> out;
+  STACK_OF(X509)* certs = p7->d.sign->cert;
+  for (int i = 0; certs != nullptr && i < sk_X509_num(certs); ++i) {
+    auto cert = x509::Certificate::FromDer(ossl::ToDer(sk_X509_value(certs, i), i2d_X509));
+    if (!cert) return Fail(BadAnswer("a certificate in the EST answer does not parse"));
+    out.push_back(*cert);
+  }
+  if (out.empty()) return Fail(BadAnswer("the EST answer holds no certificate"));
+  return out;
+}
+
+// The answer must be what was asked: our key, our device, a chain to our root.
+Result<void> CheckIssued(const x509::Certificate& cert, const crypto::PublicKey& key,
+                         const std::string& device_id, const x509::Certificate& issuer,
+                         const x509::Certificate& root, int64_t now) {
+  if (!(cert.public_key() == key)) return Fail(BadAnswer("the certificate is not for our key"));
+  if (cert.common_name() != device_id) {
+    return Fail(BadAnswer("the certificate names another device"));
+  }
+  auto verdict = x509::VerifyChain(cert, std::span(&issuer, 1), std::span(&root, 1), now);
+  if (verdict != x509::Verdict::kValid) {
+    return Fail(BadAnswer("the certificate does not verify to the root (" +
+                          std::string(x509::VerdictName(verdict)) + ")"));
+  }
+  return {};
+}
+
+Result<void> WriteSlotFile(const fs::path& path, std::string_view data, int mode) {
+  return Local(WriteFileAtomic(path, data, mode));
+}
+
+// Writes the slot in full under a temporary name, then points `active` at it with one rename.
+Result<std::string> Install(const fs::path& state, const x509::Certificate& cert,
+                            const x509::Certificate& issuer, const crypto::PrivateKey& key) {
+  std::string slot = "ldevid-" + cert.serial_hex().substr(0, 16);
+  fs::path slots = state / "slots";
+  std::error_code ec;
+  fs::create_directories(slots, ec);
+  fs::path tmp = slots / (".tmp-" + ToHex(crypto::RandomBytes(4)));
+  fs::path final_dir = slots / slot;
+  fs::create_directory(tmp, ec);
+  if (ec) return Fail(Code::kFailedPrecondition, "cannot create " + tmp.string(), ec.message());
+  IOTPKI_CHECK(WriteSlotFile(tmp / "cert.pem", cert.ToPem(), 0644));
+  IOTPKI_CHECK(WriteSlotFile(tmp / "chain.pem", issuer.ToPem(), 0644));
+  IOTPKI_CHECK(WriteSlotFile(tmp / "key.pem", KeyPem(key), 0600));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec)
+    return Fail(Code::kFailedPrecondition, "cannot install " + final_dir.string(), ec.message());
+  IOTPKI_CHECK(Local(SyncDirectory(slots)));
+
+  fs::path active = state / "active";
+  std::string old_target;
+  if (fs::is_symlink(active, ec)) old_target = fs::read_symlink(active, ec).string();
+  fs::path link_tmp = state / ".active.tmp";
+  fs::remove(link_tmp, ec);
+  fs::create_symlink(fs::path("slots") / slot, link_tmp, ec);
+  if (!ec) fs::rename(link_tmp, active, ec);
+  if (ec) return Fail(Code::kFailedPrecondition, "cannot switch " + active.string(), ec.message());
+  if (!old_target.empty() && old_target != (fs::path("slots") / slot).string()) {
+    fs::path prev_tmp = state / ".previous.tmp";
+    fs::remove(prev_tmp, ec);
+    fs::create_symlink(old_target, prev_tmp, ec);
+    if (!ec) fs::rename(prev_tmp, state / "previous", ec);
+  }
+  IOTPKI_CHECK(Local(SyncDirectory(state)));
+  // Only the active slot and the one before it are kept.
+  std::string keep_previous = fs::is_symlink(state / "previous", ec)
+                                  ? fs::read_symlink(state / "previous", ec).filename().string()
+                                  : std::string();
+  for (const auto& entry : fs::directory_iterator(slots, ec)) {
+    std::string name = entry.path().filename().string();
+    if (name != slot && name != keep_previous && name.rfind(".tmp-", 0) != 0) {
+      fs::remove_all(entry.path(), ec);
+    }
+  }
+  return slot;
+}
+
+Result<ServerAddress> ServerFor(const AgentOptions& o) {
+  std::string url = o.server_url;
+  if (url.empty()) {
+    auto saved = ReadTextFile(o.state / "server", 4096);
+    if (!saved) {
+      return Fail(Code::kInvalidArgument,
+                  "no --server given and none saved in " + (o.state / "server").string());
+    }
+    url = saved->substr(0, saved->find('\n'));
+  }
+  return ParseServerUrl(url);
+}
+
+Result<HttpResponse> Call(const ServerAddress& server, const TlsSettings& tls,
+                          std::string_view method, std::string_view target,
+                          std::string_view content_type, std::string_view body) {
+  IOTPKI_TRY(HttpResponse r, HttpsRequest(server, tls, method, target, content_type, body));
+  if (r.status != 200) return Fail(Refused(r));
+  return r;
+}
+
+}  // namespace
+
+std::string BootstrapToken(ByteView k_dev, std::string_view device_id, int64_t timestamp) {
+  std::string message = std::string(device_id) + "." + std::to_string(timestamp);
+  return ToHex(crypto::HmacSha256(k_dev, AsBytes(message)));
+}
+
+Outcome Classify(const Error& error) {
+  switch (error.code()) {
+    case Code::kUnavailable:
+      return Outcome::kUnreachable;
+    case Code::kUnauthenticated:
+      return Outcome::kTls;
+    case Code::kPermissionDenied:
+      return Outcome::kRefused;
+    case Code::kDataLoss:
+      return Outcome::kBadAnswer;
+    case Code::kInvalidArgument:
+      return Outcome::kUsage;
+    default:
+      return Outcome::kLocal;
+  }
+}
+
+std::string_view OutcomeName(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kOk:
+      return "ok";
+    case Outcome::kLocal:
+      return "local failure";
+    case Outcome::kUsage:
+      return "usage";
+    case Outcome::kUnreachable:
+      return "server unreachable";
+    case Outcome::kTls:
+      return "TLS failure";
+    case Outcome::kRefused:
+      return "refused by server";
+    case Outcome::kBadAnswer:
+      return "bad answer from server";
+  }
+  return "failure";
+}
+
+Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
+  IOTPKI_TRY(ServerAddress server, ParseServerUrl(o.server_url));
+  IOTPKI_TRY(Factory f, LoadFactory(o));
+  int64_t now = o.clock->NowUnix();
+
+  TlsSettings tls{.trust_anchors = {f.root.ToDer()}, .timeout = o.timeout};
+  bool client_auth = mode != BootstrapMode::kJsonWithoutClientCertificate;
+  if (client_auth) {
+    tls.client_chain = {f.idevid.ToDer()};
+    tls.client_key = &f.key;
+  }
+  // A new key for the working certificate, unless the IDevID key must sign the CSR itself.
+  crypto::PrivateKey key = f.key;
+  if (client_auth) {
+    IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
+  }
+  x509::NameFields subject{.organization = f.idevid.organization(),
+                           .common_name = f.device_id,
+                           .serial_number = f.idevid.serial_number()};
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject)));
+
+  x509::Certificate issued = f.idevid;
+  std::optional<x509::Certificate> issuer;
+  if (mode == BootstrapMode::kEst) {
+    IOTPKI_TRY(HttpResponse ca, Call(server, tls, "GET", std::string(kEst) + "/cacerts", "", ""));
+    IOTPKI_TRY(auto ca_certs, CertsFromPkcs7(ca.body));
+    IOTPKI_TRY(HttpResponse r, Call(server, tls, "POST", std::string(kEst) + "/simpleenroll",
+                                    "application/pkcs10", Base64Encode(csr.ToDer())));
+    IOTPKI_TRY(auto certs, CertsFromPkcs7(r.body));
+    issued = certs[0];
+    for (const auto& c : ca_certs) {
+      if (c.subject() == issued.issuer() && issued.IsSignedBy(c.public_key())) issuer = c;
+    }
+  } else {
+    if (f.k_dev.empty()) {
+      return Fail(Code::kFailedPrecondition,
+                  "the factory bundle has no bootstrap.hex (needed for --json)");
+    }
+    nlohmann::json body = {{"device_id", f.device_id},
+                           {"csr", Base64Encode(csr.ToDer())},
+                           {"device_cert", Base64Encode(f.idevid.ToDer())},
+                           {"timestamp", now},
+                           {"token", BootstrapToken(f.k_dev, f.device_id, now)}};
+    IOTPKI_TRY(HttpResponse r,
+               Call(server, tls, "POST", "/api/v1/bootstrap", "application/json", body.dump()));
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    if (!j.is_object() || !j.contains("certificate") || !j["certificate"].is_string() ||
+        !j.contains("chain") || !j["chain"].is_array() || j["chain"].empty() ||
+        !j["chain"][0].is_string()) {
+      return Fail(BadAnswer("the bootstrap answer lacks certificate or chain"));
+    }
+    auto cert_der = Base64Decode(j["certificate"].get<std::string>());
+    auto chain_der = Base64Decode(j["chain"][0].get<std::string>());
+    if (!cert_der || !chain_der) return Fail(BadAnswer("the bootstrap answer is not base64"));
+    auto cert = x509::Certificate::FromDer(*cert_der);
+    auto ca = x509::Certificate::FromDer(*chain_der);
+    if (!cert || !ca) return Fail(BadAnswer("the bootstrap answer's certificates do not parse"));
+    issued = *cert;
+    issuer = *ca;
+  }
+  if (!issuer) return Fail(BadAnswer("no issuing CA for the certificate"));
+  IOTPKI_CHECK(CheckIssued(issued, key.public_key(), f.device_id, *issuer, f.root, now));
+  IOTPKI_TRY(std::string slot, Install(o.state, issued, *issuer, key));
+  IOTPKI_CHECK(Local(WriteFileAtomic(o.state / "server", o.server_url + "\n")));
+  return Installed{
+      .certificate = issued, .device_id = f.device_id, .slot = slot, .new_key = client_auth};
+}
+
+Result<Installed> Renew(const AgentOptions& o, bool rekey) {
+  IOTPKI_TRY(ServerAddress server, ServerFor(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o));
+  fs::path active = o.state / "active";
+  if (!fs::exists(active)) {
+    return Fail(Code::kFailedPrecondition,
+                "no active working certificate in " + o.state.string() + " (bootstrap first)");
+  }
+  IOTPKI_TRY(std::string cert_pem, Local(ReadTextFile(active / "cert.pem", 1 << 16)));
+  IOTPKI_TRY(x509::Certificate current, Local(x509::Certificate::FromPem(cert_pem)));
+  IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(active / "chain.pem", 1 << 16)));
+  IOTPKI_TRY(x509::Certificate issuer, Local(x509::Certificate::FromPem(chain_pem)));
+  IOTPKI_TRY(crypto::PrivateKey current_key, LoadKey(active / "key.pem", ""));
+  int64_t now = o.clock->NowUnix();
+
+  TlsSettings tls{.trust_anchors = {f.root.ToDer()},
+                  .client_chain = {current.ToDer()},
+                  .client_key = &current_key,
+                  .timeout = o.timeout};
+  crypto::PrivateKey key = current_key;
+  if (rekey) {
+    IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
+  }
+  // RFC 7030 4.2.2: the same subject and subjectAltName as the certificate renewed.
+  x509::NameFields subject{.organization = current.organization(),
+                           .common_name = current.common_name(),
+                           .serial_number = current.serial_number()};
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject, current.subject_alt_names())));
+  IOTPKI_TRY(HttpResponse r, Call(server, tls, "POST", std::string(kEst) + "/simplereenroll",
+                                  "application/pkcs10", Base64Encode(csr.ToDer())));
+  IOTPKI_TRY(auto certs, CertsFromPkcs7(r.body));
+  const x509::Certificate& issued = certs[0];
+  IOTPKI_CHECK(CheckIssued(issued, key.public_key(), current.common_name(), issuer, f.root, now));
+  IOTPKI_TRY(std::string slot, Install(o.state, issued, issuer, key));
+  return Installed{
+      .certificate = issued, .device_id = current.common_name(), .slot = slot, .new_key = rekey};
+}
+
+}  // namespace iotpki::agent

@@ -1,0 +1,315 @@
+// iotpki serve: the onboarding server (EST and the JSON bootstrap API over mutual TLS).
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <iostream>
+
+#include "iotpki/ca/authority.h"
+#include "iotpki/cli/cli.h"
+#include "iotpki/common/file.h"
+#include "iotpki/crypto/signer.h"
+#include "iotpki/enroll/service.h"
+#include "iotpki/server/server.h"
+
+namespace iotpki::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ServeArgs {
+  std::string dir;
+  std::string listen;
+  std::string config;
+  std::string passphrase_file;
+  std::string port_file;
+  std::vector<std::string> names;
+};
+
+// Everything `--config FILE` may set ([server] and [bootstrap] tables).
+struct ServeConfig {
+  std::string listen = "127.0.0.1:8443";
+  std::vector<std::string> names;  // extra subjectAltNames for the server certificate
+  std::string certificate;         // PEM chain (leaf first); empty: made and kept in DIR
+  std::string key;                 // PEM key for `certificate`, encrypted with the passphrase
+  server::ServerOptions server;
+  enroll::EnrollOptions enroll;
+};
+
+Result<ServeConfig> LoadServeConfig(const std::string& path) {
+  ServeConfig c;
+  if (path.empty()) return c;
+  IOTPKI_TRY(std::string text, ReadTextFile(path, 1 << 20));
+  toml::table t;
+  // Debian's toml++ reports parse errors by exception; this is where they stop.
+  try {
+    t = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    return Fail(Code::kInvalidArgument, path + ": " + std::string(e.description()));
+  }
+  auto bad = [&](const std::string& key, const std::string& want) {
+    return Fail(Code::kInvalidArgument, path + ": " + key + " must be " + want);
+  };
+  auto integer = [&](const char* key, int64_t lo, int64_t hi) -> Result<std::optional<int64_t>> {
+    auto node = t.at_path(key);
+    if (!node) return std::optional<int64_t>();
+    auto v = node.value<int64_t>();
+    if (!v || *v < lo || *v > hi) {
+      return bad(key, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    return v;
+  };
+  auto string = [&](const char* key, std::string& out) -> Result<void> {
+    auto node = t.at_path(key);
+    if (!node) return {};
+    auto v = node.value<std::string>();
+    if (!v) return bad(key, "a string");
+    out = *v;
+    return {};
+  };
+  for (const auto& [k, v] : t) {
+    if (k != "server" && k != "bootstrap") {
+      return Fail(Code::kInvalidArgument, path + ": unknown table [" + std::string(k.str()) + "]");
+    }
+  }
+  IOTPKI_CHECK(string("server.listen", c.listen));
+  IOTPKI_CHECK(string("server.certificate", c.certificate));
+  IOTPKI_CHECK(string("server.key", c.key));
+  if (auto names = t.at_path("server.names"); names) {
+    auto* arr = names.as_array();
+    if (arr == nullptr) return bad("server.names", "an array of strings");
+    for (const auto& n : *arr) {
+      auto s = n.value<std::string>();
+      if (!s) return bad("server.names", "an array of strings");
+      c.names.push_back(*s);
+    }
+  }
+  server::Limits& l = c.server.limits;
+  auto set_size = [&](const char* key, size_t& out, int64_t lo, int64_t hi) -> Result<void> {
+    IOTPKI_TRY(auto v, integer(key, lo, hi));
+    if (v) out = static_cast<size_t>(*v);
+    return {};
+  };
+  auto set_secs = [&](const char* key, std::chrono::seconds& out) -> Result<void> {
+    IOTPKI_TRY(auto v, integer(key, 1, 3600));
+    if (v) out = std::chrono::seconds(*v);
+    return {};
+  };
+  auto set_int = [&](const char* key, int& out) -> Result<void> {
+    IOTPKI_TRY(auto v, integer(key, 0, 1024));
+    if (v) out = static_cast<int>(*v);
+    return {};
+  };
+  IOTPKI_CHECK(set_int("server.io_threads", c.server.io_threads));
+  IOTPKI_CHECK(set_int("server.handler_threads", c.server.handler_threads));
+  IOTPKI_CHECK(set_size("server.max_body_bytes", l.max_body_bytes, 1024, 16 << 20));
+  IOTPKI_CHECK(set_size("server.max_header_bytes", l.max_header_bytes, 1024, 1 << 20));
+  IOTPKI_CHECK(set_size("server.max_connections", l.max_connections, 1, 1 << 20));
+  IOTPKI_CHECK(set_secs("server.handshake_timeout_s", l.handshake_timeout));
+  IOTPKI_CHECK(set_secs("server.request_timeout_s", l.request_timeout));
+  IOTPKI_CHECK(set_secs("server.idle_timeout_s", l.idle_timeout));
+  IOTPKI_CHECK(set_secs("server.drain_timeout_s", l.drain_timeout));
+  IOTPKI_TRY(auto window, integer("bootstrap.token_window_s", 1, 86400));
+  if (window) c.enroll.token_window_seconds = *window;
+  IOTPKI_TRY(auto group, integer("server.max_group_commit", 1, 100000));
+  if (group) c.enroll.max_group_commit = static_cast<size_t>(*group);
+  return c;
+}
+
+// "127.0.0.1:8443", "[::1]:0", "localhost:8443".
+Result<std::pair<std::string, uint16_t>> ParseListen(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon + 1 == listen.size()) {
+    return Fail(Code::kInvalidArgument, "--listen must be HOST:PORT, not '" + listen + "'");
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  std::string port_text = listen.substr(colon + 1);
+  if (host.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port_text) > 65535) {
+    return Fail(Code::kInvalidArgument, "--listen must be HOST:PORT, not '" + listen + "'");
+  }
+  return std::make_pair(host, static_cast<uint16_t>(std::stoi(port_text)));
+}
+
+bool IsIpAddress(const std::string& s) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+// The names the server certificate covers: the listen host (unless it is a wildcard address,
+// for which localhost and this machine's name stand in) and any configured names.
+void ServerNames(const std::string& host, const std::vector<std::string>& extra,
+                 std::vector<std::string>& dns, std::vector<std::string>& ips) {
+  std::vector<std::string> all;
+  if (host == "0.0.0.0" || host == "::") {
+    all = {"localhost", "127.0.0.1"};
+    char name[256] = {};
+    if (gethostname(name, sizeof name - 1) == 0 && name[0] != '\0') all.push_back(name);
+  } else {
+    all.push_back(host);
+  }
+  all.insert(all.end(), extra.begin(), extra.end());
+  for (const auto& n : all) {
+    auto& into = IsIpAddress(n) ? ips : dns;
+    if (std::find(into.begin(), into.end(), n) == into.end()) into.push_back(n);
+  }
+}
+
+struct ServerIdentity {
+  std::unique_ptr<crypto::PrivateKey> key;
+  std::vector<Bytes> chain;
+  bool issued = false;
+};
+
+// The server certificate kept in DIR (certs/server.pem, keys/server.key): reused while it is
+// from the current operational CA, covers every name and has 30 days left; otherwise a new key
+// and certificate are made, recorded in the store, and saved.
+Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const ServeConfig& config,
+                                             const std::string& passphrase,
+                                             const std::vector<std::string>& dns,
+                                             const std::vector<std::string>& ips) {
+  const x509::Certificate& ops = authority.certificate(ca::CaName::kOperational);
+  ServerIdentity id;
+  if (!config.certificate.empty()) {
+    IOTPKI_TRY(std::string pem, ReadTextFile(config.certificate));
+    IOTPKI_TRY(auto chain, x509::Certificate::ChainFromPem(pem));
+    IOTPKI_TRY(std::string key_pem, ReadTextFile(config.key));
+    IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::FromPem(key_pem, passphrase));
+    id.key = std::make_unique<crypto::PrivateKey>(std::move(key));
+    for (const auto& c : chain) id.chain.push_back(c.ToDer());
+    return id;
+  }
+  fs::path cert_path = authority.dir() / "certs/server.pem";
+  fs::path key_path = authority.dir() / "keys/server.key";
+  int64_t now = authority.clock().NowUnix();
+  if (fs::exists(cert_path) && fs::exists(key_path)) {
+    IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
+    IOTPKI_TRY(x509::Certificate cert, x509::Certificate::FromPem(pem));
+    auto covers = [](const std::vector<std::string>& have, const std::vector<std::string>& want) {
+      return std::all_of(want.begin(), want.end(), [&](const std::string& n) {
+        return std::find(have.begin(), have.end(), n) != have.end();
+      });
+    };
+    if (cert.IsSignedBy(ops.public_key()) && cert.not_after() - now > 30 * 86400 &&
+        covers(cert.san_dns_names(), dns) && covers(cert.san_ip_addresses(), ips)) {
+      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
+      if (key.public_key() == cert.public_key()) {
+        id.key = std::make_unique<crypto::PrivateKey>(std::move(key));
+        id.chain = {cert.ToDer(), ops.ToDer()};
+        return id;
+      }
+    }
+  }
+  IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+  std::string cn = !dns.empty() ? dns[0] : ips[0];
+  IOTPKI_TRY(x509::Certificate cert,
+             authority.IssueServerCertificate(key.public_key(), cn, dns, ips, "serve"));
+  IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, passphrase));
+  IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem() + ops.ToPem()));
+  id.key = std::make_unique<crypto::PrivateKey>(std::move(key));
+  id.chain = {cert.ToDer(), ops.ToDer()};
+  id.issued = true;
+  return id;
+}
+
+Result<void> RunServe(const ServeArgs& args) {
+  IOTPKI_TRY(ServeConfig config, LoadServeConfig(args.config));
+  if (!args.listen.empty()) config.listen = args.listen;
+  config.names.insert(config.names.end(), args.names.begin(), args.names.end());
+  IOTPKI_TRY(auto listen, ParseListen(config.listen));
+
+  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance()));
+  IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
+  IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase));
+  IOTPKI_CHECK(authority->UnlockBootstrap(passphrase));
+
+  std::vector<std::string> dns, ips;
+  ServerNames(listen.first, config.names, dns, ips);
+  IOTPKI_TRY(ServerIdentity identity,
+             LoadOrIssueServerCert(*authority, config, passphrase, dns, ips));
+
+  server::Registry metrics;
+  if (identity.issued) {
+    metrics
+        .GetCounter("iotpki_certificates_issued_total",
+                    "Certificates issued by this server, by profile", {{"profile", "tls-server"}})
+        .Inc();
+  }
+  IOTPKI_TRY(auto service, enroll::EnrollService::Create(*authority, metrics, config.enroll));
+  server::Router router;
+  service->Mount(router);
+  router.Add("GET", "/metrics", "metrics", [&metrics](const server::Request&) {
+    return server::Response{.status = 200,
+                            .content_type = "text/plain; version=0.0.4; charset=utf-8",
+                            .body = metrics.Render()};
+  });
+
+  server::ServerOptions options = config.server;
+  options.host = listen.first;
+  options.port = listen.second;
+  options.certificate_chain = identity.chain;
+  options.key = identity.key.get();
+  options.client_issuers = service->ClientIssuers();
+
+  // SIGTERM and SIGINT are taken synchronously by this thread (sigwait); every thread the
+  // server starts inherits the blocked mask, so none of them is interrupted.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  IOTPKI_TRY(auto srv, server::Server::Start(options, router, metrics));
+  std::string shown =
+      srv->address().find(':') != std::string::npos ? "[" + srv->address() + "]" : srv->address();
+  if (!args.port_file.empty()) {
+    IOTPKI_CHECK(WriteFileAtomic(args.port_file, std::to_string(srv->port()) + "\n"));
+  }
+  std::cout << "listening on " << shown << ":" << srv->port() << " (server certificate for " <<
+      [&] {
+        std::string all;
+        for (const auto& n : dns) all += (all.empty() ? "" : ", ") + n;
+        for (const auto& n : ips) all += (all.empty() ? "" : ", ") + n;
+        return all;
+      }() << ")"
+            << std::endl;
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::cout << "received " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+            << ", finishing requests in flight" << std::endl;
+  srv->Shutdown();
+  srv->Wait();
+  auto stats = service->committer().stats();
+  std::cout << "stopped (" << stats.batches << " store batches in " << stats.transactions
+            << " transactions)" << std::endl;
+  return {};
+}
+
+}  // namespace
+
+void AddServeCommands(CLI::App& app) {
+  auto args = std::make_shared<ServeArgs>();
+  auto* serve = app.add_subcommand(
+      "serve", "Run the onboarding server: EST and the JSON bootstrap API over mutual TLS");
+  serve->add_option("--dir", args->dir, "CA directory")->required();
+  serve->add_option("--listen", args->listen,
+                    "HOST:PORT to listen on (default 127.0.0.1:8443; port 0 picks a free one)");
+  serve->add_option("--config", args->config, "TOML file with [server] and [bootstrap] settings");
+  serve->add_option("--passphrase-file", args->passphrase_file,
+                    "File whose first line unlocks the CA keys (default: $IOTPKI_PASSPHRASE)");
+  serve->add_option("--port-file", args->port_file, "Write the port listened on to this file");
+  serve->add_option("--name", args->names,
+                    "Extra host name or address for the server certificate (repeatable)");
+  SetAction(serve, [args] { return RunServe(*args); });
+}
+
+}  // namespace iotpki::cli

@@ -1,0 +1,161 @@
+// POST /api/v1/bootstrap: the JSON bootstrap API.
+//
+//   {"device_id": "<64 hex>", "csr": "<base64 DER or PEM>", "device_cert": "<base64 DER>",
+//    "timestamp": <Unix seconds>, "token": "<64 lowercase hex>"}
+//   token = hex(HMAC-SHA256(K_dev, device_id || "." || decimal(timestamp)))   (ca/bootstrap.h)
+//
+// The device proves: its IDevID is valid and names device_id; it holds the IDevID's key (the
+// TLS client certificate is device_cert, or, without one, the CSR is signed with that key); it
+// knows K_dev (the token); the token is fresh (window) and new (replay table).
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "iotpki/ca/bootstrap.h"
+#include "iotpki/enroll/errors.h"
+#include "iotpki/enroll/service.h"
+#include "iotpki/x509/verify.h"
+
+namespace iotpki::enroll {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Result<std::string> StringField(const nlohmann::json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end())
+    return Fail(Code::kInvalidArgument, std::string("missing field \"") + name + "\"");
+  if (!it->is_string()) {
+    return Fail(Code::kInvalidArgument, std::string("field \"") + name + "\" must be a string");
+  }
+  return it->get<std::string>();
+}
+
+// base64 DER, or PEM with `label`.
+Result<Bytes> DerOrPem(const std::string& text, const char* field) {
+  if (text.find("-----BEGIN") != std::string::npos) return ToBytes(text);
+  auto der = Base64Decode(text);
+  if (!der || der->empty()) {
+    return Fail(Code::kInvalidArgument, std::string("field \"") + field + "\" is not base64");
+  }
+  return der;
+}
+
+}  // namespace
+
+Result<EnrollService::BootstrapInput> EnrollService::ParseBootstrap(std::string_view body) const {
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Fail(Code::kInvalidArgument, "the body is not valid JSON");
+  if (!j.is_object()) return Fail(Code::kInvalidArgument, "the body must be a JSON object");
+
+  IOTPKI_TRY(std::string device_id, StringField(j, "device_id"));
+  IOTPKI_TRY(std::string csr_text, StringField(j, "csr"));
+  IOTPKI_TRY(std::string cert_text, StringField(j, "device_cert"));
+  IOTPKI_TRY(std::string token, StringField(j, "token"));
+  auto ts = j.find("timestamp");
+  if (ts == j.end()) return Fail(Code::kInvalidArgument, "missing field \"timestamp\"");
+  if (!ts->is_number_integer()) {
+    return Fail(Code::kInvalidArgument, "field \"timestamp\" must be an integer (Unix seconds)");
+  }
+  if (!x509::ValidateDeviceId(device_id)) {
+    return Fail(Code::kInvalidArgument, "field \"device_id\" must be 64 lowercase hex digits");
+  }
+  if (token.size() != 64 || token.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return Fail(Code::kInvalidArgument, "field \"token\" must be 64 lowercase hex digits");
+  }
+  int64_t timestamp = ts->get<int64_t>();
+  if (timestamp < 0) return Fail(Code::kInvalidArgument, "field \"timestamp\" is negative");
+
+  IOTPKI_TRY(Bytes csr_bytes, DerOrPem(csr_text, "csr"));
+  auto csr = csr_text.find("-----BEGIN") != std::string::npos ? x509::Csr::FromPem(csr_text)
+                                                              : x509::Csr::FromDer(csr_bytes);
+  if (!csr) return Fail(std::move(csr).error().Context("field \"csr\""));
+  IOTPKI_TRY(Bytes cert_bytes, DerOrPem(cert_text, "device_cert"));
+  auto cert = cert_text.find("-----BEGIN") != std::string::npos
+                  ? x509::Certificate::FromPem(cert_text)
+                  : x509::Certificate::FromDer(cert_bytes);
+  if (!cert) return Fail(std::move(cert).error().Context("field \"device_cert\""));
+  return BootstrapInput{.device_id = std::move(device_id),
+                        .csr = std::move(*csr),
+                        .device_cert = std::move(*cert),
+                        .timestamp = timestamp,
+                        .token = std::move(token)};
+}
+
+Result<void> EnrollService::AuthenticateBootstrap(const server::Request& request,
+                                                  const BootstrapInput& in) {
+  const x509::Certificate& mfg = authority_.certificate(ca::CaName::kManufacturing);
+  int64_t now = authority_.clock().NowUnix();
+  // 1. device_cert is a valid IDevID of device_id. When it is also the TLS client certificate,
+  //    the handshake has verified it already.
+  bool tls_verified = request.client_cert && request.client_cert->chain_valid &&
+                      request.client_cert->issuer_index == 0 &&
+                      request.client_cert->der == in.device_cert.ToDer();
+  if (!tls_verified) {
+    // The manufacturing CA is the only anchor: nothing else's certificates are IDevIDs.
+    x509::Verdict v = x509::VerifyChain(in.device_cert, {}, std::span(&mfg, 1), now);
+    if (v != x509::Verdict::kValid) {
+      return Fail(Code::kUnauthenticated,
+                  "device_cert is not a valid IDevID (" + std::string(x509::VerdictName(v)) + ")");
+    }
+  }
+  if (in.device_cert.common_name() != in.device_id) {
+    return Fail(Code::kUnauthenticated, "device_cert is not the IDevID of device_id");
+  }
+  IOTPKI_CHECK(CheckRevocation(in.device_cert, nullptr));
+
+  // 2. Possession of the IDevID's key: by the TLS handshake, or by the CSR's own signature
+  //    (which the CA verifies before it signs anything).
+  if (request.client_cert) {
+    if (!tls_verified) {
+      return Fail(Code::kUnauthenticated,
+                  "the TLS client certificate must be device_cert (or present none and sign the "
+                  "CSR with the IDevID key)");
+    }
+  } else if (!(in.csr.public_key() == in.device_cert.public_key())) {
+    return Fail(Code::kUnauthenticated,
+                "without a TLS client certificate the CSR must be signed with the IDevID's key");
+  }
+
+  // 3. A fresh token made with K_dev. The window is checked first so that the replay table only
+  //    ever holds tokens younger than the window.
+  if (std::llabs(now - in.timestamp) > options_.token_window_seconds) {
+    return Fail(Code::kUnauthenticated, "timestamp outside the accepted window of " +
+                                            std::to_string(options_.token_window_seconds) +
+                                            " s (is the device clock set?)");
+  }
+  IOTPKI_TRY(Bytes k_dev, authority_.BootstrapSecret(in.device_id));
+  if (!ca::VerifyBootstrapToken(k_dev, in.device_id, in.timestamp, in.token)) {
+    return Fail(Code::kUnauthenticated, "invalid bootstrap token");
+  }
+  // 4. Each token once.
+  IOTPKI_TRY(bool first, authority_.store().RecordTokenOnce(in.device_id, in.timestamp));
+  if (!first) return Fail(Code::kAlreadyExists, "bootstrap token already used");
+  MaybePruneReplay(now);
+  return {};
+}
+
+void EnrollService::MaybePruneReplay(int64_t now) {
+  int64_t last = last_prune_.load();
+  if (now - last < 60 || !last_prune_.compare_exchange_strong(last, now)) return;
+  // Tokens older than the window are refused by the window check anyway.
+  (void)authority_.store().PruneReplay(now - options_.token_window_seconds - 1);
+}
+
+server::Response EnrollService::Bootstrap(const server::Request& request) {
+  double started = Now();
+  if (!HasMediaType(request.content_type, "application/json")) {
+    return UnsupportedMediaType("application/json", ErrorFormat::kJson, request);
+  }
+  auto issued = [&]() -> Result<x509::Certificate> {
+    IOTPKI_TRY(BootstrapInput in, ParseBootstrap(request.body));
+    IOTPKI_CHECK(AuthenticateBootstrap(request, in));
+    // Without TLS client authentication the CSR carries the IDevID key itself, and the working
+    // certificate certifies it; with it, the CSR may carry a new key or that one.
+    return IssueLdevid({.csr = in.csr, .device_id = in.device_id, .allow_birth_key = true});
+  }();
+  return RenderJson(request, "bootstrap", issued, started);
+}
+
+}  // namespace iotpki::enroll

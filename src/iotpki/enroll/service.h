@@ -1,0 +1,123 @@
+// The onboarding endpoints: EST (RFC 7030) and the JSON bootstrap API, mounted on the server's
+// Router. Each handler is a straight line: parse -> authenticate/authorize -> call the CA (which
+// applies the issuance policy) -> commit durably (group commit) -> render. Errors become HTTP
+// answers in one place (errors.h).
+//
+//   GET  /.well-known/est[/<label>]/cacerts          operational CA + root, certs-only PKCS#7
+//   GET  /.well-known/est[/<label>]/csrattrs         what the CA signs (P-256, ECDSA-SHA256)
+//   POST /.well-known/est[/<label>]/simpleenroll     IDevID client certificate -> LDevID
+//   POST /.well-known/est[/<label>]/simplereenroll   current LDevID -> new LDevID (renew/rekey)
+//   POST /api/v1/bootstrap                           JSON: IDevID + bootstrap token -> LDevID
+//
+// Thread safety: handlers may run concurrently on any number of threads.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iotpki/ca/authority.h"
+#include "iotpki/ca/group_commit.h"
+#include "iotpki/common/bytes.h"
+#include "iotpki/common/error.h"
+#include "iotpki/server/http.h"
+#include "iotpki/server/metrics.h"
+#include "iotpki/server/router.h"
+#include "iotpki/x509/certificate.h"
+#include "iotpki/x509/csr.h"
+
+namespace iotpki::enroll {
+
+struct EnrollOptions {
+  // Bootstrap tokens are accepted if their timestamp is within this many seconds of now, either
+  // way; each (device_id, timestamp) once.
+  int64_t token_window_seconds = 300;
+  // Audit actor for everything these endpoints issue or refuse.
+  std::string actor = "server";
+  // Most batches merged into one store transaction.
+  size_t max_group_commit = 512;
+};
+
+class EnrollService {
+ public:
+  // `authority` must have the operational CA and the bootstrap secret unlocked, and outlive the
+  // service; `metrics` too.
+  static Result<std::unique_ptr<EnrollService>> Create(ca::Authority& authority,
+                                                       server::Registry& metrics,
+                                                       const EnrollOptions& options);
+
+  // What the TLS layer must trust for client certificates (ServerOptions::client_issuers):
+  // index 0 the manufacturing CA (IDevIDs), index 1 the operational CA (LDevIDs).
+  std::vector<Bytes> ClientIssuers() const;
+
+  // Adds every route above, plus GET /healthz (the store answers) to `router`.
+  void Mount(server::Router& router);
+
+  server::Response CaCerts(const server::Request& request);
+  server::Response CsrAttrs(const server::Request& request);
+  server::Response SimpleEnroll(const server::Request& request);
+  server::Response SimpleReenroll(const server::Request& request);
+  server::Response Bootstrap(const server::Request& request);
+  server::Response Healthz(const server::Request& request);
+
+  const ca::GroupCommitter& committer() const { return committer_; }
+
+ private:
+  enum class ClientCa { kManufacturing = 0, kOperational = 1 };
+  // An authenticated client: its verified certificate and the device it names.
+  struct Client {
+    x509::Certificate cert;
+    std::string device_id;
+    std::optional<store::CertificateRecord> record;  // the CA's row for the certificate
+  };
+  struct BootstrapInput {
+    std::string device_id;
+    x509::Csr csr;
+    x509::Certificate device_cert;
+    int64_t timestamp = 0;
+    std::string token;
+  };
+
+  EnrollService(ca::Authority& authority, server::Registry& metrics, const EnrollOptions& options);
+
+  // Authentication and authorization steps, each a Result for the handler's straight line.
+  Result<void> CheckLabel(const server::Request& request) const;
+  Result<Client> Authenticate(const server::Request& request, ClientCa expected) const;
+  Result<void> CheckRevocation(const x509::Certificate& cert,
+                               std::optional<store::CertificateRecord>* record) const;
+  Result<void> AuthorizeEnroll(const Client& client, const x509::Csr& csr) const;
+  Result<void> AuthorizeReenroll(const Client& client, const x509::Csr& csr) const;
+  Result<BootstrapInput> ParseBootstrap(std::string_view body) const;
+  Result<void> AuthenticateBootstrap(const server::Request& request, const BootstrapInput& in);
+
+  // The CA's policy, signature and the durable commit. A refusal is audited and counted.
+  Result<x509::Certificate> IssueLdevid(ca::IssueRequest request);
+
+  server::Response RenderEst(const server::Request& request, const std::string& endpoint,
+                             const Result<x509::Certificate>& issued, double started);
+  server::Response RenderJson(const server::Request& request, const std::string& endpoint,
+                              const Result<x509::Certificate>& issued, double started);
+  void CountRefusal(const std::string& endpoint, const Error& error);
+  void MaybePruneReplay(int64_t now);
+  server::Registry::GaugeSamples ExpiringGauge();
+
+  ca::Authority& authority_;
+  server::Registry& metrics_;
+  EnrollOptions options_;
+  ca::GroupCommitter committer_;
+  std::string cacerts_body_;
+  Bytes csrattrs_der_;
+  server::Counter& issued_ldevid_;
+  std::atomic<int64_t> last_prune_{0};
+
+  std::mutex gauge_mu_;
+  int64_t gauge_at_ = 0;
+  server::Registry::GaugeSamples gauge_cache_;
+};
+
+}  // namespace iotpki::enroll

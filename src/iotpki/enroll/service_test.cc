@@ -1,0 +1,209 @@
+// EnrollService handlers called directly (no TLS): the straight lines, concurrency through the
+// group commit, and the JSON bootstrap checks. The transport and real clients are covered by
+// tests/serve_*_test.sh.
+#include "iotpki/enroll/service.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "iotpki/ca/bootstrap.h"
+#include "iotpki/crypto/primitives.h"
+
+namespace iotpki::enroll {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr char kPass[] = "unit-test-passphrase";
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = fs::temp_directory_path() /
+            ("iotpki-enroll-" + std::to_string(::getpid()) + "-" + ToHex(crypto::RandomBytes(4)));
+    ASSERT_TRUE(ca::InitCa(base_ / "ca", {.organization = "Acme"}, kPass, clock_));
+    auto a = ca::Authority::Open(base_ / "ca", clock_);
+    ASSERT_TRUE(a) << a.error().ToString();
+    authority_ = std::move(*a);
+    ASSERT_TRUE(authority_->Unlock(ca::CaName::kManufacturing, kPass));
+    ASSERT_TRUE(authority_->Unlock(ca::CaName::kOperational, kPass));
+    ASSERT_TRUE(authority_->UnlockBootstrap(kPass));
+    auto s = EnrollService::Create(*authority_, metrics_, {});
+    ASSERT_TRUE(s) << s.error().ToString();
+    service_ = std::move(*s);
+  }
+  void TearDown() override {
+    service_.reset();
+    authority_.reset();
+    fs::remove_all(base_);
+  }
+
+  struct Dev {
+    x509::Certificate idevid;
+    crypto::PrivateKey key;
+  };
+  Dev Provision(const std::string& serial) {
+    auto key = crypto::PrivateKey::Generate();
+    auto csr = x509::MakeCsr(*key, {.common_name = "x"});
+    auto cert = authority_->Issue({.profile = x509::ProfileKind::kIDevID,
+                                   .csr = *csr,
+                                   .serial = serial,
+                                   .hardware_fingerprint = {1, 2, 3}});
+    EXPECT_TRUE(cert) << cert.error().ToString();
+    return Dev{*cert, *key};
+  }
+  static x509::Csr NewCsr(const std::string& cn, const crypto::PrivateKey* key = nullptr) {
+    auto k = key ? *key : *crypto::PrivateKey::Generate();
+    return *x509::MakeCsr(k, {.common_name = cn});
+  }
+  static server::Request Est(const x509::Certificate* client, const x509::Csr& csr,
+                             int issuer_index = 0) {
+    server::Request r{.method = "POST",
+                      .path = "/.well-known/est/simpleenroll",
+                      .content_type = "application/pkcs10",
+                      .body = Base64Encode(csr.ToDer())};
+    if (client) {
+      r.client_cert = server::ClientCertificate{
+          .der = client->ToDer(), .chain_valid = true, .issuer_index = issuer_index};
+    }
+    return r;
+  }
+  std::string Json(const Dev& d, const x509::Csr& csr, int64_t ts, std::string token = {}) {
+    std::string id = d.idevid.common_name();
+    if (token.empty()) token = ca::BootstrapToken(*authority_->BootstrapSecret(id), id, ts);
+    return nlohmann::json({{"device_id", id},
+                           {"csr", Base64Encode(csr.ToDer())},
+                           {"device_cert", Base64Encode(d.idevid.ToDer())},
+                           {"timestamp", ts},
+                           {"token", token}})
+        .dump();
+  }
+
+  FakeClock clock_{1790000000};
+  fs::path base_;
+  std::unique_ptr<ca::Authority> authority_;
+  server::Registry metrics_;
+  std::unique_ptr<EnrollService> service_;
+};
+
+TEST_F(ServiceTest, SimpleEnrollIssuesAndActivates) {
+  Dev d = Provision("SN-1");
+  std::string id = d.idevid.common_name();
+  auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "application/pkcs7-mime; smime-type=certs-only");
+  EXPECT_TRUE(Base64Decode(r.body));
+  EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kActive);
+  EXPECT_EQ(metrics_.CounterValue("iotpki_certificates_issued_total", {{"profile", "ldevid"}}), 1u);
+}
+
+TEST_F(ServiceTest, AuthenticationAndAuthorizationFailures) {
+  Dev d = Provision("SN-2");
+  std::string id = d.idevid.common_name();
+  EXPECT_EQ(service_->SimpleEnroll(Est(nullptr, NewCsr(id))).status, 401);
+  auto unverified = Est(&d.idevid, NewCsr(id));
+  unverified.client_cert->chain_valid = false;
+  unverified.client_cert->verify_error = "certificate has expired";
+  auto r = service_->SimpleEnroll(unverified);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.body.find("expired"), std::string::npos);
+  EXPECT_EQ(service_->SimpleEnroll(Est(&d.idevid, NewCsr(id), /*issuer_index=*/1)).status, 403);
+  EXPECT_EQ(service_->SimpleEnroll(Est(&d.idevid, NewCsr(id, &d.key))).status, 403);
+  EXPECT_EQ(service_->SimpleEnroll(Est(&d.idevid, NewCsr(std::string(64, 'a')))).status, 403);
+  auto wrong_type = Est(&d.idevid, NewCsr(id));
+  wrong_type.content_type = "application/json";
+  EXPECT_EQ(service_->SimpleEnroll(wrong_type).status, 415);
+  auto garbage = Est(&d.idevid, NewCsr(id));
+  garbage.body = "@@@";
+  EXPECT_EQ(service_->SimpleEnroll(garbage).status, 400);
+  auto label = Est(&d.idevid, NewCsr(id));
+  label.params = {"simplereenroll"};
+  EXPECT_EQ(service_->SimpleEnroll(label).status, 404);
+  EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kManufactured);
+}
+
+TEST_F(ServiceTest, ConcurrentEnrollmentsAreAllDurable) {
+  constexpr int kDevices = 24, kThreads = 6;
+  std::vector<Dev> devs;
+  for (int i = 0; i < kDevices; ++i) devs.push_back(Provision("SN-C" + std::to_string(i)));
+  std::atomic<int> next{0}, ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = next++; i < kDevices; i = next++) {
+        auto r = service_->SimpleEnroll(Est(&devs[i].idevid, NewCsr(devs[i].idevid.common_name())));
+        if (r.status == 200) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kDevices);
+  store::DeviceFilter active{.state = store::DeviceState::kActive};
+  EXPECT_EQ(*authority_->store().CountDevices(active), kDevices);
+  auto stats = service_->committer().stats();
+  EXPECT_EQ(stats.batches, static_cast<uint64_t>(kDevices));
+  EXPECT_LE(stats.transactions, stats.batches);
+}
+
+TEST_F(ServiceTest, ConcurrentRetriesOfOneDeviceAllSucceed) {
+  // Each request plans manufactured -> active; all but the first lose the compare-and-set and
+  // are decided again on the fresh state (active -> active: an idempotent retry).
+  Dev d = Provision("SN-R");
+  std::string id = d.idevid.common_name();
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      if (service_->SimpleEnroll(Est(&d.idevid, NewCsr(id))).status == 200) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 6);
+  EXPECT_EQ(authority_->store().ListCertificatesForDevice(id)->size(), 7u);  // IDevID + 6
+}
+
+TEST_F(ServiceTest, JsonBootstrapChecksTokenWindowAndReplay) {
+  Dev d = Provision("SN-J");
+  std::string id = d.idevid.common_name();
+  int64_t now = clock_.NowUnix();
+  auto req = [&](std::string body, bool tls) {
+    server::Request r{.method = "POST",
+                      .path = "/api/v1/bootstrap",
+                      .content_type = "application/json",
+                      .body = std::move(body)};
+    if (tls) {
+      r.client_cert = server::ClientCertificate{
+          .der = d.idevid.ToDer(), .chain_valid = true, .issuer_index = 0};
+    }
+    return r;
+  };
+  EXPECT_EQ(service_->Bootstrap(req(Json(d, NewCsr(id), now, std::string(64, '0')), true)).status,
+            401);
+  EXPECT_EQ(service_->Bootstrap(req(Json(d, NewCsr(id), now - 301), true)).status, 401);
+  EXPECT_EQ(service_->Bootstrap(req(Json(d, NewCsr(id), now + 301), true)).status, 401);
+  EXPECT_EQ(service_->Bootstrap(req(Json(d, NewCsr(id), now, std::string(64, 'Z')), true)).status,
+            400);
+  // Without a client certificate the CSR must carry the IDevID key.
+  EXPECT_EQ(service_->Bootstrap(req(Json(d, NewCsr(id), now), false)).status, 401);
+  std::string good = Json(d, NewCsr(id, &d.key), now + 1);
+  auto r = service_->Bootstrap(req(good, false));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = nlohmann::json::parse(r.body);
+  auto cert = x509::Certificate::FromDer(*Base64Decode(j["certificate"].get<std::string>()));
+  ASSERT_TRUE(cert);
+  EXPECT_EQ(cert->public_key(), d.key.public_key());
+  EXPECT_EQ(j["chain"].size(), 1u);
+  EXPECT_EQ(service_->Bootstrap(req(good, false)).status, 409);  // replay
+  // A TLS client certificate that is not device_cert.
+  Dev other = Provision("SN-K");
+  auto mismatched = req(Json(d, NewCsr(id), now + 2), true);
+  mismatched.client_cert->der = other.idevid.ToDer();
+  EXPECT_EQ(service_->Bootstrap(mismatched).status, 401);
+}
+
+}  // namespace
+}  // namespace iotpki::enroll

@@ -1,0 +1,122 @@
+#include "iotpki/mfg/manifest.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+#include "iotpki/common/clock.h"
+#include "iotpki/common/file.h"
+#include "iotpki/mfg/output_dir.h"
+
+namespace iotpki::mfg {
+namespace {
+
+Result<int64_t> ParseUtc(const std::string& text) {
+  std::tm tm{};
+  const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (end == nullptr || *end != '\0') {
+    return Fail(Code::kInvalidArgument, "not_after '" + text + "' is not RFC 3339 UTC");
+  }
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+}  // namespace
+
+std::string ToJsonLine(const ManifestEntry& e) {
+  nlohmann::ordered_json j{{"serial", e.serial},
+                           {"device_id", e.device_id},
+                           {"hardware_fingerprint", e.hardware_fingerprint},
+                           {"model", e.model},
+                           {"cert_serial", e.cert_serial},
+                           {"not_after", FormatUtc(e.not_after)},
+                           {"sha256", e.sha256}};
+  return j.dump();
+}
+
+Result<ManifestEntry> ParseJsonLine(std::string_view line) {
+  auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return Fail(Code::kInvalidArgument, "not a JSON object");
+  ManifestEntry e;
+  for (auto [name, field] : {std::pair{"serial", &e.serial},
+                             {"device_id", &e.device_id},
+                             {"hardware_fingerprint", &e.hardware_fingerprint},
+                             {"model", &e.model},
+                             {"cert_serial", &e.cert_serial},
+                             {"sha256", &e.sha256}}) {
+    auto it = j.find(name);
+    if (it == j.end() || !it->is_string()) {
+      return Fail(Code::kInvalidArgument, std::string("missing string field \"") + name + "\"");
+    }
+    *field = it->get<std::string>();
+  }
+  auto na = j.find("not_after");
+  if (na == j.end() || !na->is_string()) {
+    return Fail(Code::kInvalidArgument, "missing string field \"not_after\"");
+  }
+  IOTPKI_TRY(e.not_after, ParseUtc(na->get<std::string>()));
+  return e;
+}
+
+Result<Manifest> Manifest::Open(const std::filesystem::path& path,
+                                std::unordered_set<std::string>* listed) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Fail(FileError("cannot open", path, errno));
+  Manifest m(path, fd);
+  // Files of hundreds of MB (10M devices) are read in one piece: the serial set is as large.
+  IOTPKI_TRY(std::string text, ReadTextFile(path, size_t{4} << 30));
+  size_t complete = text.rfind('\n');
+  complete = complete == std::string::npos ? 0 : complete + 1;
+  if (complete != text.size()) {
+    if (::ftruncate(fd, static_cast<off_t>(complete)) != 0 || ::fdatasync(fd) != 0) {
+      return Fail(FileError("cannot cut the unfinished last line of", path, errno));
+    }
+  }
+  size_t pos = 0, number = 0;
+  while (pos < complete) {
+    size_t nl = text.find('\n', pos);
+    std::string_view line(text.data() + pos, nl - pos);
+    pos = nl + 1;
+    ++number;
+    auto entry = ParseJsonLine(line);
+    if (!entry) {
+      return Fail(Code::kDataLoss, path.string() + " line " + std::to_string(number) + ": " +
+                                       entry.error().message());
+    }
+    if (listed != nullptr && !listed->insert(entry->serial).second) {
+      return Fail(Code::kDataLoss, path.string() + " line " + std::to_string(number) + ": serial " +
+                                       entry->serial + " is listed twice");
+    }
+  }
+  if (::lseek(fd, 0, SEEK_END) < 0) return Fail(FileError("cannot seek", path, errno));
+  return m;
+}
+
+Manifest::Manifest(Manifest&& other) noexcept : path_(std::move(other.path_)), fd_(other.fd_) {
+  other.fd_ = -1;
+}
+
+Manifest::~Manifest() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<void> Manifest::Append(const std::vector<ManifestEntry>& entries) {
+  std::string text;
+  for (const auto& e : entries) {
+    text += ToJsonLine(e);
+    text += '\n';
+  }
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Fail(FileError("cannot append to", path_, n < 0 ? errno : EIO));
+    done += static_cast<size_t>(n);
+  }
+  if (::fdatasync(fd_) != 0) return Fail(FileError("cannot flush", path_, errno));
+  return {};
+}
+
+}  // namespace iotpki::mfg

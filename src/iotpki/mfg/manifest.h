@@ -1,0 +1,62 @@
+// The batch manifest for the factory's MES: OUT/manifest.jsonl, one JSON object per line and
+// per finished device, in the order devices finished:
+//
+//   {"serial":"TH-000001","device_id":"<64 hex>","hardware_fingerprint":"<hex>","model":"TH-100",
+//    "cert_serial":"<32 hex>","not_after":"9999-12-31T23:59:59Z","sha256":"<64 hex>"}
+//
+// (one line each; wrapped here). sha256 is over the certificate's DER. A device is listed only
+// once its store row is committed and its folder (if bundles are written) is durable, so the
+// manifest is the list of devices the factory may ship.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "iotpki/common/error.h"
+
+namespace iotpki::mfg {
+
+struct ManifestEntry {
+  std::string serial;
+  std::string device_id;
+  std::string hardware_fingerprint;  // lowercase hex
+  std::string model;
+  std::string cert_serial;  // lowercase hex
+  int64_t not_after = 0;    // Unix seconds; written as RFC 3339 UTC
+  std::string sha256;       // lowercase hex of SHA-256 over the certificate DER
+
+  bool operator==(const ManifestEntry&) const = default;
+};
+
+std::string ToJsonLine(const ManifestEntry& entry);  // without the newline
+// InvalidArgument for a line that is not such an object.
+Result<ManifestEntry> ParseJsonLine(std::string_view line);
+
+// Append-only. Move-only; closes its file when destroyed.
+class Manifest {
+ public:
+  // Opens (creating) the manifest and reads the serials it lists into `listed`. A last line
+  // without its newline, which only a crash in the middle of an append leaves, is cut off
+  // (those devices are finished again by --resume). DataLoss naming the line for a complete line
+  // that does not parse, or a serial listed twice.
+  static Result<Manifest> Open(const std::filesystem::path& path,
+                               std::unordered_set<std::string>* listed);
+
+  Manifest(Manifest&& other) noexcept;
+  Manifest& operator=(Manifest&&) = delete;
+  ~Manifest();
+
+  // Appends the lines in one write(2) and fdatasyncs. On a failure the file may hold part of the
+  // lines (the next Open cuts an unterminated tail); the caller stops.
+  Result<void> Append(const std::vector<ManifestEntry>& entries);
+
+ private:
+  Manifest(std::filesystem::path path, int fd) : path_(std::move(path)), fd_(fd) {}
+  std::filesystem::path path_;
+  int fd_ = -1;
+};
+
+}  // namespace iotpki::mfg

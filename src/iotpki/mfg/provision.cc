@@ -1,0 +1,607 @@
+#include "iotpki/mfg/provision.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include "iotpki/ca/group_commit.h"
+#include "iotpki/common/file.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/mfg/manifest.h"
+#include "iotpki/mfg/output_dir.h"
+#include "iotpki/mfg/transport.h"
+#include "iotpki/x509/csr.h"
+
+namespace iotpki::mfg {
+namespace {
+
+namespace fs = std::filesystem;
+using Steady = std::chrono::steady_clock;
+
+constexpr char kBatchFormat[] = "iotpki-mfg-batch/v1";
+constexpr char kTransportScheme[] = "pkcs8-pbes2-pbkdf2-hmac-sha256-aes-256-cbc";
+
+// Runs fn(i) for every i in [0, n) on `threads` threads, the calling one included.
+template <class F>
+void ParallelFor(size_t n, unsigned threads, const F& fn) {
+  std::atomic<size_t> next{0};
+  auto loop = [&] {
+    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i);
+  };
+  std::vector<std::thread> pool;
+  size_t extra = std::min<size_t>(threads, n);
+  for (size_t t = 1; t < extra; ++t) pool.emplace_back(loop);
+  loop();
+  for (auto& t : pool) t.join();
+}
+
+ManifestEntry EntryFor(const x509::Certificate& cert, const store::Device& device) {
+  return ManifestEntry{.serial = device.serial,
+                       .device_id = device.device_id,
+                       .hardware_fingerprint = device.hardware_fingerprint.value_or(""),
+                       .model = device.model,
+                       .cert_serial = cert.serial_hex(),
+                       .not_after = cert.not_after(),
+                       .sha256 = cert.fingerprint_sha256()};
+}
+
+// The CSR file of a serial: CSR_DIR/<serial>.csr, .pem or .der, PEM or DER inside.
+Result<Bytes> ReadCsrFile(const fs::path& dir, const std::string& serial) {
+  for (const char* ext : {".csr", ".pem", ".der"}) {
+    auto data = ReadFile(dir / (serial + ext), 64 << 10);
+    if (data) return data;
+    if (data.error().code() != Code::kNotFound) return Fail(std::move(data).error());
+  }
+  return Fail(Code::kNotFound, "no CSR for serial " + serial + " in " + dir.string() + " (" +
+                                   serial + ".csr, .pem or .der)");
+}
+
+Result<x509::Csr> ParseCsr(ByteView data) {
+  std::string_view text = AsString(data);
+  return text.find("-----BEGIN") != std::string_view::npos ? x509::Csr::FromPem(text)
+                                                           : x509::Csr::FromDer(data);
+}
+
+Error At(const DeviceInput& d, Error e) { return std::move(e).Context(d.origin); }
+
+// One device of a group on its way through the protocol.
+struct Item {
+  const DeviceInput* device = nullptr;
+  Bytes csr;  // kCsr: the file's bytes, read and checked in the preflight
+  std::optional<ca::Authority::Prepared> prepared;
+  std::optional<Error> error;
+  std::optional<store::WriteBatch> refusal_audit;
+  bool cancelled = false;  // skipped because another device of the run failed
+};
+
+class Run {
+ public:
+  Run(ca::Authority& ca, const std::vector<DeviceInput>& devices, const ProvisionOptions& options)
+      : ca_(ca), devices_(devices), opt_(options) {
+    workers_ = opt_.workers != 0 ? opt_.workers : std::max(1u, std::thread::hardware_concurrency());
+    const auto& root = ca_.certificate(ca::CaName::kRoot);
+    chain_pem_ = ca_.certificate(ca::CaName::kManufacturing).ToPem() + root.ToPem();
+  }
+
+  Result<ProvisionReport> Execute() {
+    IOTPKI_CHECK(CheckOptions());
+    IOTPKI_CHECK(Preflight());
+    // Nothing has been written so far. From here on, files and rows are.
+    IOTPKI_TRY(auto out, OutputDir::Open(opt_.out, /*must_be_empty=*/!opt_.resume));
+    out_.emplace(std::move(out));
+    IOTPKI_CHECK(OpenBatchFile());
+    std::unordered_set<std::string> listed;
+    IOTPKI_TRY(auto manifest, Manifest::Open(opt_.out / kManifest, &listed));
+    manifest_.emplace(std::move(manifest));
+    IOTPKI_CHECK(Recover(listed));
+    report_.already_done = listed.size();
+    start_ = Steady::now();
+    auto issued = IssuePending();
+    report_.seconds = std::chrono::duration<double>(Steady::now() - start_).count();
+    if (!issued) {
+      const Error& e = issued.error();
+      return Fail(e.code(),
+                  e.message() + "; the batch stopped with " + std::to_string(Done()) + " of " +
+                      std::to_string(devices_.size()) +
+                      " devices finished: fix the cause and run the same command with --resume",
+                  e.detail());
+    }
+    return report_;
+  }
+
+ private:
+  size_t Done() const { return report_.already_done + report_.recovered + report_.issued; }
+
+  Result<void> CheckOptions() {
+    IOTPKI_CHECK(ValidateName("batch", opt_.batch));
+    if (opt_.keys == KeyMode::kCsr && opt_.csr_dir.empty()) {
+      return Fail(Code::kInvalidArgument, "--keys csr needs --csr-dir");
+    }
+    if (opt_.keys == KeyMode::kCa && !opt_.bundles && !opt_.discard_keys) {
+      return Fail(Code::kInvalidArgument,
+                  "--no-bundles with --keys ca would discard every generated device key (use "
+                  "--csr-dir, or add --discard-keys for a benchmark)");
+    }
+    if (opt_.keys == KeyMode::kCa && opt_.bundles && opt_.transport_passphrase.empty()) {
+      return Fail(Code::kInvalidArgument,
+                  "--keys ca needs a key transport passphrase (--key-passphrase-file FILE or "
+                  "$IOTPKI_KEY_PASSPHRASE): the station decrypts the device keys with it");
+    }
+    if (opt_.keys == KeyMode::kCa && opt_.bundles &&
+        opt_.transport_passphrase.size() < kMinTransportPassphrase) {
+      return Fail(Code::kInvalidArgument, "the key transport passphrase must be at least " +
+                                              std::to_string(kMinTransportPassphrase) +
+                                              " characters");
+    }
+    if (devices_.empty()) return Fail(Code::kInvalidArgument, "no device to provision");
+    // Unlocked? Fails early rather than in the first group.
+    IOTPKI_CHECK(ca_.BootstrapSecret(devices_.front().device_id));
+    return {};
+  }
+
+  // Every check that needs the store, before anything is written.
+  Result<void> Preflight() {
+    store::Store& store = ca_.store();
+    // The devices this batch already has: an earlier run's, on --resume.
+    store::DeviceFilter filter{.batch = opt_.batch};
+    std::string cursor;
+    do {
+      IOTPKI_TRY(auto page, store.ListDevices(filter, store::kMaxPageSize, cursor));
+      for (auto& d : page.devices) committed_.emplace(d.device.serial, std::move(d.device));
+      cursor = std::move(page.next_cursor);
+    } while (!cursor.empty());
+    if (!opt_.resume && !committed_.empty()) {
+      return Fail(Code::kAlreadyExists,
+                  "batch " + opt_.batch + " already has " + std::to_string(committed_.size()) +
+                      " devices in the inventory (continue it with --resume and the same --out, "
+                      "or choose another --batch)");
+    }
+
+    // Which input devices are still to issue.
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      const DeviceInput& d = devices_[i];
+      auto it = committed_.find(d.serial);
+      if (it == committed_.end()) {
+        pending_.push_back(i);
+      } else if (!d.generated && it->second.device_id != d.device_id) {
+        return Fail(At(d, Error(Code::kAlreadyExists,
+                                "serial " + d.serial + " was provisioned in batch " + opt_.batch +
+                                    " with another hardware fingerprint (device " +
+                                    it->second.device_id + ")")));
+      }
+    }
+
+    // Per pending device, in parallel: the serial is new to the fleet, its folder name is free,
+    // and (kCsr) its CSR is there, parses and carries a key new to the fleet.
+    csr_.assign(devices_.size(), Bytes());
+    std::vector<std::optional<Error>> errors(pending_.size());
+    std::vector<std::string> key_fp(pending_.size());
+    ParallelFor(pending_.size(), workers_, [&](size_t p) {
+      const DeviceInput& d = devices_[pending_[p]];
+      auto fail = [&](Error e) { errors[p] = At(d, std::move(e)); };
+      auto existing = store.GetDeviceBySerial(d.serial);
+      if (existing) {
+        return fail(Error(Code::kAlreadyExists,
+                          "serial " + d.serial + " is already provisioned (batch " +
+                              existing->batch + ", device " + existing->device_id + ")"));
+      }
+      if (existing.error().code() != Code::kNotFound) return fail(std::move(existing).error());
+      if (opt_.bundles && opt_.resume) {
+        std::error_code ec;
+        if (fs::exists(opt_.out / d.serial, ec)) {
+          return fail(Error(Code::kFailedPrecondition,
+                            (opt_.out / d.serial).string() + " exists but device " + d.serial +
+                                " is not in the inventory (move it away)"));
+        }
+      }
+      if (opt_.keys != KeyMode::kCsr) return;
+      auto data = ReadCsrFile(opt_.csr_dir, d.serial);
+      if (!data) return fail(std::move(data).error());
+      auto csr = ParseCsr(*data);
+      if (!csr) return fail(std::move(csr).error().Context("CSR of " + d.serial));
+      key_fp[p] = ToHex(csr->public_key().Fingerprint());
+      auto holders = store.FindCertificatesByKey(key_fp[p]);
+      if (!holders) return fail(std::move(holders).error());
+      if (!holders->empty()) {
+        return fail(Error(Code::kAlreadyExists,
+                          "the CSR of " + d.serial +
+                              " carries a public key already used by certificate " +
+                              holders->front().serial + " (every device key must be unique)"));
+      }
+      csr_[pending_[p]] = std::move(*data);
+    });
+    for (auto& e : errors) {
+      if (e) return Fail(std::move(*e));
+    }
+    if (opt_.keys == KeyMode::kCsr) {
+      std::unordered_map<std::string, size_t> seen;
+      for (size_t p = 0; p < pending_.size(); ++p) {
+        auto [it, fresh] = seen.emplace(key_fp[p], p);
+        if (!fresh) {
+          const DeviceInput& first = devices_[pending_[it->second]];
+          return Fail(At(devices_[pending_[p]],
+                         Error(Code::kAlreadyExists, "the CSR of " + devices_[pending_[p]].serial +
+                                                         " carries the same public key as the "
+                                                         "CSR of " +
+                                                         first.serial + " (" + first.origin +
+                                                         "): every device key must be unique")));
+        }
+      }
+    }
+    return {};
+  }
+
+  // Writes batch.json for a new batch, or checks that `out` holds this batch on --resume. Derives
+  // the transport key with the batch's salt.
+  Result<void> OpenBatchFile() {
+    fs::path path = opt_.out / kBatchJson;
+    std::string mfg_ca = ca_.certificate(ca::CaName::kManufacturing).fingerprint_sha256();
+    auto text = ReadTextFile(path, 1 << 16);
+    if (!text && text.error().code() != Code::kNotFound) return Fail(std::move(text).error());
+    bool need_transport = opt_.keys == KeyMode::kCa && opt_.bundles;
+    if (!text) {
+      if (!committed_.empty()) {
+        return Fail(Code::kFailedPrecondition, (opt_.out / kBatchJson).string() +
+                                                   " is missing: " + opt_.out.string() +
+                                                   " is not the output of batch " + opt_.batch);
+      }
+      nlohmann::ordered_json j{{"format", kBatchFormat},
+                               {"batch", opt_.batch},
+                               {"keys", KeyModeName(opt_.keys)},
+                               {"bundles", opt_.bundles},
+                               {"manufacturing_ca_sha256", mfg_ca},
+                               {"started_at", FormatUtc(ca_.clock().NowUnix())}};
+      if (need_transport) {
+        IOTPKI_TRY(auto key, TransportKey::Derive(opt_.transport_passphrase,
+                                                  crypto::RandomBytes(16), kTransportIterations));
+        j["transport"] = {{"scheme", kTransportScheme},
+                          {"salt", ToHex(key.salt())},
+                          {"iterations", key.iterations()},
+                          {"check", key.CheckValue()}};
+        transport_.emplace(std::move(key));
+      }
+      return WriteFileAtomic(path, j.dump(2) + "\n");
+    }
+    auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    auto field = [&](const char* name) {
+      return j.is_object() && j.contains(name) ? j[name] : nlohmann::json();
+    };
+    if (field("format") != kBatchFormat) {
+      return Fail(Code::kFailedPrecondition, path.string() + " is not an iotpki batch file");
+    }
+    auto differs = [&](const std::string& what, const std::string& theirs,
+                       const std::string& ours) -> Result<void> {
+      return Fail(Code::kFailedPrecondition, opt_.out.string() + " holds a batch with " + what +
+                                                 " " + theirs + ", not " + ours +
+                                                 " (--resume continues the same batch)");
+    };
+    if (field("batch") != opt_.batch) {
+      return differs("name", field("batch").dump(), opt_.batch);
+    }
+    if (field("keys") != KeyModeName(opt_.keys)) {
+      return differs("--keys", field("keys").dump(), std::string(KeyModeName(opt_.keys)));
+    }
+    if (field("bundles") != opt_.bundles) {
+      return differs("bundles", field("bundles").dump(), opt_.bundles ? "true" : "false");
+    }
+    if (field("manufacturing_ca_sha256") != mfg_ca) {
+      return Fail(Code::kFailedPrecondition,
+                  opt_.out.string() + " was provisioned by another manufacturing CA");
+    }
+    if (need_transport) {
+      auto t = field("transport");
+      auto salt = t.is_object() && t["salt"].is_string()
+                      ? FromHex(t["salt"].get<std::string>())
+                      : Result<Bytes>(Fail(Code::kDataLoss, "no salt"));
+      if (!salt || !t["iterations"].is_number_integer() || !t["check"].is_string()) {
+        return Fail(Code::kDataLoss, path.string() + ": malformed transport parameters");
+      }
+      IOTPKI_TRY(auto key, TransportKey::Derive(opt_.transport_passphrase, *salt,
+                                                t["iterations"].get<int>()));
+      if (key.CheckValue() != t["check"].get<std::string>()) {
+        return Fail(Code::kUnauthenticated,
+                    "the key transport passphrase differs from the one batch " + opt_.batch +
+                        " started with");
+      }
+      transport_.emplace(std::move(key));
+    }
+    return {};
+  }
+
+  // Finishes the devices an earlier run committed but did not list, and removes the folders of
+  // devices it did not commit.
+  Result<void> Recover(const std::unordered_set<std::string>& listed) {
+    for (const auto& serial : listed) {
+      if (!committed_.contains(serial)) {
+        return Fail(Code::kDataLoss, "the manifest lists " + serial +
+                                         ", which is not in the inventory under batch " +
+                                         opt_.batch);
+      }
+    }
+    if (opt_.bundles) {
+      IOTPKI_TRY(auto partial, out_->ListPartial());
+      for (const auto& serial : partial) {
+        if (committed_.contains(serial)) continue;
+        // Never committed, so its certificate (if any) never existed for the world and its key
+        // was never certified: discard.
+        IOTPKI_CHECK(out_->RemovePartial(serial));
+      }
+    }
+    std::vector<ManifestEntry> entries;
+    for (const auto& [serial, device] : committed_) {
+      if (listed.contains(serial)) continue;
+      IOTPKI_TRY(auto entry, FinishCommitted(device));
+      entries.push_back(std::move(entry));
+    }
+    if (entries.empty()) return {};
+    if (opt_.bundles) IOTPKI_CHECK(out_->Sync());
+    IOTPKI_CHECK(manifest_->Append(entries));
+    report_.recovered = entries.size();
+    return {};
+  }
+
+  // Rebuilds the folder of a committed device from the store (its certificate), the CA (chain,
+  // bootstrap secret) and, for kCa, the key the earlier run staged before committing.
+  Result<ManifestEntry> FinishCommitted(const store::Device& device) {
+    IOTPKI_TRY(auto records, ca_.store().ListCertificatesForDevice(device.device_id));
+    auto record = std::find_if(records.begin(), records.end(), [](const auto& r) {
+      return r.profile == store::CertProfile::kIDevId;
+    });
+    if (record == records.end()) {
+      return Fail(Code::kDataLoss, "device " + device.serial + " has no IDevID in the store");
+    }
+    IOTPKI_TRY(auto cert, x509::Certificate::FromDer(record->der));
+    if (!opt_.bundles) return EntryFor(cert, device);
+    std::error_code ec;
+    bool published = fs::exists(out_->Final(device.serial), ec);
+    bool partial = fs::exists(out_->Partial(device.serial), ec);
+    if (published && partial) {
+      return Fail(Code::kDataLoss, "device " + device.serial + " has both " +
+                                       out_->Final(device.serial).string() + " and " +
+                                       out_->Partial(device.serial).string());
+    }
+    if (published) IOTPKI_CHECK(out_->Unpublish(device.serial));
+    if (!published && !partial) {
+      if (opt_.keys == KeyMode::kCa) return Fail(KeyLost(device, cert, "no folder"));
+      IOTPKI_CHECK(out_->MakePartial(device.serial));
+    }
+    if (opt_.keys == KeyMode::kCa) {
+      auto pem = ReadTextFile(out_->Partial(device.serial) / kKeyPem, 1 << 16);
+      if (!pem) return Fail(KeyLost(device, cert, pem.error().ToString()));
+      auto key = transport_->Decrypt(*pem);
+      if (!key) return Fail(KeyLost(device, cert, key.error().ToString()));
+      if (!(key->public_key() == cert.public_key())) {
+        return Fail(KeyLost(device, cert, "key.pem holds another key"));
+      }
+    }
+    IOTPKI_CHECK(WriteDeviceFiles(device.serial, device.device_id));
+    IOTPKI_CHECK(WriteCertFiles(device.serial, cert));
+    IOTPKI_CHECK(out_->Publish(device.serial));
+    return EntryFor(cert, device);
+  }
+
+  Error KeyLost(const store::Device& d, const x509::Certificate& cert, const std::string& why) {
+    return Error(Code::kDataLoss,
+                 "the generated key of device " + d.serial + " (certificate " + cert.serial_hex() +
+                     ") is missing or unreadable; its certificate is unusable: revoke it",
+                 why);
+  }
+
+  // The files a folder gets before its certificate is committed: nothing a crash could make
+  // dangerous (the bootstrap secret is re-derivable and is no certificate).
+  Result<void> WriteDeviceFiles(const std::string& serial, const std::string& device_id) {
+    fs::path dir = out_->Partial(serial);
+    IOTPKI_TRY(Bytes k_dev, ca_.BootstrapSecret(device_id));
+    std::string hex = ToHex(k_dev) + "\n";
+    std::fill(k_dev.begin(), k_dev.end(), 0);
+    auto written = WriteFileUnsynced(dir / kBootstrapHex, AsBytes(hex), 0600);
+    std::fill(hex.begin(), hex.end(), '\0');
+    IOTPKI_CHECK(written);
+    return WriteFileUnsynced(dir / kChainPem, AsBytes(chain_pem_), 0644);
+  }
+
+  // Only after the commit.
+  Result<void> WriteCertFiles(const std::string& serial, const x509::Certificate& cert) {
+    fs::path dir = out_->Partial(serial);
+    IOTPKI_CHECK(WriteFileUnsynced(dir / kCertDer, cert.ToDer(), 0644));
+    return WriteFileUnsynced(dir / kCertPem, AsBytes(cert.ToPem()), 0644);
+  }
+
+  size_t GroupSize() const {
+    if (opt_.group_size != 0) return opt_.group_size;
+    return std::clamp<size_t>(pending_.size() / 16, 64, 2048);
+  }
+
+  Result<void> IssuePending() {
+    Progress();
+    size_t size = GroupSize();
+    size_t groups = (pending_.size() + size - 1) / size;
+    auto launch = [&](size_t g) {
+      return std::async(std::launch::async, [this, g, size] {
+        size_t begin = g * size, end = std::min(pending_.size(), begin + size);
+        return PrepareGroup(begin, end);
+      });
+    };
+    std::future<std::vector<Item>> next;
+    if (groups > 0) next = launch(0);
+    for (size_t g = 0; g < groups; ++g) {
+      std::vector<Item> items = next.get();
+      // The workers sign the next group while this thread commits and writes this one.
+      if (g + 1 < groups) next = launch(g + 1);
+      auto finished = FinishGroup(items, g);
+      if (!finished) {
+        cancel_.store(true);
+        if (next.valid()) next.wait();
+        return finished;
+      }
+      Progress();
+    }
+    return {};
+  }
+
+  std::vector<Item> PrepareGroup(size_t begin, size_t end) {
+    std::vector<Item> items(end - begin);
+    ParallelFor(items.size(), workers_, [&](size_t i) {
+      Item& item = items[i];
+      item.device = &devices_[pending_[begin + i]];
+      if (cancel_.load(std::memory_order_relaxed)) {
+        item.cancelled = true;
+        return;
+      }
+      PrepareItem(item);
+      if (item.error) cancel_.store(true);
+    });
+    return items;
+  }
+
+  void PrepareItem(Item& item) {
+    const DeviceInput& d = *item.device;
+    std::optional<crypto::PrivateKey> key;
+    tl::expected<ca::Authority::Prepared, ca::Authority::Refusal> prepared =
+        tl::unexpected(ca::Authority::Refusal{Error(Code::kInternal, "not prepared"), {}});
+    if (opt_.keys == KeyMode::kCa) {
+      auto generated = crypto::PrivateKey::Generate(crypto::KeyType::kP256);
+      if (!generated) {
+        item.error = generated.error();
+        return;
+      }
+      key = std::move(*generated);
+      prepared = ca_.PrepareGenerated({.key = *key,
+                                       .serial = d.serial,
+                                       .hardware_fingerprint = d.hardware_fingerprint,
+                                       .model = d.model,
+                                       .batch = opt_.batch,
+                                       .actor = opt_.actor});
+    } else {
+      auto csr = ParseCsr(csr_[DeviceIndex(item)]);
+      if (!csr) {
+        item.error = At(d, std::move(csr).error());
+        return;
+      }
+      prepared = ca_.Prepare({.profile = x509::ProfileKind::kIDevID,
+                              .csr = *csr,
+                              .serial = d.serial,
+                              .hardware_fingerprint = d.hardware_fingerprint,
+                              .model = d.model,
+                              .batch = opt_.batch,
+                              .actor = opt_.actor});
+    }
+    if (!prepared) {
+      item.error = At(d, std::move(prepared.error().error));
+      item.refusal_audit = std::move(prepared.error().audit);
+      return;
+    }
+    item.prepared = std::move(*prepared);
+    if (!opt_.bundles) return;
+    auto staged = [&]() -> Result<void> {
+      IOTPKI_CHECK(out_->MakePartial(d.serial));
+      if (key) {
+        IOTPKI_TRY(std::string pem, transport_->Encrypt(*key));
+        IOTPKI_CHECK(WriteFileUnsynced(out_->Partial(d.serial) / kKeyPem, AsBytes(pem), 0600));
+      }
+      return WriteDeviceFiles(d.serial, item.prepared->device_id);
+    }();
+    if (!staged) item.error = At(d, std::move(staged).error());
+  }
+
+  size_t DeviceIndex(const Item& item) const {
+    return static_cast<size_t>(item.device - devices_.data());
+  }
+
+  Result<void> FinishGroup(std::vector<Item>& items, size_t group) {
+    // The first device that failed, in input order, stops the batch before its group commits.
+    for (auto& item : items) {
+      if (!item.error) continue;
+      // A refusal is audited as Authority::Issue audits it; the detail is what matters.
+      if (item.refusal_audit) (void)ca_.store().Commit(*item.refusal_audit);
+      return Fail(std::move(*item.error));
+    }
+    for (auto& item : items) {
+      if (item.cancelled) return Fail(Code::kAborted, "cancelled");
+    }
+    Hook(Step::kKeysStaged, group, opt_.keys == KeyMode::kCa && opt_.bundles);
+    // Keys the CA generated must be durable before their certificates exist (a committed
+    // certificate whose key was lost is unusable).
+    if (opt_.keys == KeyMode::kCa && opt_.bundles) IOTPKI_CHECK(out_->Sync());
+    store::WriteBatch batch;
+    for (const auto& item : items) ca::AppendBatch(batch, item.prepared->batch);
+    IOTPKI_CHECK(ca_.store().Commit(batch));
+    Hook(Step::kCommitted, group, true);
+    // The certificates exist now: they may be written out.
+    std::vector<ManifestEntry> entries;
+    entries.reserve(items.size());
+    for (const auto& item : items) {
+      const DeviceInput& d = *item.device;
+      const x509::Certificate& cert = item.prepared->certificate;
+      if (opt_.bundles) {
+        auto written = WriteCertFiles(d.serial, cert);
+        if (written) written = out_->Publish(d.serial);
+        if (!written) return Fail(At(d, std::move(written).error()));
+      }
+      entries.push_back(ManifestEntry{.serial = d.serial,
+                                      .device_id = d.device_id,
+                                      .hardware_fingerprint = ToHex(d.hardware_fingerprint),
+                                      .model = d.model,
+                                      .cert_serial = cert.serial_hex(),
+                                      .not_after = cert.not_after(),
+                                      .sha256 = cert.fingerprint_sha256()});
+    }
+    if (opt_.bundles) IOTPKI_CHECK(out_->Sync());
+    Hook(Step::kPublished, group, true);
+    IOTPKI_CHECK(manifest_->Append(entries));
+    report_.issued += items.size();
+    Hook(Step::kListed, group, true);
+    return {};
+  }
+
+  void Hook(Step step, size_t group, bool applies) {
+    if (applies && opt_.step_hook) opt_.step_hook(step, group);
+  }
+
+  void Progress() {
+    if (!opt_.progress) return;
+    opt_.progress(
+        ProgressInfo{.done = Done(),
+                     .total = devices_.size(),
+                     .done_at_start = report_.already_done + report_.recovered,
+                     .elapsed = std::chrono::duration<double>(Steady::now() - start_).count()});
+  }
+
+  ca::Authority& ca_;
+  const std::vector<DeviceInput>& devices_;
+  const ProvisionOptions& opt_;
+  unsigned workers_ = 1;
+  std::string chain_pem_;
+
+  std::unordered_map<std::string, store::Device> committed_;  // serial -> this batch's devices
+  std::vector<size_t> pending_;  // indices of devices_ still to issue, in input order
+  std::vector<Bytes> csr_;       // kCsr: per index of devices_, the CSR file's bytes
+
+  std::optional<OutputDir> out_;
+  std::optional<Manifest> manifest_;
+  std::optional<TransportKey> transport_;
+  std::atomic<bool> cancel_{false};
+  Steady::time_point start_ = Steady::now();
+  ProvisionReport report_;
+};
+
+}  // namespace
+
+std::string_view KeyModeName(KeyMode mode) { return mode == KeyMode::kCa ? "ca" : "csr"; }
+
+Result<ProvisionReport> Provision(ca::Authority& authority, const std::vector<DeviceInput>& devices,
+                                  const ProvisionOptions& options) {
+  Run run(authority, devices, options);
+  IOTPKI_TRY(ProvisionReport report, run.Execute());
+  report.total = devices.size();
+  return report;
+}
+
+}  // namespace iotpki::mfg

@@ -1,0 +1,57 @@
+// HTTP requests and responses as plain values, and the handler signature. The transport (server.h)
+// fills a Request from the wire and the client's TLS certificate; handlers return a Response.
+// Nothing here names Beast or OpenSSL, so handler code stays free of transport details.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "iotpki/common/bytes.h"
+
+namespace iotpki::server {
+
+// The certificate a client presented in the TLS handshake. The handshake accepts any certificate
+// whose CertificateVerify signature checks (so the client holds its key); whether the chain is
+// trusted is recorded here for the handler to judge, so that a refusal can be an HTTP answer with
+// a reason rather than a failed handshake.
+struct ClientCertificate {
+  Bytes der;  // the leaf, as sent
+  // True if the leaf verified, at handshake time, as issued by one of
+  // ServerOptions::client_issuers (signature, validity periods, extensions).
+  bool chain_valid = false;
+  // OpenSSL's reason when !chain_valid, e.g. "certificate has expired".
+  std::string verify_error;
+  // Index into ServerOptions::client_issuers of the CA that signed the leaf; -1 if !chain_valid.
+  int issuer_index = -1;
+};
+
+struct Request {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // the target without the query
+  std::string query;   // after '?', without it
+  std::string content_type;
+  std::string accept;
+  std::string body;
+  std::optional<ClientCertificate> client_cert;
+  std::string peer;  // "127.0.0.1:51234"
+  // Segments matched by "{param}" route patterns, in order.
+  std::vector<std::string> params;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+using Handler = std::function<Response(const Request&)>;
+
+// "Not Found", "Payload Too Large", ...
+std::string_view ReasonPhrase(int status);
+
+}  // namespace iotpki::server

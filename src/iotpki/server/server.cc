@@ -1,0 +1,667 @@
+#include "iotpki/server/server.h"
+
+#include <algorithm>
+#include <array>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+#include "iotpki/crypto/ossl.h"
+
+namespace iotpki::server {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using beast::error_code;
+
+// What the client-certificate callback found, owned by the session, reached from the SSL object.
+struct PeerVerify {
+  bool called = false;
+  bool ok = false;
+  std::string error;
+  int issuer_index = -1;
+};
+
+std::string JsonError(std::string_view code, std::string_view message) {
+  // Only constant texts reach here: no escaping needed beyond what they contain (none).
+  return "{\"error\":\"" + std::string(code) + "\",\"message\":\"" + std::string(message) + "\"}";
+}
+
+Response TransportError(int status, std::string_view code, std::string_view message) {
+  return Response{.status = status,
+                  .content_type = "application/json",
+                  .body = JsonError(code, message) + "\n"};
+}
+
+Result<ossl::UniquePtr<X509>> ParseDer(const Bytes& der, std::string_view what) {
+  const unsigned char* p = der.data();
+  auto x = ossl::Own(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!x || p != der.data() + der.size()) {
+    return Fail(ossl::Drain(Code::kInvalidArgument, std::string(what) + " is not a certificate"));
+  }
+  return x;
+}
+
+}  // namespace
+
+class Session;
+
+struct Server::Impl {
+  // Declared first, so destroyed last: sessions still queued in the io_context or the handler
+  // pool when those are destroyed (after a drain timeout) unregister themselves here.
+  std::mutex mu;  // guards sessions, overloaded, stopping, waited, destroying
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
+  size_t overloaded = 0;
+  bool stopping = false;
+  bool waited = false;
+  bool destroying = false;
+
+  ServerOptions options;
+  const Router& router;
+  Registry& metrics;
+
+  net::io_context ioc;
+  std::optional<ssl::context> ssl_ctx;
+  tcp::acceptor acceptor;
+  net::steady_timer drain_timer;
+  std::optional<net::thread_pool> pool;
+  std::vector<std::thread> threads;
+  std::string address;
+  uint16_t port = 0;
+  int ex_index = -1;
+  std::vector<ossl::UniquePtr<X509>> issuers;
+
+  Counter& handshake_failures;
+  Counter& rejected_overload;
+  Counter& rejected_closed;
+
+  Impl(const ServerOptions& o, const Router& r, Registry& m, int io_threads)
+      : options(o),
+        router(r),
+        metrics(m),
+        ioc(io_threads),
+        acceptor(net::make_strand(ioc)),
+        drain_timer(acceptor.get_executor()),
+        handshake_failures(m.GetCounter("iotpki_tls_handshake_failures_total",
+                                        "TLS handshakes that failed or timed out")),
+        rejected_overload(m.GetCounter("iotpki_http_connections_rejected_total",
+                                       "Connections refused because of the connection limit",
+                                       {{"action", "503"}})),
+        rejected_closed(m.GetCounter("iotpki_http_connections_rejected_total",
+                                     "Connections refused because of the connection limit",
+                                     {{"action", "closed"}})) {}
+
+  ~Impl() {
+    std::lock_guard<std::mutex> lock(mu);
+    destroying = true;
+  }
+
+  bool Stopping() {
+    std::lock_guard<std::mutex> lock(mu);
+    return stopping;
+  }
+  void Register(Session* s, std::weak_ptr<Session> w) {
+    std::lock_guard<std::mutex> lock(mu);
+    sessions.emplace(s, std::move(w));
+  }
+  void Unregister(Session* s, bool was_overloaded);
+  void DoAccept();
+  void OnAccept(error_code ec, tcp::socket socket);
+  void BeginShutdown();
+  Counter& RequestCounter(const std::string& endpoint, int status) {
+    return metrics.GetCounter("iotpki_http_requests_total", "HTTP requests by endpoint and status",
+                              {{"endpoint", endpoint}, {"status", std::to_string(status)}});
+  }
+};
+
+namespace {
+
+// Replaces OpenSSL's chain verification for client certificates: verifies as OpenSSL would,
+// records the outcome for the handler, and lets the handshake complete either way. The
+// CertificateVerify signature (possession of the certificate's key) is checked by TLS itself,
+// independently of this callback.
+int VerifyClientCertificate(X509_STORE_CTX* x, void* arg) {
+  auto* impl = static_cast<Server::Impl*>(arg);
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* out = ssl ? static_cast<PeerVerify*>(SSL_get_ex_data(ssl, impl->ex_index)) : nullptr;
+  int ok = X509_verify_cert(x);
+  if (out != nullptr) {
+    out->called = true;
+    out->ok = ok == 1;
+    if (!out->ok) {
+      out->error = X509_verify_cert_error_string(X509_STORE_CTX_get_error(x));
+    } else {
+      STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(x);
+      X509* issuer = sk_X509_num(chain) >= 2 ? sk_X509_value(chain, 1) : nullptr;
+      for (size_t i = 0; issuer != nullptr && i < impl->issuers.size(); ++i) {
+        if (X509_cmp(issuer, impl->issuers[i].get()) == 0) out->issuer_index = static_cast<int>(i);
+      }
+      if (out->issuer_index < 0) {
+        out->ok = false;
+        out->error = "certificate not issued by a CA that may authenticate clients";
+      }
+    }
+  }
+  ossl::ClearErrors();
+  return 1;
+}
+
+Result<ossl::UniquePtr<SSL_CTX>> BuildSslContext(Server::Impl& impl) {
+  const ServerOptions& o = impl.options;
+  if (o.certificate_chain.empty() || o.key == nullptr || o.key->handle() == nullptr) {
+    return Fail(Code::kInvalidArgument, "the server needs a certificate and a usable key");
+  }
+  auto ctx = ossl::Own(SSL_CTX_new(TLS_server_method()));
+  if (!ctx) return Fail(ossl::Drain(Code::kInternal, "cannot create a TLS context"));
+  SSL_CTX* c = ctx.get();
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  // No resumption: every connection authenticates its client certificate afresh, and the
+  // verdict recorded by VerifyClientCertificate always belongs to this handshake.
+  SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_num_tickets(c, 0);
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  static const unsigned char kSid[] = "iotpki";
+  SSL_CTX_set_session_id_context(c, kSid, sizeof kSid - 1);
+  if (SSL_CTX_set_cipher_list(c, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1 ||
+      SSL_CTX_set1_groups_list(c, "X25519:P-256:P-384") != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "cannot configure TLS ciphers"));
+  }
+
+  IOTPKI_TRY(auto leaf, ParseDer(o.certificate_chain[0], "the server certificate"));
+  if (SSL_CTX_use_certificate(c, leaf.get()) != 1) {
+    return Fail(ossl::Drain(Code::kInvalidArgument, "unusable server certificate"));
+  }
+  for (size_t i = 1; i < o.certificate_chain.size(); ++i) {
+    IOTPKI_TRY(auto ca, ParseDer(o.certificate_chain[i], "a server chain certificate"));
+    if (SSL_CTX_add1_chain_cert(c, ca.get()) != 1) {
+      return Fail(ossl::Drain(Code::kInvalidArgument, "unusable server chain certificate"));
+    }
+  }
+  if (SSL_CTX_use_PrivateKey(c, o.key->handle()) != 1 || SSL_CTX_check_private_key(c) != 1) {
+    return Fail(ossl::Drain(Code::kInvalidArgument,
+                            "the server key does not match the server certificate"));
+  }
+
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  for (const Bytes& der : o.client_issuers) {
+    IOTPKI_TRY(auto ca, ParseDer(der, "a client CA"));
+    if (X509_STORE_add_cert(store, ca.get()) != 1 || SSL_CTX_add_client_CA(c, ca.get()) != 1) {
+      return Fail(ossl::Drain(Code::kInvalidArgument, "unusable client CA"));
+    }
+    impl.issuers.push_back(std::move(ca));
+  }
+  X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(c),
+                              X509_V_FLAG_X509_STRICT | X509_V_FLAG_PARTIAL_CHAIN);
+  // Request, never require: /cacerts and the JSON API serve clients without a certificate, and a
+  // refusal is better explained by an HTTP status than by a failed handshake.
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_cert_verify_callback(c, VerifyClientCertificate, &impl);
+  return ctx;
+}
+
+}  // namespace
+
+// One TCP connection: TLS handshake, then requests in sequence (keep-alive), each read under a
+// deadline, handled on the handler pool, answered on the connection's strand.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket&& socket, Server::Impl& srv, bool overloaded)
+      : stream_(std::move(socket), *srv.ssl_ctx),
+        timer_(stream_.get_executor()),
+        srv_(srv),
+        overloaded_(overloaded) {}
+
+  ~Session() { srv_.Unregister(this, overloaded_); }
+
+  void Start() {
+    net::dispatch(stream_.get_executor(),
+                  beast::bind_front_handler(&Session::OnStart, shared_from_this()));
+  }
+
+  // Called on the session's strand when the server begins to shut down.
+  void OnServerStopping() {
+    if (phase_ == Phase::kIdle) CancelRead();
+  }
+
+  net::any_io_executor executor() { return stream_.get_executor(); }
+
+ private:
+  enum class Phase { kHandshake, kIdle, kReading, kHandling, kWriting, kClosing };
+
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  void OnStart() {
+    error_code ec;
+    auto ep = lowest().socket().remote_endpoint(ec);
+    if (!ec) peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+    SSL_set_ex_data(stream_.native_handle(), srv_.ex_index, &verify_);
+    lowest().expires_after(srv_.options.limits.handshake_timeout);
+    stream_.async_handshake(ssl::stream_base::server,
+                            beast::bind_front_handler(&Session::OnHandshake, shared_from_this()));
+  }
+
+  void OnHandshake(error_code ec) {
+    lowest().expires_never();
+    SSL_set_ex_data(stream_.native_handle(), srv_.ex_index, nullptr);
+    ossl::ClearErrors();
+    if (ec) {
+      srv_.handshake_failures.Inc();
+      phase_ = Phase::kClosing;
+      error_code ignored;
+      lowest().socket().close(ignored);
+      return;
+    }
+    if (X509* peer = SSL_get0_peer_certificate(stream_.native_handle())) {
+      ClientCertificate cc;
+      cc.der = ossl::ToDer(peer, i2d_X509);
+      cc.chain_valid = verify_.called && verify_.ok;
+      cc.verify_error = verify_.called ? verify_.error : "certificate not verified";
+      cc.issuer_index = cc.chain_valid ? verify_.issuer_index : -1;
+      client_ = std::move(cc);
+    }
+    if (overloaded_) {
+      srv_.rejected_overload.Inc();
+      return Send(TransportError(503, "unavailable", "too many connections, retry later"),
+                  "overload", /*close=*/true);
+    }
+    ReadRequest();
+  }
+
+  void ArmTimer(std::chrono::seconds timeout) {
+    timed_out_ = false;
+    timer_.expires_after(timeout);
+    // A timer that fired just before its read completed may still be queued when the next one is
+    // armed: the generation tells a stale expiry from a real one.
+    timer_.async_wait([self = shared_from_this(), gen = ++timer_gen_](error_code ec) {
+      if (ec || gen != self->timer_gen_) return;  // cancelled or stale: the read was in time
+      self->timed_out_ = true;
+      self->CancelRead();
+    });
+  }
+
+  void CancelRead() {
+    error_code ignored;
+    lowest().socket().cancel(ignored);
+  }
+
+  void ReadRequest() {
+    if (srv_.Stopping()) return Close();
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(srv_.options.limits.max_header_bytes));
+    parser_->body_limit(srv_.options.limits.max_body_bytes);
+    if (buffer_.size() > 0) return BeginRequest();
+    phase_ = Phase::kIdle;
+    ArmTimer(served_ == 0 ? srv_.options.limits.request_timeout : srv_.options.limits.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(4096),
+                            beast::bind_front_handler(&Session::OnFirstBytes, shared_from_this()));
+  }
+
+  void OnFirstBytes(error_code ec, size_t n) {
+    ++timer_gen_;
+    timer_.cancel();
+    if (ec) return Close();  // idle timeout, shutdown, or the client went away
+    buffer_.commit(n);
+    BeginRequest();
+  }
+
+  // The request's first bytes are here: the whole request must arrive within request_timeout
+  // of them, however slowly the client trickles (slowloris).
+  void BeginRequest() {
+    phase_ = Phase::kReading;
+    ArmTimer(srv_.options.limits.request_timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+  }
+
+  void OnRead(error_code ec, size_t) {
+    ++timer_gen_;
+    timer_.cancel();
+    if (timed_out_) {
+      return Send(TransportError(408, "request_timeout", "the request took too long to arrive"),
+                  "unknown", true);
+    }
+    // The client may still be sending what was refused: drain it after the answer (Linger), or
+    // closing with unread data would reset the connection before the client reads the answer.
+    if (ec == http::error::header_limit) {
+      linger_ = true;
+      return Send(TransportError(431, "invalid_argument", "request headers too large"), "unknown",
+                  true);
+    }
+    if (ec == http::error::body_limit) {
+      linger_ = true;
+      return Send(TransportError(413, "invalid_argument", "request body too large"), "unknown",
+                  true);
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+        ec == net::ssl::error::stream_truncated || ec == net::error::operation_aborted ||
+        ec == net::error::connection_reset) {
+      return Close();
+    }
+    if (ec) {
+      return Send(TransportError(400, "invalid_argument", "malformed HTTP request"), "unknown",
+                  true);
+    }
+    Dispatch();
+  }
+
+  void Dispatch() {
+    phase_ = Phase::kHandling;
+    ++served_;
+    auto& msg = parser_->get();
+    keep_alive_ = msg.keep_alive();
+    Request req;
+    req.method = std::string(msg.method_string());
+    std::string_view target = msg.target();
+    size_t q = target.find('?');
+    req.path = std::string(target.substr(0, q));
+    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
+    req.content_type = std::string(msg[http::field::content_type]);
+    req.accept = std::string(msg[http::field::accept]);
+    req.body = std::move(msg.body());
+    req.client_cert = client_;
+    req.peer = peer_;
+
+    Router::Match match = srv_.router.Find(req.method, req.path);
+    if (match.handler == nullptr) {
+      if (!match.allowed_methods.empty()) {
+        Response r = TransportError(405, "invalid_argument", "method not allowed");
+        std::string allow;
+        for (const auto& m : match.allowed_methods) allow += (allow.empty() ? "" : ", ") + m;
+        r.headers.emplace_back("Allow", allow);
+        return Send(std::move(r), match.name, false);
+      }
+      return Send(TransportError(404, "not_found", "no such endpoint"), match.name, false);
+    }
+    req.params = std::move(match.params);
+    const Handler* handler = match.handler;
+    // The handler may block (a group commit waiting for fsync): it runs on the pool, and the
+    // work guard keeps the I/O threads alive until its answer is posted back.
+    net::post(*srv_.pool, [self = shared_from_this(), handler, name = std::move(match.name),
+                           req = std::move(req),
+                           work = net::make_work_guard(stream_.get_executor())]() mutable {
+      Response res;
+      try {
+        res = (*handler)(req);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "iotpki serve: handler %s threw: %s\n", name.c_str(), e.what());
+        res = TransportError(500, "internal", "internal error");
+      } catch (...) {
+        res = TransportError(500, "internal", "internal error");
+      }
+      net::post(self->stream_.get_executor(),
+                [self, res = std::move(res), name = std::move(name)]() mutable {
+                  self->Send(std::move(res), name, false);
+                });
+    });
+  }
+
+  void Send(Response r, const std::string& endpoint, bool close) {
+    phase_ = Phase::kWriting;
+    srv_.RequestCounter(endpoint, r.status).Inc();
+    bool keep = keep_alive_ && !close && !srv_.Stopping() && r.status < 500;
+    res_.emplace();
+    res_->version(11);
+    res_->result(static_cast<unsigned>(r.status));
+    res_->reason(ReasonPhrase(r.status));
+    res_->set(http::field::server, "iotpki");
+    if (!r.content_type.empty()) res_->set(http::field::content_type, r.content_type);
+    res_->set(http::field::cache_control, "no-store");
+    for (auto& [k, v] : r.headers) res_->set(k, v);
+    res_->body() = std::move(r.body);
+    res_->keep_alive(keep);
+    res_->prepare_payload();
+    lowest().expires_after(srv_.options.limits.request_timeout);
+    http::async_write(stream_, *res_,
+                      beast::bind_front_handler(&Session::OnWrite, shared_from_this(), keep));
+  }
+
+  void OnWrite(bool keep, error_code ec, size_t) {
+    lowest().expires_never();
+    res_.reset();
+    if (ec) return Close();
+    if (linger_) return Linger();
+    if (!keep) return Close();
+    ReadRequest();
+  }
+
+  // Half-closes the TCP connection and discards what the client still sends (up to a limit and
+  // a deadline), so that it can read the answer before the connection goes away.
+  void Linger() {
+    phase_ = Phase::kClosing;
+    error_code ignored;
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    linger_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    timer_.expires_at(linger_deadline_);
+    timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->lowest().socket().close(ec);
+    });
+    DrainSome();
+  }
+
+  void DrainSome() {
+    lowest().socket().async_read_some(net::buffer(drain_),
+                                      [self = shared_from_this()](error_code ec, size_t n) {
+                                        self->drained_ += n;
+                                        if (ec || self->drained_ > (8u << 20)) {
+                                          self->timer_.cancel();
+                                          error_code ignored;
+                                          self->lowest().socket().close(ignored);
+                                          return;
+                                        }
+                                        self->DrainSome();
+                                      });
+  }
+
+  // Sends close_notify (bounded by a short deadline), then closes the socket.
+  void Close() {
+    if (phase_ == Phase::kClosing) return;
+    phase_ = Phase::kClosing;
+    timer_.cancel();
+    lowest().expires_after(std::chrono::seconds(2));
+    stream_.async_shutdown([self = shared_from_this()](error_code) {
+      error_code ignored;
+      self->lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+      self->lowest().socket().close(ignored);
+      ossl::ClearErrors();
+    });
+  }
+
+  beast::ssl_stream<beast::tcp_stream> stream_;
+  net::steady_timer timer_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::string_body>> res_;
+  Server::Impl& srv_;
+  bool overloaded_;
+  Phase phase_ = Phase::kHandshake;
+  bool timed_out_ = false;
+  uint64_t timer_gen_ = 0;
+  bool keep_alive_ = false;
+  bool linger_ = false;
+  std::chrono::steady_clock::time_point linger_deadline_;
+  std::array<char, 16384> drain_;
+  size_t drained_ = 0;
+  uint64_t served_ = 0;
+  PeerVerify verify_;
+  std::optional<ClientCertificate> client_;
+  std::string peer_;
+};
+
+void Server::Impl::Unregister(Session* s, bool was_overloaded) {
+  bool drained = false;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    sessions.erase(s);
+    if (was_overloaded) --overloaded;
+    drained = stopping && sessions.empty() && !destroying;
+  }
+  if (drained) {
+    net::post(acceptor.get_executor(), [this] { drain_timer.cancel(); });
+  }
+}
+
+void Server::Impl::DoAccept() {
+  acceptor.async_accept(net::make_strand(ioc), [this](error_code ec, tcp::socket socket) {
+    OnAccept(ec, std::move(socket));
+  });
+}
+
+void Server::Impl::OnAccept(error_code ec, tcp::socket socket) {
+  if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
+  if (ec) {
+    // Out of descriptors or memory: back off briefly instead of spinning.
+    auto timer =
+        std::make_shared<net::steady_timer>(acceptor.get_executor(), std::chrono::milliseconds(50));
+    timer->async_wait([this, timer](error_code) {
+      if (acceptor.is_open()) DoAccept();
+    });
+    return;
+  }
+  bool reject = false;
+  bool drop = false;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    size_t max = options.limits.max_connections;
+    if (sessions.size() >= max) {
+      // A few over-limit connections get a proper 503; beyond those the socket is just closed,
+      // so that a flood costs no handshakes.
+      if (overloaded < std::max<size_t>(8, max / 8)) {
+        ++overloaded;
+        reject = true;
+      } else {
+        drop = true;
+      }
+    }
+  }
+  if (drop) {
+    rejected_closed.Inc();
+    error_code ignored;
+    socket.close(ignored);
+  } else {
+    auto session = std::make_shared<Session>(std::move(socket), *this, reject);
+    Register(session.get(), session);
+    session->Start();
+  }
+  DoAccept();
+}
+
+void Server::Impl::BeginShutdown() {
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (stopping) return;
+    stopping = true;
+    for (auto& [p, w] : sessions) {
+      if (auto s = w.lock()) live.push_back(std::move(s));
+    }
+  }
+  net::post(acceptor.get_executor(), [this, empty = live.empty()] {
+    error_code ignored;
+    acceptor.close(ignored);
+    if (empty) return;
+    drain_timer.expires_after(options.limits.drain_timeout);
+    drain_timer.async_wait([this](error_code ec) {
+      if (ec) return;  // every connection finished in time
+      // Past the drain timeout: stop whatever is left.
+      ioc.stop();
+    });
+  });
+  for (auto& s : live) {
+    net::post(s->executor(), [s] { s->OnServerStopping(); });
+  }
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  Shutdown();
+  Wait();
+}
+
+Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, const Router& router,
+                                              Registry& metrics) {
+  int cores = std::max(1u, std::thread::hardware_concurrency());
+  int io_threads = options.io_threads > 0 ? options.io_threads : cores;
+  int handler_threads =
+      options.handler_threads > 0 ? options.handler_threads : std::max(8, 4 * cores);
+  auto impl = std::make_unique<Impl>(options, router, metrics, io_threads);
+  impl->ex_index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  IOTPKI_TRY(auto ctx, BuildSslContext(*impl));
+  impl->ssl_ctx.emplace(ctx.release());
+
+  error_code ec;
+  tcp::resolver resolver(impl->ioc);
+  auto endpoints = resolver.resolve(options.host, std::to_string(options.port),
+                                    tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || endpoints.empty()) {
+    return Fail(Code::kInvalidArgument, "cannot resolve listen address " + options.host,
+                ec.message());
+  }
+  tcp::endpoint endpoint = *endpoints.begin();
+  auto& acc = impl->acceptor;
+  acc.open(endpoint.protocol(), ec);
+  if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acc.bind(endpoint, ec);
+  if (!ec) acc.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Fail(Code::kUnavailable, "cannot listen on " + options.host + ":" +
+                                        std::to_string(options.port) + ": " + ec.message());
+  }
+  auto local = acc.local_endpoint(ec);
+  impl->address = local.address().to_string();
+  impl->port = local.port();
+
+  impl->pool.emplace(handler_threads);
+  impl->DoAccept();
+  for (int i = 0; i < io_threads; ++i) {
+    impl->threads.emplace_back([raw = impl.get()] {
+      // Exceptions stop at the session; one escaping here would be a bug in the transport.
+      for (;;) {
+        try {
+          raw->ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "iotpki serve: I/O thread: %s\n", e.what());
+        }
+      }
+    });
+  }
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+const std::string& Server::address() const { return impl_->address; }
+uint16_t Server::port() const { return impl_->port; }
+
+void Server::Shutdown() { impl_->BeginShutdown(); }
+
+void Server::Wait() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->waited) return;
+    impl_->waited = true;
+  }
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+  if (impl_->pool) impl_->pool->join();
+}
+
+}  // namespace iotpki::server

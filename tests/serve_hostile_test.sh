@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# The hostile-request catalogue against a real `iotpki serve`: each request answered with its
+# status and nothing issued (the store, read with sqlite3, is unchanged). Clients: curl and
+# `openssl s_client`; bad certificates made with `openssl ca`.
+# Usage: serve_hostile_test.sh PATH_TO_IOTPKI
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/serve_lib.sh"
+
+check "ca init" "$IOTPKI" ca init --dir "$CA" --org "Example Org"
+# A twin of the CA made before any device: same CA keys, its own inventory. Its devices have valid
+# IDevIDs that this CA's inventory does not know.
+cp -a "$CA" "$WORK/twin"
+"$IOTPKI" mfg provision --dir "$WORK/twin" --count 1 --serial-prefix twin- --model sensor \
+  --batch twin --keys ca --out "$WORK/twin-out" >/dev/null 2>&1
+TWIN="$WORK/twin-out/twin-000001"
+openssl pkey -in "$TWIN/key.pem" -passin env:IOTPKI_KEY_PASSPHRASE -out "$TWIN/key.plain.pem"
+# A foreign CA and one of its devices.
+"$IOTPKI" ca init --dir "$WORK/foreign" --org "Example Org" >/dev/null
+"$IOTPKI" mfg provision --dir "$WORK/foreign" --count 1 --serial-prefix alien- --model sensor \
+  --batch alien --keys ca --out "$WORK/alien" >/dev/null 2>&1
+ALIEN="$WORK/alien/alien-000001"
+openssl pkey -in "$ALIEN/key.pem" -passin env:IOTPKI_KEY_PASSPHRASE -out "$ALIEN/key.plain.pem"
+
+provision dev 6
+A="$WORK/dev/dev-000001"  # active, with an LDevID
+B="$WORK/dev/dev-000002"  # manufactured
+C="$WORK/dev/dev-000003"  # decommissioned
+E="$WORK/dev/dev-000004"  # IDevID revoked
+J="$WORK/dev/dev-000005"  # JSON API
+R="$WORK/dev/dev-000006"  # active, LDevID revoked
+for v in A B C E J R; do eval "ID_$v=\$(device_id \"\${$v}\")"; done
+
+cat >"$WORK/serve.toml" <<TOML
+[server]
+request_timeout_s = 2
+idle_timeout_s = 5
+max_connections = 4
+[bootstrap]
+token_window_s = 300
+TOML
+start_server --config "$WORK/serve.toml"
+
+est() {  # est OP CERT KEY CSR_FILE [curl args]: POST an EST request
+  local op=$1 cert=$2 key=$3 body=$4
+  shift 4
+  local auth=()
+  [ -n "$cert" ] && auth=(--cert "$cert" --key "$key")
+  http "${auth[@]}" -H 'Content-Type: application/pkcs10' --data-binary @"$body" "$@" \
+    "$URL/.well-known/est/$op"
+}
+
+# Setup: A and R become active, then R's LDevID is revoked; C is decommissioned; E's IDevID is
+# revoked.
+csr_b64 "$WORK/a.key" "/CN=$ID_A" >"$WORK/a.b64"
+status "setup: A enrolls" 200 "$(est simpleenroll "$A/cert.pem" "$A/key.plain.pem" "$WORK/a.b64")"
+p7_certs "$WORK/body" "$WORK/a-ldevid.pem"
+csr_b64 "$WORK/r.key" "/CN=$ID_R" >"$WORK/r.b64"
+status "setup: R enrolls" 200 "$(est simpleenroll "$R/cert.pem" "$R/key.plain.pem" "$WORK/r.b64")"
+p7_certs "$WORK/body" "$WORK/r-ldevid.pem"
+R_SERIAL=$(openssl x509 -in "$WORK/r-ldevid.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+sql "UPDATE certificates SET status = 'revoked', revoked_at = 1, revocation_reason = 'keyCompromise'
+     WHERE serial = '$R_SERIAL'"
+sql "UPDATE devices SET state = 'decommissioned' WHERE device_id = '$ID_C'"
+E_SERIAL=$(openssl x509 -in "$E/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+sql "UPDATE certificates SET status = 'revoked', revoked_at = 1, revocation_reason = 'keyCompromise'
+     WHERE serial = '$E_SERIAL'"
+
+# Expired certificates signed by the real CAs (openssl ca with dates in the past).
+touch "$WORK/index.txt"
+echo 01 >"$WORK/serialfile"
+cat >"$WORK/openssl-ca.cnf" <<CNF
+[ca]
+default_ca = d
+[d]
+database = $WORK/index.txt
+new_certs_dir = $WORK
+serial = $WORK/serialfile
+default_md = sha256
+policy = p
+unique_subject = no
+[p]
+commonName = supplied
+organizationName = optional
+serialNumber = optional
+[ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+CNF
+expired() {  # expired CA_NAME SUBJECT KEY OUT
+  openssl req -new -key "$3" -subj "$2" -out "$WORK/expired.csr" 2>/dev/null
+  openssl ca -batch -config "$WORK/openssl-ca.cnf" -extensions ext -notext \
+    -cert "$CA/certs/$1.pem" -keyfile "$CA/keys/$1.key" -passin env:IOTPKI_PASSPHRASE \
+    -startdate 20200101000000Z -enddate 20200201000000Z -in "$WORK/expired.csr" -out "$4" \
+    >/dev/null 2>&1
+}
+expired manufacturing "/CN=$ID_B" "$B/key.plain.pem" "$WORK/b-expired-idevid.pem"
+expired operational "/O=Example Org/CN=$ID_A/serialNumber=dev-000001" "$WORK/a.key" \
+  "$WORK/a-expired-ldevid.pem"
+check "expired certificates made" test -s "$WORK/b-expired-idevid.pem" -a -s "$WORK/a-expired-ldevid.pem"
+
+BEFORE_LDEVIDS=$(ldevids)
+BEFORE_DEVICES=$(sql "SELECT group_concat(device_id || state, ',') FROM devices ORDER BY device_id")
+
+# --- EST: authentication ------------------------------------------------------------------------
+csr_b64 "$WORK/b.key" "/CN=$ID_B" >"$WORK/b.b64"
+status "no client certificate" 401 "$(est simpleenroll "" "" "$WORK/b.b64")"
+csr_b64 "$WORK/alien-new.key" "/CN=$(device_id "$ALIEN")" >"$WORK/alien.b64"
+status "certificate from a foreign CA" 401 \
+  "$(est simpleenroll "$ALIEN/cert.pem" "$ALIEN/key.plain.pem" "$WORK/alien.b64")"
+status "expired IDevID" 401 \
+  "$(est simpleenroll "$WORK/b-expired-idevid.pem" "$B/key.plain.pem" "$WORK/b.b64")"
+expect "the reason says expired" "expired" "$WORK/body"
+SUBJ_A="/O=Example Org/CN=$ID_A/serialNumber=dev-000001"
+csr_b64 "$WORK/a2.key" "$SUBJ_A" >"$WORK/a-re.b64"
+status "expired LDevID (simplereenroll)" 401 \
+  "$(est simplereenroll "$WORK/a-expired-ldevid.pem" "$WORK/a.key" "$WORK/a-re.b64")"
+csr_b64 "$WORK/e.key" "/CN=$ID_E" >"$WORK/e.b64"
+status "revoked IDevID" 401 "$(est simpleenroll "$E/cert.pem" "$E/key.plain.pem" "$WORK/e.b64")"
+expect "the reason says revoked" "revoked" "$WORK/body"
+csr_b64 "$WORK/r2.key" "/O=Example Org/CN=$ID_R/serialNumber=dev-000006" >"$WORK/r-re.b64"
+status "revoked LDevID (simplereenroll)" 401 \
+  "$(est simplereenroll "$WORK/r-ldevid.pem" "$WORK/r.key" "$WORK/r-re.b64")"
+
+# --- EST: authorization and policy --------------------------------------------------------------
+csr_b64 "$WORK/twin-new.key" "/CN=$(device_id "$TWIN")" >"$WORK/twin.b64"
+status "unknown device (valid IDevID, not in the inventory)" 404 \
+  "$(est simpleenroll "$TWIN/cert.pem" "$TWIN/key.plain.pem" "$WORK/twin.b64")"
+csr_b64 "$WORK/c.key" "/CN=$ID_C" >"$WORK/c.b64"
+status "decommissioned device" 403 "$(est simpleenroll "$C/cert.pem" "$C/key.plain.pem" "$WORK/c.b64")"
+csr_b64 "$B/key.plain.pem" "/CN=$ID_B" >"$WORK/b-own.b64"
+status "CSR with the IDevID's own key" 403 \
+  "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-own.b64")"
+csr_b64 "$WORK/a.key" "/CN=$ID_B" >"$WORK/b-akey.b64"
+status "CSR with another device's key" 409 \
+  "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-akey.b64")"
+csr_b64 "$WORK/b.key" "/CN=$ID_A" >"$WORK/b-as-a.b64"
+status "CSR subject naming another device" 403 \
+  "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-as-a.b64")"
+csr_b64 "$WORK/a2.key" "/O=Other Org/CN=$ID_A/serialNumber=dev-000001" >"$WORK/a-other.b64"
+status "reenroll with a different subject" 403 \
+  "$(est simplereenroll "$WORK/a-ldevid.pem" "$WORK/a.key" "$WORK/a-other.b64")"
+status "reenroll with an IDevID" 403 \
+  "$(est simplereenroll "$A/cert.pem" "$A/key.plain.pem" "$WORK/a-re.b64")"
+status "enroll with an LDevID" 403 \
+  "$(est simpleenroll "$WORK/a-ldevid.pem" "$WORK/a.key" "$WORK/a-re.b64")"
+
+# --- EST: malformed input -----------------------------------------------------------------------
+printf 'this is not base64 at all!!' >"$WORK/garbage.b64"
+status "garbage base64" 400 "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/garbage.b64")"
+head -c 300 /dev/urandom | base64 -w0 >"$WORK/noise.b64"
+status "base64 of garbage (not a CSR)" 400 \
+  "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/noise.b64")"
+status "wrong content type (EST)" 415 "$(http --cert "$B/cert.pem" --key "$B/key.plain.pem" \
+  -H 'Content-Type: text/plain' --data-binary @"$WORK/b.b64" "$URL/.well-known/est/simpleenroll")"
+expect "EST errors are text/plain" "Content-Type must be application/pkcs10" "$WORK/body"
+status "EST error as JSON when asked (Accept)" 401 "$(est simpleenroll "" "" "$WORK/b.b64" \
+  -H 'Accept: application/json')"
+expect "JSON error body" '^\{"error":"unauthenticated","message":"[^"]+"\}$' "$WORK/body"
+
+# --- JSON bootstrap API -------------------------------------------------------------------------
+J_CERT=$(openssl x509 -in "$J/cert.pem" -outform DER | base64 -w0)
+J_KDEV=$(cat "$J/bootstrap.hex")
+csr_b64 "$WORK/j.key" "/CN=$ID_J" >"$WORK/j.b64"
+boot() {  # boot FILE [curl args]
+  local f=$1
+  shift
+  http --cert "$J/cert.pem" --key "$J/key.plain.pem" -H 'Content-Type: application/json' \
+    --data-binary @"$f" "$@" "$URL/api/v1/bootstrap"
+}
+body() {  # body TIMESTAMP TOKEN > file
+  printf '{"device_id":"%s","csr":"%s","device_cert":"%s","timestamp":%s,"token":"%s"}' \
+    "$ID_J" "$(cat "$WORK/j.b64")" "$J_CERT" "$1" "$2"
+}
+NOW=$(date +%s)
+body "$NOW" "$(token "$(printf '%064d' 0)" "$ID_J" "$NOW")" >"$WORK/wrong-hmac.json"
+status "token with a wrong HMAC" 401 "$(boot "$WORK/wrong-hmac.json")"
+OLD=$((NOW - 1000))
+body "$OLD" "$(token "$J_KDEV" "$ID_J" "$OLD")" >"$WORK/old.json"
+status "timestamp outside the window" 401 "$(boot "$WORK/old.json")"
+body "$NOW" "not-hex-$(printf '%056d' 0)" >"$WORK/nonhex.json"
+status "non-hex token" 400 "$(boot "$WORK/nonhex.json")"
+printf '{"device_id":"%s","timestamp":%s}' "$ID_J" "$NOW" >"$WORK/missing.json"
+status "missing JSON fields" 400 "$(boot "$WORK/missing.json")"
+expect "the reason names the field" "missing field" "$WORK/body"
+printf '[1, 2, 3]' >"$WORK/array.json"
+status "JSON that is not an object" 400 "$(boot "$WORK/array.json")"
+printf '{"device_id": ' >"$WORK/truncated.json"
+status "JSON cut short" 400 "$(boot "$WORK/truncated.json")"
+printf '{"device_id":"%s","csr":"%%%%%%","device_cert":"%s","timestamp":%s,"token":"%s"}' \
+  "$ID_J" "$J_CERT" "$NOW" "$(token "$J_KDEV" "$ID_J" "$NOW")" >"$WORK/badcsr.json"
+status "garbage base64 in the JSON csr" 400 "$(boot "$WORK/badcsr.json")"
+head -c 1048576 /dev/zero | tr '\0' 'a' | sed 's/^/{"pad":"/; s/$/"}/' >"$WORK/huge.json"
+status "1 MB of JSON" 413 "$(boot "$WORK/huge.json")"
+status "wrong content type (JSON)" 415 "$(http -H 'Content-Type: text/plain' \
+  --data-binary @"$WORK/missing.json" "$URL/api/v1/bootstrap")"
+AUDIT_TS=$((NOW + 1))
+body "$AUDIT_TS" "$(token "$J_KDEV" "$ID_J" "$AUDIT_TS")" >"$WORK/good.json"
+status "a valid bootstrap (control)" 200 "$(boot "$WORK/good.json")"
+status "replayed token" 409 "$(boot "$WORK/good.json")"
+ISSUED_BY_CONTROL=1
+
+# --- transport limits ---------------------------------------------------------------------------
+status "oversized headers" 431 "$(http -H "X-Padding: $(head -c 20000 /dev/zero | tr '\0' a)" \
+  "$URL/healthz")"
+status "unknown path" 404 "$(http "$URL/.well-known/est/fullcmc")"
+status "wrong method" 405 "$(http -X DELETE "$URL/api/v1/bootstrap")"
+# One byte per second: the whole request must arrive within request_timeout_s (2 s here).
+( for c in G E T ' ' / h e a l t h z; do printf '%s' "$c"; sleep 1; done ) |
+  timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -quiet -ign_eof >"$WORK/slow" 2>/dev/null
+expect "a client sending one byte per second gets 408" "HTTP/1.1 408" "$WORK/slow"
+# max_connections = 4: four idle connections, then a fifth is answered 503.
+HOLDERS=()
+for _ in 1 2 3 4; do
+  (sleep 3) | openssl s_client -connect "127.0.0.1:$PORT" -quiet >/dev/null 2>&1 &
+  HOLDERS+=($!)
+done
+sleep 1
+status "beyond max_connections" 503 "$(http "$URL/healthz")"
+wait "${HOLDERS[@]}"
+status "the server still answers afterwards" 200 "$(http "$URL/healthz")"
+
+# --- nothing issued, nothing changed ------------------------------------------------------------
+equal "no LDevID issued by any hostile request" "$(ldevids)" "$((BEFORE_LDEVIDS + ISSUED_BY_CONTROL))"
+AFTER_DEVICES=$(sql "SELECT group_concat(device_id || state, ',') FROM devices ORDER BY device_id")
+equal "device states unchanged but J" "$(echo "$AFTER_DEVICES" | tr ',' '\n' | grep -vc "$ID_J")" \
+  "$(echo "$BEFORE_DEVICES" | tr ',' '\n' | grep -vc "$ID_J")"
+check "refusals are audited" test "$(sql "SELECT COUNT(*) FROM audit_log WHERE action = 'cert.refuse'")" -ge 3
+curl -sS --cacert "$CA/certs/root.pem" "$URL/metrics" >"$WORK/metrics"
+expect "metrics: refusals by reason" \
+  'iotpki_enroll_refusals_total\{endpoint="est_simpleenroll",reason="unauthenticated"\} [0-9]+' \
+  "$WORK/metrics"
+expect "metrics: 503s counted" 'iotpki_http_connections_rejected_total\{action="503"\} [1-9]' \
+  "$WORK/metrics"
+check "server survived everything (healthz)" test "$(http "$URL/healthz")" = 200
+check "audit chain intact" "$IOTPKI" audit verify --dir "$CA"
+check "server stops cleanly" stop_server
+finish
