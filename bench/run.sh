@@ -2,7 +2,7 @@
 # Runs the benchmarks, each next to its `openssl speed` baseline measured in the same run. Never
 # run by ctest or CI: the figures depend on the machine; docs/performance.md records them.
 #
-#   bench/run.sh [BUILD_DIR]        default BUILD_DIR: build/ (built RelWithDebInfo if needed)
+#   bench/run.sh [BUILD_DIR]        default BUILD_DIR: build/ (configured RelWithDebInfo if new)
 #   IOTPKI_BENCH_DEVICES=20000      devices per batch run
 #   IOTPKI_BENCH_WORKERS=2          signing threads per batch run
 #
@@ -16,7 +16,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-"$root/build"}
-"$root/scripts/build.sh" "$build" >/dev/null
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+fi
+ninja -C "$build" iotpki issue_bench mfg_bench bench_tool >/dev/null
 bin="$build/bench"
 iotpki="$build/apps/iotpki/iotpki"
 n=${IOTPKI_BENCH_DEVICES:-20000}

@@ -18,7 +18,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-1000000}
 build=${2:-"$root/build"}
-"$root/scripts/build.sh" "$build" >/dev/null
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+fi
+ninja -C "$build" iotpki bench_tool >/dev/null
 iotpki="$build/apps/iotpki/iotpki"
 tool="$build/bench/bench_tool"
 if [ -n "${IOTPKI_SCALE_DIR:-}" ]; then

@@ -74,7 +74,6 @@ Error At(const DeviceInput& d, Error e) { return std::move(e).Context(d.origin);
 // One device of a group on its way through the protocol.
 struct Item {
   const DeviceInput* device = nullptr;
-  Bytes csr;  // kCsr: the file's bytes, read and checked in the preflight
   std::optional<ca::Authority::Prepared> prepared;
   std::optional<Error> error;
   std::optional<store::WriteBatch> refusal_audit;
@@ -519,7 +518,7 @@ class Run {
     // The first device that failed, in input order, stops the batch before its group commits.
     for (auto& item : items) {
       if (!item.error) continue;
-      // A refusal is audited as Authority::Issue audits it; the detail is what matters.
+      // Policy and lint refusals are audited, as Authority::Issue audits them.
       if (item.refusal_audit) (void)ca_.store().Commit(*item.refusal_audit);
       return Fail(std::move(*item.error));
     }
