@@ -7,7 +7,10 @@
 // same run: 3 signatures + 4 verifications + 1 ECDH.
 //
 //   enroll_load --iotpki build/apps/iotpki/iotpki [--devices 2000] [--connections 32]
-//               [--mode est|json|mixed] [--work DIR] [--io-threads N]
+//               [--mode est|json|mixed|tls] [--work DIR] [--io-threads N]
+//
+// --mode tls makes the same connections and handshakes but asks GET /healthz: the transport's
+// share of the cost, with nothing issued.
 //
 // The devices (IDevIDs registered as manufactured, new keys and CSRs for their LDevIDs) are made
 // in-process before the server starts; nothing of that is timed.
@@ -149,8 +152,9 @@ struct Stats {
 
 class Load {
  public:
-  Load(net::io_context& ioc, ssl::context& ctx, tcp::endpoint ep, std::vector<Device>& devices)
-      : ioc_(ioc), ctx_(ctx), ep_(ep), devices_(devices) {}
+  Load(net::io_context& ioc, ssl::context& ctx, tcp::endpoint ep, std::vector<Device>& devices,
+       bool tls_only)
+      : ioc_(ioc), ctx_(ctx), ep_(ep), devices_(devices), tls_only_(tls_only) {}
 
   void Start(int connections) {
     for (int i = 0; i < connections; ++i) Next();
@@ -175,7 +179,11 @@ class Load {
       req.version(11);
       req.method(http::verb::post);
       req.set(http::field::host, "127.0.0.1");
-      if (dev.json) {
+      if (load.tls_only_) {
+        // The transport alone: the same handshake, then a request that issues nothing.
+        req.method(http::verb::get);
+        req.target("/healthz");
+      } else if (dev.json) {
         int64_t now = SystemClock::Instance().NowUnix();
         nlohmann::json body = {{"device_id", dev.device_id},
                                {"csr", dev.csr_b64},
@@ -234,6 +242,7 @@ class Load {
   ssl::context& ctx_;
   tcp::endpoint ep_;
   std::vector<Device>& devices_;
+  bool tls_only_;
   size_t next_ = 0;
   Stats stats_;
 };
@@ -301,12 +310,14 @@ int main(int argc, char** argv) {
       o.io_threads = std::stoi(value());
     } else {
       Die("unknown option " + a +
-          " (--iotpki PATH [--devices N] [--connections N] [--mode est|json|mixed] "
+          " (--iotpki PATH [--devices N] [--connections N] [--mode est|json|mixed|tls] "
           "[--work DIR] [--io-threads N])");
     }
   }
   if (o.iotpki.empty()) Die("--iotpki PATH_TO_IOTPKI is required");
-  if (o.mode != "est" && o.mode != "json" && o.mode != "mixed") Die("--mode est|json|mixed");
+  if (o.mode != "est" && o.mode != "json" && o.mode != "mixed" && o.mode != "tls") {
+    Die("--mode est|json|mixed|tls");
+  }
   std::string dir = o.work.empty() ? bench::MakeTempDir("iotpki-enroll-load") : o.work;
 
   std::cout << "== enroll_load: " << o.devices << " devices, mode " << o.mode << ", "
@@ -338,8 +349,8 @@ int main(int argc, char** argv) {
   X509_STORE_add_cert(SSL_CTX_get_cert_store(native), root.handle());
   ssl::context ctx(native);
   Load load(ioc, ctx,
-            tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)),
-            devices);
+            tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)), devices,
+            o.mode == "tls");
 
   double cpu0 = ProcessCpu(server);
   auto t0 = std::chrono::steady_clock::now();
