@@ -51,7 +51,7 @@ echo "store: $(size) bytes ($(awk -v b="$(size)" -v n="$n" 'BEGIN {printf "%.0f"
 
 echo "== 2. LDevID rows (bench-only fast path)"
 "$tool" add-ldevids "$ca"
-"$iotpki" device count --dir "$ca" >/dev/null  # a checkpoint-free warm-up of the page cache
+"$iotpki" device count --dir "$ca" >/dev/null  # opens the store once before timing
 echo "store: $(size) bytes"
 
 echo "== 3. query latency (whole command, best and median of 5)"

@@ -127,10 +127,10 @@ expect "metrics: certificates expiring within 90 days" \
 status "healthz" 200 "$(http "$URL/healthz")"
 
 # --- graceful shutdown: a request in flight when SIGTERM arrives still gets its answer ----------
-( printf 'GET /healthz HTTP/1.1\r\nHost: x\r\n'; sleep 1; printf '\r\n'; sleep 2 ) |
+( printf 'GET /healthz HTTP/1.1\r\nHost: x\r\n'; sleep 3; printf '\r\n'; sleep 2 ) |
   openssl s_client -connect "127.0.0.1:$PORT" -quiet -ign_eof >"$WORK/inflight" 2>/dev/null &
 CLIENT=$!
-sleep 0.5
+sleep 1.5  # the request's first bytes are in; its end comes after SIGTERM
 kill -TERM "$SERVER_PID"
 wait "$CLIENT"
 expect "request in flight answered after SIGTERM" "HTTP/1.1 200 OK" "$WORK/inflight"

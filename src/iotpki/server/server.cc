@@ -1,7 +1,6 @@
 #include "iotpki/server/server.h"
 
 #include <algorithm>
-#include <array>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -458,7 +457,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void DrainSome() {
-    lowest().socket().async_read_some(net::buffer(drain_),
+    constexpr size_t kDrainBuffer = 16384;
+    if (!drain_) drain_.reset(new char[kDrainBuffer]);
+    lowest().socket().async_read_some(net::buffer(drain_.get(), kDrainBuffer),
                                       [self = shared_from_this()](error_code ec, size_t n) {
                                         self->drained_ += n;
                                         if (ec || self->drained_ > (8u << 20)) {
@@ -498,7 +499,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = false;
   bool linger_ = false;
   std::chrono::steady_clock::time_point linger_deadline_;
-  std::array<char, 16384> drain_;
+  std::unique_ptr<char[]> drain_;  // allocated only for a lingering close
   size_t drained_ = 0;
   uint64_t served_ = 0;
   PeerVerify verify_;
