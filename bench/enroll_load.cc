@@ -7,10 +7,13 @@
 // same run: 3 signatures + 4 verifications + 1 ECDH.
 //
 //   enroll_load --iotpki build/apps/iotpki/iotpki [--devices 2000] [--connections 32]
-//               [--mode est|json|mixed|tls] [--work DIR] [--io-threads N]
+//               [--mode est|json|mixed|tls] [--work DIR] [--io-threads N] [--groups LIST]
 //
 // --mode tls makes the same connections and handshakes but asks GET /healthz: the transport's
-// share of the cost, with nothing issued.
+// share of the cost, with nothing issued. --groups sets the key-exchange groups the clients
+// offer (OpenSSL's list syntax, default P-256, the group the crypto model counts); with
+// "X25519:P-256", what OpenSSL clients such as curl and iotpki-agent offer, the server takes
+// X25519.
 //
 // The devices (IDevIDs registered as manufactured, new keys and CSRs for their LDevIDs) are made
 // in-process before the server starts; nothing of that is timed.
@@ -64,6 +67,7 @@ struct Options {
   int connections = 32;
   std::string mode = "est";
   int io_threads = 0;
+  std::string groups = "P-256";
 };
 
 struct Device {
@@ -308,10 +312,12 @@ int main(int argc, char** argv) {
       o.mode = value();
     } else if (a == "--io-threads") {
       o.io_threads = std::stoi(value());
+    } else if (a == "--groups") {
+      o.groups = value();
     } else {
       Die("unknown option " + a +
           " (--iotpki PATH [--devices N] [--connections N] [--mode est|json|mixed|tls] "
-          "[--work DIR] [--io-threads N])");
+          "[--work DIR] [--io-threads N] [--groups LIST])");
     }
   }
   if (o.iotpki.empty()) Die("--iotpki PATH_TO_IOTPKI is required");
@@ -322,7 +328,8 @@ int main(int argc, char** argv) {
 
   std::cout << "== enroll_load: " << o.devices << " devices, mode " << o.mode << ", "
             << o.connections << " concurrent connections, " << std::thread::hardware_concurrency()
-            << " cores, " << OpenSSL_version(OPENSSL_VERSION) << "\n";
+            << " cores, key exchange " << o.groups << ", " << OpenSSL_version(OPENSSL_VERSION)
+            << "\n";
   auto t_prep = std::chrono::steady_clock::now();
   std::vector<Device> devices = MakeDevices(o, dir + "/ca");
   std::cout << "prepared " << devices.size() << " provisioned devices and their CSRs in "
@@ -341,8 +348,8 @@ int main(int argc, char** argv) {
   net::io_context ioc(1);
   auto native = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_min_proto_version(native, TLS1_3_VERSION);
-  // The key exchange the crypto model counts: ECDH on P-256.
-  SSL_CTX_set1_groups_list(native, "P-256");
+  // By default the key exchange the crypto model counts: ECDH on P-256.
+  if (SSL_CTX_set1_groups_list(native, o.groups.c_str()) != 1) Die("bad --groups " + o.groups);
   SSL_CTX_set_verify(native, SSL_VERIFY_PEER, nullptr);
   auto root_pem = Must(ReadTextFile(dir + "/ca/certs/root.pem"), "root");
   auto root = Must(x509::Certificate::FromPem(root_pem), "root");

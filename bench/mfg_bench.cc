@@ -86,6 +86,11 @@ void BM_CertificateFromDer(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(x509::Certificate::FromDer(der));
 }
 
+void BM_CsrFromDer(benchmark::State& state) {
+  Bytes der = x509::MakeCsr(*crypto::PrivateKey::Generate(), {.common_name = "d"})->ToDer();
+  for (auto _ : state) benchmark::DoNotOptimize(x509::Csr::FromDer(der));
+}
+
 void BM_PublicKeyFromDer(benchmark::State& state) {
   Bytes spki = crypto::PrivateKey::Generate()->public_key().ToDer();
   for (auto _ : state) benchmark::DoNotOptimize(crypto::PublicKey::FromDer(spki));
@@ -153,6 +158,7 @@ BENCHMARK(BM_GenerateKey)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PrepareGenerated)->Iterations(3000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PrepareCsr)->Iterations(3000)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CertificateFromDer)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CsrFromDer)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PublicKeyFromDer)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TransportEncrypt)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_BootstrapSecret)->Unit(benchmark::kMicrosecond);

@@ -2,7 +2,7 @@
 # End-to-end test of `iotpki mfg provision` and `iotpki device`, with openssl, certtool and
 # sqlite3 as independent clients: batches from a CSV (keys made by the CA) and from CSRs, the
 # inventory queries, every bad input, a real SIGKILL in the middle of a batch and a full disk,
-# each followed by --resume. Usage: mfg_cli_test.sh PATH_TO_IOTPKI
+# each followed by --resume; --c509 (cert.c509 decoded by `iotpki c509 decode`, compared with cmp). Usage: mfg_cli_test.sh PATH_TO_IOTPKI
 source "$(dirname "$0")/lib.sh"
 IOTPKI=$1
 D="$WORK/ca"
@@ -335,6 +335,49 @@ check "--resume completes it without the limit" provision --count 2000 --serial-
   --model TH-100 --batch limited --keys ca --no-bundles --discard-keys --group-size 100 \
   --out "$WORK/limited" --resume
 consistent "$WORK/limited" limited 2000
+
+# --- --c509: cert.c509 beside cert.der, and its hash in the manifest ---------------------------
+C5="$WORK/out-c509"
+check "mfg provision --c509" provision --count 5 --serial-prefix C5- --model TH-100 --batch c509 \
+  --keys ca --c509 --out "$C5"
+consistent "$C5" c509 5
+# c509_ok: every cert.c509 of $C5 decodes (iotpki c509 decode) to exactly its cert.der, and the
+# manifest's c509_sha256 is the SHA-256 of each cert.c509.
+c509_ok() {
+  local same=0 s
+  for s in C5-000001 C5-000002 C5-000003 C5-000004 C5-000005; do
+    "$IOTPKI" c509 decode --in "$C5/$s/cert.c509" --out "$WORK/decoded.der" &&
+      cmp -s "$WORK/decoded.der" "$C5/$s/cert.der" && same=$((same + 1))
+  done
+  equal "c509: every cert.c509 decodes to its cert.der, byte for byte ($1)" "$same" "5"
+  sed -E 's/.*"serial":"([^"]*)".*"c509_sha256":"([^"]*)".*/\1 \2/' "$C5/manifest.jsonl" |
+    sort >"$WORK/listed_c509.txt"
+  (cd "$C5" && sha256sum -- */cert.c509) | sed -E 's|^([0-9a-f]{64})  (.*)/cert.c509$|\2 \1|' |
+    sort >"$WORK/file_c509.txt"
+  if [ "$(wc -l <"$WORK/file_c509.txt")" = 5 ] && cmp -s "$WORK/listed_c509.txt" "$WORK/file_c509.txt"
+  then pass "c509: manifest c509_sha256 = SHA-256 of every cert.c509 ($1)"
+  else fail "c509: manifest c509_sha256 = SHA-256 of every cert.c509 ($1)"; fi
+}
+c509_ok "new batch"
+check "c509: cert.c509 is smaller than cert.der" test "$(stat -c %s "$C5/C5-000001/cert.c509")" -lt \
+  "$(stat -c %s "$C5/C5-000001/cert.der")"
+expect "c509: batch.json records it" '"c509": true' "$C5/batch.json"
+refuse "--resume without --c509 is another batch" "c509 true, not false" provision --count 5 \
+  --serial-prefix C5- --model TH-100 --batch c509 --keys ca --out "$C5" --resume
+refuse "--c509 needs device folders" "--c509 .*--no-bundles" provision --count 5 \
+  --serial-prefix C6- --model TH-100 --batch c6 --keys ca --c509 --no-bundles --discard-keys \
+  --out "$WORK/out-c6"
+[ ! -e "$WORK/out-c6" ] && pass "... and writes nothing" || fail "... and writes nothing"
+# A crash between the commit and the publication of the last device: --resume rebuilds its
+# folder, cert.c509 included, from the store.
+head -n 4 "$C5/manifest.jsonl" >"$WORK/m4" && cat "$WORK/m4" >"$C5/manifest.jsonl"
+mv "$C5/C5-000005" "$C5/.partial/C5-000005"
+rm "$C5/.partial/C5-000005/cert.der" "$C5/.partial/C5-000005/cert.pem" \
+  "$C5/.partial/C5-000005/cert.c509"
+check "--resume --c509 finishes a device committed but not published" provision --count 5 \
+  --serial-prefix C5- --model TH-100 --batch c509 --keys ca --c509 --out "$C5" --resume
+consistent "$C5" c509 5
+c509_ok "after --resume"
 
 check "audit verify" "$IOTPKI" audit verify --dir "$D"
 finish

@@ -2,7 +2,8 @@
 # `iotpki serve` with curl as an independent EST client (RFC 7030): cacerts, csrattrs,
 # simpleenroll, simplereenroll (renew and rekey), CSRs made by `openssl req`, answers decoded with
 # `openssl pkcs7`, chains checked with `openssl verify`, the store read with sqlite3; the JSON API
-# with a token computed by `openssl dgst`; metrics; a graceful shutdown with a request in flight.
+# with a token computed by `openssl dgst`; metrics; a graceful shutdown with a request in flight;
+# C509 answers chosen by Accept, decoded with `iotpki c509 decode` and checked with openssl.
 # Usage: serve_est_test.sh PATH_TO_IOTPKI
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
@@ -50,8 +51,8 @@ check "LDevID verifies to the root (openssl verify, sslclient)" openssl verify \
   -CAfile "$CA/certs/root.pem" -untrusted "$CA/certs/operational.pem" -purpose sslclient "$WORK/ld1.pem"
 openssl x509 -in "$WORK/ld1.pem" -noout -text -nameopt RFC2253 >"$WORK/ld1.txt"
 expect "LDevID names the device" "CN=$ID1" "$WORK/ld1.txt"
-expect "LDevID is for the CSR's key" "$(openssl pkey -in "$WORK/ld1.key" -pubout | sed -n 2p | cut -c1-40)" \
-  <(openssl x509 -in "$WORK/ld1.pem" -noout -pubkey)
+equal "LDevID is for the CSR's key" "$(openssl x509 -in "$WORK/ld1.pem" -noout -pubkey)" \
+  "$(openssl pkey -in "$WORK/ld1.key" -pubout)"
 equal "device is active" "$(sql "SELECT state FROM devices WHERE device_id = '$ID1'")" "active"
 equal "LDevID recorded for the device" \
   "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'ldevid' AND device_id = '$ID1'")" "1"
@@ -151,6 +152,122 @@ start_server
 status "restarted server answers" 200 "$(http "$URL/healthz")"
 equal "server certificate reused, not reissued" \
   "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'server'")" "1"
+
+# --- C509 answers (Accept), draft-ietf-cose-cbor-encoded-cert + draft-liao-ace-est-c509 ---------
+# ctype: the Content-Type of the last answer; headers in $WORK/headers.
+ctype() { sed -n 's/^[Cc]ontent-[Tt]ype: *\(.*\)\r$/\1/p' "$WORK/headers" | tail -1; }
+# cose_split FILE PREFIX: the byte strings of a COSE_C509 (one, or an array of them) into PREFIX.0,
+# PREFIX.1, ... with od and dd, independently of iotpki's CBOR code; fails on anything else.
+cose_split() {
+  local f=$1 p=$2 off=0 count=1 i h len hl
+  byte() { od -An -tu1 -j"$1" -N1 "$f" | tr -d ' '; }
+  h=$(byte 0)
+  if [ $((h >> 5)) = 4 ]; then count=$((h & 31)); off=1; fi
+  for ((i = 0; i < count; i++)); do
+    h=$(byte $off)
+    [ $((h >> 5)) = 2 ] || return 1
+    case $((h & 31)) in
+      24) len=$(byte $((off + 1))); hl=2 ;;
+      25) len=$(($(byte $((off + 1))) * 256 + $(byte $((off + 2))))); hl=3 ;;
+      *) len=$((h & 31)); hl=1 ;;
+    esac
+    dd if="$f" of="$p.$i" bs=1 skip=$((off + hl)) count="$len" status=none
+    off=$((off + hl + len))
+  done
+  if [ "$off" = "$(stat -c %s "$f")" ]; then echo "$count"; else echo "$count, then trailing bytes"; fi
+}
+openssl x509 -in "$CA/certs/operational.pem" -outform DER -out "$WORK/opca.der"
+openssl x509 -in "$CA/certs/root.pem" -outform DER -out "$WORK/root.der"
+
+status "cacerts, Accept: application/cose-c509-cert+cbor" 200 "$(http -D "$WORK/headers" \
+  -H 'Accept: application/cose-c509-cert+cbor' "$URL/.well-known/est/cacerts")"
+equal "its Content-Type" "$(ctype)" "application/cose-c509-cert+cbor"
+if grep -qi '^Content-Transfer-Encoding' "$WORK/headers"; then
+  fail "no Content-Transfer-Encoding on CBOR (draft-liao-ace-est-c509)"
+else pass "no Content-Transfer-Encoding on CBOR (draft-liao-ace-est-c509)"; fi
+base64 -d "$WORK/body" >"$WORK/cacert.c509"
+check "the body is base64 of one C509 certificate: iotpki c509 decode" \
+  "$IOTPKI" c509 decode --in "$WORK/cacert.c509" --out "$WORK/cacert.der"
+check "... giving back the operational CA's DER" cmp "$WORK/cacert.der" "$WORK/opca.der"
+
+status "cacerts, Accept: application/cose-c509+cbor; usage=chain" 200 "$(http -D "$WORK/headers" \
+  -H 'Accept: application/cose-c509+cbor; usage=chain' "$URL/.well-known/est/cacerts")"
+equal "its Content-Type" "$(ctype)" "application/cose-c509+cbor; usage=chain"
+base64 -d "$WORK/body" >"$WORK/cachain.cbor"
+equal "COSE_C509: an array of two byte strings, nothing after" \
+  "$(cose_split "$WORK/cachain.cbor" "$WORK/cachain")" "2"
+check "first the operational CA" \
+  sh -c "'$IOTPKI' c509 decode --in '$WORK/cachain.0' | cmp - '$WORK/opca.der'"
+check "then the root" sh -c "'$IOTPKI' c509 decode --in '$WORK/cachain.1' | cmp - '$WORK/root.der'"
+status "cacerts, Accept: application/cose-c509+cbor (a set)" 200 "$(http -D "$WORK/headers" \
+  -H 'Accept: application/cose-c509+cbor' "$URL/.well-known/est/cacerts")"
+equal "its Content-Type has no usage" "$(ctype)" "application/cose-c509+cbor"
+status "cacerts without Accept" 200 "$(http -D "$WORK/headers" -H 'Accept:' \
+  "$URL/.well-known/est/cacerts")"
+equal "is still PKCS#7" "$(ctype)" "application/pkcs7-mime"
+check "... which openssl reads" p7_certs "$WORK/body" "$WORK/cacerts2.pem"
+status "cacerts, Accept: */* (curl's default)" 200 "$(http -D "$WORK/headers" -H 'Accept: */*' \
+  "$URL/.well-known/est/cacerts")"
+equal "is PKCS#7" "$(ctype)" "application/pkcs7-mime"
+
+# simpleenroll, one certificate: D1 is active, so a retry with a fresh key is answered again.
+csr_b64 "$WORK/c1.key" "/CN=$ID1" >"$WORK/c1.b64"
+status "simpleenroll, Accept: application/cose-c509-cert+cbor" 200 "$(http -D "$WORK/headers" \
+  --cert "$D1/cert.pem" --key "$D1/key.plain.pem" -H 'Content-Type: application/pkcs10' \
+  -H 'Accept: application/pkcs7-mime;q=0.5, application/cose-c509-cert+cbor' \
+  --data-binary @"$WORK/c1.b64" "$URL/.well-known/est/simpleenroll")"
+equal "its Content-Type" "$(ctype)" "application/cose-c509-cert+cbor"
+base64 -d "$WORK/body" >"$WORK/c1.c509"
+check "iotpki c509 decode gives DER" "$IOTPKI" c509 decode --in "$WORK/c1.c509" --out "$WORK/c1.der"
+openssl x509 -inform DER -in "$WORK/c1.der" -out "$WORK/c1.pem"
+check "that DER verifies to the root (openssl verify): the X.509 signature survived" \
+  openssl verify -CAfile "$CA/certs/root.pem" -untrusted "$CA/certs/operational.pem" \
+  -purpose sslclient "$WORK/c1.pem"
+equal "it certifies the CSR's key" "$(openssl x509 -in "$WORK/c1.pem" -noout -pubkey)" \
+  "$(openssl pkey -in "$WORK/c1.key" -pubout)"
+equal "and is the DER the store recorded" "$(sql "SELECT COUNT(*) FROM certificates WHERE \
+  hex(der) = '$(od -An -tx1 -v "$WORK/c1.der" | tr -d ' \n' | tr a-f A-F)'")" "1"
+check "the C509 is smaller than the DER" test "$(stat -c %s "$WORK/c1.c509")" -lt \
+  "$(stat -c %s "$WORK/c1.der")"
+
+# simplereenroll, the chain: leaf then the operational CA.
+csr_b64 "$WORK/rekey.key" "$SUBJ" >"$WORK/c2.b64"
+status "simplereenroll, Accept: application/cose-c509+cbor" 200 "$(http -D "$WORK/headers" \
+  --cert "$WORK/rekeyed.pem" --key "$WORK/rekey.key" -H 'Content-Type: application/pkcs10' \
+  -H 'Accept: application/cose-c509+cbor' --data-binary @"$WORK/c2.b64" \
+  "$URL/.well-known/est/simplereenroll")"
+equal "its Content-Type says usage=chain" "$(ctype)" "application/cose-c509+cbor; usage=chain"
+base64 -d "$WORK/body" >"$WORK/c2.cbor"
+equal "COSE_C509 of two certificates" "$(cose_split "$WORK/c2.cbor" "$WORK/c2")" "2"
+"$IOTPKI" c509 decode --in "$WORK/c2.0" --pem --out "$WORK/c2.leaf.pem"
+"$IOTPKI" c509 decode --in "$WORK/c2.1" --pem --out "$WORK/c2.ca.pem"
+check "the decoded leaf verifies with the decoded chain (openssl verify)" \
+  openssl verify -CAfile "$CA/certs/root.pem" -untrusted "$WORK/c2.ca.pem" "$WORK/c2.leaf.pem"
+check "the chain's CA is the operational CA" \
+  sh -c "openssl x509 -in '$WORK/c2.ca.pem' -outform DER | cmp - '$WORK/opca.der'"
+equal "renewed: same key" "$(openssl x509 -in "$WORK/c2.leaf.pem" -noout -pubkey)" \
+  "$(openssl pkey -in "$WORK/rekey.key" -pubout)"
+
+# Nothing acceptable: 406 before anything is issued; a malformed Accept: 400.
+before=$(ldevids)
+csr_b64 "$WORK/c3.key" "/CN=$ID1" >"$WORK/c3.b64"
+status "simpleenroll, Accept: application/json only" 406 "$(http -D "$WORK/headers" \
+  --cert "$D1/cert.pem" --key "$D1/key.plain.pem" -H 'Content-Type: application/pkcs10' \
+  -H 'Accept: application/json' --data-binary @"$WORK/c3.b64" "$URL/.well-known/est/simpleenroll")"
+expect "406 body is the JSON error" '"error": ?"not_acceptable"' "$WORK/body"
+expect "naming what is available" 'application/cose-c509-cert\+cbor' "$WORK/body"
+status "simpleenroll, Accept: application/cose-c509-cert+cbor;q=0, text/*" 406 "$(http \
+  --cert "$D1/cert.pem" --key "$D1/key.plain.pem" -H 'Content-Type: application/pkcs10' \
+  -H 'Accept: application/cose-c509-cert+cbor;q=0, text/*' --data-binary @"$WORK/c3.b64" \
+  "$URL/.well-known/est/simpleenroll")"
+status "cacerts, Accept: image/png" 406 "$(http -H 'Accept: image/png' \
+  "$URL/.well-known/est/cacerts")"
+status "simpleenroll, malformed Accept" 400 "$(http --cert "$D1/cert.pem" \
+  --key "$D1/key.plain.pem" -H 'Content-Type: application/pkcs10' \
+  -H 'Accept: application/cose-c509-cert+cbor;q=2' --data-binary @"$WORK/c3.b64" \
+  "$URL/.well-known/est/simpleenroll")"
+expect "400 names the problem" "malformed Accept header" "$WORK/body"
+equal "nothing issued by the refused requests" "$(ldevids)" "$before"
 check "audit chain intact" "$IOTPKI" audit verify --dir "$CA"
 stop_server
 finish

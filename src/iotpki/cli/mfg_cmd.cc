@@ -29,6 +29,7 @@ struct ProvisionArgs {
   bool resume = false;
   bool no_bundles = false;
   bool discard_keys = false;
+  bool c509 = false;
   unsigned workers = 0;
   size_t group_size = 0;
   std::string passphrase_file;
@@ -109,6 +110,7 @@ Result<void> RunProvision(const ProvisionArgs& args) {
                                 .out = args.out,
                                 .resume = args.resume,
                                 .bundles = !args.no_bundles,
+                                .c509 = args.c509,
                                 .discard_keys = args.discard_keys,
                                 .workers = args.workers,
                                 .group_size = args.group_size,
@@ -194,6 +196,8 @@ void AddMfgCommands(CLI::App& app) {
       ->required();
   p->add_flag("--resume", args->resume, "Continue the batch already started in --out");
   p->add_flag("--no-bundles", args->no_bundles, "Write the manifest only, no device folders");
+  p->add_flag("--c509", args->c509,
+              "Also write cert.c509 (the IDevID as C509, type 3) into each device folder");
   p->add_flag("--discard-keys", args->discard_keys,
               "With --keys ca --no-bundles: drop the generated keys (benchmarks only)");
   p->add_option("--workers", args->workers, "Signing threads (default: one per core)");

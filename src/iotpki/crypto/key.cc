@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 
 #include "iotpki/common/der.h"
 #include "iotpki/crypto/ossl.h"
@@ -100,7 +101,82 @@ Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView 
   return pk;
 }
 
+namespace {
+
+constexpr std::string_view kOidEcPublicKey = "1.2.840.10045.2.1";
+constexpr std::string_view kOidP256 = "1.2.840.10045.3.1.7";
+constexpr std::string_view kOidP384 = "1.3.132.0.34";
+
+// An EC key on a named curve we issue for, read with the strict DER reader: the curve and the
+// point, or nullopt for any other SPKI (left to OpenSSL's decoders).
+struct NamedCurvePoint {
+  KeyType curve;
+  ByteView point;
+};
+std::optional<NamedCurvePoint> ReadNamedCurveSpki(ByteView spki) {
+  der::Reader outer(spki);
+  auto seq = outer.Expect(der::kSequence);
+  if (!seq || !outer.empty()) return std::nullopt;
+  der::Reader fields(seq->contents);
+  auto alg = fields.Expect(der::kSequence);
+  auto bits = fields.Expect(der::kBitString);
+  if (!alg || !bits || !fields.empty()) return std::nullopt;
+  der::Reader a(alg->contents);
+  auto type = a.Expect(der::kOid);
+  auto curve = a.Expect(der::kOid);
+  if (!type || !curve || !a.empty()) return std::nullopt;
+  if (der::OidToText(type->contents) != kOidEcPublicKey) return std::nullopt;
+  std::string curve_oid = der::OidToText(curve->contents);
+  KeyType t = curve_oid == kOidP256   ? KeyType::kP256
+              : curve_oid == kOidP384 ? KeyType::kP384
+                                      : KeyType::kOther;
+  if (t == KeyType::kOther || bits->contents.size() < 2 || bits->contents[0] != 0) {
+    return std::nullopt;
+  }
+  return NamedCurvePoint{t, bits->contents.subspan(1)};
+}
+
+// EVP_PKEY_fromdata of an EC public point. The import decodes the point with
+// EC_POINT_oct2point, which refuses a point that is not on the curve.
+EVP_PKEY* EcPublicFromPoint(KeyType curve, ByteView point) {
+  auto ctx = ossl::Own(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1) return nullptr;
+  char* group = const_cast<char*>(CurveSn(curve));
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
+      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, const_cast<uint8_t*>(point.data()),
+                                        point.size()),
+      OSSL_PARAM_construct_end(),
+  };
+  EVP_PKEY* raw = nullptr;
+  if (EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params) != 1) return nullptr;
+  return raw;
+}
+
+}  // namespace
+
+Bytes EncodeEcSpki(KeyType curve, ByteView uncompressed_point) {
+  std::string_view curve_oid = curve == KeyType::kP384 ? kOidP384 : kOidP256;
+  return der::Sequence({der::Sequence({der::Oid(kOidEcPublicKey), der::Oid(curve_oid)}),
+                        der::BitString(uncompressed_point)});
+}
+
 Result<PublicKey> PublicKey::FromDer(ByteView spki) {
+  // OpenSSL 3.0's d2i_PUBKEY runs the generic decoder framework (~100 us, more than an ECDSA
+  // verification); the keys we issue for are read directly and imported from their point.
+  if (auto ec = ReadNamedCurveSpki(spki)) {
+    EVP_PKEY* raw = EcPublicFromPoint(ec->curve, ec->point);
+    if (raw == nullptr) {
+      return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
+    }
+    PublicKey pk;
+    pk.key_ = std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free);
+    pk.spki_.assign(spki.begin(), spki.end());
+    pk.type_ = ec->curve;
+    pk.bits_ = ec->curve == KeyType::kP384 ? 384 : 256;
+    pk.curve_ = CurveSn(ec->curve);
+    return pk;
+  }
   const unsigned char* p = spki.data();
   EVP_PKEY* raw = d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size()));
   if (raw == nullptr || p != spki.data() + spki.size()) {

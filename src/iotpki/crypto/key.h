@@ -76,6 +76,10 @@ class PublicKey {
   friend class PrivateKey;
 };
 
+// SubjectPublicKeyInfo DER of an EC key (id-ecPublicKey, namedCurve P-256 or P-384) from its
+// uncompressed SEC1 point: what i2d_PUBKEY produces, without OpenSSL 3.0's encoder lookup.
+Bytes EncodeEcSpki(KeyType curve, ByteView uncompressed_point);
+
 // The digest a CA uses with a key of this type: SHA-384 for P-384, SHA-256 otherwise.
 DigestAlgorithm DefaultDigest(KeyType type);
 

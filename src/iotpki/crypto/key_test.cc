@@ -1,6 +1,7 @@
 #include "iotpki/crypto/key.h"
 
 #include <gtest/gtest.h>
+#include <openssl/x509.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,6 +74,39 @@ TEST(Keys, FromScalarMatchesKnownPublicKey) {
   ASSERT_TRUE(key);
   EXPECT_EQ(ToHex(key->public_key().Sec1Point(true)),
             "02ae4cdb01f614defc7121285fdc7f5c6d1d42c95647f061ba0080df678867845e");
+}
+
+// EC keys are read without OpenSSL's decoders and written without its encoders; both must
+// agree byte for byte with i2d_PUBKEY, and an off-curve point must be refused.
+TEST(Keys, EcSpkiMatchesOpenSsl) {
+  for (KeyType t : {KeyType::kP256, KeyType::kP384}) {
+    auto key = PrivateKey::Generate(t);
+    ASSERT_TRUE(key);
+    unsigned char* der = nullptr;
+    int len = i2d_PUBKEY(key->handle(), &der);
+    ASSERT_GT(len, 0);
+    Bytes openssl(der, der + len);
+    OPENSSL_free(der);
+    EXPECT_EQ(key->public_key().ToDer(), openssl);
+    EXPECT_EQ(EncodeEcSpki(t, key->public_key().Sec1Point(false)), openssl);
+    auto pub = PublicKey::FromDer(openssl);
+    ASSERT_TRUE(pub);
+    EXPECT_EQ(pub->type(), t);
+    EXPECT_EQ(pub->bits(), t == KeyType::kP256 ? 256 : 384);
+    EXPECT_EQ(pub->curve(), key->public_key().curve());
+    auto sig = key->Sign(AsBytes("data"));
+    ASSERT_TRUE(sig);
+    EXPECT_TRUE(pub->Verify(AsBytes("data"), *sig, key->digest()));
+  }
+  auto key = PrivateKey::Generate(KeyType::kP256);
+  Bytes spki = key->public_key().ToDer();
+  spki.back() ^= 0x01;  // y no longer matches x
+  auto off_curve = PublicKey::FromDer(spki);
+  ASSERT_FALSE(off_curve);
+  EXPECT_EQ(off_curve.error().code(), Code::kInvalidArgument);
+  Bytes trailing = key->public_key().ToDer();
+  trailing.push_back(0);
+  EXPECT_FALSE(PublicKey::FromDer(trailing));
 }
 
 TEST(Keys, RefusesGarbage) {

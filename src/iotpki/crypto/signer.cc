@@ -30,9 +30,26 @@ const char* CurveGroup(KeyType t) {
 
 Result<PrivateKey> PrivateKey::FromHandle(std::shared_ptr<EVP_PKEY> key) {
   PrivateKey pk;
-  auto pub_der = ossl::ToDer(key.get(), i2d_PUBKEY);
-  if (pub_der.empty()) return Fail(ossl::Drain(Code::kInternal, "cannot encode public key"));
-  IOTPKI_TRY(pk.public_, PublicKey::FromDer(pub_der));
+  // The public half shares the key's handle. For EC keys its SPKI is written from the point:
+  // an i2d_PUBKEY/d2i_PUBKEY round trip through OpenSSL 3.0's encoders and decoders costs
+  // about ten times the key generation itself.
+  Bytes spki;
+  if (EVP_PKEY_get_base_id(key.get()) == EVP_PKEY_EC) {
+    char group[32] = {0};
+    size_t group_len = 0;
+    uint8_t point[1 + 2 * 48];
+    size_t point_len = 0;
+    if (EVP_PKEY_get_utf8_string_param(key.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                       &group_len) == 1 &&
+        EVP_PKEY_get_octet_string_param(key.get(), OSSL_PKEY_PARAM_PUB_KEY, point, sizeof point,
+                                        &point_len) == 1 &&
+        point_len > 0 && point[0] == 0x04) {
+      auto curve = ParseCurve(group);
+      if (curve) spki = EncodeEcSpki(*curve, ByteView(point, point_len));
+    }
+    ossl::ClearErrors();
+  }
+  IOTPKI_TRY(pk.public_, PublicKey::FromHandle(key, spki));
   pk.key_ = std::move(key);
   return pk;
 }
@@ -42,7 +59,22 @@ Result<PrivateKey> PrivateKey::Generate(KeyType type) {
   if (type == KeyType::kEd25519) {
     raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
   } else if (const char* group = CurveGroup(type)) {
-    raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", group);
+    // One prepared context per thread and curve: EVP_PKEY_Q_keygen sets a context up for every
+    // key, which costs as much as generating it.
+    thread_local ossl::UniquePtr<EVP_PKEY_CTX> contexts[2];
+    auto& ctx = contexts[type == KeyType::kP384 ? 1 : 0];
+    if (!ctx) {
+      ctx = ossl::Own(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+      OSSL_PARAM params[] = {
+          OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>(group), 0),
+          OSSL_PARAM_construct_end(),
+      };
+      if (ctx && (EVP_PKEY_keygen_init(ctx.get()) != 1 ||
+                  EVP_PKEY_CTX_set_params(ctx.get(), params) != 1)) {
+        ctx.reset();
+      }
+    }
+    if (ctx && EVP_PKEY_generate(ctx.get(), &raw) != 1) raw = nullptr;
   } else {
     return Fail(Code::kInvalidArgument, "key generation supports P-256, P-384 and Ed25519 only");
   }

@@ -26,6 +26,10 @@ class Signer {
   // OpenSSL handle usable for signing (a provider key for tokens), or nullptr if the key is not
   // reachable through OpenSSL. The TLS server uses it; the CA does not need it.
   virtual EVP_PKEY* handle() const = 0;
+  // True when this process computes the signatures itself with OpenSSL from a key it checked
+  // (PrivateKey). A CA verifies what other signers (HSM, TPM, remote KMS) return before a
+  // certificate leaves; an in-process OpenSSL signature is correct by construction.
+  virtual bool in_process() const { return false; }
 };
 
 // A private key held in this process's memory (generated here or loaded from an encrypted file).
@@ -49,6 +53,7 @@ class PrivateKey final : public Signer {
   Result<Bytes> Sign(ByteView data) const override;
   std::string uri() const override { return uri_; }
   EVP_PKEY* handle() const override { return key_.get(); }
+  bool in_process() const override { return true; }
   void set_uri(std::string uri) { uri_ = std::move(uri); }
 
  private:

@@ -84,6 +84,14 @@ server::Response UnsupportedMediaType(std::string_view expected, ErrorFormat for
                 format, request);
 }
 
+server::Response NotAcceptable(std::string_view available, ErrorFormat format,
+                               const server::Request& request) {
+  return Render(406, "not_acceptable",
+                "none of the media types in Accept is available here; this endpoint answers " +
+                    std::string(available),
+                format, request);
+}
+
 bool HasMediaType(std::string_view content_type, std::string_view media_type) {
   std::string_view type = Trim(content_type.substr(0, content_type.find(';')));
   return Lower(type) == Lower(media_type);

@@ -29,6 +29,11 @@ server::Response ErrorResponse(const Error& error, ErrorFormat format,
 server::Response UnsupportedMediaType(std::string_view expected, ErrorFormat format,
                                       const server::Request& request);
 
+// 406, for a request whose Accept header admits none of the media types in `available` (a
+// comma-separated list, shown to the client).
+server::Response NotAcceptable(std::string_view available, ErrorFormat format,
+                               const server::Request& request);
+
 // JSON text of {"error", "message"}.
 std::string JsonErrorBody(std::string_view code, std::string_view message);
 

@@ -194,7 +194,9 @@ void EnrollService::CountRefusal(const std::string& endpoint, const Error& error
       .Inc();
 }
 
-Result<x509::Certificate> EnrollService::IssueLdevid(ca::IssueRequest request) {
+Result<x509::Certificate> EnrollService::IssueLdevid(
+    ca::IssueRequest request,
+    const std::function<Result<void>(const x509::Certificate&)>& before_commit) {
   request.profile = x509::ProfileKind::kLDevID;
   request.actor = options_.actor;
   // A concurrent request for the same device may change its state between Prepare and the
@@ -207,6 +209,7 @@ Result<x509::Certificate> EnrollService::IssueLdevid(ca::IssueRequest request) {
       if (refusal.audit) (void)committer_.Commit(*refusal.audit);
       return Fail(std::move(refusal.error));
     }
+    if (before_commit) IOTPKI_CHECK(before_commit(prepared->certificate));
     auto committed = committer_.Commit(prepared->batch);
     if (committed) {
       issued_ldevid_.Inc();
@@ -220,22 +223,18 @@ Result<x509::Certificate> EnrollService::IssueLdevid(ca::IssueRequest request) {
 
 server::Response EnrollService::RenderEst(const server::Request& request,
                                           const std::string& endpoint,
-                                          const Result<x509::Certificate>& issued, double started) {
-  if (!issued) {
-    CountRefusal(endpoint, issued.error());
-    return ErrorResponse(issued.error(), ErrorFormat::kEst, request);
+                                          Result<server::Response> answer, double started) {
+  if (!answer) {
+    CountRefusal(endpoint, answer.error());
+    return ErrorResponse(answer.error(), ErrorFormat::kEst, request);
   }
-  auto p7 = CertsOnlyPkcs7(std::span(&*issued, 1));
-  if (!p7) return ErrorResponse(p7.error(), ErrorFormat::kEst, request);
+  if (answer->status != 200) return std::move(*answer);
   metrics_
       .GetHistogram("iotpki_enrollment_duration_seconds",
                     "Time from a complete request to its certificate, durable", kLatencyBuckets,
                     {{"endpoint", endpoint}})
       .Observe(SteadySeconds() - started);
-  return {.status = 200,
-          .content_type = kCertsOnly,
-          .body = EstBase64(*p7),
-          .headers = {{"Content-Transfer-Encoding", "base64"}}};
+  return std::move(*answer);
 }
 
 server::Response EnrollService::RenderJson(const server::Request& request,

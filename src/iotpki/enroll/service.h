@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -25,6 +26,7 @@
 #include "iotpki/ca/group_commit.h"
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
+#include "iotpki/enroll/est.h"
 #include "iotpki/server/http.h"
 #include "iotpki/server/metrics.h"
 #include "iotpki/server/router.h"
@@ -96,10 +98,22 @@ class EnrollService {
   Result<void> AuthenticateBootstrap(const server::Request& request, const BootstrapInput& in);
 
   // The CA's policy, signature and the durable commit. A refusal is audited and counted.
-  Result<x509::Certificate> IssueLdevid(ca::IssueRequest request);
+  // `before_commit`, if set, sees the signed certificate before it is committed; its error is
+  // the answer and nothing is committed (EST checks there that it can send the certificate in
+  // the form the client accepts).
+  Result<x509::Certificate> IssueLdevid(
+      ca::IssueRequest request,
+      const std::function<Result<void>(const x509::Certificate&)>& before_commit = nullptr);
 
+  // EST enrollment: issues, and answers in the first of `formats` (never empty) that can carry
+  // the certificate, checked before the commit.
+  Result<server::Response> IssueAndAnswer(ca::IssueRequest issue,
+                                          const std::vector<CertFormat>& formats);
+
+  // An EST answer: the refusal (counted) as an error response, or the answer (its latency
+  // observed when it is a 200).
   server::Response RenderEst(const server::Request& request, const std::string& endpoint,
-                             const Result<x509::Certificate>& issued, double started);
+                             Result<server::Response> answer, double started);
   server::Response RenderJson(const server::Request& request, const std::string& endpoint,
                               const Result<x509::Certificate>& issued, double started);
   void CountRefusal(const std::string& endpoint, const Error& error);

@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "iotpki/c509/c509.h"
 #include "iotpki/ca/bootstrap.h"
 #include "iotpki/crypto/primitives.h"
 
@@ -99,6 +101,66 @@ TEST_F(ServiceTest, SimpleEnrollIssuesAndActivates) {
   EXPECT_TRUE(Base64Decode(r.body));
   EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kActive);
   EXPECT_EQ(metrics_.CounterValue("iotpki_certificates_issued_total", {{"profile", "ldevid"}}), 1u);
+}
+
+TEST_F(ServiceTest, SimpleEnrollAnswersInC509WhenAsked) {
+  Dev d = Provision("SN-C1");
+  std::string id = d.idevid.common_name();
+  auto request = Est(&d.idevid, NewCsr(id));
+  request.accept = "application/pkcs7-mime;q=0.5, application/cose-c509-cert+cbor";
+  auto r = service_->SimpleEnroll(request);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "application/cose-c509-cert+cbor");
+  EXPECT_TRUE(r.headers.empty());  // no Content-Transfer-Encoding for CBOR
+  auto c509 = Base64Decode(r.body);
+  ASSERT_TRUE(c509);
+  auto der = c509::DecodeToX509(*c509);
+  ASSERT_TRUE(der) << der.error().ToString();
+  auto cert = x509::Certificate::FromDer(*der);
+  ASSERT_TRUE(cert);
+  auto records = authority_->store().ListCertificatesForDevice(id);
+  ASSERT_TRUE(records);
+  EXPECT_TRUE(std::any_of(records->begin(), records->end(),
+                          [&](const auto& rec) { return rec.der == *der; }));
+  EXPECT_EQ(cert->issuer(), authority_->certificate(ca::CaName::kOperational).subject());
+}
+
+TEST_F(ServiceTest, UnacceptableOrMalformedAcceptIssuesNothing) {
+  Dev d = Provision("SN-C2");
+  std::string id = d.idevid.common_name();
+  auto request = Est(&d.idevid, NewCsr(id));
+  request.accept = "application/json, text/plain;q=0.5";
+  auto r = service_->SimpleEnroll(request);
+  EXPECT_EQ(r.status, 406);
+  EXPECT_EQ(r.content_type, "application/json");  // errors still as the client asked
+  EXPECT_NE(r.body.find("not_acceptable"), std::string::npos);
+  request.accept = "application/cose-c509-cert+cbor;q=x";
+  EXPECT_EQ(service_->SimpleEnroll(request).status, 400);
+  // Authentication comes first: a client without a certificate learns nothing about formats.
+  auto anonymous = Est(nullptr, NewCsr(id));
+  anonymous.accept = "application/json";
+  EXPECT_EQ(service_->SimpleEnroll(anonymous).status, 401);
+  EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kManufactured);
+  EXPECT_EQ(metrics_.CounterValue("iotpki_certificates_issued_total", {{"profile", "ldevid"}}), 0u);
+}
+
+TEST_F(ServiceTest, CaCertsInC509) {
+  server::Request request{.method = "GET", .path = "/.well-known/est/cacerts"};
+  request.accept = "application/cose-c509+cbor; usage=chain";
+  auto r = service_->CaCerts(request);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "application/cose-c509+cbor; usage=chain");
+  std::vector<x509::Certificate> cas = {authority_->certificate(ca::CaName::kOperational),
+                                        authority_->certificate(ca::CaName::kRoot)};
+  EXPECT_EQ(*Base64Decode(r.body), *CoseC509(cas));
+  request.accept = "application/cose-c509-cert+cbor";
+  r = service_->CaCerts(request);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(*c509::DecodeToX509(*Base64Decode(r.body)), cas[0].ToDer());
+  request.accept = "";
+  EXPECT_EQ(service_->CaCerts(request).content_type, "application/pkcs7-mime");
+  request.accept = "image/png";
+  EXPECT_EQ(service_->CaCerts(request).status, 406);
 }
 
 TEST_F(ServiceTest, AuthenticationAndAuthorizationFailures) {

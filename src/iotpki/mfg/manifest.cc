@@ -33,6 +33,7 @@ std::string ToJsonLine(const ManifestEntry& e) {
                            {"cert_serial", e.cert_serial},
                            {"not_after", FormatUtc(e.not_after)},
                            {"sha256", e.sha256}};
+  if (!e.c509_sha256.empty()) j["c509_sha256"] = e.c509_sha256;
   return j.dump();
 }
 
@@ -57,6 +58,10 @@ Result<ManifestEntry> ParseJsonLine(std::string_view line) {
     return Fail(Code::kInvalidArgument, "missing string field \"not_after\"");
   }
   IOTPKI_TRY(e.not_after, ParseUtc(na->get<std::string>()));
+  if (auto c5 = j.find("c509_sha256"); c5 != j.end()) {
+    if (!c5->is_string()) return Fail(Code::kInvalidArgument, "\"c509_sha256\" is not a string");
+    e.c509_sha256 = c5->get<std::string>();
+  }
   return e;
 }
 

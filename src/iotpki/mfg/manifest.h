@@ -4,7 +4,8 @@
 //   {"serial":"TH-000001","device_id":"<64 hex>","hardware_fingerprint":"<hex>","model":"TH-100",
 //    "cert_serial":"<32 hex>","not_after":"9999-12-31T23:59:59Z","sha256":"<64 hex>"}
 //
-// (one line each; wrapped here). sha256 is over the certificate's DER. A device is listed only
+// (one line each; wrapped here), plus "c509_sha256":"<64 hex>" last for a --c509 batch. sha256 is
+// over the certificate's DER. A device is listed only
 // once its store row is committed and its folder (if bundles are written) is durable, so the
 // manifest is the list of devices the factory may ship.
 #pragma once
@@ -27,6 +28,9 @@ struct ManifestEntry {
   std::string cert_serial;  // lowercase hex
   int64_t not_after = 0;    // Unix seconds; written as RFC 3339 UTC
   std::string sha256;       // lowercase hex of SHA-256 over the certificate DER
+  // --c509 only (else empty, and absent from the line): lowercase hex of SHA-256 over cert.c509,
+  // the C509Certificate; also the certificate's c5t thumbprint with SHA-256.
+  std::string c509_sha256;
 
   bool operator==(const ManifestEntry&) const = default;
 };

@@ -49,6 +49,19 @@ TEST_F(ManifestTest, LinesRoundTrip) {
   EXPECT_FALSE(ParseJsonLine("not json"));
 }
 
+TEST_F(ManifestTest, C509HashIsListedOnlyWhenThere) {
+  EXPECT_THAT(ToJsonLine(Entry(1)), ::testing::Not(HasSubstr("c509_sha256")));
+  ManifestEntry e = Entry(2);
+  e.c509_sha256 = std::string(64, 'c');
+  std::string line = ToJsonLine(e);
+  EXPECT_THAT(line, HasSubstr("\"sha256\":\"" + std::string(64, 'b') + "\",\"c509_sha256\":\""));
+  auto back = ParseJsonLine(line);
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(*back, e);
+  line.replace(line.find("\"c509_sha256\":\""), 15, "\"c509_sha256\":7,\"x\":\"");
+  EXPECT_FALSE(ParseJsonLine(line));
+}
+
 TEST_F(ManifestTest, AppendsAndCutsAnUnfinishedLastLine) {
   std::unordered_set<std::string> listed;
   {

@@ -28,6 +28,7 @@ namespace iotpki::mfg {
 // Folder and file names inside a device folder.
 inline constexpr char kCertDer[] = "cert.der";
 inline constexpr char kCertPem[] = "cert.pem";
+inline constexpr char kCertC509[] = "cert.c509";  // with --c509
 inline constexpr char kChainPem[] = "chain.pem";
 inline constexpr char kBootstrapHex[] = "bootstrap.hex";
 inline constexpr char kKeyPem[] = "key.pem";

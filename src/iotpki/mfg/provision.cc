@@ -11,6 +11,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "iotpki/c509/c509.h"
 #include "iotpki/ca/group_commit.h"
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
@@ -42,14 +43,25 @@ void ParallelFor(size_t n, unsigned threads, const F& fn) {
   for (auto& t : pool) t.join();
 }
 
-ManifestEntry EntryFor(const x509::Certificate& cert, const store::Device& device) {
+ManifestEntry EntryFor(const x509::Certificate& cert, const store::Device& device, ByteView c509) {
   return ManifestEntry{.serial = device.serial,
                        .device_id = device.device_id,
                        .hardware_fingerprint = device.hardware_fingerprint.value_or(""),
                        .model = device.model,
                        .cert_serial = cert.serial_hex(),
                        .not_after = cert.not_after(),
-                       .sha256 = cert.fingerprint_sha256()};
+                       .sha256 = cert.fingerprint_sha256(),
+                       .c509_sha256 = c509.empty() ? "" : ToHex(crypto::Sha256(c509))};
+}
+
+// cert.c509: the type 3 re-encoding, which EncodeX509 checks decodes back to exactly `cert`.
+Result<Bytes> C509Of(const x509::Certificate& cert) {
+  auto encoded = c509::EncodeX509(cert.ToDer());
+  if (!encoded) {
+    return Fail(std::move(encoded).error().Context("--c509: the IDevID " + cert.serial_hex() +
+                                                   " cannot be written as C509"));
+  }
+  return encoded;
 }
 
 // The CSR file of a serial: CSR_DIR/<serial>.csr, .pem or .der, PEM or DER inside.
@@ -75,6 +87,7 @@ Error At(const DeviceInput& d, Error e) { return std::move(e).Context(d.origin);
 struct Item {
   const DeviceInput* device = nullptr;
   std::optional<ca::Authority::Prepared> prepared;
+  Bytes c509;  // --c509: the prepared certificate as C509, encoded before the commit
   std::optional<Error> error;
   std::optional<store::WriteBatch> refusal_audit;
   bool cancelled = false;  // skipped because another device of the run failed
@@ -127,6 +140,10 @@ class Run {
       return Fail(Code::kInvalidArgument,
                   "--no-bundles with --keys ca would discard every generated device key (use "
                   "--csr-dir, or add --discard-keys for a benchmark)");
+    }
+    if (opt_.c509 && !opt_.bundles) {
+      return Fail(Code::kInvalidArgument,
+                  "--c509 writes cert.c509 into each device folder; --no-bundles writes no folder");
     }
     if (opt_.keys == KeyMode::kCa && opt_.bundles && opt_.transport_passphrase.empty()) {
       return Fail(Code::kInvalidArgument,
@@ -255,6 +272,7 @@ class Run {
                                {"batch", opt_.batch},
                                {"keys", KeyModeName(opt_.keys)},
                                {"bundles", opt_.bundles},
+                               {"c509", opt_.c509},
                                {"manufacturing_ca_sha256", mfg_ca},
                                {"started_at", FormatUtc(ca_.clock().NowUnix())}};
       if (need_transport) {
@@ -289,6 +307,11 @@ class Run {
     }
     if (field("bundles") != opt_.bundles) {
       return differs("bundles", field("bundles").dump(), opt_.bundles ? "true" : "false");
+    }
+    // Batches from before --c509 have no such field: they had no cert.c509.
+    bool c509 = field("c509").is_boolean() && field("c509").get<bool>();
+    if (c509 != opt_.c509) {
+      return differs("c509", c509 ? "true" : "false", opt_.c509 ? "true" : "false");
     }
     if (field("manufacturing_ca_sha256") != mfg_ca) {
       return Fail(Code::kFailedPrecondition,
@@ -357,7 +380,11 @@ class Run {
       return Fail(Code::kDataLoss, "device " + device.serial + " has no IDevID in the store");
     }
     IOTPKI_TRY(auto cert, x509::Certificate::FromDer(record->der));
-    if (!opt_.bundles) return EntryFor(cert, device);
+    if (!opt_.bundles) return EntryFor(cert, device, {});
+    Bytes c509;
+    if (opt_.c509) {
+      IOTPKI_TRY(c509, C509Of(cert));
+    }
     std::error_code ec;
     bool published = fs::exists(out_->Final(device.serial), ec);
     bool partial = fs::exists(out_->Partial(device.serial), ec);
@@ -381,9 +408,9 @@ class Run {
       }
     }
     IOTPKI_CHECK(WriteDeviceFiles(device.serial, device.device_id));
-    IOTPKI_CHECK(WriteCertFiles(device.serial, cert));
+    IOTPKI_CHECK(WriteCertFiles(device.serial, cert, c509));
     IOTPKI_CHECK(out_->Publish(device.serial));
-    return EntryFor(cert, device);
+    return EntryFor(cert, device, c509);
   }
 
   Error KeyLost(const store::Device& d, const x509::Certificate& cert, const std::string& why) {
@@ -406,10 +433,12 @@ class Run {
     return WriteFileUnsynced(dir / kChainPem, AsBytes(chain_pem_), 0644);
   }
 
-  // Only after the commit.
-  Result<void> WriteCertFiles(const std::string& serial, const x509::Certificate& cert) {
+  // Only after the commit. `c509` is empty without --c509.
+  Result<void> WriteCertFiles(const std::string& serial, const x509::Certificate& cert,
+                              ByteView c509) {
     fs::path dir = out_->Partial(serial);
     IOTPKI_CHECK(WriteFileUnsynced(dir / kCertDer, cert.ToDer(), 0644));
+    if (!c509.empty()) IOTPKI_CHECK(WriteFileUnsynced(dir / kCertC509, c509, 0644));
     return WriteFileUnsynced(dir / kCertPem, AsBytes(cert.ToPem()), 0644);
   }
 
@@ -498,6 +527,14 @@ class Run {
       return;
     }
     item.prepared = std::move(*prepared);
+    if (opt_.c509) {
+      auto c509 = C509Of(item.prepared->certificate);
+      if (!c509) {
+        item.error = At(d, std::move(c509).error());
+        return;
+      }
+      item.c509 = std::move(*c509);
+    }
     if (!opt_.bundles) return;
     auto staged = [&]() -> Result<void> {
       IOTPKI_CHECK(out_->MakePartial(d.serial));
@@ -540,17 +577,19 @@ class Run {
       const DeviceInput& d = *item.device;
       const x509::Certificate& cert = item.prepared->certificate;
       if (opt_.bundles) {
-        auto written = WriteCertFiles(d.serial, cert);
+        auto written = WriteCertFiles(d.serial, cert, item.c509);
         if (written) written = out_->Publish(d.serial);
         if (!written) return Fail(At(d, std::move(written).error()));
       }
-      entries.push_back(ManifestEntry{.serial = d.serial,
-                                      .device_id = d.device_id,
-                                      .hardware_fingerprint = ToHex(d.hardware_fingerprint),
-                                      .model = d.model,
-                                      .cert_serial = cert.serial_hex(),
-                                      .not_after = cert.not_after(),
-                                      .sha256 = cert.fingerprint_sha256()});
+      entries.push_back(
+          ManifestEntry{.serial = d.serial,
+                        .device_id = d.device_id,
+                        .hardware_fingerprint = ToHex(d.hardware_fingerprint),
+                        .model = d.model,
+                        .cert_serial = cert.serial_hex(),
+                        .not_after = cert.not_after(),
+                        .sha256 = cert.fingerprint_sha256(),
+                        .c509_sha256 = item.c509.empty() ? "" : ToHex(crypto::Sha256(item.c509))});
     }
     if (opt_.bundles) IOTPKI_CHECK(out_->Sync());
     Hook(Step::kPublished, group, true);

@@ -49,6 +49,11 @@ struct ProvisionOptions {
   bool resume = false;
   // Device folders (default). Without them only the manifest (and the store) is written.
   bool bundles = true;
+  // Each folder also gets cert.c509: the IDevID as a C509 certificate of type 3 (re-encoded, so
+  // it decodes back to cert.der byte for byte and its signature is the X.509 one), and each
+  // manifest line its SHA-256 (c509_sha256). Needs bundles. A certificate C509 cannot represent
+  // is refused before its group commits, like a lint refusal.
+  bool c509 = false;
   // Required to run kCa without bundles: the generated private keys then go nowhere, which only
   // makes sense for benchmarks and inventory dry runs.
   bool discard_keys = false;

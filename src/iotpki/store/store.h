@@ -238,6 +238,8 @@ class Store {
   // does not come from the same kind of query.
   virtual Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
                                          std::string_view cursor) = 0;
+  // Exact, for any combination of filters, and without visiting every matching device: a
+  // backend keeps counts in the same transaction as the rows (SQLite: migration 2).
   virtual Result<int64_t> CountDevices(const DeviceFilter& filter) = 0;
 
   // Audit rows with seq >= from_seq, ascending, at most `limit` (1..kMaxPageSize).
@@ -259,7 +261,9 @@ class Store {
 
 // Schema version this build writes. Every backend numbers its migrations identically.
 //   1: devices, certificates, public_keys, audit_log, bootstrap_replay.
+//   2: maintained inventory counts (device_counts, expiry_certs, expiry_counts), filled from the
+//      existing rows.
 // Reserved for the lifecycle issue: campaigns and rotation_jobs.
-inline constexpr int kLatestSchemaVersion = 1;
+inline constexpr int kLatestSchemaVersion = 2;
 
 }  // namespace iotpki::store

@@ -232,6 +232,59 @@ TEST(Issue, RefusesAForeignIssuerKey) {
   EXPECT_FALSE(Issue(root, nullptr, pki.root_key, pki.policy));
 }
 
+// The issued certificate takes its fields over from the linted pre-certificate; a fresh parse
+// of its DER by OpenSSL must agree field for field, and OpenSSL must verify its signature.
+TEST(Issue, SignedCertificateMatchesAFreshParse) {
+  Pki pki;
+  for (auto kind : {ProfileKind::kIDevID, ProfileKind::kLDevID}) {
+    auto issued = Must(pki.IssueFor(pki.DeviceTemplate(kind, NewKey().public_key())));
+    auto parsed = Must(Certificate::FromDer(issued.ToDer()));
+    EXPECT_EQ(issued.serial(), parsed.serial());
+    EXPECT_EQ(issued.subject(), parsed.subject());
+    EXPECT_EQ(issued.issuer(), parsed.issuer());
+    EXPECT_EQ(issued.not_after(), parsed.not_after());
+    EXPECT_EQ(issued.public_key(), parsed.public_key());
+    EXPECT_EQ(issued.extensions(), parsed.extensions());
+    EXPECT_EQ(issued.subject_alt_names(), parsed.subject_alt_names());
+    EXPECT_TRUE(std::equal(issued.tbs_der().begin(), issued.tbs_der().end(),
+                           parsed.tbs_der().begin(), parsed.tbs_der().end()));
+    EXPECT_TRUE(std::equal(issued.signature().begin(), issued.signature().end(),
+                           parsed.signature().begin(), parsed.signature().end()));
+    ASSERT_NE(issued.handle(), nullptr);  // parsed on demand
+    EXPECT_TRUE(issued.IsSignedBy(kind == ProfileKind::kIDevID ? pki.mfg_key.public_key()
+                                                               : pki.ops_key.public_key()));
+  }
+}
+
+// A signer outside the process (HSM, TPM, KMS) is not trusted to sign correctly: a wrong
+// signature never becomes a certificate.
+class WrongSigner final : public crypto::Signer {
+ public:
+  WrongSigner(const crypto::PrivateKey& claimed, crypto::PrivateKey actual)
+      : claimed_(claimed), actual_(std::move(actual)) {}
+  const crypto::PublicKey& public_key() const override { return claimed_.public_key(); }
+  Result<Bytes> Sign(ByteView data) const override { return actual_.Sign(data); }
+  std::string uri() const override { return "test:wrong"; }
+  EVP_PKEY* handle() const override { return nullptr; }
+
+ private:
+  const crypto::PrivateKey& claimed_;
+  crypto::PrivateKey actual_;
+};
+
+TEST(Issue, ExternalSignerSignatureIsChecked) {
+  Pki pki;
+  auto t = pki.DeviceTemplate(ProfileKind::kIDevID, NewKey().public_key());
+  WrongSigner wrong(pki.mfg_key, NewKey());
+  auto cert = Issue(t, &pki.mfg, wrong, pki.policy);
+  ASSERT_FALSE(cert);
+  EXPECT_EQ(cert.error().code(), Code::kInternal);
+  EXPECT_EQ(cert.error().message(),
+            "the issuer's signature on the new certificate does not verify");
+  WrongSigner right(pki.mfg_key, pki.mfg_key);
+  EXPECT_TRUE(Issue(t, &pki.mfg, right, pki.policy));
+}
+
 TEST(Issue, LintFailureNamesTheLint) {
   Pki pki;
   pki.policy.idevid.max_der_size = 400;

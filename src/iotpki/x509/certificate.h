@@ -27,15 +27,23 @@ struct Extension {
 };
 
 // A parsed certificate. Cheap to copy (all copies share one immutable parse); thread-safe.
-// Every field is read once, at FromDer, by OpenSSL's parser; the DER itself is checked with the
-// project's strict reader, so ToDer() returns exactly the bytes that were parsed.
+// Every field is read once, at FromDer: certificates in the shapes this project issues by the
+// project's strict DER reader, anything else by OpenSSL's parser (whose d2i_X509 costs more
+// than two ECDSA signatures in OpenSSL 3.0). ToDer() returns exactly the bytes that were parsed.
 class Certificate {
  public:
   // InvalidArgument for anything that is not exactly one DER certificate (trailing bytes, BER,
   // negative serial, malformed times, an unusable public key).
   static Result<Certificate> FromDer(ByteView der);
+  // The same, sharing `known_key` instead of decoding the certificate's key when its
+  // SubjectPublicKeyInfo is byte-identical (a pre-certificate and its template's key).
+  static Result<Certificate> FromDer(ByteView der, const crypto::PublicKey& known_key);
   // The first "CERTIFICATE" PEM block.
   static Result<Certificate> FromPem(std::string_view pem);
+  // The certificate a pre-certificate (builder.h) becomes once signed: `der` must carry the
+  // pre-certificate's TBSCertificate byte for byte. The fields are taken over, not parsed again;
+  // OpenSSL parses the DER only if handle() is asked for.
+  static Result<Certificate> FromSignedPrecertificate(const Certificate& precert, ByteView der);
   // Every "CERTIFICATE" block, in order; InvalidArgument if there is none or one is bad.
   static Result<std::vector<Certificate>> ChainFromPem(std::string_view pem);
 
@@ -94,6 +102,17 @@ class Certificate {
   ByteView tbs_der() const;
   ByteView signature() const;
 
+  // For lints: the version (1-3), the TBSCertificate's own signature AlgorithmIdentifier (OID,
+  // and whether it has parameters), the time encodings, the subject's attributes in order, and
+  // whether every extension this project knows decodes.
+  int version() const;
+  const std::string& tbs_signature_algorithm() const;
+  bool tbs_signature_has_parameters() const;
+  bool not_before_is_utc_time() const;
+  bool not_after_is_utc_time() const;
+  const std::vector<NameAttribute>& subject_attributes() const;
+  bool extensions_decode() const;
+
   // SHA-256 over the DER, lowercase hex.
   std::string fingerprint_sha256() const;
 
@@ -103,7 +122,8 @@ class Certificate {
   bool operator==(const Certificate& other) const { return ToDer() == other.ToDer(); }
 
   // Borrowed OpenSSL handle for the library's own use; valid while this value (or a copy)
-  // lives. Must not be modified.
+  // lives. Must not be modified. Null only if OpenSSL cannot parse a certificate made by
+  // FromSignedPrecertificate.
   X509* handle() const;
 
   // Opaque; defined in certificate.cc.
@@ -111,6 +131,7 @@ class Certificate {
 
  private:
   explicit Certificate(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  static Result<Certificate> Parse(ByteView der, const crypto::PublicKey* known_key);
   std::shared_ptr<const Impl> impl_;
 };
 

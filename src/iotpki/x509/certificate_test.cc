@@ -2,9 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
+
 #include "iotpki/common/clock.h"
 #include "iotpki/common/der.h"
+#include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/internal.h"
 #include "iotpki/x509/test_util.h"
 
 namespace iotpki::x509 {
@@ -144,6 +148,79 @@ TEST_F(CertificateTest, CopiesShareTheParse) {
   Certificate copy = idevid;
   EXPECT_EQ(copy.handle(), idevid.handle());
   EXPECT_EQ(copy.ToDer().data(), idevid.ToDer().data());
+}
+
+// Certificates in our shapes are read by the strict DER reader, others by OpenSSL. Every
+// accessor must give the same answer either way.
+Certificate ParseWith(bool fast, ByteView der) {
+  internal::g_fast_parse = fast;
+  auto cert = Certificate::FromDer(der);
+  internal::g_fast_parse = true;
+  EXPECT_TRUE(cert) << cert.error().ToString();
+  return std::move(*cert);
+}
+
+void ExpectSameParse(ByteView der, const std::string& what) {
+  SCOPED_TRACE(what);
+  Certificate a = ParseWith(true, der);
+  Certificate b = ParseWith(false, der);
+  EXPECT_EQ(a.serial(), b.serial());
+  EXPECT_EQ(a.subject(), b.subject());
+  EXPECT_EQ(a.issuer(), b.issuer());
+  EXPECT_EQ(a.common_name(), b.common_name());
+  EXPECT_EQ(a.serial_number(), b.serial_number());
+  EXPECT_EQ(a.organization(), b.organization());
+  EXPECT_EQ(a.not_before(), b.not_before());
+  EXPECT_EQ(a.not_after(), b.not_after());
+  EXPECT_EQ(a.public_key(), b.public_key());
+  EXPECT_EQ(a.public_key().Describe(), b.public_key().Describe());
+  EXPECT_EQ(a.is_ca(), b.is_ca());
+  EXPECT_EQ(a.path_len(), b.path_len());
+  EXPECT_EQ(a.key_usage(), b.key_usage());
+  EXPECT_EQ(a.extended_key_usage(), b.extended_key_usage());
+  EXPECT_EQ(a.subject_key_id(), b.subject_key_id());
+  EXPECT_EQ(a.authority_key_id(), b.authority_key_id());
+  EXPECT_EQ(a.subject_alt_names(), b.subject_alt_names());
+  EXPECT_EQ(a.extensions(), b.extensions());
+  EXPECT_EQ(a.signature_algorithm(), b.signature_algorithm());
+  EXPECT_EQ(a.version(), b.version());
+  EXPECT_EQ(a.tbs_signature_algorithm(), b.tbs_signature_algorithm());
+  EXPECT_EQ(a.tbs_signature_has_parameters(), b.tbs_signature_has_parameters());
+  EXPECT_EQ(a.not_before_is_utc_time(), b.not_before_is_utc_time());
+  EXPECT_EQ(a.not_after_is_utc_time(), b.not_after_is_utc_time());
+  EXPECT_EQ(a.subject_attributes(), b.subject_attributes());
+  EXPECT_EQ(a.extensions_decode(), b.extensions_decode());
+  ASSERT_NE(a.handle(), nullptr);
+  EXPECT_EQ(X509_cmp(a.handle(), b.handle()), 0);
+}
+
+TEST_F(CertificateTest, FastAndOpenSslParsesAgree) {
+  ExpectSameParse(pki.root.ToDer(), "root");
+  ExpectSameParse(pki.mfg.ToDer(), "manufacturing CA");
+  ExpectSameParse(idevid.ToDer(), "idevid");
+  auto ldevid = Must(pki.IssueFor(pki.DeviceTemplate(ProfileKind::kLDevID, NewKey().public_key())));
+  ExpectSameParse(ldevid.ToDer(), "ldevid");
+  auto server = Must(pki.IssueFor(pki.ServerTemplate(NewKey().public_key())));
+  ExpectSameParse(server.ToDer(), "tls server with DNS and IP names");
+  Pki p384(crypto::KeyType::kP384);
+  ExpectSameParse(p384.root.ToDer(), "P-384 root");
+  // Not ASCII: read by OpenSSL.
+  DeviceIdentity umlaut = Identity();
+  umlaut.organization = "Acme Ger\xc3\xa4tebau GmbH";
+  auto other =
+      Must(pki.IssueFor(pki.DeviceTemplate(ProfileKind::kIDevID, NewKey().public_key(), umlaut)));
+  ExpectSameParse(other.ToDer(), "non-ASCII organization");
+  EXPECT_EQ(ParseWith(true, other.ToDer()).organization(), "Acme Ger\xc3\xa4tebau GmbH");
+  // The C509 draft's examples: RSA keys, other attributes and extensions.
+  for (const char* name : {"c509_example_x509", "c509_cab_ecdsa_x509", "c509_cab_rsa_x509"}) {
+    auto hex = ReadFile(std::string(IOTPKI_SHARED_DIR) + "/vectors/c509/" + name + ".hex");
+    ASSERT_TRUE(hex) << name;
+    std::string text(hex->begin(), hex->end());
+    std::erase_if(text, [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
+    auto der = FromHex(text);
+    ASSERT_TRUE(der) << name;
+    ExpectSameParse(*der, name);
+  }
 }
 
 }  // namespace

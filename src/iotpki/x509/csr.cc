@@ -1,5 +1,6 @@
 #include "iotpki/x509/csr.h"
 
+#include <mutex>
 #include <optional>
 
 #include "iotpki/common/der.h"
@@ -9,8 +10,15 @@
 namespace iotpki::x509 {
 
 struct Csr::Impl {
-  ossl::UniquePtr<X509_REQ> req;
+  // OpenSSL's parse: made by FromDer for CSRs the fast path does not read, otherwise on first
+  // use by handle().
+  mutable std::once_flag req_once;
+  mutable ossl::UniquePtr<X509_REQ> req;
   Bytes der;
+  // Fast path only: what VerifySignature checks without OpenSSL's parse.
+  ByteView tbs;
+  ByteView signature;
+  crypto::DigestAlgorithm digest = crypto::DigestAlgorithm::kSha256;
   std::optional<crypto::PublicKey> public_key;
   std::string subject;
   std::string common_name;
@@ -19,12 +27,102 @@ struct Csr::Impl {
   SubjectAltNames san;
 };
 
+namespace {
+
+// CSRs as devices and `openssl req` make them (EC key, ECDSA signature, a subject of plain
+// attributes, at most an extensionRequest) are read with the strict DER reader: OpenSSL 3.0's
+// d2i_X509_REQ decodes the key through its decoder framework, which costs more than verifying
+// the CSR's signature. Anything else returns false and is parsed by OpenSSL.
+bool ReadFast(Csr::Impl& impl, const internal::SignedParts& parts) {
+  auto alg = internal::AlgorithmFast(parts.algorithm.contents);
+  if (!alg) return false;
+  if (*alg == internal::kOidEcdsaSha256) {
+    impl.digest = crypto::DigestAlgorithm::kSha256;
+  } else if (*alg == internal::kOidEcdsaSha384) {
+    impl.digest = crypto::DigestAlgorithm::kSha384;
+  } else {
+    return false;
+  }
+  der::Reader f(parts.tbs.contents);
+  auto version = f.Expect(der::kInteger);
+  if (!version || version->contents.size() != 1 || version->contents[0] != 0) return false;
+  auto subject = f.Expect(der::kSequence);
+  std::vector<NameAttribute> attributes;
+  if (!subject || !internal::ReadNameFast(subject->whole, impl.subject, &attributes)) return false;
+  auto first = [&attributes](std::string_view oid) {
+    for (const auto& a : attributes) {
+      if (a.oid == oid) return a.value;
+    }
+    return std::string();
+  };
+  impl.common_name = first(internal::kOidCommonName);
+  impl.serial_number = first(internal::kOidSerialNumber);
+  impl.organization = first(internal::kOidOrganization);
+  auto spki = f.Expect(der::kSequence);
+  if (!spki) return false;
+  auto key = crypto::PublicKey::FromDer(spki->whole);
+  if (!key || (key->type() != crypto::KeyType::kP256 && key->type() != crypto::KeyType::kP384)) {
+    return false;
+  }
+  impl.public_key = std::move(*key);
+  auto attrs = f.Expect(der::ContextConstructed(0));
+  if (!attrs || !f.empty()) return false;
+  der::Reader ar(attrs->contents);
+  bool seen_extensions = false;
+  while (!ar.empty()) {
+    auto attr = ar.Expect(der::kSequence);
+    if (!attr) return false;
+    der::Reader a(attr->contents);
+    auto oid = a.Expect(der::kOid);
+    auto values = a.Expect(der::kSet);
+    if (!oid || !values || !a.empty()) return false;
+    // Other attributes (challengePassword, ...) go to OpenSSL.
+    if (der::OidToText(oid->contents) != internal::kOidExtensionRequest || seen_extensions) {
+      return false;
+    }
+    seen_extensions = true;
+    der::Reader v(values->contents);
+    auto list = v.Expect(der::kSequence);
+    if (!list || !v.empty()) return false;
+    der::Reader items(list->contents);
+    bool seen_san = false;
+    while (!items.empty()) {
+      auto item = items.Expect(der::kSequence);
+      if (!item) return false;
+      der::Reader x(item->contents);
+      auto ext_oid = x.Expect(der::kOid);
+      if (!ext_oid) return false;
+      if (x.PeekTag() == der::kBoolean) {
+        auto b = x.Next();
+        if (!b || b->contents.size() != 1 || b->contents[0] != 0xff) return false;
+      }
+      auto value = x.Expect(der::kOctetString);
+      if (!value || !x.empty()) return false;
+      if (der::OidToText(ext_oid->contents) != internal::kOidSubjectAltName) continue;
+      if (seen_san) return false;
+      seen_san = true;
+      auto san = internal::GeneralNamesFast(value->contents);
+      if (!san) return false;
+      impl.san = std::move(*san);
+    }
+  }
+  impl.tbs = parts.tbs.whole;
+  impl.signature = parts.signature;
+  return true;
+}
+
+}  // namespace
+
 Result<Csr> Csr::FromDer(ByteView der) {
   auto impl = std::make_shared<Impl>();
   impl->der.assign(der.begin(), der.end());
-  if (auto parts = internal::SplitSigned(impl->der); !parts) {
-    return Fail(Code::kInvalidArgument, "not a PKCS#10 CSR", parts.error().message());
+  auto parts = internal::SplitSigned(impl->der);
+  if (!parts) return Fail(Code::kInvalidArgument, "not a PKCS#10 CSR", parts.error().message());
+  if (internal::g_fast_parse.load(std::memory_order_relaxed) && ReadFast(*impl, *parts)) {
+    return Csr(std::move(impl));
   }
+  impl = std::make_shared<Impl>();
+  impl->der.assign(der.begin(), der.end());
   const unsigned char* p = impl->der.data();
   impl->req = ossl::Own(d2i_X509_REQ(nullptr, &p, static_cast<long>(impl->der.size())));
   if (!impl->req || p != impl->der.data() + impl->der.size()) {
@@ -75,7 +173,11 @@ const Bytes& Csr::ToDer() const { return impl_->der; }
 std::string Csr::ToPem() const { return ossl::PemEncode("CERTIFICATE REQUEST", impl_->der); }
 
 bool Csr::VerifySignature() const {
-  bool ok = X509_REQ_verify(impl_->req.get(), impl_->public_key->get()) == 1;
+  if (!impl_->tbs.empty()) {
+    return impl_->public_key->Verify(impl_->tbs, impl_->signature, impl_->digest);
+  }
+  X509_REQ* req = handle();
+  bool ok = req != nullptr && X509_REQ_verify(req, impl_->public_key->get()) == 1;
   ossl::ClearErrors();
   return ok;
 }
@@ -86,7 +188,15 @@ std::string Csr::common_name() const { return impl_->common_name; }
 std::string Csr::serial_number() const { return impl_->serial_number; }
 std::string Csr::organization() const { return impl_->organization; }
 const SubjectAltNames& Csr::subject_alt_names() const { return impl_->san; }
-X509_REQ* Csr::handle() const { return impl_->req.get(); }
+X509_REQ* Csr::handle() const {
+  std::call_once(impl_->req_once, [this] {
+    if (impl_->req) return;
+    const unsigned char* p = impl_->der.data();
+    impl_->req = ossl::Own(d2i_X509_REQ(nullptr, &p, static_cast<long>(impl_->der.size())));
+    ossl::ClearErrors();
+  });
+  return impl_->req.get();
+}
 
 Result<Csr> MakeCsr(const crypto::Signer& key, const NameFields& subject,
                     const SubjectAltNames& san) {

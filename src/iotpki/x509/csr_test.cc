@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "iotpki/x509/internal.h"
 #include "iotpki/x509/profile.h"
 #include "iotpki/x509/test_util.h"
 
@@ -99,6 +100,52 @@ TEST(Csr, ParsesTheOpensslCliOutput) {
   legacy.replace(legacy.find("BEGIN "), 6, "BEGIN NEW ");
   legacy.replace(legacy.find("END "), 4, "END NEW ");
   EXPECT_TRUE(Csr::FromPem(legacy));
+}
+
+// CSRs in the usual shapes are read by the strict DER reader, others by OpenSSL: every
+// accessor and the signature check must agree.
+void ExpectSameParse(ByteView der, const std::string& what) {
+  SCOPED_TRACE(what);
+  auto fast = Csr::FromDer(der);
+  internal::g_fast_parse = false;
+  auto slow = Csr::FromDer(der);
+  internal::g_fast_parse = true;
+  ASSERT_TRUE(fast) << fast.error().ToString();
+  ASSERT_TRUE(slow) << slow.error().ToString();
+  EXPECT_EQ(fast->public_key(), slow->public_key());
+  EXPECT_EQ(fast->subject(), slow->subject());
+  EXPECT_EQ(fast->common_name(), slow->common_name());
+  EXPECT_EQ(fast->serial_number(), slow->serial_number());
+  EXPECT_EQ(fast->organization(), slow->organization());
+  EXPECT_EQ(fast->subject_alt_names(), slow->subject_alt_names());
+  EXPECT_EQ(fast->VerifySignature(), slow->VerifySignature());
+  ASSERT_NE(fast->handle(), nullptr);
+  Bytes tampered = FlipByte(Bytes(der.begin(), der.end()), 3);
+  auto bad_fast = Csr::FromDer(tampered);
+  internal::g_fast_parse = false;
+  auto bad_slow = Csr::FromDer(tampered);
+  internal::g_fast_parse = true;
+  ASSERT_TRUE(bad_fast && bad_slow);
+  EXPECT_FALSE(bad_fast->VerifySignature());
+  EXPECT_FALSE(bad_slow->VerifySignature());
+}
+
+TEST(Csr, FastAndOpenSslParsesAgree) {
+  DeviceIdentity id = Identity();
+  auto device = NewKey();
+  ExpectSameParse(
+      Must(MakeCsr(device, DeviceSubject(id), DeviceSubjectAltNames(id, 32473))).ToDer(),
+      "device CSR");
+  ExpectSameParse(Must(MakeCsr(NewKey(crypto::KeyType::kP384), {.common_name = "p384"})).ToDer(),
+                  "P-384 without SAN");
+  ExpectSameParse(
+      Must(MakeCsr(NewKey(), {.organization = "Ger\xc3\xa4te", .common_name = "x"})).ToDer(),
+      "non-ASCII organization");
+  ExpectSameParse(Must(MakeCsr(NewKey(crypto::KeyType::kEd25519), {.common_name = "ed"})).ToDer(),
+                  "Ed25519");
+  ExpectSameParse(Must(Csr::FromPem(kOpensslP256Csr)).ToDer(), "openssl req, URI and DNS names");
+  ExpectSameParse(Must(Csr::FromPem(kRsa1024Csr)).ToDer(), "RSA");
+  ExpectSameParse(Must(Csr::FromPem(kP192Csr)).ToDer(), "P-192");
 }
 
 TEST(Csr, BadSignatureIsDetected) {

@@ -3,9 +3,12 @@
 // headers, so public headers must not include it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/der.h"
@@ -71,6 +74,22 @@ Result<Bytes> PlaceholderSignature(const crypto::PublicKey& key);
 Result<Bytes> SignAndAssemble(ByteView tbs, ByteView algorithm, const crypto::Signer& signer);
 
 // --- Reading ---------------------------------------------------------------------------------
+
+// Readers for the fast path (see certificate.cc): they give up (false / nullopt) on anything
+// they would not render exactly as OpenSSL does, and the caller then parses with OpenSSL.
+//   A Name of single-valued RDNs of C, ST, L, O, OU, CN, serialNumber as PrintableString or
+//   UTF8String of printable ASCII that RFC 4514 never escapes: RFC 4514 text and attributes.
+bool ReadNameFast(ByteView name_der, std::string& text,
+                  std::vector<x509::NameAttribute>* attributes);
+//   GeneralNames of URIs, DNS names, IP addresses and hardwareModuleNames.
+std::optional<SubjectAltNames> GeneralNamesFast(ByteView general_names_der);
+//   AlgorithmIdentifier contents without parameters: the dotted OID.
+std::optional<std::string> AlgorithmFast(ByteView contents);
+
+// Certificate::FromDer and Csr::FromDer read the shapes this project issues and devices send
+// with the strict DER reader and everything else with OpenSSL; tests clear this to compare the
+// two parses.
+extern std::atomic<bool> g_fast_parse;
 
 // The three parts of a signed X.509 structure (certificate, CSR, CRL); views into the input.
 struct SignedParts {

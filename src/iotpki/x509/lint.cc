@@ -98,13 +98,10 @@ void SignatureAlgorithm(const Input& in, Messages& out) {
     out.push_back("signature algorithm " + in.cert.signature_algorithm() + " does not match the " +
                   key.Describe() + " issuer key (expected " + std::string(expected) + ")");
   }
-  const ASN1_OBJECT* oid = nullptr;
-  int param_type = 0;
-  X509_ALGOR_get0(&oid, &param_type, nullptr, X509_get0_tbs_sigalg(in.cert.handle()));
-  if (internal::ObjectToOid(oid) != in.cert.signature_algorithm()) {
+  if (in.cert.tbs_signature_algorithm() != in.cert.signature_algorithm()) {
     out.push_back("TBSCertificate signature algorithm differs from the outer one");
   }
-  if (param_type != V_ASN1_UNDEF) {
+  if (in.cert.tbs_signature_has_parameters()) {
     out.push_back("ECDSA signature algorithm parameters must be absent (RFC 5758)");
   }
 }
@@ -148,16 +145,15 @@ void ValidityWithinPolicy(const Input& in, Messages& out) {
                   " maximum of " + Days(in.profile.max_validity));
   }
   // RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
-  auto check_encoding = [&out](const ASN1_TIME* t, int64_t unix, std::string_view field) {
-    bool utc = ASN1_STRING_type(t) == V_ASN1_UTCTIME;
+  auto check_encoding = [&out](bool utc, int64_t unix, std::string_view field) {
     bool want_utc = unix < 2524608000;  // 2050-01-01T00:00:00Z
     if (utc != want_utc) {
       out.push_back(std::string(field) + " must be " +
                     (want_utc ? "UTCTime before 2050" : "GeneralizedTime from 2050"));
     }
   };
-  check_encoding(X509_get0_notBefore(in.cert.handle()), nb, "notBefore");
-  check_encoding(X509_get0_notAfter(in.cert.handle()), na, "notAfter");
+  check_encoding(in.cert.not_before_is_utc_time(), nb, "notBefore");
+  check_encoding(in.cert.not_after_is_utc_time(), na, "notAfter");
 }
 
 void ValidityWithinIssuer(const Input& in, Messages& out) {
@@ -168,17 +164,8 @@ void ValidityWithinIssuer(const Input& in, Messages& out) {
   }
 }
 
-template <class T>
-bool DecodesOrAbsent(X509* x, int nid) {
-  int crit = -1;
-  auto value = ossl::Own(static_cast<T*>(X509_get_ext_d2i(x, nid, &crit, nullptr)));
-  ossl::ClearErrors();
-  return value != nullptr || crit == -1 || crit == -2;  // -2: duplicated, reported separately
-}
-
 void ExtensionsWellFormed(const Input& in, Messages& out) {
-  X509* x = in.cert.handle();
-  if (X509_get_version(x) != X509_VERSION_3) out.push_back("certificate is not version 3");
+  if (in.cert.version() != 3) out.push_back("certificate is not version 3");
   const auto& exts = in.cert.extensions();
   for (size_t i = 0; i < exts.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
@@ -192,13 +179,7 @@ void ExtensionsWellFormed(const Input& in, Messages& out) {
       out.push_back(ExtensionName(exts[i].oid) + " value is not a single DER element");
     }
   }
-  bool ok = DecodesOrAbsent<BASIC_CONSTRAINTS>(x, NID_basic_constraints) &&
-            DecodesOrAbsent<ASN1_STRING>(x, NID_key_usage) &&
-            DecodesOrAbsent<EXTENDED_KEY_USAGE>(x, NID_ext_key_usage) &&
-            DecodesOrAbsent<ASN1_STRING>(x, NID_subject_key_identifier) &&
-            DecodesOrAbsent<AUTHORITY_KEYID>(x, NID_authority_key_identifier) &&
-            DecodesOrAbsent<GENERAL_NAMES>(x, NID_subject_alt_name);
-  if (!ok) out.push_back("an extension does not decode");
+  if (!in.cert.extensions_decode()) out.push_back("an extension does not decode");
 }
 
 std::vector<std::string_view> ExpectedExtensions(ProfileKind kind) {
@@ -367,38 +348,43 @@ void SanWellFormed(const Input& in, Messages& out) {
   }
 }
 
-int EntryCount(const X509_NAME* name) { return X509_NAME_entry_count(name); }
-
 void IdentityMatchesRequest(const Input& in, Messages& out) {
   if (!(in.cert.public_key() == in.tmpl.subject_key)) {
     out.push_back("subject public key differs from the requested key");
   }
-  const X509_NAME* subject = X509_get_subject_name(in.cert.handle());
+  const std::vector<NameAttribute>& subject = in.cert.subject_attributes();
+  auto first = [&subject](std::string_view oid) -> const NameAttribute* {
+    for (const auto& a : subject) {
+      if (a.oid == oid) return &a;
+    }
+    return nullptr;
+  };
   NameFields want = IsDeviceProfile(in.tmpl.kind) ? DeviceSubject(in.tmpl.device) : in.tmpl.subject;
   struct Field {
-    int nid;
+    std::string_view oid;
     const std::string& value;
-    int type;
+    uint8_t tag;
     std::string_view name;
   };
   const Field fields[] = {
-      {NID_countryName, want.country, V_ASN1_PRINTABLESTRING, "C"},
-      {NID_organizationName, want.organization, V_ASN1_UTF8STRING, "O"},
-      {NID_commonName, want.common_name, V_ASN1_UTF8STRING, "CN"},
-      {NID_serialNumber, want.serial_number, V_ASN1_PRINTABLESTRING, "serialNumber"},
+      {internal::kOidCountry, want.country, der::kPrintableString, "C"},
+      {internal::kOidOrganization, want.organization, der::kUtf8String, "O"},
+      {internal::kOidCommonName, want.common_name, der::kUtf8String, "CN"},
+      {internal::kOidSerialNumber, want.serial_number, der::kPrintableString, "serialNumber"},
   };
-  int expected_entries = 0;
+  size_t expected_entries = 0;
   for (const auto& f : fields) {
     if (f.value.empty()) continue;
     ++expected_entries;
-    if (internal::NameAttribute(subject, f.nid) != f.value) {
+    const NameAttribute* got = first(f.oid);
+    if (got == nullptr || got->value != f.value) {
       out.push_back("subject " + std::string(f.name) + " differs from the request");
-    } else if (internal::NameAttributeType(subject, f.nid) != f.type) {
+    } else if (got->tag != f.tag) {
       out.push_back("subject " + std::string(f.name) + " must be a " +
-                    (f.type == V_ASN1_UTF8STRING ? "UTF8String" : "PrintableString"));
+                    (f.tag == der::kUtf8String ? "UTF8String" : "PrintableString"));
     }
   }
-  if (EntryCount(subject) != expected_entries) {
+  if (subject.size() != expected_entries) {
     out.push_back("subject has attributes that were not requested");
   }
   const SubjectAltNames& san = in.cert.subject_alt_names();

@@ -22,6 +22,16 @@ struct NameFields {
   bool operator==(const NameFields&) const = default;
 };
 
+// One name attribute as encoded, for lints: dotted OID, ASN.1 string tag (0x0c UTF8String,
+// 0x13 PrintableString, ...) and the value as UTF-8.
+struct NameAttribute {
+  std::string oid;
+  uint8_t tag = 0;
+  std::string value;
+
+  bool operator==(const NameAttribute&) const = default;
+};
+
 // RFC 4108 HardwareModuleName (otherName 1.3.6.1.5.5.7.8.4), as IEEE 802.1AR DevIDs carry it.
 struct HardwareModuleName {
   std::string hw_type;  // dotted OID

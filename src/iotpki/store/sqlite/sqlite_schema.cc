@@ -86,7 +86,69 @@ CREATE TABLE bootstrap_replay (
 ) STRICT;
 CREATE INDEX bootstrap_replay_by_timestamp ON bootstrap_replay (timestamp);
 )sql"},
-    // 2: campaigns and rotation_jobs (lifecycle issue).
+    {2, "inventory counts: device_counts, expiry_certs, expiry_counts", R"sql(
+-- Maintained by the store in the transaction of every write that changes what they summarize
+-- (sqlite_store.cc, BatchWriter), so that CountDevices reads a few hundred rows instead of the
+-- devices or certificates. docs/architecture.md ("Inventory counts") explains the design.
+
+-- Devices per (state, model, batch): every count without an expiry window.
+CREATE TABLE device_counts (
+  state TEXT NOT NULL,
+  model TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  PRIMARY KEY (state, model, batch)
+) STRICT, WITHOUT ROWID;
+
+-- One row per valid device certificate with a finite notAfter (below 9999-12-31T23:59:59, so
+-- IDevIDs are not here), carrying the owner's state, model and batch, and the notAfter of the
+-- device's previous valid certificate in (not_after, serial) order (NULL for its first). A
+-- certificate counts for "expiring within [now, now + w]" exactly when its own not_after is in
+-- the window and prev_not_after is NULL or before now: then it is the device's earliest
+-- matching certificate. The rows of the partial days at the ends of a window are counted here.
+CREATE TABLE expiry_certs (
+  not_after INTEGER NOT NULL,
+  serial TEXT NOT NULL,
+  prev_not_after INTEGER,
+  state TEXT NOT NULL,
+  model TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  PRIMARY KEY (not_after, serial)
+) STRICT, WITHOUT ROWID;
+-- Certificates whose predecessor expires on the first day of a window; only certificates of a
+-- device that has more than one (renewals) have an entry.
+CREATE INDEX expiry_certs_by_prev ON expiry_certs (prev_not_after, state, model, batch)
+  WHERE prev_not_after IS NOT NULL;
+
+-- expiry_certs summed per UTC day of not_after and of prev_not_after (-2^62 for NULL): the whole
+-- days inside a window.
+CREATE TABLE expiry_counts (
+  day INTEGER NOT NULL,
+  prev_day INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  model TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  PRIMARY KEY (day, prev_day, state, model, batch)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO device_counts (state, model, batch, n)
+  SELECT state, model, batch, COUNT(*) FROM devices GROUP BY state, model, batch;
+INSERT INTO expiry_certs (not_after, serial, prev_not_after, state, model, batch)
+  SELECT c.not_after, c.serial,
+         LAG(c.not_after) OVER (PARTITION BY c.device_id ORDER BY c.not_after, c.serial),
+         d.state, d.model, d.batch
+  FROM certificates c JOIN devices d ON d.device_id = c.device_id
+  WHERE c.status = 'valid' AND c.not_after < 253402300799;
+-- Floor division by 86400, also for times before 1970.
+INSERT INTO expiry_counts (day, prev_day, state, model, batch, n)
+  SELECT (not_after - ((not_after % 86400) + 86400) % 86400) / 86400,
+         CASE WHEN prev_not_after IS NULL THEN -4611686018427387904
+              ELSE (prev_not_after - ((prev_not_after % 86400) + 86400) % 86400) / 86400 END,
+         state, model, batch, COUNT(*)
+  FROM expiry_certs GROUP BY 1, 2, 3, 4, 5;
+)sql"},
+    // 3: campaigns and rotation_jobs (lifecycle issue).
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,

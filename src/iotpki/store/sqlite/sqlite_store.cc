@@ -6,12 +6,15 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <variant>
 
+#include "iotpki/common/clock.h"
 #include "iotpki/store/audit.h"
 #include "iotpki/store/sqlite/sqlite_db.h"
 #include "iotpki/store/sqlite/sqlite_schema.h"
@@ -119,18 +122,20 @@ struct Query {
   }
 };
 
-// "<clause> AND <clause> ..." for the device columns of a filter.
-void AddDeviceConditions(const DeviceFilter& f, std::vector<std::string>& conditions, Query& q) {
+// "<clause> AND <clause> ..." for the device columns of a filter; `prefix` names the table
+// ("d." for devices, "" for the count tables, which carry the same three columns).
+void AddDeviceConditions(const DeviceFilter& f, std::vector<std::string>& conditions, Query& q,
+                         std::string_view prefix = "d.") {
   if (f.state) {
-    conditions.push_back("d.state = ?");
+    conditions.push_back(std::string(prefix) + "state = ?");
     q.params.emplace_back(std::string(DeviceStateName(*f.state)));
   }
   if (f.model) {
-    conditions.push_back("d.model = ?");
+    conditions.push_back(std::string(prefix) + "model = ?");
     q.params.emplace_back(*f.model);
   }
   if (f.batch) {
-    conditions.push_back("d.batch = ?");
+    conditions.push_back(std::string(prefix) + "batch = ?");
     q.params.emplace_back(*f.batch);
   }
 }
@@ -206,16 +211,23 @@ Result<Query> BuildListQuery(const DeviceFilter& f, size_t fetch, std::string_vi
   return q;
 }
 
-Query BuildCountQuery(const DeviceFilter& f, int64_t now) {
+// The inventory counts (migration 2) cover the valid device certificates with a not_after below
+// this; IDevIDs (not_after = kNoExpiryUnix) are left out, which keeps them off the
+// manufacturing path. A window reaching it is counted from the certificates themselves.
+constexpr int64_t kCountedExpiryLimit = kNoExpiryUnix;
+constexpr int64_t kDaySeconds = 86400;
+// expiry_counts.prev_day of a certificate without a predecessor: below every real day.
+constexpr int64_t kNoPrevDay = -(int64_t{1} << 62);
+
+// UTC day number, rounding down also before 1970 (as the SQL of migration 2).
+int64_t DayOf(int64_t t) { return t / kDaySeconds - (t % kDaySeconds < 0 ? 1 : 0); }
+int64_t PrevDayOf(std::optional<int64_t> prev) { return prev ? DayOf(*prev) : kNoPrevDay; }
+
+// The count that walks the expiry index, for windows that reach kCountedExpiryLimit (so never
+// in practice: they end after the year 9999).
+Query BuildWalkingCountQuery(const DeviceFilter& f, Window w) {
   Query q;
   std::vector<std::string> conditions;
-  if (!f.expiring_within) {
-    q.sql = "SELECT COUNT(*) FROM devices d";
-    AddDeviceConditions(f, conditions, q);
-    q.sql += JoinConditions(conditions);
-    return q;
-  }
-  Window w = ExpiryWindow(now, *f.expiring_within);
   conditions.emplace_back(kExpiringCertConditions);
   q.params.emplace_back(w.from);
   q.params.emplace_back(w.to);
@@ -232,6 +244,57 @@ Query BuildCountQuery(const DeviceFilter& f, int64_t now) {
   conditions.emplace_back(kEarliestPerDevice);
   q.params.emplace_back(w.from);
   q.sql += JoinConditions(conditions);
+  return q;
+}
+
+// Counts answered from the maintained tables, never from devices or certificates. Without a
+// window: a sum over device_counts. With a window [from, to]: the whole UTC days strictly inside
+// it are summed from expiry_counts; the rows of the two partial days at its ends are counted in
+// expiry_certs (a primary-key range each); and the certificates of the whole days whose
+// predecessor expires on the first day, before or after `from`, are counted through
+// expiry_certs_by_prev. Every part is exact, so the sum is.
+Query BuildCountQuery(const DeviceFilter& f, int64_t now) {
+  Query q;
+  std::vector<std::string> conditions;
+  if (!f.expiring_within) {
+    q.sql = "SELECT COALESCE(SUM(n), 0) FROM device_counts";
+    AddDeviceConditions(f, conditions, q, "");
+    q.sql += JoinConditions(conditions);
+    return q;
+  }
+  Window w = ExpiryWindow(now, *f.expiring_within);
+  if (w.to >= kCountedExpiryLimit) return BuildWalkingCountQuery(f, w);
+  // One part: its conditions after `head`, then the device filter.
+  auto part = [&](std::string head, std::vector<int64_t> params) {
+    std::vector<std::string> device_conditions;
+    for (int64_t p : params) q.params.emplace_back(p);
+    AddDeviceConditions(f, device_conditions, q, "");
+    for (const auto& c : device_conditions) head += " AND " + c;
+    return "(" + head + ")";
+  };
+  constexpr std::string_view kRows =
+      "SELECT COUNT(*) FROM expiry_certs WHERE not_after >= ? AND not_after <= ? AND "
+      "(prev_not_after IS NULL OR prev_not_after < ?)";
+  int64_t first_day = DayOf(w.from);
+  int64_t last_day = DayOf(w.to);
+  if (first_day == last_day) {
+    q.sql = "SELECT " + part(std::string(kRows), {w.from, w.to, w.from});
+    return q;
+  }
+  int64_t inner_from = (first_day + 1) * kDaySeconds;  // the first whole day
+  int64_t inner_to = last_day * kDaySeconds;           // the end of the last whole day
+  // Statements in sequence: the parameters are appended in the order of the text.
+  q.sql = "SELECT " + part(
+                          "SELECT COALESCE(SUM(n), 0) FROM expiry_counts WHERE day > ? AND "
+                          "day < ? AND prev_day < ?",
+                          {first_day, last_day, first_day});
+  q.sql += " + " + part(std::string(kRows), {w.from, inner_from - 1, w.from});
+  q.sql += " + " + part(std::string(kRows), {inner_to, w.to, w.from});
+  q.sql += " + " + part(
+                       "SELECT COUNT(*) FROM expiry_certs INDEXED BY expiry_certs_by_prev WHERE "
+                       "prev_not_after >= ? AND prev_not_after < ? AND not_after >= ? AND "
+                       "not_after < ?",
+                       {first_day * kDaySeconds, w.from, inner_from, inner_to});
   return q;
 }
 
@@ -258,7 +321,69 @@ class BatchWriter {
     return std::visit([this](const auto& o) { return Do(o); }, op);
   }
 
+  // Writes the batch's net changes to the count tables; call once, after the last Apply. The
+  // deltas are summed in memory first, so a group of thousands of devices of one batch touches
+  // one device_counts row, not one per device.
+  Result<void> Finish() {
+    for (const auto& [key, delta] : device_deltas_) {
+      if (delta == 0) continue;
+      const auto& [state, model, batch] = key;
+      IOTPKI_TRY(auto up, conn_.Prepare("INSERT INTO device_counts (state, model, batch, n) "
+                                        "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (state, model, "
+                                        "batch) DO UPDATE SET n = n + excluded.n"));
+      up->Bind(1, std::string_view(state));
+      up->Bind(2, std::string_view(model));
+      up->Bind(3, std::string_view(batch));
+      up->Bind(4, delta);
+      IOTPKI_CHECK(up->Run());
+      if (delta > 0) continue;
+      IOTPKI_TRY(auto del, conn_.Prepare("DELETE FROM device_counts WHERE state = ?1 AND "
+                                         "model = ?2 AND batch = ?3 AND n = 0"));
+      del->Bind(1, std::string_view(state));
+      del->Bind(2, std::string_view(model));
+      del->Bind(3, std::string_view(batch));
+      IOTPKI_CHECK(del->Run());
+    }
+    for (const auto& [key, delta] : expiry_deltas_) {
+      if (delta == 0) continue;
+      const auto& [day, prev_day, state, model, batch] = key;
+      IOTPKI_TRY(auto up,
+                 conn_.Prepare("INSERT INTO expiry_counts (day, prev_day, state, model, batch, n) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (day, prev_day, "
+                               "state, model, batch) DO UPDATE SET n = n + excluded.n"));
+      up->Bind(1, day);
+      up->Bind(2, prev_day);
+      up->Bind(3, std::string_view(state));
+      up->Bind(4, std::string_view(model));
+      up->Bind(5, std::string_view(batch));
+      up->Bind(6, delta);
+      IOTPKI_CHECK(up->Run());
+      if (delta > 0) continue;
+      IOTPKI_TRY(auto del, conn_.Prepare("DELETE FROM expiry_counts WHERE day = ?1 AND "
+                                         "prev_day = ?2 AND state = ?3 AND model = ?4 AND "
+                                         "batch = ?5 AND n = 0"));
+      del->Bind(1, day);
+      del->Bind(2, prev_day);
+      del->Bind(3, std::string_view(state));
+      del->Bind(4, std::string_view(model));
+      del->Bind(5, std::string_view(batch));
+      IOTPKI_CHECK(del->Run());
+    }
+    return {};
+  }
+
  private:
+  // (state, model, batch): the device columns that the count tables carry.
+  using DeviceKey = std::tuple<std::string, std::string, std::string>;
+  // (day, prev_day, state, model, batch): the key of expiry_counts.
+  using ExpiryKey = std::tuple<int64_t, int64_t, std::string, std::string, std::string>;
+
+  // A valid device certificate with a finite not_after, as expiry_certs holds it.
+  struct CountedCert {
+    int64_t not_after;
+    std::string serial;
+  };
+
   struct AuditHead {
     int64_t seq;
     Bytes hash;
@@ -277,7 +402,10 @@ class BatchWriter {
     stmt->Bind(6, d.hardware_fingerprint);
     stmt->Bind(7, now_);
     auto r = stmt->Run();
-    if (r) return {};
+    if (r) {
+      device_deltas_[DeviceKey(DeviceStateName(d.state), d.model, d.batch)] += 1;
+      return {};
+    }
     if (IsConstraint(stmt->last_error())) {
       // Which constraint? Ask the data rather than parse SQLite's message.
       IOTPKI_TRY(bool id_taken, Exists("SELECT 1 FROM devices WHERE device_id = ?1", d.device_id));
@@ -302,7 +430,7 @@ class BatchWriter {
     stmt->Bind(3, std::string_view(op.device_id));
     stmt->Bind(4, DeviceStateName(op.from));
     IOTPKI_CHECK(stmt->Run());
-    if (stmt->Changes() == 1) return {};
+    if (stmt->Changes() == 1) return op.from == op.to ? Result<void>() : MoveCounts(op);
     IOTPKI_TRY(auto probe, conn_.Prepare("SELECT state FROM devices WHERE device_id = ?1"));
     probe->Bind(1, std::string_view(op.device_id));
     IOTPKI_TRY(bool found, probe->Step());
@@ -341,7 +469,155 @@ class BatchWriter {
       }
       return Fail(std::move(r).error());
     }
-    return ClaimKey(c);
+    IOTPKI_CHECK(ClaimKey(c));
+    if (!c.device_id || c.not_after >= kCountedExpiryLimit) return {};
+    return CountCertificate(*c.device_id, CountedCert{c.not_after, c.serial});
+  }
+
+  // The device's state changed from op.from to op.to: its device_counts row and every
+  // expiry_certs row of its certificates follow.
+  Result<void> MoveCounts(const UpdateDeviceStateOp& op) {
+    IOTPKI_TRY(auto probe, conn_.Prepare("SELECT model, batch FROM devices WHERE device_id = ?1"));
+    probe->Bind(1, std::string_view(op.device_id));
+    IOTPKI_TRY(bool found, probe->Step());
+    if (!found) return Fail(Code::kInternal, "device " + op.device_id + " vanished");
+    std::string model = probe->Text(0);
+    std::string batch = probe->Text(1);
+    std::string from(DeviceStateName(op.from));
+    std::string to(DeviceStateName(op.to));
+    device_deltas_[DeviceKey(from, model, batch)] -= 1;
+    device_deltas_[DeviceKey(to, model, batch)] += 1;
+    std::vector<std::pair<CountedCert, std::optional<int64_t>>> rows;
+    {
+      IOTPKI_TRY(auto certs,
+                 conn_.Prepare("SELECT e.not_after, e.serial, e.prev_not_after FROM certificates c "
+                               "CROSS JOIN expiry_certs e WHERE c.device_id = ?1 AND "
+                               "c.status = 'valid' AND c.not_after < ?2 AND "
+                               "e.not_after = c.not_after AND e.serial = c.serial"));
+      certs->Bind(1, std::string_view(op.device_id));
+      certs->Bind(2, kCountedExpiryLimit);
+      for (;;) {
+        IOTPKI_TRY(bool row, certs->Step());
+        if (!row) break;
+        rows.emplace_back(CountedCert{certs->Int64(0), certs->Text(1)}, certs->OptionalInt64(2));
+      }
+    }
+    for (const auto& [cert, prev] : rows) {
+      IOTPKI_TRY(auto update, conn_.Prepare("UPDATE expiry_certs SET state = ?1 WHERE "
+                                            "not_after = ?2 AND serial = ?3"));
+      update->Bind(1, std::string_view(to));
+      update->Bind(2, cert.not_after);
+      update->Bind(3, std::string_view(cert.serial));
+      IOTPKI_CHECK(update->Run());
+      int64_t day = DayOf(cert.not_after);
+      int64_t prev_day = PrevDayOf(prev);
+      expiry_deltas_[ExpiryKey(day, prev_day, from, model, batch)] -= 1;
+      expiry_deltas_[ExpiryKey(day, prev_day, to, model, batch)] += 1;
+    }
+    return {};
+  }
+
+  // The device's valid certificate ordered just before or just after `cert` by (not_after,
+  // serial), among those expiry_certs holds.
+  Result<std::optional<CountedCert>> Neighbour(std::string_view device_id, const CountedCert& cert,
+                                               bool after) {
+    IOTPKI_TRY(
+        auto stmt,
+        conn_.Prepare(after ? "SELECT not_after, serial FROM certificates WHERE device_id = ?1 AND "
+                              "status = 'valid' AND (not_after, serial) > (?2, ?3) AND "
+                              "not_after < ?4 ORDER BY not_after, serial LIMIT 1"
+                            : "SELECT not_after, serial FROM certificates WHERE device_id = ?1 AND "
+                              "status = 'valid' AND (not_after, serial) < (?2, ?3) AND "
+                              "not_after < ?4 ORDER BY not_after DESC, serial DESC LIMIT 1"));
+    stmt->Bind(1, device_id);
+    stmt->Bind(2, cert.not_after);
+    stmt->Bind(3, std::string_view(cert.serial));
+    stmt->Bind(4, kCountedExpiryLimit);
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) return std::optional<CountedCert>();
+    return std::optional<CountedCert>(CountedCert{stmt->Int64(0), stmt->Text(1)});
+  }
+
+  struct CountedRow {
+    std::optional<int64_t> prev_not_after;
+    DeviceKey device;
+  };
+
+  Result<CountedRow> ReadCountedRow(const CountedCert& cert) {
+    IOTPKI_TRY(auto stmt, conn_.Prepare("SELECT prev_not_after, state, model, batch FROM "
+                                        "expiry_certs WHERE not_after = ?1 AND serial = ?2"));
+    stmt->Bind(1, cert.not_after);
+    stmt->Bind(2, std::string_view(cert.serial));
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) {
+      return Fail(Code::kDataLoss, "the inventory counts miss a certificate",
+                  "no expiry_certs row for certificate " + cert.serial);
+    }
+    return CountedRow{stmt->OptionalInt64(0),
+                      DeviceKey(stmt->Text(1), stmt->Text(2), stmt->Text(3))};
+  }
+
+  // Gives `cert`'s expiry_certs row a new predecessor time.
+  Result<void> SetPrev(const CountedCert& cert, std::optional<int64_t> prev) {
+    IOTPKI_TRY(CountedRow old, ReadCountedRow(cert));
+    IOTPKI_TRY(auto stmt, conn_.Prepare("UPDATE expiry_certs SET prev_not_after = ?1 WHERE "
+                                        "not_after = ?2 AND serial = ?3"));
+    stmt->Bind(1, prev);
+    stmt->Bind(2, cert.not_after);
+    stmt->Bind(3, std::string_view(cert.serial));
+    IOTPKI_CHECK(stmt->Run());
+    const auto& [state, model, batch] = old.device;
+    int64_t day = DayOf(cert.not_after);
+    expiry_deltas_[ExpiryKey(day, PrevDayOf(old.prev_not_after), state, model, batch)] -= 1;
+    expiry_deltas_[ExpiryKey(day, PrevDayOf(prev), state, model, batch)] += 1;
+    return {};
+  }
+
+  // A new valid certificate of `device_id`: its expiry_certs row, and the next certificate of the
+  // device (if the new one expires first, as when a batch inserts them out of order) now follows
+  // it.
+  Result<void> CountCertificate(std::string_view device_id, const CountedCert& cert) {
+    IOTPKI_TRY(auto probe,
+               conn_.Prepare("SELECT state, model, batch FROM devices WHERE device_id = ?1"));
+    probe->Bind(1, device_id);
+    IOTPKI_TRY(bool found, probe->Step());
+    if (!found) return Fail(Code::kInternal, "device " + std::string(device_id) + " vanished");
+    DeviceKey device(probe->Text(0), probe->Text(1), probe->Text(2));
+    IOTPKI_TRY(auto before, Neighbour(device_id, cert, /*after=*/false));
+    std::optional<int64_t> prev;
+    if (before) prev = before->not_after;
+    IOTPKI_TRY(auto insert, conn_.Prepare("INSERT INTO expiry_certs (not_after, serial, "
+                                          "prev_not_after, state, model, batch) VALUES (?1, ?2, "
+                                          "?3, ?4, ?5, ?6)"));
+    const auto& [state, model, batch] = device;
+    insert->Bind(1, cert.not_after);
+    insert->Bind(2, std::string_view(cert.serial));
+    insert->Bind(3, prev);
+    insert->Bind(4, std::string_view(state));
+    insert->Bind(5, std::string_view(model));
+    insert->Bind(6, std::string_view(batch));
+    IOTPKI_CHECK(insert->Run());
+    expiry_deltas_[ExpiryKey(DayOf(cert.not_after), PrevDayOf(prev), state, model, batch)] += 1;
+    IOTPKI_TRY(auto next, Neighbour(device_id, cert, /*after=*/true));
+    if (next) IOTPKI_CHECK(SetPrev(*next, cert.not_after));
+    return {};
+  }
+
+  // `cert` is revoked: its row goes, and the next certificate of the device follows the one
+  // before it.
+  Result<void> UncountCertificate(std::string_view device_id, const CountedCert& cert) {
+    IOTPKI_TRY(CountedRow old, ReadCountedRow(cert));
+    IOTPKI_TRY(auto del, conn_.Prepare("DELETE FROM expiry_certs WHERE not_after = ?1 AND "
+                                       "serial = ?2"));
+    del->Bind(1, cert.not_after);
+    del->Bind(2, std::string_view(cert.serial));
+    IOTPKI_CHECK(del->Run());
+    const auto& [state, model, batch] = old.device;
+    expiry_deltas_[ExpiryKey(DayOf(cert.not_after), PrevDayOf(old.prev_not_after), state, model,
+                             batch)] -= 1;
+    IOTPKI_TRY(auto next, Neighbour(device_id, cert, /*after=*/true));
+    if (next) IOTPKI_CHECK(SetPrev(*next, old.prev_not_after));
+    return {};
   }
 
   // A public key belongs to one device (renewals may reuse it) or to the CA side; any other
@@ -381,7 +657,14 @@ class BatchWriter {
     stmt->Bind(2, RevocationReasonName(op.reason));
     stmt->Bind(3, std::string_view(op.serial));
     IOTPKI_CHECK(stmt->Run());
-    if (stmt->Changes() == 1) return {};
+    if (stmt->Changes() == 1) {
+      IOTPKI_TRY(auto cert,
+                 conn_.Prepare("SELECT device_id, not_after FROM certificates WHERE serial = ?1"));
+      cert->Bind(1, std::string_view(op.serial));
+      IOTPKI_TRY(bool row, cert->Step());
+      if (!row || cert->IsNull(0) || cert->Int64(1) >= kCountedExpiryLimit) return {};
+      return UncountCertificate(cert->Text(0), CountedCert{cert->Int64(1), op.serial});
+    }
     IOTPKI_TRY(bool exists, Exists("SELECT 1 FROM certificates WHERE serial = ?1", op.serial));
     if (!exists) return Fail(Code::kNotFound, "certificate " + op.serial + " not found");
     return Fail(Code::kAborted, "certificate " + op.serial + " is already revoked");
@@ -427,6 +710,8 @@ class BatchWriter {
   int64_t now_;
   CommitInfo& info_;
   std::optional<AuditHead> head_;
+  std::map<DeviceKey, int64_t> device_deltas_;
+  std::map<ExpiryKey, int64_t> expiry_deltas_;
 };
 
 Result<void> CreateOwnerOnlyFile(const std::filesystem::path& path) {
@@ -557,6 +842,7 @@ Result<CommitInfo> SqliteStore::Commit(const WriteBatch& batch) {
       auto applied = writer.Apply(ops[i]);
       if (!applied) return Fail(AtOperation(std::move(applied).error(), i));
     }
+    IOTPKI_CHECK(writer.Finish());
     IOTPKI_CHECK(tx.Commit());
     return info;
   });

@@ -8,9 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "iotpki/common/clock.h"
 #include "iotpki/crypto/primitives.h"
@@ -96,6 +99,67 @@ TEST_F(SqliteStoreTest, MigrationsAreRecordedOnce) {
   ASSERT_TRUE(store);
   EXPECT_EQ(*store->QueryForTest("SELECT COUNT(*) FROM schema_migrations"),
             std::to_string(kLatestSchemaVersion));
+}
+
+// A store written by schema version 1 (before the count tables): migration 2 fills them from the
+// existing rows, so the counts are those the version-1 queries gave. The version-1 store is made
+// by dropping what migration 2 added; the version-1 tables are unchanged by it.
+TEST_F(SqliteStoreTest, MigrationFillsTheCountTablesFromExistingRows) {
+  constexpr int64_t kDay = 86400;
+  auto store = MustOpen();
+  ASSERT_TRUE(store);
+  WriteBatch b;
+  for (int i = 0; i < 30; ++i) {
+    Device d = MakeDevice(i);
+    d.model = i % 3 ? "m1" : "m2";
+    d.batch = i % 2 ? "b1" : "b2";
+    b.InsertDevice(d);
+    // Two working certificates for every device (a renewal in flight), one for some; the
+    // earlier of the two is revoked for every fifth device.
+    for (int k = 0; k < 1 + i % 2; ++k) {
+      CertificateRecord c;
+      c.serial = ToHex(crypto::Sha256(AsBytes("cert-" + std::to_string(i * 10 + k)))).substr(0, 32);
+      c.device_id = d.device_id;
+      c.profile = CertProfile::kLDevId;
+      c.issuer = "operational";
+      c.subject = "CN=x";
+      c.not_before = kNow - kDay;
+      c.not_after = kNow + (i % 40 + k * 20) * kDay - i * 997;
+      c.key_fingerprint = ToHex(crypto::Sha256(AsBytes("key-" + std::to_string(i))));
+      c.der = {0x30, 0x00};
+      b.InsertCertificate(c);
+      if (k == 0 && i % 5 == 0) b.RevokeCertificate(c.serial, RevocationReason::kSuperseded);
+    }
+    if (i % 4 == 0)
+      b.UpdateDeviceState(d.device_id, DeviceState::kManufactured, DeviceState::kActive);
+  }
+  ASSERT_TRUE(store->Commit(b));
+  std::vector<DeviceFilter> filters;
+  for (auto window : {std::optional<std::chrono::seconds>(),
+                      std::optional<std::chrono::seconds>(std::chrono::days(30)),
+                      std::optional<std::chrono::seconds>(std::chrono::days(2))}) {
+    filters.push_back({.expiring_within = window});
+    filters.push_back({.state = DeviceState::kActive, .expiring_within = window});
+    filters.push_back({.model = "m1", .batch = "b2", .expiring_within = window});
+  }
+  std::vector<int64_t> before;
+  for (const auto& f : filters) before.push_back(*store->CountDevices(f));
+  EXPECT_EQ(before[0], 30);
+  ASSERT_TRUE(store->ExecForTest(
+      "DROP TABLE device_counts; DROP TABLE expiry_certs; DROP TABLE expiry_counts; "
+      "DELETE FROM schema_migrations WHERE version = 2"));
+  store.reset();
+  store = MustOpen();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(*store->SchemaVersion(), 2);
+  for (size_t i = 0; i < filters.size(); ++i) {
+    EXPECT_EQ(*store->CountDevices(filters[i]), before[i]) << "filter " << i;
+  }
+  // The filled tables are maintained from here on like any others.
+  ASSERT_TRUE(store->Commit(WriteBatch().UpdateDeviceState(DeviceId(1), DeviceState::kManufactured,
+                                                           DeviceState::kActive)));
+  EXPECT_EQ(*store->CountDevices(filters[1]), before[1] + 1);
+  EXPECT_EQ(*store->CountDevices(filters[4]), before[4] + 1);  // it expires within 30 days
 }
 
 TEST_F(SqliteStoreTest, NewerSchemaIsRefused) {
