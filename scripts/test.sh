@@ -29,29 +29,36 @@ echo "== tests under sanitizers"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir "$root/build-asan" -j"$jobs" --output-on-failure
 
-# The C509 decoder under libFuzzer, for a bounded time (IOTPKI_FUZZ_SECONDS, default 60; 0 skips).
-# The seed corpus is copied so that the tree is not modified; a crash fails the script and leaves
-# its input in build-fuzz/ (reproduce with: build-fuzz/src/iotpki/c509/fuzz_c509 FILE).
+# Two libFuzzer targets, each for a bounded time (IOTPKI_FUZZ_SECONDS, default 60 for the C509
+# decoder and half that for the differential X.509/CSR parser test; 0 skips both). The seed
+# corpora are copied so that the tree is not modified; a failure fails the script and leaves its
+# input in build-fuzz/ (reproduce with: build-fuzz/src/iotpki/<layer>/fuzz_<name> FILE).
 fuzz_seconds=${IOTPKI_FUZZ_SECONDS:-60}
+run_fuzzer() {  # run_fuzzer LAYER NAME SECONDS
+  local layer=$1 name=$2 seconds=$3 tmp
+  echo "== fuzz (libFuzzer): fuzz_$name for $seconds s"
+  ninja -C "$root/build-fuzz" -j"$jobs" "fuzz_$name"
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/iotpki-fuzz.XXXXXX")
+  mkdir "$tmp/corpus"
+  cp "$root/src/iotpki/$layer/fuzz_corpus/"* "$tmp/corpus/"
+  if ! "$root/build-fuzz/src/iotpki/$layer/fuzz_$name" -max_total_time="$seconds" \
+    -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="$root/build-fuzz/" "$tmp/corpus" 2>"$tmp/log"; then
+    tail -n 60 "$tmp/log" >&2
+    echo "fuzz_$name found a failure; its input is in $root/build-fuzz/ (crash-*, leak-*, ...)" >&2
+    rm -rf "$tmp"
+    exit 1
+  fi
+  grep -E "^(Done [0-9]+ runs|stat::)" "$tmp/log" || true
+  rm -rf "$tmp"
+}
 if [ "$fuzz_seconds" -gt 0 ] && command -v clang++ >/dev/null; then
-  echo "== fuzz (libFuzzer): fuzz_c509 for ${fuzz_seconds} s"
   if [ ! -f "$root/build-fuzz/build.ninja" ]; then
     CC=clang CXX=clang++ cmake -S "$root" -B "$root/build-fuzz" -G Ninja \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIOTPKI_FUZZ=ON -DIOTPKI_WERROR=OFF >/dev/null
   fi
-  ninja -C "$root/build-fuzz" -j"$jobs" fuzz_c509
-  fuzz_tmp=$(mktemp -d "${TMPDIR:-/tmp}/iotpki-fuzz.XXXXXX")
-  trap 'rm -rf "$fuzz_tmp"' EXIT
-  mkdir "$fuzz_tmp/corpus"
-  cp "$root"/src/iotpki/c509/fuzz_corpus/* "$fuzz_tmp/corpus/"
-  if ! "$root/build-fuzz/src/iotpki/c509/fuzz_c509" -max_total_time="$fuzz_seconds" \
-    -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$root/build-fuzz/" "$fuzz_tmp/corpus" 2>"$fuzz_tmp/log"; then
-    tail -n 60 "$fuzz_tmp/log" >&2
-    echo "fuzz_c509 found a failure; its input is in $root/build-fuzz/ (crash-*, leak-*, ...)" >&2
-    exit 1
-  fi
-  grep -E "^(Done [0-9]+ runs|stat::)" "$fuzz_tmp/log" || true
+  run_fuzzer c509 c509 "$fuzz_seconds"
+  run_fuzzer x509 x509 $(((fuzz_seconds + 1) / 2))
 elif [ "$fuzz_seconds" -gt 0 ]; then
-  echo "== fuzz: clang++ not found (scripts/setup.sh installs it); fuzz_c509 not run"
+  echo "== fuzz: clang++ not found (scripts/setup.sh installs it); the fuzzers were not run"
 fi

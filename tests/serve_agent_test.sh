@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 
 check "ca init" "$IOTPKI" ca init --dir "$CA" --org "Example Org"
-provision fleet 5
+provision fleet 6
 start_server
 state() {  # state N: a device state directory holding the factory bundle of device N
   local s="$WORK/state$1"
@@ -20,6 +20,7 @@ S2=$(state 2)
 S3=$(state 3)
 S4=$(state 4)
 S5=$(state 5)
+S6=$(state 6)
 
 # --- bootstrap ----------------------------------------------------------------------------------
 check "bootstrap over EST" "$AGENT" --state "$S1" bootstrap --server "$URL" --est
@@ -62,6 +63,16 @@ check "renew of a JSON-bootstrapped device" "$AGENT" --state "$S2" renew
 check "renew of a device whose LDevID certifies its IDevID key" "$AGENT" --state "$S3" renew
 equal "LDevIDs in the store (3 + 2 + 2)" "$(ldevids)" "7"
 
+# --- C509 answers (the agent checks the answer's media type, decodes it to the exact DER) -------
+check "bootstrap over EST with a C509 answer" \
+  "$AGENT" --state "$S6" bootstrap --server "$URL" --est --c509
+check "the C509-delivered LDevID verifies with openssl" \
+  openssl verify -CAfile "$CA/certs/root.pem" -untrusted "$S6/active/chain.pem" "$S6/active/cert.pem"
+check "rekey with a C509 answer" "$AGENT" --state "$S6" renew --rekey --c509
+check "the renewed LDevID verifies with openssl" \
+  openssl verify -CAfile "$CA/certs/root.pem" -untrusted "$S6/active/chain.pem" "$S6/active/cert.pem"
+equal "LDevIDs in the store (7 + 2)" "$(ldevids)" "9"
+
 # --- failures: one line each, distinct exit codes -----------------------------------------------
 agent_exit() {  # agent_exit NAME CODE PATTERN ARGS...: the agent exits CODE with one line
   local name=$1 code=$2 pattern=$3 rc=0
@@ -86,6 +97,7 @@ agent_exit "refused by the server, with its reason" 5 "refused by server: HTTP 4
   --state "$S5" bootstrap --server "$URL"
 check "a refused bootstrap installs nothing" test ! -e "$S5/active"
 agent_exit "renew before bootstrap" 1 "bootstrap first" --state "$S4" renew --server "$URL"
+agent_exit "--c509 with --json" 2 "usage: .*(c509|json)" --state "$S4" bootstrap --server "$URL" --json --c509
 agent_exit "bad server URL" 2 "usage|https://" --state "$S4" bootstrap --server "http://x"
 agent_exit "missing factory bundle" 1 "no factory bundle" --state "$WORK/empty" bootstrap --server "$URL"
 IOTPKI_DEVICE_KEY_PASSPHRASE=wrong-passphrase-x agent_exit "wrong key passphrase" 1 "key" \

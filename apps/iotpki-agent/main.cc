@@ -48,11 +48,18 @@ int main(int argc, char** argv) {
                  "With --json: no TLS client certificate; the CSR is signed with the IDevID key")
       ->needs(json_flag);
   est_flag->excludes(json_flag);
+  bool c509 = false;
+  bootstrap
+      ->add_flag("--c509", c509,
+                 "With --est: ask for the certificate in C509 (application/cose-c509-cert+cbor)")
+      ->excludes(json_flag);
 
   auto* renew = app.add_subcommand("renew", "EST simplereenroll with the active certificate");
   bool rekey = false;
   renew->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
   renew->add_flag("--rekey", rekey, "A new key (default: keep the current key)");
+  renew->add_flag("--c509", c509,
+                  "Ask for the certificate in C509 (application/cose-c509-cert+cbor)");
 
   try {
     app.parse(argc, argv);
@@ -65,6 +72,7 @@ int main(int argc, char** argv) {
     options.state = state;
     options.server_url = server;
     options.timeout = std::chrono::seconds(timeout);
+    options.c509 = c509;
     if (!key_passphrase_file.empty()) {
       auto text = iotpki::ReadTextFile(key_passphrase_file, 4096);
       if (!text)

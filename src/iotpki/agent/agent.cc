@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "iotpki/agent/https_client.h"
+#include "iotpki/c509/c509.h"
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
@@ -145,6 +146,30 @@ Result<std::vector<x509::Certificate>> CertsFromPkcs7(std::string_view base64_bo
   return out;
 }
 
+constexpr char kC509Cert[] = "application/cose-c509-cert+cbor";
+
+// An EST answer in C509: base64 (RFC 8951) of one re-encoded certificate.
+Result<x509::Certificate> CertFromC509(const HttpResponse& r) {
+  if (r.content_type.rfind(kC509Cert, 0) != 0) {
+    return Fail(
+        BadAnswer("asked for " + std::string(kC509Cert) + ", got '" + r.content_type + "'"));
+  }
+  auto c509 = Base64Decode(r.body);
+  if (!c509) return Fail(BadAnswer("the C509 answer is not base64"));
+  auto der = c509::DecodeToX509(*c509);
+  if (!der) return Fail(BadAnswer("the C509 answer does not decode: " + der.error().message()));
+  auto cert = x509::Certificate::FromDer(*der);
+  if (!cert) return Fail(BadAnswer("the certificate in the C509 answer does not parse"));
+  return cert;
+}
+
+// An enrollment answer: the first certificate of a certs-only PKCS#7, or the C509 certificate.
+Result<x509::Certificate> EnrolledCert(const HttpResponse& r, bool c509) {
+  if (c509) return CertFromC509(r);
+  IOTPKI_TRY(auto certs, CertsFromPkcs7(r.body));
+  return certs[0];
+}
+
 // The answer must be what was asked: our key, our device, a chain to our root.
 Result<void> CheckIssued(const x509::Certificate& cert, const crypto::PublicKey& key,
                          const std::string& device_id, const x509::Certificate& issuer,
@@ -228,8 +253,9 @@ Result<ServerAddress> ServerFor(const AgentOptions& o) {
 
 Result<HttpResponse> Call(const ServerAddress& server, const TlsSettings& tls,
                           std::string_view method, std::string_view target,
-                          std::string_view content_type, std::string_view body) {
-  IOTPKI_TRY(HttpResponse r, HttpsRequest(server, tls, method, target, content_type, body));
+                          std::string_view content_type, std::string_view body,
+                          std::string_view accept = {}) {
+  IOTPKI_TRY(HttpResponse r, HttpsRequest(server, tls, method, target, content_type, body, accept));
   if (r.status != 200) return Fail(Refused(r));
   return r;
 }
@@ -304,14 +330,17 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
   if (mode == BootstrapMode::kEst) {
     IOTPKI_TRY(HttpResponse ca, Call(server, tls, "GET", std::string(kEst) + "/cacerts", "", ""));
     IOTPKI_TRY(auto ca_certs, CertsFromPkcs7(ca.body));
-    IOTPKI_TRY(HttpResponse r, Call(server, tls, "POST", std::string(kEst) + "/simpleenroll",
-                                    "application/pkcs10", Base64Encode(csr.ToDer())));
-    IOTPKI_TRY(auto certs, CertsFromPkcs7(r.body));
-    issued = certs[0];
+    IOTPKI_TRY(HttpResponse r,
+               Call(server, tls, "POST", std::string(kEst) + "/simpleenroll", "application/pkcs10",
+                    Base64Encode(csr.ToDer()), o.c509 ? kC509Cert : ""));
+    IOTPKI_TRY(issued, EnrolledCert(r, o.c509));
     for (const auto& c : ca_certs) {
       if (c.subject() == issued.issuer() && issued.IsSignedBy(c.public_key())) issuer = c;
     }
   } else {
+    if (o.c509) {
+      return Fail(Code::kInvalidArgument, "C509 answers are an EST option (use --est)");
+    }
     if (f.k_dev.empty()) {
       return Fail(Code::kFailedPrecondition,
                   "the factory bundle has no bootstrap.hex (needed for --json)");
@@ -374,10 +403,10 @@ Result<Installed> Renew(const AgentOptions& o, bool rekey) {
                            .common_name = current.common_name(),
                            .serial_number = current.serial_number()};
   IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject, current.subject_alt_names())));
-  IOTPKI_TRY(HttpResponse r, Call(server, tls, "POST", std::string(kEst) + "/simplereenroll",
-                                  "application/pkcs10", Base64Encode(csr.ToDer())));
-  IOTPKI_TRY(auto certs, CertsFromPkcs7(r.body));
-  const x509::Certificate& issued = certs[0];
+  IOTPKI_TRY(HttpResponse r,
+             Call(server, tls, "POST", std::string(kEst) + "/simplereenroll", "application/pkcs10",
+                  Base64Encode(csr.ToDer()), o.c509 ? kC509Cert : ""));
+  IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
   IOTPKI_CHECK(CheckIssued(issued, key.public_key(), current.common_name(), issuer, f.root, now));
   IOTPKI_TRY(std::string slot, Install(o.state, issued, issuer, key));
   return Installed{

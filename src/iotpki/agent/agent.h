@@ -37,6 +37,10 @@ struct AgentOptions {
   // Decrypts factory/key.pem when it is encrypted.
   std::string key_passphrase;
   std::chrono::seconds timeout{30};
+  // EST enrollments ask for the certificate in C509 (application/cose-c509-cert+cbor, draft-
+  // ietf-cose-cbor-encoded-cert), decoded back to the byte-exact X.509 before it is checked and
+  // installed: fewer bytes on a constrained link.
+  bool c509 = false;
   const Clock* clock = &SystemClock::Instance();
 };
 

@@ -121,7 +121,8 @@ Result<ServerAddress> ParseServerUrl(std::string_view url) {
 
 Result<HttpResponse> HttpsRequest(const ServerAddress& server, const TlsSettings& tls,
                                   std::string_view method, std::string_view target,
-                                  std::string_view content_type, std::string_view body) {
+                                  std::string_view content_type, std::string_view body,
+                                  std::string_view accept) {
   IOTPKI_TRY(auto native, ClientContext(tls));
   net::io_context ioc;
   ssl::context ctx(native.release());
@@ -141,6 +142,8 @@ Result<HttpResponse> HttpsRequest(const ServerAddress& server, const TlsSettings
   req.version(11);
   req.set(http::field::host, Where(server));
   req.set(http::field::user_agent, "iotpki-agent");
+  if (!accept.empty())
+    req.set(http::field::accept, beast::string_view(accept.data(), accept.size()));
   if (!content_type.empty()) {
     req.set(http::field::content_type,
             beast::string_view(content_type.data(), content_type.size()));

@@ -48,8 +48,10 @@ struct HttpResponse {
 //   DataLoss         the answer is not HTTP, or is cut short;
 //   InvalidArgument  unusable settings (no trust anchor, a bad certificate or key).
 // Any HTTP status is a response, not an error.
+// `accept`, when not empty, is sent as the Accept header.
 Result<HttpResponse> HttpsRequest(const ServerAddress& server, const TlsSettings& tls,
                                   std::string_view method, std::string_view target,
-                                  std::string_view content_type, std::string_view body);
+                                  std::string_view content_type, std::string_view body,
+                                  std::string_view accept = {});
 
 }  // namespace iotpki::agent

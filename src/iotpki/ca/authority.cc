@@ -308,6 +308,7 @@ Result<store::WriteBatch> Authority::CheckAndPlan(const RuleInput& req,
 
   // 4. The key is new to the fleet (a repeated key means a broken key generator), except that
   //    a device may renew its working certificate with the same key.
+  if (req.uniqueness_checked && req.profile == ProfileKind::kIDevID) return batch;
   std::string fp = ToHex(req.key.Fingerprint());
   IOTPKI_TRY(auto holders, store_->FindCertificatesByKey(fp));
   for (const auto& h : holders) {
@@ -353,7 +354,8 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::Prepare(const I
                        .model = req.model,
                        .batch = req.batch,
                        .actor = req.actor,
-                       .allow_birth_key = req.allow_birth_key});
+                       .allow_birth_key = req.allow_birth_key,
+                       .uniqueness_checked = req.uniqueness_checked});
 }
 
 tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareGenerated(
@@ -367,7 +369,8 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareGenerate
                        .device_id = kNoDeviceId,
                        .model = req.model,
                        .batch = req.batch,
-                       .actor = req.actor});
+                       .actor = req.actor,
+                       .uniqueness_checked = req.uniqueness_checked});
 }
 
 tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
@@ -399,11 +402,14 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
     if (auto v = x509::ValidateSerial(req.serial); !v) return plain(std::move(v).error());
     identity.serial = req.serial;
     identity.device_id = x509::ComputeDeviceId(req.serial, req.hardware_fingerprint);
-    auto d = store_->GetDeviceBySerial(req.serial);
-    if (d) {
-      existing = *d;
-    } else if (d.error().code() != Code::kNotFound) {
-      return plain(std::move(d).error());
+    // Unless the caller checked the serial, the store's UNIQUE (serial) being the final guard.
+    if (!req.uniqueness_checked || req.profile != ProfileKind::kIDevID) {
+      auto d = store_->GetDeviceBySerial(req.serial);
+      if (d) {
+        existing = *d;
+      } else if (d.error().code() != Code::kNotFound) {
+        return plain(std::move(d).error());
+      }
     }
   }
 

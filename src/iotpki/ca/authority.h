@@ -57,6 +57,12 @@ struct IssueRequest {
   // a client certificate proves possession of the IDevID key by a CSR signed with it, so the
   // working certificate then certifies that key. Off by default: a new key is the rule.
   bool allow_birth_key = false;
+  // IDevID only. The caller checked, for its whole batch before signing, that the serial is new
+  // to the inventory and the CSR's key new to the fleet (mfg::Provision's preflight): the two
+  // per-request store reads that would repeat those checks are skipped. A serial or key that
+  // appears in the store meanwhile is still refused, by the store's unique constraints when the
+  // prepared batch commits (AlreadyExists; not audited as a refusal).
+  bool uniqueness_checked = false;
 };
 
 // Thread-safe once the issuers needed are unlocked.
@@ -99,6 +105,9 @@ class Authority {
     std::string model;
     std::string batch;
     std::string actor = "cli";
+    // As IssueRequest::uniqueness_checked; for a key generated in this process, the store's check
+    // at commit is the check.
+    bool uniqueness_checked = false;
   };
   // As Prepare for an IDevID whose key the CA generated: holding the private key is the proof of
   // possession, so no CSR is built, signed and verified only to be discarded. Every other rule
@@ -149,7 +158,8 @@ class Authority {
     const std::string& model;
     const std::string& batch;
     const std::string& actor;
-    bool allow_birth_key = false;  // IssueRequest::allow_birth_key
+    bool allow_birth_key = false;     // IssueRequest::allow_birth_key
+    bool uniqueness_checked = false;  // IssueRequest::uniqueness_checked (IDevID only)
   };
   tl::expected<Prepared, Refusal> PrepareInput(const RuleInput& request);
 

@@ -227,5 +227,55 @@ TEST_F(AuthorityTest, PrepareGeneratedSignsWithoutACsrAndKeepsTheOtherRules) {
   EXPECT_FALSE(authority_->PrepareGenerated(req));
 }
 
+// A batch caller that checked uniqueness itself: no store read per request, and the store's
+// unique constraints still refuse a serial or a key that is taken, at commit.
+TEST_F(AuthorityTest, UniquenessCheckedByTheCallerLeavesTheStoreAsTheGuard) {
+  auto key = crypto::PrivateKey::Generate();
+  Authority::GeneratedKeyRequest req{.key = *key,
+                                     .serial = "SN-U1",
+                                     .hardware_fingerprint = {0x01, 0x02},
+                                     .model = "cam",
+                                     .batch = "b1",
+                                     .uniqueness_checked = true};
+  auto first = authority_->PrepareGenerated(req);
+  ASSERT_TRUE(first) << first.error().error.ToString();
+  ASSERT_TRUE(authority_->store().Commit(first->batch));
+
+  // The same serial (another chip): prepared (the store was not read), refused by the store at
+  // commit.
+  req.key = *crypto::PrivateKey::Generate();
+  req.hardware_fingerprint = {0x03, 0x04};
+  auto same_serial = authority_->PrepareGenerated(req);
+  ASSERT_TRUE(same_serial);
+  auto committed = authority_->store().Commit(same_serial->batch);
+  ASSERT_FALSE(committed);
+  EXPECT_EQ(committed.error().code(), Code::kAlreadyExists);
+  EXPECT_NE(committed.error().message().find("serial"), std::string::npos)
+      << committed.error().ToString();
+
+  // The same key for another device, through a CSR: likewise.
+  auto csr = x509::MakeCsr(*key, {.common_name = "device"});
+  IssueRequest ireq = Request(x509::ProfileKind::kIDevID, *csr, "SN-U2");
+  ireq.uniqueness_checked = true;
+  auto same_key = authority_->Prepare(ireq);
+  ASSERT_TRUE(same_key);
+  committed = authority_->store().Commit(same_key->batch);
+  ASSERT_FALSE(committed);
+  EXPECT_EQ(committed.error().code(), Code::kAlreadyExists);
+  EXPECT_NE(committed.error().message().find("public key"), std::string::npos)
+      << committed.error().ToString();
+
+  // Without the flag both are refused before signing, as always.
+  ireq.uniqueness_checked = false;
+  EXPECT_FALSE(authority_->Prepare(ireq));
+  // The flag concerns IDevIDs only: an LDevID still reads the device.
+  auto ld = authority_->Prepare({.profile = x509::ProfileKind::kLDevID,
+                                 .csr = NewCsr(),
+                                 .device_id = std::string(64, 'a'),
+                                 .uniqueness_checked = true});
+  ASSERT_FALSE(ld);
+  EXPECT_EQ(ld.error().error.code(), Code::kNotFound);
+}
+
 }  // namespace
 }  // namespace iotpki::ca

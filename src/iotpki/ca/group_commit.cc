@@ -28,9 +28,11 @@ void AppendBatch(store::WriteBatch& to, const store::WriteBatch& from) {
             to.InsertCertificate(o.cert);
           } else if constexpr (std::is_same_v<T, store::RevokeCertificateOp>) {
             to.RevokeCertificate(o.serial, o.reason);
-          } else {
-            static_assert(std::is_same_v<T, store::AppendAuditOp>);
+          } else if constexpr (std::is_same_v<T, store::AppendAuditOp>) {
             to.AppendAudit(o.event);
+          } else {
+            static_assert(std::is_same_v<T, store::RecordTokenOp>);
+            to.RecordToken(o.device_id, o.timestamp);
           }
         },
         op);

@@ -111,6 +111,43 @@ TEST_F(GroupCommitTest, AFailingBatchFailsAloneAndTheOthersCommit) {
   EXPECT_EQ(*count, kThreads * 10);
 }
 
+TEST_F(GroupCommitTest, OneTokenInManyConcurrentBatchesCommitsOnce) {
+  // As the JSON API does: the replay row first in each issuance's batch. Whether the duplicates
+  // meet in one merged transaction or in successive ones, exactly one batch commits, and the
+  // other devices' batches are not held back by them.
+  GroupCommitter gc(*store_);
+  for (int round = 0; round < 20; ++round) {
+    constexpr int kThreads = 8;
+    std::string token_owner = NewDevice(1000 + round).device_id;
+    std::atomic<int> committed{0}, replays{0}, others{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        int n = round * kThreads + t;
+        store::WriteBatch b;
+        // Even threads replay one token; odd threads carry tokens of their own.
+        b.RecordToken(t % 2 == 0 ? token_owner : NewDevice(n).device_id, 1'750'000'000);
+        AppendBatch(b, DeviceBatch(n));
+        auto r = gc.Commit(b);
+        if (t % 2 == 1) {
+          EXPECT_TRUE(r) << r.error().ToString();
+          if (r) ++others;
+        } else if (r) {
+          ++committed;
+        } else {
+          EXPECT_EQ(r.error().code(), Code::kAlreadyExists) << r.error().ToString();
+          ++replays;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(committed.load(), 1);
+    EXPECT_EQ(replays.load(), kThreads / 2 - 1);
+    EXPECT_EQ(others.load(), kThreads / 2);
+  }
+  EXPECT_EQ(*store_->CountDevices({}), 20 * (8 / 2 + 1));
+}
+
 TEST(AppendBatchTest, KeepsOrderAndKinds) {
   store::WriteBatch a, b;
   a.InsertDevice(NewDevice(1));
@@ -118,12 +155,17 @@ TEST(AppendBatchTest, KeepsOrderAndKinds) {
                       store::DeviceState::kActive);
   b.RevokeCertificate("01", store::RevocationReason::kSuperseded);
   b.AppendAudit({.actor = "x"});
+  b.RecordToken(NewDevice(1).device_id, 42);
   AppendBatch(a, b);
-  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(a.size(), 5u);
   EXPECT_TRUE(std::holds_alternative<store::InsertDeviceOp>(a.ops()[0]));
   EXPECT_TRUE(std::holds_alternative<store::UpdateDeviceStateOp>(a.ops()[1]));
   EXPECT_TRUE(std::holds_alternative<store::RevokeCertificateOp>(a.ops()[2]));
   EXPECT_TRUE(std::holds_alternative<store::AppendAuditOp>(a.ops()[3]));
+  const auto* token = std::get_if<store::RecordTokenOp>(&a.ops()[4]);
+  ASSERT_NE(token, nullptr);
+  EXPECT_EQ(token->device_id, NewDevice(1).device_id);
+  EXPECT_EQ(token->timestamp, 42);
 }
 
 }  // namespace

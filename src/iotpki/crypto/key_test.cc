@@ -1,10 +1,12 @@
 #include "iotpki/crypto/key.h"
 
 #include <gtest/gtest.h>
+#include <openssl/pkcs12.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "iotpki/common/file.h"
@@ -107,6 +109,47 @@ TEST(Keys, EcSpkiMatchesOpenSsl) {
   Bytes trailing = key->public_key().ToDer();
   trailing.push_back(0);
   EXPECT_FALSE(PublicKey::FromDer(trailing));
+}
+
+// PrivateKey::ToDer writes EC keys with the DER writer: the same bytes as OpenSSL's encoder, over
+// many keys (a scalar with leading zero bytes must keep its full length: 1 key in 256 has one).
+TEST(Keys, EcPkcs8MatchesOpenSsl) {
+  for (KeyType t : {KeyType::kP256, KeyType::kP384}) {
+    for (int i = 0; i < 600; ++i) {
+      auto key = PrivateKey::Generate(t);
+      ASSERT_TRUE(key);
+      auto p8 = std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)>(
+          EVP_PKEY2PKCS8(key->handle()), PKCS8_PRIV_KEY_INFO_free);
+      ASSERT_TRUE(p8);
+      unsigned char* der = nullptr;
+      int len = i2d_PKCS8_PRIV_KEY_INFO(p8.get(), &der);
+      ASSERT_GT(len, 0);
+      Bytes openssl(der, der + len);
+      OPENSSL_free(der);
+      auto ours = key->ToDer();
+      ASSERT_TRUE(ours);
+      ASSERT_EQ(*ours, openssl) << KeyTypeName(t) << " key " << i;
+      auto back = PrivateKey::FromDer(*ours);
+      ASSERT_TRUE(back);
+      EXPECT_EQ(back->public_key(), key->public_key());
+    }
+  }
+  // A scalar with a leading zero byte, written at full length.
+  Bytes scalar(32, 0x11);
+  scalar[0] = 0;
+  auto key = PrivateKey::FromScalar(KeyType::kP256, scalar);
+  ASSERT_TRUE(key);
+  auto der = key->ToDer();
+  ASSERT_TRUE(der);
+  auto back = PrivateKey::FromDer(*der);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->public_key(), key->public_key());
+  // version 0, AlgorithmIdentifier, then OCTET STRING { SEQUENCE { 1, OCTET STRING (32) ...
+  const uint8_t scalar_header[] = {0x02, 0x01, 0x01, 0x04, 0x20};
+  auto at =
+      std::search(der->begin(), der->end(), std::begin(scalar_header), std::end(scalar_header));
+  ASSERT_NE(at, der->end());
+  EXPECT_TRUE(std::equal(scalar.begin(), scalar.end(), at + sizeof scalar_header));
 }
 
 TEST(Keys, RefusesGarbage) {

@@ -1,10 +1,12 @@
 #include "iotpki/crypto/signer.h"
 
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 #include <openssl/rand.h>
 
+#include "iotpki/common/der.h"
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/ossl.h"
 
@@ -24,6 +26,42 @@ const char* CurveGroup(KeyType t) {
     default:
       return nullptr;
   }
+}
+
+// PKCS#8 PrivateKeyInfo of a P-256 or P-384 key, written with the DER writer: byte for byte what
+// EVP_PKEY2PKCS8 + i2d_PKCS8_PRIV_KEY_INFO write (version 0, the SubjectPublicKeyInfo's
+// AlgorithmIdentifier, and an RFC 5915 ECPrivateKey with the scalar padded to the order's size,
+// no [0] parameters, [1] the public point), without OpenSSL 3.0's encoder lookup, which costs
+// more than an ECDSA signature. Empty on failure; the caller falls back to OpenSSL.
+Bytes EcPkcs8(EVP_PKEY* key, KeyType type, const Bytes& spki, ByteView point) {
+  size_t size = type == KeyType::kP256 ? 32 : 48;
+  BIGNUM* d = nullptr;
+  if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &d) != 1) {
+    ossl::ClearErrors();
+    return {};
+  }
+  Bytes scalar(size);
+  int ok = BN_bn2binpad(d, scalar.data(), static_cast<int>(size));
+  BN_clear_free(d);
+  if (ok != static_cast<int>(size)) {
+    OPENSSL_cleanse(scalar.data(), scalar.size());
+    return {};
+  }
+  der::Reader outer(spki);
+  auto seq = outer.Expect(der::kSequence);
+  if (!seq) return {};
+  der::Reader fields(seq->contents);
+  auto algorithm = fields.Expect(der::kSequence);
+  if (!algorithm) return {};
+  Bytes scalar_der = der::OctetString(scalar);
+  Bytes ec = der::Sequence({der::SmallInteger(1), scalar_der,
+                            der::Constructed(der::ContextConstructed(1), {der::BitString(point)})});
+  Bytes ec_der = der::OctetString(ec);
+  Bytes out = der::Sequence({der::SmallInteger(0), algorithm->whole, ec_der});
+  for (Bytes* secret : {&scalar, &scalar_der, &ec, &ec_der}) {
+    OPENSSL_cleanse(secret->data(), secret->size());
+  }
+  return out;
 }
 
 }  // namespace
@@ -172,6 +210,10 @@ Result<std::string> PrivateKey::ToEncryptedPem(std::string_view passphrase) cons
 }
 
 Result<Bytes> PrivateKey::ToDer() const {
+  if (public_.type() == KeyType::kP256 || public_.type() == KeyType::kP384) {
+    Bytes der = EcPkcs8(key_.get(), public_.type(), public_.ToDer(), public_.RawKey());
+    if (!der.empty()) return der;
+  }
   auto p8 = std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)>(
       EVP_PKEY2PKCS8(key_.get()), PKCS8_PRIV_KEY_INFO_free);
   if (!p8) return Fail(ossl::Drain(Code::kInternal, "cannot encode private key"));

@@ -6,7 +6,8 @@
 //
 // The device proves: its IDevID is valid and names device_id; it holds the IDevID's key (the
 // TLS client certificate is device_cert, or, without one, the CSR is signed with that key); it
-// knows K_dev (the token); the token is fresh (window) and new (replay table).
+// knows K_dev (the token); the token is fresh (window) and new (replay table, written in the
+// transaction that commits the certificate).
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -44,7 +45,8 @@ Result<Bytes> DerOrPem(const std::string& text, const char* field) {
 
 }  // namespace
 
-Result<EnrollService::BootstrapInput> EnrollService::ParseBootstrap(std::string_view body) const {
+Result<EnrollService::BootstrapInput> EnrollService::ParseBootstrap(
+    std::string_view body, const std::optional<server::ClientCertificate>& tls) const {
   nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Fail(Code::kInvalidArgument, "the body is not valid JSON");
   if (!j.is_object()) return Fail(Code::kInvalidArgument, "the body must be a JSON object");
@@ -72,9 +74,16 @@ Result<EnrollService::BootstrapInput> EnrollService::ParseBootstrap(std::string_
                                                               : x509::Csr::FromDer(csr_bytes);
   if (!csr) return Fail(std::move(csr).error().Context("field \"csr\""));
   IOTPKI_TRY(Bytes cert_bytes, DerOrPem(cert_text, "device_cert"));
-  auto cert = cert_text.find("-----BEGIN") != std::string::npos
-                  ? x509::Certificate::FromPem(cert_text)
-                  : x509::Certificate::FromDer(cert_bytes);
+  auto cert = [&]() -> Result<x509::Certificate> {
+    // Usually the TLS client certificate too, which the handshake has parsed already.
+    if (tls && tls->certificate && tls->certificate->ToDer() == cert_bytes) {
+      return *tls->certificate;
+    }
+    if (cert_text.find("-----BEGIN") != std::string::npos) {
+      return x509::Certificate::FromPem(cert_text);
+    }
+    return x509::Certificate::FromDer(cert_bytes);
+  }();
   if (!cert) return Fail(std::move(cert).error().Context("field \"device_cert\""));
   return BootstrapInput{.device_id = std::move(device_id),
                         .csr = std::move(*csr),
@@ -91,7 +100,7 @@ Result<void> EnrollService::AuthenticateBootstrap(const server::Request& request
   //    the handshake has verified it already.
   bool tls_verified = request.client_cert && request.client_cert->chain_valid &&
                       request.client_cert->issuer_index == 0 &&
-                      request.client_cert->der == in.device_cert.ToDer();
+                      request.client_cert->certificate == in.device_cert;
   if (!tls_verified) {
     // The manufacturing CA is the only anchor: nothing else's certificates are IDevIDs.
     x509::Verdict v = x509::VerifyChain(in.device_cert, {}, std::span(&mfg, 1), now);
@@ -129,9 +138,11 @@ Result<void> EnrollService::AuthenticateBootstrap(const server::Request& request
   if (!ca::VerifyBootstrapToken(k_dev, in.device_id, in.timestamp, in.token)) {
     return Fail(Code::kUnauthenticated, "invalid bootstrap token");
   }
-  // 4. Each token once.
-  IOTPKI_TRY(bool first, authority_.store().RecordTokenOnce(in.device_id, in.timestamp));
-  if (!first) return Fail(Code::kAlreadyExists, "bootstrap token already used");
+  // 4. Each token once. A token already recorded is refused here, before any CA work; the
+  //    record itself is written with the certificate (Bootstrap), whose commit fails if a
+  //    concurrent request recorded the token first.
+  IOTPKI_TRY(bool used, authority_.store().IsTokenRecorded(in.device_id, in.timestamp));
+  if (used) return Fail(Code::kAlreadyExists, "bootstrap token already used");
   MaybePruneReplay(now);
   return {};
 }
@@ -149,11 +160,14 @@ server::Response EnrollService::Bootstrap(const server::Request& request) {
     return UnsupportedMediaType("application/json", ErrorFormat::kJson, request);
   }
   auto issued = [&]() -> Result<x509::Certificate> {
-    IOTPKI_TRY(BootstrapInput in, ParseBootstrap(request.body));
+    IOTPKI_TRY(BootstrapInput in, ParseBootstrap(request.body, request.client_cert));
     IOTPKI_CHECK(AuthenticateBootstrap(request, in));
     // Without TLS client authentication the CSR carries the IDevID key itself, and the working
-    // certificate certifies it; with it, the CSR may carry a new key or that one.
-    return IssueLdevid({.csr = in.csr, .device_id = in.device_id, .allow_birth_key = true});
+    // certificate certifies it; with it, the CSR may carry a new key or that one. The token is
+    // recorded in the issuance's transaction, first: a request the CA refuses does not consume
+    // it (docs/http-api.md says why that is safe), and of concurrent uses one commits.
+    return IssueLdevid({.csr = in.csr, .device_id = in.device_id, .allow_birth_key = true}, nullptr,
+                       store::WriteBatch().RecordToken(in.device_id, in.timestamp));
   }();
   return RenderJson(request, "bootstrap", issued, started);
 }

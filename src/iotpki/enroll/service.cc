@@ -133,9 +133,11 @@ Result<EnrollService::Client> EnrollService::Authenticate(const server::Request&
                       : "simplereenroll authenticates with the current LDevID (working "
                         "certificate); a new device enrolls with simpleenroll");
   }
-  auto cert = x509::Certificate::FromDer(cc.der);
-  if (!cert) return Fail(Code::kUnauthenticated, "client certificate refused: unparsable");
-  Client client{.cert = *cert, .device_id = cert->common_name()};
+  // The transport made the value from the handshake's own parse (no second parse here).
+  if (!cc.certificate) {
+    return Fail(Code::kUnauthenticated, "client certificate refused: unparsable");
+  }
+  Client client{.cert = *cc.certificate, .device_id = cc.certificate->common_name()};
   if (!x509::ValidateDeviceId(client.device_id)) {
     return Fail(Code::kUnauthenticated, "client certificate refused: it names no device");
   }
@@ -196,7 +198,8 @@ void EnrollService::CountRefusal(const std::string& endpoint, const Error& error
 
 Result<x509::Certificate> EnrollService::IssueLdevid(
     ca::IssueRequest request,
-    const std::function<Result<void>(const x509::Certificate&)>& before_commit) {
+    const std::function<Result<void>(const x509::Certificate&)>& before_commit,
+    const store::WriteBatch& first) {
   request.profile = x509::ProfileKind::kLDevID;
   request.actor = options_.actor;
   // A concurrent request for the same device may change its state between Prepare and the
@@ -210,7 +213,12 @@ Result<x509::Certificate> EnrollService::IssueLdevid(
       return Fail(std::move(refusal.error));
     }
     if (before_commit) IOTPKI_CHECK(before_commit(prepared->certificate));
-    auto committed = committer_.Commit(prepared->batch);
+    store::WriteBatch with_first;
+    if (!first.empty()) {
+      with_first = first;
+      ca::AppendBatch(with_first, prepared->batch);
+    }
+    auto committed = committer_.Commit(first.empty() ? prepared->batch : with_first);
     if (committed) {
       issued_ldevid_.Inc();
       return std::move(prepared->certificate);

@@ -94,16 +94,21 @@ class EnrollService {
                                std::optional<store::CertificateRecord>* record) const;
   Result<void> AuthorizeEnroll(const Client& client, const x509::Csr& csr) const;
   Result<void> AuthorizeReenroll(const Client& client, const x509::Csr& csr) const;
-  Result<BootstrapInput> ParseBootstrap(std::string_view body) const;
+  // `tls` is the TLS client certificate, if any: a device_cert with the same DER is taken from
+  // it instead of being parsed again.
+  Result<BootstrapInput> ParseBootstrap(std::string_view body,
+                                        const std::optional<server::ClientCertificate>& tls) const;
   Result<void> AuthenticateBootstrap(const server::Request& request, const BootstrapInput& in);
 
   // The CA's policy, signature and the durable commit. A refusal is audited and counted.
   // `before_commit`, if set, sees the signed certificate before it is committed; its error is
   // the answer and nothing is committed (EST checks there that it can send the certificate in
-  // the form the client accepts).
+  // the form the client accepts). `first` is committed in the issuance's transaction, before
+  // its operations (the JSON API's replay row): if it fails, nothing is issued.
   Result<x509::Certificate> IssueLdevid(
       ca::IssueRequest request,
-      const std::function<Result<void>(const x509::Certificate&)>& before_commit = nullptr);
+      const std::function<Result<void>(const x509::Certificate&)>& before_commit = nullptr,
+      const store::WriteBatch& first = store::WriteBatch());
 
   // EST enrollment: issues, and answers in the first of `formats` (never empty) that can carry
   // the certificate, checked before the commit.

@@ -70,7 +70,7 @@ class ServiceTest : public ::testing::Test {
                       .body = Base64Encode(csr.ToDer())};
     if (client) {
       r.client_cert = server::ClientCertificate{
-          .der = client->ToDer(), .chain_valid = true, .issuer_index = issuer_index};
+          .certificate = *client, .chain_valid = true, .issuer_index = issuer_index};
     }
     return r;
   }
@@ -239,7 +239,7 @@ TEST_F(ServiceTest, JsonBootstrapChecksTokenWindowAndReplay) {
                       .body = std::move(body)};
     if (tls) {
       r.client_cert = server::ClientCertificate{
-          .der = d.idevid.ToDer(), .chain_valid = true, .issuer_index = 0};
+          .certificate = d.idevid, .chain_valid = true, .issuer_index = 0};
     }
     return r;
   };
@@ -263,8 +263,65 @@ TEST_F(ServiceTest, JsonBootstrapChecksTokenWindowAndReplay) {
   // A TLS client certificate that is not device_cert.
   Dev other = Provision("SN-K");
   auto mismatched = req(Json(d, NewCsr(id), now + 2), true);
-  mismatched.client_cert->der = other.idevid.ToDer();
+  mismatched.client_cert->certificate = other.idevid;
   EXPECT_EQ(service_->Bootstrap(mismatched).status, 401);
+}
+
+server::Request BootstrapRequest(std::string body, const x509::Certificate* client) {
+  server::Request r{.method = "POST",
+                    .path = "/api/v1/bootstrap",
+                    .content_type = "application/json",
+                    .body = std::move(body)};
+  if (client) {
+    r.client_cert =
+        server::ClientCertificate{.certificate = *client, .chain_valid = true, .issuer_index = 0};
+  }
+  return r;
+}
+
+TEST_F(ServiceTest, ConcurrentUsesOfOneTokenIssueOnce) {
+  // The same request several times at once: each passes the replay check before any of them
+  // commits, and the replay row in the issuance's transaction lets exactly one through.
+  constexpr int kThreads = 6;
+  for (int round = 0; round < 5; ++round) {
+    Dev d = Provision("SN-T" + std::to_string(round));
+    std::string id = d.idevid.common_name();
+    std::string body = Json(d, NewCsr(id), clock_.NowUnix() - round);
+    std::atomic<int> ok{0}, replayed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&] {
+        auto r = service_->Bootstrap(BootstrapRequest(body, &d.idevid));
+        if (r.status == 200) ++ok;
+        if (r.status == 409) {
+          EXPECT_NE(r.body.find("bootstrap token already used"), std::string::npos) << r.body;
+          ++replayed;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(ok.load(), 1) << "round " << round;
+    EXPECT_EQ(replayed.load(), kThreads - 1) << "round " << round;
+    EXPECT_EQ(authority_->store().ListCertificatesForDevice(id)->size(), 2u);  // IDevID + 1
+  }
+}
+
+TEST_F(ServiceTest, TokenOfARefusedRequestIsNotConsumed) {
+  Dev d = Provision("SN-P");
+  std::string id = d.idevid.common_name();
+  ASSERT_TRUE(authority_->store().Commit(store::WriteBatch().UpdateDeviceState(
+      id, store::DeviceState::kManufactured, store::DeviceState::kSuspended)));
+  int64_t ts = clock_.NowUnix();
+  auto refused = service_->Bootstrap(BootstrapRequest(Json(d, NewCsr(id), ts), &d.idevid));
+  EXPECT_EQ(refused.status, 403) << refused.body;
+  EXPECT_EQ(*authority_->store().IsTokenRecorded(id, ts), false);
+  ASSERT_TRUE(authority_->store().Commit(store::WriteBatch().UpdateDeviceState(
+      id, store::DeviceState::kSuspended, store::DeviceState::kManufactured)));
+  // The same token, with a new CSR, once the device may enroll: issued, and then spent.
+  auto issued = service_->Bootstrap(BootstrapRequest(Json(d, NewCsr(id), ts), &d.idevid));
+  EXPECT_EQ(issued.status, 200) << issued.body;
+  EXPECT_EQ(*authority_->store().IsTokenRecorded(id, ts), true);
+  EXPECT_EQ(service_->Bootstrap(BootstrapRequest(Json(d, NewCsr(id), ts), &d.idevid)).status, 409);
 }
 
 }  // namespace

@@ -444,7 +444,9 @@ class Run {
 
   size_t GroupSize() const {
     if (opt_.group_size != 0) return opt_.group_size;
-    return std::clamp<size_t>(pending_.size() / 16, 64, 2048);
+    // Larger groups write fewer index pages per device (a page that several devices of one group
+    // change goes to the WAL once); a prepared device holds a few KB until its group commits.
+    return std::clamp<size_t>(pending_.size() / 8, 64, 4096);
   }
 
   Result<void> IssuePending() {
@@ -494,6 +496,9 @@ class Run {
     std::optional<crypto::PrivateKey> key;
     tl::expected<ca::Authority::Prepared, ca::Authority::Refusal> prepared =
         tl::unexpected(ca::Authority::Refusal{Error(Code::kInternal, "not prepared"), {}});
+    // Preflight checked every serial and CSR key of the batch against the store; a generated key,
+    // and anything that reached the store since, is refused by its unique constraints when the
+    // group commits. So no store read per device here (uniqueness_checked).
     if (opt_.keys == KeyMode::kCa) {
       auto generated = crypto::PrivateKey::Generate(crypto::KeyType::kP256);
       if (!generated) {
@@ -506,7 +511,8 @@ class Run {
                                        .hardware_fingerprint = d.hardware_fingerprint,
                                        .model = d.model,
                                        .batch = opt_.batch,
-                                       .actor = opt_.actor});
+                                       .actor = opt_.actor,
+                                       .uniqueness_checked = true});
     } else {
       auto csr = ParseCsr(csr_[DeviceIndex(item)]);
       if (!csr) {
@@ -519,7 +525,8 @@ class Run {
                               .hardware_fingerprint = d.hardware_fingerprint,
                               .model = d.model,
                               .batch = opt_.batch,
-                              .actor = opt_.actor});
+                              .actor = opt_.actor,
+                              .uniqueness_checked = true});
     }
     if (!prepared) {
       item.error = At(d, std::move(prepared.error().error));

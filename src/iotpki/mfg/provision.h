@@ -60,7 +60,7 @@ struct ProvisionOptions {
   // kCa with bundles: the passphrase the station decrypts the device keys with.
   std::string transport_passphrase;
   unsigned workers = 0;   // key generation and signing threads; 0: one per hardware thread
-  size_t group_size = 0;  // devices per store transaction; 0: from the batch size (64 to 2048)
+  size_t group_size = 0;  // devices per store transaction; 0: from the batch size (64 to 4096)
   std::string actor = "mfg";
   // Called on the calling thread after each finished group.
   std::function<void(const ProgressInfo&)> progress;

@@ -371,6 +371,52 @@ TEST_F(ProvisionTest, RefusalMidBatchStopsCleanlyAndResumes) {
   ExpectConsistent(*ca, devices, KeyMode::kCsr);
 }
 
+// Preflight checks serials and CSR keys for the whole batch; the workers do not read the store
+// again per device. A serial or key that reaches the store after the preflight (another run on
+// the same database) is refused by the store's unique constraints when its group commits: the
+// batch stops before that group, and --resume refuses the taken serial as the preflight does.
+TEST_F(ProvisionTest, SerialOrKeyTakenAfterThePreflightIsRefusedAtCommit) {
+  for (bool key_taken : {false, true}) {
+    SCOPED_TRACE(key_taken ? "key" : "serial");
+    fs::remove_all(out_);
+    auto devices = Devices(24, key_taken ? "K-" : "S-");
+    WriteCsrs(devices);
+    auto ca = OpenCa();
+    auto other = OpenCa();
+    auto opts = Options(KeyMode::kCsr);
+    opts.batch = key_taken ? "bk" : "bs";
+    // Device 12 (group 1, groups of 8) is taken by another writer once group 0 has committed.
+    const DeviceInput& victim = devices[11];
+    opts.step_hook = [&](Step step, size_t group) {
+      if (step != Step::kCommitted || group != 0) return;
+      // WriteCsrs writes odd-numbered devices' CSRs as DER.
+      x509::Csr csr = key_taken
+                          ? *x509::Csr::FromDer(*ReadFile(csr_dir_ / (victim.serial + ".der")))
+                          : *x509::MakeCsr(*crypto::PrivateKey::Generate(), {.common_name = "x"});
+      auto issued = other->Issue({.profile = x509::ProfileKind::kIDevID,
+                                  .csr = csr,
+                                  .serial = key_taken ? "OTHER-1" : victim.serial,
+                                  .hardware_fingerprint = {0x01, 0x02},
+                                  .model = "TH-100",
+                                  .batch = "other"});
+      ASSERT_TRUE(issued) << issued.error().ToString();
+    };
+    auto r = Provision(*ca, devices, opts);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+    EXPECT_THAT(r.error().message(), HasSubstr(key_taken ? "public key" : victim.serial));
+    EXPECT_THAT(r.error().message(), HasSubstr("8 of 24 devices finished"));
+    EXPECT_EQ(Count(*ca, opts.batch), 8);
+    opts.step_hook = nullptr;
+    opts.resume = true;
+    auto resumed = Provision(*ca, devices, opts);
+    ASSERT_FALSE(resumed);
+    EXPECT_THAT(resumed.error().message(),
+                HasSubstr(key_taken ? "carries a public key already used by certificate"
+                                    : "serial " + victim.serial + " is already provisioned"));
+  }
+}
+
 TEST_F(ProvisionTest, ExpiringQueriesUseTheExpiryIndex) {
   auto ca = OpenCa();
   auto devices = Devices(40);

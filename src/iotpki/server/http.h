@@ -1,6 +1,7 @@
 // HTTP requests and responses as plain values, and the handler signature. The transport (server.h)
 // fills a Request from the wire and the client's TLS certificate; handlers return a Response.
-// Nothing here names Beast or OpenSSL, so handler code stays free of transport details.
+// Nothing here names Beast or OpenSSL, so handler code stays free of transport details; the
+// client's certificate is an x509::Certificate value.
 #pragma once
 
 #include <functional>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "iotpki/common/bytes.h"
+#include "iotpki/x509/certificate.h"
 
 namespace iotpki::server {
 
@@ -19,7 +21,10 @@ namespace iotpki::server {
 // trusted is recorded here for the handler to judge, so that a refusal can be an HTTP answer with
 // a reason rather than a failed handshake.
 struct ClientCertificate {
-  Bytes der;  // the leaf, as sent
+  // The leaf, made from the handshake's own parse (x509::Certificate::FromParsed), so that no
+  // handler parses it again. Absent if the x509 layer cannot read it (a key type it does not
+  // support, say); the handshake does not depend on that.
+  std::optional<x509::Certificate> certificate;
   // True if the leaf verified, at handshake time, as issued by one of
   // ServerOptions::client_issuers (signature, validity periods, extensions).
   bool chain_valid = false;

@@ -271,7 +271,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (X509* peer = SSL_get0_peer_certificate(stream_.native_handle())) {
       ClientCertificate cc;
-      cc.der = ossl::ToDer(peer, i2d_X509);
+      if (auto cert = x509::Certificate::FromParsed(peer)) cc.certificate = std::move(*cert);
       cc.chain_valid = verify_.called && verify_.ok;
       cc.verify_error = verify_.called ? verify_.error : "certificate not verified";
       cc.issuer_index = cc.chain_valid ? verify_.issuer_index : -1;

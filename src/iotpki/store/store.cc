@@ -104,4 +104,9 @@ WriteBatch& WriteBatch::AppendAudit(AuditEvent event) {
   return *this;
 }
 
+WriteBatch& WriteBatch::RecordToken(std::string device_id, int64_t timestamp) {
+  ops_.emplace_back(RecordTokenOp{std::move(device_id), timestamp});
+  return *this;
+}
+
 }  // namespace iotpki::store

@@ -134,9 +134,17 @@ struct RevokeCertificateOp {
 struct AppendAuditOp {
   AuditEvent event;
 };
+// Bootstrap replay protection: records that the token (device_id, timestamp) was used, with the
+// commit time as seen_at. AlreadyExists if the pair is recorded already, which fails the batch:
+// a certificate committed with its token cannot be issued twice for that token, even by
+// concurrent requests.
+struct RecordTokenOp {
+  std::string device_id;  // 64 lowercase hex digits
+  int64_t timestamp = 0;  // the token's, Unix seconds
+};
 
 using WriteOp = std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp,
-                             RevokeCertificateOp, AppendAuditOp>;
+                             RevokeCertificateOp, AppendAuditOp, RecordTokenOp>;
 
 class WriteBatch {
  public:
@@ -145,6 +153,7 @@ class WriteBatch {
   WriteBatch& InsertCertificate(CertificateRecord cert);
   WriteBatch& RevokeCertificate(std::string serial, RevocationReason reason);
   WriteBatch& AppendAudit(AuditEvent event);
+  WriteBatch& RecordToken(std::string device_id, int64_t timestamp);
 
   const std::vector<WriteOp>& ops() const { return ops_; }
   size_t size() const { return ops_.size(); }
@@ -214,6 +223,7 @@ class Store {
   //                   which. A key may recur only within one device (renewal keeps the key).
   //   NotFound        a state update or revocation names an unknown device or certificate, or a
   //                   certificate names an unknown device.
+  //   AlreadyExists   also: a bootstrap token (RecordToken) that was recorded before.
   //   Aborted         a compare-and-set failed: the device is not in `from`, or the certificate
   //                   is already revoked. Re-read and decide again.
   virtual Result<CommitInfo> Commit(const WriteBatch& batch) = 0;
@@ -245,9 +255,11 @@ class Store {
   // Audit rows with seq >= from_seq, ascending, at most `limit` (1..kMaxPageSize).
   virtual Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) = 0;
 
-  // Bootstrap replay protection: records (device_id, timestamp) and returns true, or returns
-  // false if that pair was recorded before. Atomic across threads and server nodes.
-  virtual Result<bool> RecordTokenOnce(std::string_view device_id, int64_t timestamp) = 0;
+  // Bootstrap replay protection. A token is recorded by WriteBatch::RecordToken, in the
+  // transaction of what it was used for; this read only tells whether (device_id, timestamp) is
+  // recorded already (a committed batch's view), so that a replay is refused before any work.
+  // Lookups accept upper- or lowercase hex.
+  virtual Result<bool> IsTokenRecorded(std::string_view device_id, int64_t timestamp) = 0;
   // Forgets pairs whose token timestamp is < before and returns how many. Safe as soon as
   // before <= now - acceptance window, since older tokens are refused by the window check anyway.
   virtual Result<int64_t> PruneReplay(int64_t before) = 0;

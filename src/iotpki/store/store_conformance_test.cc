@@ -1099,22 +1099,68 @@ TEST_P(StoreConformance, RewrittenTimeIsDetected) {
 
 // --- Replay table ---------------------------------------------------------------------------
 
-TEST_P(StoreConformance, TokensAreAcceptedOnce) {
+TEST_P(StoreConformance, TokensAreRecordedOnce) {
   std::string id = DeviceId(1);
-  EXPECT_EQ(store_->RecordTokenOnce(id, kNow), true);
-  EXPECT_EQ(store_->RecordTokenOnce(id, kNow), false);
+  EXPECT_EQ(store_->IsTokenRecorded(id, kNow), false);
+  MustCommit(WriteBatch().RecordToken(id, kNow));
+  EXPECT_EQ(store_->IsTokenRecorded(id, kNow), true);
   std::string upper = id;
   std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
-  EXPECT_EQ(store_->RecordTokenOnce(upper, kNow), false) << "case must not bypass the check";
-  EXPECT_EQ(store_->RecordTokenOnce(id, kNow + 1), true);
-  EXPECT_EQ(store_->RecordTokenOnce(DeviceId(2), kNow), true);
-  EXPECT_EQ(store_->RecordTokenOnce("not-an-id", kNow).error().code(), Code::kInvalidArgument);
+  EXPECT_EQ(store_->IsTokenRecorded(upper, kNow), true) << "case must not bypass the check";
+  EXPECT_EQ(store_->IsTokenRecorded(id, kNow + 1), false);
+  EXPECT_EQ(store_->IsTokenRecorded("not-an-id", kNow).error().code(), Code::kInvalidArgument);
+
+  auto again = store_->Commit(WriteBatch().RecordToken(id, kNow));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), Code::kAlreadyExists);
+  EXPECT_EQ(again.error().message(), "bootstrap token already used");
+  MustCommit(WriteBatch().RecordToken(id, kNow + 1));
+  MustCommit(WriteBatch().RecordToken(DeviceId(2), kNow));
 
   auto pruned = store_->PruneReplay(kNow + 1);
   ASSERT_TRUE(pruned);
   EXPECT_EQ(*pruned, 2);
-  EXPECT_EQ(store_->RecordTokenOnce(id, kNow + 1), false);
-  EXPECT_EQ(store_->RecordTokenOnce(id, kNow), true);  // Forgotten: the window check refuses it.
+  EXPECT_EQ(store_->IsTokenRecorded(id, kNow), false);
+  EXPECT_EQ(store_->IsTokenRecorded(id, kNow + 1), true);
+  EXPECT_FALSE(store_->Commit(WriteBatch().RecordToken(id, kNow + 1)));
+  MustCommit(WriteBatch().RecordToken(id, kNow));  // Forgotten: the window check refuses it.
+}
+
+TEST_P(StoreConformance, ReplayedTokenRollsBackItsBatch) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)).RecordToken(DeviceId(1), kNow));
+  // The token first, as the JSON API orders it, and last: either way nothing of the batch stays.
+  for (bool token_first : {true, false}) {
+    WriteBatch batch;
+    if (token_first) batch.RecordToken(DeviceId(1), kNow);
+    batch.UpdateDeviceState(DeviceId(1), DeviceState::kManufactured, DeviceState::kActive)
+        .InsertCertificate(MakeCert(1, 1, CertProfile::kLDevId, kNow + 90 * kDay, 1))
+        .AppendAudit(Event("cert.issue", CertSerial(1)));
+    if (!token_first) batch.RecordToken(DeviceId(1), kNow);
+    auto r = store_->Commit(batch);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Code::kAlreadyExists);
+    EXPECT_EQ(store_->GetDevice(DeviceId(1))->state, DeviceState::kManufactured);
+    EXPECT_EQ(store_->GetCertificate(CertSerial(1)).error().code(), Code::kNotFound);
+    EXPECT_TRUE(AllAudit().empty());
+    EXPECT_EQ(Count({.state = DeviceState::kActive}), 0);
+  }
+  // The same token twice in one batch (two requests merged by a group commit).
+  auto twice =
+      store_->Commit(WriteBatch().RecordToken(DeviceId(2), kNow).RecordToken(DeviceId(2), kNow));
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code(), Code::kAlreadyExists);
+  EXPECT_EQ(store_->IsTokenRecorded(DeviceId(2), kNow), false);
+}
+
+TEST_P(StoreConformance, MalformedTokenRefusedBeforeWriting) {
+  std::string upper = DeviceId(1);
+  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+  for (const std::string& id : {upper, std::string("not-an-id"), std::string()}) {
+    auto r = store_->Commit(WriteBatch().AppendAudit(Event("x", "y")).RecordToken(id, kNow));
+    ASSERT_FALSE(r) << id;
+    EXPECT_EQ(r.error().code(), Code::kInvalidArgument) << id;
+  }
+  ExpectNothingWritten();
 }
 
 // --- Concurrency ----------------------------------------------------------------------------

@@ -139,9 +139,11 @@ Result<void> ValidateOp(const WriteOp& op) {
           return ValidateCertificate(o.cert);
         } else if constexpr (std::is_same_v<T, RevokeCertificateOp>) {
           return CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits);
-        } else {
-          static_assert(std::is_same_v<T, AppendAuditOp>);
+        } else if constexpr (std::is_same_v<T, AppendAuditOp>) {
           return ValidateAuditEvent(o.event);
+        } else {
+          static_assert(std::is_same_v<T, RecordTokenOp>);
+          return CheckDeviceId(o.device_id);
         }
       },
       op);

@@ -74,6 +74,9 @@ Result<void> ReadTbs(Certificate::Impl& impl) {
   if (serial.contents.empty() || (serial.contents[0] & 0x80)) {
     return Fail(Code::kInvalidArgument, "certificate serial number is negative");
   }
+  if (serial.contents.size() > 1 && serial.contents[0] == 0 && !(serial.contents[1] & 0x80)) {
+    return Fail(Code::kInvalidArgument, "certificate serial number is not minimally encoded");
+  }
   impl.serial = internal::IntegerMagnitude(serial.contents);
   IOTPKI_CHECK(f.Expect(der::kSequence));  // signature
   IOTPKI_TRY(der::Element issuer, f.Expect(der::kSequence));
@@ -141,7 +144,7 @@ bool internal::ReadNameFast(ByteView name, std::string& text,
     if (!oid || !value || !fields.empty()) return false;
     if (value->tag != der::kUtf8String && value->tag != der::kPrintableString) return false;
     if (!PlainValue(value->contents)) return false;
-    std::string dotted = der::OidToText(oid->contents);
+    std::string dotted = der::OidToText(oid->contents);  // empty if malformed: not known
     const Attr* known = nullptr;
     for (const auto& a : kFastAttributes) {
       if (a.oid == dotted) known = &a;
@@ -161,11 +164,25 @@ bool internal::ReadNameFast(ByteView name, std::string& text,
   return true;
 }
 
+NameFields internal::FirstNameFields(const std::vector<x509::NameAttribute>& attributes) {
+  auto first = [&attributes](std::string_view oid) {
+    for (const auto& a : attributes) {
+      if (a.oid == oid) return a.value;
+    }
+    return std::string();
+  };
+  return {.organization = first(kOidOrganization),
+          .common_name = first(kOidCommonName),
+          .serial_number = first(kOidSerialNumber)};
+}
+
 std::optional<std::string> internal::AlgorithmFast(ByteView contents) {
   der::Reader r(contents);
   auto oid = r.Expect(der::kOid);
   if (!oid || !r.empty()) return std::nullopt;
-  return der::OidToText(oid->contents);
+  std::string dotted = der::OidToText(oid->contents);
+  if (dotted.empty()) return std::nullopt;  // malformed OID encoding
+  return dotted;
 }
 
 std::optional<SubjectAltNames> internal::GeneralNamesFast(ByteView value) {
@@ -207,6 +224,7 @@ std::optional<SubjectAltNames> internal::GeneralNamesFast(ByteView value) {
         auto hw_type = h.Expect(der::kOid);
         auto hw_serial = h.Expect(der::kOctetString);
         if (!hw_type || !hw_serial || !h.empty()) return std::nullopt;
+        if (der::OidToText(hw_type->contents).empty()) return std::nullopt;
         out.hardware_module_names.push_back(
             {der::OidToText(hw_type->contents),
              Bytes(hw_serial->contents.begin(), hw_serial->contents.end())});
@@ -244,6 +262,11 @@ bool ExtensionValueFast(ParsedFields& impl, const Extension& ext) {
     impl.is_ca = ca;
   } else if (ext.oid == internal::kOidKeyUsage) {
     if (v->tag != der::kBitString || v->contents.empty() || v->contents[0] > 7) return false;
+    // DER: the unused bits are zero (and there are none without content octets).
+    uint8_t unused = v->contents[0];
+    if (unused != 0 && (v->contents.size() == 1 || (v->contents.back() & ((1u << unused) - 1)))) {
+      return false;
+    }
     uint16_t bits = 0;
     for (int i = 0; i < 9; ++i) {
       size_t byte = 1 + static_cast<size_t>(i / 8);
@@ -259,6 +282,7 @@ bool ExtensionValueFast(ParsedFields& impl, const Extension& ext) {
       auto oid = f.Expect(der::kOid);
       if (!oid) return false;
       std::string dotted = der::OidToText(oid->contents);
+      if (dotted.empty()) return false;
       if (dotted == internal::kOidClientAuth) dotted = "clientAuth";
       if (dotted == internal::kOidServerAuth) dotted = "serverAuth";
       impl.extended_key_usage.push_back(std::move(dotted));
@@ -325,15 +349,10 @@ bool ReadFast(Certificate::Impl& impl, ByteView outer_algorithm,
   if (!subject || !internal::ReadNameFast(subject->whole, impl.subject, &impl.subject_attributes)) {
     return false;
   }
-  auto first = [&impl](std::string_view oid) {
-    for (const auto& a : impl.subject_attributes) {
-      if (a.oid == oid) return a.value;
-    }
-    return std::string();
-  };
-  impl.common_name = first(internal::kOidCommonName);
-  impl.serial_number = first(internal::kOidSerialNumber);
-  impl.organization = first(internal::kOidOrganization);
+  NameFields names = internal::FirstNameFields(impl.subject_attributes);
+  impl.common_name = std::move(names.common_name);
+  impl.serial_number = std::move(names.serial_number);
+  impl.organization = std::move(names.organization);
 
   auto spki = f.Expect(der::kSequence);
   if (!spki) return false;
@@ -341,6 +360,11 @@ bool ReadFast(Certificate::Impl& impl, ByteView outer_algorithm,
   if (known != nullptr &&
       std::equal(spki->whole.begin(), spki->whole.end(), known->begin(), known->end())) {
     impl.public_key = *known_key;
+  } else if (impl.x509 != nullptr) {
+    // FromParsed: OpenSSL decoded this key with the certificate that `der` encodes.
+    auto key = crypto::PublicKey::FromParsed(X509_get0_pubkey(impl.x509.get()), spki->whole);
+    if (!key) return false;
+    impl.public_key = std::move(*key);
   } else {
     auto key = crypto::PublicKey::FromDer(spki->whole);
     if (!key) return false;
@@ -370,6 +394,7 @@ bool ReadFast(Certificate::Impl& impl, ByteView outer_algorithm,
       if (!value || !x.empty()) return false;
       Extension ext{der::OidToText(oid->contents), critical,
                     Bytes(value->contents.begin(), value->contents.end())};
+      if (ext.oid.empty()) return false;  // malformed OID encoding
       for (const auto& seen : impl.extensions) {
         if (seen.oid == ext.oid) return false;
       }
@@ -389,6 +414,7 @@ void ClearParsed(ParsedFields& fields) {
 
 // The lint facts, from OpenSSL's parse.
 void ReadLintFactsFromOpenSsl(Certificate::Impl& impl);
+Result<void> ReadFields(Certificate::Impl& impl, const crypto::PublicKey* known_key);
 
 void ReadExtensions(Certificate::Impl& impl) {
   X509* x = impl.x509.get();
@@ -499,9 +525,32 @@ Result<Certificate> Certificate::FromDer(ByteView der, const crypto::PublicKey& 
   return Parse(der, &known_key);
 }
 
+Result<Certificate> Certificate::FromParsed(X509* x) {
+  if (x == nullptr) return Fail(NotACertificate("no certificate"));
+  auto impl = std::make_shared<Impl>();
+  impl->der = ossl::ToDer(x, i2d_X509);
+  if (impl->der.empty()) {
+    return Fail(ossl::Drain(Code::kInvalidArgument, "not an X.509 certificate"));
+  }
+  if (X509_up_ref(x) != 1) return Fail(ossl::Drain(Code::kInternal, "cannot share a certificate"));
+  impl->x509 = ossl::Own(x);
+  IOTPKI_CHECK(ReadFields(*impl, nullptr));
+  return Certificate(std::move(impl));
+}
+
 Result<Certificate> Certificate::Parse(ByteView der, const crypto::PublicKey* known_key) {
   auto impl = std::make_shared<Impl>();
   impl->der.assign(der.begin(), der.end());
+  IOTPKI_CHECK(ReadFields(*impl, known_key));
+  return Certificate(std::move(impl));
+}
+
+namespace {
+
+// Fills every field from impl.der: with the strict DER reader for the shapes it knows, else from
+// OpenSSL's parse, which is impl.x509 when set (FromParsed) and made here otherwise.
+Result<void> ReadFields(Certificate::Impl& fields, const crypto::PublicKey* known_key) {
+  Certificate::Impl* impl = &fields;
   auto parts = internal::SplitSigned(impl->der);
   if (!parts) return Fail(NotACertificate(parts.error().message()));
   impl->tbs = parts->tbs.whole;
@@ -509,14 +558,16 @@ Result<Certificate> Certificate::Parse(ByteView der, const crypto::PublicKey* kn
   if (auto tbs = ReadTbs(*impl); !tbs) return Fail(NotACertificate(tbs.error().message()));
   if (internal::g_fast_parse.load(std::memory_order_relaxed) &&
       ReadFast(*impl, parts->algorithm.whole, known_key)) {
-    return Certificate(std::move(impl));
+    return {};
   }
   ClearParsed(*impl);
 
-  const unsigned char* p = impl->der.data();
-  impl->x509 = ossl::Own(d2i_X509(nullptr, &p, static_cast<long>(impl->der.size())));
-  if (!impl->x509 || p != impl->der.data() + impl->der.size()) {
-    return Fail(ossl::Drain(Code::kInvalidArgument, "not an X.509 certificate"));
+  if (impl->x509 == nullptr) {
+    const unsigned char* p = impl->der.data();
+    impl->x509 = ossl::Own(d2i_X509(nullptr, &p, static_cast<long>(impl->der.size())));
+    if (!impl->x509 || p != impl->der.data() + impl->der.size()) {
+      return Fail(ossl::Drain(Code::kInvalidArgument, "not an X.509 certificate"));
+    }
   }
   X509* x = impl->x509.get();
 
@@ -554,8 +605,10 @@ Result<Certificate> Certificate::Parse(ByteView der, const crypto::PublicKey* kn
 
   ReadExtensions(*impl);
   ReadLintFactsFromOpenSsl(*impl);
-  return Certificate(std::move(impl));
+  return {};
 }
+
+}  // namespace
 
 Result<Certificate> Certificate::FromSignedPrecertificate(const Certificate& precert,
                                                           ByteView der) {

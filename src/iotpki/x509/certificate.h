@@ -38,6 +38,11 @@ class Certificate {
   // The same, sharing `known_key` instead of decoding the certificate's key when its
   // SubjectPublicKeyInfo is byte-identical (a pre-certificate and its template's key).
   static Result<Certificate> FromDer(ByteView der, const crypto::PublicKey& known_key);
+  // A certificate OpenSSL has parsed already (a TLS peer's, SSL_get0_peer_certificate): `x` is
+  // shared (up-referenced) rather than parsed again, its DER taken with i2d_X509 (OpenSSL keeps
+  // the encoding it parsed), and its fields read as FromDer reads them, sharing the key OpenSSL
+  // decoded. `x` must not be modified afterwards. Errors as FromDer.
+  static Result<Certificate> FromParsed(X509* x);
   // The first "CERTIFICATE" PEM block.
   static Result<Certificate> FromPem(std::string_view pem);
   // The certificate a pre-certificate (builder.h) becomes once signed: `der` must carry the

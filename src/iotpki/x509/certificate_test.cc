@@ -7,6 +7,7 @@
 #include "iotpki/common/clock.h"
 #include "iotpki/common/der.h"
 #include "iotpki/common/file.h"
+#include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/x509/internal.h"
 #include "iotpki/x509/test_util.h"
@@ -160,10 +161,8 @@ Certificate ParseWith(bool fast, ByteView der) {
   return std::move(*cert);
 }
 
-void ExpectSameParse(ByteView der, const std::string& what) {
-  SCOPED_TRACE(what);
-  Certificate a = ParseWith(true, der);
-  Certificate b = ParseWith(false, der);
+void ExpectSameFields(const Certificate& a, const Certificate& b) {
+  EXPECT_EQ(a.ToDer(), b.ToDer());
   EXPECT_EQ(a.serial(), b.serial());
   EXPECT_EQ(a.subject(), b.subject());
   EXPECT_EQ(a.issuer(), b.issuer());
@@ -194,6 +193,36 @@ void ExpectSameParse(ByteView der, const std::string& what) {
   EXPECT_EQ(X509_cmp(a.handle(), b.handle()), 0);
 }
 
+void ExpectSameParse(ByteView der, const std::string& what) {
+  SCOPED_TRACE(what);
+  ExpectSameFields(ParseWith(true, der), ParseWith(false, der));
+}
+
+// FromParsed, as the TLS server uses it: the same fields as FromDer, OpenSSL's X509 and key
+// shared rather than parsed again, on the fast path and on OpenSSL's.
+void ExpectFromParsedAgrees(ByteView der, const std::string& what) {
+  SCOPED_TRACE(what);
+  const unsigned char* p = der.data();
+  auto x = ossl::Own(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  ASSERT_NE(x, nullptr);
+  for (bool fast : {true, false}) {
+    internal::g_fast_parse = fast;
+    auto parsed = Certificate::FromParsed(x.get());
+    internal::g_fast_parse = true;
+    ASSERT_TRUE(parsed) << parsed.error().ToString();
+    ExpectSameFields(*parsed, ParseWith(true, der));
+    EXPECT_EQ(parsed->handle(), x.get());
+    EXPECT_EQ(parsed->public_key().get(), X509_get0_pubkey(x.get()));
+  }
+  // The value holds its own reference: it outlives the handshake's.
+  auto parsed = Certificate::FromParsed(x.get());
+  ASSERT_TRUE(parsed);
+  x.reset();
+  EXPECT_EQ(parsed->ToDer(), Bytes(der.begin(), der.end()));
+  EXPECT_EQ(parsed->common_name(), ParseWith(true, der).common_name());
+  EXPECT_NE(parsed->handle(), nullptr);
+}
+
 TEST_F(CertificateTest, FastAndOpenSslParsesAgree) {
   ExpectSameParse(pki.root.ToDer(), "root");
   ExpectSameParse(pki.mfg.ToDer(), "manufacturing CA");
@@ -221,6 +250,57 @@ TEST_F(CertificateTest, FastAndOpenSslParsesAgree) {
     ASSERT_TRUE(der) << name;
     ExpectSameParse(*der, name);
   }
+}
+
+TEST_F(CertificateTest, FromParsedAgreesWithFromDer) {
+  ExpectFromParsedAgrees(pki.root.ToDer(), "root");
+  ExpectFromParsedAgrees(idevid.ToDer(), "idevid");
+  auto ldevid = Must(pki.IssueFor(pki.DeviceTemplate(ProfileKind::kLDevID, NewKey().public_key())));
+  ExpectFromParsedAgrees(ldevid.ToDer(), "ldevid");
+  Pki p384(crypto::KeyType::kP384);
+  ExpectFromParsedAgrees(p384.root.ToDer(), "P-384 root");
+  DeviceIdentity umlaut = Identity();
+  umlaut.organization = "Acme Ger\xc3\xa4tebau GmbH";
+  auto other =
+      Must(pki.IssueFor(pki.DeviceTemplate(ProfileKind::kIDevID, NewKey().public_key(), umlaut)));
+  ExpectFromParsedAgrees(other.ToDer(), "non-ASCII organization (OpenSSL's fields)");
+  EXPECT_EQ(Certificate::FromParsed(nullptr).error().code(), Code::kInvalidArgument);
+}
+
+// Rebuilds a certificate with one TBSCertificate field replaced (the signature no longer
+// matters: parsing does not check it).
+Bytes WithTbsField(const Bytes& cert_der, size_t index, const Bytes& field) {
+  der::Reader outer(cert_der);
+  auto cert = Must(outer.Expect(der::kSequence));
+  der::Reader parts(cert.contents);
+  auto tbs = Must(parts.Expect(der::kSequence));
+  Bytes rest(parts.rest().begin(), parts.rest().end());
+  der::Reader fields(tbs.contents);
+  Bytes new_tbs_contents;
+  for (size_t i = 0; !fields.empty(); ++i) {
+    auto f = Must(fields.Next());
+    const Bytes whole = i == index ? field : Bytes(f.whole.begin(), f.whole.end());
+    new_tbs_contents.insert(new_tbs_contents.end(), whole.begin(), whole.end());
+  }
+  Bytes inner = der::Tlv(der::kSequence, new_tbs_contents);
+  inner.insert(inner.end(), rest.begin(), rest.end());
+  return der::Tlv(der::kSequence, inner);
+}
+
+// Found by fuzz_x509: both parsers must refuse what DER forbids, in the same way.
+TEST_F(CertificateTest, BothParsersRefuseANonMinimalSerial) {
+  Bytes serial = {0x00, 0x01, 0x02};  // 0x00 before a byte without its top bit: not DER
+  Bytes bad = WithTbsField(idevid.ToDer(), 1, der::Tlv(der::kInteger, serial));
+  for (bool fast : {true, false}) {
+    internal::g_fast_parse = fast;
+    auto cert = Certificate::FromDer(bad);
+    internal::g_fast_parse = true;
+    ASSERT_FALSE(cert) << (fast ? "fast" : "OpenSSL");
+    EXPECT_EQ(cert.error().code(), Code::kInvalidArgument);
+  }
+  // The same rebuild with a valid serial parses, so the refusal above is about the serial.
+  Bytes good = {0x01, 0x02};
+  EXPECT_TRUE(Certificate::FromDer(WithTbsField(idevid.ToDer(), 1, der::Tlv(der::kInteger, good))));
 }
 
 }  // namespace

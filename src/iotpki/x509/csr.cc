@@ -49,15 +49,10 @@ bool ReadFast(Csr::Impl& impl, const internal::SignedParts& parts) {
   auto subject = f.Expect(der::kSequence);
   std::vector<NameAttribute> attributes;
   if (!subject || !internal::ReadNameFast(subject->whole, impl.subject, &attributes)) return false;
-  auto first = [&attributes](std::string_view oid) {
-    for (const auto& a : attributes) {
-      if (a.oid == oid) return a.value;
-    }
-    return std::string();
-  };
-  impl.common_name = first(internal::kOidCommonName);
-  impl.serial_number = first(internal::kOidSerialNumber);
-  impl.organization = first(internal::kOidOrganization);
+  NameFields names = internal::FirstNameFields(attributes);
+  impl.common_name = std::move(names.common_name);
+  impl.serial_number = std::move(names.serial_number);
+  impl.organization = std::move(names.organization);
   auto spki = f.Expect(der::kSequence);
   if (!spki) return false;
   auto key = crypto::PublicKey::FromDer(spki->whole);
@@ -98,7 +93,9 @@ bool ReadFast(Csr::Impl& impl, const internal::SignedParts& parts) {
       }
       auto value = x.Expect(der::kOctetString);
       if (!value || !x.empty()) return false;
-      if (der::OidToText(ext_oid->contents) != internal::kOidSubjectAltName) continue;
+      std::string dotted = der::OidToText(ext_oid->contents);
+      if (dotted.empty()) return false;  // malformed OID encoding: OpenSSL decides
+      if (dotted != internal::kOidSubjectAltName) continue;
       if (seen_san) return false;
       seen_san = true;
       auto san = internal::GeneralNamesFast(value->contents);

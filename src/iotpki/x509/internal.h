@@ -81,6 +81,8 @@ Result<Bytes> SignAndAssemble(ByteView tbs, ByteView algorithm, const crypto::Si
 //   UTF8String of printable ASCII that RFC 4514 never escapes: RFC 4514 text and attributes.
 bool ReadNameFast(ByteView name_der, std::string& text,
                   std::vector<x509::NameAttribute>* attributes);
+// The first O, CN and serialNumber among `attributes` (empty when absent; country is not set).
+NameFields FirstNameFields(const std::vector<x509::NameAttribute>& attributes);
 //   GeneralNames of URIs, DNS names, IP addresses and hardwareModuleNames.
 std::optional<SubjectAltNames> GeneralNamesFast(ByteView general_names_der);
 //   AlgorithmIdentifier contents without parameters: the dotted OID.

@@ -700,6 +700,21 @@ class BatchWriter {
     return {};
   }
 
+  // The primary key (device_id, timestamp) makes the check and the insert one step, under the
+  // write lock: of two batches with the same token, the second to commit fails.
+  Result<void> Do(const RecordTokenOp& op) {
+    IOTPKI_TRY(auto stmt,
+               conn_.Prepare("INSERT INTO bootstrap_replay (device_id, timestamp, seen_at) "
+                             "VALUES (?1, ?2, ?3) ON CONFLICT (device_id, timestamp) DO NOTHING"));
+    stmt->Bind(1, std::string_view(op.device_id));
+    stmt->Bind(2, op.timestamp);
+    stmt->Bind(3, now_);
+    IOTPKI_CHECK(stmt->Run());
+    if (stmt->Changes() == 1) return {};
+    return Fail(Code::kAlreadyExists, "bootstrap token already used",
+                "replay of token (" + op.device_id + ", " + std::to_string(op.timestamp) + ")");
+  }
+
   Result<bool> Exists(std::string_view sql, std::string_view key) {
     IOTPKI_TRY(auto stmt, conn_.Prepare(sql));
     stmt->Bind(1, key);
@@ -770,6 +785,8 @@ struct SqliteStore::Impl {
                                   ? "PRAGMA synchronous = FULL"
                                   : "PRAGMA synchronous = NORMAL"));
     IOTPKI_CHECK(writer->Exec("PRAGMA cache_size = -" + std::to_string(options.writer_cache_kib)));
+    IOTPKI_CHECK(writer->Exec("PRAGMA wal_autocheckpoint = " +
+                              std::to_string(options.wal_autocheckpoint_pages)));
     return sqlite::Migrate(*writer, clock.NowUnix());
   }
 
@@ -971,22 +988,18 @@ Result<std::vector<AuditRecord>> SqliteStore::ReadAudit(int64_t from_seq, size_t
   });
 }
 
-Result<bool> SqliteStore::RecordTokenOnce(std::string_view device_id, int64_t timestamp) {
-  // Normalized so that the same id in another case is the same replay.
+Result<bool> SqliteStore::IsTokenRecorded(std::string_view device_id, int64_t timestamp) {
+  // Normalized so that the same id in another case is the same token.
   std::string id = ToLowerAscii(device_id);
   if (id.size() != 64 || !IsLowerHex(id)) {
     return Fail(Code::kInvalidArgument, "device_id must be 64 hex digits");
   }
-  int64_t now = impl_->clock.NowUnix();
-  return impl_->WithWriter([&](Connection& conn) -> Result<bool> {
-    IOTPKI_TRY(auto stmt,
-               conn.Prepare("INSERT INTO bootstrap_replay (device_id, timestamp, seen_at) "
-                            "VALUES (?1, ?2, ?3) ON CONFLICT (device_id, timestamp) DO NOTHING"));
+  return impl_->WithReader([&](Connection& conn) -> Result<bool> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT 1 FROM bootstrap_replay WHERE device_id = ?1 AND "
+                                       "timestamp = ?2"));
     stmt->Bind(1, std::string_view(id));
     stmt->Bind(2, timestamp);
-    stmt->Bind(3, now);
-    IOTPKI_CHECK(stmt->Run());
-    return stmt->Changes() == 1;
+    return stmt->Step();
   });
 }
 

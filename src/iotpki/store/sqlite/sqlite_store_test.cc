@@ -85,12 +85,16 @@ TEST_F(SqliteStoreTest, PragmasAreApplied) {
   EXPECT_EQ(*store->QueryForTest("PRAGMA foreign_keys"), "1");
   EXPECT_EQ(*store->QueryForTest("PRAGMA synchronous"), "2");  // FULL
   EXPECT_EQ(*store->QueryForTest("PRAGMA busy_timeout"), "5000");
+  // Checkpoints every 64 MiB of WAL rather than SQLite's 4 MB (factory groups, sqlite_store.h).
+  EXPECT_EQ(*store->QueryForTest("PRAGMA wal_autocheckpoint"), "16384");
   store.reset();
   SqliteOptions normal;
   normal.synchronous = SqliteOptions::Synchronous::kNormal;
+  normal.wal_autocheckpoint_pages = 500;
   store = MustOpen(normal);
   ASSERT_TRUE(store);
   EXPECT_EQ(*store->QueryForTest("PRAGMA synchronous"), "1");
+  EXPECT_EQ(*store->QueryForTest("PRAGMA wal_autocheckpoint"), "500");
 }
 
 TEST_F(SqliteStoreTest, MigrationsAreRecordedOnce) {
