@@ -165,9 +165,13 @@ check "device ls --after CURSOR" "$IOTPKI" device ls --dir "$D" --limit 10 --aft
 grep -E '^[0-9a-f]{64} ' "$WORK/out" | cut -d' ' -f1 >"$WORK/page2.txt"
 equal "the second page holds the other 5" "$(wc -l <"$WORK/page2.txt")" "5"
 equal "pages do not overlap" "$(sort "$WORK/page1.txt" "$WORK/page2.txt" | uniq -d | wc -l)" "0"
-sql "SELECT device_id FROM devices ORDER BY device_id" >"$WORK/all_ids.txt"
+sql "SELECT device_id FROM devices ORDER BY seq" >"$WORK/all_ids.txt"
 cmp -s "$WORK/all_ids.txt" <(cat "$WORK/page1.txt" "$WORK/page2.txt") &&
-  pass "pages in device_id order cover the inventory" || fail "pages cover the inventory"
+  pass "pages in insertion order cover the inventory" || fail "pages cover the inventory"
+# Insertion order is the batch's: line1 in its CSV order, then line2.
+equal "devices are numbered in the CSV's order" \
+  "$(sql "SELECT serial FROM devices ORDER BY seq LIMIT 5" | tr '\n' ' ')" \
+  "TH-000001 TH-000002 CAM-000003 TH-000004 TH-000005 "
 check "device ls --json" "$IOTPKI" device ls --dir "$D" --batch line2 --json
 expect "JSON lists devices" '"serial": "SE-000001"' "$WORK/out"
 expect "JSON last page has a null cursor" '"next_cursor": null' "$WORK/out"

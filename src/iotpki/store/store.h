@@ -242,7 +242,8 @@ class Store {
       std::string_view device_id) = 0;
 
   // Keyset pagination: at most `limit` (1..kMaxPageSize) devices after `cursor` ("" for the
-  // first page), ordered by device_id, or as described in DeviceFilter::expiring_within. Rows
+  // first page), in the order devices were added to the inventory (the order a factory made
+  // them), or as described in DeviceFilter::expiring_within. Rows
   // committed between pages appear or not according to their position, but no row is ever
   // returned twice or skipped because of them. InvalidArgument for a bad limit or a cursor that
   // does not come from the same kind of query.
@@ -275,7 +276,9 @@ class Store {
 //   1: devices, certificates, public_keys, audit_log, bootstrap_replay.
 //   2: maintained inventory counts (device_counts, expiry_certs, expiry_counts), filled from the
 //      existing rows.
+//   3: devices numbered in insertion order (seq; listings page by it), the device indexes end
+//      with it, certificates_by_key dropped: append-ordered indexes for factory batches.
 // Reserved for the lifecycle issue: campaigns and rotation_jobs.
-inline constexpr int kLatestSchemaVersion = 2;
+inline constexpr int kLatestSchemaVersion = 3;
 
 }  // namespace iotpki::store

@@ -155,7 +155,9 @@ bool ParseInt64(std::string_view s, int64_t& out) {
   return ec == std::errc() && ptr == s.data() + s.size();
 }
 
-constexpr std::string_view kDeviceIdCursorPrefix = "d1.";
+// "d1." cursors (schema version 2 and before) named a device_id; a listing started before an
+// upgrade is started again.
+constexpr std::string_view kDeviceSeqCursorPrefix = "d2.";
 constexpr std::string_view kExpiringCursorPrefix = "e1.";
 
 }  // namespace
@@ -202,8 +204,8 @@ Result<void> ValidatePageSize(size_t limit) {
   return {};
 }
 
-std::string EncodeCursor(const DeviceIdCursor& cursor) {
-  return std::string(kDeviceIdCursorPrefix) + cursor.device_id;
+std::string EncodeCursor(const DeviceSeqCursor& cursor) {
+  return std::string(kDeviceSeqCursorPrefix) + std::to_string(cursor.seq);
 }
 
 std::string EncodeCursor(const ExpiringCursor& cursor) {
@@ -211,12 +213,13 @@ std::string EncodeCursor(const ExpiringCursor& cursor) {
          cursor.cert_serial;
 }
 
-Result<DeviceIdCursor> DecodeDeviceIdCursor(std::string_view cursor) {
-  if (cursor.substr(0, kDeviceIdCursorPrefix.size()) != kDeviceIdCursorPrefix ||
-      !CheckDeviceId(cursor.substr(kDeviceIdCursorPrefix.size()))) {
+Result<DeviceSeqCursor> DecodeDeviceSeqCursor(std::string_view cursor) {
+  DeviceSeqCursor out;
+  if (cursor.substr(0, kDeviceSeqCursorPrefix.size()) != kDeviceSeqCursorPrefix ||
+      !ParseInt64(cursor.substr(kDeviceSeqCursorPrefix.size()), out.seq) || out.seq < 0) {
     return Fail(Code::kInvalidArgument, "invalid cursor for this device listing");
   }
-  return DeviceIdCursor{std::string(cursor.substr(kDeviceIdCursorPrefix.size()))};
+  return out;
 }
 
 Result<ExpiringCursor> DecodeExpiringCursor(std::string_view cursor) {

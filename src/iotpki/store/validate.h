@@ -30,16 +30,16 @@ Result<void> ValidatePageSize(size_t limit);
 
 // ListDevices cursors. The two query kinds have distinct, self-describing cursors so that one
 // passed to the other kind of query is refused rather than misread.
-struct DeviceIdCursor {
-  std::string device_id;  // Last device_id returned.
+struct DeviceSeqCursor {
+  int64_t seq = 0;  // Insertion sequence of the last device returned.
 };
 struct ExpiringCursor {
   int64_t not_after = 0;    // Last matched certificate's not_after ...
   std::string cert_serial;  // ... and serial.
 };
-std::string EncodeCursor(const DeviceIdCursor& cursor);
+std::string EncodeCursor(const DeviceSeqCursor& cursor);
 std::string EncodeCursor(const ExpiringCursor& cursor);
-Result<DeviceIdCursor> DecodeDeviceIdCursor(std::string_view cursor);
+Result<DeviceSeqCursor> DecodeDeviceSeqCursor(std::string_view cursor);
 Result<ExpiringCursor> DecodeExpiringCursor(std::string_view cursor);
 
 }  // namespace iotpki::store

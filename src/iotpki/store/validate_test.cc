@@ -15,20 +15,21 @@ TEST(Validate, LowerHex) {
 }
 
 TEST(Validate, CursorsRoundTripAndDoNotMix) {
-  std::string id(64, 'a');
-  auto d = DecodeDeviceIdCursor(EncodeCursor(DeviceIdCursor{id}));
+  auto d = DecodeDeviceSeqCursor(EncodeCursor(DeviceSeqCursor{9000000001}));
   ASSERT_TRUE(d);
-  EXPECT_EQ(d->device_id, id);
+  EXPECT_EQ(d->seq, 9000000001);
   auto e = DecodeExpiringCursor(EncodeCursor(ExpiringCursor{-5, "0abc"}));
   ASSERT_TRUE(e);
   EXPECT_EQ(e->not_after, -5);
   EXPECT_EQ(e->cert_serial, "0abc");
-  EXPECT_FALSE(DecodeExpiringCursor(EncodeCursor(DeviceIdCursor{id})));
-  EXPECT_FALSE(DecodeDeviceIdCursor(EncodeCursor(ExpiringCursor{1, "00"})));
-  for (std::string_view bad : {"", "e1.", "e1.12", "e1.x.00", "e1.1.0", "e1.1.ZZ", "d1.abc",
-                               "e1.99999999999999999999.00"}) {
+  EXPECT_FALSE(DecodeExpiringCursor(EncodeCursor(DeviceSeqCursor{7})));
+  EXPECT_FALSE(DecodeDeviceSeqCursor(EncodeCursor(ExpiringCursor{1, "00"})));
+  // "d1." is the device_id cursor of schema version 2: refused, not misread.
+  for (std::string_view bad :
+       {"", "e1.", "e1.12", "e1.x.00", "e1.1.0", "e1.1.ZZ", "d1.abc", "d1.12", "d2.", "d2.-1",
+        "d2.1x", "d2.+1", "d2.99999999999999999999", "e1.99999999999999999999.00"}) {
     EXPECT_FALSE(DecodeExpiringCursor(bad)) << bad;
-    EXPECT_FALSE(DecodeDeviceIdCursor(bad)) << bad;
+    EXPECT_FALSE(DecodeDeviceSeqCursor(bad)) << bad;
   }
 }
 

@@ -1,5 +1,8 @@
 #include "iotpki/x509/builder.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "iotpki/common/clock.h"
 #include "iotpki/common/der.h"
 #include "iotpki/crypto/primitives.h"
@@ -132,12 +135,17 @@ Result<Bytes> BuildTbs(const CertificateTemplate& tmpl, const Certificate* issue
 }  // namespace
 
 Bytes NewSerial() {
-  for (;;) {
-    Bytes serial = crypto::RandomBytes(16);
-    serial[0] &= 0x7f;
-    // A zero first byte would make DER drop it, leaving a 15-octet INTEGER.
-    if (serial[0] != 0) return serial;
-  }
+  Bytes serial = crypto::RandomBytes(16);
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  auto time = static_cast<uint64_t>(std::max<int64_t>(micros, 0));
+  for (size_t i = 0; i < 7; ++i) serial[i] = static_cast<uint8_t>(time >> (8 * (6 - i)));
+  // Positive, and never a zero first octet, which DER would drop (a 15-octet INTEGER). From 1979
+  // to about 3100 the time's first octet is already 0x01..0x7f.
+  serial[0] &= 0x7f;
+  if (serial[0] == 0) serial[0] = 1;
+  return serial;
 }
 
 CertificateTemplate NewTemplate(ProfileKind kind, const crypto::PublicKey& subject_key, int64_t now,

@@ -24,7 +24,7 @@ namespace iotpki::x509 {
 // Start from NewTemplate, which fills the serial and the validity from the policy.
 struct CertificateTemplate {
   ProfileKind kind = ProfileKind::kIDevID;
-  // INTEGER magnitude; NewSerial() makes the 16 random bytes the policy requires.
+  // INTEGER magnitude; NewSerial() makes the 16 octets the policy requires.
   Bytes serial{};
   NameFields subject{};
   DeviceIdentity device{};
@@ -37,8 +37,11 @@ struct CertificateTemplate {
   std::optional<int> path_len;
 };
 
-// 16 random bytes with the top bit clear and a non-zero first byte: a positive INTEGER of
-// exactly 16 content octets (126+ bits of entropy, RFC 5280 and CA/B Forum limits).
+// 16 octets, a positive INTEGER of exactly 16 content octets (RFC 5280's 20-octet limit): the
+// issuance time in microseconds since 1970 (7 octets, big-endian) then 9 random octets (72 bits
+// from the CSPRNG; the CA/Browser Forum asks for 64). Serials therefore sort by issuance time, so
+// the store's indexes keyed by serial grow at their end instead of taking each new certificate
+// on a random page (docs/formats.md).
 Bytes NewSerial();
 
 // A template for `kind` with a new serial, notBefore = now - policy.backdate and notAfter from

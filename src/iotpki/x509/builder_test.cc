@@ -3,8 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <iostream>
 #include <set>
+#include <thread>
 
 #include "iotpki/common/clock.h"
 #include "iotpki/x509/test_util.h"
@@ -66,6 +68,35 @@ TEST(NewSerial, SixteenPositiveOctetsAndUnique) {
     seen.insert(s);
   }
   EXPECT_EQ(seen.size(), 2000u);
+}
+
+// The first 7 octets are the issuance time (microseconds), the other 9 random: serials made later
+// sort after, those made in the same microsecond still differ.
+TEST(NewSerial, BeginsWithTheIssuanceTime) {
+  auto micros = [] {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  };
+  auto time_of = [](const Bytes& s) {
+    uint64_t t = 0;
+    for (size_t i = 0; i < 7; ++i) t = (t << 8) | s[i];
+    return t;
+  };
+  uint64_t before = micros();
+  Bytes first = NewSerial();
+  uint64_t after = micros();
+  EXPECT_GE(time_of(first), before);
+  EXPECT_LE(time_of(first), after);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  Bytes second = NewSerial();
+  EXPECT_LT(first, second);
+  std::set<Bytes> tails;
+  for (int i = 0; i < 1000; ++i) {
+    Bytes s = NewSerial();
+    tails.insert(Bytes(s.begin() + 7, s.end()));
+  }
+  EXPECT_EQ(tails.size(), 1000u);
 }
 
 TEST(NewTemplate, ValidityFromPolicy) {

@@ -148,7 +148,43 @@ INSERT INTO expiry_counts (day, prev_day, state, model, batch, n)
          state, model, batch, COUNT(*)
   FROM expiry_certs GROUP BY 1, 2, 3, 4, 5;
 )sql"},
-    // 3: campaigns and rotation_jobs (lifecycle issue).
+    {3, "append-ordered indexes: devices.seq, no certificates_by_key", R"sql(
+-- A factory batch adds a device, a certificate and a public key per row; every index keyed by a
+-- random value (device id, certificate serial, key fingerprint) takes that row on a page of its
+-- own once the index is larger than a batch, and each such page is written to the WAL and back.
+-- Version 3 keeps three random keys (devices.device_id, certificates_by_device, public_keys) and
+-- orders the rest by insertion: devices get an insertion sequence (seq, which device listings
+-- page by), the state/model/batch indexes end with it, and certificate serials begin with their
+-- issuance time (x509::NewSerial), which orders the certificates' primary key and, for IDevIDs,
+-- certificates_by_expiry. certificates_by_key repeated public_keys' key; FindCertificatesByKey
+-- reads the owner there and that owner's certificates through certificates_by_device.
+-- Runs with foreign key enforcement off (Migrate), as SQLite's table rebuild requires; Migrate
+-- runs PRAGMA foreign_key_check before committing.
+CREATE TABLE devices_v3 (
+  seq INTEGER PRIMARY KEY,
+  device_id TEXT NOT NULL UNIQUE,
+  serial TEXT NOT NULL UNIQUE,
+  model TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  state TEXT NOT NULL
+    CHECK (state IN ('manufactured', 'active', 'suspended', 'decommissioned')),
+  hardware_fingerprint TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO devices_v3 (device_id, serial, model, batch, state, hardware_fingerprint, created_at,
+                        updated_at)
+  SELECT device_id, serial, model, batch, state, hardware_fingerprint, created_at, updated_at
+  FROM devices ORDER BY created_at, rowid;
+DROP TABLE devices;
+ALTER TABLE devices_v3 RENAME TO devices;
+-- Each serves one ListDevices/CountDevices filter and the keyset order on seq at once.
+CREATE INDEX devices_by_state ON devices (state, seq);
+CREATE INDEX devices_by_model ON devices (model, seq);
+CREATE INDEX devices_by_batch ON devices (batch, seq);
+DROP INDEX certificates_by_key;
+)sql"},
+    // 4: campaigns and rotation_jobs (lifecycle issue).
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,
@@ -179,6 +215,50 @@ Result<int> CurrentSchemaVersion(Connection& conn) {
   return static_cast<int>(stmt->Int64(0));
 }
 
+namespace {
+
+// Every row's references resolve (the migration ran with enforcement off).
+Result<void> CheckForeignKeys(Connection& conn) {
+  IOTPKI_TRY(auto stmt, conn.Prepare("PRAGMA foreign_key_check"));
+  IOTPKI_TRY(bool row, stmt->Step());
+  if (row) {
+    return Fail(Code::kDataLoss, "a row references a missing one",
+                "foreign_key_check: table " + stmt->Text(0) + " row " +
+                    std::to_string(stmt->Int64(1)) + " references " + stmt->Text(2));
+  }
+  return {};
+}
+
+// Each pending migration in a transaction of its own, recorded in schema_migrations.
+Result<void> ApplyMigrations(Connection& conn, int64_t now) {
+  for (const Migration& m : kMigrations) {
+    IOTPKI_TRY(auto tx, Transaction::Begin(conn));
+    IOTPKI_TRY(int version, CurrentSchemaVersion(conn));
+    IOTPKI_CHECK(RefuseNewer(version));
+    if (version >= m.version) continue;  // Applied already, perhaps by another process.
+    if (version != m.version - 1) {
+      return Fail(Code::kDataLoss, "the schema_migrations table has a gap",
+                  "at version " + std::to_string(version));
+    }
+    auto applied = conn.Exec(m.sql);
+    if (applied) applied = CheckForeignKeys(conn);
+    if (!applied) {
+      return Fail(std::move(applied).error().Context("applying schema migration " +
+                                                     std::to_string(m.version)));
+    }
+    IOTPKI_TRY(auto insert, conn.Prepare("INSERT INTO schema_migrations (version, name, "
+                                         "applied_at) VALUES (?1, ?2, ?3)"));
+    insert->Bind(1, int64_t{m.version});
+    insert->Bind(2, std::string_view(m.name));
+    insert->Bind(3, now);
+    IOTPKI_CHECK(insert->Run());
+    IOTPKI_CHECK(tx.Commit());
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<void> Migrate(Connection& conn, int64_t now) {
   // Read-only fast path: an up-to-date database is not written to on open.
   {
@@ -194,29 +274,13 @@ Result<void> Migrate(Connection& conn, int64_t now) {
     }
   }
   IOTPKI_CHECK(conn.Exec(kCreateMigrationsTable));
-  for (const Migration& m : kMigrations) {
-    IOTPKI_TRY(auto tx, Transaction::Begin(conn));
-    IOTPKI_TRY(int version, CurrentSchemaVersion(conn));
-    IOTPKI_CHECK(RefuseNewer(version));
-    if (version >= m.version) continue;  // Applied already, perhaps by another process.
-    if (version != m.version - 1) {
-      return Fail(Code::kDataLoss, "the schema_migrations table has a gap",
-                  "at version " + std::to_string(version));
-    }
-    auto applied = conn.Exec(m.sql);
-    if (!applied) {
-      return Fail(std::move(applied).error().Context("applying schema migration " +
-                                                     std::to_string(m.version)));
-    }
-    IOTPKI_TRY(auto insert, conn.Prepare("INSERT INTO schema_migrations (version, name, "
-                                         "applied_at) VALUES (?1, ?2, ?3)"));
-    insert->Bind(1, int64_t{m.version});
-    insert->Bind(2, std::string_view(m.name));
-    insert->Bind(3, now);
-    IOTPKI_CHECK(insert->Run());
-    IOTPKI_CHECK(tx.Commit());
-  }
-  return {};
+  // A table rebuild (migration 3) drops a table other tables reference; SQLite's procedure for it
+  // turns enforcement off outside the transaction and checks every reference before the commit.
+  IOTPKI_CHECK(conn.Exec("PRAGMA foreign_keys = OFF"));
+  auto migrated = ApplyMigrations(conn, now);
+  auto restored = conn.Exec("PRAGMA foreign_keys = ON");
+  IOTPKI_CHECK(migrated);
+  return restored;
 }
 
 }  // namespace iotpki::store::sqlite

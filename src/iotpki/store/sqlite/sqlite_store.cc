@@ -108,15 +108,17 @@ bool IsConstraint(int rc) { return (rc & 0xff) == SQLITE_CONSTRAINT; }
 // which filters are set, so each shape is prepared once per connection.
 struct Query {
   std::string sql;
-  std::vector<std::variant<int64_t, std::string>> params;
+  std::vector<std::variant<int64_t, std::string, std::monostate>> params;  // monostate: NULL
 
   void BindTo(Statement& s) const {
     for (size_t i = 0; i < params.size(); ++i) {
       int index = static_cast<int>(i) + 1;
       if (const auto* text = std::get_if<std::string>(&params[i])) {
         s.Bind(index, std::string_view(*text));
+      } else if (const auto* number = std::get_if<int64_t>(&params[i])) {
+        s.Bind(index, *number);
       } else {
-        s.Bind(index, std::get<int64_t>(params[i]));
+        s.Bind(index, std::optional<std::string>());
       }
     }
   }
@@ -179,14 +181,14 @@ Result<Query> BuildListQuery(const DeviceFilter& f, size_t fetch, std::string_vi
   Query q;
   std::vector<std::string> conditions;
   if (!f.expiring_within) {
-    q.sql = "SELECT " + std::string(kDeviceColumns) + " FROM devices d";
+    q.sql = "SELECT " + std::string(kDeviceColumns) + ", d.seq FROM devices d";
     AddDeviceConditions(f, conditions, q);
     if (!cursor.empty()) {
-      IOTPKI_TRY(auto c, DecodeDeviceIdCursor(cursor));
-      conditions.push_back("d.device_id > ?");
-      q.params.emplace_back(std::move(c.device_id));
+      IOTPKI_TRY(auto c, DecodeDeviceSeqCursor(cursor));
+      conditions.push_back("d.seq > ?");
+      q.params.emplace_back(c.seq);
     }
-    q.sql += JoinConditions(conditions) + " ORDER BY d.device_id LIMIT ?";
+    q.sql += JoinConditions(conditions) + " ORDER BY d.seq LIMIT ?";
     q.params.emplace_back(static_cast<int64_t>(fetch));
     return q;
   }
@@ -309,6 +311,21 @@ Result<std::string> ExplainQuery(Connection& conn, const Query& q) {
     plan += '\n';
   }
   return plan;
+}
+
+// The certificates carrying key `fp` among those of `owner` (public_keys' device_id; nullopt for
+// the CA side), through certificates_by_device.
+Query CertificatesOfKeyQuery(const std::optional<std::string>& owner, std::string_view fp) {
+  Query q;
+  q.sql = "SELECT " + std::string(kCertColumns) +
+          " FROM certificates WHERE device_id IS ? AND key_fingerprint = ? ORDER BY serial";
+  if (owner) {
+    q.params.emplace_back(*owner);
+  } else {
+    q.params.emplace_back(std::monostate());
+  }
+  q.params.emplace_back(std::string(fp));
+  return q;
 }
 
 // Applies the operations of one batch inside an open transaction.
@@ -622,7 +639,18 @@ class BatchWriter {
 
   // A public key belongs to one device (renewals may reuse it) or to the CA side; any other
   // reuse is the factory RNG failure DESIGN.md warns about, or a stolen key.
+  // The insert is the probe: a new key (the rule) costs one B-tree descent.
   Result<void> ClaimKey(const CertificateRecord& c) {
+    IOTPKI_TRY(auto insert,
+               conn_.Prepare("INSERT INTO public_keys (key_fingerprint, device_id, first_serial, "
+                             "created_at) VALUES (?1, ?2, ?3, ?4) "
+                             "ON CONFLICT (key_fingerprint) DO NOTHING"));
+    insert->Bind(1, std::string_view(c.key_fingerprint));
+    insert->Bind(2, c.device_id);
+    insert->Bind(3, std::string_view(c.serial));
+    insert->Bind(4, now_);
+    IOTPKI_CHECK(insert->Run());
+    if (insert->Changes() == 1) return {};
     IOTPKI_TRY(auto probe, conn_.Prepare("SELECT device_id, first_serial FROM public_keys "
                                          "WHERE key_fingerprint = ?1"));
     probe->Bind(1, std::string_view(c.key_fingerprint));
@@ -639,14 +667,8 @@ class BatchWriter {
                         : "public key is already in use by a CA or server certificate",
                   std::move(detail));
     }
-    IOTPKI_TRY(auto insert,
-               conn_.Prepare("INSERT INTO public_keys (key_fingerprint, device_id, first_serial, "
-                             "created_at) VALUES (?1, ?2, ?3, ?4)"));
-    insert->Bind(1, std::string_view(c.key_fingerprint));
-    insert->Bind(2, c.device_id);
-    insert->Bind(3, std::string_view(c.serial));
-    insert->Bind(4, now_);
-    return insert->Run();
+    return Fail(Code::kInternal, "public key claim neither inserted nor found",
+                "key " + c.key_fingerprint);
   }
 
   Result<void> Do(const RevokeCertificateOp& op) {
@@ -906,10 +928,19 @@ Result<std::vector<CertificateRecord>> SqliteStore::FindCertificatesByKey(
     std::string_view key_fingerprint) {
   std::string fp = ToLowerAscii(key_fingerprint);
   return impl_->WithReader([&](Connection& conn) -> Result<std::vector<CertificateRecord>> {
-    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kCertColumns) +
-                                       " FROM certificates WHERE key_fingerprint = ?1 "
-                                       "ORDER BY serial"));
-    stmt->Bind(1, std::string_view(fp));
+    // Every certified key has its owner in public_keys (ClaimKey, in the certificate's
+    // transaction), and only that owner's certificates can carry it: one probe there, then the
+    // owner's certificates through certificates_by_device (device_id IS NULL: the CA side's few).
+    IOTPKI_TRY(auto owner, conn.Prepare("SELECT device_id FROM public_keys "
+                                        "WHERE key_fingerprint = ?1"));
+    owner->Bind(1, std::string_view(fp));
+    IOTPKI_TRY(bool known, owner->Step());
+    if (!known) return std::vector<CertificateRecord>();
+    std::optional<std::string> device_id = owner->OptionalText(0);
+    owner->Reset();
+    Query q = CertificatesOfKeyQuery(device_id, fp);
+    IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
+    q.BindTo(*stmt);
     return ReadCertificates(*stmt);
   });
 }
@@ -936,6 +967,7 @@ Result<DevicePage> SqliteStore::ListDevices(const DeviceFilter& filter, size_t l
     IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
     q.BindTo(*stmt);
     DevicePage page;
+    int64_t last_seq = 0;
     for (;;) {
       IOTPKI_TRY(bool row, stmt->Step());
       if (!row) break;
@@ -944,7 +976,7 @@ Result<DevicePage> SqliteStore::ListDevices(const DeviceFilter& filter, size_t l
         page.next_cursor =
             filter.expiring_within
                 ? EncodeCursor(ExpiringCursor{*last.cert_not_after, *last.cert_serial})
-                : EncodeCursor(DeviceIdCursor{last.device.device_id});
+                : EncodeCursor(DeviceSeqCursor{last_seq});
         break;
       }
       ListedDevice entry;
@@ -952,6 +984,8 @@ Result<DevicePage> SqliteStore::ListDevices(const DeviceFilter& filter, size_t l
       if (filter.expiring_within) {
         entry.cert_serial = stmt->Text(kDeviceColumnCount);
         entry.cert_not_after = stmt->Int64(kDeviceColumnCount + 1);
+      } else {
+        last_seq = stmt->Int64(kDeviceColumnCount);
       }
       page.devices.push_back(std::move(entry));
     }
@@ -1027,6 +1061,12 @@ Result<std::string> SqliteStore::QueryForTest(std::string_view sql) {
 Result<std::string> SqliteStore::ExplainListDevicesForTest(const DeviceFilter& filter, size_t limit,
                                                            std::string_view cursor) {
   IOTPKI_TRY(Query q, BuildListQuery(filter, limit + 1, cursor, impl_->clock.NowUnix()));
+  return impl_->WithReader([&](Connection& conn) { return ExplainQuery(conn, q); });
+}
+
+Result<std::string> SqliteStore::ExplainFindCertificatesByKeyForTest(
+    const std::optional<std::string>& owner) {
+  Query q = CertificatesOfKeyQuery(owner, std::string(64, '0'));
   return impl_->WithReader([&](Connection& conn) { return ExplainQuery(conn, q); });
 }
 

@@ -99,6 +99,8 @@ class SqliteStore final : public Store {
   Result<std::string> ExplainListDevicesForTest(const DeviceFilter& filter, size_t limit,
                                                 std::string_view cursor);
   Result<std::string> ExplainCountDevicesForTest(const DeviceFilter& filter);
+  // The plan of FindCertificatesByKey's second query, for a key of `owner`.
+  Result<std::string> ExplainFindCertificatesByKeyForTest(const std::optional<std::string>& owner);
 
  private:
   struct Impl;

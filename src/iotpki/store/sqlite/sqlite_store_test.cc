@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -38,6 +39,35 @@ Device MakeDevice(int n) {
   d.batch = "b";
   return d;
 }
+
+// Undoes migration 3: the tables and indexes of schema version 2 (devices keyed by device_id and
+// listed in its order, certificates_by_key), the rows kept. The row order of the rebuilt devices
+// table is device_id's, as a version-2 store's inserts would not have it: migration 3 must order
+// by created_at.
+constexpr const char* kBackToVersion2 = R"sql(
+PRAGMA foreign_keys = OFF;
+CREATE TABLE devices_v2 (
+  device_id TEXT NOT NULL PRIMARY KEY,
+  serial TEXT NOT NULL UNIQUE,
+  model TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  state TEXT NOT NULL
+    CHECK (state IN ('manufactured', 'active', 'suspended', 'decommissioned')),
+  hardware_fingerprint TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO devices_v2 SELECT device_id, serial, model, batch, state, hardware_fingerprint,
+  created_at, updated_at FROM devices ORDER BY device_id;
+DROP TABLE devices;
+ALTER TABLE devices_v2 RENAME TO devices;
+CREATE INDEX devices_by_state ON devices (state, device_id);
+CREATE INDEX devices_by_model ON devices (model, device_id);
+CREATE INDEX devices_by_batch ON devices (batch, device_id);
+CREATE INDEX certificates_by_key ON certificates (key_fingerprint);
+DELETE FROM schema_migrations WHERE version = 3;
+PRAGMA foreign_keys = ON;
+)sql";
 
 class SqliteStoreTest : public ::testing::Test {
  protected:
@@ -149,21 +179,115 @@ TEST_F(SqliteStoreTest, MigrationFillsTheCountTablesFromExistingRows) {
   std::vector<int64_t> before;
   for (const auto& f : filters) before.push_back(*store->CountDevices(f));
   EXPECT_EQ(before[0], 30);
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion2));
   ASSERT_TRUE(store->ExecForTest(
       "DROP TABLE device_counts; DROP TABLE expiry_certs; DROP TABLE expiry_counts; "
       "DELETE FROM schema_migrations WHERE version = 2"));
   store.reset();
   store = MustOpen();
   ASSERT_TRUE(store);
-  EXPECT_EQ(*store->SchemaVersion(), 2);
+  EXPECT_EQ(*store->SchemaVersion(), kLatestSchemaVersion);
   for (size_t i = 0; i < filters.size(); ++i) {
-    EXPECT_EQ(*store->CountDevices(filters[i]), before[i]) << "filter " << i;
+    auto n = store->CountDevices(filters[i]);
+    ASSERT_TRUE(n) << n.error().ToString();
+    EXPECT_EQ(*n, before[i]) << "filter " << i;
   }
   // The filled tables are maintained from here on like any others.
   ASSERT_TRUE(store->Commit(WriteBatch().UpdateDeviceState(DeviceId(1), DeviceState::kManufactured,
                                                            DeviceState::kActive)));
   EXPECT_EQ(*store->CountDevices(filters[1]), before[1] + 1);
   EXPECT_EQ(*store->CountDevices(filters[4]), before[4] + 1);  // it expires within 30 days
+}
+
+// A version-2 store: migration 3 numbers its devices in the order they were added (created_at,
+// then their old row order), keeps every row and reference, and leaves foreign keys enforced.
+TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
+  auto store = MustOpen();
+  ASSERT_TRUE(store);
+  std::vector<std::string> added;
+  for (int group = 0; group < 3; ++group) {
+    WriteBatch b;
+    std::vector<std::string> ids;
+    for (int i = group * 4; i < group * 4 + 4; ++i) {
+      b.InsertDevice(MakeDevice(i));
+      ids.push_back(DeviceId(i));
+      CertificateRecord c;
+      c.serial = ToHex(crypto::Sha256(AsBytes("m3-cert-" + std::to_string(i)))).substr(0, 32);
+      c.device_id = DeviceId(i);
+      c.profile = CertProfile::kIDevId;
+      c.issuer = "manufacturing";
+      c.subject = "CN=x";
+      c.not_before = kNow;
+      c.not_after = kNoExpiryUnix;
+      c.key_fingerprint = ToHex(crypto::Sha256(AsBytes("m3-key-" + std::to_string(i))));
+      c.der = {0x30, 0x00};
+      b.InsertCertificate(c);
+    }
+    ASSERT_TRUE(store->Commit(b));
+    // Within one commit (one created_at) the old row order, device_id's after kBackToVersion2.
+    std::sort(ids.begin(), ids.end());
+    added.insert(added.end(), ids.begin(), ids.end());
+    clock_.Advance(std::chrono::seconds(10));
+  }
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion2));
+  store.reset();
+  store = MustOpen();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(*store->SchemaVersion(), 3);
+  EXPECT_EQ(*store->QueryForTest("PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(*store->QueryForTest("SELECT COUNT(*) FROM pragma_foreign_key_check"), "0");
+  EXPECT_EQ(*store->QueryForTest("PRAGMA foreign_keys"), "1");
+  EXPECT_EQ(*store->QueryForTest("SELECT COUNT(*) FROM sqlite_schema WHERE name = "
+                                 "'certificates_by_key'"),
+            "0");
+  std::vector<std::string> listed;
+  std::string cursor;
+  do {
+    auto page = store->ListDevices({}, 5, cursor);
+    ASSERT_TRUE(page) << page.error().ToString();
+    for (const auto& d : page->devices) listed.push_back(d.device.device_id);
+    cursor = page->next_cursor;
+  } while (!cursor.empty());
+  EXPECT_EQ(listed, added);
+  auto holders =
+      store->FindCertificatesByKey(ToHex(crypto::Sha256(AsBytes("m3-key-" + std::to_string(7)))));
+  ASSERT_TRUE(holders);
+  ASSERT_EQ(holders->size(), 1u);
+  EXPECT_EQ((*holders)[0].device_id, DeviceId(7));
+  // Enforcement is back on: a certificate for an unknown device is refused.
+  CertificateRecord orphan;
+  orphan.serial = std::string(32, 'a');
+  orphan.device_id = DeviceId(99);
+  orphan.profile = CertProfile::kIDevId;
+  orphan.issuer = "manufacturing";
+  orphan.subject = "CN=x";
+  orphan.not_before = kNow;
+  orphan.not_after = kNoExpiryUnix;
+  orphan.key_fingerprint = std::string(64, 'b');
+  orphan.der = {0x30, 0x00};
+  auto refused = store->Commit(WriteBatch().InsertCertificate(orphan));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Code::kNotFound);
+  // New devices go after the migrated ones.
+  ASSERT_TRUE(store->Commit(WriteBatch().InsertDevice(MakeDevice(50))));
+  auto all = store->ListDevices({}, 100, "");
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->devices.size(), added.size() + 1);
+  EXPECT_EQ(all->devices.back().device.device_id, DeviceId(50));
+}
+
+// FindCertificatesByKey reads the key's owner from public_keys, then that owner's certificates
+// through certificates_by_device: never a scan of the certificates.
+TEST_F(SqliteStoreTest, CertificatesOfAKeyAreFoundThroughTheirOwner) {
+  auto store = MustOpen();
+  ASSERT_TRUE(store);
+  for (const auto& owner :
+       {std::optional<std::string>(DeviceId(1)), std::optional<std::string>()}) {
+    auto plan = store->ExplainFindCertificatesByKeyForTest(owner);
+    ASSERT_TRUE(plan) << plan.error().ToString();
+    EXPECT_THAT(*plan, HasSubstr("certificates_by_device")) << *plan;
+    EXPECT_THAT(*plan, ::testing::Not(HasSubstr("SCAN"))) << *plan;
+  }
 }
 
 TEST_F(SqliteStoreTest, NewerSchemaIsRefused) {
