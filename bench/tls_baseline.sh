@@ -3,7 +3,7 @@
 # costs `iotpki serve` (issue 4). By hand only; never in CI.
 #
 #   bench/tls_baseline.sh BUILD_DIR [SECONDS] [CLIENTS]
-#   bench/tls_baseline.sh build 20 8
+#   bench/tls_baseline.sh build 20 16
 #   IOTPKI_TLS_BASELINE_PERF=DIR  also profile each server under its load (perf record, self time
 #                                 by DSO and symbol; DIR keeps perf.data files); perf inflates the
 #                                 CPU figures of such a run
@@ -27,7 +27,8 @@
 # as client certificate, no resumption; the clients offer only P-256 (an OpenSSL config with
 # `Groups = P-256`, since s_time has no -groups) so there is no HelloRetryRequest. Server CPU is
 # utime + stime of the server process from /proc/PID/stat (all its threads) before and after the
-# load, divided by the connections the clients completed.
+# load, divided by the connections the clients completed. The load column is the 1-minute load
+# average when each server's load starts (it includes this script's own previous phase).
 # 4. `openssl speed -seconds 3 ecdsap256 ecdhp256` (one core) and the crypto model: one handshake
 #    on the server = 2 signatures (CertificateVerify, the ephemeral key's generation, counted as a
 #    signature as in enroll_load) + 2 verifications (client CertificateVerify, the IDevID's
@@ -53,6 +54,18 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# forget PID: a process this script started and has waited for, no longer to be killed on exit.
+forget() {
+  local p kept=()
+  for p in "${pids[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
+  pids=("${kept[@]}")
+}
+# stop PID [SIGNAL]: ends one process this script started.
+stop() {
+  kill "-${2:-TERM}" "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  forget "$1"
+}
 trap 'exit 130' INT TERM
 
 export IOTPKI_PASSPHRASE="tls baseline CA passphrase"
@@ -150,13 +163,11 @@ run_load() {
   done
   for i in "${client_pids[@]}"; do
     wait "$i" || { echo "tls_baseline: a client failed against $name" >&2; cat "$work/$tag".client*.out >&2; exit 1; }
+    forget "$i"
   done
   t1=$(date +%s.%N)
   cpu1=$(cpu_seconds "$pid")
-  if [[ -n $perf_pid ]]; then
-    kill -INT "$perf_pid" 2>/dev/null || true
-    wait "$perf_pid" 2>/dev/null || true
-  fi
+  [[ -z $perf_pid ]] || stop "$perf_pid" INT
   # "N connections in X real seconds", once per client.
   n=$(cat "$work/$tag".client*.out | awk '/connections in .* real seconds/ { s += $1 } END { print s + 0 }')
   ((n > 0)) || { echo "tls_baseline: no connection completed against $name" >&2; exit 1; }
@@ -183,8 +194,7 @@ done
 [[ -n $port ]] || { cat "$work/s_server.out"; echo "tls_baseline: s_server did not start" >&2; exit 1; }
 check_server "s_server" "$port"
 run_load s_server "$s_server" "$port"
-kill "$s_server" 2>/dev/null || true
-wait "$s_server" 2>/dev/null || true
+stop "$s_server"
 
 # --- iotpki serve -------------------------------------------------------------------------------
 "$iotpki" serve --dir "$work/ca" --listen 127.0.0.1:0 --port-file "$work/port" \
@@ -199,8 +209,7 @@ done
 port=$(cat "$work/port")
 check_server "iotpki serve" "$port"
 run_load "iotpki serve" "$serve" "$port"
-kill -TERM "$serve" 2>/dev/null || true
-wait "$serve" 2>/dev/null || true
+stop "$serve"
 
 echo
 echo "| server | load | handshakes | handshakes/s (wall) | server CPU | per handshake | x handshake crypto | x enrollment crypto |"
