@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <variant>
 
 #include "iotpki/c509/c509.h"
 #include "iotpki/ca/group_commit.h"
@@ -28,6 +29,9 @@ using Steady = std::chrono::steady_clock;
 
 constexpr char kBatchFormat[] = "iotpki-mfg-batch/v1";
 constexpr char kTransportScheme[] = "pkcs8-pbes2-pbkdf2-hmac-sha256-aes-256-cbc";
+// Pending devices per store read of the preflight: large enough that a read transaction's fixed
+// cost (a pooled connection, the WAL read lock) vanishes, small enough to spread over the workers.
+constexpr size_t kPreflightChunk = 2048;
 
 // Runs fn(i) for every i in [0, n) on `threads` threads, the calling one included.
 template <class F>
@@ -194,44 +198,16 @@ class Run {
       }
     }
 
-    // Per pending device, in parallel: the serial is new to the fleet, its folder name is free,
-    // and (kCsr) its CSR is there, parses and carries a key new to the fleet.
-    csr_.assign(devices_.size(), Bytes());
+    // Per pending device, in chunks spread over the workers: the serial is new to the fleet, its
+    // folder name is free, and (kCsr) its CSR is there, parses and carries a key new to the fleet.
+    csr_.assign(devices_.size(), PendingCsr());
+    keep_parsed_csrs_ = pending_.size() <= opt_.max_parsed_csrs;
     std::vector<std::optional<Error>> errors(pending_.size());
     std::vector<std::string> key_fp(pending_.size());
-    ParallelFor(pending_.size(), workers_, [&](size_t p) {
-      const DeviceInput& d = devices_[pending_[p]];
-      auto fail = [&](Error e) { errors[p] = At(d, std::move(e)); };
-      auto existing = store.GetDeviceBySerial(d.serial);
-      if (existing) {
-        return fail(Error(Code::kAlreadyExists,
-                          "serial " + d.serial + " is already provisioned (batch " +
-                              existing->batch + ", device " + existing->device_id + ")"));
-      }
-      if (existing.error().code() != Code::kNotFound) return fail(std::move(existing).error());
-      if (opt_.bundles && opt_.resume) {
-        std::error_code ec;
-        if (fs::exists(opt_.out / d.serial, ec)) {
-          return fail(Error(Code::kFailedPrecondition,
-                            (opt_.out / d.serial).string() + " exists but device " + d.serial +
-                                " is not in the inventory (move it away)"));
-        }
-      }
-      if (opt_.keys != KeyMode::kCsr) return;
-      auto data = ReadCsrFile(opt_.csr_dir, d.serial);
-      if (!data) return fail(std::move(data).error());
-      auto csr = ParseCsr(*data);
-      if (!csr) return fail(std::move(csr).error().Context("CSR of " + d.serial));
-      key_fp[p] = ToHex(csr->public_key().Fingerprint());
-      auto holders = store.FindCertificatesByKey(key_fp[p]);
-      if (!holders) return fail(std::move(holders).error());
-      if (!holders->empty()) {
-        return fail(Error(Code::kAlreadyExists,
-                          "the CSR of " + d.serial +
-                              " carries a public key already used by certificate " +
-                              holders->front().serial + " (every device key must be unique)"));
-      }
-      csr_[pending_[p]] = std::move(*data);
+    size_t chunks = (pending_.size() + kPreflightChunk - 1) / kPreflightChunk;
+    ParallelFor(chunks, workers_, [&](size_t c) {
+      size_t begin = c * kPreflightChunk;
+      PreflightChunk(begin, std::min(pending_.size(), begin + kPreflightChunk), errors, key_fp);
     });
     for (auto& e : errors) {
       if (e) return Fail(std::move(*e));
@@ -252,6 +228,73 @@ class Run {
       }
     }
     return {};
+  }
+
+  // The per-device checks of Preflight for pending_[begin, end), with one store read per chunk
+  // and question instead of one per device. errors[p] gets device p's first failure, in the order
+  // the checks are listed in Preflight, as if each device were checked alone; a store read that
+  // fails is charged to the chunk's first device.
+  void PreflightChunk(size_t begin, size_t end, std::vector<std::optional<Error>>& errors,
+                      std::vector<std::string>& key_fp) {
+    store::Store& store = ca_.store();
+    auto fail = [&](size_t p, Error e) {
+      if (!errors[p]) errors[p] = At(devices_[pending_[p]], std::move(e));
+    };
+    std::vector<std::string> serials;
+    serials.reserve(end - begin);
+    for (size_t p = begin; p < end; ++p) serials.push_back(devices_[pending_[p]].serial);
+    auto existing = store.GetDevicesBySerial(serials);
+    if (!existing) return fail(begin, std::move(existing).error());
+    std::vector<std::string> keys;  // kCsr: the fingerprints of the CSRs that parsed
+    std::vector<size_t> key_of;     // keys[k] is key_fp[key_of[k]]
+    for (size_t p = begin; p < end; ++p) {
+      const DeviceInput& d = devices_[pending_[p]];
+      if (const auto& other = (*existing)[p - begin]) {
+        fail(p,
+             Error(Code::kAlreadyExists, "serial " + d.serial + " is already provisioned (batch " +
+                                             other->batch + ", device " + other->device_id + ")"));
+        continue;
+      }
+      if (opt_.bundles && opt_.resume) {
+        std::error_code ec;
+        if (fs::exists(opt_.out / d.serial, ec)) {
+          fail(p, Error(Code::kFailedPrecondition, (opt_.out / d.serial).string() +
+                                                       " exists but device " + d.serial +
+                                                       " is not in the inventory (move it away)"));
+          continue;
+        }
+      }
+      if (opt_.keys != KeyMode::kCsr) continue;
+      auto data = ReadCsrFile(opt_.csr_dir, d.serial);
+      if (!data) {
+        fail(p, std::move(data).error());
+        continue;
+      }
+      auto csr = ParseCsr(*data);
+      if (!csr) {
+        fail(p, std::move(csr).error().Context("CSR of " + d.serial));
+        continue;
+      }
+      key_fp[p] = ToHex(csr->public_key().Fingerprint());
+      keys.push_back(key_fp[p]);
+      key_of.push_back(p);
+      if (keep_parsed_csrs_) {
+        csr_[pending_[p]] = std::move(*csr);
+      } else {
+        csr_[pending_[p]] = std::move(*data);
+      }
+    }
+    if (keys.empty()) return;
+    auto holders = store.FindCertificatesByKeys(keys);
+    if (!holders) return fail(key_of.front(), std::move(holders).error());
+    for (size_t k = 0; k < keys.size(); ++k) {
+      if ((*holders)[k].empty()) continue;
+      const std::string& serial = devices_[pending_[key_of[k]]].serial;
+      fail(key_of[k],
+           Error(Code::kAlreadyExists,
+                 "the CSR of " + serial + " carries a public key already used by certificate " +
+                     (*holders)[k].front().serial + " (every device key must be unique)"));
+    }
   }
 
   // Writes batch.json for a new batch, or checks that `out` holds this batch on --resume. Derives
@@ -514,13 +557,20 @@ class Run {
                                        .actor = opt_.actor,
                                        .uniqueness_checked = true});
     } else {
-      auto csr = ParseCsr(csr_[DeviceIndex(item)]);
+      // Preflight's parse (moved out: a CSR lives until its device is prepared), or its bytes.
+      PendingCsr pending = std::exchange(csr_[DeviceIndex(item)], PendingCsr());
+      Result<x509::Csr> csr = Fail(Code::kInternal, "CSR of " + d.serial + " not read");
+      if (auto* parsed = std::get_if<x509::Csr>(&pending)) {
+        csr = std::move(*parsed);
+      } else if (auto* bytes = std::get_if<Bytes>(&pending)) {
+        csr = ParseCsr(*bytes);
+      }
       if (!csr) {
         item.error = At(d, std::move(csr).error());
         return;
       }
       prepared = ca_.Prepare({.profile = x509::ProfileKind::kIDevID,
-                              .csr = *csr,
+                              .csr = std::move(*csr),
                               .serial = d.serial,
                               .hardware_fingerprint = d.hardware_fingerprint,
                               .model = d.model,
@@ -627,7 +677,12 @@ class Run {
 
   std::unordered_map<std::string, store::Device> committed_;  // serial -> this batch's devices
   std::vector<size_t> pending_;  // indices of devices_ still to issue, in input order
-  std::vector<Bytes> csr_;       // kCsr: per index of devices_, the CSR file's bytes
+  // kCsr: per index of devices_, the CSR Preflight parsed (or, beyond opt_.max_parsed_csrs
+  // pending CSRs, its file's bytes: a batch of millions stays within a few hundred MB);
+  // PrepareItem takes it.
+  using PendingCsr = std::variant<std::monostate, x509::Csr, Bytes>;
+  std::vector<PendingCsr> csr_;
+  bool keep_parsed_csrs_ = true;
 
   std::optional<OutputDir> out_;
   std::optional<Manifest> manifest_;

@@ -61,6 +61,9 @@ struct ProvisionOptions {
   std::string transport_passphrase;
   unsigned workers = 0;   // key generation and signing threads; 0: one per hardware thread
   size_t group_size = 0;  // devices per store transaction; 0: from the batch size (64 to 4096)
+  // kCsr: up to this many pending CSRs, each is parsed once (in the preflight) and held, about
+  // 2.3 KB more than its bytes; beyond it the bytes are held and parsed again when signing.
+  size_t max_parsed_csrs = 250000;
   std::string actor = "mfg";
   // Called on the calling thread after each finished group.
   std::function<void(const ProgressInfo&)> progress;

@@ -212,6 +212,29 @@ TEST_F(ProvisionTest, KeysFromCsrs) {
   EXPECT_EQ(cert->public_key(), csr->public_key());
 }
 
+// A batch with more pending CSRs than max_parsed_csrs holds their bytes and parses each again
+// when signing: the same certificates.
+TEST_F(ProvisionTest, KeysFromCsrsBeyondTheParsedLimit) {
+  auto devices = Devices(12);
+  WriteCsrs(devices);
+  auto ca = OpenCa();
+  auto opts = Options(KeyMode::kCsr);
+  opts.max_parsed_csrs = 5;
+  auto report = Provision(*ca, devices, opts);
+  ASSERT_TRUE(report) << report.error().ToString();
+  EXPECT_EQ(report->issued, 12u);
+  ExpectConsistent(*ca, devices, KeyMode::kCsr);
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const auto& d = devices[i];
+    auto file = ReadFile(csr_dir_ / (d.serial + (i % 2 == 0 ? ".csr" : ".der")));
+    ASSERT_TRUE(file) << d.serial;
+    auto csr = i % 2 == 0 ? x509::Csr::FromPem(AsString(*file)) : x509::Csr::FromDer(*file);
+    auto cert = x509::Certificate::FromDer(*ReadFile(out_ / d.serial / kCertDer));
+    ASSERT_TRUE(csr && cert) << d.serial;
+    EXPECT_EQ(cert->public_key(), csr->public_key()) << d.serial;
+  }
+}
+
 TEST_F(ProvisionTest, NoBundlesWritesTheManifestOnly) {
   auto ca = OpenCa();
   auto devices = Devices(10);
@@ -296,6 +319,46 @@ TEST_F(ProvisionTest, PreflightRefusalsWriteNothing) {
   ASSERT_FALSE(nw);
   EXPECT_THAT(nw.error().message(), HasSubstr("cannot create the output directory"));
   EXPECT_EQ(Count(*ca), 0);
+}
+
+// The preflight reads the store for thousands of devices at a time; the refusal reported is
+// still the first one in input order, whichever chunk or check finds it.
+TEST_F(ProvisionTest, PreflightReportsTheFirstRefusalAcrossChunks) {
+  auto devices = Devices(2200);
+  WriteCsrs(devices);
+  auto other = Devices(2, "OTHER-");
+  WriteCsrs(other);
+  auto ca = OpenCa();
+  auto other_opts = Options(KeyMode::kCsr);
+  other_opts.batch = "b0";
+  other_opts.out = base_ / "out0";
+  ASSERT_TRUE(Provision(*ca, other, other_opts));
+  auto refused = [&](const std::string& expected) {
+    auto r = Provision(*ca, devices, Options(KeyMode::kCsr));
+    ASSERT_FALSE(r) << expected;
+    EXPECT_THAT(r.error().message(), HasSubstr(expected));
+    EXPECT_FALSE(fs::exists(out_)) << expected;
+    EXPECT_EQ(Count(*ca), 0) << expected;
+  };
+
+  // Second chunk: a serial of the fleet, and before it a missing CSR.
+  devices[2149] = other[0];
+  devices[2149].origin = "line 2150";
+  fs::remove(csr_dir_ / (devices[2099].serial + ".der"));
+  refused("line 2100: no CSR for serial " + devices[2099].serial);
+  WriteCsr(devices[2099].serial, true);
+  refused("line 2150: serial OTHER-1001 is already provisioned (batch b0");
+  // First chunk: a key of the fleet wins over the later serial.
+  fs::copy_file(csr_dir_ / (other[1].serial + ".der"), csr_dir_ / (devices[6].serial + ".csr"),
+                fs::copy_options::overwrite_existing);
+  refused("line 7: the CSR of " + devices[6].serial + " carries a public key already used");
+  // Across chunks: two CSRs with one key.
+  WriteCsr(devices[6].serial, false);
+  devices[2149] = Devices(2150)[2149];
+  fs::copy_file(csr_dir_ / (devices[10].serial + ".csr"),
+                csr_dir_ / (devices[2199].serial + ".csr"), fs::copy_options::overwrite_existing);
+  refused("line 2200: the CSR of " + devices[2199].serial +
+          " carries the same public key as the CSR of " + devices[10].serial);
 }
 
 TEST_F(ProvisionTest, ExistingBatchNeedsResumeAndTheSameParameters) {

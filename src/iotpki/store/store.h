@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -231,12 +232,20 @@ class Store {
   // NotFound if absent. Lookups accept upper- or lowercase hex.
   virtual Result<Device> GetDevice(std::string_view device_id) = 0;
   virtual Result<Device> GetDeviceBySerial(std::string_view serial) = 0;
+  // GetDeviceBySerial for many serials in one consistent view (one read transaction): one entry
+  // per serial, in order, empty where no device has it. A serial given twice is answered twice.
+  virtual Result<std::vector<std::optional<Device>>> GetDevicesBySerial(
+      std::span<const std::string> serials) = 0;
   virtual Result<CertificateRecord> GetCertificate(std::string_view serial_hex) = 0;
 
   // Every certificate (any status, any owner) carrying this public key, ordered by serial; empty
   // if the key is new to the fleet.
   virtual Result<std::vector<CertificateRecord>> FindCertificatesByKey(
       std::string_view key_fingerprint) = 0;
+  // FindCertificatesByKey for many keys in one consistent view (one read transaction): one list
+  // per fingerprint, in order.
+  virtual Result<std::vector<std::vector<CertificateRecord>>> FindCertificatesByKeys(
+      std::span<const std::string> key_fingerprints) = 0;
   // Ordered by (not_before, serial). Empty for an unknown device.
   virtual Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
       std::string_view device_id) = 0;

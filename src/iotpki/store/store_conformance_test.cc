@@ -327,6 +327,114 @@ TEST_P(StoreConformance, CertificateRoundTrip) {
   EXPECT_EQ((*by_key)[0].serial, ldevid.serial);
 }
 
+// --- Batched lookups -------------------------------------------------------------------------
+
+Device Stored(Device d) {
+  d.created_at = kNow;
+  d.updated_at = kNow;
+  return d;
+}
+
+TEST_P(StoreConformance, GetDevicesBySerialAnswersEachSerialInOrder) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)).InsertDevice(MakeDevice(2)));
+  std::vector<std::string> serials = {MakeDevice(2).serial, "nope", MakeDevice(1).serial,
+                                      MakeDevice(2).serial, "SN-000003"};
+  auto got = store_->GetDevicesBySerial(serials);
+  ASSERT_TRUE(got) << got.error().ToString();
+  std::vector<std::optional<Device>> want = {Stored(MakeDevice(2)), std::nullopt,
+                                             Stored(MakeDevice(1)), Stored(MakeDevice(2)),
+                                             std::nullopt};
+  EXPECT_EQ(*got, want);
+}
+
+TEST_P(StoreConformance, GetDevicesBySerialAllFoundOrNone) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)).InsertDevice(MakeDevice(2)));
+  std::vector<std::string> known = {MakeDevice(1).serial, MakeDevice(2).serial};
+  auto found = store_->GetDevicesBySerial(known);
+  ASSERT_TRUE(found) << found.error().ToString();
+  std::vector<std::optional<Device>> want = {Stored(MakeDevice(1)), Stored(MakeDevice(2))};
+  EXPECT_EQ(*found, want);
+
+  // Serials are compared exactly (they are not hex).
+  std::vector<std::string> unknown = {"SN-000009", "sn-000001", ""};
+  auto none = store_->GetDevicesBySerial(unknown);
+  ASSERT_TRUE(none) << none.error().ToString();
+  EXPECT_EQ(*none, std::vector<std::optional<Device>>(3));
+}
+
+TEST_P(StoreConformance, GetDevicesBySerialOfNothingIsEmpty) {
+  MustCommit(WriteBatch().InsertDevice(MakeDevice(1)));
+  auto got = store_->GetDevicesBySerial({});
+  ASSERT_TRUE(got) << got.error().ToString();
+  EXPECT_TRUE(got->empty());
+}
+
+TEST_P(StoreConformance, GetDevicesBySerialManyAgreesWithOneByOne) {
+  // More serials than a statement could take as parameters, half of them known.
+  WriteBatch batch;
+  for (int n = 0; n < 600; n += 2) batch.InsertDevice(MakeDevice(n));
+  MustCommit(batch);
+  std::vector<std::string> serials;
+  for (int n = 599; n >= 0; --n) serials.push_back(MakeDevice(n).serial);
+  auto got = store_->GetDevicesBySerial(serials);
+  ASSERT_TRUE(got) << got.error().ToString();
+  ASSERT_EQ(got->size(), serials.size());
+  for (size_t i = 0; i < serials.size(); ++i) {
+    auto one = store_->GetDeviceBySerial(serials[i]);
+    ASSERT_EQ(one.has_value(), (*got)[i].has_value()) << serials[i];
+    if (one) {
+      EXPECT_EQ(*one, *(*got)[i]) << serials[i];
+    }
+  }
+}
+
+TEST_P(StoreConformance, FindCertificatesByKeysAnswersEachKeyInOrder) {
+  CertificateRecord root = MakeCert(100, std::nullopt, CertProfile::kRoot, kNow + 3650 * kDay, 100);
+  root.issuer = "root";
+  MustCommit(WriteBatch()
+                 .InsertCertificate(root)
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNoExpiryUnix, 1))
+                 .InsertCertificate(MakeCert(2, 1, CertProfile::kLDevId, kNow + 10 * kDay, 7))
+                 .InsertCertificate(MakeCert(3, 1, CertProfile::kLDevId, kNow + 90 * kDay, 7)));
+  std::string upper = KeyFp(1);
+  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+  std::vector<std::string> keys = {KeyFp(7), KeyFp(9), KeyFp(100), upper, KeyFp(7)};
+  auto got = store_->FindCertificatesByKeys(keys);
+  ASSERT_TRUE(got) << got.error().ToString();
+  ASSERT_EQ(got->size(), keys.size());
+  auto serials = [](const std::vector<CertificateRecord>& certs) {
+    std::vector<std::string> out;
+    for (const auto& c : certs) out.push_back(c.serial);
+    return out;
+  };
+  std::vector<std::string> renewed = {CertSerial(2), CertSerial(3)};
+  std::sort(renewed.begin(), renewed.end());  // Ordered by serial.
+  EXPECT_EQ(serials((*got)[0]), renewed);
+  EXPECT_TRUE((*got)[1].empty());
+  EXPECT_EQ(serials((*got)[2]), std::vector<std::string>{root.serial});
+  EXPECT_EQ(serials((*got)[3]), std::vector<std::string>{CertSerial(1)});
+  EXPECT_EQ((*got)[4], (*got)[0]);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto one = store_->FindCertificatesByKey(keys[i]);
+    ASSERT_TRUE(one) << one.error().ToString();
+    EXPECT_EQ(*one, (*got)[i]) << keys[i];
+  }
+}
+
+TEST_P(StoreConformance, FindCertificatesByKeysOfUnknownOrNoKeys) {
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNoExpiryUnix, 1)));
+  std::vector<std::string> unknown = {KeyFp(8), KeyFp(9)};
+  auto none = store_->FindCertificatesByKeys(unknown);
+  ASSERT_TRUE(none) << none.error().ToString();
+  EXPECT_EQ(*none, std::vector<std::vector<CertificateRecord>>(2));
+  auto empty = store_->FindCertificatesByKeys({});
+  ASSERT_TRUE(empty) << empty.error().ToString();
+  EXPECT_TRUE(empty->empty());
+}
+
 // --- Refusals roll back the whole batch -----------------------------------------------------
 
 TEST_P(StoreConformance, DuplicateDeviceIdRefusedAndNothingWritten) {

@@ -104,6 +104,22 @@ Error AtOperation(Error error, size_t index) {
 
 bool IsConstraint(int rc) { return (rc & 0xff) == SQLITE_CONSTRAINT; }
 
+// Runs f() inside one deferred transaction on `conn`, so that its statements read one snapshot and
+// take the WAL read lock once instead of once per statement.
+template <class F>
+auto InReadTransaction(Connection& conn, F&& f) -> decltype(f()) {
+  // A transaction left open by a failed ROLLBACK is retired first (as Transaction::Begin does).
+  if (conn.in_transaction()) IOTPKI_CHECK(conn.Exec("ROLLBACK"));
+  IOTPKI_CHECK(conn.Exec("BEGIN"));
+  auto result = f();
+  if (!result) {
+    (void)conn.Exec("ROLLBACK");
+    return result;
+  }
+  IOTPKI_CHECK(conn.Exec("COMMIT"));
+  return result;
+}
+
 // SQL text plus its positional parameters, in order of appearance. The text depends only on
 // which filters are set, so each shape is prepared once per connection.
 struct Query {
@@ -912,6 +928,32 @@ Result<Device> SqliteStore::GetDeviceBySerial(std::string_view serial) {
   });
 }
 
+Result<std::vector<std::optional<Device>>> SqliteStore::GetDevicesBySerial(
+    std::span<const std::string> serials) {
+  using Found = std::vector<std::optional<Device>>;
+  if (serials.empty()) return Found();
+  return impl_->WithReader([&](Connection& conn) -> Result<Found> {
+    return InReadTransaction(conn, [&]() -> Result<Found> {
+      IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kDeviceColumns) +
+                                         " FROM devices d WHERE d.serial = ?1"));
+      Found found;
+      found.reserve(serials.size());
+      for (const std::string& serial : serials) {
+        stmt->Bind(1, std::string_view(serial));
+        IOTPKI_TRY(bool row, stmt->Step());
+        if (row) {
+          IOTPKI_TRY(auto device, ReadDevice(*stmt));
+          found.emplace_back(std::move(device));
+        } else {
+          found.emplace_back();
+        }
+        stmt->Reset();
+      }
+      return found;
+    });
+  });
+}
+
 Result<CertificateRecord> SqliteStore::GetCertificate(std::string_view serial_hex) {
   std::string serial = ToLowerAscii(serial_hex);
   return impl_->WithReader([&](Connection& conn) -> Result<CertificateRecord> {
@@ -924,24 +966,47 @@ Result<CertificateRecord> SqliteStore::GetCertificate(std::string_view serial_he
   });
 }
 
+namespace {
+
+// Every certified key has its owner in public_keys (ClaimKey, in the certificate's transaction),
+// and only that owner's certificates can carry it: one probe there, then the owner's certificates
+// through certificates_by_device (device_id IS NULL: the CA side's few). `fp` is lowercase.
+Result<std::vector<CertificateRecord>> CertificatesOfKey(Connection& conn, std::string_view fp) {
+  IOTPKI_TRY(auto owner, conn.Prepare("SELECT device_id FROM public_keys "
+                                      "WHERE key_fingerprint = ?1"));
+  owner->Bind(1, fp);
+  IOTPKI_TRY(bool known, owner->Step());
+  if (!known) return std::vector<CertificateRecord>();
+  std::optional<std::string> device_id = owner->OptionalText(0);
+  owner->Reset();
+  Query q = CertificatesOfKeyQuery(device_id, fp);
+  IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
+  q.BindTo(*stmt);
+  return ReadCertificates(*stmt);
+}
+
+}  // namespace
+
 Result<std::vector<CertificateRecord>> SqliteStore::FindCertificatesByKey(
     std::string_view key_fingerprint) {
   std::string fp = ToLowerAscii(key_fingerprint);
-  return impl_->WithReader([&](Connection& conn) -> Result<std::vector<CertificateRecord>> {
-    // Every certified key has its owner in public_keys (ClaimKey, in the certificate's
-    // transaction), and only that owner's certificates can carry it: one probe there, then the
-    // owner's certificates through certificates_by_device (device_id IS NULL: the CA side's few).
-    IOTPKI_TRY(auto owner, conn.Prepare("SELECT device_id FROM public_keys "
-                                        "WHERE key_fingerprint = ?1"));
-    owner->Bind(1, std::string_view(fp));
-    IOTPKI_TRY(bool known, owner->Step());
-    if (!known) return std::vector<CertificateRecord>();
-    std::optional<std::string> device_id = owner->OptionalText(0);
-    owner->Reset();
-    Query q = CertificatesOfKeyQuery(device_id, fp);
-    IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
-    q.BindTo(*stmt);
-    return ReadCertificates(*stmt);
+  return impl_->WithReader([&](Connection& conn) { return CertificatesOfKey(conn, fp); });
+}
+
+Result<std::vector<std::vector<CertificateRecord>>> SqliteStore::FindCertificatesByKeys(
+    std::span<const std::string> key_fingerprints) {
+  using Found = std::vector<std::vector<CertificateRecord>>;
+  if (key_fingerprints.empty()) return Found();
+  return impl_->WithReader([&](Connection& conn) -> Result<Found> {
+    return InReadTransaction(conn, [&]() -> Result<Found> {
+      Found found;
+      found.reserve(key_fingerprints.size());
+      for (const std::string& fp : key_fingerprints) {
+        IOTPKI_TRY(auto certs, CertificatesOfKey(conn, ToLowerAscii(fp)));
+        found.push_back(std::move(certs));
+      }
+      return found;
+    });
   });
 }
 

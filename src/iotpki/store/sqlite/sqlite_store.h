@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -71,9 +73,13 @@ class SqliteStore final : public Store {
   Result<CommitInfo> Commit(const WriteBatch& batch) override;
   Result<Device> GetDevice(std::string_view device_id) override;
   Result<Device> GetDeviceBySerial(std::string_view serial) override;
+  Result<std::vector<std::optional<Device>>> GetDevicesBySerial(
+      std::span<const std::string> serials) override;
   Result<CertificateRecord> GetCertificate(std::string_view serial_hex) override;
   Result<std::vector<CertificateRecord>> FindCertificatesByKey(
       std::string_view key_fingerprint) override;
+  Result<std::vector<std::vector<CertificateRecord>>> FindCertificatesByKeys(
+      std::span<const std::string> key_fingerprints) override;
   Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
       std::string_view device_id) override;
   Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
