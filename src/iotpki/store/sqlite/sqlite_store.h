@@ -33,9 +33,11 @@ struct SqliteOptions {
   Synchronous synchronous = Synchronous::kFull;
   // How long a connection waits for another process's lock before Unavailable.
   int busy_timeout_ms = 5000;
-  // Page cache of the writer connection; large batches into a big database want more than
-  // SQLite's 2 MiB default.
-  int writer_cache_kib = 64 << 10;
+  // Page cache of the writer connection (a maximum: a small store never fills it); large batches
+  // into a big database want more than SQLite's 2 MiB default. At a million devices the three
+  // randomly keyed indexes a batch inserts into (formats.md, "Store schema") are about 270 MB;
+  // 512 MiB keeps their pages out of the kernel (docs/performance.md, "Schema version 3").
+  int writer_cache_kib = 512 << 10;
   // Page cache of each pooled read connection. An expiry count reads the certificates of the
   // window's two partial days (about 1/90 of the fleet when notAfter spreads over 90 days); a
   // warm cache keeps those pages out of the kernel.
@@ -47,7 +49,8 @@ struct SqliteOptions {
   // in random places; checkpointing every few groups instead of after each one writes a page
   // dirtied by several groups once, and saves two fsyncs per group. Durability does not depend on
   // it: a commit is durable once its WAL frames are synced.
-  int wal_autocheckpoint_pages = 16384;
+  // 65,536 pages (256 MiB): at a million devices a group of 4,096 dirties about 12,000 pages.
+  int wal_autocheckpoint_pages = 65536;
 };
 
 // path ":memory:" opens a private in-memory database (unit tests). Otherwise the file is created

@@ -115,8 +115,10 @@ TEST_F(SqliteStoreTest, PragmasAreApplied) {
   EXPECT_EQ(*store->QueryForTest("PRAGMA foreign_keys"), "1");
   EXPECT_EQ(*store->QueryForTest("PRAGMA synchronous"), "2");  // FULL
   EXPECT_EQ(*store->QueryForTest("PRAGMA busy_timeout"), "5000");
-  // Checkpoints every 64 MiB of WAL rather than SQLite's 4 MB (factory groups, sqlite_store.h).
-  EXPECT_EQ(*store->QueryForTest("PRAGMA wal_autocheckpoint"), "16384");
+  // Checkpoints every 256 MiB of WAL rather than SQLite's 4 MB, and a writer cache of 512 MiB
+  // (factory groups, sqlite_store.h).
+  EXPECT_EQ(*store->QueryForTest("PRAGMA wal_autocheckpoint"), "65536");
+  EXPECT_EQ(*store->QueryForTest("PRAGMA cache_size"), "-524288");
   store.reset();
   SqliteOptions normal;
   normal.synchronous = SqliteOptions::Synchronous::kNormal;
