@@ -197,10 +197,10 @@ Result<std::unique_ptr<Statement>> Connection::PrepareUncached(std::string_view 
   return std::make_unique<Statement>(db_, stmt);
 }
 
-Result<Transaction> Transaction::Begin(Connection& conn) {
+Result<Transaction> Transaction::Begin(Connection& conn, Mode mode) {
   // A transaction left open by a failed ROLLBACK (see the destructor) is retired first.
   if (conn.in_transaction()) IOTPKI_CHECK(conn.Exec("ROLLBACK"));
-  IOTPKI_CHECK(conn.Exec("BEGIN IMMEDIATE"));
+  IOTPKI_CHECK(conn.Exec(mode == Mode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN"));
   return Transaction(&conn);
 }
 

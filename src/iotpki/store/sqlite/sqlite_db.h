@@ -123,10 +123,13 @@ class Connection {
 };
 
 // BEGIN IMMEDIATE (the write lock is taken at once, so the transaction never fails half-way with
-// BUSY on upgrade) ... COMMIT, rolling back when destroyed without Commit().
+// BUSY on upgrade) ... COMMIT, rolling back when destroyed without Commit(). kRead: a deferred
+// BEGIN, so that several reads see one snapshot and take the WAL read lock once, and the writer
+// is not blocked.
 class Transaction {
  public:
-  static Result<Transaction> Begin(Connection& conn);
+  enum class Mode { kWrite, kRead };
+  static Result<Transaction> Begin(Connection& conn, Mode mode = Mode::kWrite);
   ~Transaction();
   Transaction(Transaction&& other) noexcept : conn_(other.conn_) { other.conn_ = nullptr; }
   Transaction(const Transaction&) = delete;

@@ -108,15 +108,9 @@ bool IsConstraint(int rc) { return (rc & 0xff) == SQLITE_CONSTRAINT; }
 // take the WAL read lock once instead of once per statement.
 template <class F>
 auto InReadTransaction(Connection& conn, F&& f) -> decltype(f()) {
-  // A transaction left open by a failed ROLLBACK is retired first (as Transaction::Begin does).
-  if (conn.in_transaction()) IOTPKI_CHECK(conn.Exec("ROLLBACK"));
-  IOTPKI_CHECK(conn.Exec("BEGIN"));
+  IOTPKI_TRY(auto tx, Transaction::Begin(conn, Transaction::Mode::kRead));
   auto result = f();
-  if (!result) {
-    (void)conn.Exec("ROLLBACK");
-    return result;
-  }
-  IOTPKI_CHECK(conn.Exec("COMMIT"));
+  if (result) IOTPKI_CHECK(tx.Commit());
   return result;
 }
 
