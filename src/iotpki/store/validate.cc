@@ -217,13 +217,19 @@ Result<DeviceSeqCursor> DecodeDeviceSeqCursor(std::string_view cursor) {
   DeviceSeqCursor out;
   if (cursor.substr(0, kDeviceSeqCursorPrefix.size()) != kDeviceSeqCursorPrefix ||
       !ParseInt64(cursor.substr(kDeviceSeqCursorPrefix.size()), out.seq) || out.seq < 0) {
-    return Fail(Code::kInvalidArgument, "invalid cursor for this device listing");
+    return Fail(Code::kInvalidArgument,
+                "invalid cursor for this device listing (pass the one the previous page printed, "
+                "or start again without it)");
   }
   return out;
 }
 
 Result<ExpiringCursor> DecodeExpiringCursor(std::string_view cursor) {
-  auto bad = [] { return Fail(Code::kInvalidArgument, "invalid cursor for this expiry listing"); };
+  auto bad = [] {
+    return Fail(Code::kInvalidArgument,
+                "invalid cursor for this expiry listing (pass the one the previous page printed, "
+                "or start again without it)");
+  };
   if (cursor.substr(0, kExpiringCursorPrefix.size()) != kExpiringCursorPrefix) return bad();
   cursor.remove_prefix(kExpiringCursorPrefix.size());
   size_t dot = cursor.find('.');
