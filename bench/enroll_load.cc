@@ -43,7 +43,6 @@
 #include "bench_util.h"
 #include "iotpki/ca/authority.h"
 #include "iotpki/ca/bootstrap.h"
-#include "iotpki/ca/group_commit.h"
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
@@ -112,7 +111,7 @@ std::vector<Device> MakeDevices(const Options& o, const std::string& dir) {
                                         .model = "bench",
                                         .batch = "load"});
     if (!prepared) Die("idevid: " + prepared.error().error.ToString());
-    ca::AppendBatch(batch, prepared->batch);
+    batch.Append(prepared->batch);
     if (batch.size() > 3000) {
       Must(authority->store().Commit(batch), "commit");
       batch.Clear();

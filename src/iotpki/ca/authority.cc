@@ -355,7 +355,8 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::Prepare(const I
                        .batch = req.batch,
                        .actor = req.actor,
                        .allow_birth_key = req.allow_birth_key,
-                       .uniqueness_checked = req.uniqueness_checked});
+                       .uniqueness_checked = req.uniqueness_checked,
+                       .audited_by_caller = req.audited_by_caller});
 }
 
 tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareGenerated(
@@ -370,7 +371,8 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareGenerate
                        .model = req.model,
                        .batch = req.batch,
                        .actor = req.actor,
-                       .uniqueness_checked = req.uniqueness_checked});
+                       .uniqueness_checked = req.uniqueness_checked,
+                       .audited_by_caller = req.audited_by_caller});
 }
 
 tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
@@ -441,6 +443,7 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
   out.batch.InsertCertificate(
       RecordFor(*cert, manufacturing ? store::CertProfile::kIDevId : store::CertProfile::kLDevId,
                 manufacturing ? "manufacturing" : "operational", identity.device_id));
+  if (req.audited_by_caller) return out;
   out.batch.AppendAudit({.actor = req.actor,
                          .action = "cert.issue",
                          .subject = identity.device_id,

@@ -63,6 +63,10 @@ struct IssueRequest {
   // appears in the store meanwhile is still refused, by the store's unique constraints when the
   // prepared batch commits (AlreadyExists; not audited as a refusal).
   bool uniqueness_checked = false;
+  // Prepare only: the prepared batch carries no cert.issue audit row, because the caller commits
+  // it with others under one audit row of its own (mfg::Provision: one mfg.issue row per group).
+  // Refusals are audited as always.
+  bool audited_by_caller = false;
 };
 
 // Thread-safe once the issuers needed are unlocked.
@@ -86,7 +90,8 @@ class Authority {
   // the certificate before that commit succeeded.
   struct Prepared {
     x509::Certificate certificate;
-    store::WriteBatch batch;  // device insert or state change, certificate, audit row
+    // Device insert or state change, certificate, and the audit row unless audited_by_caller.
+    store::WriteBatch batch;
     std::string device_id;
   };
   // Policy rules, lint and signature, as Issue, without the commit. A refusal is returned with
@@ -108,6 +113,7 @@ class Authority {
     // As IssueRequest::uniqueness_checked; for a key generated in this process, the store's check
     // at commit is the check.
     bool uniqueness_checked = false;
+    bool audited_by_caller = false;  // as IssueRequest::audited_by_caller
   };
   // As Prepare for an IDevID whose key the CA generated: holding the private key is the proof of
   // possession, so no CSR is built, signed and verified only to be discarded. Every other rule
@@ -160,6 +166,7 @@ class Authority {
     const std::string& actor;
     bool allow_birth_key = false;     // IssueRequest::allow_birth_key
     bool uniqueness_checked = false;  // IssueRequest::uniqueness_checked (IDevID only)
+    bool audited_by_caller = false;   // IssueRequest::audited_by_caller
   };
   tl::expected<Prepared, Refusal> PrepareInput(const RuleInput& request);
 

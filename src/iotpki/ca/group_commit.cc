@@ -1,7 +1,6 @@
 #include "iotpki/ca/group_commit.h"
 
 #include <algorithm>
-#include <type_traits>
 #include <variant>
 
 namespace iotpki::ca {
@@ -14,30 +13,6 @@ size_t AuditCount(const store::WriteBatch& batch) {
 }
 
 }  // namespace
-
-void AppendBatch(store::WriteBatch& to, const store::WriteBatch& from) {
-  for (const store::WriteOp& op : from.ops()) {
-    std::visit(
-        [&to](const auto& o) {
-          using T = std::decay_t<decltype(o)>;
-          if constexpr (std::is_same_v<T, store::InsertDeviceOp>) {
-            to.InsertDevice(o.device);
-          } else if constexpr (std::is_same_v<T, store::UpdateDeviceStateOp>) {
-            to.UpdateDeviceState(o.device_id, o.from, o.to);
-          } else if constexpr (std::is_same_v<T, store::InsertCertificateOp>) {
-            to.InsertCertificate(o.cert);
-          } else if constexpr (std::is_same_v<T, store::RevokeCertificateOp>) {
-            to.RevokeCertificate(o.serial, o.reason);
-          } else if constexpr (std::is_same_v<T, store::AppendAuditOp>) {
-            to.AppendAudit(o.event);
-          } else {
-            static_assert(std::is_same_v<T, store::RecordTokenOp>);
-            to.RecordToken(o.device_id, o.timestamp);
-          }
-        },
-        op);
-  }
-}
 
 Result<store::CommitInfo> GroupCommitter::Commit(const store::WriteBatch& batch) {
   Writer self{&batch};
@@ -66,7 +41,7 @@ void GroupCommitter::CommitGroup(const std::vector<Writer*>& group) {
   batches_.fetch_add(group.size(), std::memory_order_relaxed);
   if (group.size() > 1) {
     store::WriteBatch merged;
-    for (Writer* w : group) AppendBatch(merged, *w->batch);
+    for (Writer* w : group) merged.Append(*w->batch);
     transactions_.fetch_add(1, std::memory_order_relaxed);
     auto info = store_.Commit(merged);
     if (info) {

@@ -53,7 +53,4 @@ class GroupCommitter {
   std::atomic<uint64_t> transactions_{0}, batches_{0}, fallbacks_{0};
 };
 
-// Appends every operation of `from` to `to`, in order.
-void AppendBatch(store::WriteBatch& to, const store::WriteBatch& from);
-
 }  // namespace iotpki::ca

@@ -127,7 +127,7 @@ TEST_F(GroupCommitTest, OneTokenInManyConcurrentBatchesCommitsOnce) {
         store::WriteBatch b;
         // Even threads replay one token; odd threads carry tokens of their own.
         b.RecordToken(t % 2 == 0 ? token_owner : NewDevice(n).device_id, 1'750'000'000);
-        AppendBatch(b, DeviceBatch(n));
+        b.Append(DeviceBatch(n));
         auto r = gc.Commit(b);
         if (t % 2 == 1) {
           EXPECT_TRUE(r) << r.error().ToString();
@@ -148,7 +148,8 @@ TEST_F(GroupCommitTest, OneTokenInManyConcurrentBatchesCommitsOnce) {
   EXPECT_EQ(*store_->CountDevices({}), 20 * (8 / 2 + 1));
 }
 
-TEST(AppendBatchTest, KeepsOrderAndKinds) {
+// GroupCommitter merges its callers' batches with WriteBatch::Append.
+TEST(WriteBatchAppendTest, KeepsOrderAndKinds) {
   store::WriteBatch a, b;
   a.InsertDevice(NewDevice(1));
   b.UpdateDeviceState(NewDevice(1).device_id, store::DeviceState::kManufactured,
@@ -156,16 +157,24 @@ TEST(AppendBatchTest, KeepsOrderAndKinds) {
   b.RevokeCertificate("01", store::RevocationReason::kSuperseded);
   b.AppendAudit({.actor = "x"});
   b.RecordToken(NewDevice(1).device_id, 42);
-  AppendBatch(a, b);
-  ASSERT_EQ(a.size(), 5u);
-  EXPECT_TRUE(std::holds_alternative<store::InsertDeviceOp>(a.ops()[0]));
-  EXPECT_TRUE(std::holds_alternative<store::UpdateDeviceStateOp>(a.ops()[1]));
-  EXPECT_TRUE(std::holds_alternative<store::RevokeCertificateOp>(a.ops()[2]));
-  EXPECT_TRUE(std::holds_alternative<store::AppendAuditOp>(a.ops()[3]));
-  const auto* token = std::get_if<store::RecordTokenOp>(&a.ops()[4]);
-  ASSERT_NE(token, nullptr);
-  EXPECT_EQ(token->device_id, NewDevice(1).device_id);
-  EXPECT_EQ(token->timestamp, 42);
+  a.Append(b);
+  EXPECT_EQ(b.size(), 4u);  // copied from
+  store::WriteBatch moved;
+  moved.Append(std::move(a)).Append(std::move(b));
+  EXPECT_TRUE(a.empty());  // NOLINT(bugprone-use-after-move): Append leaves it empty
+  EXPECT_TRUE(b.empty());  // NOLINT(bugprone-use-after-move)
+  ASSERT_EQ(moved.size(), 9u);
+  // a's own device, b's four copied into a, then b's four moved.
+  EXPECT_TRUE(std::holds_alternative<store::InsertDeviceOp>(moved.ops()[0]));
+  for (size_t start : {size_t{1}, size_t{5}}) {
+    EXPECT_TRUE(std::holds_alternative<store::UpdateDeviceStateOp>(moved.ops()[start]));
+    EXPECT_TRUE(std::holds_alternative<store::RevokeCertificateOp>(moved.ops()[start + 1]));
+    EXPECT_TRUE(std::holds_alternative<store::AppendAuditOp>(moved.ops()[start + 2]));
+    const auto* token = std::get_if<store::RecordTokenOp>(&moved.ops()[start + 3]);
+    ASSERT_NE(token, nullptr);
+    EXPECT_EQ(token->device_id, NewDevice(1).device_id);
+    EXPECT_EQ(token->timestamp, 42);
+  }
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ const char* CurveSn(KeyType t) {
 }
 
 const EVP_MD* Md(DigestAlgorithm d) {
-  return d == DigestAlgorithm::kSha384 ? EVP_sha384() : EVP_sha256();
+  return d == DigestAlgorithm::kSha384 ? ossl::Sha384Md() : ossl::Sha256Md();
 }
 
 }  // namespace

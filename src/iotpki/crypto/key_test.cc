@@ -1,6 +1,7 @@
 #include "iotpki/crypto/key.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 #include <openssl/pkcs12.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
@@ -8,6 +9,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
@@ -39,6 +43,47 @@ TEST(Keys, GenerateSignVerify) {
     ASSERT_TRUE(sig);
     EXPECT_TRUE(key->public_key().Verify(AsBytes("hello"), *sig, key->digest()));
     EXPECT_FALSE(key->public_key().Verify(AsBytes("hellO"), *sig, key->digest()));
+  }
+}
+
+// Threads share an EC key's signing contexts (and copies of the key share them too): every
+// signature still verifies, over its own message, and with OpenSSL's own verification of the
+// digest the signature names (a signature over the wrong hash would fail here).
+TEST(Keys, ConcurrentSignaturesFromOneKeyAndItsCopies) {
+  for (KeyType t : {KeyType::kP256, KeyType::kP384}) {
+    auto key = PrivateKey::Generate(t);
+    ASSERT_TRUE(key);
+    PrivateKey copy = *key;
+    std::vector<std::vector<Bytes>> sigs(4);
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < sigs.size(); ++i) {
+      threads.emplace_back([&, i] {
+        const PrivateKey& k = i % 2 == 0 ? *key : copy;
+        for (int n = 0; n < 25; ++n) {
+          auto sig = k.Sign(AsBytes("message " + std::to_string(i) + "/" + std::to_string(n)));
+          sigs[i].push_back(sig ? *sig : Bytes());
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (size_t i = 0; i < sigs.size(); ++i) {
+      ASSERT_EQ(sigs[i].size(), 25u);
+      for (int n = 0; n < 25; ++n) {
+        std::string msg = "message " + std::to_string(i) + "/" + std::to_string(n);
+        EXPECT_TRUE(key->public_key().Verify(AsBytes(msg), sigs[i][n], key->digest())) << msg;
+        EXPECT_FALSE(key->public_key().Verify(AsBytes(msg + "."), sigs[i][n], key->digest()));
+      }
+    }
+    // The digest named by the key's type is the one signed: verify it with EVP directly.
+    auto ctx = EVP_MD_CTX_new();
+    ASSERT_NE(ctx, nullptr);
+    auto sig = key->Sign(AsBytes("evp"));
+    ASSERT_TRUE(sig);
+    EXPECT_EQ(EVP_DigestVerifyInit(ctx, nullptr, t == KeyType::kP384 ? EVP_sha384() : EVP_sha256(),
+                                   nullptr, key->handle()),
+              1);
+    EXPECT_EQ(EVP_DigestVerify(ctx, sig->data(), sig->size(), AsBytes("evp").data(), 3), 1);
+    EVP_MD_CTX_free(ctx);
   }
 }
 

@@ -30,6 +30,32 @@ Error Drain(Code code, std::string_view message) {
 
 void ClearErrors() { ERR_clear_error(); }
 
+namespace {
+
+// Never freed: the process holds it to the end, as OpenSSL holds EVP_sha256().
+const EVP_MD* Fetch(const char* name, const EVP_MD* legacy) {
+  const EVP_MD* md = EVP_MD_fetch(nullptr, name, nullptr);
+  if (md == nullptr) ClearErrors();
+  return md != nullptr ? md : legacy;
+}
+
+}  // namespace
+
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* md = Fetch("SHA2-256", EVP_sha256());
+  return md;
+}
+
+const EVP_MD* Sha384Md() {
+  static const EVP_MD* md = Fetch("SHA2-384", EVP_sha384());
+  return md;
+}
+
+const EVP_MD* Sha1Md() {
+  static const EVP_MD* md = Fetch("SHA1", EVP_sha1());
+  return md;
+}
+
 std::string PemEncode(std::string_view label, ByteView der) {
   std::string b64 = Base64Encode(der);
   std::string out = "-----BEGIN " + std::string(label) + "-----\n";

@@ -94,6 +94,12 @@ Error Drain(Code code, std::string_view message);
 // Empties the queue without reporting (after an expected failure such as a probe parse).
 void ClearErrors();
 
+// Digest implementations fetched from the default provider once per process: OpenSSL 3 looks
+// EVP_sha256() and its kind up in the provider again on every use.
+const EVP_MD* Sha256Md();
+const EVP_MD* Sha384Md();
+const EVP_MD* Sha1Md();
+
 // DER of an OpenSSL object via its i2d function.
 template <class T, class F>
 Bytes ToDer(const T* obj, F i2d) {

@@ -18,9 +18,9 @@ Bytes Digest(const EVP_MD* md, ByteView data) {
 
 }  // namespace
 
-Bytes Sha256(ByteView data) { return Digest(EVP_sha256(), data); }
-Bytes Sha384(ByteView data) { return Digest(EVP_sha384(), data); }
-Bytes Sha1(ByteView data) { return Digest(EVP_sha1(), data); }
+Bytes Sha256(ByteView data) { return Digest(ossl::Sha256Md(), data); }
+Bytes Sha384(ByteView data) { return Digest(ossl::Sha384Md(), data); }
+Bytes Sha1(ByteView data) { return Digest(ossl::Sha1Md(), data); }
 
 Bytes HmacSha256(ByteView key, ByteView data) {
   Bytes out(32);

@@ -6,6 +6,9 @@
 #include <openssl/pkcs12.h>
 #include <openssl/rand.h>
 
+#include <mutex>
+#include <vector>
+
 #include "iotpki/common/der.h"
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/ossl.h"
@@ -66,6 +69,11 @@ Bytes EcPkcs8(EVP_PKEY* key, KeyType type, const Bytes& spki, ByteView point) {
 
 }  // namespace
 
+struct PrivateKey::SignContexts {
+  std::mutex mu;
+  std::vector<ossl::UniquePtr<EVP_PKEY_CTX>> idle;
+};
+
 Result<PrivateKey> PrivateKey::FromHandle(std::shared_ptr<EVP_PKEY> key) {
   PrivateKey pk;
   // The public half shares the key's handle. For EC keys its SPKI is written from the point:
@@ -88,6 +96,7 @@ Result<PrivateKey> PrivateKey::FromHandle(std::shared_ptr<EVP_PKEY> key) {
     ossl::ClearErrors();
   }
   IOTPKI_TRY(pk.public_, PublicKey::FromHandle(key, spki));
+  if (!spki.empty()) pk.sign_contexts_ = std::make_shared<SignContexts>();
   pk.key_ = std::move(key);
   return pk;
 }
@@ -221,10 +230,45 @@ Result<Bytes> PrivateKey::ToDer() const {
 }
 
 Result<Bytes> PrivateKey::Sign(ByteView data) const {
+  if (sign_contexts_) {
+    // ECDSA: the digest, then a context of the key's that no other thread is using.
+    uint8_t hash[EVP_MAX_MD_SIZE];
+    unsigned int hash_len = 0;
+    const EVP_MD* md = digest() == DigestAlgorithm::kSha384 ? ossl::Sha384Md() : ossl::Sha256Md();
+    if (EVP_Digest(data.data(), data.size(), hash, &hash_len, md, nullptr) != 1) {
+      return Fail(ossl::Drain(Code::kInternal, "signing failed"));
+    }
+    ossl::UniquePtr<EVP_PKEY_CTX> ctx;
+    {
+      std::lock_guard lock(sign_contexts_->mu);
+      if (!sign_contexts_->idle.empty()) {
+        ctx = std::move(sign_contexts_->idle.back());
+        sign_contexts_->idle.pop_back();
+      }
+    }
+    if (!ctx) {
+      ctx = ossl::Own(EVP_PKEY_CTX_new_from_pkey(nullptr, key_.get(), nullptr));
+      if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1) {
+        return Fail(ossl::Drain(Code::kInternal, "signing failed"));
+      }
+    }
+    size_t len = 0;
+    if (EVP_PKEY_sign(ctx.get(), nullptr, &len, hash, hash_len) != 1) {
+      return Fail(ossl::Drain(Code::kInternal, "signing failed"));
+    }
+    Bytes sig(len);
+    if (EVP_PKEY_sign(ctx.get(), sig.data(), &len, hash, hash_len) != 1) {
+      return Fail(ossl::Drain(Code::kInternal, "signing failed"));
+    }
+    sig.resize(len);
+    std::lock_guard lock(sign_contexts_->mu);
+    sign_contexts_->idle.push_back(std::move(ctx));
+    return sig;
+  }
   auto ctx = ossl::Own(EVP_MD_CTX_new());
   const EVP_MD* md = public_.type() == KeyType::kEd25519    ? nullptr
-                     : digest() == DigestAlgorithm::kSha384 ? EVP_sha384()
-                                                            : EVP_sha256();
+                     : digest() == DigestAlgorithm::kSha384 ? ossl::Sha384Md()
+                                                            : ossl::Sha256Md();
   size_t len = 0;
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, key_.get()) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {

@@ -216,7 +216,7 @@ Result<x509::Certificate> EnrollService::IssueLdevid(
     store::WriteBatch with_first;
     if (!first.empty()) {
       with_first = first;
-      ca::AppendBatch(with_first, prepared->batch);
+      with_first.Append(prepared->batch);
     }
     auto committed = committer_.Commit(first.empty() ? prepared->batch : with_first);
     if (committed) {

@@ -56,6 +56,8 @@ class Manifest {
   // Appends the lines in one write(2) and fdatasyncs. On a failure the file may hold part of the
   // lines (the next Open cuts an unterminated tail); the caller stops.
   Result<void> Append(const std::vector<ManifestEntry>& entries);
+  // The same for lines already rendered: ToJsonLine's, each followed by its newline.
+  Result<void> Append(std::string_view lines);
 
  private:
   Manifest(std::filesystem::path path, int fd) : path_(std::move(path)), fd_(fd) {}

@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
 
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
@@ -47,6 +49,32 @@ TEST_F(ManifestTest, LinesRoundTrip) {
   EXPECT_EQ(*back, Entry(1));
   EXPECT_FALSE(ParseJsonLine("{\"serial\":1}"));
   EXPECT_FALSE(ParseJsonLine("not json"));
+}
+
+// The line is written by hand when nothing needs escaping: it must be exactly what a JSON
+// library writes for the same object, escaped fields or not.
+TEST_F(ManifestTest, LinesAreWhatAJsonLibraryWrites) {
+  std::vector<ManifestEntry> entries{Entry(1), Entry(2), Entry(3), Entry(4), Entry(5)};
+  entries[1].c509_sha256 = std::string(64, 'c');
+  entries[2].serial = "SN-\"quoted\"\\";
+  entries[3].model = "Thermostat-\xc3\xa9";  // UTF-8
+  entries[4].model = "tab\there";
+  entries[4].hardware_fingerprint = "";
+  for (const ManifestEntry& e : entries) {
+    nlohmann::ordered_json j{{"serial", e.serial},
+                             {"device_id", e.device_id},
+                             {"hardware_fingerprint", e.hardware_fingerprint},
+                             {"model", e.model},
+                             {"cert_serial", e.cert_serial},
+                             {"not_after", "9999-12-31T23:59:59Z"},
+                             {"sha256", e.sha256}};
+    if (!e.c509_sha256.empty()) j["c509_sha256"] = e.c509_sha256;
+    std::string line = ToJsonLine(e);
+    EXPECT_EQ(line, j.dump()) << e.serial;
+    auto back = ParseJsonLine(line);
+    ASSERT_TRUE(back) << line;
+    EXPECT_EQ(*back, e);
+  }
 }
 
 TEST_F(ManifestTest, C509HashIsListedOnlyWhenThere) {

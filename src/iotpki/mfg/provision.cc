@@ -91,7 +91,8 @@ Error At(const DeviceInput& d, Error e) { return std::move(e).Context(d.origin);
 struct Item {
   const DeviceInput* device = nullptr;
   std::optional<ca::Authority::Prepared> prepared;
-  Bytes c509;  // --c509: the prepared certificate as C509, encoded before the commit
+  Bytes c509;                 // --c509: the prepared certificate as C509, encoded before the commit
+  std::string manifest_line;  // with its newline; rendered by the worker
   std::optional<Error> error;
   std::optional<store::WriteBatch> refusal_audit;
   bool cancelled = false;  // skipped because another device of the run failed
@@ -174,7 +175,11 @@ class Run {
     std::string cursor;
     do {
       IOTPKI_TRY(auto page, store.ListDevices(filter, store::kMaxPageSize, cursor));
-      for (auto& d : page.devices) committed_.emplace(d.device.serial, std::move(d.device));
+      for (auto& d : page.devices) {
+        std::string serial = d.device.serial;
+        auto [it, fresh] = committed_.emplace(std::move(serial), std::move(d.device));
+        if (fresh) committed_order_.push_back(&it->second);
+      }
       cursor = std::move(page.next_cursor);
     } while (!cursor.empty());
     if (!opt_.resume && !committed_.empty()) {
@@ -399,10 +404,13 @@ class Run {
         IOTPKI_CHECK(out_->RemovePartial(serial));
       }
     }
+    // In the order they were committed (the listing's), as the crashed run would have listed
+    // them: the lines of each group committed with its audit row come back together and in
+    // order, so they hash to the row's manifest_sha256.
     std::vector<ManifestEntry> entries;
-    for (const auto& [serial, device] : committed_) {
-      if (listed.contains(serial)) continue;
-      IOTPKI_TRY(auto entry, FinishCommitted(device));
+    for (const store::Device* device : committed_order_) {
+      if (listed.contains(device->serial)) continue;
+      IOTPKI_TRY(auto entry, FinishCommitted(*device));
       entries.push_back(std::move(entry));
     }
     if (entries.empty()) return {};
@@ -555,7 +563,8 @@ class Run {
                                        .model = d.model,
                                        .batch = opt_.batch,
                                        .actor = opt_.actor,
-                                       .uniqueness_checked = true});
+                                       .uniqueness_checked = true,
+                                       .audited_by_caller = true});
     } else {
       // Preflight's parse (moved out: a CSR lives until its device is prepared), or its bytes.
       PendingCsr pending = std::exchange(csr_[DeviceIndex(item)], PendingCsr());
@@ -576,7 +585,8 @@ class Run {
                               .model = d.model,
                               .batch = opt_.batch,
                               .actor = opt_.actor,
-                              .uniqueness_checked = true});
+                              .uniqueness_checked = true,
+                              .audited_by_caller = true});
     }
     if (!prepared) {
       item.error = At(d, std::move(prepared.error().error));
@@ -592,6 +602,17 @@ class Run {
       }
       item.c509 = std::move(*c509);
     }
+    const x509::Certificate& cert = item.prepared->certificate;
+    item.manifest_line = ToJsonLine(
+        ManifestEntry{.serial = d.serial,
+                      .device_id = d.device_id,
+                      .hardware_fingerprint = ToHex(d.hardware_fingerprint),
+                      .model = d.model,
+                      .cert_serial = cert.serial_hex(),
+                      .not_after = cert.not_after(),
+                      .sha256 = cert.fingerprint_sha256(),
+                      .c509_sha256 = item.c509.empty() ? "" : ToHex(crypto::Sha256(item.c509))});
+    item.manifest_line += '\n';
     if (!opt_.bundles) return;
     auto staged = [&]() -> Result<void> {
       IOTPKI_CHECK(out_->MakePartial(d.serial));
@@ -623,37 +644,44 @@ class Run {
     // Keys the CA generated must be durable before their certificates exist (a committed
     // certificate whose key was lost is unusable).
     if (opt_.keys == KeyMode::kCa && opt_.bundles) IOTPKI_CHECK(out_->Sync());
+    // One transaction for the group, with one audit row for it: the group's manifest lines,
+    // which name every device and certificate, hashed into the audit chain.
+    std::string lines;
+    for (const auto& item : items) lines += item.manifest_line;
     store::WriteBatch batch;
-    for (const auto& item : items) ca::AppendBatch(batch, item.prepared->batch);
+    for (auto& item : items) batch.Append(std::move(item.prepared->batch));
+    batch.AppendAudit(GroupAudit(items, lines));
     IOTPKI_CHECK(ca_.store().Commit(batch));
     Hook(Step::kCommitted, group, true);
     // The certificates exist now: they may be written out.
-    std::vector<ManifestEntry> entries;
-    entries.reserve(items.size());
-    for (const auto& item : items) {
-      const DeviceInput& d = *item.device;
-      const x509::Certificate& cert = item.prepared->certificate;
-      if (opt_.bundles) {
-        auto written = WriteCertFiles(d.serial, cert, item.c509);
+    if (opt_.bundles) {
+      for (const auto& item : items) {
+        const DeviceInput& d = *item.device;
+        auto written = WriteCertFiles(d.serial, item.prepared->certificate, item.c509);
         if (written) written = out_->Publish(d.serial);
         if (!written) return Fail(At(d, std::move(written).error()));
       }
-      entries.push_back(
-          ManifestEntry{.serial = d.serial,
-                        .device_id = d.device_id,
-                        .hardware_fingerprint = ToHex(d.hardware_fingerprint),
-                        .model = d.model,
-                        .cert_serial = cert.serial_hex(),
-                        .not_after = cert.not_after(),
-                        .sha256 = cert.fingerprint_sha256(),
-                        .c509_sha256 = item.c509.empty() ? "" : ToHex(crypto::Sha256(item.c509))});
+      IOTPKI_CHECK(out_->Sync());
     }
-    if (opt_.bundles) IOTPKI_CHECK(out_->Sync());
     Hook(Step::kPublished, group, true);
-    IOTPKI_CHECK(manifest_->Append(entries));
+    IOTPKI_CHECK(manifest_->Append(lines));
     report_.issued += items.size();
     Hook(Step::kListed, group, true);
     return {};
+  }
+
+  // The audit row of a committed group (docs/manufacturing.md, "Audit").
+  store::AuditEvent GroupAudit(const std::vector<Item>& items, std::string_view lines) const {
+    return {.actor = opt_.actor,
+            .action = "mfg.issue",
+            .subject = opt_.batch,
+            .details =
+                nlohmann::ordered_json{{"profile", "idevid"},
+                                       {"devices", items.size()},
+                                       {"first_serial", items.front().device->serial},
+                                       {"last_serial", items.back().device->serial},
+                                       {"manifest_sha256", ToHex(crypto::Sha256(AsBytes(lines)))}}
+                    .dump()};
   }
 
   void Hook(Step step, size_t group, bool applies) {
@@ -676,6 +704,7 @@ class Run {
   std::string chain_pem_;
 
   std::unordered_map<std::string, store::Device> committed_;  // serial -> this batch's devices
+  std::vector<const store::Device*> committed_order_;         // committed_'s, in commit order
   std::vector<size_t> pending_;  // indices of devices_ still to issue, in input order
   // kCsr: per index of devices_, the CSR Preflight parsed (or, beyond opt_.max_parsed_csrs
   // pending CSRs, its file's bytes: a batch of millions stays within a few hundred MB);

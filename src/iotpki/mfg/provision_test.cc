@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <tuple>
 
@@ -118,11 +119,40 @@ class ProvisionTest : public ::testing::Test {
     ASSERT_TRUE(text);
     std::istringstream lines(*text);
     std::unordered_map<std::string, ManifestEntry> entries;
+    std::vector<std::string> line_list;  // with their newlines
+    std::vector<std::string> serial_list;
+    std::unordered_map<std::string, size_t> line_of;
     for (std::string line; std::getline(lines, line);) {
       auto e = ParseJsonLine(line);
       ASSERT_TRUE(e) << line;
       entries[e->serial] = *e;
+      line_of[e->serial] = line_list.size();
+      line_list.push_back(line + "\n");
+      serial_list.push_back(e->serial);
     }
+    // One mfg.issue audit row per committed group, whose manifest_sha256 is the hash of the
+    // group's lines, which the manifest holds together, in order; every device in one group.
+    auto audit_rows = ca.store().ReadAudit(1, 1000);
+    ASSERT_TRUE(audit_rows);
+    size_t audited = 0;
+    for (const auto& row : *audit_rows) {
+      EXPECT_NE(row.action, "cert.issue") << "an IDevID of the batch audited by itself";
+      if (row.action != "mfg.issue") continue;
+      EXPECT_EQ(row.subject, "b1");
+      auto details = nlohmann::json::parse(row.details);
+      size_t n = details.at("devices").get<size_t>();
+      std::string first = details.at("first_serial").get<std::string>();
+      ASSERT_TRUE(line_of.contains(first)) << first;
+      size_t at = line_of[first];
+      ASSERT_LE(at + n, line_list.size());
+      std::string group;
+      for (size_t i = at; i < at + n; ++i) group += line_list[i];
+      EXPECT_EQ(details.at("manifest_sha256").get<std::string>(),
+                ToHex(crypto::Sha256(AsBytes(group))));
+      EXPECT_EQ(serial_list[at + n - 1], details.at("last_serial").get<std::string>());
+      audited += n;
+    }
+    EXPECT_EQ(audited, devices.size());
     const auto& root = ca.certificate(ca::CaName::kRoot);
     const auto& mfg = ca.certificate(ca::CaName::kManufacturing);
     for (const auto& d : devices) {

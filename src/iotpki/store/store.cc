@@ -109,4 +109,20 @@ WriteBatch& WriteBatch::RecordToken(std::string device_id, int64_t timestamp) {
   return *this;
 }
 
+WriteBatch& WriteBatch::Append(const WriteBatch& other) {
+  ops_.insert(ops_.end(), other.ops_.begin(), other.ops_.end());
+  return *this;
+}
+
+WriteBatch& WriteBatch::Append(WriteBatch&& other) {
+  if (ops_.empty()) {
+    ops_ = std::move(other.ops_);
+  } else {
+    ops_.insert(ops_.end(), std::make_move_iterator(other.ops_.begin()),
+                std::make_move_iterator(other.ops_.end()));
+  }
+  other.ops_.clear();
+  return *this;
+}
+
 }  // namespace iotpki::store

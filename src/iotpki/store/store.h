@@ -155,6 +155,9 @@ class WriteBatch {
   WriteBatch& RevokeCertificate(std::string serial, RevocationReason reason);
   WriteBatch& AppendAudit(AuditEvent event);
   WriteBatch& RecordToken(std::string device_id, int64_t timestamp);
+  // Every operation of `other`, after this batch's, in order (moved out of an rvalue).
+  WriteBatch& Append(const WriteBatch& other);
+  WriteBatch& Append(WriteBatch&& other);
 
   const std::vector<WriteOp>& ops() const { return ops_; }
   size_t size() const { return ops_.size(); }
