@@ -3,7 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <future>
+#include <condition_variable>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -500,46 +501,91 @@ class Run {
     return std::clamp<size_t>(pending_.size() / 8, 64, 4096);
   }
 
+  // The workers prepare the pending devices in input order, into up to kGroupsAhead + 1 groups
+  // at a time, while this thread commits and writes each group as soon as it is prepared: neither
+  // waits for the other at a group's boundary (the workers for a commit, this thread for a
+  // group's slowest device) unless one is a whole group ahead.
+  static constexpr size_t kGroupsAhead = 2;
+
   Result<void> IssuePending() {
     Progress();
     size_t size = GroupSize();
     size_t groups = (pending_.size() + size - 1) / size;
-    auto launch = [&](size_t g) {
-      return std::async(std::launch::async, [this, g, size] {
-        size_t begin = g * size, end = std::min(pending_.size(), begin + size);
-        return PrepareGroup(begin, end);
-      });
+    if (groups == 0) return {};
+    struct Slot {
+      size_t group = SIZE_MAX;  // the group whose devices `items` holds
+      std::vector<Item> items;
+      size_t left = 0;  // of them, not yet prepared
     };
-    std::future<std::vector<Item>> next;
-    if (groups > 0) next = launch(0);
-    for (size_t g = 0; g < groups; ++g) {
-      std::vector<Item> items = next.get();
-      // The workers sign the next group while this thread commits and writes this one.
-      if (g + 1 < groups) next = launch(g + 1);
-      auto finished = FinishGroup(items, g);
-      if (!finished) {
-        cancel_.store(true);
-        if (next.valid()) next.wait();
-        return finished;
+    std::vector<Slot> slots(kGroupsAhead + 1);
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t next = 0;      // the next index of pending_ to hand out
+    size_t finished = 0;  // groups committed and written
+    bool stop = false;
+
+    auto work = [&] {
+      for (;;) {
+        size_t i;
+        Slot* slot;
+        {
+          std::unique_lock lock(mu);
+          cv.wait(lock, [&] {
+            return stop || next >= pending_.size() || next / size < finished + slots.size();
+          });
+          if (stop || next >= pending_.size()) return;
+          i = next++;
+          slot = &slots[(i / size) % slots.size()];
+          if (i % size == 0) {  // the slot's previous group is finished
+            slot->group = i / size;
+            slot->items.assign(std::min(size, pending_.size() - i), Item());
+            slot->left = slot->items.size();
+          }
+        }
+        Item& item = slot->items[i % size];
+        item.device = &devices_[pending_[i]];
+        if (cancel_.load(std::memory_order_relaxed)) {
+          item.cancelled = true;
+        } else {
+          PrepareItem(item);
+          if (item.error) cancel_.store(true);
+        }
+        std::lock_guard lock(mu);
+        if (--slot->left == 0) cv.notify_all();
       }
+    };
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < workers_; ++t) pool.emplace_back(work);
+    auto halt = [&] {
+      {
+        std::lock_guard lock(mu);
+        stop = true;
+      }
+      cv.notify_all();
+      for (auto& t : pool) t.join();
+    };
+
+    for (size_t g = 0; g < groups; ++g) {
+      Slot& slot = slots[g % slots.size()];
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return slot.group == g && slot.left == 0; });
+      }
+      auto done = FinishGroup(slot.items, g);
+      if (!done) {
+        cancel_.store(true);
+        halt();
+        return done;
+      }
+      {
+        std::lock_guard lock(mu);
+        finished = g + 1;
+      }
+      cv.notify_all();
       Progress();
     }
+    halt();
     return {};
-  }
-
-  std::vector<Item> PrepareGroup(size_t begin, size_t end) {
-    std::vector<Item> items(end - begin);
-    ParallelFor(items.size(), workers_, [&](size_t i) {
-      Item& item = items[i];
-      item.device = &devices_[pending_[begin + i]];
-      if (cancel_.load(std::memory_order_relaxed)) {
-        item.cancelled = true;
-        return;
-      }
-      PrepareItem(item);
-      if (item.error) cancel_.store(true);
-    });
-    return items;
   }
 
   void PrepareItem(Item& item) {
