@@ -13,13 +13,16 @@
 #    store and output on disk (TMPDIR, default /var/tmp), next to the two-core crypto limit of
 #    `openssl speed -multi 2`: --keys ca needs a key generation (about one ECDH) and a signature
 #    per device, --csr-dir a verification (proof of possession) and a signature.
+# 4. mfg_floor: the least work per device any batch must do (key generation or CSR read and
+#    verification, signature, one store row), OpenSSL and SQLite called directly on one thread,
+#    as a share of the same two-core limit: whether the floor alone leaves room for 80% of it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-"$root/build"}
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
-ninja -C "$build" iotpki issue_bench mfg_bench bench_tool >/dev/null
+ninja -C "$build" iotpki issue_bench mfg_bench bench_tool mfg_floor >/dev/null
 bin="$build/bench"
 iotpki="$build/apps/iotpki/iotpki"
 n=${IOTPKI_BENCH_DEVICES:-20000}
@@ -72,3 +75,7 @@ batch csr folders "$limit_csr" --serials "$work/csrs1.csv" --csr-dir "$work/csrs
 batch csr manifest "$limit_csr" --serials "$work/csrs2.csv" --csr-dir "$work/csrs" --no-bundles
 echo "(ratio: issuing rate / limit; wall includes start-up, unlocking the CA keys and the preflight)"
 echo "(store: $(du -sh "$work/ca/iotpki.db" | cut -f1) after $((4 * n)) devices)"
+
+echo
+echo "== 4. floor per device, one thread, OpenSSL and SQLite only (bench/mfg_floor)"
+"$bin/mfg_floor" --devices "$((n < 1000000 ? n : 1000000))" --dir "$work/floor" --limit-ca "$limit_ca" --limit-csr "$limit_csr"
