@@ -64,7 +64,7 @@ class PrivateKey final : public Signer {
   PublicKey public_;
   std::string uri_ = "memory:";
   // EC keys: signing contexts set up for the key, each used by one thread at a time (setting one
-  // up costs a quarter of a P-256 signature). Shared by copies, which hold the same key.
+  // up costs a fifth of a P-256 signature). Shared by copies, which hold the same key.
   struct SignContexts;
   std::shared_ptr<SignContexts> sign_contexts_;
 };
