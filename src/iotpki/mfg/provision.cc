@@ -48,15 +48,22 @@ void ParallelFor(size_t n, unsigned threads, const F& fn) {
   for (auto& t : pool) t.join();
 }
 
-ManifestEntry EntryFor(const x509::Certificate& cert, const store::Device& device, ByteView c509) {
-  return ManifestEntry{.serial = device.serial,
-                       .device_id = device.device_id,
-                       .hardware_fingerprint = device.hardware_fingerprint.value_or(""),
-                       .model = device.model,
+// The manifest entry of a device with its certificate; `c509` is empty without --c509.
+ManifestEntry EntryFor(const x509::Certificate& cert, std::string serial, std::string device_id,
+                       std::string hardware_fingerprint_hex, std::string model, ByteView c509) {
+  return ManifestEntry{.serial = std::move(serial),
+                       .device_id = std::move(device_id),
+                       .hardware_fingerprint = std::move(hardware_fingerprint_hex),
+                       .model = std::move(model),
                        .cert_serial = cert.serial_hex(),
                        .not_after = cert.not_after(),
                        .sha256 = cert.fingerprint_sha256(),
                        .c509_sha256 = c509.empty() ? "" : ToHex(crypto::Sha256(c509))};
+}
+
+ManifestEntry EntryFor(const x509::Certificate& cert, const store::Device& device, ByteView c509) {
+  return EntryFor(cert, device.serial, device.device_id, device.hardware_fingerprint.value_or(""),
+                  device.model, c509);
 }
 
 // cert.c509: the type 3 re-encoding, which EncodeX509 checks decodes back to exactly `cert`.
@@ -648,16 +655,8 @@ class Run {
       }
       item.c509 = std::move(*c509);
     }
-    const x509::Certificate& cert = item.prepared->certificate;
-    item.manifest_line = ToJsonLine(
-        ManifestEntry{.serial = d.serial,
-                      .device_id = d.device_id,
-                      .hardware_fingerprint = ToHex(d.hardware_fingerprint),
-                      .model = d.model,
-                      .cert_serial = cert.serial_hex(),
-                      .not_after = cert.not_after(),
-                      .sha256 = cert.fingerprint_sha256(),
-                      .c509_sha256 = item.c509.empty() ? "" : ToHex(crypto::Sha256(item.c509))});
+    item.manifest_line = ToJsonLine(EntryFor(item.prepared->certificate, d.serial, d.device_id,
+                                             ToHex(d.hardware_fingerprint), d.model, item.c509));
     item.manifest_line += '\n';
     if (!opt_.bundles) return;
     auto staged = [&]() -> Result<void> {
