@@ -153,6 +153,23 @@ EVP_PKEY* EcPublicFromPoint(KeyType curve, ByteView point) {
   return raw;
 }
 
+// The SPKI's subjectPublicKey BIT STRING holds a whole number of bytes for every key type there
+// is (an EC point, an RSAPublicKey, a raw EdDSA key: RFC 5480, 8017, 8410). OpenSSL accepts
+// unused bits there and re-encodes them away, so one key could arrive in several encodings with
+// different fingerprints; such an SPKI is refused on every path.
+bool WholeBytesKey(ByteView spki) {
+  der::Reader outer(spki);
+  auto seq = outer.Expect(der::kSequence);
+  if (!seq) return false;
+  der::Reader fields(seq->contents);
+  if (!fields.Expect(der::kSequence)) return false;
+  auto bits = fields.Expect(der::kBitString);
+  return bits && !bits->contents.empty() && bits->contents[0] == 0;
+}
+
+constexpr std::string_view kUnusedBits =
+    "not a valid SubjectPublicKeyInfo (the key's BIT STRING has unused bits)";
+
 }  // namespace
 
 Bytes EncodeEcSpki(KeyType curve, ByteView uncompressed_point) {
@@ -183,11 +200,21 @@ Result<PublicKey> PublicKey::FromDer(ByteView spki) {
     EVP_PKEY_free(raw);
     return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo"));
   }
-  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+  if (!WholeBytesKey(spki)) {
+    EVP_PKEY_free(raw);
+    return Fail(Code::kInvalidArgument, std::string(kUnusedBits));
+  }
+  // The bytes given, not OpenSSL's re-encoding: a key read from a certificate or CSR is the same
+  // value whichever parser read it.
+  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free), spki);
 }
 
 Result<PublicKey> PublicKey::FromParsed(EVP_PKEY* key, ByteView spki) {
-  if (key == nullptr || spki.empty() || EVP_PKEY_up_ref(key) != 1) {
+  if (key == nullptr || spki.empty()) {
+    return Fail(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo");
+  }
+  if (!WholeBytesKey(spki)) return Fail(Code::kInvalidArgument, std::string(kUnusedBits));
+  if (EVP_PKEY_up_ref(key) != 1) {
     return Fail(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo");
   }
   return FromHandle(std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free), spki);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "iotpki/common/file.h"
+#include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/crypto/signer.h"
 
@@ -201,6 +202,29 @@ TEST(Keys, RefusesGarbage) {
   Bytes junk = {0x30, 0x03, 0x01, 0x01, 0x00};
   EXPECT_FALSE(PublicKey::FromDer(junk));
   EXPECT_FALSE(PublicKey::FromPem("not a key"));
+}
+
+TEST(Keys, RefusesAKeyWithUnusedBits) {
+  for (auto type : {KeyType::kP256, KeyType::kP384, KeyType::kEd25519}) {
+    // OpenSSL clears the bits declared unused; a key whose last bit is 0 survives that, so
+    // OpenSSL accepts it (half of all keys, and the case that matters here).
+    Bytes spki;
+    do spki = PrivateKey::Generate(type)->public_key().ToDer();
+    while (spki.back() & 1);
+    size_t at = 2 + 2 + spki[3] + 2;  // the BIT STRING's unused-bits byte
+    ASSERT_EQ(spki[at - 2], 0x03);
+    ASSERT_EQ(spki[at], 0x00);
+    ASSERT_TRUE(PublicKey::FromDer(spki));
+    spki[at] = 1;
+    auto pub = PublicKey::FromDer(spki);
+    ASSERT_FALSE(pub) << KeyTypeName(type);
+    EXPECT_NE(pub.error().message().find("unused bits"), std::string::npos);
+    // OpenSSL itself accepts this encoding; the handle it decodes is refused all the same.
+    const unsigned char* p = spki.data();
+    auto parsed = ossl::Own(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
+    ASSERT_TRUE(parsed) << KeyTypeName(type);
+    EXPECT_FALSE(PublicKey::FromParsed(parsed.get(), spki));
+  }
 }
 
 TEST(KeyFiles, EncryptedRoundTripMode0600) {

@@ -299,5 +299,36 @@ TEST_F(CertificateTest, BothParsersRefuseANonMinimalSerial) {
   EXPECT_TRUE(Certificate::FromDer(WithTbsField(idevid.ToDer(), 1, der::Tlv(der::kInteger, good))));
 }
 
+// Found by fuzz_x509: a key whose BIT STRING declares unused bits. OpenSSL accepts it and
+// re-encodes it without them, so the parsers disagreed on the key's bytes; both now refuse it.
+TEST_F(CertificateTest, BothParsersRefuseAKeyWithUnusedBits) {
+  for (auto type : {crypto::KeyType::kP256, crypto::KeyType::kEd25519}) {
+    // A key whose last two bits are 0, which OpenSSL's clearing of unused bits leaves as it is
+    // (so OpenSSL alone would accept the certificate).
+    Bytes spki;
+    do spki = NewKey(type).public_key().ToDer();
+    while (spki.back() & 3);
+    // SEQUENCE { AlgorithmIdentifier, BIT STRING }: the BIT STRING's first content byte.
+    size_t at = 2 + 2 + spki[3] + 2;
+    ASSERT_EQ(spki[at - 2], 0x03);
+    ASSERT_EQ(spki[at], 0x00);
+    for (uint8_t unused : {1, 2}) {
+      Bytes odd = spki;
+      odd[at] = unused;
+      Bytes bad = WithTbsField(idevid.ToDer(), 6, odd);
+      for (bool fast : {true, false}) {
+        SCOPED_TRACE(std::string(fast ? "fast" : "OpenSSL") + " " + std::to_string(unused));
+        internal::g_fast_parse = fast;
+        auto cert = Certificate::FromDer(bad);
+        internal::g_fast_parse = true;
+        ASSERT_FALSE(cert);
+        EXPECT_EQ(cert.error().code(), Code::kInvalidArgument);
+      }
+    }
+    // The same rebuild with the key as it was parses, so the refusal is about the unused bits.
+    EXPECT_TRUE(Certificate::FromDer(WithTbsField(idevid.ToDer(), 6, spki)));
+  }
+}
+
 }  // namespace
 }  // namespace iotpki::x509
