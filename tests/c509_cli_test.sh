@@ -127,7 +127,7 @@ check "cert issue --format c509-native to stdout" issue SN-NATIVE-2 --format c50
 cp "$WORK/out" "$WORK/native2.c509"
 check "stdout c509-native verifies" "$IOTPKI" c509 verify --in "$WORK/native2.c509" --issuer "$MFG"
 equal "every issued certificate is recorded as X.509" \
-  "$(sqlite3 "$D/iotpki.db" "SELECT COUNT(*) FROM certificates WHERE device_id IS NOT NULL")" "6"
+  "$(sqlite3 "$D/iotpki.db" "SELECT COUNT(*) FROM certificates WHERE device_seq IS NOT NULL")" "6"
 refuse "cert issue --format with an unknown value" "format" issue SN-BADFMT --format cbor
 
 # --- the draft's examples: byte-exact both ways -----------------------------------------------

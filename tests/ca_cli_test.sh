@@ -9,7 +9,7 @@ export IOTPKI_PASSPHRASE="test passphrase 1"
 # devices / device certificates in the store, read with the sqlite3 CLI.
 rows() {
   sqlite3 "$D/iotpki.db" "SELECT (SELECT COUNT(*) FROM devices) || '/' ||
-    (SELECT COUNT(*) FROM certificates WHERE device_id IS NOT NULL)"
+    (SELECT COUNT(*) FROM certificates WHERE device_seq IS NOT NULL)"
 }
 audit_rows() { sqlite3 "$D/iotpki.db" "SELECT COUNT(*) FROM audit_log"; }
 

@@ -23,7 +23,7 @@ consistent() {
   local out=$1 batch=$2 n=$3
   equal "$batch: $n devices in the store" "$(devices_in "$batch")" "$n"
   equal "$batch: $n IDevIDs in the store" "$(sql "SELECT COUNT(*) FROM certificates c JOIN
-    devices d USING (device_id) WHERE d.batch = '$batch' AND c.profile = 'idevid'")" "$n"
+    devices d ON d.seq = c.device_seq WHERE d.batch = '$batch' AND c.profile = 'idevid'")" "$n"
   equal "$batch: $n manifest lines" "$(wc -l <"$out/manifest.jsonl")" "$n"
   equal "$batch: no serial twice in the manifest" \
     "$(grep -o '"serial":"[^"]*"' "$out/manifest.jsonl" | sort -u | wc -l)" "$n"
@@ -130,7 +130,7 @@ equal "state, model and batch recorded" \
   "$(sql "SELECT state || '/' || model || '/' || batch FROM devices WHERE serial = 'CAM-000003'")" \
   "manufactured/CAM-2/line1"
 equal "generated keys are distinct" "$(sql "SELECT COUNT(DISTINCT key_fingerprint) FROM
-  certificates WHERE device_id IS NOT NULL")" "5"
+  certificates WHERE device_seq IS NOT NULL")" "5"
 
 # --- a batch from CSRs made by the devices ----------------------------------------------------
 mkdir -p "$WORK/csrs"
@@ -165,7 +165,7 @@ check "device ls --after CURSOR" "$IOTPKI" device ls --dir "$D" --limit 10 --aft
 grep -E '^[0-9a-f]{64} ' "$WORK/out" | cut -d' ' -f1 >"$WORK/page2.txt"
 equal "the second page holds the other 5" "$(wc -l <"$WORK/page2.txt")" "5"
 equal "pages do not overlap" "$(sort "$WORK/page1.txt" "$WORK/page2.txt" | uniq -d | wc -l)" "0"
-sql "SELECT device_id FROM devices ORDER BY seq" >"$WORK/all_ids.txt"
+sql "SELECT lower(hex(device_id)) FROM devices ORDER BY seq" >"$WORK/all_ids.txt"
 cmp -s "$WORK/all_ids.txt" <(cat "$WORK/page1.txt" "$WORK/page2.txt") &&
   pass "pages in insertion order cover the inventory" || fail "pages cover the inventory"
 # Insertion order is the batch's: line1 in its CSV order, then line2.

@@ -35,7 +35,7 @@ check "the working key is new (not the IDevID's)" test \
   "$(openssl x509 -in "$S1/active/cert.pem" -noout -pubkey)" != \
   "$(openssl x509 -in "$S1/factory/cert.pem" -noout -pubkey)"
 ID1=$(device_id "$S1/factory")
-equal "device active in the inventory" "$(sql "SELECT state FROM devices WHERE device_id = '$ID1'")" "active"
+equal "device active in the inventory" "$(sql "SELECT state FROM devices WHERE device_id = X'$ID1'")" "active"
 
 check "bootstrap over the JSON API (token + TLS client certificate)" \
   "$AGENT" --state "$S2" bootstrap --server "$URL" --json
@@ -92,7 +92,7 @@ agent_exit "server unreachable" 3 "server unreachable" --state "$S4" bootstrap -
 agent_exit "TLS failure (server certificate not for this name)" 4 "TLS failure.*hostname mismatch" \
   --state "$S4" bootstrap --server "https://localhost:$PORT"
 ID5=$(device_id "$S5/factory")
-sql "UPDATE devices SET state = 'decommissioned' WHERE device_id = '$ID5'"
+sql "UPDATE devices SET state = 'decommissioned' WHERE device_id = X'$ID5'"
 agent_exit "refused by the server, with its reason" 5 "refused by server: HTTP 403: .*decommissioned" \
   --state "$S5" bootstrap --server "$URL"
 check "a refused bootstrap installs nothing" test ! -e "$S5/active"

@@ -53,9 +53,10 @@ openssl x509 -in "$WORK/ld1.pem" -noout -text -nameopt RFC2253 >"$WORK/ld1.txt"
 expect "LDevID names the device" "CN=$ID1" "$WORK/ld1.txt"
 equal "LDevID is for the CSR's key" "$(openssl x509 -in "$WORK/ld1.pem" -noout -pubkey)" \
   "$(openssl pkey -in "$WORK/ld1.key" -pubout)"
-equal "device is active" "$(sql "SELECT state FROM devices WHERE device_id = '$ID1'")" "active"
+equal "device is active" "$(sql "SELECT state FROM devices WHERE device_id = X'$ID1'")" "active"
 equal "LDevID recorded for the device" \
-  "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'ldevid' AND device_id = '$ID1'")" "1"
+  "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'ldevid' AND
+    device_seq = (SELECT seq FROM devices WHERE device_id = X'$ID1')")" "1"
 equal "issuance audited" \
   "$(sql "SELECT COUNT(*) FROM audit_log WHERE action = 'cert.issue' AND actor = 'server'")" "1"
 
@@ -86,7 +87,8 @@ p7_certs "$WORK/body" "$WORK/rekeyed.pem"
 equal "rekeyed certificate carries the new key" \
   "$(openssl x509 -in "$WORK/rekeyed.pem" -noout -pubkey)" "$(openssl pkey -in "$WORK/rekey.key" -pubout)"
 equal "four LDevIDs for the device" \
-  "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'ldevid' AND device_id = '$ID1'")" "4"
+  "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'ldevid' AND
+    device_seq = (SELECT seq FROM devices WHERE device_id = X'$ID1')")" "4"
 
 # --- the JSON bootstrap API, with a token computed by openssl -----------------------------------
 ID2=$(device_id "$D2")

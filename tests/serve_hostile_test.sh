@@ -60,7 +60,7 @@ p7_certs "$WORK/body" "$WORK/r-ldevid.pem"
 R_SERIAL=$(openssl x509 -in "$WORK/r-ldevid.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
 sql "UPDATE certificates SET status = 'revoked', revoked_at = 1, revocation_reason = 'keyCompromise'
      WHERE serial = '$R_SERIAL'"
-sql "UPDATE devices SET state = 'decommissioned' WHERE device_id = '$ID_C'"
+sql "UPDATE devices SET state = 'decommissioned' WHERE device_id = X'$ID_C'"
 E_SERIAL=$(openssl x509 -in "$E/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
 sql "UPDATE certificates SET status = 'revoked', revoked_at = 1, revocation_reason = 'keyCompromise'
      WHERE serial = '$E_SERIAL'"
@@ -102,7 +102,7 @@ expired operational "/O=Example Org/CN=$ID_A/serialNumber=dev-000001" "$WORK/a.k
 check "expired certificates made" test -s "$WORK/b-expired-idevid.pem" -a -s "$WORK/a-expired-ldevid.pem"
 
 BEFORE_LDEVIDS=$(ldevids)
-BEFORE_DEVICES=$(sql "SELECT group_concat(device_id || state, ',') FROM devices ORDER BY device_id")
+BEFORE_DEVICES=$(sql "SELECT group_concat(lower(hex(device_id)) || state, ',') FROM devices ORDER BY device_id")
 
 # --- EST: authentication ------------------------------------------------------------------------
 csr_b64 "$WORK/b.key" "/CN=$ID_B" >"$WORK/b.b64"
@@ -230,7 +230,7 @@ status "the server still answers afterwards" 200 "$(http "$URL/healthz")"
 
 # --- nothing issued, nothing changed ------------------------------------------------------------
 equal "no LDevID issued by any hostile request" "$(ldevids)" "$((BEFORE_LDEVIDS + ISSUED_BY_CONTROL))"
-AFTER_DEVICES=$(sql "SELECT group_concat(device_id || state, ',') FROM devices ORDER BY device_id")
+AFTER_DEVICES=$(sql "SELECT group_concat(lower(hex(device_id)) || state, ',') FROM devices ORDER BY device_id")
 equal "device states unchanged but J" "$(echo "$AFTER_DEVICES" | tr ',' '\n' | grep -vc "$ID_J")" \
   "$(echo "$BEFORE_DEVICES" | tr ',' '\n' | grep -vc "$ID_J")"
 check "refusals are audited" test "$(sql "SELECT COUNT(*) FROM audit_log WHERE action = 'cert.refuse'")" -ge 3

@@ -291,6 +291,6 @@ class Store {
 //   3: devices numbered in insertion order (seq; listings page by it), the device indexes end
 //      with it, certificates_by_key dropped: append-ordered indexes for factory batches.
 // Reserved for the lifecycle issue: campaigns and rotation_jobs.
-inline constexpr int kLatestSchemaVersion = 3;
+inline constexpr int kLatestSchemaVersion = 4;
 
 }  // namespace iotpki::store

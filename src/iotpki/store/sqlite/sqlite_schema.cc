@@ -1,7 +1,10 @@
 #include "iotpki/store/sqlite/sqlite_schema.h"
 
+#include <sqlite3.h>
+
 #include <string>
 
+#include "iotpki/common/bytes.h"
 #include "iotpki/store/store.h"
 
 namespace iotpki::store::sqlite {
@@ -184,7 +187,86 @@ CREATE INDEX devices_by_model ON devices (model, seq);
 CREATE INDEX devices_by_batch ON devices (batch, seq);
 DROP INDEX certificates_by_key;
 )sql"},
-    // 4: campaigns and rotation_jobs (lifecycle issue).
+    {4,
+     "binary ids: devices.device_id and key fingerprints as 32-byte blobs, certificates and "
+     "public keys name their device by seq",
+     R"sql(
+-- At a million devices and more, a factory batch is bound by the three indexes whose keys are
+-- random: devices.device_id, public_keys and certificates_by_device. Each new device dirties a
+-- page of each, and a page holds half as many 64-digit hex keys as 32-byte blobs. Version 4 stores
+-- device ids and key fingerprints as blobs (the API still speaks lowercase hex), makes
+-- public_keys one B-tree (WITHOUT ROWID) and names a certificate's or a key's device by its seq,
+-- so that certificates_by_device grows at its end like the devices themselves. docs/performance.md
+-- ("The store at scale") has the measurements.
+-- iotpki_unhex is registered by Migrate for this migration: 64 hex digits to 32 bytes, and an
+-- error (which rolls the migration back) for anything else.
+CREATE TABLE devices_v4 (
+  seq INTEGER PRIMARY KEY,
+  device_id BLOB NOT NULL UNIQUE CHECK (length(device_id) = 32),
+  serial TEXT NOT NULL UNIQUE,
+  model TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  state TEXT NOT NULL
+    CHECK (state IN ('manufactured', 'active', 'suspended', 'decommissioned')),
+  hardware_fingerprint TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO devices_v4 (seq, device_id, serial, model, batch, state, hardware_fingerprint,
+                        created_at, updated_at)
+  SELECT seq, iotpki_unhex(device_id), serial, model, batch, state, hardware_fingerprint,
+         created_at, updated_at
+  FROM devices ORDER BY seq;
+
+CREATE TABLE certificates_v4 (
+  serial TEXT NOT NULL PRIMARY KEY,
+  device_seq INTEGER REFERENCES devices (seq),
+  profile TEXT NOT NULL
+    CHECK (profile IN ('root', 'issuing-ca', 'idevid', 'ldevid', 'server')),
+  issuer TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  not_before INTEGER NOT NULL,
+  not_after INTEGER NOT NULL,
+  key_fingerprint BLOB NOT NULL CHECK (length(key_fingerprint) = 32),
+  der BLOB NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
+  revoked_at INTEGER,
+  revocation_reason TEXT,
+  created_at INTEGER NOT NULL,
+  CHECK ((status = 'valid') = (revoked_at IS NULL))
+) STRICT;
+INSERT INTO certificates_v4 (serial, device_seq, profile, issuer, subject, not_before, not_after,
+                             key_fingerprint, der, status, revoked_at, revocation_reason,
+                             created_at)
+  SELECT c.serial, d.seq, c.profile, c.issuer, c.subject, c.not_before, c.not_after,
+         iotpki_unhex(c.key_fingerprint), c.der, c.status, c.revoked_at, c.revocation_reason,
+         c.created_at
+  FROM certificates c LEFT JOIN devices d ON d.device_id = c.device_id ORDER BY c.rowid;
+
+-- The owner of every public key ever certified: one device, or NULL for CA and server keys.
+CREATE TABLE public_keys_v4 (
+  key_fingerprint BLOB NOT NULL PRIMARY KEY CHECK (length(key_fingerprint) = 32),
+  device_seq INTEGER REFERENCES devices (seq),
+  first_serial TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO public_keys_v4 (key_fingerprint, device_seq, first_serial, created_at)
+  SELECT iotpki_unhex(p.key_fingerprint), d.seq, p.first_serial, p.created_at
+  FROM public_keys p LEFT JOIN devices d ON d.device_id = p.device_id;
+
+DROP TABLE public_keys;
+DROP TABLE certificates;
+DROP TABLE devices;
+ALTER TABLE devices_v4 RENAME TO devices;
+ALTER TABLE certificates_v4 RENAME TO certificates;
+ALTER TABLE public_keys_v4 RENAME TO public_keys;
+CREATE INDEX devices_by_state ON devices (state, seq);
+CREATE INDEX devices_by_model ON devices (model, seq);
+CREATE INDEX devices_by_batch ON devices (batch, seq);
+CREATE INDEX certificates_by_expiry ON certificates (status, not_after, serial, device_seq);
+CREATE INDEX certificates_by_device ON certificates (device_seq, status, not_after, serial);
+)sql"},
+    // 5: campaigns and rotation_jobs (lifecycle issue).
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,
@@ -216,6 +298,28 @@ Result<int> CurrentSchemaVersion(Connection& conn) {
 }
 
 namespace {
+
+// iotpki_unhex(TEXT) for migration 4 (SQLite 3.40 has no unhex): 64 hex digits, either case, to
+// 32 bytes; NULL to NULL; anything else is an error that aborts the statement.
+void Unhex(sqlite3_context* ctx, int, sqlite3_value** argv) {
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return sqlite3_result_null(ctx);
+  const unsigned char* text = sqlite3_value_text(argv[0]);
+  int n = sqlite3_value_bytes(argv[0]);
+  auto bytes = text != nullptr && n == 64
+                   ? FromHex(std::string_view(reinterpret_cast<const char*>(text), 64))
+                   : Result<Bytes>(Fail(Code::kInvalidArgument, "not 64 hex digits"));
+  if (!bytes) return sqlite3_result_error(ctx, "iotpki_unhex: not 64 hex digits", -1);
+  sqlite3_result_blob(ctx, bytes->data(), static_cast<int>(bytes->size()), SQLITE_TRANSIENT);
+}
+
+Result<void> RegisterUnhex(Connection& conn) {
+  int rc = sqlite3_create_function_v2(conn.handle(), "iotpki_unhex", 1,
+                                      SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY,
+                                      nullptr, Unhex, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK)
+    return Fail(sqlite::SqliteError(rc, conn.handle(), "registering iotpki_unhex"));
+  return {};
+}
 
 // Every row's references resolve (the migration ran with enforcement off).
 Result<void> CheckForeignKeys(Connection& conn) {
@@ -274,6 +378,7 @@ Result<void> Migrate(Connection& conn, int64_t now) {
     }
   }
   IOTPKI_CHECK(conn.Exec(kCreateMigrationsTable));
+  IOTPKI_CHECK(RegisterUnhex(conn));
   // A table rebuild (migration 3) drops a table other tables reference; SQLite's procedure for it
   // turns enforcement off outside the transaction and checks every reference before the commit.
   IOTPKI_CHECK(conn.Exec("PRAGMA foreign_keys = OFF"));

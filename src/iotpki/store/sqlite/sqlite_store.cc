@@ -35,9 +35,27 @@ constexpr std::string_view kDeviceColumns =
     "d.updated_at";
 constexpr int kDeviceColumnCount = 8;
 
+// Read from certificates c LEFT JOIN devices d (kCertsWithDevice): a certificate names its
+// device by seq (schema version 4); the API gives the device's id.
 constexpr std::string_view kCertColumns =
-    "serial, device_id, profile, issuer, subject, not_before, not_after, key_fingerprint, der, "
-    "status, revoked_at, revocation_reason, created_at";
+    "c.serial, d.device_id, c.profile, c.issuer, c.subject, c.not_before, c.not_after, "
+    "c.key_fingerprint, c.der, c.status, c.revoked_at, c.revocation_reason, c.created_at";
+constexpr std::string_view kCertsWithDevice =
+    " FROM certificates c LEFT JOIN devices d ON d.seq = c.device_seq";
+
+// Device ids and key fingerprints are 64 lowercase hex digits in the API and 32-byte blobs in the
+// database. Writes are validated first (validate.cc); for an id a reader was given, nullopt
+// means it cannot name any row.
+std::optional<Bytes> IdBytes(std::string_view hex) {
+  if (hex.size() != 64) return std::nullopt;
+  auto bytes = FromHex(hex);
+  if (!bytes) return std::nullopt;
+  return std::move(*bytes);
+}
+Bytes MustIdBytes(std::string_view validated_hex) {
+  auto bytes = IdBytes(validated_hex);
+  return bytes ? std::move(*bytes) : Bytes();
+}
 
 Error Unreadable(std::string_view table, const Error& cause) {
   return Error(Code::kDataLoss, "unreadable row in " + std::string(table), cause.ToString());
@@ -45,7 +63,7 @@ Error Unreadable(std::string_view table, const Error& cause) {
 
 Result<Device> ReadDevice(const Statement& s) {
   Device d;
-  d.device_id = s.Text(0);
+  d.device_id = ToHex(s.Blob(0));
   d.serial = s.Text(1);
   d.model = s.Text(2);
   d.batch = s.Text(3);
@@ -61,7 +79,7 @@ Result<Device> ReadDevice(const Statement& s) {
 Result<CertificateRecord> ReadCertificate(const Statement& s) {
   CertificateRecord c;
   c.serial = s.Text(0);
-  c.device_id = s.OptionalText(1);
+  if (!s.IsNull(1)) c.device_id = ToHex(s.Blob(1));
   auto profile = ParseCertProfile(s.Text(2));
   if (!profile) return Fail(Unreadable("certificates", profile.error()));
   c.profile = *profile;
@@ -69,7 +87,7 @@ Result<CertificateRecord> ReadCertificate(const Statement& s) {
   c.subject = s.Text(4);
   c.not_before = s.Int64(5);
   c.not_after = s.Int64(6);
-  c.key_fingerprint = s.Text(7);
+  c.key_fingerprint = ToHex(s.Blob(7));
   c.der = s.Blob(8);
   auto status = ParseCertStatus(s.Text(9));
   if (!status) return Fail(Unreadable("certificates", status.error()));
@@ -118,7 +136,7 @@ auto InReadTransaction(Connection& conn, F&& f) -> decltype(f()) {
 // which filters are set, so each shape is prepared once per connection.
 struct Query {
   std::string sql;
-  std::vector<std::variant<int64_t, std::string, std::monostate>> params;  // monostate: NULL
+  std::vector<std::variant<int64_t, std::string, Bytes, std::monostate>> params;  // monostate: NULL
 
   void BindTo(Statement& s) const {
     for (size_t i = 0; i < params.size(); ++i) {
@@ -127,6 +145,8 @@ struct Query {
         s.Bind(index, std::string_view(*text));
       } else if (const auto* number = std::get_if<int64_t>(&params[i])) {
         s.Bind(index, *number);
+      } else if (const auto* blob = std::get_if<Bytes>(&params[i])) {
+        s.Bind(index, ByteView(*blob));
       } else {
         s.Bind(index, std::optional<std::string>());
       }
@@ -180,7 +200,7 @@ Window ExpiryWindow(int64_t now, std::chrono::seconds within) {
 constexpr std::string_view kExpiringCertConditions =
     "c.status = 'valid' AND c.not_after >= ? AND c.not_after <= ?";
 constexpr std::string_view kEarliestPerDevice =
-    "NOT EXISTS (SELECT 1 FROM certificates e WHERE e.device_id = c.device_id AND "
+    "NOT EXISTS (SELECT 1 FROM certificates e WHERE e.device_seq = c.device_seq AND "
     "e.status = 'valid' AND e.not_after >= ? AND (e.not_after, e.serial) < (c.not_after, "
     "c.serial))";
 
@@ -214,7 +234,7 @@ Result<Query> BuildListQuery(const DeviceFilter& f, size_t fetch, std::string_vi
     q.params.emplace_back(c.not_after);
     q.params.emplace_back(std::move(c.cert_serial));
   }
-  conditions.push_back("d.device_id = c.device_id");
+  conditions.push_back("d.seq = c.device_seq");
   AddDeviceConditions(f, conditions, q);
   conditions.emplace_back(kEarliestPerDevice);
   q.params.emplace_back(w.from);
@@ -245,13 +265,13 @@ Query BuildWalkingCountQuery(const DeviceFilter& f, Window w) {
   q.params.emplace_back(w.to);
   if (HasDeviceConditions(f)) {
     q.sql = "SELECT COUNT(*) FROM certificates c CROSS JOIN devices d";
-    conditions.push_back("d.device_id = c.device_id");
+    conditions.push_back("d.seq = c.device_seq");
     AddDeviceConditions(f, conditions, q);
   } else {
-    // Device rows are not needed: the foreign key guarantees every device_id exists, and the
+    // Device rows are not needed: the foreign key guarantees every device_seq exists, and the
     // covering index answers the whole count.
     q.sql = "SELECT COUNT(*) FROM certificates c";
-    conditions.push_back("c.device_id IS NOT NULL");
+    conditions.push_back("c.device_seq IS NOT NULL");
   }
   conditions.emplace_back(kEarliestPerDevice);
   q.params.emplace_back(w.from);
@@ -323,18 +343,18 @@ Result<std::string> ExplainQuery(Connection& conn, const Query& q) {
   return plan;
 }
 
-// The certificates carrying key `fp` among those of `owner` (public_keys' device_id; nullopt for
-// the CA side), through certificates_by_device.
-Query CertificatesOfKeyQuery(const std::optional<std::string>& owner, std::string_view fp) {
+// The certificates carrying key `fp` among those of `owner` (public_keys' device_seq; nullopt
+// for the CA side), through certificates_by_device.
+Query CertificatesOfKeyQuery(std::optional<int64_t> owner, ByteView fp) {
   Query q;
-  q.sql = "SELECT " + std::string(kCertColumns) +
-          " FROM certificates WHERE device_id IS ? AND key_fingerprint = ? ORDER BY serial";
+  q.sql = "SELECT " + std::string(kCertColumns) + std::string(kCertsWithDevice) +
+          " WHERE c.device_seq IS ? AND c.key_fingerprint = ? ORDER BY c.serial";
   if (owner) {
     q.params.emplace_back(*owner);
   } else {
     q.params.emplace_back(std::monostate());
   }
-  q.params.emplace_back(std::string(fp));
+  q.params.emplace_back(Bytes(fp.begin(), fp.end()));
   return q;
 }
 
@@ -416,12 +436,19 @@ class BatchWriter {
     Bytes hash;
   };
 
+  // A certificate's device: its seq and its count-table columns.
+  struct OwnerRow {
+    int64_t seq;
+    DeviceKey device;
+  };
+
   Result<void> Do(const InsertDeviceOp& op) {
     const Device& d = op.device;
     IOTPKI_TRY(auto stmt, conn_.Prepare("INSERT INTO devices (device_id, serial, model, batch, "
                                         "state, hardware_fingerprint, created_at, updated_at) "
                                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"));
-    stmt->Bind(1, std::string_view(d.device_id));
+    Bytes id = MustIdBytes(d.device_id);
+    stmt->Bind(1, ByteView(id));
     stmt->Bind(2, std::string_view(d.serial));
     stmt->Bind(3, std::string_view(d.model));
     stmt->Bind(4, std::string_view(d.batch));
@@ -435,12 +462,13 @@ class BatchWriter {
     }
     if (IsConstraint(stmt->last_error())) {
       // Which constraint? Ask the data rather than parse SQLite's message.
-      IOTPKI_TRY(bool id_taken, Exists("SELECT 1 FROM devices WHERE device_id = ?1", d.device_id));
+      IOTPKI_TRY(bool id_taken, Exists("SELECT 1 FROM devices WHERE device_id = ?1", ByteView(id)));
       if (id_taken) {
         return Fail(Code::kAlreadyExists, "device " + d.device_id + " already exists",
                     r.error().detail());
       }
-      IOTPKI_TRY(bool serial_taken, Exists("SELECT 1 FROM devices WHERE serial = ?1", d.serial));
+      IOTPKI_TRY(bool serial_taken,
+                 Exists("SELECT 1 FROM devices WHERE serial = ?1", std::string_view(d.serial)));
       if (serial_taken) {
         return Fail(Code::kAlreadyExists, "a device with serial '" + d.serial + "' already exists",
                     r.error().detail());
@@ -454,12 +482,13 @@ class BatchWriter {
                                         "WHERE device_id = ?3 AND state = ?4"));
     stmt->Bind(1, DeviceStateName(op.to));
     stmt->Bind(2, now_);
-    stmt->Bind(3, std::string_view(op.device_id));
+    Bytes id = MustIdBytes(op.device_id);
+    stmt->Bind(3, ByteView(id));
     stmt->Bind(4, DeviceStateName(op.from));
     IOTPKI_CHECK(stmt->Run());
-    if (stmt->Changes() == 1) return op.from == op.to ? Result<void>() : MoveCounts(op);
+    if (stmt->Changes() == 1) return op.from == op.to ? Result<void>() : MoveCounts(op, id);
     IOTPKI_TRY(auto probe, conn_.Prepare("SELECT state FROM devices WHERE device_id = ?1"));
-    probe->Bind(1, std::string_view(op.device_id));
+    probe->Bind(1, ByteView(id));
     IOTPKI_TRY(bool found, probe->Step());
     if (!found) return Fail(Code::kNotFound, "device " + op.device_id + " not found");
     return Fail(Code::kAborted, "device " + op.device_id + " is " + probe->Text(0) + ", not " +
@@ -468,18 +497,36 @@ class BatchWriter {
 
   Result<void> Do(const InsertCertificateOp& op) {
     const CertificateRecord& c = op.cert;
+    // The device's seq, and what the count tables carry about it, in one probe of the row the
+    // batch has usually just inserted.
+    std::optional<OwnerRow> owner;
+    if (c.device_id) {
+      IOTPKI_TRY(auto probe, conn_.Prepare("SELECT seq, state, model, batch FROM devices "
+                                           "WHERE device_id = ?1"));
+      probe->Bind(1, ByteView(MustIdBytes(*c.device_id)));
+      IOTPKI_TRY(bool found, probe->Step());
+      if (!found) {
+        return Fail(Code::kNotFound,
+                    "certificate " + c.serial + " names unknown device " + *c.device_id);
+      }
+      owner = OwnerRow{probe->Int64(0), DeviceKey(probe->Text(1), probe->Text(2), probe->Text(3))};
+    }
+    std::optional<int64_t> owner_seq;
+    if (owner) owner_seq = owner->seq;
+    Bytes fp = MustIdBytes(c.key_fingerprint);
     IOTPKI_TRY(auto stmt,
-               conn_.Prepare("INSERT INTO certificates (" + std::string(kCertColumns) +
-                             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'valid', NULL, NULL, "
-                             "?10)"));
+               conn_.Prepare("INSERT INTO certificates (serial, device_seq, profile, issuer, "
+                             "subject, not_before, not_after, key_fingerprint, der, status, "
+                             "revoked_at, revocation_reason, created_at) VALUES (?1, ?2, ?3, ?4, "
+                             "?5, ?6, ?7, ?8, ?9, 'valid', NULL, NULL, ?10)"));
     stmt->Bind(1, std::string_view(c.serial));
-    stmt->Bind(2, c.device_id);
+    stmt->Bind(2, owner_seq);
     stmt->Bind(3, CertProfileName(c.profile));
     stmt->Bind(4, std::string_view(c.issuer));
     stmt->Bind(5, std::string_view(c.subject));
     stmt->Bind(6, c.not_before);
     stmt->Bind(7, c.not_after);
-    stmt->Bind(8, std::string_view(c.key_fingerprint));
+    stmt->Bind(8, ByteView(fp));
     stmt->Bind(9, ByteView(c.der));
     stmt->Bind(10, now_);
     auto r = stmt->Run();
@@ -496,20 +543,22 @@ class BatchWriter {
       }
       return Fail(std::move(r).error());
     }
-    IOTPKI_CHECK(ClaimKey(c));
-    if (!c.device_id || c.not_after >= kCountedExpiryLimit) return {};
-    return CountCertificate(*c.device_id, CountedCert{c.not_after, c.serial});
+    IOTPKI_CHECK(ClaimKey(c, fp, owner_seq));
+    if (!owner || c.not_after >= kCountedExpiryLimit) return {};
+    return CountCertificate(*owner, CountedCert{c.not_after, c.serial});
   }
 
   // The device's state changed from op.from to op.to: its device_counts row and every
   // expiry_certs row of its certificates follow.
-  Result<void> MoveCounts(const UpdateDeviceStateOp& op) {
-    IOTPKI_TRY(auto probe, conn_.Prepare("SELECT model, batch FROM devices WHERE device_id = ?1"));
-    probe->Bind(1, std::string_view(op.device_id));
+  Result<void> MoveCounts(const UpdateDeviceStateOp& op, ByteView id) {
+    IOTPKI_TRY(auto probe,
+               conn_.Prepare("SELECT seq, model, batch FROM devices WHERE device_id = ?1"));
+    probe->Bind(1, id);
     IOTPKI_TRY(bool found, probe->Step());
     if (!found) return Fail(Code::kInternal, "device " + op.device_id + " vanished");
-    std::string model = probe->Text(0);
-    std::string batch = probe->Text(1);
+    int64_t seq = probe->Int64(0);
+    std::string model = probe->Text(1);
+    std::string batch = probe->Text(2);
     std::string from(DeviceStateName(op.from));
     std::string to(DeviceStateName(op.to));
     device_deltas_[DeviceKey(from, model, batch)] -= 1;
@@ -518,10 +567,10 @@ class BatchWriter {
     {
       IOTPKI_TRY(auto certs,
                  conn_.Prepare("SELECT e.not_after, e.serial, e.prev_not_after FROM certificates c "
-                               "CROSS JOIN expiry_certs e WHERE c.device_id = ?1 AND "
+                               "CROSS JOIN expiry_certs e WHERE c.device_seq = ?1 AND "
                                "c.status = 'valid' AND c.not_after < ?2 AND "
                                "e.not_after = c.not_after AND e.serial = c.serial"));
-      certs->Bind(1, std::string_view(op.device_id));
+      certs->Bind(1, seq);
       certs->Bind(2, kCountedExpiryLimit);
       for (;;) {
         IOTPKI_TRY(bool row, certs->Step());
@@ -546,17 +595,17 @@ class BatchWriter {
 
   // The device's valid certificate ordered just before or just after `cert` by (not_after,
   // serial), among those expiry_certs holds.
-  Result<std::optional<CountedCert>> Neighbour(std::string_view device_id, const CountedCert& cert,
+  Result<std::optional<CountedCert>> Neighbour(int64_t device_seq, const CountedCert& cert,
                                                bool after) {
-    IOTPKI_TRY(
-        auto stmt,
-        conn_.Prepare(after ? "SELECT not_after, serial FROM certificates WHERE device_id = ?1 AND "
-                              "status = 'valid' AND (not_after, serial) > (?2, ?3) AND "
-                              "not_after < ?4 ORDER BY not_after, serial LIMIT 1"
-                            : "SELECT not_after, serial FROM certificates WHERE device_id = ?1 AND "
-                              "status = 'valid' AND (not_after, serial) < (?2, ?3) AND "
-                              "not_after < ?4 ORDER BY not_after DESC, serial DESC LIMIT 1"));
-    stmt->Bind(1, device_id);
+    IOTPKI_TRY(auto stmt,
+               conn_.Prepare(
+                   after ? "SELECT not_after, serial FROM certificates WHERE device_seq = ?1 AND "
+                           "status = 'valid' AND (not_after, serial) > (?2, ?3) AND "
+                           "not_after < ?4 ORDER BY not_after, serial LIMIT 1"
+                         : "SELECT not_after, serial FROM certificates WHERE device_seq = ?1 AND "
+                           "status = 'valid' AND (not_after, serial) < (?2, ?3) AND "
+                           "not_after < ?4 ORDER BY not_after DESC, serial DESC LIMIT 1"));
+    stmt->Bind(1, device_seq);
     stmt->Bind(2, cert.not_after);
     stmt->Bind(3, std::string_view(cert.serial));
     stmt->Bind(4, kCountedExpiryLimit);
@@ -603,14 +652,9 @@ class BatchWriter {
   // A new valid certificate of `device_id`: its expiry_certs row, and the next certificate of the
   // device (if the new one expires first, as when a batch inserts them out of order) now follows
   // it.
-  Result<void> CountCertificate(std::string_view device_id, const CountedCert& cert) {
-    IOTPKI_TRY(auto probe,
-               conn_.Prepare("SELECT state, model, batch FROM devices WHERE device_id = ?1"));
-    probe->Bind(1, device_id);
-    IOTPKI_TRY(bool found, probe->Step());
-    if (!found) return Fail(Code::kInternal, "device " + std::string(device_id) + " vanished");
-    DeviceKey device(probe->Text(0), probe->Text(1), probe->Text(2));
-    IOTPKI_TRY(auto before, Neighbour(device_id, cert, /*after=*/false));
+  Result<void> CountCertificate(const OwnerRow& owner, const CountedCert& cert) {
+    const DeviceKey& device = owner.device;
+    IOTPKI_TRY(auto before, Neighbour(owner.seq, cert, /*after=*/false));
     std::optional<int64_t> prev;
     if (before) prev = before->not_after;
     IOTPKI_TRY(auto insert, conn_.Prepare("INSERT INTO expiry_certs (not_after, serial, "
@@ -625,14 +669,14 @@ class BatchWriter {
     insert->Bind(6, std::string_view(batch));
     IOTPKI_CHECK(insert->Run());
     expiry_deltas_[ExpiryKey(DayOf(cert.not_after), PrevDayOf(prev), state, model, batch)] += 1;
-    IOTPKI_TRY(auto next, Neighbour(device_id, cert, /*after=*/true));
+    IOTPKI_TRY(auto next, Neighbour(owner.seq, cert, /*after=*/true));
     if (next) IOTPKI_CHECK(SetPrev(*next, cert.not_after));
     return {};
   }
 
   // `cert` is revoked: its row goes, and the next certificate of the device follows the one
   // before it.
-  Result<void> UncountCertificate(std::string_view device_id, const CountedCert& cert) {
+  Result<void> UncountCertificate(int64_t device_seq, const CountedCert& cert) {
     IOTPKI_TRY(CountedRow old, ReadCountedRow(cert));
     IOTPKI_TRY(auto del, conn_.Prepare("DELETE FROM expiry_certs WHERE not_after = ?1 AND "
                                        "serial = ?2"));
@@ -642,7 +686,7 @@ class BatchWriter {
     const auto& [state, model, batch] = old.device;
     expiry_deltas_[ExpiryKey(DayOf(cert.not_after), PrevDayOf(old.prev_not_after), state, model,
                              batch)] -= 1;
-    IOTPKI_TRY(auto next, Neighbour(device_id, cert, /*after=*/true));
+    IOTPKI_TRY(auto next, Neighbour(device_seq, cert, /*after=*/true));
     if (next) IOTPKI_CHECK(SetPrev(*next, old.prev_not_after));
     return {};
   }
@@ -650,24 +694,26 @@ class BatchWriter {
   // A public key belongs to one device (renewals may reuse it) or to the CA side; any other
   // reuse is the factory RNG failure DESIGN.md warns about, or a stolen key.
   // The insert is the probe: a new key (the rule) costs one B-tree descent.
-  Result<void> ClaimKey(const CertificateRecord& c) {
+  Result<void> ClaimKey(const CertificateRecord& c, ByteView fp, std::optional<int64_t> seq) {
     IOTPKI_TRY(auto insert,
-               conn_.Prepare("INSERT INTO public_keys (key_fingerprint, device_id, first_serial, "
+               conn_.Prepare("INSERT INTO public_keys (key_fingerprint, device_seq, first_serial, "
                              "created_at) VALUES (?1, ?2, ?3, ?4) "
                              "ON CONFLICT (key_fingerprint) DO NOTHING"));
-    insert->Bind(1, std::string_view(c.key_fingerprint));
-    insert->Bind(2, c.device_id);
+    insert->Bind(1, fp);
+    insert->Bind(2, seq);
     insert->Bind(3, std::string_view(c.serial));
     insert->Bind(4, now_);
     IOTPKI_CHECK(insert->Run());
     if (insert->Changes() == 1) return {};
-    IOTPKI_TRY(auto probe, conn_.Prepare("SELECT device_id, first_serial FROM public_keys "
-                                         "WHERE key_fingerprint = ?1"));
-    probe->Bind(1, std::string_view(c.key_fingerprint));
+    IOTPKI_TRY(auto probe, conn_.Prepare("SELECT p.device_seq, p.first_serial, d.device_id FROM "
+                                         "public_keys p LEFT JOIN devices d ON d.seq = "
+                                         "p.device_seq WHERE p.key_fingerprint = ?1"));
+    probe->Bind(1, fp);
     IOTPKI_TRY(bool known, probe->Step());
     if (known) {
-      std::optional<std::string> owner = probe->OptionalText(0);
-      if (owner == c.device_id) return {};
+      if (probe->OptionalInt64(0) == seq) return {};
+      std::optional<std::string> owner;
+      if (!probe->IsNull(2)) owner = ToHex(probe->Blob(2));
       std::string detail = "key " + c.key_fingerprint + " first certified in " + probe->Text(1) +
                            " for " + (owner ? "device " + *owner : "the CA side") +
                            "; refused for certificate " + c.serial;
@@ -691,13 +737,14 @@ class BatchWriter {
     IOTPKI_CHECK(stmt->Run());
     if (stmt->Changes() == 1) {
       IOTPKI_TRY(auto cert,
-                 conn_.Prepare("SELECT device_id, not_after FROM certificates WHERE serial = ?1"));
+                 conn_.Prepare("SELECT device_seq, not_after FROM certificates WHERE serial = ?1"));
       cert->Bind(1, std::string_view(op.serial));
       IOTPKI_TRY(bool row, cert->Step());
       if (!row || cert->IsNull(0) || cert->Int64(1) >= kCountedExpiryLimit) return {};
-      return UncountCertificate(cert->Text(0), CountedCert{cert->Int64(1), op.serial});
+      return UncountCertificate(cert->Int64(0), CountedCert{cert->Int64(1), op.serial});
     }
-    IOTPKI_TRY(bool exists, Exists("SELECT 1 FROM certificates WHERE serial = ?1", op.serial));
+    IOTPKI_TRY(bool exists,
+               Exists("SELECT 1 FROM certificates WHERE serial = ?1", std::string_view(op.serial)));
     if (!exists) return Fail(Code::kNotFound, "certificate " + op.serial + " not found");
     return Fail(Code::kAborted, "certificate " + op.serial + " is already revoked");
   }
@@ -747,7 +794,8 @@ class BatchWriter {
                 "replay of token (" + op.device_id + ", " + std::to_string(op.timestamp) + ")");
   }
 
-  Result<bool> Exists(std::string_view sql, std::string_view key) {
+  template <class Key>
+  Result<bool> Exists(std::string_view sql, Key key) {
     IOTPKI_TRY(auto stmt, conn_.Prepare(sql));
     stmt->Bind(1, key);
     return stmt->Step();
@@ -899,10 +947,12 @@ Result<CommitInfo> SqliteStore::Commit(const WriteBatch& batch) {
 
 Result<Device> SqliteStore::GetDevice(std::string_view device_id) {
   std::string id = ToLowerAscii(device_id);
+  auto bytes = IdBytes(id);
+  if (!bytes) return Fail(Code::kNotFound, "device " + id + " not found");
   return impl_->WithReader([&](Connection& conn) -> Result<Device> {
     IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kDeviceColumns) +
                                        " FROM devices d WHERE d.device_id = ?1"));
-    stmt->Bind(1, std::string_view(id));
+    stmt->Bind(1, ByteView(*bytes));
     IOTPKI_TRY(bool row, stmt->Step());
     if (!row) return Fail(Code::kNotFound, "device " + id + " not found");
     return ReadDevice(*stmt);
@@ -952,7 +1002,7 @@ Result<CertificateRecord> SqliteStore::GetCertificate(std::string_view serial_he
   std::string serial = ToLowerAscii(serial_hex);
   return impl_->WithReader([&](Connection& conn) -> Result<CertificateRecord> {
     IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kCertColumns) +
-                                       " FROM certificates WHERE serial = ?1"));
+                                       std::string(kCertsWithDevice) + " WHERE c.serial = ?1"));
     stmt->Bind(1, std::string_view(serial));
     IOTPKI_TRY(bool row, stmt->Step());
     if (!row) return Fail(Code::kNotFound, "certificate " + serial + " not found");
@@ -965,15 +1015,17 @@ namespace {
 // Every certified key has its owner in public_keys (ClaimKey, in the certificate's transaction),
 // and only that owner's certificates can carry it: one probe there, then the owner's certificates
 // through certificates_by_device (device_id IS NULL: the CA side's few). `fp` is lowercase.
-Result<std::vector<CertificateRecord>> CertificatesOfKey(Connection& conn, std::string_view fp) {
-  IOTPKI_TRY(auto owner, conn.Prepare("SELECT device_id FROM public_keys "
+Result<std::vector<CertificateRecord>> CertificatesOfKey(Connection& conn, std::string_view hex) {
+  auto fp = IdBytes(hex);
+  if (!fp) return std::vector<CertificateRecord>();
+  IOTPKI_TRY(auto owner, conn.Prepare("SELECT device_seq FROM public_keys "
                                       "WHERE key_fingerprint = ?1"));
-  owner->Bind(1, fp);
+  owner->Bind(1, ByteView(*fp));
   IOTPKI_TRY(bool known, owner->Step());
   if (!known) return std::vector<CertificateRecord>();
-  std::optional<std::string> device_id = owner->OptionalText(0);
+  std::optional<int64_t> device_seq = owner->OptionalInt64(0);
   owner->Reset();
-  Query q = CertificatesOfKeyQuery(device_id, fp);
+  Query q = CertificatesOfKeyQuery(device_seq, *fp);
   IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
   q.BindTo(*stmt);
   return ReadCertificates(*stmt);
@@ -1006,12 +1058,14 @@ Result<std::vector<std::vector<CertificateRecord>>> SqliteStore::FindCertificate
 
 Result<std::vector<CertificateRecord>> SqliteStore::ListCertificatesForDevice(
     std::string_view device_id) {
-  std::string id = ToLowerAscii(device_id);
+  auto id = IdBytes(ToLowerAscii(device_id));
+  if (!id) return std::vector<CertificateRecord>();
   return impl_->WithReader([&](Connection& conn) -> Result<std::vector<CertificateRecord>> {
     IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kCertColumns) +
-                                       " FROM certificates WHERE device_id = ?1 "
-                                       "ORDER BY not_before, serial"));
-    stmt->Bind(1, std::string_view(id));
+                                       " FROM devices d CROSS JOIN certificates c "
+                                       "WHERE d.device_id = ?1 AND c.device_seq = d.seq "
+                                       "ORDER BY c.not_before, c.serial"));
+    stmt->Bind(1, ByteView(*id));
     return ReadCertificates(*stmt);
   });
 }
@@ -1123,9 +1177,9 @@ Result<std::string> SqliteStore::ExplainListDevicesForTest(const DeviceFilter& f
   return impl_->WithReader([&](Connection& conn) { return ExplainQuery(conn, q); });
 }
 
-Result<std::string> SqliteStore::ExplainFindCertificatesByKeyForTest(
-    const std::optional<std::string>& owner) {
-  Query q = CertificatesOfKeyQuery(owner, std::string(64, '0'));
+Result<std::string> SqliteStore::ExplainFindCertificatesByKeyForTest(bool device_owner) {
+  Query q =
+      CertificatesOfKeyQuery(device_owner ? std::optional<int64_t>(1) : std::nullopt, Bytes(32, 0));
   return impl_->WithReader([&](Connection& conn) { return ExplainQuery(conn, q); });
 }
 

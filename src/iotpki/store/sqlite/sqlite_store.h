@@ -108,8 +108,9 @@ class SqliteStore final : public Store {
   Result<std::string> ExplainListDevicesForTest(const DeviceFilter& filter, size_t limit,
                                                 std::string_view cursor);
   Result<std::string> ExplainCountDevicesForTest(const DeviceFilter& filter);
-  // The plan of FindCertificatesByKey's second query, for a key of `owner`.
-  Result<std::string> ExplainFindCertificatesByKeyForTest(const std::optional<std::string>& owner);
+  // The plan of FindCertificatesByKey's second query, for a key of a device or (false) of the CA
+  // side.
+  Result<std::string> ExplainFindCertificatesByKeyForTest(bool device_owner);
 
  private:
   struct Impl;

@@ -5,6 +5,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,7 +41,71 @@ Device MakeDevice(int n) {
   return d;
 }
 
-// Undoes migration 3: the tables and indexes of schema version 2 (devices keyed by device_id and
+// Undoes migration 4: the tables of schema version 3 (device ids and key fingerprints as
+// lowercase hex text, certificates and public keys naming their device by device_id), the rows
+// and their order kept.
+constexpr const char* kBackToVersion3 = R"sql(
+PRAGMA foreign_keys = OFF;
+CREATE TABLE devices_v3 (
+  seq INTEGER PRIMARY KEY,
+  device_id TEXT NOT NULL UNIQUE,
+  serial TEXT NOT NULL UNIQUE,
+  model TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  state TEXT NOT NULL
+    CHECK (state IN ('manufactured', 'active', 'suspended', 'decommissioned')),
+  hardware_fingerprint TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO devices_v3 SELECT seq, lower(hex(device_id)), serial, model, batch, state,
+  hardware_fingerprint, created_at, updated_at FROM devices ORDER BY seq;
+CREATE TABLE certificates_v3 (
+  serial TEXT NOT NULL PRIMARY KEY,
+  device_id TEXT REFERENCES devices (device_id),
+  profile TEXT NOT NULL
+    CHECK (profile IN ('root', 'issuing-ca', 'idevid', 'ldevid', 'server')),
+  issuer TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  not_before INTEGER NOT NULL,
+  not_after INTEGER NOT NULL,
+  key_fingerprint TEXT NOT NULL,
+  der BLOB NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
+  revoked_at INTEGER,
+  revocation_reason TEXT,
+  created_at INTEGER NOT NULL,
+  CHECK ((status = 'valid') = (revoked_at IS NULL))
+) STRICT;
+INSERT INTO certificates_v3 SELECT c.serial, lower(hex(d.device_id)), c.profile, c.issuer,
+  c.subject, c.not_before, c.not_after, lower(hex(c.key_fingerprint)), c.der, c.status,
+  c.revoked_at, c.revocation_reason, c.created_at
+  FROM certificates c LEFT JOIN devices d ON d.seq = c.device_seq ORDER BY c.rowid;
+CREATE TABLE public_keys_v3 (
+  key_fingerprint TEXT NOT NULL PRIMARY KEY,
+  device_id TEXT REFERENCES devices (device_id),
+  first_serial TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO public_keys_v3 SELECT lower(hex(p.key_fingerprint)), lower(hex(d.device_id)),
+  p.first_serial, p.created_at FROM public_keys p LEFT JOIN devices d ON d.seq = p.device_seq;
+DROP TABLE public_keys;
+DROP TABLE certificates;
+DROP TABLE devices;
+ALTER TABLE devices_v3 RENAME TO devices;
+ALTER TABLE certificates_v3 RENAME TO certificates;
+ALTER TABLE public_keys_v3 RENAME TO public_keys;
+CREATE INDEX devices_by_state ON devices (state, seq);
+CREATE INDEX devices_by_model ON devices (model, seq);
+CREATE INDEX devices_by_batch ON devices (batch, seq);
+CREATE INDEX certificates_by_expiry ON certificates (status, not_after, serial, device_id);
+CREATE INDEX certificates_by_device ON certificates (device_id, status, not_after, serial);
+DELETE FROM schema_migrations WHERE version = 4;
+PRAGMA foreign_keys = ON;
+)sql";
+
+// Undoes migration 3 (on a version-3 store: after kBackToVersion3): the tables and indexes of
+// schema version 2 (devices keyed by device_id and
 // listed in its order, certificates_by_key), the rows kept. The row order of the rebuilt devices
 // table is device_id's, as a version-2 store's inserts would not have it: migration 3 must order
 // by created_at.
@@ -83,6 +148,14 @@ class SqliteStoreTest : public ::testing::Test {
     auto store = SqliteStore::Open(path_, clock_, options);
     EXPECT_TRUE(store) << store.error().ToString();
     return store ? std::move(*store) : nullptr;
+  }
+
+  // After a migration: at the latest version, sound, every reference resolving, enforcement on.
+  static void ExpectMigratedIntact(SqliteStore& store) {
+    EXPECT_EQ(*store.SchemaVersion(), kLatestSchemaVersion);
+    EXPECT_EQ(*store.QueryForTest("PRAGMA integrity_check"), "ok");
+    EXPECT_EQ(*store.QueryForTest("SELECT COUNT(*) FROM pragma_foreign_key_check"), "0");
+    EXPECT_EQ(*store.QueryForTest("PRAGMA foreign_keys"), "1");
   }
 
   static int Mode(const std::filesystem::path& p) {
@@ -181,6 +254,7 @@ TEST_F(SqliteStoreTest, MigrationFillsTheCountTablesFromExistingRows) {
   std::vector<int64_t> before;
   for (const auto& f : filters) before.push_back(*store->CountDevices(f));
   EXPECT_EQ(before[0], 30);
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion2));
   ASSERT_TRUE(store->ExecForTest(
       "DROP TABLE device_counts; DROP TABLE expiry_certs; DROP TABLE expiry_counts; "
@@ -231,14 +305,12 @@ TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
     added.insert(added.end(), ids.begin(), ids.end());
     clock_.Advance(std::chrono::seconds(10));
   }
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion2));
   store.reset();
   store = MustOpen();
   ASSERT_TRUE(store);
-  EXPECT_EQ(*store->SchemaVersion(), 3);
-  EXPECT_EQ(*store->QueryForTest("PRAGMA integrity_check"), "ok");
-  EXPECT_EQ(*store->QueryForTest("SELECT COUNT(*) FROM pragma_foreign_key_check"), "0");
-  EXPECT_EQ(*store->QueryForTest("PRAGMA foreign_keys"), "1");
+  ExpectMigratedIntact(*store);
   EXPECT_EQ(*store->QueryForTest("SELECT COUNT(*) FROM sqlite_schema WHERE name = "
                                  "'certificates_by_key'"),
             "0");
@@ -278,14 +350,184 @@ TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
   EXPECT_EQ(all->devices.back().device.device_id, DeviceId(50));
 }
 
+// Everything a store holds, as the API reads it: what a migration must keep.
+struct Snapshot {
+  std::vector<Device> devices;
+  std::vector<std::vector<CertificateRecord>> certificates;  // per device
+  std::vector<std::vector<CertificateRecord>> by_key;        // per key of kKeys
+  std::vector<CertificateRecord> ca_side;
+  std::vector<int64_t> counts;
+  std::vector<std::vector<ListedDevice>> expiring;
+  bool operator==(const Snapshot&) const = default;
+};
+
+std::string KeyOf(int n) { return ToHex(crypto::Sha256(AsBytes("m4-key-" + std::to_string(n)))); }
+
+CertificateRecord MakeCert(int n, std::optional<std::string> device, int key, int64_t not_after) {
+  CertificateRecord c;
+  c.serial = ToHex(crypto::Sha256(AsBytes("m4-cert-" + std::to_string(n)))).substr(0, 32);
+  c.device_id = std::move(device);
+  c.profile = c.device_id
+                  ? (not_after == kNoExpiryUnix ? CertProfile::kIDevId : CertProfile::kLDevId)
+                  : CertProfile::kIssuingCa;
+  c.issuer = "ca";
+  c.subject = "CN=" + std::to_string(n);
+  c.not_before = kNow - 100;
+  c.not_after = not_after;
+  c.key_fingerprint = KeyOf(key);
+  c.der = {0x30, 0x01, static_cast<uint8_t>(n)};
+  return c;
+}
+
+Snapshot Take(SqliteStore& store, int devices, int keys) {
+  Snapshot s;
+  for (int i = 0; i < devices; ++i) {
+    auto d = store.GetDevice(DeviceId(i));
+    EXPECT_TRUE(d) << d.error().ToString();
+    if (d) s.devices.push_back(*d);
+    auto certs = store.ListCertificatesForDevice(DeviceId(i));
+    EXPECT_TRUE(certs) << certs.error().ToString();
+    if (certs) s.certificates.push_back(*certs);
+  }
+  for (int k = 0; k < keys; ++k) {
+    auto found = store.FindCertificatesByKey(KeyOf(k));
+    EXPECT_TRUE(found) << found.error().ToString();
+    if (found) s.by_key.push_back(*found);
+  }
+  auto ca = store.GetCertificate(MakeCert(1000, std::nullopt, 1000, 0).serial);
+  EXPECT_TRUE(ca) << ca.error().ToString();
+  if (ca) s.ca_side.push_back(*ca);
+  for (const DeviceFilter& f :
+       {DeviceFilter{}, DeviceFilter{.state = DeviceState::kActive},
+        DeviceFilter{.expiring_within = std::chrono::days(30)},
+        DeviceFilter{.model = "m1", .expiring_within = std::chrono::days(400)}}) {
+    auto n = store.CountDevices(f);
+    EXPECT_TRUE(n) << n.error().ToString();
+    if (n) s.counts.push_back(*n);
+    if (!f.expiring_within) continue;
+    auto page = store.ListDevices(f, 100, "");
+    EXPECT_TRUE(page) << page.error().ToString();
+    if (page) s.expiring.push_back(page->devices);
+  }
+  return s;
+}
+
+// A version-3 store (hex text ids): migration 4 turns ids and fingerprints into blobs and names
+// devices by seq, and every read gives what it gave before: devices, their certificates (IDevIDs,
+// renewals, a revoked one), the owners of keys (a device's, the CA side's), counts and listings.
+TEST_F(SqliteStoreTest, MigrationToBinaryIdsKeepsWhatTheApiReads) {
+  constexpr int kDevices = 12;
+  constexpr int64_t kDay = 86400;
+  auto store = MustOpen();
+  ASSERT_TRUE(store);
+  WriteBatch b;
+  for (int i = 0; i < kDevices; ++i) {
+    Device d = MakeDevice(i);
+    d.model = i % 3 ? "m1" : "m2";
+    if (i % 2) d.hardware_fingerprint = "0a0b0c";
+    b.InsertDevice(d);
+    b.InsertCertificate(MakeCert(i * 10, d.device_id, i * 10, kNoExpiryUnix));
+    if (i % 3 == 0) continue;
+    // A working certificate, a renewal with the same key for some, one revoked for others.
+    b.InsertCertificate(MakeCert(i * 10 + 1, d.device_id, i * 10 + 1, kNow + (i * 7) * kDay));
+    if (i % 2) {
+      b.InsertCertificate(MakeCert(i * 10 + 2, d.device_id, i * 10 + 1, kNow + 300 * kDay));
+    }
+    if (i % 4 == 1) {
+      b.RevokeCertificate(MakeCert(i * 10 + 1, d.device_id, 0, 0).serial,
+                          RevocationReason::kSuperseded);
+    }
+    if (i % 5 == 2) {
+      b.UpdateDeviceState(d.device_id, DeviceState::kManufactured, DeviceState::kActive);
+    }
+  }
+  b.InsertCertificate(MakeCert(1000, std::nullopt, 1000, kNow + 3650 * kDay));
+  ASSERT_TRUE(store->Commit(b));
+  constexpr int kKeys = kDevices * 10;
+  Snapshot before = Take(*store, kDevices, kKeys);
+  ASSERT_EQ(before.devices.size(), static_cast<size_t>(kDevices));
+  EXPECT_EQ(before.counts[0], kDevices);
+  ASSERT_EQ(before.expiring.size(), 2u);
+  EXPECT_FALSE(before.expiring[0].empty());
+  EXPECT_EQ(before.by_key[11].size(), 2u);  // device 1's renewal kept its key
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
+  EXPECT_EQ(*store->QueryForTest("SELECT typeof(device_id) FROM devices LIMIT 1"), "text");
+  store.reset();
+
+  store = MustOpen();
+  ASSERT_TRUE(store);
+  ExpectMigratedIntact(*store);
+  EXPECT_EQ(*store->QueryForTest("SELECT COUNT(*) FROM devices WHERE typeof(device_id) = 'blob' "
+                                 "AND length(device_id) = 32"),
+            std::to_string(kDevices));
+  EXPECT_EQ(*store->QueryForTest("SELECT COUNT(*) FROM public_keys WHERE device_seq IS NULL"),
+            "1");  // the CA side's key
+  Snapshot after = Take(*store, kDevices, kKeys);
+  EXPECT_TRUE(after == before);
+  EXPECT_EQ(after.devices, before.devices);
+  EXPECT_EQ(after.certificates, before.certificates);
+  EXPECT_EQ(after.by_key, before.by_key);
+  EXPECT_EQ(after.counts, before.counts);
+  auto ca_key = store->FindCertificatesByKey(KeyOf(1000));
+  ASSERT_TRUE(ca_key);
+  ASSERT_EQ(ca_key->size(), 1u);
+  EXPECT_FALSE((*ca_key)[0].device_id);
+
+  // The migrated store goes on as a new one: a key of device 1 is refused for device 2.
+  CertificateRecord stolen = MakeCert(2000, DeviceId(2), 11, kNow + kDay);
+  auto refused = store->Commit(WriteBatch().InsertCertificate(stolen));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Code::kAlreadyExists);
+}
+
+// A version-3 store with a device id that is not 64 hex digits (written by hand): migration 4
+// stops with an error naming it and the store is left at version 3, unchanged.
+TEST_F(SqliteStoreTest, MigrationToBinaryIdsRefusesAMalformedIdAndChangesNothing) {
+  auto store = MustOpen();
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->Commit(WriteBatch().InsertDevice(MakeDevice(1)).InsertDevice(MakeDevice(2))));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
+  ASSERT_TRUE(store->ExecForTest("UPDATE devices SET device_id = 'not-hex' WHERE serial = 'S2'"));
+  store.reset();
+  auto reopened = SqliteStore::Open(path_, clock_, {});
+  ASSERT_FALSE(reopened);
+  EXPECT_THAT(reopened.error().ToString(), HasSubstr("schema migration 4"));
+  EXPECT_THAT(reopened.error().ToString(), HasSubstr("iotpki_unhex"));
+  // Nothing changed: fix the row by hand and the migration completes.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    char* error = nullptr;
+    auto read = [](void* out, int, char** values, char**) {
+      *static_cast<std::string*>(out) = values[0] ? values[0] : "";
+      return 0;
+    };
+    std::string v;
+    ASSERT_EQ(sqlite3_exec(db, "SELECT MAX(version) FROM schema_migrations", read, &v, &error),
+              SQLITE_OK);
+    EXPECT_EQ(v, "3");
+    ASSERT_EQ(sqlite3_exec(db, "SELECT typeof(device_id) FROM devices LIMIT 1", read, &v, nullptr),
+              SQLITE_OK);
+    EXPECT_EQ(v, "text");
+    std::string fix = "UPDATE devices SET device_id = '" + DeviceId(2) + "' WHERE serial = 'S2'";
+    ASSERT_EQ(sqlite3_exec(db, fix.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  store = MustOpen();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(*store->SchemaVersion(), kLatestSchemaVersion);
+  auto device = store->GetDevice(DeviceId(2));
+  ASSERT_TRUE(device) << device.error().ToString();
+  EXPECT_EQ(device->serial, "S2");
+}
+
 // FindCertificatesByKey reads the key's owner from public_keys, then that owner's certificates
 // through certificates_by_device: never a scan of the certificates.
 TEST_F(SqliteStoreTest, CertificatesOfAKeyAreFoundThroughTheirOwner) {
   auto store = MustOpen();
   ASSERT_TRUE(store);
-  for (const auto& owner :
-       {std::optional<std::string>(DeviceId(1)), std::optional<std::string>()}) {
-    auto plan = store->ExplainFindCertificatesByKeyForTest(owner);
+  for (bool device_owner : {true, false}) {
+    auto plan = store->ExplainFindCertificatesByKeyForTest(device_owner);
     ASSERT_TRUE(plan) << plan.error().ToString();
     EXPECT_THAT(*plan, HasSubstr("certificates_by_device")) << *plan;
     EXPECT_THAT(*plan, ::testing::Not(HasSubstr("SCAN"))) << *plan;
