@@ -116,7 +116,7 @@ kill -TERM "$server_pid"
 wait "$server_pid"
 tail -n 2 "$data/serve.log"
 
-step "iotpki audit verify --dir $ca"
-"$iotpki" audit verify --dir "$ca"
+step "iotpki audit verify --dir $ca --manifest (the batch's manifest against the audit chain)"
+"$iotpki" audit verify --dir "$ca" --manifest "$data/batch/manifest.jsonl"
 
 printf '\nDemo data is in %s\n' "$data"

@@ -28,6 +28,14 @@ consistent() {
   equal "$batch: no serial twice in the manifest" \
     "$(grep -o '"serial":"[^"]*"' "$out/manifest.jsonl" | sort -u | wc -l)" "$n"
   equal "$batch: nothing left in .partial" "$(ls -A "$out/.partial" | wc -l)" "0"
+  # Every line in one mfg.issue group of the audit chain, hashing to the row's manifest_sha256.
+  if "$IOTPKI" audit verify --dir "$D" --manifest "$out/manifest.jsonl" >"$WORK/audit.txt" 2>&1 &&
+    grep -Eq "manifest .*: $n devices in [0-9]+ groups" "$WORK/audit.txt"; then
+    pass "$batch: manifest matches the audit log (audit verify --manifest)"
+  else
+    fail "$batch: manifest matches the audit log (audit verify --manifest)"
+    sed 's/^/    /' "$WORK/audit.txt" | head -5
+  fi
   sql "SELECT serial FROM devices WHERE batch = '$batch' ORDER BY serial" >"$WORK/store.txt"
   grep -o '"serial":"[^"]*"' "$out/manifest.jsonl" | cut -d'"' -f4 | sort >"$WORK/listed.txt"
   ls "$out" | grep -vE '^(batch.json|manifest.jsonl)$' | sort >"$WORK/folders.txt"
@@ -131,6 +139,25 @@ equal "state, model and batch recorded" \
   "manufactured/CAM-2/line1"
 equal "generated keys are distinct" "$(sql "SELECT COUNT(DISTINCT key_fingerprint) FROM
   certificates WHERE device_seq IS NOT NULL")" "5"
+
+# The manifest against the audit chain: a changed line, a missing line, a line added, no file.
+M1="$WORK/out1/manifest.jsonl"
+sed '2s/"sha256":"./"sha256":"0/; 2s/"sha256":"00/"sha256":"11/' "$M1" >"$WORK/changed.jsonl"
+refuse "audit verify --manifest: a changed line" "lines 1 to 5 do not hash to audit row [0-9]+" \
+  "$IOTPKI" audit verify --dir "$D" --manifest "$WORK/changed.jsonl"
+sed '3d' "$M1" >"$WORK/short.jsonl"
+refuse "audit verify --manifest: a missing line" "ends inside the group of audit row [0-9]+ \(from line 1\): lines are missing" \
+  "$IOTPKI" audit verify --dir "$D" --manifest "$WORK/short.jsonl"
+(cat "$M1"; sed -n 1p "$M1") >"$WORK/long.jsonl"
+refuse "audit verify --manifest: a line listed twice" "line 6 .*begins no group" \
+  "$IOTPKI" audit verify --dir "$D" --manifest "$WORK/long.jsonl"
+head -c -1 "$M1" >"$WORK/torn.jsonl"
+refuse "audit verify --manifest: a torn last line" "line 5 has no newline.*--resume" \
+  "$IOTPKI" audit verify --dir "$D" --manifest "$WORK/torn.jsonl"
+refuse "audit verify --manifest: no such file" "cannot read the manifest" \
+  "$IOTPKI" audit verify --dir "$D" --manifest "$WORK/none.jsonl"
+refuse "audit verify --manifest: a directory" "cannot read the manifest" \
+  "$IOTPKI" audit verify --dir "$D" --manifest "$WORK/out1"
 
 # --- a batch from CSRs made by the devices ----------------------------------------------------
 mkdir -p "$WORK/csrs"
@@ -339,6 +366,10 @@ check "--resume completes it without the limit" provision --count 2000 --serial-
   --model TH-100 --batch limited --keys ca --no-bundles --discard-keys --group-size 100 \
   --out "$WORK/limited" --resume
 consistent "$WORK/limited" limited 2000
+sed '50d' "$WORK/limited/manifest.jsonl" >"$WORK/lost.jsonl"
+refuse "audit verify --manifest: a line lost inside a group of 100" \
+  "line [0-9]+ \(serial '[^']+'\) should be '[^']+', the last of audit row" \
+  "$IOTPKI" audit verify --dir "$D" --manifest "$WORK/lost.jsonl"
 
 # --- --c509: cert.c509 beside cert.der, and its hash in the manifest ---------------------------
 C5="$WORK/out-c509"

@@ -6,10 +6,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <unordered_map>
 
 #include "iotpki/common/clock.h"
 #include "iotpki/common/file.h"
+#include "iotpki/crypto/primitives.h"
 #include "iotpki/mfg/output_dir.h"
 
 namespace iotpki::mfg {
@@ -95,6 +99,108 @@ Result<ManifestEntry> ParseJsonLine(std::string_view line) {
     e.c509_sha256 = c5->get<std::string>();
   }
   return e;
+}
+
+namespace {
+
+// One mfg.issue row, as VerifyManifest needs it.
+struct AuditedGroup {
+  int64_t seq;
+  size_t devices;
+  std::string last_serial;
+  std::string manifest_sha256;
+};
+
+// The mfg.issue rows by first_serial. A row of another batch may share a first serial with this
+// manifest's only if serials were reused across batches, which provisioning refuses.
+Result<std::unordered_map<std::string, AuditedGroup>> ReadGroups(store::Store& store) {
+  std::unordered_map<std::string, AuditedGroup> groups;
+  int64_t from = 1;
+  for (;;) {
+    IOTPKI_TRY(auto rows, store.ReadAudit(from, store::kMaxPageSize));
+    for (const auto& row : rows) {
+      if (row.action != "mfg.issue") continue;
+      auto details = nlohmann::json::parse(row.details, nullptr, /*allow_exceptions=*/false);
+      std::string where = "audit row " + std::to_string(row.seq);
+      if (!details.is_object() || !details["devices"].is_number_unsigned() ||
+          !details["first_serial"].is_string() || !details["last_serial"].is_string() ||
+          !details["manifest_sha256"].is_string() || details["devices"].get<size_t>() == 0) {
+        return Fail(Code::kDataLoss, where + " (mfg.issue) does not describe a group");
+      }
+      groups[details["first_serial"].get<std::string>()] = AuditedGroup{
+          row.seq, details["devices"].get<size_t>(), details["last_serial"].get<std::string>(),
+          details["manifest_sha256"].get<std::string>()};
+    }
+    if (rows.size() < store::kMaxPageSize) return groups;
+    from = rows.back().seq + 1;
+  }
+}
+
+}  // namespace
+
+Result<ManifestAudit> VerifyManifest(store::Store& store, const std::filesystem::path& path) {
+  std::error_code ec;
+  std::ifstream in;
+  if (std::filesystem::is_regular_file(path, ec)) in.open(path, std::ios::binary);
+  if (!in.is_open()) {
+    return Fail(Code::kNotFound, "cannot read the manifest " + path.string() +
+                                     " (give the batch's OUT/manifest.jsonl)");
+  }
+  IOTPKI_TRY(auto groups, ReadGroups(store));
+  ManifestAudit result;
+  std::optional<AuditedGroup> open;  // the group the current line belongs to
+  size_t open_at = 0;                // its first line
+  std::string lines;                 // its lines so far, each with its newline
+  std::string line;
+  size_t number = 0;
+  auto at = [&](size_t n) { return "manifest line " + std::to_string(n); };
+  while (std::getline(in, line)) {
+    ++number;
+    if (in.eof()) {
+      return Fail(Code::kDataLoss, at(number) +
+                                       " has no newline: an append was interrupted "
+                                       "(finish the batch with mfg provision --resume)");
+    }
+    auto entry = ParseJsonLine(line);
+    if (!entry) return Fail(Code::kDataLoss, at(number) + ": " + entry.error().message());
+    if (!open) {
+      // Taken out of the map: a group matches once.
+      auto found = groups.find(entry->serial);
+      if (found == groups.end()) {
+        return Fail(Code::kDataLoss, at(number) + " (serial '" + entry->serial +
+                                         "') begins no group of the audit log's mfg.issue rows");
+      }
+      open = std::move(found->second);
+      groups.erase(found);
+      open_at = number;
+      lines.clear();
+    }
+    lines += line;
+    lines += '\n';
+    if (number - open_at + 1 < open->devices) continue;
+    std::string row = "audit row " + std::to_string(open->seq);
+    if (entry->serial != open->last_serial) {
+      return Fail(Code::kDataLoss, at(number) + " (serial '" + entry->serial + "') should be '" +
+                                       open->last_serial + "', the last of " + row);
+    }
+    if (ToHex(crypto::Sha256(AsBytes(lines))) != open->manifest_sha256) {
+      return Fail(Code::kDataLoss, "manifest lines " + std::to_string(open_at) + " to " +
+                                       std::to_string(number) + " do not hash to " + row +
+                                       "'s manifest_sha256: they were changed");
+    }
+    ++result.groups;
+    result.devices += open->devices;
+    open.reset();
+  }
+  if (in.bad())
+    return Fail(Code::kDataLoss,
+                "reading the manifest failed after line " + std::to_string(number));
+  if (open) {
+    return Fail(Code::kDataLoss, "the manifest ends inside the group of audit row " +
+                                     std::to_string(open->seq) + " (from line " +
+                                     std::to_string(open_at) + "): lines are missing");
+  }
+  return result;
 }
 
 Result<Manifest> Manifest::Open(const std::filesystem::path& path,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "iotpki/common/error.h"
+#include "iotpki/store/store.h"
 
 namespace iotpki::mfg {
 
@@ -38,6 +39,21 @@ struct ManifestEntry {
 std::string ToJsonLine(const ManifestEntry& entry);  // without the newline
 // InvalidArgument for a line that is not such an object.
 Result<ManifestEntry> ParseJsonLine(std::string_view line);
+
+// What VerifyManifest found: the audit log's mfg.issue rows for the manifest's groups, and the
+// manifest lines they cover (every line, when it succeeds).
+struct ManifestAudit {
+  size_t groups = 0;
+  size_t devices = 0;
+};
+
+// Checks a manifest against the audit log (`iotpki audit verify --manifest`). Every mfg.issue row
+// whose first_serial the manifest lists must match the lines from there on: `devices` lines, the
+// last with `last_serial`, hashing (each with its newline) to `manifest_sha256`; and every line
+// must be in such a group. Rows of other batches are skipped. Reads the manifest once, holding
+// one group's lines. DataLoss naming the first line (1-based) or row that does not match;
+// NotFound if there is no manifest. Does not verify the chain itself (store::VerifyAuditChain).
+Result<ManifestAudit> VerifyManifest(store::Store& store, const std::filesystem::path& path);
 
 // Append-only. Move-only; closes its file when destroyed.
 class Manifest {
