@@ -192,9 +192,10 @@ Result<ManifestAudit> VerifyManifest(store::Store& store, const std::filesystem:
     result.devices += open->devices;
     open.reset();
   }
-  if (in.bad())
+  if (in.bad()) {
     return Fail(Code::kDataLoss,
                 "reading the manifest failed after line " + std::to_string(number));
+  }
   if (open) {
     return Fail(Code::kDataLoss, "the manifest ends inside the group of audit row " +
                                      std::to_string(open->seq) + " (from line " +
