@@ -535,6 +535,7 @@ class Run {
       for (;;) {
         size_t i;
         Slot* slot;
+        std::vector<Item> retired;  // the slot's previous group, freed outside the lock
         {
           std::unique_lock lock(mu);
           cv.wait(lock, [&] {
@@ -545,10 +546,14 @@ class Run {
           slot = &slots[(i / size) % slots.size()];
           if (i % size == 0) {  // the slot's previous group is finished
             slot->group = i / size;
-            slot->items.assign(std::min(size, pending_.size() - i), Item());
+            retired.swap(slot->items);
+            slot->items.resize(std::min(size, pending_.size() - i));
             slot->left = slot->items.size();
           }
         }
+        // Its keys, certificates and rows: about 5 % of a batch's CPU time, which under the lock
+        // held the other worker and the committing thread.
+        retired = {};
         Item& item = slot->items[i % size];
         item.device = &devices_[pending_[i]];
         if (cancel_.load(std::memory_order_relaxed)) {
