@@ -20,14 +20,6 @@ new_csr() {
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
     -subj "/CN=device" -out "$1" 2>/dev/null
 }
-# flip FILE OFFSET_FROM_END: changes one byte, counted from the end of the file.
-flip() {
-  local size byte
-  size=$(stat -c %s "$1")
-  byte=$(od -An -tu1 -j $((size - $2)) -N1 "$1" | tr -d ' ')
-  printf "\\x$(printf '%02x' $((byte ^ 1)))" |
-    dd of="$1" bs=1 seek=$((size - $2)) conv=notrunc 2>/dev/null
-}
 
 check "ca init" "$IOTPKI" ca init --dir "$D" --org "Example Org"
 MFG="$D/certs/manufacturing.pem"

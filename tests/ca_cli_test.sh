@@ -108,8 +108,7 @@ refuse "garbage CSR" "CSR" issue --csr "$WORK/garbage.bin"
 refuse "missing CSR file" "cannot open|no such" issue --csr "$WORK/nope.csr"
 # Flip one byte inside the signature (the last bytes of the DER).
 cp "$WORK/dev.der" "$WORK/badsig.der"
-size=$(stat -c %s "$WORK/badsig.der")
-printf '\x01' | dd of="$WORK/badsig.der" bs=1 seek=$((size - 5)) conv=notrunc 2>/dev/null
+flip "$WORK/badsig.der" 5
 refuse "CSR with a bad signature" "signature|proof of possession" issue --csr "$WORK/badsig.der"
 openssl req -new -newkey rsa:1024 -nodes -keyout /dev/null -subj /CN=x -out "$WORK/rsa1024.csr" 2>/dev/null
 refuse "RSA-1024 CSR" "RSA-1024" issue --csr "$WORK/rsa1024.csr"

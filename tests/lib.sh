@@ -55,6 +55,15 @@ equal() {
   if [ "$2" = "$3" ]; then pass "$1"; else fail "$1 ('$2' != '$3')"; fi
 }
 
+# flip FILE OFFSET_FROM_END: changes one byte (XOR 1), counted from the end of the file.
+flip() {
+  local size byte
+  size=$(stat -c %s "$1")
+  byte=$(od -An -tu1 -j $((size - $2)) -N1 "$1" | tr -d ' ')
+  printf "\\x$(printf '%02x' $((byte ^ 1)))" |
+    dd of="$1" bs=1 seek=$((size - $2)) conv=notrunc 2>/dev/null
+}
+
 finish() {
   echo "$PASS passed, $FAIL failed"
   [ "$FAIL" -eq 0 ]
