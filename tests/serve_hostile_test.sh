@@ -211,10 +211,11 @@ status "wrong method" 405 "$(http -X DELETE "$URL/api/v1/bootstrap")"
 ( for c in G E T ' ' / h e a l t h z; do printf '%s' "$c"; sleep 1; done ) |
   timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -quiet -ign_eof >"$WORK/slow" 2>/dev/null
 expect "a client sending one byte per second gets 408" "HTTP/1.1 408" "$WORK/slow"
-# max_connections = 4: four idle connections, then a fifth is answered 503.
+# max_connections = 4: four idle connections (4 s each, within the 5 s idle timeout), then a fifth
+# is answered 503.
 HOLDERS=()
 for _ in 1 2 3 4; do
-  (sleep 3) | openssl s_client -connect "127.0.0.1:$PORT" -quiet >/dev/null 2>&1 &
+  (sleep 4) | openssl s_client -connect "127.0.0.1:$PORT" -quiet >/dev/null 2>&1 &
   HOLDERS+=($!)
 done
 # Poll until all four are in (slow machines, sanitizers): the next connection is refused.
