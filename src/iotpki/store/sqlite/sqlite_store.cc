@@ -649,7 +649,7 @@ class BatchWriter {
     return {};
   }
 
-  // A new valid certificate of `device_id`: its expiry_certs row, and the next certificate of the
+  // A new valid certificate of `owner`: its expiry_certs row, and the next certificate of the
   // device (if the new one expires first, as when a batch inserts them out of order) now follows
   // it.
   Result<void> CountCertificate(const OwnerRow& owner, const CountedCert& cert) {
@@ -1014,7 +1014,8 @@ namespace {
 
 // Every certified key has its owner in public_keys (ClaimKey, in the certificate's transaction),
 // and only that owner's certificates can carry it: one probe there, then the owner's certificates
-// through certificates_by_device (device_id IS NULL: the CA side's few). `fp` is lowercase.
+// through certificates_by_device (device_seq IS NULL: the CA side's few). `hex` is lowercase;
+// one that is not 64 hex digits names no key.
 Result<std::vector<CertificateRecord>> CertificatesOfKey(Connection& conn, std::string_view hex) {
   auto fp = IdBytes(hex);
   if (!fp) return std::vector<CertificateRecord>();
