@@ -532,11 +532,6 @@ class BatchWriter {
     auto r = stmt->Run();
     if (!r) {
       int rc = stmt->last_error();
-      if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
-        return Fail(Code::kNotFound,
-                    "certificate " + c.serial + " names unknown device " + c.device_id.value_or(""),
-                    r.error().detail());
-      }
       if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
         return Fail(Code::kAlreadyExists, "certificate serial " + c.serial + " already exists",
                     r.error().detail());
