@@ -20,7 +20,7 @@ struct InitArgs {
   std::string passphrase_file;
 };
 
-struct ShowArgs {
+struct CaShowArgs {
   std::string dir;
   bool json = false;
 };
@@ -35,7 +35,7 @@ Result<void> RunInit(const InitArgs& args) {
   return {};
 }
 
-Result<void> RunShow(const ShowArgs& args) {
+Result<void> RunCaShow(const CaShowArgs& args) {
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance()));
   nlohmann::json out = nlohmann::json::array();
   for (ca::CaName name :
@@ -93,11 +93,11 @@ void AddCaCommands(CLI::App& app) {
                    "File whose first line encrypts the CA keys (default: $IOTPKI_PASSPHRASE)");
   SetAction(init, [init_args] { return RunInit(*init_args); });
 
-  auto show_args = std::make_shared<ShowArgs>();
+  auto show_args = std::make_shared<CaShowArgs>();
   auto* show = ca->add_subcommand("show", "Show the hierarchy with fingerprints");
   show->add_option("--dir", show_args->dir, "CA directory")->required();
   show->add_flag("--json", show_args->json, "Machine-readable output");
-  SetAction(show, [show_args] { return RunShow(*show_args); });
+  SetAction(show, [show_args] { return RunCaShow(*show_args); });
 }
 
 }  // namespace iotpki::cli

@@ -36,11 +36,6 @@ Result<x509::Csr> ReadCsr(const std::string& path) {
   return csr;
 }
 
-std::string Actor() {
-  const char* user = std::getenv("USER");
-  return std::string("cli:") + (user != nullptr ? user : std::to_string(::getuid()));
-}
-
 // The issued certificate in the requested --format. Derived from the recorded X.509 certificate;
 // a natively signed C509 is signed by the same issuing CA key.
 Result<Bytes> Render(const x509::Certificate& cert, const std::string& format,

@@ -1,5 +1,7 @@
 #include "iotpki/cli/cli.h"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
@@ -21,6 +23,11 @@ Action& Chosen() {
 
 void SetAction(CLI::App* sub, Action action) {
   sub->callback([action = std::move(action)]() { Chosen() = action; });
+}
+
+std::string Actor() {
+  const char* user = std::getenv("USER");
+  return std::string("cli:") + (user != nullptr ? user : std::to_string(::getuid()));
 }
 
 Result<std::string> ReadPassphrase(const std::string& passphrase_file) {

@@ -23,6 +23,9 @@ void SetAction(CLI::App* sub, Action action);
 // FailedPrecondition (with how to fix it) if neither is set.
 Result<std::string> ReadPassphrase(const std::string& passphrase_file);
 
+// Who runs the command, for audit rows: "cli:" and $USER, else the numeric uid.
+std::string Actor();
+
 // Command groups, one file each.
 void AddCaCommands(CLI::App& app);     // ca init, ca show
 void AddCertCommands(CLI::App& app);   // cert issue

@@ -36,11 +36,6 @@ struct ProvisionArgs {
   std::string key_passphrase_file;
 };
 
-std::string Actor() {
-  const char* user = std::getenv("USER");
-  return std::string("cli:") + (user != nullptr ? user : std::to_string(::getuid()));
-}
-
 // The station's key transport passphrase: the first line of the file, else
 // $IOTPKI_KEY_PASSPHRASE.
 Result<std::string> ReadKeyPassphrase(const std::string& file) {
