@@ -9,7 +9,7 @@ packages=(
   # libraries
   libssl-dev libboost-dev libboost-system-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libexpected-dev libgtest-dev libgmock-dev
-  libbenchmark-dev
+  libbenchmark-dev libjemalloc-dev
   # independent clients and parsers used by tests and the demo
   openssl gnutls-bin curl sqlite3
 )

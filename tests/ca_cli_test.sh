@@ -13,6 +13,11 @@ rows() {
 }
 audit_rows() { sqlite3 "$D/iotpki.db" "SELECT COUNT(*) FROM audit_log"; }
 
+# --- version: the allocator the build linked (apps/iotpki/CMakeLists.txt) ----------------------
+check "--version" "$IOTPKI" --version
+expect "--version names the allocator the build linked" \
+  "^iotpki [0-9.]+ \(malloc: ${IOTPKI_TEST_ALLOCATOR:?set by tests/CMakeLists.txt}[ )]" "$WORK/out"
+
 # --- ca init / show ---------------------------------------------------------------------------
 check "ca init" "$IOTPKI" ca init --dir "$D" --org "Example Org"
 for k in root manufacturing operational; do

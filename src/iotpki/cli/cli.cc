@@ -1,5 +1,6 @@
 #include "iotpki/cli/cli.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -47,10 +48,28 @@ Result<std::string> ReadPassphrase(const std::string& passphrase_file) {
               "no CA passphrase: set IOTPKI_PASSPHRASE or pass --passphrase-file FILE");
 }
 
+namespace {
+
+// The allocator the process runs on: jemalloc when the command was linked with it
+// (apps/iotpki/CMakeLists.txt) or it was preloaded, else the C library's.
+std::string Allocator() {
+  using Mallctl = int (*)(const char*, void*, size_t*, void*, size_t);
+  if (auto mallctl = reinterpret_cast<Mallctl>(dlsym(RTLD_DEFAULT, "mallctl"))) {
+    const char* version = nullptr;
+    size_t len = sizeof version;
+    if (mallctl("version", &version, &len, nullptr, 0) == 0 && version != nullptr) {
+      return std::string("jemalloc ") + version;
+    }
+  }
+  return "libc";
+}
+
+}  // namespace
+
 int Main(int argc, char** argv) {
   CLI::App app{"iotpki: certificate authority and device lifecycle for IoT fleets", "iotpki"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "iotpki 0.1.0");
+  app.set_version_flag("--version", "iotpki 0.1.0 (malloc: " + Allocator() + ")");
   AddCaCommands(app);
   AddCertCommands(app);
   AddAuditCommands(app);

@@ -106,33 +106,74 @@ Bytes Boolean(bool value) {
   return Tlv(kBoolean, ByteView(&b, 1));
 }
 
-Bytes OidContent(std::string_view dotted) {
-  std::vector<uint64_t> arcs;
-  size_t pos = 0;
-  while (pos <= dotted.size()) {
-    size_t dot = dotted.find('.', pos);
-    if (dot == std::string_view::npos) dot = dotted.size();
+namespace {
+
+// Appends the content octets of `dotted` to `out`; false (out unchanged) if it is not an OID.
+// Called for every OID of every certificate built, so it neither collects the arcs nor grows
+// `out` byte by byte: an arc of d decimal digits takes at most d octets, so the content is never
+// longer than the text.
+bool AppendOidContent(Bytes& out, std::string_view dotted) {
+  size_t start = out.size();
+  out.reserve(start + dotted.size());
+  const char* p = dotted.data();
+  const char* end = p + dotted.size();
+  uint64_t first = 0;
+  for (size_t arc = 0;; ++arc) {
     uint64_t v = 0;
-    auto part = dotted.substr(pos, dot - pos);
-    auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
-    if (part.empty() || ec != std::errc() || p != part.data() + part.size()) return {};
-    arcs.push_back(v);
-    pos = dot + 1;
+    auto [next, ec] = std::from_chars(p, end, v);
+    if (next == p || ec != std::errc() || (next != end && *next != '.') || (arc == 0 && v > 2) ||
+        (arc == 1 && first < 2 && v > 39) || (arc == 1 && v > UINT64_MAX - 80)) {
+      out.resize(start);
+      return false;
+    }
+    if (arc == 0) {
+      first = v;
+    } else {
+      AppendBase128(out, arc == 1 ? first * 40 + v : v);
+    }
+    if (next == end) {
+      if (arc == 0) break;
+      return true;
+    }
+    p = next + 1;
   }
-  if (arcs.size() < 2 || arcs[0] > 2 || (arcs[0] < 2 && arcs[1] > 39)) return {};
+  out.resize(start);
+  return false;
+}
+
+}  // namespace
+
+Bytes OidContent(std::string_view dotted) {
   Bytes out;
-  AppendBase128(out, arcs[0] * 40 + arcs[1]);
-  for (size_t i = 2; i < arcs.size(); ++i) AppendBase128(out, arcs[i]);
+  AppendOidContent(out, dotted);
   return out;
 }
 
-Bytes Oid(std::string_view dotted) { return Tlv(kOid, OidContent(dotted)); }
+Bytes Oid(std::string_view dotted) {
+  Bytes out;
+  out.reserve(dotted.size() + 2);
+  out.push_back(kOid);
+  out.push_back(0);  // the length, below
+  if (!AppendOidContent(out, dotted)) return Tlv(kOid, {});
+  size_t len = out.size() - 2;
+  if (len < 0x80) {
+    out[1] = static_cast<uint8_t>(len);
+    return out;
+  }
+  return Tlv(kOid, ByteView(out).subspan(2));  // an OID of 128 octets or more: never in practice
+}
 
 std::string OidToText(ByteView content) {
   std::string out;
+  out.reserve(content.size() * 3);
   uint64_t v = 0;
   bool first = true;
   if (content.empty() || (content.back() & 0x80)) return {};
+  char buf[24];
+  auto append = [&](uint64_t n) {
+    auto r = std::to_chars(buf, buf + sizeof buf, n);
+    out.append(buf, r.ptr);
+  };
   for (size_t i = 0; i < content.size(); ++i) {
     if (v == 0 && content[i] == 0x80) return {};  // non-minimal
     if (v > (UINT64_MAX >> 7)) return {};
@@ -140,10 +181,13 @@ std::string OidToText(ByteView content) {
     if (content[i] & 0x80) continue;
     if (first) {
       uint64_t a = v < 80 ? v / 40 : 2;
-      out = std::to_string(a) + "." + std::to_string(v - a * 40);
+      append(a);
+      out += '.';
+      append(v - a * 40);
       first = false;
     } else {
-      out += "." + std::to_string(v);
+      out += '.';
+      append(v);
     }
     v = 0;
   }

@@ -13,6 +13,21 @@ TEST(Der, OidRoundTrip) {
   EXPECT_TRUE(OidContent("1.2.x").empty());
 }
 
+TEST(Der, OidEncodingFollowsX690) {
+  // X.690 8.19.5's example: the first two arcs share one subidentifier, 2 * 40 + 999 = 1079.
+  EXPECT_EQ(ToHex(Oid("2.999.3")), "0603883703");
+  EXPECT_EQ(OidToText(OidContent("2.999.3")), "2.999.3");
+  EXPECT_EQ(ToHex(Oid("1.2.18446744073709551615")), "060b2a81ffffffffffffffff7f");
+  EXPECT_EQ(OidToText(OidContent("1.2.18446744073709551615")), "1.2.18446744073709551615");
+  for (std::string_view bad :
+       {"", "1", "1.", ".1", "1..2", "1.2.", "3.1", "0.40", "1.40", "1.2.-3", "+1.2", "1.2 ",
+        "1.2.18446744073709551616", "2.18446744073709551600"}) {
+    EXPECT_TRUE(OidContent(bad).empty()) << bad;
+    EXPECT_EQ(ToHex(Oid(bad)), "0600") << bad;
+  }
+  EXPECT_EQ(ToHex(Oid("2.100")), "06028134");  // 180: a second arc over 39 under arc 2
+}
+
 TEST(Der, IntegersAreMinimalAndPositive) {
   Bytes high = {0x80, 0x01};
   EXPECT_EQ(ToHex(UnsignedInteger(high)), "0203008001");
