@@ -126,14 +126,13 @@ bool AppendOidContent(Bytes& out, std::string_view dotted) {
       out.resize(start);
       return false;
     }
+    bool last = next == end;
     if (arc == 0) {
+      if (last) break;  // one arc is not an OID
       first = v;
     } else {
-      AppendBase128(out, arc == 1 ? first * 40 + v : v);
-    }
-    if (next == end) {
-      if (arc == 0) break;
-      return true;
+      AppendBase128(out, arc == 1 ? first * 40 + v : v);  // the first two arcs share one
+      if (last) return true;
     }
     p = next + 1;
   }
