@@ -26,6 +26,11 @@ inline Bytes ToBytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
 std::string ToHex(ByteView data);
 // Accepts upper- and lowercase; refuses odd lengths and non-hex characters.
 Result<Bytes> FromHex(std::string_view hex);
+// Decodes exactly 2 * out.size() hex digits (either case) into `out`, without allocating; false,
+// with `out` unspecified, for another length or a character that is not a hex digit.
+bool FromHexInto(std::string_view hex, std::span<uint8_t> out);
+// The value of a hex digit of either case, or -1.
+int HexDigitValue(char c);
 
 // RFC 4648 section 4, with padding.
 std::string Base64Encode(ByteView data);

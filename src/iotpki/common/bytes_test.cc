@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
+#include <cstdlib>
+#include <string>
+
 namespace iotpki {
 namespace {
 
@@ -15,6 +19,36 @@ TEST(Hex, RefusesBadInput) {
   EXPECT_FALSE(FromHex("abc"));
   EXPECT_FALSE(FromHex("zz"));
   EXPECT_EQ(FromHex("0g").error().code(), Code::kInvalidArgument);
+}
+
+// Every byte value in both places of a pair, against the C library's idea of a hex digit.
+TEST(Hex, DecodesEveryCharacterLikeStrtol) {
+  for (int v = 0; v < 256; ++v) {
+    char c = static_cast<char>(v);
+    bool digit = std::isxdigit(static_cast<unsigned char>(c)) != 0;
+    int expected =
+        digit ? static_cast<int>(std::strtol(std::string(1, c).c_str(), nullptr, 16)) : -1;
+    EXPECT_EQ(HexDigitValue(c), expected) << "byte " << v;
+    for (bool high : {true, false}) {
+      std::string pair = high ? std::string{c, '7'} : std::string{'7', c};
+      uint8_t out[1] = {0};
+      EXPECT_EQ(FromHexInto(pair, out), digit) << "byte " << v << (high ? " first" : " second");
+      if (digit) {
+        EXPECT_EQ(out[0], high ? (expected << 4 | 7) : (7 << 4 | expected));
+      }
+    }
+  }
+}
+
+TEST(Hex, DecodesIntoAFixedBufferOfExactlyHalfTheDigits) {
+  uint8_t out[4] = {};
+  ASSERT_TRUE(FromHexInto("0001ABff", out));
+  EXPECT_EQ(Bytes(out, out + 4), (Bytes{0x00, 0x01, 0xab, 0xff}));
+  EXPECT_FALSE(FromHexInto("0001ab", out));      // too short
+  EXPECT_FALSE(FromHexInto("0001abff00", out));  // too long
+  EXPECT_FALSE(FromHexInto("0001abf", out));
+  EXPECT_FALSE(FromHexInto("0001ab f", out));
+  EXPECT_TRUE(FromHexInto("", std::span<uint8_t>()));
 }
 
 TEST(Base64, Rfc4648Vectors) {

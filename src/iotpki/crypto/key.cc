@@ -68,7 +68,8 @@ DigestAlgorithm DefaultDigest(KeyType type) {
   return type == KeyType::kP384 ? DigestAlgorithm::kSha384 : DigestAlgorithm::kSha256;
 }
 
-Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView spki) {
+Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView spki,
+                                        std::string_view curve) {
   PublicKey pk;
   pk.spki_ = spki.empty() ? ossl::ToDer(key.get(), i2d_PUBKEY) : Bytes(spki.begin(), spki.end());
   if (pk.spki_.empty())
@@ -76,13 +77,17 @@ Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView 
   int id = EVP_PKEY_get_base_id(key.get());
   pk.bits_ = EVP_PKEY_get_bits(key.get());
   if (id == EVP_PKEY_EC) {
-    char name[64] = {0};
-    size_t len = 0;
-    if (EVP_PKEY_get_utf8_string_param(key.get(), OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof name,
-                                       &len) == 1) {
-      pk.curve_ = name;
+    if (!curve.empty()) {
+      pk.curve_ = curve;
+    } else {
+      char name[64] = {0};
+      size_t len = 0;
+      if (EVP_PKEY_get_utf8_string_param(key.get(), OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof name,
+                                         &len) == 1) {
+        pk.curve_ = name;
+      }
+      ossl::ClearErrors();
     }
-    ossl::ClearErrors();
     if (pk.curve_ == "prime256v1") {
       pk.type_ = KeyType::kP256;
     } else if (pk.curve_ == "secp384r1") {

@@ -65,7 +65,9 @@ class PublicKey {
  private:
   PublicKey() = default;
   // `spki`: the key's DER if known; empty to encode it.
-  static Result<PublicKey> FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView spki = {});
+  // `curve`: the EC group's name when the caller has already asked OpenSSL for it.
+  static Result<PublicKey> FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView spki = {},
+                                      std::string_view curve = {});
 
   std::shared_ptr<EVP_PKEY> key_;
   Bytes spki_;

@@ -80,8 +80,8 @@ Result<PrivateKey> PrivateKey::FromHandle(std::shared_ptr<EVP_PKEY> key) {
   // an i2d_PUBKEY/d2i_PUBKEY round trip through OpenSSL 3.0's encoders and decoders costs
   // about ten times the key generation itself.
   Bytes spki;
+  char group[32] = {0};
   if (EVP_PKEY_get_base_id(key.get()) == EVP_PKEY_EC) {
-    char group[32] = {0};
     size_t group_len = 0;
     uint8_t point[1 + 2 * 48];
     size_t point_len = 0;
@@ -95,7 +95,8 @@ Result<PrivateKey> PrivateKey::FromHandle(std::shared_ptr<EVP_PKEY> key) {
     }
     ossl::ClearErrors();
   }
-  IOTPKI_TRY(pk.public_, PublicKey::FromHandle(key, spki));
+  // The group's name too, when the point gave the SPKI (the name was read and understood).
+  IOTPKI_TRY(pk.public_, PublicKey::FromHandle(key, spki, spki.empty() ? "" : group));
   if (!spki.empty()) pk.sign_contexts_ = std::make_shared<SignContexts>();
   pk.key_ = std::move(key);
   return pk;
@@ -252,10 +253,11 @@ Result<Bytes> PrivateKey::Sign(ByteView data) const {
         return Fail(ossl::Drain(Code::kInternal, "signing failed"));
       }
     }
-    size_t len = 0;
-    if (EVP_PKEY_sign(ctx.get(), nullptr, &len, hash, hash_len) != 1) {
-      return Fail(ossl::Drain(Code::kInternal, "signing failed"));
-    }
+    // The largest signature's size, kept in the key (asking EVP_PKEY_sign for it encodes a
+    // dummy signature).
+    int max_len = EVP_PKEY_get_size(key_.get());
+    if (max_len <= 0) return Fail(ossl::Drain(Code::kInternal, "signing failed"));
+    size_t len = static_cast<size_t>(max_len);
     Bytes sig(len);
     if (EVP_PKEY_sign(ctx.get(), sig.data(), &len, hash, hash_len) != 1) {
       return Fail(ossl::Drain(Code::kInternal, "signing failed"));

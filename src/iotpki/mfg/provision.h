@@ -59,7 +59,12 @@ struct ProvisionOptions {
   bool discard_keys = false;
   // kCa with bundles: the passphrase the station decrypts the device keys with.
   std::string transport_passphrase;
-  unsigned workers = 0;   // key generation and signing threads; 0: one per hardware thread
+  unsigned workers = 0;  // key generation and signing threads; 0: one per hardware thread
+  // Added to the workers' niceness. One thread commits the groups, in order; once the store is
+  // large it is the batch's bottleneck, and on a machine with as many workers as cores it waited
+  // a fifth of its time for a core the workers held (docs/performance.md, "The committing
+  // thread first"). Lower, the workers yield to it; they have time to spare.
+  int worker_niceness = 10;
   size_t group_size = 0;  // devices per store transaction; 0: from the batch size (64 to 4096)
   // kCsr: up to this many pending CSRs, each is parsed once (in the preflight) and held, about
   // 2.3 KB more than its bytes; beyond it the bytes are held and parsed again when signing.

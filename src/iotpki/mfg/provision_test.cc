@@ -2,9 +2,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -279,6 +282,53 @@ TEST_F(ProvisionTest, NoBundlesWritesTheManifestOnly) {
   EXPECT_EQ(Count(*ca), 10);
   EXPECT_FALSE(fs::exists(out_ / devices[0].serial));
   EXPECT_TRUE(fs::exists(out_ / kManifest));
+}
+
+// The niceness of each thread of this process but the calling one (Linux: /proc/self/task).
+std::vector<int> OtherThreadsNiceness() {
+  std::vector<int> out;
+  for (const auto& task : fs::directory_iterator("/proc/self/task")) {
+    if (task.path().filename() == std::to_string(gettid())) continue;
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // pid (comm) state ppid ...: niceness is the 19th field, the 17th after the comm.
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 0; i < 17 && fields >> field; ++i) {
+    }
+    if (fields) out.push_back(std::stoi(field));
+  }
+  return out;
+}
+
+TEST_F(ProvisionTest, WorkersYieldTheCpuToTheCommittingThread) {
+  errno = 0;
+  int own = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  ASSERT_EQ(errno, 0);
+  if (own >= 19) GTEST_SKIP() << "this test already runs at the lowest priority";
+  int lowered = std::min(own + 10, 19);
+  auto ca = OpenCa();
+  for (int niceness : {10, 0}) {
+    SCOPED_TRACE("worker_niceness " + std::to_string(niceness));
+    std::string tag = "n" + std::to_string(niceness);
+    auto opts = Options(KeyMode::kCa);
+    opts.batch = tag;
+    opts.out = base_ / tag;
+    opts.bundles = false;
+    opts.discard_keys = true;
+    opts.worker_niceness = niceness;
+    std::vector<int> seen;  // while the workers prepare the groups after the first
+    opts.step_hook = [&](Step step, size_t group) {
+      if (step == Step::kCommitted && group == 0) seen = OtherThreadsNiceness();
+    };
+    // Five groups of 8: the workers wait for the first to commit before they take the fourth.
+    auto report = Provision(*ca, Devices(40, tag + "-"), opts);
+    ASSERT_TRUE(report) << report.error().ToString();
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), lowered), niceness == 0 ? 0 : 2)
+        << ::testing::PrintToString(seen);
+    // The committing thread keeps its own.
+    EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())), own);
+  }
 }
 
 // Bad input is refused before anything is written: no output directory, no row.

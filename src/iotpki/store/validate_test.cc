@@ -12,6 +12,13 @@ TEST(Validate, LowerHex) {
   EXPECT_FALSE(IsLowerHex("00FF"));
   EXPECT_FALSE(IsLowerHex("0g"));
   EXPECT_EQ(ToLowerAscii("AbC-9"), "abc-9");
+  // Every byte value, in the first and in the last place.
+  for (int v = 0; v < 256; ++v) {
+    char c = static_cast<char>(v);
+    bool lower_digit = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    EXPECT_EQ(IsLowerHex(std::string{c, '0'}), lower_digit) << "byte " << v;
+    EXPECT_EQ(IsLowerHex(std::string{'a', 'b', '0', c}), lower_digit) << "byte " << v;
+  }
 }
 
 TEST(Validate, CursorsRoundTripAndDoNotMix) {
