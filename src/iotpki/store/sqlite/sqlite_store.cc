@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -46,15 +47,19 @@ constexpr std::string_view kCertsWithDevice =
 // Device ids and key fingerprints are 64 lowercase hex digits in the API and 32-byte blobs in the
 // database. Writes are validated first (validate.cc); for an id a reader was given, nullopt
 // means it cannot name any row.
-std::optional<Bytes> IdBytes(std::string_view hex) {
-  if (hex.size() != 64) return std::nullopt;
-  auto bytes = FromHex(hex);
-  if (!bytes) return std::nullopt;
-  return std::move(*bytes);
-}
-Bytes MustIdBytes(std::string_view validated_hex) {
-  auto bytes = IdBytes(validated_hex);
-  return bytes ? std::move(*bytes) : Bytes();
+// An id or fingerprint as its 32-byte blob, without a heap allocation (the committing thread
+// decodes three for each device of a factory batch). Empty (size 0) for anything but 64 hex
+// digits: bound as such it matches no row and fails the tables' length CHECKs.
+struct IdBlob {
+  std::array<uint8_t, 32> bytes{};
+  size_t size = 0;
+  ByteView view() const { return ByteView(bytes.data(), size); }
+  explicit operator bool() const { return size != 0; }
+};
+IdBlob IdBytes(std::string_view hex) {
+  IdBlob blob;
+  if (FromHexInto(hex, blob.bytes)) blob.size = blob.bytes.size();
+  return blob;
 }
 
 Error Unreadable(std::string_view table, const Error& cause) {
@@ -447,8 +452,8 @@ class BatchWriter {
     IOTPKI_TRY(auto stmt, conn_.Prepare("INSERT INTO devices (device_id, serial, model, batch, "
                                         "state, hardware_fingerprint, created_at, updated_at) "
                                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"));
-    Bytes id = MustIdBytes(d.device_id);
-    stmt->Bind(1, ByteView(id));
+    IdBlob id = IdBytes(d.device_id);
+    stmt->Bind(1, id.view());
     stmt->Bind(2, std::string_view(d.serial));
     stmt->Bind(3, std::string_view(d.model));
     stmt->Bind(4, std::string_view(d.batch));
@@ -462,7 +467,7 @@ class BatchWriter {
     }
     if (IsConstraint(stmt->last_error())) {
       // Which constraint? Ask the data rather than parse SQLite's message.
-      IOTPKI_TRY(bool id_taken, Exists("SELECT 1 FROM devices WHERE device_id = ?1", ByteView(id)));
+      IOTPKI_TRY(bool id_taken, Exists("SELECT 1 FROM devices WHERE device_id = ?1", id.view()));
       if (id_taken) {
         return Fail(Code::kAlreadyExists, "device " + d.device_id + " already exists",
                     r.error().detail());
@@ -482,13 +487,13 @@ class BatchWriter {
                                         "WHERE device_id = ?3 AND state = ?4"));
     stmt->Bind(1, DeviceStateName(op.to));
     stmt->Bind(2, now_);
-    Bytes id = MustIdBytes(op.device_id);
-    stmt->Bind(3, ByteView(id));
+    IdBlob id = IdBytes(op.device_id);
+    stmt->Bind(3, id.view());
     stmt->Bind(4, DeviceStateName(op.from));
     IOTPKI_CHECK(stmt->Run());
-    if (stmt->Changes() == 1) return op.from == op.to ? Result<void>() : MoveCounts(op, id);
+    if (stmt->Changes() == 1) return op.from == op.to ? Result<void>() : MoveCounts(op, id.view());
     IOTPKI_TRY(auto probe, conn_.Prepare("SELECT state FROM devices WHERE device_id = ?1"));
-    probe->Bind(1, ByteView(id));
+    probe->Bind(1, id.view());
     IOTPKI_TRY(bool found, probe->Step());
     if (!found) return Fail(Code::kNotFound, "device " + op.device_id + " not found");
     return Fail(Code::kAborted, "device " + op.device_id + " is " + probe->Text(0) + ", not " +
@@ -503,7 +508,7 @@ class BatchWriter {
     if (c.device_id) {
       IOTPKI_TRY(auto probe, conn_.Prepare("SELECT seq, state, model, batch FROM devices "
                                            "WHERE device_id = ?1"));
-      probe->Bind(1, ByteView(MustIdBytes(*c.device_id)));
+      probe->Bind(1, IdBytes(*c.device_id).view());
       IOTPKI_TRY(bool found, probe->Step());
       if (!found) {
         return Fail(Code::kNotFound,
@@ -513,7 +518,7 @@ class BatchWriter {
     }
     std::optional<int64_t> owner_seq;
     if (owner) owner_seq = owner->seq;
-    Bytes fp = MustIdBytes(c.key_fingerprint);
+    IdBlob fp = IdBytes(c.key_fingerprint);
     IOTPKI_TRY(auto stmt,
                conn_.Prepare("INSERT INTO certificates (serial, device_seq, profile, issuer, "
                              "subject, not_before, not_after, key_fingerprint, der, status, "
@@ -526,7 +531,7 @@ class BatchWriter {
     stmt->Bind(5, std::string_view(c.subject));
     stmt->Bind(6, c.not_before);
     stmt->Bind(7, c.not_after);
-    stmt->Bind(8, ByteView(fp));
+    stmt->Bind(8, fp.view());
     stmt->Bind(9, ByteView(c.der));
     stmt->Bind(10, now_);
     auto r = stmt->Run();
@@ -538,7 +543,7 @@ class BatchWriter {
       }
       return Fail(std::move(r).error());
     }
-    IOTPKI_CHECK(ClaimKey(c, fp, owner_seq));
+    IOTPKI_CHECK(ClaimKey(c, fp.view(), owner_seq));
     if (!owner || c.not_after >= kCountedExpiryLimit) return {};
     return CountCertificate(*owner, CountedCert{c.not_after, c.serial});
   }
@@ -947,7 +952,7 @@ Result<Device> SqliteStore::GetDevice(std::string_view device_id) {
   return impl_->WithReader([&](Connection& conn) -> Result<Device> {
     IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kDeviceColumns) +
                                        " FROM devices d WHERE d.device_id = ?1"));
-    stmt->Bind(1, ByteView(*bytes));
+    stmt->Bind(1, bytes.view());
     IOTPKI_TRY(bool row, stmt->Step());
     if (!row) return Fail(Code::kNotFound, "device " + id + " not found");
     return ReadDevice(*stmt);
@@ -1016,12 +1021,12 @@ Result<std::vector<CertificateRecord>> CertificatesOfKey(Connection& conn, std::
   if (!fp) return std::vector<CertificateRecord>();
   IOTPKI_TRY(auto owner, conn.Prepare("SELECT device_seq FROM public_keys "
                                       "WHERE key_fingerprint = ?1"));
-  owner->Bind(1, ByteView(*fp));
+  owner->Bind(1, fp.view());
   IOTPKI_TRY(bool known, owner->Step());
   if (!known) return std::vector<CertificateRecord>();
   std::optional<int64_t> device_seq = owner->OptionalInt64(0);
   owner->Reset();
-  Query q = CertificatesOfKeyQuery(device_seq, *fp);
+  Query q = CertificatesOfKeyQuery(device_seq, fp.view());
   IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
   q.BindTo(*stmt);
   return ReadCertificates(*stmt);
@@ -1061,7 +1066,7 @@ Result<std::vector<CertificateRecord>> SqliteStore::ListCertificatesForDevice(
                                        " FROM devices d CROSS JOIN certificates c "
                                        "WHERE d.device_id = ?1 AND c.device_seq = d.seq "
                                        "ORDER BY c.not_before, c.serial"));
-    stmt->Bind(1, ByteView(*id));
+    stmt->Bind(1, id.view());
     return ReadCertificates(*stmt);
   });
 }
