@@ -50,8 +50,16 @@ class Error {
   std::string detail_;
 };
 
+// tl::expected with [[nodiscard]]: a Result ignored by mistake is a compiler warning (an error in
+// the project's own builds). Discard one deliberately with a (void) cast and a comment saying
+// why. A class rather than an alias only because an alias cannot carry the attribute.
 template <class T = void>
-using Result = tl::expected<T, Error>;
+class [[nodiscard]] Result : public tl::expected<T, Error> {
+ public:
+  using tl::expected<T, Error>::expected;
+  Result(const tl::expected<T, Error>& other) : tl::expected<T, Error>(other) {}
+  Result(tl::expected<T, Error>&& other) : tl::expected<T, Error>(std::move(other)) {}
+};
 
 inline tl::unexpected<Error> Fail(Code code, std::string message, std::string detail = {}) {
   return tl::unexpected<Error>(Error(code, std::move(message), std::move(detail)));
