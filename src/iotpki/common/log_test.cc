@@ -1,0 +1,70 @@
+#include "iotpki/common/log.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace iotpki::log {
+namespace {
+
+// 2026-12-06T16:40:00.123Z
+constexpr int64_t kMillis = 1796575200123;
+
+TEST(Log, TextLineHasTimeLevelEventAndFields) {
+  std::string line = FormatLine(Format::kText, Level::kWarn, kMillis, "http.request",
+                                {{"status", 403}, {"endpoint", "est_simpleenroll"}});
+  EXPECT_EQ(line,
+            "2026-12-06T16:40:00.123Z WARN  http.request status=403 endpoint=est_simpleenroll");
+}
+
+TEST(Log, TextValuesThatCouldForgeFieldsOrLinesAreQuoted) {
+  std::string line = FormatLine(Format::kText, Level::kInfo, kMillis, "e",
+                                {{"reason", "a b=c\n2026 ERROR fake \"x\"\\"}, {"empty", ""}});
+  EXPECT_EQ(line,
+            "2026-12-06T16:40:00.123Z INFO  e reason=\"a b=c\\n2026 ERROR fake \\\"x\\\"\\\\\" "
+            "empty=\"\"");
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  std::string bytes = FormatLine(Format::kText, Level::kInfo, kMillis, "e", {{"v", "\x01\xff"}});
+  EXPECT_NE(bytes.find("v=\"\\x01\\xff\""), std::string::npos) << bytes;
+}
+
+TEST(Log, JsonLineParsesBackWithTypedFields) {
+  std::string line =
+      FormatLine(Format::kJson, Level::kError, kMillis, "http.request",
+                 {{"status", 500}, {"latency_ms", 1.5}, {"ok", false}, {"detail", "q\"uote\n"}});
+  auto j = nlohmann::json::parse(line);
+  EXPECT_EQ(j["time"], "2026-12-06T16:40:00.123Z");
+  EXPECT_EQ(j["level"], "error");
+  EXPECT_EQ(j["event"], "http.request");
+  EXPECT_EQ(j["status"], 500);
+  EXPECT_DOUBLE_EQ(j["latency_ms"].get<double>(), 1.5);
+  EXPECT_EQ(j["ok"], false);
+  EXPECT_EQ(j["detail"], "q\"uote\n");
+}
+
+TEST(Log, JsonReplacesInvalidUtf8AndKeepsValidUtf8) {
+  std::string line = FormatLine(Format::kJson, Level::kInfo, kMillis, "e",
+                                {{"bad", "a\xc3(\xed\xa0\x80"}, {"good", "\xc3\xa9t\xc3\xa9"}});
+  auto j = nlohmann::json::parse(line);  // throws on invalid UTF-8
+  EXPECT_EQ(j["bad"], "a\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_EQ(j["good"], "\xc3\xa9t\xc3\xa9");
+}
+
+TEST(Log, LevelsAndFormatsParseAndFilter) {
+  EXPECT_EQ(*ParseLevel("warning"), Level::kWarn);
+  EXPECT_EQ(*ParseFormat("json"), Format::kJson);
+  auto bad = ParseLevel("verbose");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("debug, info, warn, error, off"), std::string::npos);
+  ASSERT_FALSE(ParseFormat("xml"));
+  Configure(Format::kText, Level::kWarn);
+  EXPECT_FALSE(Enabled(Level::kInfo));
+  EXPECT_TRUE(Enabled(Level::kError));
+  Configure(Format::kText, Level::kOff);
+  EXPECT_FALSE(Enabled(Level::kError));
+  Configure(Format::kText, Level::kInfo);
+  EXPECT_TRUE(Enabled(Level::kInfo));
+}
+
+}  // namespace
+}  // namespace iotpki::log
