@@ -9,9 +9,11 @@ packages=(
   # libraries
   libssl-dev libboost-dev libboost-system-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libexpected-dev libgtest-dev libgmock-dev
-  libbenchmark-dev libjemalloc-dev
+  libbenchmark-dev libjemalloc-dev libpq-dev
   # independent clients and parsers used by tests and the demo
   openssl gnutls-bin curl sqlite3
+  # the PostgreSQL store's tests start a throwaway cluster of their own (tests/pg_cluster.sh)
+  postgresql
 )
 
 missing=()

@@ -21,6 +21,8 @@ jobs=$(nproc)
 echo "== build (RelWithDebInfo)"
 "$root/scripts/build.sh" "$root/build"
 echo "== tests"
+# The PostgreSQL tests run on a cluster that the pg_cluster_start test starts (tests/
+# pg_cluster.sh); without PostgreSQL they skip, except under CI=true, where they fail.
 ctest --test-dir "$root/build" -j"$jobs" --output-on-failure
 
 echo "== build (ASan + UBSan)"

@@ -211,7 +211,8 @@ expect "no device expires" "^no devices$" "$WORK/out"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
   -subj /CN=x -out "$WORK/ldev.csr" 2>/dev/null
 check "an LDevID for TH-000002" "$IOTPKI" cert issue --dir "$D" --csr "$WORK/ldev.csr" \
-  --profile ldevid --serial TH-000002 --fingerprint 00112233445566778899aabbccddeeff --out /dev/null
+  --profile ldevid --serial TH-000002 --fingerprint 00112233445566778899aabbccddeeff \
+  --out "$WORK/ldev.pem"
 check "device count --expiring-within 91d" "$IOTPKI" device count --dir "$D" --expiring-within 91d
 equal "one device expires within 91 days" "$(cat "$WORK/out")" "1"
 check "device count --expiring-within 30d" "$IOTPKI" device count --dir "$D" --expiring-within 30d

@@ -9,7 +9,7 @@
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/crypto/secret_file.h"
-#include "iotpki/store/sqlite/sqlite_store.h"
+#include "iotpki/store/open.h"
 
 namespace iotpki::ca {
 namespace {
@@ -86,10 +86,8 @@ Result<x509::Policy> PolicyFromConfig(const CaConfig& config) {
 }
 
 Result<std::unique_ptr<store::Store>> OpenStore(const fs::path& dir, const CaConfig& config,
-                                                const Clock& clock) {
-  fs::path path = config.store_path;
-  if (path.is_relative()) path = dir / path;
-  return store::OpenSqliteStore(path, clock);
+                                                const Clock& clock, std::string_view store_url) {
+  return store::Open(store_url.empty() ? config.store_url : store_url, clock, {.base_dir = dir});
 }
 
 Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string_view passphrase,
@@ -121,6 +119,7 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
 
   CaConfig config;
   config.organization = options.organization;
+  if (!options.store_url.empty()) config.store_url = options.store_url;
   config.bootstrap_salt = ToHex(crypto::RandomBytes(16));
   x509::Policy policy;
   int64_t now = clock.NowUnix();
@@ -161,6 +160,13 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
 
   {
     IOTPKI_TRY(auto store, OpenStore(tmp, config, clock));
+    // A database shared by several nodes may already serve a CA: never mix two in one store.
+    IOTPKI_TRY(auto audit, store->ReadAudit(1, 1));
+    if (!audit.empty()) {
+      return Fail(Code::kAlreadyExists,
+                  "the store " + store::RedactStoreUrl(config.store_url) +
+                      " already holds a CA's records; ca init needs an empty database");
+    }
     store::WriteBatch batch;
     batch.InsertCertificate(RecordFor(root, store::CertProfile::kRoot, "root", std::nullopt));
     batch.InsertCertificate(RecordFor(mfg, store::CertProfile::kIssuingCa, "root", std::nullopt));
@@ -186,7 +192,8 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
   return {};
 }
 
-Result<std::unique_ptr<Authority>> Authority::Open(const fs::path& dir, const Clock& clock) {
+Result<std::unique_ptr<Authority>> Authority::Open(const fs::path& dir, const Clock& clock,
+                                                   std::string_view store_url) {
   IOTPKI_TRY(CaConfig config, LoadConfig(dir));
   std::unique_ptr<Authority> a(new Authority(dir, std::move(config), clock));
   IOTPKI_TRY(a->policy_, PolicyFromConfig(a->config_));
@@ -200,7 +207,7 @@ Result<std::unique_ptr<Authority>> Authority::Open(const fs::path& dir, const Cl
   IOTPKI_TRY(a->root_, load(a->config_.root_cert));
   IOTPKI_TRY(a->manufacturing_, load(a->config_.manufacturing_cert));
   IOTPKI_TRY(a->operational_, load(a->config_.operational_cert));
-  IOTPKI_TRY(a->store_, OpenStore(dir, a->config_, clock));
+  IOTPKI_TRY(a->store_, OpenStore(dir, a->config_, clock, store_url));
   return a;
 }
 

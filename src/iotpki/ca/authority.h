@@ -29,6 +29,8 @@ struct InitOptions {
   std::string organization = "iotpki";
   crypto::KeyType root_curve = crypto::KeyType::kP256;
   std::string actor = "cli";
+  // The store's URL (store/open.h), recorded in iotpki.toml; empty: sqlite:iotpki.db in `dir`.
+  std::string store_url;
 };
 
 // Creates a CA in `dir`: root, manufacturing and operational CAs, their keys encrypted with
@@ -72,9 +74,11 @@ struct IssueRequest {
 // Thread-safe once the issuers needed are unlocked.
 class Authority {
  public:
-  // Reads the configuration, the three CA certificates and opens the store. No key is opened.
+  // Reads the configuration, the three CA certificates and opens the store (`store_url` if
+  // given, else the configuration's). No key is opened.
   static Result<std::unique_ptr<Authority>> Open(const std::filesystem::path& dir,
-                                                 const Clock& clock);
+                                                 const Clock& clock,
+                                                 std::string_view store_url = {});
 
   // Opens an issuing CA's key; Unauthenticated for a wrong passphrase, DataLoss for a corrupted
   // key file. Checks that the key belongs to the CA certificate.
@@ -191,8 +195,10 @@ class Authority {
 // Builds the x509 issuance policy from the configuration.
 Result<x509::Policy> PolicyFromConfig(const CaConfig& config);
 
-// Opens the store a configuration names (relative paths against `dir`).
+// Opens the store at `store_url`, or if it is empty the one the configuration names (relative
+// SQLite paths against `dir`).
 Result<std::unique_ptr<store::Store>> OpenStore(const std::filesystem::path& dir,
-                                                const CaConfig& config, const Clock& clock);
+                                                const CaConfig& config, const Clock& clock,
+                                                std::string_view store_url = {});
 
 }  // namespace iotpki::ca

@@ -2,16 +2,52 @@
 
 #include <toml++/toml.h>
 
+#include <optional>
 #include <sstream>
 
 #include "iotpki/common/der.h"
 #include "iotpki/common/file.h"
+#include "iotpki/store/open.h"
 
 namespace iotpki::ca {
 namespace {
 
 Error Invalid(const std::filesystem::path& file, const std::string& what) {
   return Error(Code::kInvalidArgument, file.string() + ": " + what);
+}
+
+// [store] url, or the backend and path keys of files written before it (backend "sqlite" only).
+Result<void> LoadStoreUrl(const toml::table& t, const std::filesystem::path& file,
+                          std::string& url) {
+  auto text = [&](const char* path) -> Result<std::optional<std::string>> {
+    auto node = t.at_path(path);
+    if (!node) return std::optional<std::string>();
+    auto v = node.value<std::string>();
+    if (!v) return Fail(Invalid(file, std::string(path) + " must be a string"));
+    return std::optional<std::string>(*v);
+  };
+  IOTPKI_TRY(auto given, text("store.url"));
+  IOTPKI_TRY(auto backend, text("store.backend"));
+  IOTPKI_TRY(auto path, text("store.path"));
+  if (given && (backend || path)) {
+    return Fail(Invalid(file, "store.url replaces store.backend and store.path: keep only url"));
+  }
+  if (given) {
+    auto parsed = store::ParseStoreUrl(*given);
+    if (!parsed) return Fail(Invalid(file, "store.url: " + parsed.error().message()));
+    url = *given;
+    return {};
+  }
+  if (backend && *backend != "sqlite") {
+    return Fail(Invalid(file, "store.backend '" + *backend +
+                                  "' is not supported: set store.url (sqlite:PATH or "
+                                  "postgresql://HOST/DATABASE)"));
+  }
+  if (path) {
+    if (path->empty()) return Fail(Invalid(file, "store.path is empty"));
+    url = "sqlite:" + *path;
+  }
+  return {};
 }
 
 }  // namespace
@@ -29,7 +65,7 @@ std::string ConfigToToml(const CaConfig& c) {
                             {"operational", c.operational_cert}}},
       {"bootstrap",
        toml::table{{"master_key", c.bootstrap_master_key}, {"salt", c.bootstrap_salt}}},
-      {"store", toml::table{{"backend", c.store_backend}, {"path", c.store_path}}},
+      {"store", toml::table{{"url", c.store_url}}},
       {"policy", toml::table{{"ldevid_validity_days", c.ldevid_validity_days},
                              {"ldevid_max_validity_days", c.ldevid_max_validity_days},
                              {"device_key_types", key_types},
@@ -96,8 +132,7 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   IOTPKI_CHECK(str("certs.operational", c.operational_cert));
   IOTPKI_CHECK(str("bootstrap.master_key", c.bootstrap_master_key));
   IOTPKI_CHECK(str("bootstrap.salt", c.bootstrap_salt));
-  IOTPKI_CHECK(str("store.backend", c.store_backend));
-  IOTPKI_CHECK(str("store.path", c.store_path));
+  IOTPKI_CHECK(LoadStoreUrl(t, file, c.store_url));
   IOTPKI_CHECK(integer("policy.ldevid_validity_days", c.ldevid_validity_days, 1, 3650));
   IOTPKI_CHECK(integer("policy.ldevid_max_validity_days", c.ldevid_max_validity_days, 1, 3650));
   IOTPKI_CHECK(integer("policy.device_size_budget", c.device_size_budget, 0, 65536));
@@ -112,9 +147,6 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
       if (!v) return Fail(Invalid(file, "policy.device_key_types must hold strings"));
       c.device_key_types.push_back(*v);
     }
-  }
-  if (c.store_backend != "sqlite") {
-    return Fail(Invalid(file, "store.backend '" + c.store_backend + "' is not supported (sqlite)"));
   }
   if (c.ldevid_validity_days > c.ldevid_max_validity_days) {
     return Fail(Invalid(file, "policy.ldevid_validity_days exceeds ldevid_max_validity_days"));

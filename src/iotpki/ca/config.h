@@ -4,7 +4,7 @@
 //   DIR/keys/<name>.key       encrypted PKCS#8 keys, 0600 (or, later, pkcs11:/tpm2: URIs)
 //   DIR/keys/bootstrap-master.key  the bootstrap master secret (openssl enc format), 0600
 //   DIR/certs/<name>.pem      root.pem, manufacturing.pem, operational.pem
-//   DIR/iotpki.db             the SQLite store
+//   DIR/iotpki.db             the SQLite store (unless [store] url names another)
 #pragma once
 
 #include <cstdint>
@@ -33,9 +33,9 @@ struct CaConfig {
   std::string bootstrap_master_key = "keys/bootstrap-master.key";
   std::string bootstrap_salt;  // hex
 
-  // [store]
-  std::string store_backend = "sqlite";
-  std::string store_path = "iotpki.db";
+  // [store] url: sqlite:PATH (relative to the CA directory) or postgresql://... (store/open.h).
+  // A file written before the url key read `backend = "sqlite"` and `path`; those still load.
+  std::string store_url = "sqlite:iotpki.db";
 
   // [policy]
   int ldevid_validity_days = 90;

@@ -65,5 +65,45 @@ TEST_F(ConfigTest, WrongTypesAndRangesRefused) {
   EXPECT_FALSE(LoadConfig(dir_));
 }
 
+// A CA directory made before [store] url keeps opening its SQLite file.
+TEST_F(ConfigTest, StoreBackendAndPathOfOlderFilesAreReadAsAUrl) {
+  Write("[store]\nbackend = \"sqlite\"\npath = \"inventory.db\"\n");
+  auto c = LoadConfig(dir_);
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_EQ(c->store_url, "sqlite:inventory.db");
+  Write("[store]\nbackend = \"sqlite\"\n");
+  EXPECT_EQ(LoadConfig(dir_)->store_url, "sqlite:iotpki.db");
+  Write("[ca]\norganization = \"x\"\n");
+  EXPECT_EQ(LoadConfig(dir_)->store_url, "sqlite:iotpki.db");
+}
+
+TEST_F(ConfigTest, StoreUrlRoundTrips) {
+  CaConfig c;
+  c.store_url = "postgresql://db1,db2/iotpki?target_session_attrs=read-write";
+  ASSERT_TRUE(SaveConfig(dir_, c));
+  auto back = LoadConfig(dir_);
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(back->store_url, c.store_url);
+}
+
+TEST_F(ConfigTest, BadStoreKeysAreRefusedWithTheFix) {
+  Write("[store]\nurl = \"mysql://db/iotpki\"\n");
+  auto scheme = LoadConfig(dir_);
+  ASSERT_FALSE(scheme);
+  EXPECT_EQ(scheme.error().code(), Code::kInvalidArgument);
+  EXPECT_NE(scheme.error().message().find("postgresql://"), std::string::npos)
+      << scheme.error().message();
+  Write("[store]\nurl = \"sqlite:a.db\"\npath = \"b.db\"\n");
+  auto both = LoadConfig(dir_);
+  ASSERT_FALSE(both);
+  EXPECT_NE(both.error().message().find("keep only url"), std::string::npos);
+  Write("[store]\nbackend = \"oracle\"\n");
+  auto other = LoadConfig(dir_);
+  ASSERT_FALSE(other);
+  EXPECT_NE(other.error().message().find("set store.url"), std::string::npos);
+  Write("[store]\nurl = 5\n");
+  EXPECT_FALSE(LoadConfig(dir_));
+}
+
 }  // namespace
 }  // namespace iotpki::ca

@@ -11,9 +11,10 @@
 namespace iotpki::cli {
 namespace {
 
-Result<void> RunVerify(const std::string& dir, const std::string& manifest) {
+Result<void> RunVerify(const std::string& dir, const std::string& store_url,
+                       const std::string& manifest) {
   IOTPKI_TRY(ca::CaConfig config, ca::LoadConfig(dir));
-  IOTPKI_TRY(auto store, ca::OpenStore(dir, config, SystemClock::Instance()));
+  IOTPKI_TRY(auto store, ca::OpenStore(dir, config, SystemClock::Instance(), store_url));
   IOTPKI_TRY(store::AuditVerdict verdict, store::VerifyAuditChain(*store));
   if (!verdict.intact) {
     return Fail(Code::kDataLoss, "audit log is broken: " + verdict.explanation);
@@ -35,11 +36,13 @@ void AddAuditCommands(CLI::App& app) {
   audit->require_subcommand(1);
   auto dir = std::make_shared<std::string>();
   auto manifest = std::make_shared<std::string>();
+  auto store_url = std::make_shared<std::string>();
   auto* verify = audit->add_subcommand("verify", "Recompute the chain; name the first broken row");
   verify->add_option("--dir", *dir, "CA directory")->required();
+  AddStoreOption(verify, *store_url);
   verify->add_option("--manifest", *manifest,
                      "Also check a batch's manifest.jsonl against its mfg.issue rows");
-  SetAction(verify, [dir, manifest] { return RunVerify(*dir, *manifest); });
+  SetAction(verify, [dir, store_url, manifest] { return RunVerify(*dir, *store_url, *manifest); });
 }
 
 }  // namespace iotpki::cli

@@ -8,6 +8,7 @@
 #include "iotpki/cli/cli.h"
 #include "iotpki/common/clock.h"
 #include "iotpki/common/file.h"
+#include "iotpki/store/open.h"
 #include "iotpki/x509/certificate.h"
 
 namespace iotpki::cli {
@@ -18,17 +19,20 @@ struct InitArgs {
   std::string org = "iotpki";
   std::string root_curve = "P-256";
   std::string passphrase_file;
+  std::string store;
 };
 
 struct CaShowArgs {
   std::string dir;
+  std::string store;
   bool json = false;
 };
 
 Result<void> RunInit(const InitArgs& args) {
   IOTPKI_TRY(crypto::KeyType curve, crypto::ParseCurve(args.root_curve));
   IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
-  ca::InitOptions options{.organization = args.org, .root_curve = curve};
+  if (!args.store.empty()) IOTPKI_CHECK(store::ParseStoreUrl(args.store));
+  ca::InitOptions options{.organization = args.org, .root_curve = curve, .store_url = args.store};
   IOTPKI_CHECK(ca::InitCa(args.dir, options, passphrase, SystemClock::Instance()));
   std::cout << "created CA in " << args.dir << " (root, manufacturing and operational CAs; keys "
             << "encrypted in " << args.dir << "/keys)\n";
@@ -36,7 +40,7 @@ Result<void> RunInit(const InitArgs& args) {
 }
 
 Result<void> RunCaShow(const CaShowArgs& args) {
-  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance()));
+  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
   nlohmann::json out = nlohmann::json::array();
   for (ca::CaName name :
        {ca::CaName::kRoot, ca::CaName::kManufacturing, ca::CaName::kOperational}) {
@@ -91,11 +95,15 @@ void AddCaCommands(CLI::App& app) {
   init->add_option("--root-curve", init_args->root_curve, "Root key curve: P-256 or P-384");
   init->add_option("--passphrase-file", init_args->passphrase_file,
                    "File whose first line encrypts the CA keys (default: $IOTPKI_PASSPHRASE)");
+  init->add_option("--store", init_args->store,
+                   "Store URL recorded in iotpki.toml (default sqlite:iotpki.db): sqlite:PATH or "
+                   "postgresql://HOST/DATABASE (an empty database)");
   SetAction(init, [init_args] { return RunInit(*init_args); });
 
   auto show_args = std::make_shared<CaShowArgs>();
   auto* show = ca->add_subcommand("show", "Show the hierarchy with fingerprints");
   show->add_option("--dir", show_args->dir, "CA directory")->required();
+  AddStoreOption(show, show_args->store);
   show->add_flag("--json", show_args->json, "Machine-readable output");
   SetAction(show, [show_args] { return RunCaShow(*show_args); });
 }

@@ -15,6 +15,7 @@ namespace {
 
 struct IssueArgs {
   std::string dir;
+  std::string store;
   std::string csr;
   std::string profile;
   std::string serial;
@@ -56,7 +57,7 @@ Result<void> RunIssue(const IssueArgs& args) {
   IOTPKI_CHECK(x509::ValidateSerial(args.serial));
   IOTPKI_TRY(Bytes fingerprint, ca::ParseFingerprint(args.fingerprint));
   IOTPKI_TRY(x509::Csr csr, ReadCsr(args.csr));
-  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance()));
+  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
   IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
   const ca::CaName issuer =
       profile == x509::ProfileKind::kIDevID ? ca::CaName::kManufacturing : ca::CaName::kOperational;
@@ -101,6 +102,7 @@ void AddCertCommands(CLI::App& app) {
   auto args = std::make_shared<IssueArgs>();
   auto* issue = cert->add_subcommand("issue", "Issue one device certificate from a CSR");
   issue->add_option("--dir", args->dir, "CA directory")->required();
+  AddStoreOption(issue, args->store);
   issue->add_option("--csr", args->csr, "PKCS#10 request, PEM or DER")->required();
   issue->add_option("--profile", args->profile, "idevid (birth) or ldevid (working)")->required();
   issue->add_option("--serial", args->serial, "Device serial: A-Z a-z 0-9 . -")->required();

@@ -26,6 +26,12 @@ void SetAction(CLI::App* sub, Action action) {
   sub->callback([action = std::move(action)]() { Chosen() = action; });
 }
 
+void AddStoreOption(CLI::App* cmd, std::string& url) {
+  cmd->add_option("--store", url,
+                  "Store URL, instead of [store] url in iotpki.toml: sqlite:PATH or "
+                  "postgresql://HOST/DATABASE");
+}
+
 std::string Actor() {
   const char* user = std::getenv("USER");
   return std::string("cli:") + (user != nullptr ? user : std::to_string(::getuid()));
@@ -77,6 +83,7 @@ int Main(int argc, char** argv) {
   AddServeCommands(app);
   AddMfgCommands(app);
   AddDeviceCommands(app);
+  AddStoreCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -23,6 +23,10 @@ void SetAction(CLI::App* sub, Action action);
 // FailedPrecondition (with how to fix it) if neither is set.
 Result<std::string> ReadPassphrase(const std::string& passphrase_file);
 
+// --store URL for a command that opens the store: overrides [store] url of iotpki.toml
+// (sqlite:PATH or postgresql://..., store/open.h).
+void AddStoreOption(CLI::App* cmd, std::string& url);
+
 // Who runs the command, for audit rows: "cli:" and $USER, else the numeric uid.
 std::string Actor();
 
@@ -36,6 +40,7 @@ void AddServeCommands(CLI::App& app);  // serve
 // Manufacturing and inventory (mfg/, over the store).
 void AddMfgCommands(CLI::App& app);     // mfg provision
 void AddDeviceCommands(CLI::App& app);  // device ls, show, count
+void AddStoreCommands(CLI::App& app);   // store migrate
 
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input.
 int Main(int argc, char** argv);

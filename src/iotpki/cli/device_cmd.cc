@@ -17,6 +17,7 @@ namespace {
 
 struct FilterArgs {
   std::string dir;
+  std::string store;
   std::string state;
   std::string model;
   std::string batch;
@@ -32,6 +33,7 @@ struct LsArgs {
 
 struct ShowArgs {
   std::string dir;
+  std::string store;
   std::string device_id;
   std::string serial;
   bool json = false;
@@ -94,9 +96,10 @@ Result<store::DeviceFilter> MakeFilter(const FilterArgs& args) {
   return f;
 }
 
-Result<std::unique_ptr<store::Store>> OpenInventory(const std::string& dir) {
+Result<std::unique_ptr<store::Store>> OpenInventory(const std::string& dir,
+                                                    const std::string& store_url) {
   IOTPKI_TRY(ca::CaConfig config, ca::LoadConfig(dir));
-  return ca::OpenStore(dir, config, SystemClock::Instance());
+  return ca::OpenStore(dir, config, SystemClock::Instance(), store_url);
 }
 
 nlohmann::ordered_json DeviceJson(const store::Device& d) {
@@ -134,7 +137,7 @@ Result<void> RunLs(const LsArgs& args) {
     return Fail(Code::kInvalidArgument,
                 "--limit must be 1 to " + std::to_string(store::kMaxPageSize));
   }
-  IOTPKI_TRY(auto inventory, OpenInventory(args.filter.dir));
+  IOTPKI_TRY(auto inventory, OpenInventory(args.filter.dir, args.filter.store));
   IOTPKI_TRY(store::DevicePage page, inventory->ListDevices(filter, args.limit, args.after));
   bool expiring = filter.expiring_within.has_value();
   if (args.filter.json) {
@@ -182,7 +185,7 @@ Result<void> RunLs(const LsArgs& args) {
 
 Result<void> RunCount(const FilterArgs& args) {
   IOTPKI_TRY(store::DeviceFilter filter, MakeFilter(args));
-  IOTPKI_TRY(auto inventory, OpenInventory(args.dir));
+  IOTPKI_TRY(auto inventory, OpenInventory(args.dir, args.store));
   IOTPKI_TRY(int64_t n, inventory->CountDevices(filter));
   if (args.json) {
     std::cout << nlohmann::ordered_json{{"count", n}}.dump() << "\n";
@@ -196,7 +199,7 @@ Result<void> RunShow(const ShowArgs& args) {
   if (args.device_id.empty() == args.serial.empty()) {
     return Fail(Code::kInvalidArgument, "give a DEVICE_ID or --serial SERIAL (one of them)");
   }
-  IOTPKI_TRY(auto inventory, OpenInventory(args.dir));
+  IOTPKI_TRY(auto inventory, OpenInventory(args.dir, args.store));
   auto device = args.serial.empty() ? inventory->GetDevice(args.device_id)
                                     : inventory->GetDeviceBySerial(args.serial);
   if (!device) return Fail(std::move(device).error());
@@ -243,6 +246,7 @@ Result<void> RunShow(const ShowArgs& args) {
 
 void AddFilterOptions(CLI::App* cmd, FilterArgs& f) {
   cmd->add_option("--dir", f.dir, "CA directory")->required();
+  AddStoreOption(cmd, f.store);
   cmd->add_option("--state", f.state, "manufactured, active, suspended or decommissioned");
   cmd->add_option("--model", f.model, "Device model");
   cmd->add_option("--batch", f.batch, "Manufacturing batch");
@@ -272,6 +276,7 @@ void AddDeviceCommands(CLI::App& app) {
   auto show_args = std::make_shared<ShowArgs>();
   auto* show = device->add_subcommand("show", "One device and its certificates");
   show->add_option("--dir", show_args->dir, "CA directory")->required();
+  AddStoreOption(show, show_args->store);
   show->add_option("device_id", show_args->device_id, "Device id (64 hex digits)");
   show->add_option("--serial", show_args->serial, "Device serial");
   show->add_flag("--json", show_args->json, "JSON output");

@@ -18,6 +18,7 @@ namespace {
 
 struct ProvisionArgs {
   std::string dir;
+  std::string store;
   std::string serials;
   size_t count = 0;
   std::string serial_prefix;
@@ -144,7 +145,7 @@ Result<void> RunProvision(const ProvisionArgs& args) {
                mfg::GenerateSerials(args.count, args.serial_prefix, args.model, mfg_config));
   }
 
-  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance()));
+  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
   IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
   if (options.keys == mfg::KeyMode::kCa && options.bundles) {
     IOTPKI_TRY(options.transport_passphrase, ReadKeyPassphrase(args.key_passphrase_file));
@@ -180,6 +181,7 @@ void AddMfgCommands(CLI::App& app) {
       "provision",
       "Issue IDevIDs, bootstrap secrets and device folders for a batch, and register the devices");
   p->add_option("--dir", args->dir, "CA directory")->required();
+  AddStoreOption(p, args->store);
   p->add_option("--serials", args->serials, "CSV: serial,fingerprint_hex[,model] per line");
   p->add_option("--count", args->count, "Generate N serials (with --serial-prefix)");
   p->add_option("--serial-prefix", args->serial_prefix, "Prefix of generated serials");

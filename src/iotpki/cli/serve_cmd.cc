@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 
 struct ServeArgs {
   std::string dir;
+  std::string store;
   std::string listen;
   std::string config;
   std::string passphrase_file;
@@ -226,7 +227,7 @@ Result<void> RunServe(const ServeArgs& args) {
   config.names.insert(config.names.end(), args.names.begin(), args.names.end());
   IOTPKI_TRY(auto listen, ParseListen(config.listen));
 
-  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance()));
+  IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
   IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
   IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase));
   IOTPKI_CHECK(authority->UnlockBootstrap(passphrase));
@@ -301,6 +302,7 @@ void AddServeCommands(CLI::App& app) {
   auto* serve = app.add_subcommand(
       "serve", "Run the onboarding server: EST and the JSON bootstrap API over mutual TLS");
   serve->add_option("--dir", args->dir, "CA directory")->required();
+  AddStoreOption(serve, args->store);
   serve->add_option("--listen", args->listen,
                     "HOST:PORT to listen on (default 127.0.0.1:8443; port 0 picks a free one)");
   serve->add_option("--config", args->config, "TOML file with [server] and [bootstrap] settings");

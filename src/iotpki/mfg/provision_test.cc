@@ -19,7 +19,8 @@
 #include "iotpki/mfg/manifest.h"
 #include "iotpki/mfg/output_dir.h"
 #include "iotpki/store/audit.h"
-#include "iotpki/store/sqlite/sqlite_store.h"
+#include "iotpki/store/open.h"
+#include "iotpki/store/postgres/pg_test_cluster.h"
 #include "iotpki/x509/csr.h"
 #include "iotpki/x509/verify.h"
 
@@ -39,17 +40,33 @@ int Mode(const fs::path& p) {
   return ::stat(p.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 0777) : -1;
 }
 
-class ProvisionTest : public ::testing::Test {
+// Every factory test runs against each store backend: the CA directory's store is SQLite's file
+// or a fresh PostgreSQL database (skipped without PostgreSQL, failed so under CI=true).
+enum class Backend { kSqlite, kPostgres };
+
+std::string BackendName(Backend b) { return b == Backend::kSqlite ? "Sqlite" : "Postgres"; }
+
+class ProvisionFixture : public ::testing::Test {
  protected:
+  virtual Backend backend() const = 0;
+
   void SetUp() override {
     base_ = fs::temp_directory_path() /
             ("iotpki-mfg-test-" + std::to_string(::getpid()) + "-" + ToHex(crypto::RandomBytes(4)));
     ca_dir_ = base_ / "ca";
     out_ = base_ / "out";
     csr_dir_ = base_ / "csrs";
-    ASSERT_TRUE(ca::InitCa(ca_dir_, {.organization = "Acme"}, kPass, clock_));
+    if (backend() == Backend::kPostgres) {
+      IOTPKI_PG_DATABASE(url);
+      store_url_ = url;
+    }
+    ASSERT_TRUE(
+        ca::InitCa(ca_dir_, {.organization = "Acme", .store_url = store_url_}, kPass, clock_));
   }
-  void TearDown() override { fs::remove_all(base_); }
+  void TearDown() override {
+    fs::remove_all(base_);
+    if (!store_url_.empty()) store::testing::PgTestCluster::Get().DropDatabase(store_url_);
+  }
 
   std::unique_ptr<ca::Authority> OpenCa() {
     auto a = ca::Authority::Open(ca_dir_, clock_);
@@ -203,9 +220,19 @@ class ProvisionTest : public ::testing::Test {
 
   FakeClock clock_{1790000000};
   fs::path base_, ca_dir_, out_, csr_dir_;
+  std::string store_url_;  // empty: the CA directory's SQLite file
 };
 
-TEST_F(ProvisionTest, KeysByTheCa) {
+class ProvisionTest : public ProvisionFixture, public ::testing::WithParamInterface<Backend> {
+ protected:
+  Backend backend() const override { return GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, ProvisionTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         [](const auto& info) { return BackendName(info.param); });
+
+TEST_P(ProvisionTest, KeysByTheCa) {
   auto ca = OpenCa();
   auto devices = Devices(21);
   std::vector<ProgressInfo> progress;
@@ -230,7 +257,7 @@ TEST_F(ProvisionTest, KeysByTheCa) {
   EXPECT_EQ(again->issued, 0u);
 }
 
-TEST_F(ProvisionTest, KeysFromCsrs) {
+TEST_P(ProvisionTest, KeysFromCsrs) {
   auto devices = Devices(12);
   WriteCsrs(devices);
   auto ca = OpenCa();
@@ -247,7 +274,7 @@ TEST_F(ProvisionTest, KeysFromCsrs) {
 
 // A batch with more pending CSRs than max_parsed_csrs holds their bytes and parses each again
 // when signing: the same certificates.
-TEST_F(ProvisionTest, KeysFromCsrsBeyondTheParsedLimit) {
+TEST_P(ProvisionTest, KeysFromCsrsBeyondTheParsedLimit) {
   auto devices = Devices(12);
   WriteCsrs(devices);
   auto ca = OpenCa();
@@ -268,7 +295,7 @@ TEST_F(ProvisionTest, KeysFromCsrsBeyondTheParsedLimit) {
   }
 }
 
-TEST_F(ProvisionTest, NoBundlesWritesTheManifestOnly) {
+TEST_P(ProvisionTest, NoBundlesWritesTheManifestOnly) {
   auto ca = OpenCa();
   auto devices = Devices(10);
   auto opts = Options(KeyMode::kCa);
@@ -301,7 +328,7 @@ std::vector<int> OtherThreadsNiceness() {
   return out;
 }
 
-TEST_F(ProvisionTest, WorkersYieldTheCpuToTheCommittingThread) {
+TEST_P(ProvisionTest, WorkersYieldTheCpuToTheCommittingThread) {
   errno = 0;
   int own = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
   ASSERT_EQ(errno, 0);
@@ -332,7 +359,7 @@ TEST_F(ProvisionTest, WorkersYieldTheCpuToTheCommittingThread) {
 }
 
 // Bad input is refused before anything is written: no output directory, no row.
-TEST_F(ProvisionTest, PreflightRefusalsWriteNothing) {
+TEST_P(ProvisionTest, PreflightRefusalsWriteNothing) {
   auto devices = Devices(10);
   WriteCsrs(devices);
   auto ca = OpenCa();
@@ -403,7 +430,7 @@ TEST_F(ProvisionTest, PreflightRefusalsWriteNothing) {
 
 // The preflight reads the store for thousands of devices at a time; the refusal reported is
 // still the first one in input order, whichever chunk or check finds it.
-TEST_F(ProvisionTest, PreflightReportsTheFirstRefusalAcrossChunks) {
+TEST_P(ProvisionTest, PreflightReportsTheFirstRefusalAcrossChunks) {
   auto devices = Devices(2200);
   WriteCsrs(devices);
   auto other = Devices(2, "OTHER-");
@@ -441,7 +468,7 @@ TEST_F(ProvisionTest, PreflightReportsTheFirstRefusalAcrossChunks) {
           " carries the same public key as the CSR of " + devices[10].serial);
 }
 
-TEST_F(ProvisionTest, ExistingBatchNeedsResumeAndTheSameParameters) {
+TEST_P(ProvisionTest, ExistingBatchNeedsResumeAndTheSameParameters) {
   auto ca = OpenCa();
   auto devices = Devices(5);
   ASSERT_TRUE(Provision(*ca, devices, Options(KeyMode::kCa)));
@@ -488,7 +515,7 @@ TEST_F(ProvisionTest, ExistingBatchNeedsResumeAndTheSameParameters) {
 
 // A CSR that fails the CA's proof-of-possession check stops the batch after the last whole
 // group; fixing it and resuming completes the batch.
-TEST_F(ProvisionTest, RefusalMidBatchStopsCleanlyAndResumes) {
+TEST_P(ProvisionTest, RefusalMidBatchStopsCleanlyAndResumes) {
   auto devices = Devices(30);
   WriteCsrs(devices);
   // Device 20 (group 2): flip a bit of its CSR signature.
@@ -518,7 +545,7 @@ TEST_F(ProvisionTest, RefusalMidBatchStopsCleanlyAndResumes) {
 // again per device. A serial or key that reaches the store after the preflight (another run on
 // the same database) is refused by the store's unique constraints when its group commits: the
 // batch stops before that group, and --resume refuses the taken serial as the preflight does.
-TEST_F(ProvisionTest, SerialOrKeyTakenAfterThePreflightIsRefusedAtCommit) {
+TEST_P(ProvisionTest, SerialOrKeyTakenAfterThePreflightIsRefusedAtCommit) {
   for (bool key_taken : {false, true}) {
     SCOPED_TRACE(key_taken ? "key" : "serial");
     fs::remove_all(out_);
@@ -560,7 +587,7 @@ TEST_F(ProvisionTest, SerialOrKeyTakenAfterThePreflightIsRefusedAtCommit) {
   }
 }
 
-TEST_F(ProvisionTest, ExpiringQueriesUseTheExpiryIndex) {
+TEST_P(ProvisionTest, ExpiringQueriesUseTheExpiryIndex) {
   auto ca = OpenCa();
   auto devices = Devices(40);
   ASSERT_TRUE(Provision(*ca, devices, Options(KeyMode::kCa)));
@@ -573,8 +600,11 @@ TEST_F(ProvisionTest, ExpiringQueriesUseTheExpiryIndex) {
                            .hardware_fingerprint = devices[i].hardware_fingerprint}));
   }
   ca.reset();
-  auto store = store::SqliteStore::Open(ca_dir_ / "iotpki.db", clock_);
-  ASSERT_TRUE(store) << store.error().ToString();
+  auto opened = store::Open(store_url_.empty() ? "sqlite:iotpki.db" : store_url_, clock_,
+                            {.base_dir = ca_dir_});
+  ASSERT_TRUE(opened) << opened.error().ToString();
+  auto* store = &dynamic_cast<store::sql::SqlStore&>(**opened);
+  bool sqlite = backend() == Backend::kSqlite;
   std::vector<store::DeviceFilter> filters = {
       {.expiring_within = std::chrono::days(30)},
       {.batch = "b1", .expiring_within = std::chrono::days(30)},
@@ -583,31 +613,40 @@ TEST_F(ProvisionTest, ExpiringQueriesUseTheExpiryIndex) {
   };
   for (const auto& f : filters) {
     // A page walks the expiry index; a count reads only the maintained count tables.
-    auto page = (*store)->ExplainListDevicesForTest(f, 100, "");
+    auto page = store->ExplainListDevicesForTest(f, 100, "");
     ASSERT_TRUE(page) << page.error().ToString();
     EXPECT_THAT(*page, HasSubstr("certificates_by_expiry"));
-    std::istringstream lines(*page);
-    for (std::string line; std::getline(lines, line);) {
-      EXPECT_NE(line.rfind("SCAN", 0), 0u) << *page;
+    if (sqlite) {
+      std::istringstream lines(*page);
+      for (std::string line; std::getline(lines, line);) {
+        EXPECT_NE(line.rfind("SCAN", 0), 0u) << *page;
+      }
+    } else {
+      EXPECT_THAT(*page, Not(HasSubstr("Seq Scan")));
     }
-    auto count = (*store)->ExplainCountDevicesForTest(f);
+    auto count = store->ExplainCountDevicesForTest(f);
     ASSERT_TRUE(count) << count.error().ToString();
     EXPECT_THAT(*count, HasSubstr("expiry_counts"));
     EXPECT_THAT(*count, Not(HasSubstr("certificates_by_expiry")));
-    EXPECT_THAT(*count, Not(ContainsRegex("(SCAN|SEARCH) (certificates|devices)\\b")));
+    EXPECT_THAT(*count, Not(ContainsRegex(sqlite ? "(SCAN|SEARCH) (certificates|devices)\\b"
+                                                 : " on (certificates|devices)\\b")));
   }
-  EXPECT_EQ(*(*store)->CountDevices({.expiring_within = std::chrono::days(30)}), 0);
-  EXPECT_EQ(*(*store)->CountDevices({.expiring_within = std::chrono::days(91)}), 10);
-  EXPECT_EQ(*(*store)->CountDevices({.batch = "b1"}), 40);
+  EXPECT_EQ(*store->CountDevices({.expiring_within = std::chrono::days(30)}), 0);
+  EXPECT_EQ(*store->CountDevices({.expiring_within = std::chrono::days(91)}), 10);
+  EXPECT_EQ(*store->CountDevices({.batch = "b1"}), 40);
 }
 
 // A crash (_exit, no cleanup) at each step of the group protocol, in the second group, while
 // the third is being signed; then --resume. The forked child opens its own Authority.
-class CrashTest : public ProvisionTest,
-                  public ::testing::WithParamInterface<std::tuple<KeyMode, Step>> {};
+class CrashTest : public ProvisionFixture,
+                  public ::testing::WithParamInterface<std::tuple<Backend, KeyMode, Step>> {
+ protected:
+  Backend backend() const override { return std::get<0>(GetParam()); }
+};
 
 TEST_P(CrashTest, ResumeAfterACrashAtEveryStep) {
-  auto [keys, step] = GetParam();
+  KeyMode keys = std::get<1>(GetParam());
+  Step step = std::get<2>(GetParam());
   auto devices = Devices(30);
   if (keys == KeyMode::kCsr) WriteCsrs(devices);
   auto opts = Options(keys);
@@ -637,25 +676,32 @@ TEST_P(CrashTest, ResumeAfterACrashAtEveryStep) {
   ExpectConsistent(*ca, devices, keys);
 }
 
-std::string CrashTestName(const ::testing::TestParamInfo<std::tuple<KeyMode, Step>>& info) {
+std::string CrashTestName(
+    const ::testing::TestParamInfo<std::tuple<Backend, KeyMode, Step>>& info) {
   static const char* const kSteps[] = {"KeysStaged", "Committed", "Published", "Listed"};
-  return std::string(KeyModeName(std::get<0>(info.param))) +
-         kSteps[static_cast<int>(std::get<1>(info.param))];
+  return BackendName(std::get<0>(info.param)) + std::string(KeyModeName(std::get<1>(info.param))) +
+         kSteps[static_cast<int>(std::get<2>(info.param))];
 }
 
-INSTANTIATE_TEST_SUITE_P(Steps, CrashTest,
-                         ::testing::Values(std::tuple(KeyMode::kCa, Step::kKeysStaged),
-                                           std::tuple(KeyMode::kCa, Step::kCommitted),
-                                           std::tuple(KeyMode::kCa, Step::kPublished),
-                                           std::tuple(KeyMode::kCa, Step::kListed),
-                                           std::tuple(KeyMode::kCsr, Step::kCommitted),
-                                           std::tuple(KeyMode::kCsr, Step::kPublished),
-                                           std::tuple(KeyMode::kCsr, Step::kListed)),
-                         CrashTestName);
+std::vector<std::tuple<Backend, KeyMode, Step>> CrashCases() {
+  std::vector<std::tuple<Backend, KeyMode, Step>> cases;
+  for (Backend backend : {Backend::kSqlite, Backend::kPostgres}) {
+    for (auto [keys, step] :
+         {std::pair(KeyMode::kCa, Step::kKeysStaged), std::pair(KeyMode::kCa, Step::kCommitted),
+          std::pair(KeyMode::kCa, Step::kPublished), std::pair(KeyMode::kCa, Step::kListed),
+          std::pair(KeyMode::kCsr, Step::kCommitted), std::pair(KeyMode::kCsr, Step::kPublished),
+          std::pair(KeyMode::kCsr, Step::kListed)}) {
+      cases.emplace_back(backend, keys, step);
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Steps, CrashTest, ::testing::ValuesIn(CrashCases()), CrashTestName);
 
 // A key lost after its certificate was committed (only an operator deleting files can do this)
 // is reported, not papered over.
-TEST_F(ProvisionTest, LostKeyIsDataLoss) {
+TEST_P(ProvisionTest, LostKeyIsDataLoss) {
   auto devices = Devices(12);
   auto opts = Options(KeyMode::kCa);
   EXPECT_EXIT(

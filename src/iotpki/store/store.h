@@ -1,7 +1,8 @@
 // The persistence interface of iotpki: devices, certificates, the hash-chained audit log and the
 // bootstrap replay table, behind one abstract Store with one conformance test suite
-// (store_conformance_test.cc). Backends: sqlite/ today, postgres/ later. Nothing in this header
-// names a database library, and nothing above the store may assume a particular backend.
+// (store_conformance_test.cc). Backends: sqlite/ and postgres/, both over the shared SQL of sql/,
+// opened by URL through open.h. Nothing in this header names a database library, and nothing
+// above the store may assume a particular backend.
 //
 // Tables that the lifecycle issue adds (campaigns, rotation_jobs) will arrive as new migrations
 // and new WriteBatch operations; existing callers are unaffected.
@@ -262,7 +263,7 @@ class Store {
   virtual Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
                                          std::string_view cursor) = 0;
   // Exact, for any combination of filters, and without visiting every matching device: a
-  // backend keeps counts in the same transaction as the rows (SQLite: migration 2).
+  // backend keeps counts in the same transaction as the rows (migration 2).
   virtual Result<int64_t> CountDevices(const DeviceFilter& filter) = 0;
 
   // Audit rows with seq >= from_seq, ascending, at most `limit` (1..kMaxPageSize).

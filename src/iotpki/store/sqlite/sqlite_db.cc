@@ -69,22 +69,6 @@ void Statement::Bind(int index, ByteView blob) {
            index);
 }
 
-void Statement::Bind(int index, const std::optional<std::string>& text) {
-  if (text) {
-    Bind(index, std::string_view(*text));
-  } else {
-    BindNull(index);
-  }
-}
-
-void Statement::Bind(int index, const std::optional<int64_t>& value) {
-  if (value) {
-    Bind(index, *value);
-  } else {
-    BindNull(index);
-  }
-}
-
 void Statement::BindNull(int index) { NoteBind(sqlite3_bind_null(stmt_, index), index); }
 
 Result<bool> Statement::Step() {
@@ -101,28 +85,11 @@ Result<bool> Statement::Step() {
   return Fail(SqliteError(last_error_, db_, sqlite3_sql(stmt_)));
 }
 
-Result<void> Statement::Run() {
-  for (;;) {
-    IOTPKI_TRY(bool row, Step());
-    if (!row) return {};
-  }
-}
-
 std::string Statement::Text(int col) const {
   const auto* p = sqlite3_column_text(stmt_, col);
   int n = sqlite3_column_bytes(stmt_, col);
   if (p == nullptr) return {};
   return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
-}
-
-std::optional<std::string> Statement::OptionalText(int col) const {
-  if (IsNull(col)) return std::nullopt;
-  return Text(col);
-}
-
-std::optional<int64_t> Statement::OptionalInt64(int col) const {
-  if (IsNull(col)) return std::nullopt;
-  return Int64(col);
 }
 
 Bytes Statement::Blob(int col) const {
@@ -169,7 +136,7 @@ Result<void> Connection::Exec(std::string_view sql) {
   return {};
 }
 
-Result<StatementUse> Connection::Prepare(std::string_view sql) {
+Result<sql::StatementUse> Connection::Prepare(std::string_view sql) {
   auto it = cache_.find(std::string(sql));
   if (it == cache_.end()) {
     sqlite3_stmt* stmt = nullptr;
@@ -181,10 +148,10 @@ Result<StatementUse> Connection::Prepare(std::string_view sql) {
     }
     it = cache_.emplace(std::string(sql), std::make_unique<Statement>(db_, stmt)).first;
   }
-  return StatementUse(it->second.get());
+  return sql::StatementUse(it->second.get());
 }
 
-Result<std::unique_ptr<Statement>> Connection::PrepareUncached(std::string_view sql) {
+Result<std::unique_ptr<sql::Statement>> Connection::PrepareUncached(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK) {
@@ -197,24 +164,35 @@ Result<std::unique_ptr<Statement>> Connection::PrepareUncached(std::string_view 
   return std::make_unique<Statement>(db_, stmt);
 }
 
-Result<Transaction> Transaction::Begin(Connection& conn, Mode mode) {
-  // A transaction left open by a failed ROLLBACK (see the destructor) is retired first.
-  if (conn.in_transaction()) IOTPKI_CHECK(conn.Exec("ROLLBACK"));
-  IOTPKI_CHECK(conn.Exec(mode == Mode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN"));
-  return Transaction(&conn);
+Result<void> Connection::Begin(TxMode mode) {
+  // A transaction left open by a failed ROLLBACK is retired first.
+  if (in_transaction()) IOTPKI_CHECK(Exec("ROLLBACK"));
+  return Exec(mode == TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN");
 }
 
-Transaction::~Transaction() {
-  // SQLite may already have rolled back by itself (after SQLITE_FULL or an I/O error), in which
-  // case a ROLLBACK would fail; skip it then. A failing rollback cannot be reported from here;
-  // the next Begin() retries it.
-  if (conn_ != nullptr && conn_->in_transaction()) (void)conn_->Exec("ROLLBACK");
+Result<void> Connection::Commit() { return Exec("COMMIT"); }
+
+void Connection::Rollback() {
+  // A failing rollback cannot be reported from here; the next Begin() retries it.
+  if (in_transaction()) (void)Exec("ROLLBACK");
 }
 
-Result<void> Transaction::Commit() {
-  IOTPKI_CHECK(conn_->Exec("COMMIT"));
-  conn_ = nullptr;
-  return {};
+Result<std::string> Connection::Explain(const sql::Query& q) {
+  IOTPKI_TRY(auto stmt, PrepareUncached("EXPLAIN QUERY PLAN " + q.sql));
+  q.BindTo(*stmt);
+  std::string plan;
+  for (;;) {
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) break;
+    plan += stmt->Text(3);
+    plan += '\n';
+  }
+  return plan;
+}
+
+const sql::Dialect& Connection::dialect() const {
+  static const sql::Dialect kSqlite{.name = "sqlite", .index_hints = true};
+  return kSqlite;
 }
 
 }  // namespace iotpki::store::sqlite

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "iotpki/common/bytes.h"
+#include "iotpki/store/sql/sql_store.h"
 #include "iotpki/store/store.h"
 
 namespace iotpki::store::sqlite {
@@ -278,24 +279,7 @@ constexpr const char* kCreateMigrationsTable =
     " name TEXT NOT NULL,"
     " applied_at INTEGER NOT NULL) STRICT";
 
-Result<void> RefuseNewer(int version) {
-  if (version > kLatestSchemaVersion) {
-    return Fail(Code::kFailedPrecondition,
-                "the database was written by a newer iotpki (schema version " +
-                    std::to_string(version) + ", this build knows up to " +
-                    std::to_string(kLatestSchemaVersion) + ")");
-  }
-  return {};
-}
-
 }  // namespace
-
-Result<int> CurrentSchemaVersion(Connection& conn) {
-  IOTPKI_TRY(auto stmt, conn.Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"));
-  IOTPKI_TRY(bool row, stmt->Step());
-  if (!row) return 0;
-  return static_cast<int>(stmt->Int64(0));
-}
 
 namespace {
 
@@ -337,8 +321,8 @@ Result<void> CheckForeignKeys(Connection& conn) {
 Result<void> ApplyMigrations(Connection& conn, int64_t now) {
   for (const Migration& m : kMigrations) {
     IOTPKI_TRY(auto tx, Transaction::Begin(conn));
-    IOTPKI_TRY(int version, CurrentSchemaVersion(conn));
-    IOTPKI_CHECK(RefuseNewer(version));
+    IOTPKI_TRY(int version, sql::CurrentSchemaVersion(conn));
+    IOTPKI_CHECK(sql::RefuseNewerSchema(version));
     if (version >= m.version) continue;  // Applied already, perhaps by another process.
     if (version != m.version - 1) {
       return Fail(Code::kDataLoss, "the schema_migrations table has a gap",
@@ -372,8 +356,8 @@ Result<void> Migrate(Connection& conn, int64_t now) {
     IOTPKI_TRY(bool row, stmt->Step());
     if (row && stmt->Int64(0) == 1) {
       stmt->Reset();
-      IOTPKI_TRY(int version, CurrentSchemaVersion(conn));
-      IOTPKI_CHECK(RefuseNewer(version));
+      IOTPKI_TRY(int version, sql::CurrentSchemaVersion(conn));
+      IOTPKI_CHECK(sql::RefuseNewerSchema(version));
       if (version == kLatestSchemaVersion) return {};
     }
   }

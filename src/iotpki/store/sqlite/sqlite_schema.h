@@ -14,7 +14,4 @@ namespace iotpki::store::sqlite {
 // written by a newer build (its version is above kLatestSchemaVersion); nothing is changed then.
 Result<void> Migrate(Connection& conn, int64_t now);
 
-// The highest applied migration, 0 for an empty database.
-Result<int> CurrentSchemaVersion(Connection& conn);
-
 }  // namespace iotpki::store::sqlite

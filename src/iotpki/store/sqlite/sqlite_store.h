@@ -1,4 +1,6 @@
-// The embedded Store backend: one SQLite database file in WAL mode.
+// The embedded Store backend: one SQLite database file in WAL mode, under the shared SQL store
+// (sql/sql_store.h). What is SQLite's own stays here: pragmas, the WAL checkpoint policy, the
+// file's mode, the migrations (sqlite_schema.cc).
 //
 // Connections and thread safety: one writer connection, guarded by a mutex, carries every write
 // (Commit, PruneReplay), so commits are serialized within the process; across
@@ -22,6 +24,7 @@
 
 #include "iotpki/common/clock.h"
 #include "iotpki/common/error.h"
+#include "iotpki/store/sql/sql_store.h"
 #include "iotpki/store/store.h"
 
 namespace iotpki::store {
@@ -65,57 +68,17 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::filesystem::path& path
                                                const Clock& clock,
                                                const SqliteOptions& options = {});
 
-class SqliteStore final : public Store {
+// The SQLite backend of the shared SQL store (sql/sql_store.h), whose test hooks it keeps.
+class SqliteStore final : public sql::SqlStore {
  public:
-  // As OpenSqliteStore, returning the concrete type for the test hooks below.
+  // As OpenSqliteStore, returning the concrete type for the test hooks of SqlStore.
   static Result<std::unique_ptr<SqliteStore>> Open(const std::filesystem::path& path,
                                                    const Clock& clock,
                                                    const SqliteOptions& options = {});
   ~SqliteStore() override;
 
-  Result<CommitInfo> Commit(const WriteBatch& batch) override;
-  Result<Device> GetDevice(std::string_view device_id) override;
-  Result<Device> GetDeviceBySerial(std::string_view serial) override;
-  Result<std::vector<std::optional<Device>>> GetDevicesBySerial(
-      std::span<const std::string> serials) override;
-  Result<CertificateRecord> GetCertificate(std::string_view serial_hex) override;
-  Result<std::vector<CertificateRecord>> FindCertificatesByKey(
-      std::string_view key_fingerprint) override;
-  Result<std::vector<std::vector<CertificateRecord>>> FindCertificatesByKeys(
-      std::span<const std::string> key_fingerprints) override;
-  Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
-      std::string_view device_id) override;
-  Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
-                                 std::string_view cursor) override;
-  Result<int64_t> CountDevices(const DeviceFilter& filter) override;
-  Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) override;
-  Result<bool> IsTokenRecorded(std::string_view device_id, int64_t timestamp) override;
-  Result<int64_t> PruneReplay(int64_t before) override;
-  Result<int> SchemaVersion() override;
-
-  // --- Test hooks. Not for production code: they bypass every rule of the store. ---
-
-  // Runs raw SQL on the writer connection (tampering with the audit log, PRAGMA max_page_count
-  // to simulate a full disk, holding a lock).
-  Result<void> ExecForTest(std::string_view sql);
-  // Runs a query on the writer connection and returns the first column of the first row as text
-  // ("" if no row): PRAGMA values.
-  Result<std::string> QueryForTest(std::string_view sql);
-  // EXPLAIN QUERY PLAN of exactly the SQL that ListDevices / CountDevices run for these
-  // arguments (with the clock's current time), one plan line per row, as SQLite prints them
-  // ("SEARCH c USING COVERING INDEX certificates_by_expiry (status=? AND not_after>? AND
-  // not_after<?)").
-  Result<std::string> ExplainListDevicesForTest(const DeviceFilter& filter, size_t limit,
-                                                std::string_view cursor);
-  Result<std::string> ExplainCountDevicesForTest(const DeviceFilter& filter);
-  // The plan of FindCertificatesByKey's second query, for a key of a device or (false) of the CA
-  // side.
-  Result<std::string> ExplainFindCertificatesByKeyForTest(bool device_owner);
-
  private:
-  struct Impl;
-  explicit SqliteStore(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  SqliteStore(const Clock& clock, std::unique_ptr<sql::Pool> pool);
 };
 
 }  // namespace iotpki::store
