@@ -1,0 +1,298 @@
+// The HTTPS transport over real sockets: a Server on a free loopback port, a raw TLS client
+// (OpenSSL over a blocking socket) that sends exactly the bytes a test gives it, and handlers
+// that say what they were handed.
+#include "iotpki/server/server.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <functional>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "iotpki/crypto/ossl.h"
+#include "iotpki/server/test_util.h"
+
+namespace iotpki::server {
+namespace {
+
+using testing::TestClock;
+using testing::TestPki;
+
+const TestPki& Pki() {
+  static const TestPki pki;
+  return pki;
+}
+
+struct Answer {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // names in lowercase
+  std::string body;
+
+  std::string Header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+struct ClientOptions {
+  const x509::Certificate* cert = nullptr;
+  const crypto::PrivateKey* key = nullptr;
+  const char* source = "127.0.0.1";  // any 127/8 address: the server sees another client
+};
+
+// A TLS client over a blocking socket. It never verifies the server (the HTTPS client's tests
+// do): these tests are about what the server does with the bytes it gets.
+class RawClient {
+ public:
+  // Connects and completes the TLS handshake; throws if either fails.
+  static std::unique_ptr<RawClient> Connect(uint16_t port, const ClientOptions& options = {}) {
+    std::unique_ptr<RawClient> c(new RawClient);
+    c->fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    if (c->fd_ < 0) throw std::runtime_error("socket");
+    // A guard against a hung test, not a measurement: a server that should answer or close
+    // and does neither fails the test after this.
+    timeval guard{.tv_sec = 60, .tv_usec = 0};
+    setsockopt(c->fd_, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    inet_pton(AF_INET, options.source, &src.sin_addr);
+    if (bind(c->fd_, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
+      throw std::runtime_error("bind");
+    }
+    sockaddr_in dst{};
+    dst.sin_family = AF_INET;
+    dst.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+    if (connect(c->fd_, reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0) {
+      throw std::runtime_error("connect");
+    }
+    c->ctx_ = ossl::Own(SSL_CTX_new(TLS_client_method()));
+    SSL_CTX_set_verify(c->ctx_.get(), SSL_VERIFY_NONE, nullptr);
+    if (options.cert != nullptr) {
+      SSL_CTX_use_certificate(c->ctx_.get(), options.cert->handle());
+      SSL_CTX_use_PrivateKey(c->ctx_.get(), options.key->handle());
+    }
+    c->ssl_ = ossl::Own(SSL_new(c->ctx_.get()));
+    SSL_set_fd(c->ssl_.get(), c->fd_);
+    if (SSL_connect(c->ssl_.get()) != 1) {
+      ossl::ClearErrors();
+      throw std::runtime_error("TLS handshake");
+    }
+    return c;
+  }
+
+  ~RawClient() {
+    ssl_.reset();
+    if (fd_ >= 0) close(fd_);
+  }
+
+  bool Send(std::string_view bytes) {
+    while (!bytes.empty()) {
+      int n = SSL_write(ssl_.get(), bytes.data(), static_cast<int>(bytes.size()));
+      if (n <= 0) {
+        ossl::ClearErrors();
+        return false;
+      }
+      bytes.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  // One response: the status line, headers, and a body of Content-Length bytes. nullopt if the
+  // connection ends first.
+  std::optional<Answer> Read() {
+    size_t end;
+    while ((end = in_.find("\r\n\r\n")) == std::string::npos) {
+      if (!Fill()) return std::nullopt;
+    }
+    Answer a;
+    std::string head = in_.substr(0, end + 2);
+    in_.erase(0, end + 4);
+    if (head.compare(0, 9, "HTTP/1.1 ") != 0) return std::nullopt;
+    a.status = std::stoi(head.substr(9, 3));
+    for (size_t pos = head.find("\r\n") + 2; pos < head.size();) {
+      size_t eol = head.find("\r\n", pos);
+      std::string line = head.substr(pos, eol - pos);
+      size_t colon = line.find(':');
+      std::string value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      a.headers[Lower(line.substr(0, colon))] = value;
+      pos = eol + 2;
+    }
+    size_t length = a.headers.count("content-length") ? std::stoul(a.headers["content-length"]) : 0;
+    while (in_.size() < length) {
+      if (!Fill()) return std::nullopt;
+    }
+    a.body = in_.substr(0, length);
+    in_.erase(0, length);
+    return a;
+  }
+
+  // True when the server closed the connection: nothing more arrives (a response that does
+  // arrive is discarded).
+  bool ReadsEof() {
+    while (Fill()) {
+    }
+    return closed_;
+  }
+
+ private:
+  RawClient() = default;
+
+  // Appends what the server sends next; false when the connection ended (closed_) or the guard
+  // expired.
+  bool Fill() {
+    char buf[16384];
+    int n = SSL_read(ssl_.get(), buf, sizeof buf);
+    if (n > 0) {
+      in_.append(buf, static_cast<size_t>(n));
+      return true;
+    }
+    int err = SSL_get_error(ssl_.get(), n);
+    closed_ = !(err == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK));
+    ossl::ClearErrors();
+    return false;
+  }
+
+  int fd_ = -1;
+  ossl::UniquePtr<SSL_CTX> ctx_;
+  ossl::UniquePtr<SSL> ssl_;
+  std::string in_;
+  bool closed_ = false;
+};
+
+// What a handler was handed, as text.
+std::string Describe(const Request& r) {
+  std::string out = r.method + " " + r.path + " body=" + std::to_string(r.body.size());
+  if (!r.client_cert) return out + " cert=none";
+  const ClientCertificate& cc = *r.client_cert;
+  if (!cc.chain_valid) return out + " cert=invalid (" + cc.verify_error + ")";
+  return out + " cert=valid issuer=" + std::to_string(cc.issuer_index) +
+         " cn=" + (cc.certificate ? cc.certificate->common_name() : "?");
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  ServerTest() {
+    auto echo = [](const Request& r) {
+      return Response{.status = 200, .content_type = "text/plain", .body = Describe(r)};
+    };
+    router_.Add("GET", "/echo", "echo", echo);
+    router_.Add("POST", "/echo", "echo", echo);
+    router_.Add("GET", "/smuggled", "smuggled", [this](const Request&) {
+      ++smuggled_;
+      return Response{.status = 200, .body = "smuggled"};
+    });
+    router_.Add("GET", "/throw", "throw",
+                [](const Request&) -> Response { throw std::runtime_error("boom"); });
+  }
+
+  // Starts the server with the test options, changed by `edit`.
+  void Start(const std::function<void(ServerOptions&)>& edit = nullptr) {
+    ServerOptions o = testing::TestOptions(Pki());
+    if (edit) edit(o);
+    auto s = Server::Start(o, router_, metrics_);
+    ASSERT_TRUE(s) << s.error().ToString();
+    server_ = std::move(*s);
+  }
+
+  std::unique_ptr<RawClient> Connect(const ClientOptions& o = {}) {
+    return RawClient::Connect(server_->port(), o);
+  }
+  ClientOptions WithIdevid() const { return {.cert = &Pki().idevid, .key = &Pki().idevid_key}; }
+
+  // One request on a new connection.
+  Answer Exchange(std::string_view request, const ClientOptions& o = {}) {
+    auto c = Connect(o);
+    EXPECT_TRUE(c->Send(request));
+    auto a = c->Read();
+    EXPECT_TRUE(a) << "no answer to " << request;
+    return a.value_or(Answer{});
+  }
+
+  // A day after the test PKI's certificates begin.
+  TestClock clock_{x509::testing::kNow + 86400};
+  Router router_;
+  Registry metrics_;
+  std::atomic<int> smuggled_{0};
+  std::unique_ptr<Server> server_;
+};
+
+constexpr char kGetEcho[] = "GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+TEST_F(ServerTest, AnswersRequestsOnAKeptAliveConnection) {
+  Start();
+  auto c = Connect();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(c->Send(kGetEcho));
+    auto a = c->Read();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->status, 200);
+    EXPECT_EQ(a->body, "GET /echo body=0 cert=none");
+    EXPECT_EQ(a->Header("content-type"), "text/plain");
+    EXPECT_EQ(a->Header("cache-control"), "no-store");
+  }
+}
+
+TEST_F(ServerTest, UnknownPathIs404AndWrongMethodIs405WithAllow) {
+  Start();
+  EXPECT_EQ(Exchange("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").status, 404);
+  Answer a = Exchange("DELETE /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(a.status, 405);
+  EXPECT_EQ(a.Header("allow"), "GET, POST");
+}
+
+TEST_F(ServerTest, ABodyWithContentLengthReachesTheHandler) {
+  Start();
+  Answer a = Exchange("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+  EXPECT_EQ(a.status, 200);
+  EXPECT_EQ(a.body, "POST /echo body=5 cert=none");
+}
+
+TEST_F(ServerTest, TheClientCertificateVerdictReachesTheHandler) {
+  Start();
+  Answer a = Exchange(kGetEcho, WithIdevid());
+  EXPECT_EQ(a.body, "GET /echo body=0 cert=valid issuer=0 cn=" + Pki().device_id());
+}
+
+TEST_F(ServerTest, BodiesAndHeadersOverTheLimitsAre413And431) {
+  Start([](ServerOptions& o) {
+    o.limits.max_body_bytes = 1024;
+    o.limits.max_header_bytes = 1024;
+  });
+  Answer body = Exchange("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n" +
+                         std::string(1025, 'a'));
+  EXPECT_EQ(body.status, 413);
+  EXPECT_EQ(body.Header("connection"), "close");
+  Answer headers =
+      Exchange("GET /echo HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(2048, 'a') + "\r\n\r\n");
+  EXPECT_EQ(headers.status, 431);
+}
+
+TEST_F(ServerTest, AHandlerThatThrowsAnswers500AndClosesTheConnection) {
+  Start();
+  auto c = Connect();
+  ASSERT_TRUE(c->Send("GET /throw HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto a = c->Read();
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->status, 500);
+  EXPECT_EQ(a->body.find("boom"), std::string::npos);
+  EXPECT_TRUE(c->ReadsEof());
+}
+
+}  // namespace
+}  // namespace iotpki::server
