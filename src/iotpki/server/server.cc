@@ -13,6 +13,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cstdio>
+#include <ctime>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -49,6 +51,29 @@ Response TransportError(int status, std::string_view code, std::string_view mess
                   .body = JsonError(code, message) + "\n"};
 }
 
+// The period in which a verified client chain stays valid: the leaf's validity period within its
+// CA's (the anchor, which a partial chain does not check again).
+struct Validity {
+  int64_t not_before = std::numeric_limits<int64_t>::min();
+  int64_t not_after = std::numeric_limits<int64_t>::max();
+
+  void Narrow(const X509* x) {
+    std::tm tm{};
+    if (ASN1_TIME_to_tm(X509_get0_notBefore(x), &tm) == 1) {
+      not_before = std::max<int64_t>(not_before, timegm(&tm));
+    }
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
+      not_after = std::min<int64_t>(not_after, timegm(&tm));
+    }
+  }
+  // OpenSSL's words for the certificate's state at `now`, or "" while it is valid.
+  std::string_view Check(int64_t now) const {
+    if (now < not_before) return X509_verify_cert_error_string(X509_V_ERR_CERT_NOT_YET_VALID);
+    if (now > not_after) return X509_verify_cert_error_string(X509_V_ERR_CERT_HAS_EXPIRED);
+    return {};
+  }
+};
+
 Result<ossl::UniquePtr<X509>> ParseDer(const Bytes& der, std::string_view what) {
   const unsigned char* p = der.data();
   auto x = ossl::Own(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
@@ -73,6 +98,7 @@ struct Server::Impl {
   bool destroying = false;
 
   ServerOptions options;
+  const Clock& clock;
   const Router& router;
   Registry& metrics;
 
@@ -93,6 +119,7 @@ struct Server::Impl {
 
   Impl(const ServerOptions& o, const Router& r, Registry& m, int io_threads)
       : options(o),
+        clock(o.clock != nullptr ? *o.clock : SystemClock::Instance()),
         router(r),
         metrics(m),
         ioc(io_threads),
@@ -141,6 +168,7 @@ int VerifyClientCertificate(X509_STORE_CTX* x, void* arg) {
   auto* ssl =
       static_cast<SSL*>(X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx()));
   auto* out = ssl ? static_cast<PeerVerify*>(SSL_get_ex_data(ssl, impl->ex_index)) : nullptr;
+  X509_STORE_CTX_set_time(x, 0, static_cast<time_t>(impl->clock.NowUnix()));
   int ok = X509_verify_cert(x);
   if (out != nullptr) {
     out->called = true;
@@ -275,6 +303,10 @@ class Session : public std::enable_shared_from_this<Session> {
       cc.chain_valid = verify_.called && verify_.ok;
       cc.verify_error = verify_.called ? verify_.error : "certificate not verified";
       cc.issuer_index = cc.chain_valid ? verify_.issuer_index : -1;
+      if (cc.chain_valid) {
+        client_validity_.Narrow(peer);
+        client_validity_.Narrow(srv_.issuers[static_cast<size_t>(cc.issuer_index)].get());
+      }
       client_ = std::move(cc);
     }
     if (overloaded_) {
@@ -376,7 +408,7 @@ class Session : public std::enable_shared_from_this<Session> {
     req.content_type = std::string(msg[http::field::content_type]);
     req.accept = std::string(msg[http::field::accept]);
     req.body = std::move(msg.body());
-    req.client_cert = client_;
+    req.client_cert = ClientCertificateNow();
     req.peer = peer_;
 
     Router::Match match = srv_.router.Find(req.method, req.path);
@@ -411,6 +443,19 @@ class Session : public std::enable_shared_from_this<Session> {
                   self->Send(std::move(res), name, false);
                 });
     });
+  }
+
+  // The handshake's verdict, unless the certificate (or its CA) has expired since: a kept-alive
+  // connection is not authenticated beyond its certificate's validity.
+  std::optional<ClientCertificate> ClientCertificateNow() const {
+    if (!client_ || !client_->chain_valid) return client_;
+    std::string_view invalid = client_validity_.Check(srv_.clock.NowUnix());
+    if (invalid.empty()) return client_;
+    ClientCertificate cc = *client_;
+    cc.chain_valid = false;
+    cc.verify_error = std::string(invalid);
+    cc.issuer_index = -1;
+    return cc;
   }
 
   void Send(Response r, const std::string& endpoint, bool close) {
@@ -503,6 +548,7 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t drained_ = 0;
   uint64_t served_ = 0;
   PeerVerify verify_;
+  Validity client_validity_;
   std::optional<ClientCertificate> client_;
   std::string peer_;
 };

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "iotpki/common/bytes.h"
+#include "iotpki/common/clock.h"
 #include "iotpki/common/error.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/server/metrics.h"
@@ -54,6 +55,12 @@ struct ServerOptions {
   // chains): the CA directory vouches for them, and a handshake then verifies one signature on
   // the client's chain instead of two.
   std::vector<Bytes> client_issuers;
+
+  // Validity periods of client certificates (and of the CA that issued them) are judged by this
+  // clock: in the handshake, and again at every request, so that a kept-alive connection stops
+  // being authenticated when its certificate expires. Null: the system clock. Must outlive the
+  // server.
+  const Clock* clock = nullptr;
 };
 
 class Server {

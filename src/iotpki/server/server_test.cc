@@ -203,7 +203,7 @@ class ServerTest : public ::testing::Test {
 
   // Starts the server with the test options, changed by `edit`.
   void Start(const std::function<void(ServerOptions&)>& edit = nullptr) {
-    ServerOptions o = testing::TestOptions(Pki());
+    ServerOptions o = testing::TestOptions(Pki(), clock_);
     if (edit) edit(o);
     auto s = Server::Start(o, router_, metrics_);
     ASSERT_TRUE(s) << s.error().ToString();
@@ -267,6 +267,48 @@ TEST_F(ServerTest, TheClientCertificateVerdictReachesTheHandler) {
   Start();
   Answer a = Exchange(kGetEcho, WithIdevid());
   EXPECT_EQ(a.body, "GET /echo body=0 cert=valid issuer=0 cn=" + Pki().device_id());
+}
+
+TEST_F(ServerTest, TheHandshakeJudgesValidityByTheInjectedClock) {
+  Start();
+  const ClientOptions ldevid = {.cert = &Pki().ldevid, .key = &Pki().ldevid_key};
+  EXPECT_EQ(Exchange(kGetEcho, ldevid).body,
+            "GET /echo body=0 cert=valid issuer=1 cn=" + Pki().device_id());
+  clock_.Set(Pki().ldevid.not_after() + 1);
+  EXPECT_EQ(Exchange(kGetEcho, ldevid).body,
+            "GET /echo body=0 cert=invalid (certificate has expired)");
+  clock_.Set(Pki().ldevid.not_before() - 1);
+  EXPECT_EQ(Exchange(kGetEcho, ldevid).body,
+            "GET /echo body=0 cert=invalid (certificate is not yet valid)");
+}
+
+TEST_F(ServerTest, ACertificateThatExpiresOnAKeptAliveConnectionIsRefusedFromThen) {
+  Start();
+  auto c = Connect({.cert = &Pki().ldevid, .key = &Pki().ldevid_key});
+  ASSERT_TRUE(c->Send(kGetEcho));
+  auto before = c->Read();
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->body, "GET /echo body=0 cert=valid issuer=1 cn=" + Pki().device_id());
+  clock_.Set(Pki().ldevid.not_after() + 1);
+  ASSERT_TRUE(c->Send(kGetEcho));
+  auto after = c->Read();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->body, "GET /echo body=0 cert=invalid (certificate has expired)");
+}
+
+TEST_F(ServerTest, AnIdevidIsRefusedOnAKeptAliveConnectionOnceItsCaHasExpired) {
+  Start();
+  auto c = Connect(WithIdevid());
+  ASSERT_TRUE(c->Send(kGetEcho));
+  auto before = c->Read();
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->body, "GET /echo body=0 cert=valid issuer=0 cn=" + Pki().device_id());
+  // The IDevID itself never expires (notAfter 9999-12-31); the manufacturing CA does.
+  clock_.Set(Pki().mfg.not_after() + 1);
+  ASSERT_TRUE(c->Send(kGetEcho));
+  auto after = c->Read();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->body, "GET /echo body=0 cert=invalid (certificate has expired)");
 }
 
 TEST_F(ServerTest, BodiesAndHeadersOverTheLimitsAre413And431) {

@@ -53,8 +53,9 @@ struct TestPki : x509::testing::Pki {
 };
 
 // A server on 127.0.0.1, any free port, with one I/O thread: client_issuers are the
-// manufacturing CA (index 0) and the operational CA (index 1), as enroll/ mounts them.
-inline ServerOptions TestOptions(const TestPki& pki) {
+// manufacturing CA (index 0) and the operational CA (index 1), as enroll/ mounts them; client
+// certificates judged by `clock`.
+inline ServerOptions TestOptions(const TestPki& pki, const Clock& clock) {
   ServerOptions o;
   o.host = "127.0.0.1";
   o.port = 0;
@@ -63,6 +64,7 @@ inline ServerOptions TestOptions(const TestPki& pki) {
   o.certificate_chain = {pki.server_cert.ToDer(), pki.ops.ToDer()};
   o.key = &pki.server_key;
   o.client_issuers = {pki.mfg.ToDer(), pki.ops.ToDer()};
+  o.clock = &clock;
   return o;
 }
 
