@@ -74,6 +74,57 @@ struct Validity {
   }
 };
 
+std::string LowerTrimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Every transfer coding named by the request's Transfer-Encoding lines, in order, lowercase,
+// without parameters; empty list elements skipped (RFC 9110 5.6.1).
+std::vector<std::string> TransferCodings(const http::request_header<>& h) {
+  std::vector<std::string> out;
+  auto [begin, end] = h.equal_range(http::field::transfer_encoding);
+  for (auto it = begin; it != end; ++it) {
+    std::string_view list = it->value();
+    while (!list.empty()) {
+      size_t comma = list.find(',');
+      std::string_view element = list.substr(0, comma);
+      std::string coding = LowerTrimmed(element.substr(0, element.find(';')));
+      if (!coding.empty()) out.push_back(std::move(coding));
+      list.remove_prefix(comma == std::string_view::npos ? list.size() : comma + 1);
+    }
+  }
+  return out;
+}
+
+// RFC 9112 6.1 and 6.3: a body's length must be unambiguous before any of it is read, or its
+// bytes could be taken for another request (request smuggling). Every client of iotpki's
+// endpoints sends Content-Length, so a Transfer-Encoding is refused, never decoded: nothing of a
+// chunked body (chunk-size lines, extensions, trailers) is ever buffered.
+std::optional<Response> FramingRefusal(const http::request_header<>& h) {
+  if (h.count(http::field::transfer_encoding) == 0) return std::nullopt;
+  auto bad = [](std::string_view why) { return TransportError(400, "invalid_argument", why); };
+  if (h.version() < 11) return bad("Transfer-Encoding in an HTTP/1.0 request");
+  if (h.count(http::field::content_length) != 0) {
+    return bad("Content-Length and Transfer-Encoding together");
+  }
+  std::vector<std::string> codings = TransferCodings(h);
+  if (codings.empty() || codings.back() != "chunked") {
+    return bad("the final transfer coding must be chunked");
+  }
+  for (size_t i = 0; i + 1 < codings.size(); ++i) {
+    if (codings[i] == "chunked") return bad("chunked applied more than once");
+  }
+  if (codings.size() > 1) {
+    return TransportError(501, "unimplemented", "no transfer coding but chunked is supported");
+  }
+  return TransportError(411, "invalid_argument",
+                        "chunked request bodies are not accepted: send Content-Length");
+}
+
 Result<ossl::UniquePtr<X509>> ParseDer(const Bytes& der, std::string_view what) {
   const unsigned char* p = der.data();
   auto x = ossl::Own(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
@@ -254,6 +305,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket&& socket, Server::Impl& srv, bool overloaded)
       : stream_(std::move(socket), *srv.ssl_ctx),
         timer_(stream_.get_executor()),
+        // One request at its limits, and a little for the start of a pipelined next one.
+        buffer_(srv.options.limits.max_header_bytes + srv.options.limits.max_body_bytes + 4096),
         srv_(srv),
         overloaded_(overloaded) {}
 
@@ -355,29 +408,57 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // The request's first bytes are here: the whole request must arrive within request_timeout
-  // of them, however slowly the client trickles (slowloris).
+  // of them, however slowly the client trickles (slowloris). The header is read and judged
+  // first; the body only once its framing is known to be unambiguous.
   void BeginRequest() {
     phase_ = Phase::kReading;
     ArmTimer(srv_.options.limits.request_timeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
 
-  void OnRead(error_code ec, size_t) {
+  void OnHeader(error_code ec, size_t) {
+    if (ec) return OnReadError(ec);
+    if (auto refusal = FramingRefusal(parser_->get())) {
+      StopTimer();
+      // The body was not read: its bytes must not be taken for the next request.
+      linger_ = true;
+      return Send(std::move(*refusal), "unknown", true);
+    }
+    if (parser_->is_done()) {
+      StopTimer();
+      return Dispatch();
+    }
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::OnBody, shared_from_this()));
+  }
+
+  void OnBody(error_code ec, size_t) {
+    if (ec) return OnReadError(ec);
+    StopTimer();
+    Dispatch();
+  }
+
+  void StopTimer() {
     ++timer_gen_;
     timer_.cancel();
+  }
+
+  void OnReadError(error_code ec) {
+    StopTimer();
     if (timed_out_) {
       return Send(TransportError(408, "request_timeout", "the request took too long to arrive"),
                   "unknown", true);
     }
     // The client may still be sending what was refused: drain it after the answer (Linger), or
     // closing with unread data would reset the connection before the client reads the answer.
-    if (ec == http::error::header_limit) {
+    bool header_done = parser_->is_header_done();
+    if (ec == http::error::header_limit || (ec == http::error::buffer_overflow && !header_done)) {
       linger_ = true;
       return Send(TransportError(431, "invalid_argument", "request headers too large"), "unknown",
                   true);
     }
-    if (ec == http::error::body_limit) {
+    if (ec == http::error::body_limit || ec == http::error::buffer_overflow) {
       linger_ = true;
       return Send(TransportError(413, "invalid_argument", "request body too large"), "unknown",
                   true);
@@ -387,11 +468,7 @@ class Session : public std::enable_shared_from_this<Session> {
         ec == net::error::connection_reset) {
       return Close();
     }
-    if (ec) {
-      return Send(TransportError(400, "invalid_argument", "malformed HTTP request"), "unknown",
-                  true);
-    }
-    Dispatch();
+    return Send(TransportError(400, "invalid_argument", "malformed HTTP request"), "unknown", true);
   }
 
   void Dispatch() {

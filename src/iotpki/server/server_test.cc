@@ -142,12 +142,11 @@ class RawClient {
     return a;
   }
 
-  // True when the server closed the connection: nothing more arrives (a response that does
-  // arrive is discarded).
+  // True when the server closes the connection without sending anything more.
   bool ReadsEof() {
     while (Fill()) {
     }
-    return closed_;
+    return closed_ && in_.empty();
   }
 
  private:
@@ -157,6 +156,7 @@ class RawClient {
   // expired.
   bool Fill() {
     char buf[16384];
+    errno = 0;
     int n = SSL_read(ssl_.get(), buf, sizeof buf);
     if (n > 0) {
       in_.append(buf, static_cast<size_t>(n));
@@ -323,6 +323,62 @@ TEST_F(ServerTest, BodiesAndHeadersOverTheLimitsAre413And431) {
   Answer headers =
       Exchange("GET /echo HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(2048, 'a') + "\r\n\r\n");
   EXPECT_EQ(headers.status, 431);
+}
+
+// The request with a Transfer-Encoding `te`, followed by another one: the smuggled request the
+// body would be if the first were taken to have none.
+std::string Smuggling(const std::string& te, const std::string& more_headers = "") {
+  return "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te + "\r\n" + more_headers +
+         "\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+}
+
+TEST_F(ServerTest, TransferEncodingsOtherThanChunkedAreRefusedAndNothingIsSmuggled) {
+  Start();
+  struct Case {
+    std::string request;
+    int status;
+  };
+  const Case cases[] = {
+      {Smuggling("gzip"), 400},  // RFC 9112 6.3: chunked must be the final coding
+      {Smuggling("chunked, gzip"), 400},
+      {Smuggling("identity"), 400},
+      {Smuggling("chunked, chunked"), 400},
+      {Smuggling(","), 400},
+      {Smuggling("gzip", "Content-Length: 0\r\n"), 400},
+      {Smuggling("gzip", "Transfer-Encoding: chunked\r\n"), 501},  // gzip, chunked
+      {Smuggling("gzip, chunked"), 501},                           // 6.1: unknown coding
+      {"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+  };
+  for (const Case& c : cases) {
+    auto client = Connect();
+    ASSERT_TRUE(client->Send(c.request));
+    auto a = client->Read();
+    ASSERT_TRUE(a) << c.request;
+    EXPECT_EQ(a->status, c.status) << c.request;
+    EXPECT_EQ(a->Header("connection"), "close") << c.request;
+    EXPECT_TRUE(client->ReadsEof()) << "a second answer to " << c.request;
+  }
+  EXPECT_EQ(smuggled_.load(), 0);
+}
+
+// Every client of these endpoints sends Content-Length; a chunked body is refused at its header,
+// so no chunk-size line, extension or trailer is ever buffered.
+TEST_F(ServerTest, ChunkedRequestBodiesAreRefusedBeforeAnyChunkIsRead) {
+  Start();
+  const std::string chunked =
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string endless_extension = chunked + "1;" + std::string(200000, 'a');
+  const std::string endless_trailers = chunked + "0\r\nX-A: 1\r\nX-B: 2\r\n" + std::string(64, 'c');
+  const std::string well_formed = chunked + "5\r\nhello\r\n0\r\n\r\n";
+  for (const std::string& request : {endless_extension, endless_trailers, well_formed}) {
+    auto client = Connect();
+    ASSERT_TRUE(client->Send(request));
+    auto a = client->Read();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->status, 411) << request.substr(0, 80);
+    EXPECT_NE(a->body.find("Content-Length"), std::string::npos) << a->body;
+    EXPECT_TRUE(client->ReadsEof());
+  }
 }
 
 TEST_F(ServerTest, AHandlerThatThrowsAnswers500AndClosesTheConnection) {
