@@ -125,6 +125,45 @@ std::optional<Response> FramingRefusal(const http::request_header<>& h) {
                         "chunked request bodies are not accepted: send Content-Length");
 }
 
+// uri-host [":" port] (RFC 9110 7.2): a bracketed IPv6 literal, or an IPv4 address or
+// registered name; never empty, which an https URI cannot be.
+bool ValidHost(std::string_view host) {
+  std::string_view port;
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (char c : host.substr(1, close - 1)) {
+      if (!std::isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') return false;
+    }
+    std::string_view rest = host.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') return false;
+    if (!rest.empty()) port = rest.substr(1);
+  } else {
+    size_t colon = host.find(':');
+    if (colon != std::string_view::npos) port = host.substr(colon + 1);
+    std::string_view name = host.substr(0, colon);
+    if (name.empty()) return false;
+    for (char c : name) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) &&
+          std::string_view("-._~!$&'()*+,;=%").find(c) == std::string_view::npos) {
+        return false;
+      }
+    }
+  }
+  return port.size() <= 5 && port.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// Why the request's header is refused before its body is read, if it is.
+std::optional<Response> HeaderRefusal(const http::request_header<>& h) {
+  // RFC 9112 3.2: two Hosts could name two origins to two readers of the request.
+  size_t hosts = h.count(http::field::host);
+  if ((hosts == 0 && h.version() >= 11) || hosts > 1 ||
+      (hosts == 1 && !ValidHost(h[http::field::host]))) {
+    return TransportError(400, "invalid_argument", "the request needs exactly one valid Host");
+  }
+  return FramingRefusal(h);
+}
+
 Result<ossl::UniquePtr<X509>> ParseDer(const Bytes& der, std::string_view what) {
   const unsigned char* p = der.data();
   auto x = ossl::Own(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
@@ -419,7 +458,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnHeader(error_code ec, size_t) {
     if (ec) return OnReadError(ec);
-    if (auto refusal = FramingRefusal(parser_->get())) {
+    if (auto refusal = HeaderRefusal(parser_->get())) {
       StopTimer();
       // The body was not read: its bytes must not be taken for the next request.
       linger_ = true;

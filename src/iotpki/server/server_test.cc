@@ -381,6 +381,30 @@ TEST_F(ServerTest, ChunkedRequestBodiesAreRefusedBeforeAnyChunkIsRead) {
   }
 }
 
+// RFC 9112 3.2: exactly one Host, and a valid one.
+TEST_F(ServerTest, ARequestNeedsExactlyOneValidHost) {
+  Start();
+  for (const char* bad :
+       {"GET /echo HTTP/1.1\r\n\r\n", "GET /echo HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        "GET /echo HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "GET /echo HTTP/1.1\r\nHost: \r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: a/b\r\n\r\n", "GET /echo HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: a:80x\r\n\r\n", "GET /echo HTTP/1.1\r\nHost: [::1\r\n\r\n"}) {
+    auto client = Connect();
+    ASSERT_TRUE(client->Send(bad));
+    auto a = client->Read();
+    ASSERT_TRUE(a) << bad;
+    EXPECT_EQ(a->status, 400) << bad;
+    EXPECT_NE(a->body.find("Host"), std::string::npos) << a->body;
+    EXPECT_TRUE(client->ReadsEof()) << bad;
+  }
+  for (const char* good :
+       {"GET /echo HTTP/1.0\r\n\r\n", "GET /echo HTTP/1.1\r\nHost: est.example.com\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nhost: 127.0.0.1:8443\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n"}) {
+    EXPECT_EQ(Exchange(good).status, 200) << good;
+  }
+}
+
 TEST_F(ServerTest, AHandlerThatThrowsAnswers500AndClosesTheConnection) {
   Start();
   auto c = Connect();
