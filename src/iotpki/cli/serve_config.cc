@@ -20,8 +20,9 @@ const std::array<Table, 2>& Tables() {
   static const std::array<Table, 2> tables = {
       Table{"server",
             {"listen", "names", "certificate", "key", "io_threads", "handler_threads",
-             "max_body_bytes", "max_header_bytes", "max_connections", "handshake_timeout_s",
-             "request_timeout_s", "idle_timeout_s", "drain_timeout_s", "max_group_commit"}},
+             "max_body_bytes", "max_header_bytes", "max_connections", "max_connections_per_source",
+             "handshake_timeout_s", "request_timeout_s", "idle_timeout_s", "drain_timeout_s",
+             "max_group_commit"}},
       Table{"bootstrap", {"token_window_s"}},
   };
   return tables;
@@ -142,6 +143,8 @@ Result<ServeConfig> ParseServeConfig(std::string_view text, const std::string& p
   IOTPKI_CHECK(r.Size("server.max_body_bytes", l.max_body_bytes, 1024, 16 << 20));
   IOTPKI_CHECK(r.Size("server.max_header_bytes", l.max_header_bytes, 1024, 1 << 20));
   IOTPKI_CHECK(r.Size("server.max_connections", l.max_connections, 1, 1 << 20));
+  IOTPKI_CHECK(
+      r.Size("server.max_connections_per_source", l.max_connections_per_source, 1, 1 << 20));
   IOTPKI_CHECK(r.Seconds("server.handshake_timeout_s", l.handshake_timeout));
   IOTPKI_CHECK(r.Seconds("server.request_timeout_s", l.request_timeout));
   IOTPKI_CHECK(r.Seconds("server.idle_timeout_s", l.idle_timeout));

@@ -24,6 +24,7 @@ handler_threads = 16
 max_body_bytes = 2048
 max_header_bytes = 4096
 max_connections = 64
+max_connections_per_source = 16
 handshake_timeout_s = 5
 request_timeout_s = 6
 idle_timeout_s = 7
@@ -45,6 +46,7 @@ token_window_s = 60
   EXPECT_EQ(l.max_body_bytes, 2048u);
   EXPECT_EQ(l.max_header_bytes, 4096u);
   EXPECT_EQ(l.max_connections, 64u);
+  EXPECT_EQ(l.max_connections_per_source, 16u);
   EXPECT_EQ(l.handshake_timeout, std::chrono::seconds(5));
   EXPECT_EQ(l.request_timeout, std::chrono::seconds(6));
   EXPECT_EQ(l.idle_timeout, std::chrono::seconds(7));
@@ -70,6 +72,8 @@ TEST(ServeConfigTest, EachBadConfigSaysWhatIsWrong) {
        "serve.toml: server.request_timeout_s must be an integer in [1, 3600]"},
       {"[server]\nmax_connections = 0",
        "serve.toml: server.max_connections must be an integer in [1, 1048576]"},
+      {"[server]\nmax_connections_per_source = -1",
+       "serve.toml: server.max_connections_per_source must be an integer in [1, 1048576]"},
       {"[server]\nmax_group_commit = 0",
        "serve.toml: server.max_group_commit must be an integer in [1, 100000]"},
       {"[bootstrap]\ntoken_window_s = 0",

@@ -51,6 +51,17 @@ Response TransportError(int status, std::string_view code, std::string_view mess
                   .body = JsonError(code, message) + "\n"};
 }
 
+// Connections are counted per client address; an IPv6 client commonly holds a whole /64, so its
+// addresses are counted by their /64.
+std::string SourceKey(const net::ip::address& a) {
+  if (!a.is_v6()) return a.to_string();
+  net::ip::address_v6 v6 = a.to_v6();
+  if (v6.is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, v6).to_string();
+  net::ip::address_v6::bytes_type bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return net::ip::address_v6(bytes).to_string() + "/64";
+}
+
 // The period in which a verified client chain stays valid: the leaf's validity period within its
 // CA's (the anchor, which a partial chain does not check again).
 struct Validity {
@@ -180,9 +191,20 @@ class Session;
 struct Server::Impl {
   // Declared first, so destroyed last: sessions still queued in the io_context or the handler
   // pool when those are destroyed (after a drain timeout) unregister themselves here.
-  std::mutex mu;  // guards sessions, overloaded, stopping, waited, destroying
-  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
-  size_t overloaded = 0;
+  std::mutex mu;  // guards everything up to `destroying`
+  struct Entry {
+    std::weak_ptr<Session> session;
+    // Its client's address (an IPv6 client's /64), while the connection counts towards it.
+    std::optional<std::string> source;
+    // Waiting for the next request on a kept-alive connection, since `idle_since`.
+    bool idle = false;
+    std::chrono::steady_clock::time_point idle_since;
+    bool evicting = false;  // asked to close to make room; no longer counted
+  };
+  std::unordered_map<Session*, Entry> sessions;
+  std::unordered_map<std::string, size_t> per_source;  // admitted connections by client address
+  size_t overloaded = 0;                               // sessions answering 503
+  size_t evicting = 0;
   bool stopping = false;
   bool waited = false;
   bool destroying = false;
@@ -206,6 +228,8 @@ struct Server::Impl {
   Counter& handshake_failures;
   Counter& rejected_overload;
   Counter& rejected_closed;
+  Counter& source_limited;
+  Counter& idle_closed;
 
   Impl(const ServerOptions& o, const Router& r, Registry& m, int io_threads)
       : options(o),
@@ -222,7 +246,12 @@ struct Server::Impl {
                                        {{"action", "503"}})),
         rejected_closed(m.GetCounter("iotpki_http_connections_rejected_total",
                                      "Connections refused because of the connection limit",
-                                     {{"action", "closed"}})) {}
+                                     {{"action", "closed"}})),
+        source_limited(m.GetCounter(
+            "iotpki_http_connections_source_limited_total",
+            "Connections refused because their client address had max_connections_per_source")),
+        idle_closed(m.GetCounter("iotpki_http_idle_connections_closed_total",
+                                 "Idle keep-alive connections closed to make room for new ones")) {}
 
   ~Impl() {
     std::lock_guard<std::mutex> lock(mu);
@@ -233,11 +262,16 @@ struct Server::Impl {
     std::lock_guard<std::mutex> lock(mu);
     return stopping;
   }
-  void Register(Session* s, std::weak_ptr<Session> w) {
+  void Register(Session* s, std::weak_ptr<Session> w, std::optional<std::string> source) {
     std::lock_guard<std::mutex> lock(mu);
-    sessions.emplace(s, std::move(w));
+    sessions.emplace(s, Entry{.session = std::move(w), .source = std::move(source)});
   }
   void Unregister(Session* s, bool was_overloaded);
+  // A kept-alive connection starts or stops waiting for its next request.
+  void SetIdle(Session* s, bool idle);
+  enum class Admission { kAdmitted, kOverloaded, kSourceOverloaded, kDropped };
+  Admission Admit(const std::string& source);
+  Session* OldestIdle(const std::string* source);
   void DoAccept();
   void OnAccept(error_code ec, tcp::socket socket);
   void BeginShutdown();
@@ -341,15 +375,15 @@ Result<ossl::UniquePtr<SSL_CTX>> BuildSslContext(Server::Impl& impl) {
 // deadline, handled on the handler pool, answered on the connection's strand.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, Server::Impl& srv, bool overloaded)
+  Session(tcp::socket&& socket, Server::Impl& srv, Server::Impl::Admission admission)
       : stream_(std::move(socket), *srv.ssl_ctx),
         timer_(stream_.get_executor()),
         // One request at its limits, and a little for the start of a pipelined next one.
         buffer_(srv.options.limits.max_header_bytes + srv.options.limits.max_body_bytes + 4096),
         srv_(srv),
-        overloaded_(overloaded) {}
+        admission_(admission) {}
 
-  ~Session() { srv_.Unregister(this, overloaded_); }
+  ~Session() { srv_.Unregister(this, admission_ != Server::Impl::Admission::kAdmitted); }
 
   void Start() {
     net::dispatch(stream_.get_executor(),
@@ -358,6 +392,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Called on the session's strand when the server begins to shut down.
   void OnServerStopping() {
+    if (phase_ == Phase::kIdle) CancelRead();
+  }
+
+  // Called on the session's strand when another connection needs this one's slot (Admit): it
+  // closes now if it is waiting for a request, else after the answer to the one it is reading.
+  void Evict() {
+    evicted_ = true;
     if (phase_ == Phase::kIdle) CancelRead();
   }
 
@@ -401,10 +442,14 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       client_ = std::move(cc);
     }
-    if (overloaded_) {
+    if (admission_ != Server::Impl::Admission::kAdmitted) {
       srv_.rejected_overload.Inc();
-      return Send(TransportError(503, "unavailable", "too many connections, retry later"),
-                  "overload", /*close=*/true);
+      Response r = TransportError(503, "unavailable",
+                                  admission_ == Server::Impl::Admission::kSourceOverloaded
+                                      ? "too many connections from your address, retry later"
+                                      : "too many connections, retry later");
+      r.headers.emplace_back("Retry-After", "5");
+      return Send(std::move(r), "overload", /*close=*/true);
     }
     ReadRequest();
   }
@@ -427,7 +472,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ReadRequest() {
-    if (srv_.Stopping()) return Close();
+    if (srv_.Stopping() || (evicted_ && buffer_.size() == 0)) return Close();
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(srv_.options.limits.max_header_bytes));
     parser_->body_limit(srv_.options.limits.max_body_bytes);
@@ -451,6 +496,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // first; the body only once its framing is known to be unambiguous.
   void BeginRequest() {
     phase_ = Phase::kReading;
+    if (idle_) {
+      idle_ = false;
+      srv_.SetIdle(this, false);
+    }
     ArmTimer(srv_.options.limits.request_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
@@ -577,7 +626,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void Send(Response r, const std::string& endpoint, bool close) {
     phase_ = Phase::kWriting;
     srv_.RequestCounter(endpoint, r.status).Inc();
-    bool keep = keep_alive_ && !close && !srv_.Stopping() && r.status < 500;
+    bool keep = keep_alive_ && !close && !evicted_ && !srv_.Stopping() && r.status < 500;
+    if (keep) {
+      // Idle from now on, as far as making room goes: Evict() during the write closes the
+      // connection after it instead of waiting for a next request.
+      idle_ = true;
+      srv_.SetIdle(this, true);
+    }
     res_.emplace();
     res_->version(11);
     res_->result(static_cast<unsigned>(r.status));
@@ -653,7 +708,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> res_;
   Server::Impl& srv_;
-  bool overloaded_;
+  Server::Impl::Admission admission_;
+  bool idle_ = false;     // marked idle in the server's table
+  bool evicted_ = false;  // asked to make room: no further request on this connection
   Phase phase_ = Phase::kHandshake;
   bool timed_out_ = false;
   uint64_t timer_gen_ = 0;
@@ -673,13 +730,86 @@ void Server::Impl::Unregister(Session* s, bool was_overloaded) {
   bool drained = false;
   {
     std::lock_guard<std::mutex> lock(mu);
-    sessions.erase(s);
+    auto it = sessions.find(s);
+    if (it != sessions.end()) {
+      if (it->second.evicting) --evicting;
+      if (it->second.source) {
+        auto count = per_source.find(*it->second.source);
+        if (count != per_source.end() && --count->second == 0) per_source.erase(count);
+      }
+      sessions.erase(it);
+    }
     if (was_overloaded) --overloaded;
     drained = stopping && sessions.empty() && !destroying;
   }
   if (drained) {
     net::post(acceptor.get_executor(), [this] { drain_timer.cancel(); });
   }
+}
+
+void Server::Impl::SetIdle(Session* s, bool idle) {
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = sessions.find(s);
+  if (it == sessions.end()) return;
+  it->second.idle = idle;
+  if (idle) it->second.idle_since = std::chrono::steady_clock::now();
+}
+
+// The kept-alive connection (of `source`, if given) that has waited longest for its next
+// request. A connection that has not sent its first request is never chosen: closing it could
+// lose a request about to arrive, and request_timeout_s bounds it anyway. Called with `mu` held.
+Session* Server::Impl::OldestIdle(const std::string* source) {
+  Session* oldest = nullptr;
+  std::chrono::steady_clock::time_point since;
+  for (auto& [p, e] : sessions) {
+    if (!e.idle || e.evicting || !e.source || (source != nullptr && *e.source != *source)) {
+      continue;
+    }
+    if (oldest == nullptr || e.idle_since < since) {
+      oldest = p;
+      since = e.idle_since;
+    }
+  }
+  return oldest;
+}
+
+// Takes a slot for a new connection from `source`: within both limits, or in place of an idle
+// kept-alive connection, which is asked to close (it may finish a request that has just begun).
+// Otherwise a few connections get a 503, and beyond those the socket is just closed, so that a
+// flood costs no handshakes.
+Server::Impl::Admission Server::Impl::Admit(const std::string& source) {
+  std::shared_ptr<Session> victim;
+  Admission admission = Admission::kAdmitted;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const Limits& l = options.limits;
+    auto count = per_source.find(source);
+    bool over_source = count != per_source.end() && count->second >= l.max_connections_per_source;
+    bool over_total = sessions.size() - evicting >= l.max_connections;
+    if (over_source || over_total) {
+      Session* oldest = OldestIdle(over_source ? &source : nullptr);
+      if (oldest != nullptr) {
+        Entry& e = sessions[oldest];
+        victim = e.session.lock();
+        e.evicting = true;
+        ++evicting;
+        if (--per_source[*e.source] == 0) per_source.erase(*e.source);
+        e.source.reset();
+      } else if (overloaded < std::max<size_t>(8, l.max_connections / 8)) {
+        ++overloaded;
+        admission = over_source ? Admission::kSourceOverloaded : Admission::kOverloaded;
+      } else {
+        admission = Admission::kDropped;
+      }
+      if (over_source && oldest == nullptr) source_limited.Inc();
+    }
+    if (admission == Admission::kAdmitted) ++per_source[source];
+  }
+  if (victim) {
+    idle_closed.Inc();
+    net::post(victim->executor(), [victim] { victim->Evict(); });
+  }
+  return admission;
 }
 
 void Server::Impl::DoAccept() {
@@ -699,23 +829,10 @@ void Server::Impl::OnAccept(error_code ec, tcp::socket socket) {
     });
     return;
   }
-  bool reject = false;
-  bool drop = false;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    size_t max = options.limits.max_connections;
-    if (sessions.size() >= max) {
-      // A few over-limit connections get a proper 503; beyond those the socket is just closed,
-      // so that a flood costs no handshakes.
-      if (overloaded < std::max<size_t>(8, max / 8)) {
-        ++overloaded;
-        reject = true;
-      } else {
-        drop = true;
-      }
-    }
-  }
-  if (drop) {
+  error_code no_peer;
+  std::string source = SourceKey(socket.remote_endpoint(no_peer).address());
+  Admission admission = Admit(source);
+  if (admission == Admission::kDropped) {
     rejected_closed.Inc();
     error_code ignored;
     socket.close(ignored);
@@ -725,8 +842,9 @@ void Server::Impl::OnAccept(error_code ec, tcp::socket socket) {
     // that reads until the server closes; docs/performance.md, "Baseline: OpenSSL's own server").
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    auto session = std::make_shared<Session>(std::move(socket), *this, reject);
-    Register(session.get(), session);
+    auto session = std::make_shared<Session>(std::move(socket), *this, admission);
+    Register(session.get(), session,
+             admission == Admission::kAdmitted ? std::optional(source) : std::nullopt);
     session->Start();
   }
   DoAccept();
@@ -738,8 +856,8 @@ void Server::Impl::BeginShutdown() {
     std::lock_guard<std::mutex> lock(mu);
     if (stopping) return;
     stopping = true;
-    for (auto& [p, w] : sessions) {
-      if (auto s = w.lock()) live.push_back(std::move(s));
+    for (auto& [p, e] : sessions) {
+      if (auto s = e.session.lock()) live.push_back(std::move(s));
     }
   }
   net::post(acceptor.get_executor(), [this, empty = live.empty()] {

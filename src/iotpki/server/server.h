@@ -27,7 +27,13 @@ namespace iotpki::server {
 struct Limits {
   size_t max_body_bytes = 64 << 10;   // larger bodies: 413
   size_t max_header_bytes = 8 << 10;  // larger request line + headers: 431
-  size_t max_connections = 1024;      // beyond: 503 (after the handshake), then plain close
+  // Beyond: 503 (after the handshake) for a few, then plain close. At the limit, a new
+  // connection first takes the place of the kept-alive connection idle the longest.
+  size_t max_connections = 1024;
+  // The same, per client address (an IPv6 client's /64), so that one client cannot hold every
+  // slot. A NAT of many devices enrolling at once stays far below it: an enrollment holds its
+  // connection for a few tens of milliseconds.
+  size_t max_connections_per_source = 256;
   std::chrono::seconds handshake_timeout{10};
   // From the first byte of a request to its last (slowloris): 408.
   std::chrono::seconds request_timeout{10};

@@ -405,6 +405,77 @@ TEST_F(ServerTest, ARequestNeedsExactlyOneValidHost) {
   }
 }
 
+constexpr char kHalfARequest[] = "GET /echo HTTP/1.1\r\n";
+
+TEST_F(ServerTest, OneClientAddressHoldsAtMostItsShareOfTheConnections) {
+  Start([](ServerOptions& o) { o.limits.max_connections_per_source = 2; });
+  // Two connections of 127.0.0.1 in the middle of a request: busy, not idle.
+  auto a = Connect();
+  ASSERT_TRUE(a->Send(kHalfARequest));
+  auto b = Connect();
+  ASSERT_TRUE(b->Send(kHalfARequest));
+  Answer refused = Exchange(kGetEcho);
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_NE(refused.body.find("too many connections from your address"), std::string::npos)
+      << refused.body;
+  EXPECT_EQ(refused.Header("retry-after"), "5");
+  EXPECT_EQ(Exchange(kGetEcho, {.source = "127.0.0.2"}).status, 200);
+  EXPECT_EQ(metrics_.CounterValue("iotpki_http_connections_source_limited_total"), 1u);
+
+  // Once a's request is answered, a waits idle: the address's next connection takes its place.
+  ASSERT_TRUE(a->Send("Host: x\r\n\r\n"));
+  auto answered = a->Read();
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(answered->status, 200);
+  EXPECT_EQ(Exchange(kGetEcho).status, 200);
+  EXPECT_TRUE(a->ReadsEof());
+  EXPECT_EQ(metrics_.CounterValue("iotpki_http_idle_connections_closed_total"), 1u);
+}
+
+TEST_F(ServerTest, AtTheConnectionLimitTheLongestIdleConnectionMakesRoom) {
+  Start([](ServerOptions& o) { o.limits.max_connections = 3; });
+  auto older = Connect();
+  ASSERT_TRUE(older->Send(kGetEcho));
+  ASSERT_TRUE(older->Read());
+  auto newer = Connect({.source = "127.0.0.2"});
+  ASSERT_TRUE(newer->Send(kGetEcho));
+  ASSERT_TRUE(newer->Read());
+  auto busy = Connect();
+  ASSERT_TRUE(busy->Send(kHalfARequest));
+
+  // The fourth connection closes the one idle the longest; the other stays.
+  auto fourth = Connect();
+  ASSERT_TRUE(fourth->Send(kGetEcho));
+  auto a = fourth->Read();
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->status, 200);
+  EXPECT_TRUE(older->ReadsEof());
+  ASSERT_TRUE(newer->Send(kGetEcho));
+  auto still = newer->Read();
+  ASSERT_TRUE(still);
+  EXPECT_EQ(still->status, 200);
+
+  EXPECT_EQ(metrics_.CounterValue("iotpki_http_idle_connections_closed_total"), 1u);
+  EXPECT_EQ(metrics_.CounterValue("iotpki_http_connections_rejected_total", {{"action", "503"}}),
+            0u);
+}
+
+// Closing a connection that has not sent its first request could lose a request about to
+// arrive; request_timeout_s bounds those.
+TEST_F(ServerTest, AConnectionWaitingForItsFirstRequestIsNotClosedForAnother) {
+  Start([](ServerOptions& o) { o.limits.max_connections = 2; });
+  auto first = Connect();
+  auto second = Connect();
+  Answer refused = Exchange(kGetEcho);
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_NE(refused.body.find("too many connections, retry later"), std::string::npos);
+  ASSERT_TRUE(first->Send(kGetEcho));
+  auto a = first->Read();
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->status, 200);
+  EXPECT_EQ(metrics_.CounterValue("iotpki_http_idle_connections_closed_total"), 0u);
+}
+
 TEST_F(ServerTest, AHandlerThatThrowsAnswers500AndClosesTheConnection) {
   Start();
   auto c = Connect();
