@@ -785,7 +785,8 @@ Server::Impl::Admission Server::Impl::Admit(const std::string& source) {
     const Limits& l = options.limits;
     auto count = per_source.find(source);
     bool over_source = count != per_source.end() && count->second >= l.max_connections_per_source;
-    bool over_total = sessions.size() - evicting >= l.max_connections;
+    // Connections answering 503 are not counted: they are few (below) and close at once.
+    bool over_total = sessions.size() - evicting - overloaded >= l.max_connections;
     if (over_source || over_total) {
       Session* oldest = OldestIdle(over_source ? &source : nullptr);
       if (oldest != nullptr) {
