@@ -157,7 +157,8 @@ status "wrong content type (EST)" 415 "$(http --cert "$B/cert.pem" --key "$B/key
 expect "EST errors are text/plain" "Content-Type must be application/pkcs10" "$WORK/body"
 status "EST error as JSON when asked (Accept)" 401 "$(est simpleenroll "" "" "$WORK/b.b64" \
   -H 'Accept: application/json')"
-expect "JSON error body" '^\{"error":"unauthenticated","message":"[^"]+"\}$' "$WORK/body"
+expect "JSON error body, with the request id" \
+  '^\{"error":"unauthenticated","message":"[^"]+","request_id":"[0-9a-f]{16}"\}$' "$WORK/body"
 
 # --- JSON bootstrap API -------------------------------------------------------------------------
 J_CERT=$(openssl x509 -in "$J/cert.pem" -outform DER | base64 -w0)

@@ -12,7 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <cstdio>
+#include <cmath>
 #include <ctime>
 #include <limits>
 #include <mutex>
@@ -20,7 +20,10 @@
 #include <thread>
 #include <unordered_map>
 
+#include "iotpki/common/log.h"
 #include "iotpki/crypto/ossl.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/profile.h"
 
 namespace iotpki::server {
 namespace {
@@ -40,16 +43,24 @@ struct PeerVerify {
   int issuer_index = -1;
 };
 
-std::string JsonError(std::string_view code, std::string_view message) {
-  // Only constant texts reach here: no escaping needed beyond what they contain (none).
-  return "{\"error\":\"" + std::string(code) + "\",\"message\":\"" + std::string(message) + "\"}";
+// An answer the transport gives itself. Only constant texts: no JSON escaping needed.
+struct Refusal {
+  int status;
+  std::string_view code;
+  std::string_view message;
+};
+
+Response TransportError(const Refusal& r, std::string_view request_id) {
+  return Response{.status = r.status,
+                  .content_type = "application/json",
+                  .body = "{\"error\":\"" + std::string(r.code) + "\",\"message\":\"" +
+                          std::string(r.message) + "\",\"request_id\":\"" +
+                          std::string(request_id) + "\"}\n",
+                  .log = {.error = std::string(r.code), .reason = std::string(r.message)}};
 }
 
-Response TransportError(int status, std::string_view code, std::string_view message) {
-  return Response{.status = status,
-                  .content_type = "application/json",
-                  .body = JsonError(code, message) + "\n"};
-}
+// 16 hex digits from OpenSSL's DRBG: unpredictable, so a request id names one request only.
+std::string NewRequestId() { return ToHex(crypto::RandomBytes(8)); }
 
 // Connections are counted per client address; an IPv6 client commonly holds a whole /64, so its
 // addresses are counted by their /64.
@@ -115,9 +126,9 @@ std::vector<std::string> TransferCodings(const http::request_header<>& h) {
 // bytes could be taken for another request (request smuggling). Every client of iotpki's
 // endpoints sends Content-Length, so a Transfer-Encoding is refused, never decoded: nothing of a
 // chunked body (chunk-size lines, extensions, trailers) is ever buffered.
-std::optional<Response> FramingRefusal(const http::request_header<>& h) {
+std::optional<Refusal> FramingRefusal(const http::request_header<>& h) {
   if (h.count(http::field::transfer_encoding) == 0) return std::nullopt;
-  auto bad = [](std::string_view why) { return TransportError(400, "invalid_argument", why); };
+  auto bad = [](std::string_view why) { return Refusal{400, "invalid_argument", why}; };
   if (h.version() < 11) return bad("Transfer-Encoding in an HTTP/1.0 request");
   if (h.count(http::field::content_length) != 0) {
     return bad("Content-Length and Transfer-Encoding together");
@@ -130,10 +141,10 @@ std::optional<Response> FramingRefusal(const http::request_header<>& h) {
     if (codings[i] == "chunked") return bad("chunked applied more than once");
   }
   if (codings.size() > 1) {
-    return TransportError(501, "unimplemented", "no transfer coding but chunked is supported");
+    return Refusal{501, "unimplemented", "no transfer coding but chunked is supported"};
   }
-  return TransportError(411, "invalid_argument",
-                        "chunked request bodies are not accepted: send Content-Length");
+  return Refusal{411, "invalid_argument",
+                 "chunked request bodies are not accepted: send Content-Length"};
 }
 
 // uri-host [":" port] (RFC 9110 7.2): a bracketed IPv6 literal, or an IPv4 address or
@@ -165,12 +176,12 @@ bool ValidHost(std::string_view host) {
 }
 
 // Why the request's header is refused before its body is read, if it is.
-std::optional<Response> HeaderRefusal(const http::request_header<>& h) {
+std::optional<Refusal> HeaderRefusal(const http::request_header<>& h) {
   // RFC 9112 3.2: two Hosts could name two origins to two readers of the request.
   size_t hosts = h.count(http::field::host);
   if ((hosts == 0 && h.version() >= 11) || hosts > 1 ||
       (hosts == 1 && !ValidHost(h[http::field::host]))) {
-    return TransportError(400, "invalid_argument", "the request needs exactly one valid Host");
+    return Refusal{400, "invalid_argument", "the request needs exactly one valid Host"};
   }
   return FramingRefusal(h);
 }
@@ -424,7 +435,10 @@ class Session : public std::enable_shared_from_this<Session> {
     SSL_set_ex_data(stream_.native_handle(), srv_.ex_index, nullptr);
     ossl::ClearErrors();
     if (ec) {
+      // Noise at fleet scale (scanners, clients that do not trust us yet): counted, and logged
+      // only at debug.
       srv_.handshake_failures.Inc();
+      log::Debug("tls.handshake_failed", {{"peer", peer_}, {"reason", ec.message()}});
       phase_ = Phase::kClosing;
       error_code ignored;
       lowest().socket().close(ignored);
@@ -436,6 +450,9 @@ class Session : public std::enable_shared_from_this<Session> {
       cc.chain_valid = verify_.called && verify_.ok;
       cc.verify_error = verify_.called ? verify_.error : "certificate not verified";
       cc.issuer_index = cc.chain_valid ? verify_.issuer_index : -1;
+      if (cc.certificate && x509::ValidateDeviceId(cc.certificate->common_name())) {
+        client_device_ = cc.certificate->common_name();
+      }
       if (cc.chain_valid) {
         client_validity_.Narrow(peer);
         client_validity_.Narrow(srv_.issuers[static_cast<size_t>(cc.issuer_index)].get());
@@ -444,10 +461,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (admission_ != Server::Impl::Admission::kAdmitted) {
       srv_.rejected_overload.Inc();
-      Response r = TransportError(503, "unavailable",
-                                  admission_ == Server::Impl::Admission::kSourceOverloaded
-                                      ? "too many connections from your address, retry later"
-                                      : "too many connections, retry later");
+      NewRequest();
+      Response r = Refuse({503, "unavailable",
+                           admission_ == Server::Impl::Admission::kSourceOverloaded
+                               ? "too many connections from your address, retry later"
+                               : "too many connections, retry later"});
       r.headers.emplace_back("Retry-After", "5");
       return Send(std::move(r), "overload", /*close=*/true);
     }
@@ -496,6 +514,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // first; the body only once its framing is known to be unambiguous.
   void BeginRequest() {
     phase_ = Phase::kReading;
+    NewRequest();
     if (idle_) {
       idle_ = false;
       srv_.SetIdle(this, false);
@@ -505,13 +524,15 @@ class Session : public std::enable_shared_from_this<Session> {
                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
 
-  void OnHeader(error_code ec, size_t) {
+  void OnHeader(error_code ec, size_t n) {
+    current_.bytes_in += n;
     if (ec) return OnReadError(ec);
+    NoteRequestLine();
     if (auto refusal = HeaderRefusal(parser_->get())) {
       StopTimer();
       // The body was not read: its bytes must not be taken for the next request.
       linger_ = true;
-      return Send(std::move(*refusal), "unknown", true);
+      return Send(Refuse(*refusal), "unknown", true);
     }
     if (parser_->is_done()) {
       StopTimer();
@@ -521,7 +542,8 @@ class Session : public std::enable_shared_from_this<Session> {
                      beast::bind_front_handler(&Session::OnBody, shared_from_this()));
   }
 
-  void OnBody(error_code ec, size_t) {
+  void OnBody(error_code ec, size_t n) {
+    current_.bytes_in += n;
     if (ec) return OnReadError(ec);
     StopTimer();
     Dispatch();
@@ -532,31 +554,46 @@ class Session : public std::enable_shared_from_this<Session> {
     timer_.cancel();
   }
 
+  // A new request begins (its first bytes are here, or a refused connection is answered).
+  void NewRequest() {
+    current_ = Current{.id = NewRequestId(), .started = std::chrono::steady_clock::now()};
+  }
+
+  // The method and path of the request, once its header is parsed, for its log line.
+  void NoteRequestLine() {
+    const auto& msg = parser_->get();
+    current_.method = std::string(msg.method_string());
+    std::string_view target = msg.target();
+    current_.path = std::string(target.substr(0, target.find('?')));
+  }
+
+  Response Refuse(const Refusal& refusal) const { return TransportError(refusal, current_.id); }
+
   void OnReadError(error_code ec) {
     StopTimer();
+    bool header_done = parser_->is_header_done();
+    // A Content-Length over the limit is refused once the request line is parsed.
+    if (!parser_->get().target().empty()) NoteRequestLine();
     if (timed_out_) {
-      return Send(TransportError(408, "request_timeout", "the request took too long to arrive"),
+      return Send(Refuse({408, "request_timeout", "the request took too long to arrive"}),
                   "unknown", true);
     }
     // The client may still be sending what was refused: drain it after the answer (Linger), or
     // closing with unread data would reset the connection before the client reads the answer.
-    bool header_done = parser_->is_header_done();
     if (ec == http::error::header_limit || (ec == http::error::buffer_overflow && !header_done)) {
       linger_ = true;
-      return Send(TransportError(431, "invalid_argument", "request headers too large"), "unknown",
-                  true);
+      return Send(Refuse({431, "invalid_argument", "request headers too large"}), "unknown", true);
     }
     if (ec == http::error::body_limit || ec == http::error::buffer_overflow) {
       linger_ = true;
-      return Send(TransportError(413, "invalid_argument", "request body too large"), "unknown",
-                  true);
+      return Send(Refuse({413, "invalid_argument", "request body too large"}), "unknown", true);
     }
     if (ec == http::error::end_of_stream || ec == net::error::eof ||
         ec == net::ssl::error::stream_truncated || ec == net::error::operation_aborted ||
         ec == net::error::connection_reset) {
       return Close();
     }
-    return Send(TransportError(400, "invalid_argument", "malformed HTTP request"), "unknown", true);
+    return Send(Refuse({400, "invalid_argument", "malformed HTTP request"}), "unknown", true);
   }
 
   void Dispatch() {
@@ -575,17 +612,18 @@ class Session : public std::enable_shared_from_this<Session> {
     req.body = std::move(msg.body());
     req.client_cert = ClientCertificateNow();
     req.peer = peer_;
+    req.id = current_.id;
 
     Router::Match match = srv_.router.Find(req.method, req.path);
     if (match.handler == nullptr) {
       if (!match.allowed_methods.empty()) {
-        Response r = TransportError(405, "invalid_argument", "method not allowed");
+        Response r = Refuse({405, "invalid_argument", "method not allowed"});
         std::string allow;
         for (const auto& m : match.allowed_methods) allow += (allow.empty() ? "" : ", ") + m;
         r.headers.emplace_back("Allow", allow);
         return Send(std::move(r), match.name, false);
       }
-      return Send(TransportError(404, "not_found", "no such endpoint"), match.name, false);
+      return Send(Refuse({404, "not_found", "no such endpoint"}), match.name, false);
     }
     req.params = std::move(match.params);
     const Handler* handler = match.handler;
@@ -598,10 +636,11 @@ class Session : public std::enable_shared_from_this<Session> {
       try {
         res = (*handler)(req);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "iotpki serve: handler %s threw: %s\n", name.c_str(), e.what());
-        res = TransportError(500, "internal", "internal error");
+        res = TransportError({500, "internal", "internal error"}, req.id);
+        res.log.detail = std::string("the handler threw: ") + e.what();
       } catch (...) {
-        res = TransportError(500, "internal", "internal error");
+        res = TransportError({500, "internal", "internal error"}, req.id);
+        res.log.detail = "the handler threw something that is not a std::exception";
       }
       net::post(self->stream_.get_executor(),
                 [self, res = std::move(res), name = std::move(name)]() mutable {
@@ -626,6 +665,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Send(Response r, const std::string& endpoint, bool close) {
     phase_ = Phase::kWriting;
     srv_.RequestCounter(endpoint, r.status).Inc();
+    answered_ = Answered{.status = r.status, .endpoint = endpoint, .log = std::move(r.log)};
     bool keep = keep_alive_ && !close && !evicted_ && !srv_.Stopping() && r.status < 500;
     if (keep) {
       // Idle from now on, as far as making room goes: Evict() during the write closes the
@@ -640,6 +680,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res_->set(http::field::server, "iotpki");
     if (!r.content_type.empty()) res_->set(http::field::content_type, r.content_type);
     res_->set(http::field::cache_control, "no-store");
+    res_->set("X-Request-Id", current_.id);
     for (auto& [k, v] : r.headers) res_->set(k, v);
     res_->body() = std::move(r.body);
     res_->keep_alive(keep);
@@ -649,13 +690,43 @@ class Session : public std::enable_shared_from_this<Session> {
                       beast::bind_front_handler(&Session::OnWrite, shared_from_this(), keep));
   }
 
-  void OnWrite(bool keep, error_code ec, size_t) {
+  void OnWrite(bool keep, error_code ec, size_t n) {
     lowest().expires_never();
     res_.reset();
+    LogRequest(n);
     if (ec) return Close();
     if (linger_) return Linger();
     if (!keep) return Close();
     ReadRequest();
+  }
+
+  // One line per answer, at error for a 5xx (the server failed) and info otherwise (a refusal is
+  // normal traffic): what an operator needs to find a request by its id or by its device.
+  void LogRequest(uint64_t bytes_out) const {
+    log::Level level = answered_.status >= 500 ? log::Level::kError : log::Level::kInfo;
+    if (!log::Enabled(level)) return;
+    const ResponseLog& about = answered_.log;
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                          current_.started)
+                    .count();
+    std::vector<log::Field> fields = {{"request_id", current_.id}, {"peer", peer_}};
+    if (!current_.method.empty()) {
+      fields.emplace_back("method", current_.method);
+      fields.emplace_back("path", current_.path);
+    }
+    fields.emplace_back("endpoint", answered_.endpoint);
+    fields.emplace_back("status", answered_.status);
+    const std::string& device = about.device_id.empty() ? client_device_ : about.device_id;
+    if (!device.empty()) fields.emplace_back("device", device);
+    fields.emplace_back("ms", std::round(ms * 10) / 10);
+    fields.emplace_back("bytes_in", current_.bytes_in);
+    fields.emplace_back("bytes_out", bytes_out);
+    if (!about.error.empty()) {
+      fields.emplace_back("error", about.error);
+      fields.emplace_back("reason", about.reason);
+    }
+    if (!about.detail.empty()) fields.emplace_back("detail", about.detail);
+    log::Write(level, "http.request", fields);
   }
 
   // Half-closes the TCP connection and discards what the client still sends (up to a limit and
@@ -723,7 +794,22 @@ class Session : public std::enable_shared_from_this<Session> {
   PeerVerify verify_;
   Validity client_validity_;
   std::optional<ClientCertificate> client_;
+  std::string client_device_;  // the client certificate's CN when it names a device
   std::string peer_;
+  // The request being answered, for its log line.
+  struct Current {
+    std::string id;
+    std::string method;
+    std::string path;
+    std::chrono::steady_clock::time_point started;
+    uint64_t bytes_in = 0;
+  } current_;
+  // What Send leaves for the log line written once the answer is sent.
+  struct Answered {
+    int status = 0;
+    std::string endpoint;
+    ResponseLog log;
+  } answered_;
 };
 
 void Server::Impl::Unregister(Session* s, bool was_overloaded) {
@@ -927,7 +1013,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, cons
           raw->ioc.run();
           return;
         } catch (const std::exception& e) {
-          std::fprintf(stderr, "iotpki serve: I/O thread: %s\n", e.what());
+          log::Error("server.io_thread_failed", {{"detail", e.what()}});
         }
       }
     });

@@ -12,12 +12,17 @@
 
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "iotpki/common/log.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/server/test_util.h"
 
@@ -175,6 +180,47 @@ class RawClient {
   bool closed_ = false;
 };
 
+// The server's log lines (JSON), as they are written.
+class LogLines {
+ public:
+  void Add(std::string_view line) {
+    std::lock_guard<std::mutex> lock(mu_);
+    lines_.push_back(nlohmann::json::parse(line));
+    cv_.notify_all();
+  }
+
+  // The first line with `key` = `value`. The server writes a request's line once its answer is
+  // sent, which may be just after the client has read it: this waits for it (a guard against a
+  // hung test, not a measurement, ends the wait).
+  nlohmann::json Find(const std::string& key, const std::string& value) {
+    std::unique_lock<std::mutex> lock(mu_);
+    nlohmann::json found;
+    cv_.wait_for(lock, std::chrono::seconds(60), [&] {
+      for (const auto& l : lines_) {
+        if (l.contains(key) && l[key] == value) {
+          found = l;
+          return true;
+        }
+      }
+      return false;
+    });
+    return found;
+  }
+
+  bool Contains(const std::string& text) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& l : lines_) {
+      if (l.dump().find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<nlohmann::json> lines_;
+};
+
 // What a handler was handed, as text.
 std::string Describe(const Request& r) {
   std::string out = r.method + " " + r.path + " body=" + std::to_string(r.body.size());
@@ -199,6 +245,14 @@ class ServerTest : public ::testing::Test {
     });
     router_.Add("GET", "/throw", "throw",
                 [](const Request&) -> Response { throw std::runtime_error("boom"); });
+    log::Configure(log::Format::kJson, log::Level::kDebug);
+    log::SetSinkForTesting([this](std::string_view line) { lines_.Add(line); });
+  }
+
+  ~ServerTest() override {
+    server_.reset();  // its threads are the ones that log
+    log::SetSinkForTesting(nullptr);
+    log::Configure(log::Format::kText, log::Level::kInfo);
   }
 
   // Starts the server with the test options, changed by `edit`.
@@ -229,6 +283,7 @@ class ServerTest : public ::testing::Test {
   Router router_;
   Registry metrics_;
   std::atomic<int> smuggled_{0};
+  LogLines lines_;
   std::unique_ptr<Server> server_;
 };
 
@@ -474,6 +529,107 @@ TEST_F(ServerTest, AConnectionWaitingForItsFirstRequestIsNotClosedForAnother) {
   ASSERT_TRUE(a);
   EXPECT_EQ(a->status, 200);
   EXPECT_EQ(metrics_.CounterValue("iotpki_http_idle_connections_closed_total"), 0u);
+}
+
+TEST_F(ServerTest, EachAnswerHasARequestIdThatItsLogLineNames) {
+  Start();
+  Answer a = Exchange(kGetEcho, WithIdevid());
+  std::string id = a.Header("x-request-id");
+  ASSERT_EQ(id.size(), 16u);
+  EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+  nlohmann::json line = lines_.Find("request_id", id);
+  ASSERT_FALSE(line.is_null());
+  EXPECT_EQ(line["level"], "info");
+  EXPECT_EQ(line["event"], "http.request");
+  EXPECT_EQ(line["method"], "GET");
+  EXPECT_EQ(line["path"], "/echo");
+  EXPECT_EQ(line["endpoint"], "echo");
+  EXPECT_EQ(line["status"], 200);
+  EXPECT_EQ(line["device"], Pki().device_id());
+  EXPECT_EQ(line["peer"].get<std::string>().rfind("127.0.0.1:", 0), 0u) << line;
+  EXPECT_EQ(line["bytes_in"], std::string_view(kGetEcho).size());
+  EXPECT_GT(line["bytes_out"].get<int>(), static_cast<int>(a.body.size()));
+  EXPECT_TRUE(line["ms"].is_number());
+  EXPECT_FALSE(line.contains("error"));
+  EXPECT_NE(Exchange(kGetEcho).Header("x-request-id"), id);
+}
+
+TEST_F(ServerTest, TransportRefusalsQuoteTheRequestIdAndAreLoggedWithTheirReason) {
+  Start();
+  Answer a = Exchange("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string id = a.Header("x-request-id");
+  EXPECT_EQ(a.body, "{\"error\":\"not_found\",\"message\":\"no such endpoint\",\"request_id\":\"" +
+                        id + "\"}\n");
+  nlohmann::json line = lines_.Find("request_id", id);
+  EXPECT_EQ(line["status"], 404);
+  EXPECT_EQ(line["error"], "not_found");
+  EXPECT_EQ(line["reason"], "no such endpoint");
+  EXPECT_FALSE(line.contains("device"));
+
+  Answer large = Exchange("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n");
+  line = lines_.Find("request_id", large.Header("x-request-id"));
+  EXPECT_EQ(line["status"], 413);
+  EXPECT_EQ(line["path"], "/echo");
+  EXPECT_EQ(line["reason"], "request body too large");
+
+  Answer smuggling = Exchange(Smuggling("gzip"));
+  line = lines_.Find("request_id", smuggling.Header("x-request-id"));
+  EXPECT_EQ(line["status"], 400);
+  EXPECT_EQ(line["method"], "POST");
+  EXPECT_EQ(line["endpoint"], "unknown");
+  EXPECT_EQ(line["reason"], "the final transfer coding must be chunked");
+}
+
+TEST_F(ServerTest, AFailureIsLoggedAtErrorWithTheDetailTheClientNeverSees) {
+  router_.Add("GET", "/fail", "fail", [](const Request&) {
+    return Response{.status = 500,
+                    .content_type = "application/json",
+                    .body = "{\"error\":\"internal\",\"message\":\"internal error\"}\n",
+                    .log = {.error = "internal",
+                            .reason = "cannot write to the store",
+                            .detail = "disk I/O error (/var/lib/iotpki/iotpki.db)"}};
+  });
+  Start();
+  Answer a = Exchange("GET /fail HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(a.status, 500);
+  EXPECT_EQ(a.body.find("disk"), std::string::npos);
+  nlohmann::json line = lines_.Find("request_id", a.Header("x-request-id"));
+  EXPECT_EQ(line["level"], "error");
+  EXPECT_EQ(line["error"], "internal");
+  EXPECT_EQ(line["reason"], "cannot write to the store");
+  EXPECT_EQ(line["detail"], "disk I/O error (/var/lib/iotpki/iotpki.db)");
+
+  Answer thrown = Exchange("GET /throw HTTP/1.1\r\nHost: x\r\n\r\n");
+  line = lines_.Find("request_id", thrown.Header("x-request-id"));
+  EXPECT_EQ(line["level"], "error");
+  EXPECT_EQ(line["detail"], "the handler threw: boom");
+}
+
+TEST_F(ServerTest, TheHandlersDeviceIdIsLoggedOverTheCertificates) {
+  router_.Add("GET", "/claim", "claim", [](const Request&) {
+    return Response{.status = 200, .log = {.device_id = std::string(64, 'e')}};
+  });
+  Start();
+  Answer a = Exchange("GET /claim HTTP/1.1\r\nHost: x\r\n\r\n", WithIdevid());
+  EXPECT_EQ(lines_.Find("request_id", a.Header("x-request-id"))["device"], std::string(64, 'e'));
+}
+
+TEST_F(ServerTest, AFailedHandshakeIsLoggedAtDebug) {
+  Start();
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(server_->port());
+  inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst), 0);
+  std::string_view plain = kGetEcho;  // HTTP without TLS
+  ASSERT_EQ(write(fd, plain.data(), plain.size()), static_cast<ssize_t>(plain.size()));
+  nlohmann::json line = lines_.Find("event", "tls.handshake_failed");
+  close(fd);
+  EXPECT_EQ(line["level"], "debug");
+  EXPECT_EQ(line["peer"].get<std::string>().rfind("127.0.0.1:", 0), 0u) << line;
+  EXPECT_TRUE(line.contains("reason"));
+  EXPECT_EQ(metrics_.CounterValue("iotpki_tls_handshake_failures_total"), 1u);
 }
 
 TEST_F(ServerTest, AHandlerThatThrowsAnswers500AndClosesTheConnection) {
