@@ -37,7 +37,7 @@ idle_timeout_s = 5
 [bootstrap]
 token_window_s = 300
 TOML
-start_server --config "$WORK/serve.toml"
+start_server --config "$WORK/serve.toml" --log-format json
 
 est() {  # est OP CERT KEY CSR_FILE [curl args]: POST an EST request
   local op=$1 cert=$2 key=$3 body=$4
@@ -128,7 +128,10 @@ csr_b64 "$WORK/twin-new.key" "/CN=$(device_id "$TWIN")" >"$WORK/twin.b64"
 status "unknown device (valid IDevID, not in the inventory)" 404 \
   "$(est simpleenroll "$TWIN/cert.pem" "$TWIN/key.plain.pem" "$WORK/twin.b64")"
 csr_b64 "$WORK/c.key" "/CN=$ID_C" >"$WORK/c.b64"
-status "decommissioned device" 403 "$(est simpleenroll "$C/cert.pem" "$C/key.plain.pem" "$WORK/c.b64")"
+status "decommissioned device" 403 \
+  "$(est simpleenroll "$C/cert.pem" "$C/key.plain.pem" "$WORK/c.b64" -D "$WORK/c.headers")"
+C_REQUEST=$(sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]\{16\}\).*/\1/p' "$WORK/c.headers")
+expect "the EST error names its request id" "\(request id $C_REQUEST\)$" "$WORK/body"
 csr_b64 "$B/key.plain.pem" "/CN=$ID_B" >"$WORK/b-own.b64"
 status "CSR with the IDevID's own key" 403 \
   "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-own.b64")"
@@ -180,6 +183,12 @@ status "token with a wrong HMAC" 401 "$(boot "$WORK/wrong-hmac.json")"
 OLD=$((NOW - 1000))
 body "$OLD" "$(token "$J_KDEV" "$ID_J" "$OLD")" >"$WORK/old.json"
 status "timestamp outside the window" 401 "$(boot "$WORK/old.json")"
+NOCERT_TS=$((NOW + 2))
+body "$NOCERT_TS" "$(token "$J_KDEV" "$ID_J" "$NOCERT_TS")" >"$WORK/nocert.json"
+status "no client certificate, and a CSR not signed with the IDevID key" 401 \
+  "$(http -H 'Content-Type: application/json' --data-binary @"$WORK/nocert.json" \
+    -D "$WORK/nocert.headers" "$URL/api/v1/bootstrap")"
+NOCERT_REQUEST=$(sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]\{16\}\).*/\1/p' "$WORK/nocert.headers")
 body "$NOW" "not-hex-$(printf '%056d' 0)" >"$WORK/nonhex.json"
 status "non-hex token" 400 "$(boot "$WORK/nonhex.json")"
 printf '{"device_id":"%s","timestamp":%s}' "$ID_J" "$NOW" >"$WORK/missing.json"
@@ -239,6 +248,22 @@ check "server survived everything (healthz)" test "$(http "$URL/healthz")" = 200
 check "audit chain intact" "$IOTPKI" audit verify --dir "$CA"
 check "server stops cleanly" stop_server
 
+# --- the server's log (JSON Lines) --------------------------------------------------------------
+# "Why did device C fail to enroll?" is one grep of its id, and the request id its client was
+# shown leads to the same line.
+grep -F "$ID_C" "$WORK/serve.err" >"$WORK/c.log"
+expect "grep of the device id: its refusal and the reason" \
+  '"status":403,.*"error":"permission_denied","reason":"device [0-9a-f]+ is decommissioned' \
+  "$WORK/c.log"
+check "the request id leads to the same line" \
+  test "$(jq -r "select(.request_id == \"$C_REQUEST\") | .device" "$WORK/serve.err")" = "$ID_C"
+check "every request has one line with a request id" \
+  test "$(jq -r 'select(.event == "http.request") | .request_id' "$WORK/serve.err" | sort -u |
+    grep -c '^[0-9a-f]\{16\}$')" -eq "$(grep -c '"http.request"' "$WORK/serve.err")"
+check "without a client certificate, the line names the device_id of the body" \
+  test "$(jq -r "select(.request_id == \"$NOCERT_REQUEST\") | .device" "$WORK/serve.err")" = "$ID_J"
+no_secrets "no secret in the log: tokens, bootstrap secrets, passphrases, keys" "$WORK/serve.err"
+
 # --- connection limits, on a server of their own ------------------------------------------------
 # Holders complete the TLS handshake and send nothing. A connection that has not sent its first
 # request is never closed to make room, and request_timeout_s is long here, so the holders stay
@@ -297,4 +322,5 @@ expect "metrics: 503s counted" 'iotpki_http_connections_rejected_total\{action="
 expect "metrics: per-address refusals counted" \
   'iotpki_http_connections_source_limited_total [1-9]' "$WORK/metrics"
 check "server stops cleanly" stop_server
+no_secrets "no secret in the second server's log" "$WORK/serve.err"
 finish

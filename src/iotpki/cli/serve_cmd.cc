@@ -6,12 +6,12 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <iostream>
 
 #include "iotpki/ca/authority.h"
 #include "iotpki/cli/cli.h"
 #include "iotpki/cli/serve_config.h"
 #include "iotpki/common/file.h"
+#include "iotpki/common/log.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/enroll/service.h"
 #include "iotpki/server/server.h"
@@ -28,6 +28,8 @@ struct ServeArgs {
   std::string passphrase_file;
   std::string port_file;
   std::vector<std::string> names;
+  std::string log_format;
+  std::string log_level;
 };
 
 bool IsIpAddress(const std::string& s) {
@@ -111,8 +113,27 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
   return id;
 }
 
+// The flags win over [log]; without either, text on a terminal and JSON Lines otherwise, at info.
+Result<void> ConfigureLogging(const ServeArgs& args, const ServeConfig& config) {
+  log::Format format = config.log_format.value_or(log::DefaultFormat());
+  log::Level level = config.log_level.value_or(log::Level::kInfo);
+  if (!args.log_format.empty()) {
+    auto f = log::ParseFormat(args.log_format);
+    if (!f) return Fail(Code::kInvalidArgument, "--log-format: " + f.error().message());
+    format = *f;
+  }
+  if (!args.log_level.empty()) {
+    auto l = log::ParseLevel(args.log_level);
+    if (!l) return Fail(Code::kInvalidArgument, "--log-level: " + l.error().message());
+    level = *l;
+  }
+  log::Configure(format, level);
+  return {};
+}
+
 Result<void> RunServe(const ServeArgs& args) {
   IOTPKI_TRY(ServeConfig config, LoadServeConfig(args.config));
+  IOTPKI_CHECK(ConfigureLogging(args, config));
   if (!args.listen.empty()) config.listen = args.listen;
   config.names.insert(config.names.end(), args.names.begin(), args.names.end());
   IOTPKI_TRY(auto listen, ParseListen(config.listen));
@@ -164,24 +185,21 @@ Result<void> RunServe(const ServeArgs& args) {
   if (!args.port_file.empty()) {
     IOTPKI_CHECK(WriteFileAtomic(args.port_file, std::to_string(srv->port()) + "\n"));
   }
-  std::cout << "listening on " << shown << ":" << srv->port() << " (server certificate for " <<
-      [&] {
-        std::string all;
-        for (const auto& n : dns) all += (all.empty() ? "" : ", ") + n;
-        for (const auto& n : ips) all += (all.empty() ? "" : ", ") + n;
-        return all;
-      }() << ")"
-            << std::endl;
+  std::string names;
+  for (const auto& n : dns) names += (names.empty() ? "" : ", ") + n;
+  for (const auto& n : ips) names += (names.empty() ? "" : ", ") + n;
+  log::Info("serve.listening", {{"address", shown + ":" + std::to_string(srv->port())},
+                                {"server_certificate_names", names}});
 
   int sig = 0;
   sigwait(&signals, &sig);
-  std::cout << "received " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-            << ", finishing requests in flight" << std::endl;
+  log::Info("serve.stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
+                               {"drain_timeout_s", options.limits.drain_timeout.count()}});
   srv->Shutdown();
   srv->Wait();
   auto stats = service->committer().stats();
-  std::cout << "stopped (" << stats.batches << " store batches in " << stats.transactions
-            << " transactions)" << std::endl;
+  log::Info("serve.stopped",
+            {{"store_batches", stats.batches}, {"store_transactions", stats.transactions}});
   return {};
 }
 
@@ -194,12 +212,16 @@ void AddServeCommands(CLI::App& app) {
   serve->add_option("--dir", args->dir, "CA directory")->required();
   serve->add_option("--listen", args->listen,
                     "HOST:PORT to listen on (default 127.0.0.1:8443; port 0 picks a free one)");
-  serve->add_option("--config", args->config, "TOML file with [server] and [bootstrap] settings");
+  serve->add_option("--config", args->config,
+                    "TOML file with [server], [bootstrap] and [log] settings");
   serve->add_option("--passphrase-file", args->passphrase_file,
                     "File whose first line unlocks the CA keys (default: $IOTPKI_PASSPHRASE)");
   serve->add_option("--port-file", args->port_file, "Write the port listened on to this file");
   serve->add_option("--name", args->names,
                     "Extra host name or address for the server certificate (repeatable)");
+  serve->add_option("--log-format", args->log_format,
+                    "text or json (JSON Lines); default: text on a terminal, json otherwise");
+  serve->add_option("--log-level", args->log_level, "debug, info (default), warn or error");
   SetAction(serve, [args] { return RunServe(*args); });
 }
 

@@ -16,14 +16,15 @@ struct Table {
   std::string_view name;
   std::vector<std::string_view> keys;
 };
-const std::array<Table, 2>& Tables() {
-  static const std::array<Table, 2> tables = {
+const std::array<Table, 3>& Tables() {
+  static const std::array<Table, 3> tables = {
       Table{"server",
             {"listen", "names", "certificate", "key", "io_threads", "handler_threads",
              "max_body_bytes", "max_header_bytes", "max_connections", "max_connections_per_source",
              "handshake_timeout_s", "request_timeout_s", "idle_timeout_s", "drain_timeout_s",
              "max_group_commit"}},
       Table{"bootstrap", {"token_window_s"}},
+      Table{"log", {"format", "level"}},
   };
   return tables;
 }
@@ -42,8 +43,9 @@ class Reader {
       auto table = std::find_if(Tables().begin(), Tables().end(),
                                 [&](const Table& t) { return t.name == name.str(); });
       if (table == Tables().end()) {
-        return Fail(Code::kInvalidArgument, path_ + ": unknown table [" + std::string(name.str()) +
-                                                "] (the tables are [server] and [bootstrap])");
+        return Fail(Code::kInvalidArgument,
+                    path_ + ": unknown table [" + std::string(name.str()) +
+                        "] (the tables are [server], [bootstrap] and [log])");
       }
       const toml::table* keys = node.as_table();
       if (keys == nullptr) return Bad(name.str(), "must be a table");
@@ -108,6 +110,20 @@ class Reader {
     return {};
   }
 
+  // A string parsed by `parse` (log::ParseFormat, log::ParseLevel), whose error names the choices.
+  template <class T, class Parse>
+  Result<void> Choice(const char* key, std::optional<T>& out, Parse parse) const {
+    std::string text;
+    IOTPKI_CHECK(String(key, text));
+    if (!t_.at_path(key)) return {};
+    auto v = parse(text);
+    if (!v) {
+      return Fail(Code::kInvalidArgument, path_ + ": " + key + ": " + v.error().message());
+    }
+    out = *v;
+    return {};
+  }
+
  private:
   const toml::table& t_;
   const std::string& path_;
@@ -153,6 +169,8 @@ Result<ServeConfig> ParseServeConfig(std::string_view text, const std::string& p
   if (window) c.enroll.token_window_seconds = *window;
   IOTPKI_TRY(auto group, r.Integer("server.max_group_commit", 1, 100000));
   if (group) c.enroll.max_group_commit = static_cast<size_t>(*group);
+  IOTPKI_CHECK(r.Choice("log.format", c.log_format, log::ParseFormat));
+  IOTPKI_CHECK(r.Choice("log.level", c.log_level, log::ParseLevel));
   return c;
 }
 

@@ -1,5 +1,5 @@
-// `iotpki serve --config FILE`: the TOML file's [server] and [bootstrap] tables read into the
-// options of the transport and the enrollment service. Every key is optional.
+// `iotpki serve --config FILE`: the TOML file's [server], [bootstrap] and [log] tables read into
+// the options of the transport, the enrollment service and the logger. Every key is optional.
 // A refusal is one line naming the file, the key and what it must be.
 #pragma once
 
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "iotpki/common/error.h"
+#include "iotpki/common/log.h"
 #include "iotpki/enroll/service.h"
 #include "iotpki/server/server.h"
 
@@ -22,6 +23,9 @@ struct ServeConfig {
   std::string key;                 // PEM key for `certificate`, encrypted with the passphrase
   server::ServerOptions server;
   enroll::EnrollOptions enroll;
+  // [log]; unset: the command line's choice, else its default.
+  std::optional<log::Format> log_format;
+  std::optional<log::Level> log_level;
 };
 
 // The configuration in `path`; the defaults for an empty path. InvalidArgument for a file that

@@ -11,6 +11,8 @@ TEST(ServeConfigTest, NoFileGivesTheDefaults) {
   EXPECT_EQ(c->listen, "127.0.0.1:8443");
   EXPECT_EQ(c->server.limits.max_connections, server::Limits().max_connections);
   EXPECT_EQ(c->enroll.token_window_seconds, 300);
+  EXPECT_FALSE(c->log_format);
+  EXPECT_FALSE(c->log_level);
 }
 
 TEST(ServeConfigTest, EveryKeyIsRead) {
@@ -33,6 +35,10 @@ max_group_commit = 100
 
 [bootstrap]
 token_window_s = 60
+
+[log]
+format = "json"
+level = "debug"
 )",
                             "serve.toml");
   ASSERT_TRUE(c) << c.error().ToString();
@@ -53,6 +59,8 @@ token_window_s = 60
   EXPECT_EQ(l.drain_timeout, std::chrono::seconds(8));
   EXPECT_EQ(c->enroll.max_group_commit, 100u);
   EXPECT_EQ(c->enroll.token_window_seconds, 60);
+  EXPECT_EQ(c->log_format, log::Format::kJson);
+  EXPECT_EQ(c->log_level, log::Level::kDebug);
 }
 
 // Each refusal is one line: the file, the key and what it must be.
@@ -83,9 +91,15 @@ TEST(ServeConfigTest, EachBadConfigSaysWhatIsWrong) {
        "serve.toml: server.names must be an array of strings"},
       {"[server]\nnames = [\"a\", 2]", "serve.toml: server.names must be an array of strings"},
       {"[sever]\nlisten = \"x\"",
-       "serve.toml: unknown table [sever] (the tables are [server] and [bootstrap])"},
+       "serve.toml: unknown table [sever] (the tables are [server], [bootstrap] and [log])"},
       {"[server]\nmax_conections = 4", "serve.toml: unknown key server.max_conections"},
       {"server = 3", "serve.toml: server must be a table"},
+      {"[log]\nformat = \"xml\"",
+       "serve.toml: log.format: log format 'xml' is not one of text, json"},
+      {"[log]\nlevel = \"loud\"",
+       "serve.toml: log.level: log level 'loud' is not one of debug, info, warn, error, off"},
+      {"[log]\nlevel = 3", "serve.toml: log.level must be a string"},
+      {"[log]\ncolour = true", "serve.toml: unknown key log.colour"},
   };
   for (const Case& c : cases) {
     auto r = ParseServeConfig(c.toml, "serve.toml");
