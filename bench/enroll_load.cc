@@ -264,10 +264,11 @@ pid_t StartServer(const Options& o, const std::string& dir, int& port) {
   if (pid == 0) {
     std::string log = dir + "/serve.log";
     FILE* f = std::freopen(log.c_str(), "w", stdout);
-    (void)f;
+    // The server logs a line per request on standard error: into the file too, as in production.
+    if (f != nullptr) dup2(fileno(f), STDERR_FILENO);
     execl(o.iotpki.c_str(), o.iotpki.c_str(), "serve", "--dir", (dir + "/ca").c_str(), "--listen",
           "127.0.0.1:0", "--port-file", port_file.c_str(), "--config", config.c_str(),
-          static_cast<char*>(nullptr));
+          "--log-format", "text", static_cast<char*>(nullptr));
     std::perror("exec iotpki");
     _exit(127);
   }

@@ -103,5 +103,6 @@ agent_exit "missing factory bundle" 1 "no factory bundle" --state "$WORK/empty" 
 IOTPKI_DEVICE_KEY_PASSPHRASE=wrong-passphrase-x agent_exit "wrong key passphrase" 1 "key" \
   --state "$S4" bootstrap --server "$URL"
 check "the server stops cleanly" stop_server
+no_secrets "no secret in the server's log (tokens, bootstrap secrets, keys)" "$WORK/serve.err"
 agent_exit "server gone" 3 "server unreachable" --state "$S4" bootstrap --server "$URL"
 finish

@@ -14,8 +14,9 @@ D1="$WORK/est/est-000001"
 D2="$WORK/est/est-000002"
 D3="$WORK/est/est-000003"
 ID1=$(device_id "$D1")
-start_server
-expect "prints the port it listens on" "listening on 127.0.0.1:$PORT" "$WORK/serve.out"
+start_server --log-format text
+expect "logs the address it listens on" "INFO  serve.listening address=127.0.0.1:$PORT " \
+  "$WORK/serve.err"
 check "server certificate recorded in the store" \
   test "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'server'")" = 1
 openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$CA/certs/root.pem" -verify_return_error \
@@ -54,6 +55,10 @@ expect "LDevID names the device" "CN=$ID1" "$WORK/ld1.txt"
 equal "LDevID is for the CSR's key" "$(openssl x509 -in "$WORK/ld1.pem" -noout -pubkey)" \
   "$(openssl pkey -in "$WORK/ld1.key" -pubout)"
 equal "device is active" "$(sql "SELECT state FROM devices WHERE device_id = X'$ID1'")" "active"
+expect "the enrollment's log line names the device" \
+  "INFO  http.request request_id=[0-9a-f]{16} peer=127.0.0.1:[0-9]+ method=POST \
+path=/.well-known/est/simpleenroll endpoint=est_simpleenroll status=200 device=$ID1 ms=" \
+  "$WORK/serve.err"
 equal "LDevID recorded for the device" \
   "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'ldevid' AND
     device_seq = (SELECT seq FROM devices WHERE device_id = X'$ID1')")" "1"
@@ -142,15 +147,26 @@ rc=0
 wait "$SERVER_PID" || rc=$?
 SERVER_PID=""
 equal "server exits 0 after SIGTERM" "$rc" "0"
-expect "server says it stopped" "^stopped" "$WORK/serve.out"
+expect "logs the signal" "INFO  serve.stopping signal=SIGTERM" "$WORK/serve.err"
+expect "logs that it stopped" "INFO  serve.stopped store_batches=[0-9]+" "$WORK/serve.err"
+no_secrets "no secret in the log (tokens, bootstrap secrets, passphrases, keys)" "$WORK/serve.err"
 if curl -sS --cacert "$CA/certs/root.pem" "$URL/healthz" >/dev/null 2>&1; then
   fail "no longer listening after shutdown"
 else
   pass "no longer listening after shutdown"
 fi
 
+# --- logging options: refused when wrong, the flags over [log] -----------------------------------
+refuse "an unknown --log-format" "^iotpki: --log-format: log format 'xml' is not one of text, json$" \
+  "$IOTPKI" serve --dir "$CA" --log-format xml
+printf '[log]\nlevel = "loud"\n' >"$WORK/badlog.toml"
+refuse "an unknown [log] level" "badlog.toml: log.level: log level 'loud' is not one of" \
+  "$IOTPKI" serve --dir "$CA" --config "$WORK/badlog.toml"
+printf '[log]\nformat = "json"\nlevel = "error"\n' >"$WORK/log.toml"
+
 # --- restart: the server certificate is reused --------------------------------------------------
-start_server
+start_server --config "$WORK/log.toml" --log-format text --log-level info
+expect "--log-format and --log-level win over [log]" "INFO  serve.listening" "$WORK/serve.err"
 status "restarted server answers" 200 "$(http "$URL/healthz")"
 equal "server certificate reused, not reissued" \
   "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'server'")" "1"
@@ -272,4 +288,5 @@ expect "400 names the problem" "malformed Accept header" "$WORK/body"
 equal "nothing issued by the refused requests" "$(ldevids)" "$before"
 check "audit chain intact" "$IOTPKI" audit verify --dir "$CA"
 stop_server
+no_secrets "no secret in the restarted server's log" "$WORK/serve.err"
 finish

@@ -34,11 +34,10 @@ cat >"$WORK/serve.toml" <<TOML
 [server]
 request_timeout_s = 2
 idle_timeout_s = 5
-max_connections = 4
 [bootstrap]
 token_window_s = 300
 TOML
-start_server --config "$WORK/serve.toml"
+start_server --config "$WORK/serve.toml" --log-format json
 
 est() {  # est OP CERT KEY CSR_FILE [curl args]: POST an EST request
   local op=$1 cert=$2 key=$3 body=$4
@@ -129,7 +128,10 @@ csr_b64 "$WORK/twin-new.key" "/CN=$(device_id "$TWIN")" >"$WORK/twin.b64"
 status "unknown device (valid IDevID, not in the inventory)" 404 \
   "$(est simpleenroll "$TWIN/cert.pem" "$TWIN/key.plain.pem" "$WORK/twin.b64")"
 csr_b64 "$WORK/c.key" "/CN=$ID_C" >"$WORK/c.b64"
-status "decommissioned device" 403 "$(est simpleenroll "$C/cert.pem" "$C/key.plain.pem" "$WORK/c.b64")"
+status "decommissioned device" 403 \
+  "$(est simpleenroll "$C/cert.pem" "$C/key.plain.pem" "$WORK/c.b64" -D "$WORK/c.headers")"
+C_REQUEST=$(sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]\{16\}\).*/\1/p' "$WORK/c.headers")
+expect "the EST error names its request id" "\(request id $C_REQUEST\)$" "$WORK/body"
 csr_b64 "$B/key.plain.pem" "/CN=$ID_B" >"$WORK/b-own.b64"
 status "CSR with the IDevID's own key" 403 \
   "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-own.b64")"
@@ -158,7 +160,8 @@ status "wrong content type (EST)" 415 "$(http --cert "$B/cert.pem" --key "$B/key
 expect "EST errors are text/plain" "Content-Type must be application/pkcs10" "$WORK/body"
 status "EST error as JSON when asked (Accept)" 401 "$(est simpleenroll "" "" "$WORK/b.b64" \
   -H 'Accept: application/json')"
-expect "JSON error body" '^\{"error":"unauthenticated","message":"[^"]+"\}$' "$WORK/body"
+expect "JSON error body, with the request id" \
+  '^\{"error":"unauthenticated","message":"[^"]+","request_id":"[0-9a-f]{16}"\}$' "$WORK/body"
 
 # --- JSON bootstrap API -------------------------------------------------------------------------
 J_CERT=$(openssl x509 -in "$J/cert.pem" -outform DER | base64 -w0)
@@ -180,6 +183,12 @@ status "token with a wrong HMAC" 401 "$(boot "$WORK/wrong-hmac.json")"
 OLD=$((NOW - 1000))
 body "$OLD" "$(token "$J_KDEV" "$ID_J" "$OLD")" >"$WORK/old.json"
 status "timestamp outside the window" 401 "$(boot "$WORK/old.json")"
+NOCERT_TS=$((NOW + 2))
+body "$NOCERT_TS" "$(token "$J_KDEV" "$ID_J" "$NOCERT_TS")" >"$WORK/nocert.json"
+status "no client certificate, and a CSR not signed with the IDevID key" 401 \
+  "$(http -H 'Content-Type: application/json' --data-binary @"$WORK/nocert.json" \
+    -D "$WORK/nocert.headers" "$URL/api/v1/bootstrap")"
+NOCERT_REQUEST=$(sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]\{16\}\).*/\1/p' "$WORK/nocert.headers")
 body "$NOW" "not-hex-$(printf '%056d' 0)" >"$WORK/nonhex.json"
 status "non-hex token" 400 "$(boot "$WORK/nonhex.json")"
 printf '{"device_id":"%s","timestamp":%s}' "$ID_J" "$NOW" >"$WORK/missing.json"
@@ -211,23 +220,19 @@ status "wrong method" 405 "$(http -X DELETE "$URL/api/v1/bootstrap")"
 ( for c in G E T ' ' / h e a l t h z; do printf '%s' "$c"; sleep 1; done ) |
   timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -quiet -ign_eof >"$WORK/slow" 2>/dev/null
 expect "a client sending one byte per second gets 408" "HTTP/1.1 408" "$WORK/slow"
-# max_connections = 4: four idle connections (4 s each, within the 5 s idle timeout), then a fifth
-# is answered 503.
-HOLDERS=()
-for _ in 1 2 3 4; do
-  (sleep 4) | openssl s_client -connect "127.0.0.1:$PORT" -quiet >/dev/null 2>&1 &
-  HOLDERS+=($!)
-done
-# Poll until all four are in (slow machines, sanitizers): the next connection is refused.
-GOT=""
-for _ in $(seq 25); do
-  GOT=$(http "$URL/healthz")
-  [ "$GOT" = 503 ] && break
-  sleep 0.2
-done
-status "beyond max_connections" 503 "$GOT"
-wait "${HOLDERS[@]}"
-status "the server still answers afterwards" 200 "$(http "$URL/healthz")"
+# Request smuggling (RFC 9112 6.3): a body framed by a Transfer-Encoding other than chunked must
+# not be read as a second request.
+printf 'POST /api/v1/bootstrap HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n' |
+  timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -quiet -ign_eof >"$WORK/smuggle" 2>/dev/null
+expect "Transfer-Encoding: gzip is 400" "HTTP/1.1 400" "$WORK/smuggle"
+equal "its body is not answered as a second request" "$(grep -c '^HTTP/1.1' "$WORK/smuggle")" 1
+status "a chunked request body (curl)" 411 "$(http -H 'Transfer-Encoding: chunked' \
+  -H 'Content-Type: application/json' --data-binary @"$WORK/good.json" "$URL/api/v1/bootstrap")"
+expect "the reason says to send Content-Length" "send Content-Length" "$WORK/body"
+status "no Host header" 400 "$(http -H 'Host:' "$URL/healthz")"
+printf 'GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n' |
+  timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -quiet -ign_eof >"$WORK/hosts" 2>/dev/null
+expect "two Host headers are 400" "HTTP/1.1 400" "$WORK/hosts"
 
 # --- nothing issued, nothing changed ------------------------------------------------------------
 equal "no LDevID issued by any hostile request" "$(ldevids)" "$((BEFORE_LDEVIDS + ISSUED_BY_CONTROL))"
@@ -239,9 +244,83 @@ curl -sS --cacert "$CA/certs/root.pem" "$URL/metrics" >"$WORK/metrics"
 expect "metrics: refusals by reason" \
   'iotpki_enroll_refusals_total\{endpoint="est_simpleenroll",reason="unauthenticated"\} [0-9]+' \
   "$WORK/metrics"
-expect "metrics: 503s counted" 'iotpki_http_connections_rejected_total\{action="503"\} [1-9]' \
-  "$WORK/metrics"
 check "server survived everything (healthz)" test "$(http "$URL/healthz")" = 200
 check "audit chain intact" "$IOTPKI" audit verify --dir "$CA"
 check "server stops cleanly" stop_server
+
+# --- the server's log (JSON Lines) --------------------------------------------------------------
+# "Why did device C fail to enroll?" is one grep of its id, and the request id its client was
+# shown leads to the same line.
+grep -F "$ID_C" "$WORK/serve.err" >"$WORK/c.log"
+expect "grep of the device id: its refusal and the reason" \
+  '"status":403,.*"error":"permission_denied","reason":"device [0-9a-f]+ is decommissioned' \
+  "$WORK/c.log"
+check "the request id leads to the same line" \
+  test "$(jq -r "select(.request_id == \"$C_REQUEST\") | .device" "$WORK/serve.err")" = "$ID_C"
+check "every request has one line with a request id" \
+  test "$(jq -r 'select(.event == "http.request") | .request_id' "$WORK/serve.err" | sort -u |
+    grep -c '^[0-9a-f]\{16\}$')" -eq "$(grep -c '"http.request"' "$WORK/serve.err")"
+check "without a client certificate, the line names the device_id of the body" \
+  test "$(jq -r "select(.request_id == \"$NOCERT_REQUEST\") | .device" "$WORK/serve.err")" = "$ID_J"
+no_secrets "no secret in the log: tokens, bootstrap secrets, passphrases, keys" "$WORK/serve.err"
+
+# --- connection limits, on a server of their own ------------------------------------------------
+# Holders complete the TLS handshake and send nothing. A connection that has not sent its first
+# request is never closed to make room, and request_timeout_s is long here, so the holders stay
+# until the test ends them: each check below is a single request made once every holder is in.
+cat >"$WORK/limits.toml" <<TOML
+[server]
+max_connections = 4
+max_connections_per_source = 3
+request_timeout_s = 600
+TOML
+start_server --config "$WORK/limits.toml"
+mkfifo "$WORK/hold"
+exec {HOLD}<>"$WORK/hold"  # the holders' stdin: open, and nothing ever written
+HOLDERS=()
+hold() {  # hold SOURCE_ADDRESS: a connection from there, in once its handshake is done
+  local out="$WORK/holder.${#HOLDERS[@]}"
+  openssl s_client -connect "127.0.0.1:$PORT" -bind "$1:0" -ign_eof <"$WORK/hold" >"$out" 2>&1 &
+  HOLDERS+=($!)
+  for _ in $(seq 600); do
+    grep -q "Verify return code" "$out" && return
+    sleep 0.1
+  done
+  fail "holder from $1 did not connect" && sed 's/^/    /' "$out"
+}
+from() { http --interface "$@"; }  # from SOURCE_ADDRESS URL...
+hold 127.0.0.1
+hold 127.0.0.1
+hold 127.0.0.1
+hold 127.0.0.2
+status "beyond max_connections (4 held)" 503 "$(from 127.0.0.3 "$URL/healthz")"
+expect "the reason says too many connections" "too many connections, retry later" "$WORK/body"
+status "beyond max_connections_per_source (3 held from 127.0.0.1)" 503 \
+  "$(from 127.0.0.1 "$URL/healthz")"
+expect "the reason names the address" "too many connections from your address" "$WORK/body"
+kill "${HOLDERS[3]}"
+GOT=""
+for _ in $(seq 300); do  # until the server has seen the holder go
+  GOT=$(from 127.0.0.2 "$URL/healthz")
+  [ "$GOT" = 200 ] && break
+  sleep 0.1
+done
+status "another address is served while 127.0.0.1 holds its share" 200 "$GOT"
+status "127.0.0.1 still holds its share" 503 "$(from 127.0.0.1 "$URL/healthz")"
+kill "${HOLDERS[@]}" 2>/dev/null
+wait "${HOLDERS[@]}" 2>/dev/null
+exec {HOLD}>&-
+for _ in $(seq 300); do
+  GOT=$(http "$URL/healthz")
+  [ "$GOT" = 200 ] && break
+  sleep 0.1
+done
+status "served again once the holders are gone" 200 "$GOT"
+curl -sS --cacert "$CA/certs/root.pem" "$URL/metrics" >"$WORK/metrics"
+expect "metrics: 503s counted" 'iotpki_http_connections_rejected_total\{action="503"\} [1-9]' \
+  "$WORK/metrics"
+expect "metrics: per-address refusals counted" \
+  'iotpki_http_connections_source_limited_total [1-9]' "$WORK/metrics"
+check "server stops cleanly" stop_server
+no_secrets "no secret in the second server's log" "$WORK/serve.err"
 finish

@@ -102,6 +102,29 @@ token() {
   printf '%s.%s' "$2" "$3" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$1" -r | cut -d' ' -f1
 }
 
+# no_secrets NAME LOG [SECRET...]: LOG is not empty and holds none of the test's secrets: the CA
+# and transport passphrases, any private key, every bootstrap secret (bootstrap.hex) under $WORK,
+# the "token" of every JSON body in $WORK, and each SECRET given.
+no_secrets() {
+  local name=$1 log=$2 secret leaked=()
+  shift 2
+  local secrets=("$IOTPKI_PASSPHRASE" "$IOTPKI_KEY_PASSPHRASE" "PRIVATE KEY" "$@")
+  while IFS= read -r secret; do secrets+=("$secret"); done < <(
+    find "$WORK" -name bootstrap.hex -exec cat {} +
+    find "$WORK" -maxdepth 1 -name '*.json' -exec sed -n 's/.*"token":"\([^"]*\)".*/\1/p' {} +
+  )
+  for secret in "${secrets[@]}"; do
+    [ -n "$secret" ] && grep -qF -- "$secret" "$log" && leaked+=("${secret:0:12}...")
+  done
+  if [ ! -s "$log" ]; then
+    fail "$name ($log is empty)"
+  elif [ ${#leaked[@]} -gt 0 ]; then
+    fail "$name (found: ${leaked[*]})"
+  else
+    pass "$name (${#secrets[@]} secrets looked for)"
+  fi
+}
+
 # metric NAME_WITH_LABELS: its value from /metrics ("" if absent).
 metric() {
   curl -sS --cacert "$CA/certs/root.pem" "$URL/metrics" | grep -F "$1 " | awk '{print $2}' | head -1

@@ -2,16 +2,16 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
-#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <iostream>
 
 #include "iotpki/ca/authority.h"
 #include "iotpki/cli/cli.h"
+#include "iotpki/cli/serve_config.h"
 #include "iotpki/common/file.h"
+#include "iotpki/common/log.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/enroll/service.h"
 #include "iotpki/server/server.h"
@@ -29,116 +29,9 @@ struct ServeArgs {
   std::string passphrase_file;
   std::string port_file;
   std::vector<std::string> names;
+  std::string log_format;
+  std::string log_level;
 };
-
-// Everything `--config FILE` may set ([server] and [bootstrap] tables).
-struct ServeConfig {
-  std::string listen = "127.0.0.1:8443";
-  std::vector<std::string> names;  // extra subjectAltNames for the server certificate
-  std::string certificate;         // PEM chain (leaf first); empty: made and kept in DIR
-  std::string key;                 // PEM key for `certificate`, encrypted with the passphrase
-  server::ServerOptions server;
-  enroll::EnrollOptions enroll;
-};
-
-Result<ServeConfig> LoadServeConfig(const std::string& path) {
-  ServeConfig c;
-  if (path.empty()) return c;
-  IOTPKI_TRY(std::string text, ReadTextFile(path, 1 << 20));
-  toml::table t;
-  // Debian's toml++ reports parse errors by exception; this is where they stop.
-  try {
-    t = toml::parse(text, path);
-  } catch (const toml::parse_error& e) {
-    return Fail(Code::kInvalidArgument, path + ": " + std::string(e.description()));
-  }
-  auto bad = [&](const std::string& key, const std::string& want) {
-    return Fail(Code::kInvalidArgument, path + ": " + key + " must be " + want);
-  };
-  auto integer = [&](const char* key, int64_t lo, int64_t hi) -> Result<std::optional<int64_t>> {
-    auto node = t.at_path(key);
-    if (!node) return std::optional<int64_t>();
-    auto v = node.value<int64_t>();
-    if (!v || *v < lo || *v > hi) {
-      return bad(key, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    }
-    return v;
-  };
-  auto string = [&](const char* key, std::string& out) -> Result<void> {
-    auto node = t.at_path(key);
-    if (!node) return {};
-    auto v = node.value<std::string>();
-    if (!v) return bad(key, "a string");
-    out = *v;
-    return {};
-  };
-  for (const auto& [k, v] : t) {
-    if (k != "server" && k != "bootstrap") {
-      return Fail(Code::kInvalidArgument, path + ": unknown table [" + std::string(k.str()) + "]");
-    }
-  }
-  IOTPKI_CHECK(string("server.listen", c.listen));
-  IOTPKI_CHECK(string("server.certificate", c.certificate));
-  IOTPKI_CHECK(string("server.key", c.key));
-  if (auto names = t.at_path("server.names"); names) {
-    auto* arr = names.as_array();
-    if (arr == nullptr) return bad("server.names", "an array of strings");
-    for (const auto& n : *arr) {
-      auto s = n.value<std::string>();
-      if (!s) return bad("server.names", "an array of strings");
-      c.names.push_back(*s);
-    }
-  }
-  server::Limits& l = c.server.limits;
-  auto set_size = [&](const char* key, size_t& out, int64_t lo, int64_t hi) -> Result<void> {
-    IOTPKI_TRY(auto v, integer(key, lo, hi));
-    if (v) out = static_cast<size_t>(*v);
-    return {};
-  };
-  auto set_secs = [&](const char* key, std::chrono::seconds& out) -> Result<void> {
-    IOTPKI_TRY(auto v, integer(key, 1, 3600));
-    if (v) out = std::chrono::seconds(*v);
-    return {};
-  };
-  auto set_int = [&](const char* key, int& out) -> Result<void> {
-    IOTPKI_TRY(auto v, integer(key, 0, 1024));
-    if (v) out = static_cast<int>(*v);
-    return {};
-  };
-  IOTPKI_CHECK(set_int("server.io_threads", c.server.io_threads));
-  IOTPKI_CHECK(set_int("server.handler_threads", c.server.handler_threads));
-  IOTPKI_CHECK(set_size("server.max_body_bytes", l.max_body_bytes, 1024, 16 << 20));
-  IOTPKI_CHECK(set_size("server.max_header_bytes", l.max_header_bytes, 1024, 1 << 20));
-  IOTPKI_CHECK(set_size("server.max_connections", l.max_connections, 1, 1 << 20));
-  IOTPKI_CHECK(set_secs("server.handshake_timeout_s", l.handshake_timeout));
-  IOTPKI_CHECK(set_secs("server.request_timeout_s", l.request_timeout));
-  IOTPKI_CHECK(set_secs("server.idle_timeout_s", l.idle_timeout));
-  IOTPKI_CHECK(set_secs("server.drain_timeout_s", l.drain_timeout));
-  IOTPKI_TRY(auto window, integer("bootstrap.token_window_s", 1, 86400));
-  if (window) c.enroll.token_window_seconds = *window;
-  IOTPKI_TRY(auto group, integer("server.max_group_commit", 1, 100000));
-  if (group) c.enroll.max_group_commit = static_cast<size_t>(*group);
-  return c;
-}
-
-// "127.0.0.1:8443", "[::1]:0", "localhost:8443".
-Result<std::pair<std::string, uint16_t>> ParseListen(const std::string& listen) {
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || colon + 1 == listen.size()) {
-    return Fail(Code::kInvalidArgument, "--listen must be HOST:PORT, not '" + listen + "'");
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  std::string port_text = listen.substr(colon + 1);
-  if (host.empty() || port_text.size() > 5 ||
-      port_text.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(port_text) > 65535) {
-    return Fail(Code::kInvalidArgument, "--listen must be HOST:PORT, not '" + listen + "'");
-  }
-  return std::make_pair(host, static_cast<uint16_t>(std::stoi(port_text)));
-}
 
 bool IsIpAddress(const std::string& s) {
   unsigned char buf[16];
@@ -221,8 +114,27 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
   return id;
 }
 
+// The flags win over [log]; without either, text on a terminal and JSON Lines otherwise, at info.
+Result<void> ConfigureLogging(const ServeArgs& args, const ServeConfig& config) {
+  log::Format format = config.log_format.value_or(log::DefaultFormat());
+  log::Level level = config.log_level.value_or(log::Level::kInfo);
+  if (!args.log_format.empty()) {
+    auto f = log::ParseFormat(args.log_format);
+    if (!f) return Fail(Code::kInvalidArgument, "--log-format: " + f.error().message());
+    format = *f;
+  }
+  if (!args.log_level.empty()) {
+    auto l = log::ParseLevel(args.log_level);
+    if (!l) return Fail(Code::kInvalidArgument, "--log-level: " + l.error().message());
+    level = *l;
+  }
+  log::Configure(format, level);
+  return {};
+}
+
 Result<void> RunServe(const ServeArgs& args) {
   IOTPKI_TRY(ServeConfig config, LoadServeConfig(args.config));
+  IOTPKI_CHECK(ConfigureLogging(args, config));
   if (!args.listen.empty()) config.listen = args.listen;
   config.names.insert(config.names.end(), args.names.begin(), args.names.end());
   IOTPKI_TRY(auto listen, ParseListen(config.listen));
@@ -274,24 +186,21 @@ Result<void> RunServe(const ServeArgs& args) {
   if (!args.port_file.empty()) {
     IOTPKI_CHECK(WriteFileAtomic(args.port_file, std::to_string(srv->port()) + "\n"));
   }
-  std::cout << "listening on " << shown << ":" << srv->port() << " (server certificate for " <<
-      [&] {
-        std::string all;
-        for (const auto& n : dns) all += (all.empty() ? "" : ", ") + n;
-        for (const auto& n : ips) all += (all.empty() ? "" : ", ") + n;
-        return all;
-      }() << ")"
-            << std::endl;
+  std::string names;
+  for (const auto& n : dns) names += (names.empty() ? "" : ", ") + n;
+  for (const auto& n : ips) names += (names.empty() ? "" : ", ") + n;
+  log::Info("serve.listening", {{"address", shown + ":" + std::to_string(srv->port())},
+                                {"server_certificate_names", names}});
 
   int sig = 0;
   sigwait(&signals, &sig);
-  std::cout << "received " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-            << ", finishing requests in flight" << std::endl;
+  log::Info("serve.stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
+                               {"drain_timeout_s", options.limits.drain_timeout.count()}});
   srv->Shutdown();
   srv->Wait();
   auto stats = service->committer().stats();
-  std::cout << "stopped (" << stats.batches << " store batches in " << stats.transactions
-            << " transactions)" << std::endl;
+  log::Info("serve.stopped",
+            {{"store_batches", stats.batches}, {"store_transactions", stats.transactions}});
   return {};
 }
 
@@ -305,12 +214,16 @@ void AddServeCommands(CLI::App& app) {
   AddStoreOption(serve, args->store);
   serve->add_option("--listen", args->listen,
                     "HOST:PORT to listen on (default 127.0.0.1:8443; port 0 picks a free one)");
-  serve->add_option("--config", args->config, "TOML file with [server] and [bootstrap] settings");
+  serve->add_option("--config", args->config,
+                    "TOML file with [server], [bootstrap] and [log] settings");
   serve->add_option("--passphrase-file", args->passphrase_file,
                     "File whose first line unlocks the CA keys (default: $IOTPKI_PASSPHRASE)");
   serve->add_option("--port-file", args->port_file, "Write the port listened on to this file");
   serve->add_option("--name", args->names,
                     "Extra host name or address for the server certificate (repeatable)");
+  serve->add_option("--log-format", args->log_format,
+                    "text or json (JSON Lines); default: text on a terminal, json otherwise");
+  serve->add_option("--log-level", args->log_level, "debug, info (default), warn or error");
   SetAction(serve, [args] { return RunServe(*args); });
 }
 

@@ -2,6 +2,7 @@
 
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -9,12 +10,14 @@
 #include <ctime>
 #include <memory>
 #include <mutex>
+#include <utility>
 
 namespace iotpki::log {
 namespace {
 
 std::atomic<Level> g_level{Level::kInfo};
 std::atomic<Format> g_format{Format::kText};
+std::function<void(std::string_view)> g_sink;  // tests only
 
 spdlog::logger& Logger() {
   // Formatting is ours (one line, already escaped); spdlog writes it whole under its lock.
@@ -174,13 +177,19 @@ void Configure(Format format, Level level) {
   g_level.store(level);
 }
 
+Format DefaultFormat() { return isatty(STDERR_FILENO) == 1 ? Format::kText : Format::kJson; }
+
+void SetSinkForTesting(std::function<void(std::string_view line)> sink) {
+  g_sink = std::move(sink);
+}
+
 bool Enabled(Level level) {
   Level min = g_level.load(std::memory_order_relaxed);
   return min != Level::kOff && level >= min;
 }
 
 std::string FormatLine(Format format, Level level, int64_t unix_millis, std::string_view event,
-                       std::initializer_list<Field> fields) {
+                       std::span<const Field> fields) {
   std::string out;
   out.reserve(128);
   if (format == Format::kJson) {
@@ -216,12 +225,13 @@ std::string FormatLine(Format format, Level level, int64_t unix_millis, std::str
   return out;
 }
 
-void Write(Level level, std::string_view event, std::initializer_list<Field> fields) {
+void Write(Level level, std::string_view event, std::span<const Field> fields) {
   if (!Enabled(level)) return;
   int64_t millis = std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
   std::string line = FormatLine(g_format.load(), level, millis, event, fields);
+  if (g_sink) return g_sink(line);
   Logger().log(spdlog::level::info, std::string_view(line));
 }
 

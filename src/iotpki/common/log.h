@@ -12,7 +12,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -30,6 +32,9 @@ Result<Format> ParseFormat(std::string_view name);
 
 void Configure(Format format, Level level);
 bool Enabled(Level level);
+// Text when standard error is a terminal (a person reads it), JSON Lines otherwise (a file, a
+// journal, a log shipper).
+Format DefaultFormat();
 
 // One key/value pair. Numbers are written as numbers in JSON.
 struct Field {
@@ -47,7 +52,10 @@ struct Field {
   std::string text;
 };
 
-void Write(Level level, std::string_view event, std::initializer_list<Field> fields);
+void Write(Level level, std::string_view event, std::span<const Field> fields);
+inline void Write(Level level, std::string_view event, std::initializer_list<Field> fields) {
+  Write(level, event, std::span<const Field>(fields.begin(), fields.size()));
+}
 
 inline void Debug(std::string_view event, std::initializer_list<Field> fields = {}) {
   if (Enabled(Level::kDebug)) Write(Level::kDebug, event, fields);
@@ -65,6 +73,16 @@ inline void Error(std::string_view event, std::initializer_list<Field> fields = 
 // The formatted line without the trailing newline, as Write would print it at `unix_millis`
 // (for tests and for callers that need the line itself).
 std::string FormatLine(Format format, Level level, int64_t unix_millis, std::string_view event,
-                       std::initializer_list<Field> fields);
+                       std::span<const Field> fields);
+inline std::string FormatLine(Format format, Level level, int64_t unix_millis,
+                              std::string_view event, std::initializer_list<Field> fields) {
+  return FormatLine(format, level, unix_millis, event,
+                    std::span<const Field>(fields.begin(), fields.size()));
+}
+
+// Sends every line (without its newline) to `sink` instead of standard error; nullptr restores
+// standard error. For tests: set it before the threads that log start and reset it after they
+// stop; `sink` must be thread-safe.
+void SetSinkForTesting(std::function<void(std::string_view line)> sink);
 
 }  // namespace iotpki::log

@@ -66,5 +66,22 @@ TEST(Log, LevelsAndFormatsParseAndFilter) {
   EXPECT_TRUE(Enabled(Level::kInfo));
 }
 
+TEST(Log, FieldsBuiltAtRunTimeReachTheSink) {
+  std::vector<std::string> lines;
+  SetSinkForTesting([&](std::string_view line) { lines.emplace_back(line); });
+  Configure(Format::kJson, Level::kInfo);
+  std::vector<Field> fields = {{"status", 200}};
+  fields.emplace_back("device", "d1");
+  Write(Level::kInfo, "http.request", fields);
+  Debug("hidden");
+  Configure(Format::kText, Level::kInfo);
+  SetSinkForTesting(nullptr);
+  ASSERT_EQ(lines.size(), 1u);
+  auto j = nlohmann::json::parse(lines[0]);
+  EXPECT_EQ(j["event"], "http.request");
+  EXPECT_EQ(j["status"], 200);
+  EXPECT_EQ(j["device"], "d1");
+}
+
 }  // namespace
 }  // namespace iotpki::log

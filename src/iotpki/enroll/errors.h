@@ -1,9 +1,11 @@
 // Errors as HTTP answers: the one mapping from canonical codes to statuses, and the bodies.
 //
-// The JSON API answers {"error": "<code>", "message": "<text>"} (application/json). EST answers
-// text/plain, one line, as RFC 7030 section 4.2.3 expects of an error body, unless the client's
-// Accept header asks for application/json. Only Error::message() is ever shown, never detail();
-// internal failures (Internal, DataLoss) show a generic text.
+// The JSON API answers {"error": "<code>", "message": "<text>", "request_id": "<id>"}
+// (application/json). EST answers text/plain, one line ending with " (request id <id>)", as
+// RFC 7030 section 4.2.3 expects of an error body, unless the client's Accept header asks for
+// application/json. Only Error::message() is ever shown, never detail(); internal failures
+// (Internal, DataLoss) show a generic text. The whole Error (code, message, detail) goes into the
+// response's log, for the transport's line about the request.
 #pragma once
 
 #include <string_view>
@@ -34,8 +36,9 @@ server::Response UnsupportedMediaType(std::string_view expected, ErrorFormat for
 server::Response NotAcceptable(std::string_view available, ErrorFormat format,
                                const server::Request& request);
 
-// JSON text of {"error", "message"}.
-std::string JsonErrorBody(std::string_view code, std::string_view message);
+// JSON text of {"error", "message", "request_id"} (without "request_id" when it is empty).
+std::string JsonErrorBody(std::string_view code, std::string_view message,
+                          std::string_view request_id = {});
 
 // True if the Content-Type header names `media_type` (case-insensitive; parameters such as
 // "; charset=utf-8" ignored).

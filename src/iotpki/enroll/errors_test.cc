@@ -40,6 +40,32 @@ TEST(ErrorsTest, EstErrorsArePlainTextUnlessJsonIsAccepted) {
   EXPECT_EQ(json.content_type, "application/json");
 }
 
+TEST(ErrorsTest, BodiesQuoteTheRequestIdAndTheLogKeepsTheWholeError) {
+  server::Request req;
+  req.id = "0123456789abcdef";
+  auto json =
+      ErrorResponse(Error(Code::kPermissionDenied, "device suspended"), ErrorFormat::kJson, req);
+  EXPECT_EQ(json.body,
+            "{\"error\":\"permission_denied\",\"message\":\"device suspended\","
+            "\"request_id\":\"0123456789abcdef\"}\n");
+  EXPECT_EQ(json.log.error, "permission_denied");
+  EXPECT_EQ(json.log.reason, "device suspended");
+  auto est = ErrorResponse(Error(Code::kUnauthenticated, "client certificate refused: expired"),
+                           ErrorFormat::kEst, req);
+  EXPECT_EQ(est.body, "client certificate refused: expired (request id 0123456789abcdef)\n");
+
+  auto internal = ErrorResponse(Error(Code::kInternal, "cannot commit", "SQLITE_FULL: disk full"),
+                                ErrorFormat::kEst, req);
+  EXPECT_EQ(internal.body, "internal error (request id 0123456789abcdef)\n");
+  EXPECT_EQ(internal.log.error, "internal");
+  EXPECT_EQ(internal.log.reason, "cannot commit");
+  EXPECT_EQ(internal.log.detail, "SQLITE_FULL: disk full");
+
+  auto media = UnsupportedMediaType("application/pkcs10", ErrorFormat::kEst, req);
+  EXPECT_EQ(media.log.error, "unsupported_media_type");
+  EXPECT_EQ(media.body, "Content-Type must be application/pkcs10 (request id 0123456789abcdef)\n");
+}
+
 TEST(ErrorsTest, MediaTypesIgnoreCaseAndParameters) {
   EXPECT_TRUE(HasMediaType("application/pkcs10", "application/pkcs10"));
   EXPECT_TRUE(HasMediaType("Application/PKCS10; charset=x", "application/pkcs10"));

@@ -245,13 +245,28 @@ server::Response EnrollService::RenderEst(const server::Request& request,
   return std::move(*answer);
 }
 
+namespace {
+
+// The device_id a JSON request names, if it is one: what the transport's log line says about a
+// request without a client certificate (authenticated or not; the status tells).
+std::string ClaimedDeviceId(std::string_view body) {
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("device_id") || !j["device_id"].is_string()) return {};
+  std::string id = j["device_id"].get<std::string>();
+  return x509::ValidateDeviceId(id) ? id : std::string();
+}
+
+}  // namespace
+
 server::Response EnrollService::RenderJson(const server::Request& request,
                                            const std::string& endpoint,
                                            const Result<x509::Certificate>& issued,
                                            double started) {
   if (!issued) {
     CountRefusal(endpoint, issued.error());
-    return ErrorResponse(issued.error(), ErrorFormat::kJson, request);
+    server::Response r = ErrorResponse(issued.error(), ErrorFormat::kJson, request);
+    if (!request.client_cert) r.log.device_id = ClaimedDeviceId(request.body);
+    return r;
   }
   metrics_
       .GetHistogram("iotpki_enrollment_duration_seconds",
@@ -262,7 +277,10 @@ server::Response EnrollService::RenderJson(const server::Request& request,
       {"certificate", Base64Encode(issued->ToDer())},
       {"chain", {Base64Encode(authority_.certificate(ca::CaName::kOperational).ToDer())}},
       {"not_after", FormatUtc(issued->not_after())}};
-  return {.status = 200, .content_type = "application/json", .body = body.dump() + "\n"};
+  return {.status = 200,
+          .content_type = "application/json",
+          .body = body.dump() + "\n",
+          .log = {.device_id = issued->common_name()}};
 }
 
 server::Registry::GaugeSamples EnrollService::ExpiringGauge() {

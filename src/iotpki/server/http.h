@@ -45,6 +45,23 @@ struct Request {
   std::string peer;  // "127.0.0.1:51234"
   // Segments matched by "{param}" route patterns, in order.
   std::vector<std::string> params;
+  // 16 random hex digits naming this request in the server's log and in the X-Request-Id
+  // response header; error bodies quote it so that a client's report leads to the log line.
+  std::string id;
+};
+
+// What the transport's log line about a request says beyond what the transport sees itself,
+// filled by the handler. Never a secret (no token, key or passphrase): the line is written as is.
+struct ResponseLog {
+  // The device the request is about, when the handler knows it better than the client
+  // certificate's CN (the JSON API without one).
+  std::string device_id;
+  // Why the request was refused or failed: a canonical code name ("permission_denied"), the
+  // message the client was shown, and what only the operator may see (OpenSSL's queue, SQL,
+  // file names).
+  std::string error;
+  std::string reason;
+  std::string detail;
 };
 
 struct Response {
@@ -52,6 +69,7 @@ struct Response {
   std::string content_type;
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  ResponseLog log;
 };
 
 using Handler = std::function<Response(const Request&)>;

@@ -12,13 +12,18 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <cstdio>
+#include <cmath>
+#include <ctime>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_map>
 
+#include "iotpki/common/log.h"
 #include "iotpki/crypto/ossl.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/profile.h"
 
 namespace iotpki::server {
 namespace {
@@ -38,15 +43,147 @@ struct PeerVerify {
   int issuer_index = -1;
 };
 
-std::string JsonError(std::string_view code, std::string_view message) {
-  // Only constant texts reach here: no escaping needed beyond what they contain (none).
-  return "{\"error\":\"" + std::string(code) + "\",\"message\":\"" + std::string(message) + "\"}";
+// An answer the transport gives itself. Only constant texts: no JSON escaping needed.
+struct Refusal {
+  int status;
+  std::string_view code;
+  std::string_view message;
+};
+
+Response TransportError(const Refusal& r, std::string_view request_id) {
+  return Response{.status = r.status,
+                  .content_type = "application/json",
+                  .body = "{\"error\":\"" + std::string(r.code) + "\",\"message\":\"" +
+                          std::string(r.message) + "\",\"request_id\":\"" +
+                          std::string(request_id) + "\"}\n",
+                  .log = {.error = std::string(r.code), .reason = std::string(r.message)}};
 }
 
-Response TransportError(int status, std::string_view code, std::string_view message) {
-  return Response{.status = status,
-                  .content_type = "application/json",
-                  .body = JsonError(code, message) + "\n"};
+// 16 hex digits from OpenSSL's DRBG: unpredictable, so a request id names one request only.
+std::string NewRequestId() { return ToHex(crypto::RandomBytes(8)); }
+
+// Connections are counted per client address; an IPv6 client commonly holds a whole /64, so its
+// addresses are counted by their /64.
+std::string SourceKey(const net::ip::address& a) {
+  if (!a.is_v6()) return a.to_string();
+  net::ip::address_v6 v6 = a.to_v6();
+  if (v6.is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, v6).to_string();
+  net::ip::address_v6::bytes_type bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return net::ip::address_v6(bytes).to_string() + "/64";
+}
+
+// The period in which a verified client chain stays valid: the leaf's validity period within its
+// CA's (the anchor, which a partial chain does not check again).
+struct Validity {
+  int64_t not_before = std::numeric_limits<int64_t>::min();
+  int64_t not_after = std::numeric_limits<int64_t>::max();
+
+  void Narrow(const X509* x) {
+    std::tm tm{};
+    if (ASN1_TIME_to_tm(X509_get0_notBefore(x), &tm) == 1) {
+      not_before = std::max<int64_t>(not_before, timegm(&tm));
+    }
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
+      not_after = std::min<int64_t>(not_after, timegm(&tm));
+    }
+  }
+  // OpenSSL's words for the certificate's state at `now`, or "" while it is valid.
+  std::string_view Check(int64_t now) const {
+    if (now < not_before) return X509_verify_cert_error_string(X509_V_ERR_CERT_NOT_YET_VALID);
+    if (now > not_after) return X509_verify_cert_error_string(X509_V_ERR_CERT_HAS_EXPIRED);
+    return {};
+  }
+};
+
+std::string LowerTrimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Every transfer coding named by the request's Transfer-Encoding lines, in order, lowercase,
+// without parameters; empty list elements skipped (RFC 9110 5.6.1).
+std::vector<std::string> TransferCodings(const http::request_header<>& h) {
+  std::vector<std::string> out;
+  auto [begin, end] = h.equal_range(http::field::transfer_encoding);
+  for (auto it = begin; it != end; ++it) {
+    std::string_view list = it->value();
+    while (!list.empty()) {
+      size_t comma = list.find(',');
+      std::string_view element = list.substr(0, comma);
+      std::string coding = LowerTrimmed(element.substr(0, element.find(';')));
+      if (!coding.empty()) out.push_back(std::move(coding));
+      list.remove_prefix(comma == std::string_view::npos ? list.size() : comma + 1);
+    }
+  }
+  return out;
+}
+
+// RFC 9112 6.1 and 6.3: a body's length must be unambiguous before any of it is read, or its
+// bytes could be taken for another request (request smuggling). Every client of iotpki's
+// endpoints sends Content-Length, so a Transfer-Encoding is refused, never decoded: nothing of a
+// chunked body (chunk-size lines, extensions, trailers) is ever buffered.
+std::optional<Refusal> FramingRefusal(const http::request_header<>& h) {
+  if (h.count(http::field::transfer_encoding) == 0) return std::nullopt;
+  auto bad = [](std::string_view why) { return Refusal{400, "invalid_argument", why}; };
+  if (h.version() < 11) return bad("Transfer-Encoding in an HTTP/1.0 request");
+  if (h.count(http::field::content_length) != 0) {
+    return bad("Content-Length and Transfer-Encoding together");
+  }
+  std::vector<std::string> codings = TransferCodings(h);
+  if (codings.empty() || codings.back() != "chunked") {
+    return bad("the final transfer coding must be chunked");
+  }
+  for (size_t i = 0; i + 1 < codings.size(); ++i) {
+    if (codings[i] == "chunked") return bad("chunked applied more than once");
+  }
+  if (codings.size() > 1) {
+    return Refusal{501, "unimplemented", "no transfer coding but chunked is supported"};
+  }
+  return Refusal{411, "invalid_argument",
+                 "chunked request bodies are not accepted: send Content-Length"};
+}
+
+// uri-host [":" port] (RFC 9110 7.2): a bracketed IPv6 literal, or an IPv4 address or
+// registered name; never empty, which an https URI cannot be.
+bool ValidHost(std::string_view host) {
+  std::string_view port;
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (char c : host.substr(1, close - 1)) {
+      if (!std::isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') return false;
+    }
+    std::string_view rest = host.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') return false;
+    if (!rest.empty()) port = rest.substr(1);
+  } else {
+    size_t colon = host.find(':');
+    if (colon != std::string_view::npos) port = host.substr(colon + 1);
+    std::string_view name = host.substr(0, colon);
+    if (name.empty()) return false;
+    for (char c : name) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) &&
+          std::string_view("-._~!$&'()*+,;=%").find(c) == std::string_view::npos) {
+        return false;
+      }
+    }
+  }
+  return port.size() <= 5 && port.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// Why the request's header is refused before its body is read, if it is.
+std::optional<Refusal> HeaderRefusal(const http::request_header<>& h) {
+  // RFC 9112 3.2: two Hosts could name two origins to two readers of the request.
+  size_t hosts = h.count(http::field::host);
+  if ((hosts == 0 && h.version() >= 11) || hosts > 1 ||
+      (hosts == 1 && !ValidHost(h[http::field::host]))) {
+    return Refusal{400, "invalid_argument", "the request needs exactly one valid Host"};
+  }
+  return FramingRefusal(h);
 }
 
 Result<ossl::UniquePtr<X509>> ParseDer(const Bytes& der, std::string_view what) {
@@ -65,14 +202,26 @@ class Session;
 struct Server::Impl {
   // Declared first, so destroyed last: sessions still queued in the io_context or the handler
   // pool when those are destroyed (after a drain timeout) unregister themselves here.
-  std::mutex mu;  // guards sessions, overloaded, stopping, waited, destroying
-  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
-  size_t overloaded = 0;
+  std::mutex mu;  // guards everything up to `destroying`
+  struct Entry {
+    std::weak_ptr<Session> session;
+    // Its client's address (an IPv6 client's /64), while the connection counts towards it.
+    std::optional<std::string> source;
+    // Waiting for the next request on a kept-alive connection, since `idle_since`.
+    bool idle = false;
+    std::chrono::steady_clock::time_point idle_since;
+    bool evicting = false;  // asked to close to make room; no longer counted
+  };
+  std::unordered_map<Session*, Entry> sessions;
+  std::unordered_map<std::string, size_t> per_source;  // admitted connections by client address
+  size_t overloaded = 0;                               // sessions answering 503
+  size_t evicting = 0;
   bool stopping = false;
   bool waited = false;
   bool destroying = false;
 
   ServerOptions options;
+  const Clock& clock;
   const Router& router;
   Registry& metrics;
 
@@ -90,9 +239,12 @@ struct Server::Impl {
   Counter& handshake_failures;
   Counter& rejected_overload;
   Counter& rejected_closed;
+  Counter& source_limited;
+  Counter& idle_closed;
 
   Impl(const ServerOptions& o, const Router& r, Registry& m, int io_threads)
       : options(o),
+        clock(o.clock != nullptr ? *o.clock : SystemClock::Instance()),
         router(r),
         metrics(m),
         ioc(io_threads),
@@ -105,7 +257,12 @@ struct Server::Impl {
                                        {{"action", "503"}})),
         rejected_closed(m.GetCounter("iotpki_http_connections_rejected_total",
                                      "Connections refused because of the connection limit",
-                                     {{"action", "closed"}})) {}
+                                     {{"action", "closed"}})),
+        source_limited(m.GetCounter(
+            "iotpki_http_connections_source_limited_total",
+            "Connections refused because their client address had max_connections_per_source")),
+        idle_closed(m.GetCounter("iotpki_http_idle_connections_closed_total",
+                                 "Idle keep-alive connections closed to make room for new ones")) {}
 
   ~Impl() {
     std::lock_guard<std::mutex> lock(mu);
@@ -116,11 +273,16 @@ struct Server::Impl {
     std::lock_guard<std::mutex> lock(mu);
     return stopping;
   }
-  void Register(Session* s, std::weak_ptr<Session> w) {
+  void Register(Session* s, std::weak_ptr<Session> w, std::optional<std::string> source) {
     std::lock_guard<std::mutex> lock(mu);
-    sessions.emplace(s, std::move(w));
+    sessions.emplace(s, Entry{.session = std::move(w), .source = std::move(source)});
   }
   void Unregister(Session* s, bool was_overloaded);
+  // A kept-alive connection starts or stops waiting for its next request.
+  void SetIdle(Session* s, bool idle);
+  enum class Admission { kAdmitted, kOverloaded, kSourceOverloaded, kDropped };
+  Admission Admit(const std::string& source);
+  Session* OldestIdle(const std::string* source);
   void DoAccept();
   void OnAccept(error_code ec, tcp::socket socket);
   void BeginShutdown();
@@ -141,6 +303,7 @@ int VerifyClientCertificate(X509_STORE_CTX* x, void* arg) {
   auto* ssl =
       static_cast<SSL*>(X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx()));
   auto* out = ssl ? static_cast<PeerVerify*>(SSL_get_ex_data(ssl, impl->ex_index)) : nullptr;
+  X509_STORE_CTX_set_time(x, 0, static_cast<time_t>(impl->clock.NowUnix()));
   int ok = X509_verify_cert(x);
   if (out != nullptr) {
     out->called = true;
@@ -223,13 +386,15 @@ Result<ossl::UniquePtr<SSL_CTX>> BuildSslContext(Server::Impl& impl) {
 // deadline, handled on the handler pool, answered on the connection's strand.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, Server::Impl& srv, bool overloaded)
+  Session(tcp::socket&& socket, Server::Impl& srv, Server::Impl::Admission admission)
       : stream_(std::move(socket), *srv.ssl_ctx),
         timer_(stream_.get_executor()),
+        // One request at its limits, and a little for the start of a pipelined next one.
+        buffer_(srv.options.limits.max_header_bytes + srv.options.limits.max_body_bytes + 4096),
         srv_(srv),
-        overloaded_(overloaded) {}
+        admission_(admission) {}
 
-  ~Session() { srv_.Unregister(this, overloaded_); }
+  ~Session() { srv_.Unregister(this, admission_ != Server::Impl::Admission::kAdmitted); }
 
   void Start() {
     net::dispatch(stream_.get_executor(),
@@ -238,6 +403,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Called on the session's strand when the server begins to shut down.
   void OnServerStopping() {
+    if (phase_ == Phase::kIdle) CancelRead();
+  }
+
+  // Called on the session's strand when another connection needs this one's slot (Admit): it
+  // closes now if it is waiting for a request, else after the answer to the one it is reading.
+  void Evict() {
+    evicted_ = true;
     if (phase_ == Phase::kIdle) CancelRead();
   }
 
@@ -263,7 +435,10 @@ class Session : public std::enable_shared_from_this<Session> {
     SSL_set_ex_data(stream_.native_handle(), srv_.ex_index, nullptr);
     ossl::ClearErrors();
     if (ec) {
+      // Noise at fleet scale (scanners, clients that do not trust us yet): counted, and logged
+      // only at debug.
       srv_.handshake_failures.Inc();
+      log::Debug("tls.handshake_failed", {{"peer", peer_}, {"reason", ec.message()}});
       phase_ = Phase::kClosing;
       error_code ignored;
       lowest().socket().close(ignored);
@@ -275,12 +450,24 @@ class Session : public std::enable_shared_from_this<Session> {
       cc.chain_valid = verify_.called && verify_.ok;
       cc.verify_error = verify_.called ? verify_.error : "certificate not verified";
       cc.issuer_index = cc.chain_valid ? verify_.issuer_index : -1;
+      if (cc.certificate && x509::ValidateDeviceId(cc.certificate->common_name())) {
+        client_device_ = cc.certificate->common_name();
+      }
+      if (cc.chain_valid) {
+        client_validity_.Narrow(peer);
+        client_validity_.Narrow(srv_.issuers[static_cast<size_t>(cc.issuer_index)].get());
+      }
       client_ = std::move(cc);
     }
-    if (overloaded_) {
+    if (admission_ != Server::Impl::Admission::kAdmitted) {
       srv_.rejected_overload.Inc();
-      return Send(TransportError(503, "unavailable", "too many connections, retry later"),
-                  "overload", /*close=*/true);
+      NewRequest();
+      Response r = Refuse({503, "unavailable",
+                           admission_ == Server::Impl::Admission::kSourceOverloaded
+                               ? "too many connections from your address, retry later"
+                               : "too many connections, retry later"});
+      r.headers.emplace_back("Retry-After", "5");
+      return Send(std::move(r), "overload", /*close=*/true);
     }
     ReadRequest();
   }
@@ -303,7 +490,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ReadRequest() {
-    if (srv_.Stopping()) return Close();
+    if (srv_.Stopping() || (evicted_ && buffer_.size() == 0)) return Close();
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(srv_.options.limits.max_header_bytes));
     parser_->body_limit(srv_.options.limits.max_body_bytes);
@@ -323,43 +510,90 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // The request's first bytes are here: the whole request must arrive within request_timeout
-  // of them, however slowly the client trickles (slowloris).
+  // of them, however slowly the client trickles (slowloris). The header is read and judged
+  // first; the body only once its framing is known to be unambiguous.
   void BeginRequest() {
     phase_ = Phase::kReading;
+    NewRequest();
+    if (idle_) {
+      idle_ = false;
+      srv_.SetIdle(this, false);
+    }
     ArmTimer(srv_.options.limits.request_timeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
 
-  void OnRead(error_code ec, size_t) {
+  void OnHeader(error_code ec, size_t n) {
+    current_.bytes_in += n;
+    if (ec) return OnReadError(ec);
+    NoteRequestLine();
+    if (auto refusal = HeaderRefusal(parser_->get())) {
+      StopTimer();
+      // The body was not read: its bytes must not be taken for the next request.
+      linger_ = true;
+      return Send(Refuse(*refusal), "unknown", true);
+    }
+    if (parser_->is_done()) {
+      StopTimer();
+      return Dispatch();
+    }
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::OnBody, shared_from_this()));
+  }
+
+  void OnBody(error_code ec, size_t n) {
+    current_.bytes_in += n;
+    if (ec) return OnReadError(ec);
+    StopTimer();
+    Dispatch();
+  }
+
+  void StopTimer() {
     ++timer_gen_;
     timer_.cancel();
+  }
+
+  // A new request begins (its first bytes are here, or a refused connection is answered).
+  void NewRequest() {
+    current_ = Current{.id = NewRequestId(), .started = std::chrono::steady_clock::now()};
+  }
+
+  // The method and path of the request, once its header is parsed, for its log line.
+  void NoteRequestLine() {
+    const auto& msg = parser_->get();
+    current_.method = std::string(msg.method_string());
+    std::string_view target = msg.target();
+    current_.path = std::string(target.substr(0, target.find('?')));
+  }
+
+  Response Refuse(const Refusal& refusal) const { return TransportError(refusal, current_.id); }
+
+  void OnReadError(error_code ec) {
+    StopTimer();
+    bool header_done = parser_->is_header_done();
+    // A Content-Length over the limit is refused once the request line is parsed.
+    if (!parser_->get().target().empty()) NoteRequestLine();
     if (timed_out_) {
-      return Send(TransportError(408, "request_timeout", "the request took too long to arrive"),
+      return Send(Refuse({408, "request_timeout", "the request took too long to arrive"}),
                   "unknown", true);
     }
     // The client may still be sending what was refused: drain it after the answer (Linger), or
     // closing with unread data would reset the connection before the client reads the answer.
-    if (ec == http::error::header_limit) {
+    if (ec == http::error::header_limit || (ec == http::error::buffer_overflow && !header_done)) {
       linger_ = true;
-      return Send(TransportError(431, "invalid_argument", "request headers too large"), "unknown",
-                  true);
+      return Send(Refuse({431, "invalid_argument", "request headers too large"}), "unknown", true);
     }
-    if (ec == http::error::body_limit) {
+    if (ec == http::error::body_limit || ec == http::error::buffer_overflow) {
       linger_ = true;
-      return Send(TransportError(413, "invalid_argument", "request body too large"), "unknown",
-                  true);
+      return Send(Refuse({413, "invalid_argument", "request body too large"}), "unknown", true);
     }
     if (ec == http::error::end_of_stream || ec == net::error::eof ||
         ec == net::ssl::error::stream_truncated || ec == net::error::operation_aborted ||
         ec == net::error::connection_reset) {
       return Close();
     }
-    if (ec) {
-      return Send(TransportError(400, "invalid_argument", "malformed HTTP request"), "unknown",
-                  true);
-    }
-    Dispatch();
+    return Send(Refuse({400, "invalid_argument", "malformed HTTP request"}), "unknown", true);
   }
 
   void Dispatch() {
@@ -376,19 +610,20 @@ class Session : public std::enable_shared_from_this<Session> {
     req.content_type = std::string(msg[http::field::content_type]);
     req.accept = std::string(msg[http::field::accept]);
     req.body = std::move(msg.body());
-    req.client_cert = client_;
+    req.client_cert = ClientCertificateNow();
     req.peer = peer_;
+    req.id = current_.id;
 
     Router::Match match = srv_.router.Find(req.method, req.path);
     if (match.handler == nullptr) {
       if (!match.allowed_methods.empty()) {
-        Response r = TransportError(405, "invalid_argument", "method not allowed");
+        Response r = Refuse({405, "invalid_argument", "method not allowed"});
         std::string allow;
         for (const auto& m : match.allowed_methods) allow += (allow.empty() ? "" : ", ") + m;
         r.headers.emplace_back("Allow", allow);
         return Send(std::move(r), match.name, false);
       }
-      return Send(TransportError(404, "not_found", "no such endpoint"), match.name, false);
+      return Send(Refuse({404, "not_found", "no such endpoint"}), match.name, false);
     }
     req.params = std::move(match.params);
     const Handler* handler = match.handler;
@@ -401,10 +636,11 @@ class Session : public std::enable_shared_from_this<Session> {
       try {
         res = (*handler)(req);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "iotpki serve: handler %s threw: %s\n", name.c_str(), e.what());
-        res = TransportError(500, "internal", "internal error");
+        res = TransportError({500, "internal", "internal error"}, req.id);
+        res.log.detail = std::string("the handler threw: ") + e.what();
       } catch (...) {
-        res = TransportError(500, "internal", "internal error");
+        res = TransportError({500, "internal", "internal error"}, req.id);
+        res.log.detail = "the handler threw something that is not a std::exception";
       }
       net::post(self->stream_.get_executor(),
                 [self, res = std::move(res), name = std::move(name)]() mutable {
@@ -413,10 +649,30 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  // The handshake's verdict, unless the certificate (or its CA) has expired since: a kept-alive
+  // connection is not authenticated beyond its certificate's validity.
+  std::optional<ClientCertificate> ClientCertificateNow() const {
+    if (!client_ || !client_->chain_valid) return client_;
+    std::string_view invalid = client_validity_.Check(srv_.clock.NowUnix());
+    if (invalid.empty()) return client_;
+    ClientCertificate cc = *client_;
+    cc.chain_valid = false;
+    cc.verify_error = std::string(invalid);
+    cc.issuer_index = -1;
+    return cc;
+  }
+
   void Send(Response r, const std::string& endpoint, bool close) {
     phase_ = Phase::kWriting;
     srv_.RequestCounter(endpoint, r.status).Inc();
-    bool keep = keep_alive_ && !close && !srv_.Stopping() && r.status < 500;
+    answered_ = Answered{.status = r.status, .endpoint = endpoint, .log = std::move(r.log)};
+    bool keep = keep_alive_ && !close && !evicted_ && !srv_.Stopping() && r.status < 500;
+    if (keep) {
+      // Idle from now on, as far as making room goes: Evict() during the write closes the
+      // connection after it instead of waiting for a next request.
+      idle_ = true;
+      srv_.SetIdle(this, true);
+    }
     res_.emplace();
     res_->version(11);
     res_->result(static_cast<unsigned>(r.status));
@@ -424,6 +680,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res_->set(http::field::server, "iotpki");
     if (!r.content_type.empty()) res_->set(http::field::content_type, r.content_type);
     res_->set(http::field::cache_control, "no-store");
+    res_->set("X-Request-Id", current_.id);
     for (auto& [k, v] : r.headers) res_->set(k, v);
     res_->body() = std::move(r.body);
     res_->keep_alive(keep);
@@ -433,13 +690,43 @@ class Session : public std::enable_shared_from_this<Session> {
                       beast::bind_front_handler(&Session::OnWrite, shared_from_this(), keep));
   }
 
-  void OnWrite(bool keep, error_code ec, size_t) {
+  void OnWrite(bool keep, error_code ec, size_t n) {
     lowest().expires_never();
     res_.reset();
+    LogRequest(n);
     if (ec) return Close();
     if (linger_) return Linger();
     if (!keep) return Close();
     ReadRequest();
+  }
+
+  // One line per answer, at error for a 5xx (the server failed) and info otherwise (a refusal is
+  // normal traffic): what an operator needs to find a request by its id or by its device.
+  void LogRequest(uint64_t bytes_out) const {
+    log::Level level = answered_.status >= 500 ? log::Level::kError : log::Level::kInfo;
+    if (!log::Enabled(level)) return;
+    const ResponseLog& about = answered_.log;
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                          current_.started)
+                    .count();
+    std::vector<log::Field> fields = {{"request_id", current_.id}, {"peer", peer_}};
+    if (!current_.method.empty()) {
+      fields.emplace_back("method", current_.method);
+      fields.emplace_back("path", current_.path);
+    }
+    fields.emplace_back("endpoint", answered_.endpoint);
+    fields.emplace_back("status", answered_.status);
+    const std::string& device = about.device_id.empty() ? client_device_ : about.device_id;
+    if (!device.empty()) fields.emplace_back("device", device);
+    fields.emplace_back("ms", std::round(ms * 10) / 10);
+    fields.emplace_back("bytes_in", current_.bytes_in);
+    fields.emplace_back("bytes_out", bytes_out);
+    if (!about.error.empty()) {
+      fields.emplace_back("error", about.error);
+      fields.emplace_back("reason", about.reason);
+    }
+    if (!about.detail.empty()) fields.emplace_back("detail", about.detail);
+    log::Write(level, "http.request", fields);
   }
 
   // Half-closes the TCP connection and discards what the client still sends (up to a limit and
@@ -492,7 +779,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> res_;
   Server::Impl& srv_;
-  bool overloaded_;
+  Server::Impl::Admission admission_;
+  bool idle_ = false;     // marked idle in the server's table
+  bool evicted_ = false;  // asked to make room: no further request on this connection
   Phase phase_ = Phase::kHandshake;
   bool timed_out_ = false;
   uint64_t timer_gen_ = 0;
@@ -503,21 +792,111 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t drained_ = 0;
   uint64_t served_ = 0;
   PeerVerify verify_;
+  Validity client_validity_;
   std::optional<ClientCertificate> client_;
+  std::string client_device_;  // the client certificate's CN when it names a device
   std::string peer_;
+  // The request being answered, for its log line.
+  struct Current {
+    std::string id;
+    std::string method;
+    std::string path;
+    std::chrono::steady_clock::time_point started;
+    uint64_t bytes_in = 0;
+  } current_;
+  // What Send leaves for the log line written once the answer is sent.
+  struct Answered {
+    int status = 0;
+    std::string endpoint;
+    ResponseLog log;
+  } answered_;
 };
 
 void Server::Impl::Unregister(Session* s, bool was_overloaded) {
   bool drained = false;
   {
     std::lock_guard<std::mutex> lock(mu);
-    sessions.erase(s);
+    auto it = sessions.find(s);
+    if (it != sessions.end()) {
+      if (it->second.evicting) --evicting;
+      if (it->second.source) {
+        auto count = per_source.find(*it->second.source);
+        if (count != per_source.end() && --count->second == 0) per_source.erase(count);
+      }
+      sessions.erase(it);
+    }
     if (was_overloaded) --overloaded;
     drained = stopping && sessions.empty() && !destroying;
   }
   if (drained) {
     net::post(acceptor.get_executor(), [this] { drain_timer.cancel(); });
   }
+}
+
+void Server::Impl::SetIdle(Session* s, bool idle) {
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = sessions.find(s);
+  if (it == sessions.end()) return;
+  it->second.idle = idle;
+  if (idle) it->second.idle_since = std::chrono::steady_clock::now();
+}
+
+// The kept-alive connection (of `source`, if given) that has waited longest for its next
+// request. A connection that has not sent its first request is never chosen: closing it could
+// lose a request about to arrive, and request_timeout_s bounds it anyway. Called with `mu` held.
+Session* Server::Impl::OldestIdle(const std::string* source) {
+  Session* oldest = nullptr;
+  std::chrono::steady_clock::time_point since;
+  for (auto& [p, e] : sessions) {
+    if (!e.idle || e.evicting || !e.source || (source != nullptr && *e.source != *source)) {
+      continue;
+    }
+    if (oldest == nullptr || e.idle_since < since) {
+      oldest = p;
+      since = e.idle_since;
+    }
+  }
+  return oldest;
+}
+
+// Takes a slot for a new connection from `source`: within both limits, or in place of an idle
+// kept-alive connection, which is asked to close (it may finish a request that has just begun).
+// Otherwise a few connections get a 503, and beyond those the socket is just closed, so that a
+// flood costs no handshakes.
+Server::Impl::Admission Server::Impl::Admit(const std::string& source) {
+  std::shared_ptr<Session> victim;
+  Admission admission = Admission::kAdmitted;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const Limits& l = options.limits;
+    auto count = per_source.find(source);
+    bool over_source = count != per_source.end() && count->second >= l.max_connections_per_source;
+    // Connections answering 503 are not counted: they are few (below) and close at once.
+    bool over_total = sessions.size() - evicting - overloaded >= l.max_connections;
+    if (over_source || over_total) {
+      Session* oldest = OldestIdle(over_source ? &source : nullptr);
+      if (oldest != nullptr) {
+        Entry& e = sessions[oldest];
+        victim = e.session.lock();
+        e.evicting = true;
+        ++evicting;
+        if (--per_source[*e.source] == 0) per_source.erase(*e.source);
+        e.source.reset();
+      } else if (overloaded < std::max<size_t>(8, l.max_connections / 8)) {
+        ++overloaded;
+        admission = over_source ? Admission::kSourceOverloaded : Admission::kOverloaded;
+      } else {
+        admission = Admission::kDropped;
+      }
+      if (over_source && oldest == nullptr) source_limited.Inc();
+    }
+    if (admission == Admission::kAdmitted) ++per_source[source];
+  }
+  if (victim) {
+    idle_closed.Inc();
+    net::post(victim->executor(), [victim] { victim->Evict(); });
+  }
+  return admission;
 }
 
 void Server::Impl::DoAccept() {
@@ -537,23 +916,10 @@ void Server::Impl::OnAccept(error_code ec, tcp::socket socket) {
     });
     return;
   }
-  bool reject = false;
-  bool drop = false;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    size_t max = options.limits.max_connections;
-    if (sessions.size() >= max) {
-      // A few over-limit connections get a proper 503; beyond those the socket is just closed,
-      // so that a flood costs no handshakes.
-      if (overloaded < std::max<size_t>(8, max / 8)) {
-        ++overloaded;
-        reject = true;
-      } else {
-        drop = true;
-      }
-    }
-  }
-  if (drop) {
+  error_code no_peer;
+  std::string source = SourceKey(socket.remote_endpoint(no_peer).address());
+  Admission admission = Admit(source);
+  if (admission == Admission::kDropped) {
     rejected_closed.Inc();
     error_code ignored;
     socket.close(ignored);
@@ -563,8 +929,9 @@ void Server::Impl::OnAccept(error_code ec, tcp::socket socket) {
     // that reads until the server closes; docs/performance.md, "Baseline: OpenSSL's own server").
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    auto session = std::make_shared<Session>(std::move(socket), *this, reject);
-    Register(session.get(), session);
+    auto session = std::make_shared<Session>(std::move(socket), *this, admission);
+    Register(session.get(), session,
+             admission == Admission::kAdmitted ? std::optional(source) : std::nullopt);
     session->Start();
   }
   DoAccept();
@@ -576,8 +943,8 @@ void Server::Impl::BeginShutdown() {
     std::lock_guard<std::mutex> lock(mu);
     if (stopping) return;
     stopping = true;
-    for (auto& [p, w] : sessions) {
-      if (auto s = w.lock()) live.push_back(std::move(s));
+    for (auto& [p, e] : sessions) {
+      if (auto s = e.session.lock()) live.push_back(std::move(s));
     }
   }
   net::post(acceptor.get_executor(), [this, empty = live.empty()] {
@@ -646,7 +1013,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, cons
           raw->ioc.run();
           return;
         } catch (const std::exception& e) {
-          std::fprintf(stderr, "iotpki serve: I/O thread: %s\n", e.what());
+          log::Error("server.io_thread_failed", {{"detail", e.what()}});
         }
       }
     });

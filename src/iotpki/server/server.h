@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "iotpki/common/bytes.h"
+#include "iotpki/common/clock.h"
 #include "iotpki/common/error.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/server/metrics.h"
@@ -26,7 +27,13 @@ namespace iotpki::server {
 struct Limits {
   size_t max_body_bytes = 64 << 10;   // larger bodies: 413
   size_t max_header_bytes = 8 << 10;  // larger request line + headers: 431
-  size_t max_connections = 1024;      // beyond: 503 (after the handshake), then plain close
+  // Beyond: 503 (after the handshake) for a few, then plain close. At the limit, a new
+  // connection first takes the place of the kept-alive connection idle the longest.
+  size_t max_connections = 1024;
+  // The same, per client address (an IPv6 client's /64), so that one client cannot hold every
+  // slot. A NAT of many devices enrolling at once stays far below it: an enrollment holds its
+  // connection for a few tens of milliseconds.
+  size_t max_connections_per_source = 256;
   std::chrono::seconds handshake_timeout{10};
   // From the first byte of a request to its last (slowloris): 408.
   std::chrono::seconds request_timeout{10};
@@ -54,6 +61,12 @@ struct ServerOptions {
   // chains): the CA directory vouches for them, and a handshake then verifies one signature on
   // the client's chain instead of two.
   std::vector<Bytes> client_issuers;
+
+  // Validity periods of client certificates (and of the CA that issued them) are judged by this
+  // clock: in the handshake, and again at every request, so that a kept-alive connection stops
+  // being authenticated when its certificate expires. Null: the system clock. Must outlive the
+  // server.
+  const Clock* clock = nullptr;
 };
 
 class Server {
