@@ -75,7 +75,31 @@ Result<void> SyncDirectory(const std::filesystem::path& dir) {
   return {};
 }
 
+// `path` is a device, a pipe or a socket (`--out /dev/stdout`, `/dev/null`): written in place,
+// since renaming a file over it would replace the device node (as root, /dev/null itself).
+Result<void> WriteInPlace(const std::filesystem::path& path, ByteView data) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (fd.get() < 0) return Fail(ErrnoError(errno, "cannot open", path));
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(ErrnoError(errno, "cannot write", path));
+    }
+    off += static_cast<size_t>(n);
+  }
+  return {};
+}
+
 Result<void> WriteFileAtomic(const std::filesystem::path& path, ByteView data, int mode) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode)) {
+      return Fail(Code::kInvalidArgument, path.string() + " is a directory, not a file");
+    }
+    return WriteInPlace(path, data);
+  }
   std::filesystem::path dir = path.parent_path();
   thread_local std::mt19937_64 rng{std::random_device{}()};
   std::filesystem::path tmp = path;

@@ -1,10 +1,12 @@
 #include "iotpki/common/file.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <thread>
 
 namespace iotpki {
 namespace {
@@ -22,6 +24,40 @@ TEST(File, AtomicWriteSetsModeAndReplaces) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);
   std::filesystem::remove_all(dir);
+}
+
+// `--out /dev/null` or a pipe: the data goes to the device, which stays what it was (a rename
+// over /dev/null replaced the device node with a file when run as root).
+TEST(File, AtomicWriteToAPipeWritesInPlace) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("iotpki-fifo-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto fifo = dir / "pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string got;
+  std::thread reader([&] {
+    int fd = ::open(fifo.c_str(), O_RDONLY);
+    char buf[64];
+    ssize_t n;
+    while (fd >= 0 && (n = ::read(fd, buf, sizeof buf)) > 0)
+      got.append(buf, static_cast<size_t>(n));
+    if (fd >= 0) ::close(fd);
+  });
+  auto r = WriteFileAtomic(fifo, std::string_view("through the pipe"));
+  reader.join();
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(got, "through the pipe");
+  struct stat st {};
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(File, AtomicWriteRefusesADirectory) {
+  auto r = WriteFileAtomic(std::filesystem::temp_directory_path(), std::string_view("x"));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("is a directory"), std::string::npos);
 }
 
 TEST(File, MissingFileIsNotFound) {
