@@ -46,6 +46,17 @@ check "bootstrap over the JSON API without a client certificate" \
 equal "that LDevID certifies the IDevID key" \
   "$(openssl x509 -in "$S3/active/cert.pem" -noout -pubkey)" \
   "$(openssl x509 -in "$S3/factory/cert.pem" -noout -pubkey)"
+# The factory key stays where it was given (encrypted there): the slot links to it, and no
+# private key is written anywhere else in the state directory.
+equal "the slot's key.pem links to the factory key" "$(readlink "$S3/active/key.pem")" \
+  "../../factory/key.pem"
+equal "no private key outside factory/ in the state directory" \
+  "$(grep -rl -- "PRIVATE KEY" "$S3" | grep -v "^$S3/factory/")" ""
+check "renew (same key) on the factory key" "$AGENT" --state "$S3" renew
+equal "the renewed slot links to the factory key too" "$(readlink "$S3/active/key.pem")" \
+  "../../factory/key.pem"
+equal "still no private key outside factory/" \
+  "$(grep -rl -- "PRIVATE KEY" "$S3" | grep -v "^$S3/factory/")" ""
 
 # --- renew and rekey ----------------------------------------------------------------------------
 OLD_SLOT=$(readlink "$S1/active")

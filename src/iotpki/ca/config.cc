@@ -59,7 +59,9 @@ std::string ConfigToToml(const CaConfig& c) {
       {"ca", toml::table{{"organization", c.organization}}},
       {"keys", toml::table{{"root", c.root_key},
                            {"manufacturing", c.manufacturing_key},
-                           {"operational", c.operational_key}}},
+                           {"operational", c.operational_key},
+                           {"audit", c.audit_key},
+                           {"audit_public", c.audit_public_key}}},
       {"certs", toml::table{{"root", c.root_cert},
                             {"manufacturing", c.manufacturing_cert},
                             {"operational", c.operational_cert}}},
@@ -127,6 +129,8 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   IOTPKI_CHECK(str("keys.root", c.root_key));
   IOTPKI_CHECK(str("keys.manufacturing", c.manufacturing_key));
   IOTPKI_CHECK(str("keys.operational", c.operational_key));
+  IOTPKI_CHECK(str("keys.audit", c.audit_key));
+  IOTPKI_CHECK(str("keys.audit_public", c.audit_public_key));
   IOTPKI_CHECK(str("certs.root", c.root_cert));
   IOTPKI_CHECK(str("certs.manufacturing", c.manufacturing_cert));
   IOTPKI_CHECK(str("certs.operational", c.operational_cert));

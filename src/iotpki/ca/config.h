@@ -1,7 +1,10 @@
 // The CA directory and its configuration file (iotpki.toml).
 //
 //   DIR/iotpki.toml           this configuration
-//   DIR/keys/<name>.key       encrypted PKCS#8 keys, 0600 (or, later, pkcs11:/tpm2: URIs)
+//   DIR/keys/<name>.key       encrypted PKCS#8 keys, 0600 (or, later, pkcs11:/tpm2: URIs); the root
+//                             key may live elsewhere (ca init --root-key-dir, an absolute file:
+//                             URI)
+//   DIR/keys/audit.key        the audit checkpoint key; DIR/certs/audit-key.pem its public key
 //   DIR/keys/bootstrap-master.key  the bootstrap master secret (openssl enc format), 0600
 //   DIR/certs/<name>.pem      root.pem, manufacturing.pem, operational.pem
 //   DIR/iotpki.db             the SQLite store (unless [store] url names another)
@@ -24,6 +27,10 @@ struct CaConfig {
   std::string root_key = "file:keys/root.key";
   std::string manufacturing_key = "file:keys/manufacturing.key";
   std::string operational_key = "file:keys/operational.key";
+  // The audit key signs audit checkpoints (store/checkpoint.h); its public key sits beside the
+  // certificates so that anyone can check a checkpoint. Empty in a CA made before it existed.
+  std::string audit_key;
+  std::string audit_public_key;
   std::string root_cert = "certs/root.pem";
   std::string manufacturing_cert = "certs/manufacturing.pem";
   std::string operational_cert = "certs/operational.pem";

@@ -26,7 +26,7 @@ struct ServeArgs {
   std::string store;
   std::string listen;
   std::string config;
-  std::string passphrase_file;
+  PassphraseSources passphrases;
   std::string port_file;
   std::vector<std::string> names;
   std::string log_format;
@@ -67,7 +67,7 @@ struct ServerIdentity {
 // from the current operational CA, covers every name and has 30 days left; otherwise a new key
 // and certificate are made, recorded in the store, and saved.
 Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const ServeConfig& config,
-                                             const std::string& passphrase,
+                                             std::string_view passphrase,
                                              const std::vector<std::string>& dns,
                                              const std::vector<std::string>& ips) {
   const x509::Certificate& ops = authority.certificate(ca::CaName::kOperational);
@@ -114,6 +114,19 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
   return id;
 }
 
+// A root key readable on the server's machine defeats the offline root (docs/operations.md,
+// "An offline root"): said once at start, as a warning, without stopping the server.
+void WarnIfRootKeyOnline(const ca::Authority& authority) {
+  fs::path root = ca::KeyFilePath(authority.dir(), authority.config().root_key);
+  if (!root.empty() && ::access(root.c_str(), R_OK) == 0) {
+    log::Warn("serve.root_key_online",
+              {{"path", root.string()},
+               {"advice",
+                "the server never uses the root key: move it offline (ca init --root-key-dir, "
+                "docs/operations.md)"}});
+  }
+}
+
 // The flags win over [log]; without either, text on a terminal and JSON Lines otherwise, at info.
 Result<void> ConfigureLogging(const ServeArgs& args, const ServeConfig& config) {
   log::Format format = config.log_format.value_or(log::DefaultFormat());
@@ -132,7 +145,7 @@ Result<void> ConfigureLogging(const ServeArgs& args, const ServeConfig& config) 
   return {};
 }
 
-Result<void> RunServe(const ServeArgs& args) {
+Result<void> RunServe(ServeArgs& args) {
   IOTPKI_TRY(ServeConfig config, LoadServeConfig(args.config));
   IOTPKI_CHECK(ConfigureLogging(args, config));
   if (!args.listen.empty()) config.listen = args.listen;
@@ -140,14 +153,20 @@ Result<void> RunServe(const ServeArgs& args) {
   IOTPKI_TRY(auto listen, ParseListen(config.listen));
 
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
-  IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
-  IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase));
-  IOTPKI_CHECK(authority->UnlockBootstrap(passphrase));
+  // Only what the server uses: the operational CA key and the bootstrap master. The root and
+  // manufacturing keys, and their passphrases, stay out of this process.
+  IOTPKI_TRY(crypto::Secret passphrase, ReadPassphrase(args.passphrases, KeyRole::kOperational));
+  IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase.view()));
+  {
+    IOTPKI_TRY(crypto::Secret bootstrap, ReadPassphrase(args.passphrases, KeyRole::kBootstrap));
+    IOTPKI_CHECK(authority->UnlockBootstrap(bootstrap.view()));
+  }
+  WarnIfRootKeyOnline(*authority);
 
   std::vector<std::string> dns, ips;
   ServerNames(listen.first, config.names, dns, ips);
   IOTPKI_TRY(ServerIdentity identity,
-             LoadOrIssueServerCert(*authority, config, passphrase, dns, ips));
+             LoadOrIssueServerCert(*authority, config, passphrase.view(), dns, ips));
 
   server::Registry metrics;
   if (identity.issued) {
@@ -216,8 +235,7 @@ void AddServeCommands(CLI::App& app) {
                     "HOST:PORT to listen on (default 127.0.0.1:8443; port 0 picks a free one)");
   serve->add_option("--config", args->config,
                     "TOML file with [server], [bootstrap] and [log] settings");
-  serve->add_option("--passphrase-file", args->passphrase_file,
-                    "File whose first line unlocks the CA keys (default: $IOTPKI_PASSPHRASE)");
+  AddPassphraseOptions(serve, args->passphrases, {KeyRole::kOperational, KeyRole::kBootstrap});
   serve->add_option("--port-file", args->port_file, "Write the port listened on to this file");
   serve->add_option("--name", args->names,
                     "Extra host name or address for the server certificate (repeatable)");

@@ -123,6 +123,9 @@ class EnrollService {
                               const Result<x509::Certificate>& issued, double started);
   void CountRefusal(const std::string& endpoint, const Error& error);
   void MaybePruneReplay(int64_t now);
+  // A refusal's audit row or the replay prune could not be written: logged and counted
+  // (store::ReportAuditWriteFailure, and /metrics), never silent.
+  void AuditWriteFailed(std::string_view what, const Error& error);
   server::Registry::GaugeSamples ExpiringGauge();
 
   ca::Authority& authority_;

@@ -76,7 +76,7 @@ class ServiceTest : public ::testing::Test {
   }
   std::string Json(const Dev& d, const x509::Csr& csr, int64_t ts, std::string token = {}) {
     std::string id = d.idevid.common_name();
-    if (token.empty()) token = ca::BootstrapToken(*authority_->BootstrapSecret(id), id, ts);
+    if (token.empty()) token = ca::BootstrapToken(authority_->BootstrapSecret(id)->bytes(), id, ts);
     return nlohmann::json({{"device_id", id},
                            {"csr", Base64Encode(csr.ToDer())},
                            {"device_cert", Base64Encode(d.idevid.ToDer())},

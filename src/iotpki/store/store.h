@@ -254,6 +254,12 @@ class Store {
   virtual Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
       std::string_view device_id) = 0;
 
+  // Every certificate, ordered by serial: at most `limit` (1..kMaxPageSize) whose serial sorts
+  // after `after_serial` ("" for the first page; pass the last serial of a page for the next).
+  // For audits that must visit the whole table without holding it in memory.
+  virtual Result<std::vector<CertificateRecord>> ListCertificates(std::string_view after_serial,
+                                                                  size_t limit) = 0;
+
   // Keyset pagination: at most `limit` (1..kMaxPageSize) devices after `cursor` ("" for the
   // first page), in the order devices were added to the inventory (the order a factory made
   // them), or as described in DeviceFilter::expiring_within. Rows

@@ -1278,6 +1278,74 @@ TEST_P(StoreConformance, RewrittenTimeIsDetected) {
   EXPECT_EQ(verdict->first_broken_seq, 1);
 }
 
+TEST_P(StoreConformance, AuditHeadIsTheLatestRow) {
+  auto empty = ReadAuditHead(*store_);
+  ASSERT_TRUE(empty);
+  EXPECT_FALSE(empty->has_value());
+  for (int n : {1, 2, 3, 6, 7}) {
+    WriteBatch b;
+    for (int i = 0; i < n; ++i) b.AppendAudit(Event("cert.issue", CertSerial(i)));
+    MustCommit(b);
+    auto rows = AllAudit();
+    auto head = ReadAuditHead(*store_);
+    ASSERT_TRUE(head);
+    ASSERT_TRUE(head->has_value());
+    EXPECT_EQ(**head, rows.back()) << "after " << rows.size() << " rows";
+  }
+}
+
+// An attacker who can write the database can rewrite a row and recompute every hash after it;
+// the chain then verifies, and only an anchor kept elsewhere tells the difference.
+TEST_P(StoreConformance, AuditAnchorDetectsARecomputedChain) {
+  WriteBatch b;
+  for (int i = 0; i < 5; ++i) b.AppendAudit(Event("cert.issue", CertSerial(i)));
+  MustCommit(b);
+  auto rows = AllAudit();
+  AuditAnchor kept{.seq = 3, .hash = rows[2].hash};
+  auto good = VerifyAuditChain(*store_, 2, std::span(&kept, 1));
+  ASSERT_TRUE(good);
+  EXPECT_TRUE(good->intact) << good->explanation;
+
+  // What the attacker's recomputed row 3 would hash to (same contents otherwise).
+  AuditAnchor other{.seq = 3,
+                    .hash = ComputeAuditHash(rows[2].prev_hash, 3, rows[2].time,
+                                             AuditEvent{rows[2].actor, rows[2].action,
+                                                        rows[2].subject, R"({"forged":true})"})};
+  auto bad = VerifyAuditChain(*store_, 2, std::span(&other, 1));
+  ASSERT_TRUE(bad);
+  EXPECT_FALSE(bad->intact);
+  EXPECT_EQ(bad->first_broken_seq, 3);
+  EXPECT_EQ(bad->problem, AuditProblem::kAnchorMismatch);
+  EXPECT_THAT(bad->explanation, HasSubstr("row 3"));
+
+  // An anchor past the end: the tail was cut off.
+  AuditAnchor beyond{.seq = 9, .hash = rows[2].hash};
+  auto cut = VerifyAuditChain(*store_, 1000, std::span(&beyond, 1));
+  ASSERT_TRUE(cut);
+  EXPECT_FALSE(cut->intact);
+  EXPECT_EQ(cut->problem, AuditProblem::kAnchorMismatch);
+  EXPECT_THAT(cut->explanation, HasSubstr("ends at row 5"));
+}
+
+TEST(AuditAnchor, ParsesAndFormats) {
+  AuditAnchor a{.seq = 42, .hash = Bytes(kAuditHashSize, 0xab)};
+  std::string text = FormatAuditAnchor(a);
+  std::string hex;
+  for (size_t i = 0; i < kAuditHashSize; ++i) hex += "ab";
+  EXPECT_EQ(text, "42:" + hex);
+  auto back = ParseAuditAnchor(text);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->seq, 42);
+  EXPECT_EQ(back->hash, a.hash);
+  for (std::string bad : {std::string("42"), ":" + hex, "0:" + hex, "-1:" + hex, "4x:" + hex,
+                          "42:" + hex.substr(2), "42:" + hex + "00", std::string("42:zz")}) {
+    auto r = ParseAuditAnchor(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), Code::kInvalidArgument);
+    EXPECT_THAT(r.error().message(), HasSubstr("SEQ:HASH")) << bad;
+  }
+}
+
 // --- Replay table ---------------------------------------------------------------------------
 
 TEST_P(StoreConformance, TokensAreRecordedOnce) {

@@ -913,6 +913,20 @@ Result<std::vector<std::vector<CertificateRecord>>> SqlStore::FindCertificatesBy
   });
 }
 
+Result<std::vector<CertificateRecord>> SqlStore::ListCertificates(std::string_view after_serial,
+                                                                  size_t limit) {
+  IOTPKI_CHECK(ValidatePageSize(limit));
+  std::string after = ToLowerAscii(after_serial);
+  return pool_->WithReader([&](Connection& conn) -> Result<std::vector<CertificateRecord>> {
+    IOTPKI_TRY(auto stmt,
+               conn.Prepare("SELECT " + std::string(kCertColumns) + std::string(kCertsWithDevice) +
+                            " WHERE c.serial > ?1 ORDER BY c.serial LIMIT ?2"));
+    stmt->Bind(1, std::string_view(after));
+    stmt->Bind(2, static_cast<int64_t>(limit));
+    return ReadCertificates(*stmt);
+  });
+}
+
 Result<std::vector<CertificateRecord>> SqlStore::ListCertificatesForDevice(
     std::string_view device_id) {
   auto id = IdBytes(ToLowerAscii(device_id));

@@ -48,6 +48,8 @@ class SqlStore : public Store {
       std::string_view key_fingerprint) override;
   Result<std::vector<std::vector<CertificateRecord>>> FindCertificatesByKeys(
       std::span<const std::string> key_fingerprints) override;
+  Result<std::vector<CertificateRecord>> ListCertificates(std::string_view after_serial,
+                                                          size_t limit) override;
   Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
       std::string_view device_id) override;
   Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
