@@ -117,10 +117,10 @@ csr_b64 "$WORK/a2.key" "$SUBJ_A" >"$WORK/a-re.b64"
 status "expired LDevID (simplereenroll)" 401 \
   "$(est simplereenroll "$WORK/a-expired-ldevid.pem" "$WORK/a.key" "$WORK/a-re.b64")"
 csr_b64 "$WORK/e.key" "/CN=$ID_E" >"$WORK/e.b64"
-status "revoked IDevID" 401 "$(est simpleenroll "$E/cert.pem" "$E/key.plain.pem" "$WORK/e.b64")"
+status "revoked IDevID" 403 "$(est simpleenroll "$E/cert.pem" "$E/key.plain.pem" "$WORK/e.b64")"
 expect "the reason says revoked" "revoked" "$WORK/body"
 csr_b64 "$WORK/r2.key" "/O=Example Org/CN=$ID_R/serialNumber=dev-000006" >"$WORK/r-re.b64"
-status "revoked LDevID (simplereenroll)" 401 \
+status "revoked LDevID (simplereenroll)" 403 \
   "$(est simplereenroll "$WORK/r-ldevid.pem" "$WORK/r.key" "$WORK/r-re.b64")"
 
 # --- EST: authorization and policy --------------------------------------------------------------

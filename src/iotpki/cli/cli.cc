@@ -179,6 +179,7 @@ int Main(int argc, char** argv) {
   AddMfgCommands(app);
   AddDeviceCommands(app);
   AddStoreCommands(app);
+  AddRevocationCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -64,6 +64,9 @@ void AddServeCommands(CLI::App& app);  // serve
 void AddMfgCommands(CLI::App& app);     // mfg provision
 void AddDeviceCommands(CLI::App& app);  // device ls, show, count
 void AddStoreCommands(CLI::App& app);   // store migrate
+// cert revoke, cert ls --revoked, device decommission; after AddCertCommands and
+// AddDeviceCommands, whose groups it extends.
+void AddRevocationCommands(CLI::App& app);
 
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input.
 int Main(int argc, char** argv);

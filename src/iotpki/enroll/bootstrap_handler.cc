@@ -167,8 +167,9 @@ server::Response EnrollService::Bootstrap(const server::Request& request) {
     // certificate certifies it; with it, the CSR may carry a new key or that one. The token is
     // recorded in the issuance's transaction, first: a request the CA refuses does not consume
     // it (docs/http-api.md says why that is safe), and of concurrent uses one commits.
+    IOTPKI_TRY(store::WriteBatch reentry, CheckReentry(in.device_id));
     return IssueLdevid({.csr = in.csr, .device_id = in.device_id, .allow_birth_key = true}, nullptr,
-                       store::WriteBatch().RecordToken(in.device_id, in.timestamp));
+                       store::WriteBatch().RecordToken(in.device_id, in.timestamp).Append(reentry));
   }();
   return RenderJson(request, "bootstrap", issued, started);
 }

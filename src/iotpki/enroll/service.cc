@@ -118,7 +118,12 @@ Result<void> EnrollService::CheckRevocation(const x509::Certificate& cert,
     return Fail(std::move(rec).error());
   }
   if (rec->status == store::CertStatus::kRevoked) {
-    return Fail(Code::kUnauthenticated, "client certificate refused: certificate revoked");
+    // 403 like the other refusals of a known client: the certificate is genuine, and final.
+    std::string reason = rec->revocation_reason
+                             ? std::string(store::RevocationReasonName(*rec->revocation_reason))
+                             : "unspecified";
+    return Fail(Code::kPermissionDenied,
+                "client certificate refused: certificate revoked (" + reason + ")");
   }
   if (record != nullptr) *record = std::move(*rec);
   return {};

@@ -118,7 +118,12 @@ CREATE TABLE expiry_counts (
      "binary ids: devices.device_id and key fingerprints as 32-byte blobs, certificates and "
      "public keys name their device by seq",
      ""},
-    // 5: campaigns and rotation_jobs (lifecycle issue).
+    {5, "certificates.first_used_at, certificates_revoked", R"sql(
+ALTER TABLE certificates ADD COLUMN first_used_at BIGINT;
+CREATE INDEX certificates_revoked ON certificates (revoked_at, serial)
+  WHERE revoked_at IS NOT NULL;
+)sql"},
+    // 6: campaigns and rotation_jobs (lifecycle issue).
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,
