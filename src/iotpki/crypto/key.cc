@@ -36,6 +36,26 @@ const EVP_MD* Md(DigestAlgorithm d) {
   return d == DigestAlgorithm::kSha384 ? ossl::Sha384Md() : ossl::Sha256Md();
 }
 
+// The uncompressed SEC1 point 04 || X || Y of an EC key, from its affine coordinates: OpenSSL
+// keeps whichever form it was given (compressed, hybrid), so its own encoding is no identity.
+Bytes UncompressedPoint(EVP_PKEY* key, int bits) {
+  BIGNUM* x_raw = nullptr;
+  BIGNUM* y_raw = nullptr;
+  bool got = EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &x_raw) == 1;
+  auto x = ossl::Own(x_raw);
+  got = EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &y_raw) == 1 && got;
+  auto y = ossl::Own(y_raw);
+  if (!got || bits <= 0) return {};
+  size_t n = (static_cast<size_t>(bits) + 7) / 8;
+  Bytes point(1 + 2 * n);
+  point[0] = 0x04;
+  if (BN_bn2binpad(x.get(), point.data() + 1, static_cast<int>(n)) < 0 ||
+      BN_bn2binpad(y.get(), point.data() + 1 + n, static_cast<int>(n)) < 0) {
+    return {};
+  }
+  return point;
+}
+
 }  // namespace
 
 std::string KeyTypeName(KeyType type, int bits, std::string_view curve) {
@@ -103,7 +123,18 @@ Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView 
     pk.type_ = KeyType::kOther;
   }
   pk.key_ = std::move(key);
+  IOTPKI_CHECK(pk.Canonicalize());
   return pk;
+}
+
+Result<void> PublicKey::Canonicalize() {
+  if (type_ != KeyType::kP256 && type_ != KeyType::kP384) return {};
+  Bytes raw = RawKey();
+  if (!raw.empty() && raw[0] == 0x04) return {};
+  Bytes point = UncompressedPoint(key_.get(), bits_);
+  if (point.empty()) return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid EC public key"));
+  spki_ = EncodeEcSpki(type_, point);
+  return {};
 }
 
 namespace {
@@ -197,6 +228,7 @@ Result<PublicKey> PublicKey::FromDer(ByteView spki) {
     pk.type_ = ec->curve;
     pk.bits_ = ec->curve == KeyType::kP384 ? 384 : 256;
     pk.curve_ = CurveSn(ec->curve);
+    IOTPKI_CHECK(pk.Canonicalize());
     return pk;
   }
   const unsigned char* p = spki.data();
