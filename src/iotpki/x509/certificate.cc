@@ -592,6 +592,8 @@ Result<void> ReadFields(Certificate::Impl& fields, const crypto::PublicKey* know
   // The key d2i decoded already is shared, not decoded a second time.
   auto key = crypto::PublicKey::FromParsed(X509_get0_pubkey(x), spki);
   if (!key) {
+    // X509_get0_pubkey queues the decoder's complaint about a key it cannot read.
+    ossl::ClearErrors();
     return Fail(Code::kInvalidArgument, "certificate public key is not supported",
                 key.error().ToString());
   }

@@ -13,6 +13,7 @@
 #include "iotpki/crypto/signer.h"
 #include "iotpki/x509/builder.h"
 #include "iotpki/x509/certificate.h"
+#include "iotpki/x509/internal.h"
 #include "iotpki/x509/profile.h"
 
 namespace iotpki::x509::testing {
@@ -116,6 +117,24 @@ inline void ReplaceExtension(X509* x, int nid, const char* value) {
   auto ext = ossl::Own(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
   if (!ext) throw std::runtime_error("bad extension text");
   X509_add_ext(x, ext.get(), -1);
+}
+
+// A CSR signed by `key` with `spki` as its SubjectPublicKeyInfo (any encoding of any key) and
+// `attributes` (encoded Attribute SEQUENCEs, concatenated) in its [0] field: the requests
+// MakeCsr never makes, for tests of what the parsers and the CA refuse.
+inline Bytes RawCsrDer(const crypto::Signer& key, ByteView spki, const NameFields& subject,
+                       ByteView attributes = {}) {
+  Bytes info = der::Sequence({der::SmallInteger(0), internal::EncodeName(subject), spki,
+                              der::Tlv(der::ContextConstructed(0), attributes)});
+  Bytes algorithm = Must(internal::SignatureAlgorithm(key), "signature algorithm");
+  return Must(internal::SignAndAssemble(info, algorithm, key), "sign CSR");
+}
+
+// An extensionRequest attribute holding `extensions` (encoded Extension SEQUENCEs).
+inline Bytes ExtensionRequest(std::initializer_list<ByteView> extensions) {
+  return der::Sequence(
+      {der::Oid(internal::kOidExtensionRequest),
+       der::Constructed(der::kSet, {der::Constructed(der::kSequence, extensions)})});
 }
 
 inline Bytes FlipByte(const Bytes& der, size_t from_end) {
