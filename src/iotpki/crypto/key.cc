@@ -218,12 +218,10 @@ Result<PublicKey> PublicKey::FromDer(ByteView spki) {
   // OpenSSL 3.0's d2i_PUBKEY runs the generic decoder framework (~100 us, more than an ECDSA
   // verification); the keys we issue for are read directly and imported from their point.
   if (auto ec = ReadNamedCurveSpki(spki)) {
-    EVP_PKEY* raw = EcPublicFromPoint(ec->curve, ec->point);
-    if (raw == nullptr) {
-      return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
-    }
+    auto key = ossl::Share(EcPublicFromPoint(ec->curve, ec->point));
+    if (!key) return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
     PublicKey pk;
-    pk.key_ = std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free);
+    pk.key_ = std::move(key);
     pk.spki_.assign(spki.begin(), spki.end());
     pk.type_ = ec->curve;
     pk.bits_ = ec->curve == KeyType::kP384 ? 384 : 256;
@@ -232,18 +230,14 @@ Result<PublicKey> PublicKey::FromDer(ByteView spki) {
     return pk;
   }
   const unsigned char* p = spki.data();
-  EVP_PKEY* raw = d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size()));
-  if (raw == nullptr || p != spki.data() + spki.size()) {
-    EVP_PKEY_free(raw);
+  auto key = ossl::Share(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
+  if (!key || p != spki.data() + spki.size()) {
     return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo"));
   }
-  if (!WholeBytesKey(spki)) {
-    EVP_PKEY_free(raw);
-    return Fail(Code::kInvalidArgument, std::string(kUnusedBits));
-  }
+  if (!WholeBytesKey(spki)) return Fail(Code::kInvalidArgument, std::string(kUnusedBits));
   // The bytes given, not OpenSSL's re-encoding: a key read from a certificate or CSR is the same
   // value whichever parser read it.
-  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free), spki);
+  return FromHandle(std::move(key), spki);
 }
 
 Result<PublicKey> PublicKey::FromParsed(EVP_PKEY* key, ByteView spki) {
@@ -254,7 +248,7 @@ Result<PublicKey> PublicKey::FromParsed(EVP_PKEY* key, ByteView spki) {
   if (EVP_PKEY_up_ref(key) != 1) {
     return Fail(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo");
   }
-  return FromHandle(std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free), spki);
+  return FromHandle(ossl::Share(key), spki);
 }
 
 Result<PublicKey> PublicKey::FromPem(std::string_view pem) {
@@ -279,7 +273,7 @@ Result<PublicKey> PublicKey::FromSec1(KeyType curve, ByteView point) {
       EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params.get()) != 1) {
     return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
   }
-  std::shared_ptr<EVP_PKEY> key(raw, EVP_PKEY_free);
+  std::shared_ptr<EVP_PKEY> key = ossl::Share(raw);
   // fromdata does not validate the point; an off-curve point must not become a key.
   auto check = ossl::Own(EVP_PKEY_CTX_new_from_pkey(nullptr, raw, nullptr));
   if (!check || EVP_PKEY_public_check(check.get()) != 1) {

@@ -109,7 +109,7 @@ inline Certificate Mutate(const Certificate& cert, const crypto::PrivateKey& key
 // ReplaceExtension(x, NID_key_usage, "critical,digitalSignature,keyEncipherment").
 inline void ReplaceExtension(X509* x, int nid, const char* value) {
   int idx = X509_get_ext_by_NID(x, nid, -1);
-  if (idx >= 0) X509_EXTENSION_free(X509_delete_ext(x, idx));
+  if (idx >= 0) ossl::Own(X509_delete_ext(x, idx));
   if (value == nullptr) return;
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
