@@ -20,21 +20,6 @@ Error ErrnoError(int err, std::string_view what, const std::filesystem::path& pa
   return Error(code, std::string(what) + " " + path.string() + ": " + std::strerror(err));
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
 }  // namespace
 
 Result<Bytes> ReadFile(const std::filesystem::path& path, size_t max_size) {

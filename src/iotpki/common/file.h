@@ -1,8 +1,12 @@
 // File access used by every layer: whole-file reads, atomic durable writes.
 #pragma once
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
@@ -24,5 +28,39 @@ inline Result<void> WriteFileAtomic(const std::filesystem::path& path, std::stri
 
 // fsyncs a directory so that entries created or renamed in it survive a crash.
 Result<void> SyncDirectory(const std::filesystem::path& dir);
+
+// Owns a POSIX file descriptor: closed when the owner goes (or by Close, which reports what
+// close(2) says: some file systems report a failed write only there). -1 holds nothing.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+  // Closes now; 0, or the errno of a failed close(2) (the descriptor is gone either way).
+  int Close() {
+    if (fd_ < 0) return 0;
+    int rc = ::close(std::exchange(fd_, -1));
+    return rc == 0 ? 0 : errno;
+  }
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace iotpki

@@ -60,6 +60,32 @@ TEST(File, AtomicWriteRefusesADirectory) {
   EXPECT_NE(r.error().message().find("is a directory"), std::string::npos);
 }
 
+bool IsOpen(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+TEST(Fd, ClosesOnceWhenItsLastOwnerGoes) {
+  int pipes[2];
+  ASSERT_EQ(::pipe(pipes), 0);
+  Fd write_end(pipes[1]);
+  {
+    Fd read_end(pipes[0]);
+    Fd moved(std::move(read_end));
+    EXPECT_FALSE(read_end.valid());  // NOLINT(bugprone-use-after-move): moved-from holds nothing
+    EXPECT_EQ(moved.get(), pipes[0]);
+    EXPECT_TRUE(IsOpen(pipes[0]));
+  }
+  EXPECT_FALSE(IsOpen(pipes[0]));
+  EXPECT_EQ(write_end.Close(), 0);
+  EXPECT_FALSE(IsOpen(pipes[1]));
+  EXPECT_EQ(write_end.Close(), 0);  // nothing left to close
+  Fd assigned(::dup(STDERR_FILENO));
+  int first = assigned.get();
+  assigned = Fd(::dup(STDERR_FILENO));
+  EXPECT_FALSE(IsOpen(first) && first != assigned.get());
+  int kept = assigned.release();
+  EXPECT_TRUE(IsOpen(kept));
+  ::close(kept);
+}
+
 TEST(File, MissingFileIsNotFound) {
   auto r = ReadFile("/nonexistent/iotpki/file");
   ASSERT_FALSE(r);

@@ -161,17 +161,23 @@ Result<EnrollService::Client> EnrollService::Authenticate(const server::Request&
 }
 
 Result<void> EnrollService::AuthorizeEnroll(const Client& client, const x509::Csr& csr) const {
+  // Keys compare in their canonical (uncompressed) form: a compressed point is the same key.
   if (csr.public_key() == client.cert.public_key()) {
     return Fail(Code::kPermissionDenied,
                 "the CSR carries the IDevID's key; a working certificate needs a new key");
   }
+  return CheckCsrSubject(csr, client.device_id, client.cert.serial_number());
+}
+
+Result<void> EnrollService::CheckCsrSubject(const x509::Csr& csr, const std::string& device_id,
+                                            const std::string& serial) {
   // The CA takes the identity from the authenticated IDevID; a CSR naming anyone else is a
   // confused or hostile client, not something to silently correct.
-  if (!csr.common_name().empty() && csr.common_name() != client.device_id) {
+  if (!csr.common_name().empty() && csr.common_name() != device_id) {
     return Fail(Code::kPermissionDenied, "the CSR's subject names device " + csr.common_name() +
-                                             ", not the authenticated device " + client.device_id);
+                                             ", not the authenticated device " + device_id);
   }
-  if (!csr.serial_number().empty() && csr.serial_number() != client.cert.serial_number()) {
+  if (!csr.serial_number().empty() && csr.serial_number() != serial) {
     return Fail(Code::kPermissionDenied,
                 "the CSR's subject serialNumber is not the authenticated device's serial");
   }

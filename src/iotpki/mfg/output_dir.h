@@ -22,6 +22,7 @@
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
+#include "iotpki/common/file.h"
 
 namespace iotpki::mfg {
 
@@ -51,11 +52,10 @@ class OutputDir {
   // mixes with old files).
   static Result<OutputDir> Open(const std::filesystem::path& out, bool must_be_empty);
 
-  OutputDir(OutputDir&& other) noexcept;
+  OutputDir(OutputDir&& other) noexcept = default;
   OutputDir& operator=(OutputDir&&) = delete;
   OutputDir(const OutputDir&) = delete;
   OutputDir& operator=(const OutputDir&) = delete;
-  ~OutputDir();
 
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path Partial(std::string_view serial) const;
@@ -75,9 +75,10 @@ class OutputDir {
   Result<void> Sync() const;
 
  private:
-  OutputDir(std::filesystem::path path, int lock_fd) : path_(std::move(path)), lock_fd_(lock_fd) {}
+  OutputDir(std::filesystem::path path, Fd lock_fd)
+      : path_(std::move(path)), lock_fd_(std::move(lock_fd)) {}
   std::filesystem::path path_;
-  int lock_fd_ = -1;
+  Fd lock_fd_;  // holds the flock
 };
 
 }  // namespace iotpki::mfg
