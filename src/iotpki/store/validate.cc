@@ -139,7 +139,13 @@ Result<void> ValidateOp(const WriteOp& op) {
         } else if constexpr (std::is_same_v<T, InsertCertificateOp>) {
           return ValidateCertificate(o.cert);
         } else if constexpr (std::is_same_v<T, RevokeCertificateOp>) {
-          return CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits);
+          IOTPKI_CHECK(CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits));
+          if (!IsFinalRevocationReason(o.reason)) {
+            return Fail(Code::kInvalidArgument, "revocation reason " +
+                                                    std::string(RevocationReasonName(o.reason)) +
+                                                    " is not supported: a revocation is final");
+          }
+          return {};
         } else if constexpr (std::is_same_v<T, AppendAuditOp>) {
           return ValidateAuditEvent(o.event);
         } else {

@@ -52,8 +52,9 @@ Result<RevokedEntry> ReadEntry(const der::Element& element) {
     der::Reader v(value.contents);
     IOTPKI_TRY(der::Element reason, v.Expect(der::kEnumerated));
     IOTPKI_TRY(int64_t code, der::ParseSmallInteger(reason.contents));
-    if (code > 10 || code == 7) return Fail(Code::kInvalidArgument, "unknown CRL reason code");
-    entry.reason = static_cast<RevocationReason>(code);
+    auto known = RevocationReasonFromCode(code);
+    if (!known) return Fail(Code::kInvalidArgument, "unknown CRL reason code");
+    entry.reason = *known;
   }
   return entry;
 }
