@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
@@ -21,6 +22,12 @@ inline Result<void> WriteFileAtomic(const std::filesystem::path& path, std::stri
                                     int mode = 0644) {
   return WriteFileAtomic(path, AsBytes(data), mode);
 }
+
+// The error of a failed file operation, its message "DOING PATH: strerror(err)": NotFound
+// (ENOENT), AlreadyExists (EEXIST), PermissionDenied (EACCES, EPERM, EROFS), ResourceExhausted
+// for a full disk or a file size limit (ENOSPC, EDQUOT, EFBIG; the message starts "disk full: "),
+// DataLoss (EIO: the device may have lost written data), Internal otherwise.
+Error FileError(std::string_view doing, const std::filesystem::path& path, int err);
 
 // fsyncs a directory so that entries created or renamed in it survive a crash.
 Result<void> SyncDirectory(const std::filesystem::path& dir);
