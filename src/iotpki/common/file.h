@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "iotpki/common/bytes.h"
@@ -25,6 +26,12 @@ inline Result<void> WriteFileAtomic(const std::filesystem::path& path, std::stri
                                     int mode = 0644) {
   return WriteFileAtomic(path, AsBytes(data), mode);
 }
+
+// The error of a failed file operation, its message "DOING PATH: strerror(err)": NotFound
+// (ENOENT), AlreadyExists (EEXIST), PermissionDenied (EACCES, EPERM, EROFS), ResourceExhausted
+// for a full disk or a file size limit (ENOSPC, EDQUOT, EFBIG; the message starts "disk full: "),
+// DataLoss (EIO: the device may have lost written data), Internal otherwise.
+Error FileError(std::string_view doing, const std::filesystem::path& path, int err);
 
 // fsyncs a directory so that entries created or renamed in it survive a crash.
 Result<void> SyncDirectory(const std::filesystem::path& dir);

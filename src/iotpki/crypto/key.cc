@@ -8,18 +8,12 @@
 #include <optional>
 
 #include "iotpki/common/der.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
 
 namespace iotpki::crypto {
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 const char* CurveSn(KeyType t) {
   switch (t) {
@@ -77,7 +71,7 @@ std::string KeyTypeName(KeyType type, int bits, std::string_view curve) {
 }
 
 Result<KeyType> ParseCurve(std::string_view name) {
-  std::string n = Lower(name);
+  std::string n = ToLowerAscii(name);
   if (n == "p-256" || n == "p256" || n == "prime256v1" || n == "secp256r1") return KeyType::kP256;
   if (n == "p-384" || n == "p384" || n == "secp384r1") return KeyType::kP384;
   return Fail(Code::kInvalidArgument,

@@ -18,24 +18,6 @@ constexpr char kLockFile[] = ".lock";
 
 }  // namespace
 
-Error FileError(std::string_view doing, const fs::path& path, int err) {
-  std::string what = std::string(doing) + " " + path.string() + ": " + std::strerror(err);
-  switch (err) {
-    case ENOSPC:
-    case EDQUOT:
-    case EFBIG:
-      return Error(Code::kResourceExhausted, "disk full: " + what);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return Error(Code::kPermissionDenied, what);
-    case EIO:
-      return Error(Code::kDataLoss, what);
-    default:
-      return Error(Code::kInternal, what);
-  }
-}
-
 Result<void> WriteFileUnsynced(const fs::path& path, ByteView data, int mode) {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
   if (!fd.valid()) return Fail(FileError("cannot create", path, errno));

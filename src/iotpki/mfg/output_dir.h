@@ -22,7 +22,7 @@
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
-#include "iotpki/common/file.h"
+#include "iotpki/common/file.h"  // FileError
 
 namespace iotpki::mfg {
 
@@ -35,11 +35,6 @@ inline constexpr char kBootstrapHex[] = "bootstrap.hex";
 inline constexpr char kKeyPem[] = "key.pem";
 inline constexpr char kBatchJson[] = "batch.json";
 inline constexpr char kManifest[] = "manifest.jsonl";
-
-// Errors of file operations on the output: ResourceExhausted for a full disk or a file size
-// limit (ENOSPC, EDQUOT, EFBIG), PermissionDenied (EACCES, EPERM, EROFS), DataLoss (EIO),
-// Internal otherwise. The message names the path.
-Error FileError(std::string_view doing, const std::filesystem::path& path, int err);
 
 // Creates or truncates `path` with exactly `mode` and writes `data`, without fsync (see above).
 Result<void> WriteFileUnsynced(const std::filesystem::path& path, ByteView data, int mode);

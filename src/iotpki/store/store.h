@@ -20,6 +20,7 @@
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
+#include "iotpki/x509/revocation_reason.h"
 
 namespace iotpki::store {
 
@@ -39,20 +40,14 @@ enum class CertStatus { kValid, kRevoked };
 std::string_view CertStatusName(CertStatus status);  // "valid", "revoked"
 Result<CertStatus> ParseCertStatus(std::string_view name);
 
-// RFC 5280 CRLReason values (the numbers are the CRL codes). certificateHold and removeFromCRL
-// are deliberately absent: in iotpki a revocation is final.
-enum class RevocationReason {
-  kUnspecified = 0,
-  kKeyCompromise = 1,
-  kCaCompromise = 2,
-  kAffiliationChanged = 3,
-  kSuperseded = 4,
-  kCessationOfOperation = 5,
-  kPrivilegeWithdrawn = 9,
-  kAaCompromise = 10,
-};
-std::string_view RevocationReasonName(RevocationReason reason);  // "keyCompromise", ...
+// RFC 5280 CRLReason (x509/revocation_reason.h); its names are the text form in the database.
+// certificateHold and removeFromCRL are never stored: in iotpki a revocation is final.
+using RevocationReason = x509::RevocationReason;
+using x509::RevocationReasonName;  // "keyCompromise", ...
+// As x509::ParseRevocationReason, but InvalidArgument for certificateHold and removeFromCRL.
 Result<RevocationReason> ParseRevocationReason(std::string_view name);
+// False for certificateHold and removeFromCRL, which the store refuses.
+bool IsFinalRevocationReason(RevocationReason reason);
 
 // Times are Unix seconds throughout. Fields marked "store-managed" are stamped by the store from
 // its Clock at commit time: leave them at their defaults when inserting (a batch that sets them
