@@ -206,6 +206,15 @@ struct DevicePage {
 
 inline constexpr size_t kMaxPageSize = 10000;
 
+// A revoked certificate as a CRL or an OCSP responder needs it.
+struct RevokedCertificate {
+  std::string serial;  // lowercase hex, as CertificateRecord::serial
+  int64_t revoked_at = 0;
+  RevocationReason reason = RevocationReason::kUnspecified;
+
+  bool operator==(const RevokedCertificate&) const = default;
+};
+
 // ---------------------------------------------------------------------------------------------
 
 // Thread safety: every method may be called concurrently from any number of threads (each
@@ -266,6 +275,18 @@ class Store {
   // backend keeps counts in the same transaction as the rows (migration 2).
   virtual Result<int64_t> CountDevices(const DeviceFilter& filter) = 0;
 
+  // The revoked certificates `issuer` ("manufacturing", "operational") issued, ordered by serial
+  // (as text), those after `after_serial` ("" for the first page), at most `limit`
+  // (1..kMaxPageSize). Read through an index of revoked certificates only (migration 5), so a
+  // page costs its own rows, however many valid certificates the store holds. A CRL is built
+  // from successive pages; revocations are final, so a page boundary neither repeats nor skips.
+  virtual Result<std::vector<RevokedCertificate>> ListRevokedCertificates(
+      std::string_view issuer, std::string_view after_serial, size_t limit) = 0;
+  // How many certificates `issuer` issued are revoked. It only grows (a revocation is final),
+  // so a change tells a CRL publisher that revocations were committed, by any process. Costs one
+  // pass over the index of revoked certificates of that issuer.
+  virtual Result<int64_t> CountRevokedCertificates(std::string_view issuer) = 0;
+
   // Audit rows with seq >= from_seq, ascending, at most `limit` (1..kMaxPageSize).
   virtual Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) = 0;
 
@@ -291,7 +312,10 @@ class Store {
 //      existing rows.
 //   3: devices numbered in insertion order (seq; listings page by it), the device indexes end
 //      with it, certificates_by_key dropped: append-ordered indexes for factory batches.
+//   4: binary ids (device ids and key fingerprints as 32-byte blobs).
+//   5: certificates_revoked, a partial index of revoked certificates by (issuer, serial), for
+//      CRLs.
 // Reserved for the lifecycle issue: campaigns and rotation_jobs.
-inline constexpr int kLatestSchemaVersion = 4;
+inline constexpr int kLatestSchemaVersion = 5;
 
 }  // namespace iotpki::store

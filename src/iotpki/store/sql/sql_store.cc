@@ -1008,6 +1008,46 @@ Result<bool> SqlStore::IsTokenRecorded(std::string_view device_id, int64_t times
   });
 }
 
+Result<std::vector<RevokedCertificate>> SqlStore::ListRevokedCertificates(
+    std::string_view issuer, std::string_view after_serial, size_t limit) {
+  IOTPKI_CHECK(ValidatePageSize(limit));
+  std::string after = ToLowerAscii(after_serial);
+  return pool_->WithReader([&](Connection& conn) -> Result<std::vector<RevokedCertificate>> {
+    // The status term matches certificates_revoked's WHERE clause, which lets the engine use it.
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT serial, revoked_at, revocation_reason "
+                                       "FROM certificates WHERE status = 'revoked' AND "
+                                       "issuer = ?1 AND serial > ?2 ORDER BY serial LIMIT ?3"));
+    stmt->Bind(1, issuer);
+    stmt->Bind(2, std::string_view(after));
+    stmt->Bind(3, static_cast<int64_t>(limit));
+    std::vector<RevokedCertificate> out;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) break;
+      RevokedCertificate r;
+      r.serial = stmt->Text(0);
+      r.revoked_at = stmt->Int64(1);
+      if (auto text = stmt->OptionalText(2)) {
+        auto reason = ParseRevocationReason(*text);
+        if (!reason) return Fail(Unreadable("certificates", reason.error()));
+        r.reason = *reason;
+      }
+      out.push_back(std::move(r));
+    }
+    return out;
+  });
+}
+
+Result<int64_t> SqlStore::CountRevokedCertificates(std::string_view issuer) {
+  return pool_->WithReader([&](Connection& conn) -> Result<int64_t> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT COUNT(*) FROM certificates "
+                                       "WHERE status = 'revoked' AND issuer = ?1"));
+    stmt->Bind(1, issuer);
+    IOTPKI_TRY(bool row, stmt->Step());
+    return row ? stmt->Int64(0) : int64_t{0};
+  });
+}
+
 Result<int64_t> SqlStore::PruneReplay(int64_t before) {
   return pool_->WithWriter([&](Connection& conn) -> Result<int64_t> {
     IOTPKI_TRY(auto stmt, conn.Prepare("DELETE FROM bootstrap_replay WHERE timestamp < ?1"));

@@ -53,6 +53,10 @@ class SqlStore : public Store {
   Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
                                  std::string_view cursor) override;
   Result<int64_t> CountDevices(const DeviceFilter& filter) override;
+  Result<std::vector<RevokedCertificate>> ListRevokedCertificates(std::string_view issuer,
+                                                                  std::string_view after_serial,
+                                                                  size_t limit) override;
+  Result<int64_t> CountRevokedCertificates(std::string_view issuer) override;
   Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) override;
   Result<bool> IsTokenRecorded(std::string_view device_id, int64_t timestamp) override;
   Result<int64_t> PruneReplay(int64_t before) override;

@@ -41,7 +41,8 @@ Device MakeDevice(int n) {
   return d;
 }
 
-// Undoes migration 4: the tables of schema version 3 (device ids and key fingerprints as
+// Undoes migrations 5 (an index, dropped with its table below) and 4: the tables of schema
+// version 3 (device ids and key fingerprints as
 // lowercase hex text, certificates and public keys naming their device by device_id), the rows
 // and their order kept.
 constexpr const char* kBackToVersion3 = R"sql(
@@ -100,7 +101,7 @@ CREATE INDEX devices_by_model ON devices (model, seq);
 CREATE INDEX devices_by_batch ON devices (batch, seq);
 CREATE INDEX certificates_by_expiry ON certificates (status, not_after, serial, device_id);
 CREATE INDEX certificates_by_device ON certificates (device_id, status, not_after, serial);
-DELETE FROM schema_migrations WHERE version = 4;
+DELETE FROM schema_migrations WHERE version IN (4, 5);
 PRAGMA foreign_keys = ON;
 )sql";
 
