@@ -79,6 +79,7 @@ int Main(int argc, char** argv) {
   AddCaCommands(app);
   AddCertCommands(app);
   AddAuditCommands(app);
+  AddCrlCommands(app);
   AddC509Commands(app);
   AddServeCommands(app);
   AddMfgCommands(app);

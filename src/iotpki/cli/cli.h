@@ -34,6 +34,7 @@ std::string Actor();
 void AddCaCommands(CLI::App& app);     // ca init, ca show
 void AddCertCommands(CLI::App& app);   // cert issue
 void AddAuditCommands(CLI::App& app);  // audit verify
+void AddCrlCommands(CLI::App& app);    // crl export
 void AddC509Commands(CLI::App& app);   // c509 encode/decode/show/verify
 void AddServeCommands(CLI::App& app);  // serve
 

@@ -6,13 +6,18 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <map>
+#include <optional>
 
 #include "iotpki/ca/authority.h"
+#include "iotpki/ca/crl_publisher.h"
 #include "iotpki/cli/cli.h"
 #include "iotpki/cli/serve_config.h"
 #include "iotpki/common/file.h"
 #include "iotpki/common/log.h"
 #include "iotpki/crypto/signer.h"
+#include "iotpki/enroll/ocsp_responder.h"
+#include "iotpki/enroll/revocation_handlers.h"
 #include "iotpki/enroll/service.h"
 #include "iotpki/server/server.h"
 
@@ -31,6 +36,9 @@ struct ServeArgs {
   std::vector<std::string> names;
   std::string log_format;
   std::string log_level;
+  std::string public_url;
+  std::string broker_crl;
+  std::string broker_reload;
 };
 
 bool IsIpAddress(const std::string& s) {
@@ -114,6 +122,57 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
   return id;
 }
 
+// A delegated OCSP responder of one issuing CA, kept in DIR (certs/ocsp-<ca>.pem,
+// keys/ocsp-<ca>.key): reused while it is from that CA and in the first half of its life;
+// otherwise a new key and certificate are made, recorded in the store, and saved.
+struct ResponderIdentity {
+  x509::Certificate certificate;
+  std::shared_ptr<crypto::PrivateKey> key;
+  bool issued = false;
+};
+
+bool InFirstHalf(const x509::Certificate& cert, int64_t now) {
+  return now < cert.not_before() + (cert.not_after() - cert.not_before()) / 2;
+}
+
+Result<ResponderIdentity> LoadOrIssueResponder(ca::Authority& authority, ca::CaName ca,
+                                               const std::string& passphrase) {
+  std::string name(ca::CaNameText(ca));
+  fs::path cert_path = authority.dir() / "certs" / ("ocsp-" + name + ".pem");
+  fs::path key_path = authority.dir() / "keys" / ("ocsp-" + name + ".key");
+  const x509::Certificate& issuer = authority.certificate(ca);
+  int64_t now = authority.clock().NowUnix();
+  if (fs::exists(cert_path) && fs::exists(key_path)) {
+    IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
+    IOTPKI_TRY(x509::Certificate cert, x509::Certificate::FromPem(pem));
+    if (cert.IsSignedBy(issuer.public_key()) && InFirstHalf(cert, now)) {
+      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
+      if (key.public_key() == cert.public_key()) {
+        return ResponderIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key))};
+      }
+    }
+  }
+  IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+  IOTPKI_TRY(x509::Certificate cert,
+             authority.IssueOcspResponderCertificate(ca, key.public_key(), "serve"));
+  IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, passphrase));
+  IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem()));
+  log::Info("serve.ocsp_responder",
+            {{"ca", name}, {"serial", cert.serial_hex()}, {"not_after", cert.not_after()}});
+  return ResponderIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key)), true};
+}
+
+std::optional<x509::Certificate> ResponderFile(ca::Authority& authority, ca::CaName ca) {
+  auto pem = ReadTextFile(authority.dir() / "certs" /
+                          ("ocsp-" + std::string(ca::CaNameText(ca)) + ".pem"));
+  if (!pem) return std::nullopt;
+  auto cert = x509::Certificate::FromPem(*pem);
+  if (!cert) return std::nullopt;
+  return *cert;
+}
+
+constexpr ca::CaName kIssuingCas[] = {ca::CaName::kManufacturing, ca::CaName::kOperational};
+
 // The flags win over [log]; without either, text on a terminal and JSON Lines otherwise, at info.
 Result<void> ConfigureLogging(const ServeArgs& args, const ServeConfig& config) {
   log::Format format = config.log_format.value_or(log::DefaultFormat());
@@ -142,7 +201,14 @@ Result<void> RunServe(const ServeArgs& args) {
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
   IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
   IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase));
+  // The manufacturing CA signs its own CRL and its OCSP responder's certificate.
+  IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, passphrase));
   IOTPKI_CHECK(authority->UnlockBootstrap(passphrase));
+  if (!args.public_url.empty()) {
+    if (auto set = authority->SetPublicUrl(args.public_url); !set) {
+      return Fail(Code::kInvalidArgument, "--public-url: " + set.error().message());
+    }
+  }
 
   std::vector<std::string> dns, ips;
   ServerNames(listen.first, config.names, dns, ips);
@@ -159,6 +225,23 @@ Result<void> RunServe(const ServeArgs& args) {
   IOTPKI_TRY(auto service, enroll::EnrollService::Create(*authority, metrics, config.enroll));
   server::Router router;
   service->Mount(router);
+
+  // CRLs and OCSP: built before the server accepts a request, then kept current.
+  ca::CrlOptions crl_options;
+  crl_options.broker_crl = args.broker_crl;
+  crl_options.broker_reload = args.broker_reload;
+  ca::CrlPublisher crls(*authority, crl_options);
+  IOTPKI_CHECK(crls.Refresh());
+  enroll::MountCrl(router, crls, authority->clock(), metrics);
+  enroll::OcspResponder ocsp(authority->store(), authority->clock(), metrics);
+  auto set_responder = [&](ca::CaName ca) -> Result<void> {
+    IOTPKI_TRY(ResponderIdentity r, LoadOrIssueResponder(*authority, ca, passphrase));
+    ocsp.SetIssuer(std::string(ca::CaNameText(ca)), authority->certificate(ca), r.certificate,
+                   r.key);
+    return {};
+  };
+  for (ca::CaName ca : kIssuingCas) IOTPKI_CHECK(set_responder(ca));
+  ocsp.Mount(router);
   router.Add("GET", "/metrics", "metrics", [&metrics](const server::Request&) {
     return server::Response{.status = 200,
                             .content_type = "text/plain; version=0.0.4; charset=utf-8",
@@ -192,8 +275,25 @@ Result<void> RunServe(const ServeArgs& args) {
   log::Info("serve.listening", {{"address", shown + ":" + std::to_string(srv->port())},
                                 {"server_certificate_names", names}});
 
+  crls.Start();
+  // The responder certificates are renewed at half their life (30 days by default); a check a
+  // minute costs nothing and needs no timer of its own.
   int sig = 0;
-  sigwait(&signals, &sig);
+  for (;;) {
+    timespec minute{60, 0};
+    sig = sigtimedwait(&signals, nullptr, &minute);
+    if (sig > 0) break;
+    for (ca::CaName ca : kIssuingCas) {
+      auto current = ResponderFile(*authority, ca);
+      if (current && InFirstHalf(*current, authority->clock().NowUnix())) continue;
+      if (auto r = set_responder(ca); !r) {
+        log::Warn("serve.ocsp_responder_failed", {{"ca", ca::CaNameText(ca)},
+                                                  {"error", r.error().message()},
+                                                  {"detail", r.error().detail()}});
+      }
+    }
+  }
+  crls.Stop();
   log::Info("serve.stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
                                {"drain_timeout_s", options.limits.drain_timeout.count()}});
   srv->Shutdown();
@@ -224,6 +324,15 @@ void AddServeCommands(CLI::App& app) {
   serve->add_option("--log-format", args->log_format,
                     "text or json (JSON Lines); default: text on a terminal, json otherwise");
   serve->add_option("--log-level", args->log_level, "debug, info (default), warn or error");
+  serve->add_option("--public-url", args->public_url,
+                    "URL relying parties reach this server at (https://host:port); device "
+                    "certificates then name its CRL and OCSP responder (default: [status] "
+                    "public_url of iotpki.toml)");
+  serve->add_option("--broker-crl", args->broker_crl,
+                    "Keep this file the combined PEM CRL set for an MQTT broker (Mosquitto's "
+                    "crlfile), replaced atomically");
+  serve->add_option("--broker-reload", args->broker_reload,
+                    "Shell command run after each --broker-crl change, e.g. 'kill -HUP 1234'");
   SetAction(serve, [args] { return RunServe(*args); });
 }
 
