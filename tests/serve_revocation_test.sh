@@ -212,6 +212,18 @@ no_secrets "no secret in the server's log" "$WORK/serve.err"
 stop_server
 equal "server exits 0 after SIGTERM" "$?" "0"
 
+# --- A restart keeps the responders and the current CRL ------------------------------------------
+start_server
+equal "a restart reuses the OCSP responders" \
+  "$(sql "SELECT COUNT(*) FROM certificates WHERE profile = 'server' AND subject LIKE '%OCSP responder%'")" 2
+status "GET the CRL after a restart" 200 "$(crl_get operational "$WORK/ops2.crl")"
+equal "a restart keeps the CRL (same CRL number)" \
+  "$(openssl crl -inform DER -in "$WORK/ops2.crl" -noout -crlnumber)" \
+  "$(openssl crl -inform DER -in "$WORK/ops1.crl" -noout -crlnumber)"
+ocsp "$WORK/o-restart.txt" -cert "$WORK/ld1.pem"
+expect "OCSP after a restart: revoked" "ld1.pem: revoked" "$WORK/o-restart.txt"
+stop_server
+
 # --- iotpki crl export --------------------------------------------------------------------------
 check "crl export" "$IOTPKI" crl export --dir "$CA" --out "$WORK/export.pem"
 expect "crl export says what it wrote" "2 CRLs, 1 revoked" "$WORK/out"
