@@ -746,6 +746,17 @@ TEST_P(StoreConformance, RevokeCertificate) {
   EXPECT_EQ(unknown.error().code(), Code::kNotFound);
 }
 
+// A CRL page reads the revoked entries of its issuer in serial order through
+// certificates_revoked: no scan of the certificates, no sort.
+TEST_P(StoreConformance, RevokedCertificatesAreReadThroughTheirIndex) {
+  auto plan = AsSql(*store_).ExplainListRevokedForTest();
+  ASSERT_TRUE(plan) << plan.error().ToString();
+  EXPECT_NE(plan->find("certificates_revoked"), std::string::npos) << *plan;
+  for (const char* bad : {"Seq Scan", "Sort", "TEMP B-TREE", "SCAN "}) {
+    EXPECT_EQ(plan->find(bad), std::string::npos) << bad << " in " << *plan;
+  }
+}
+
 TEST_P(StoreConformance, ListsRevokedCertificatesOfOneIssuerBySerial) {
   WriteBatch setup;
   for (int n = 1; n <= 8; ++n) {

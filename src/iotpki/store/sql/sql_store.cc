@@ -1008,18 +1008,25 @@ Result<bool> SqlStore::IsTokenRecorded(std::string_view device_id, int64_t times
   });
 }
 
+namespace {
+
+// The status term matches certificates_revoked's WHERE clause, which lets the engine use it.
+Query RevokedQuery(std::string_view issuer, std::string_view after, size_t limit) {
+  return Query{
+      "SELECT serial, revoked_at, revocation_reason FROM certificates "
+      "WHERE status = 'revoked' AND issuer = ?1 AND serial > ?2 ORDER BY serial LIMIT ?3",
+      {std::string(issuer), std::string(after), static_cast<int64_t>(limit)}};
+}
+
+}  // namespace
+
 Result<std::vector<RevokedCertificate>> SqlStore::ListRevokedCertificates(
     std::string_view issuer, std::string_view after_serial, size_t limit) {
   IOTPKI_CHECK(ValidatePageSize(limit));
-  std::string after = ToLowerAscii(after_serial);
+  Query q = RevokedQuery(issuer, ToLowerAscii(after_serial), limit);
   return pool_->WithReader([&](Connection& conn) -> Result<std::vector<RevokedCertificate>> {
-    // The status term matches certificates_revoked's WHERE clause, which lets the engine use it.
-    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT serial, revoked_at, revocation_reason "
-                                       "FROM certificates WHERE status = 'revoked' AND "
-                                       "issuer = ?1 AND serial > ?2 ORDER BY serial LIMIT ?3"));
-    stmt->Bind(1, issuer);
-    stmt->Bind(2, std::string_view(after));
-    stmt->Bind(3, static_cast<int64_t>(limit));
+    IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
+    q.BindTo(*stmt);
     std::vector<RevokedCertificate> out;
     for (;;) {
       IOTPKI_TRY(bool row, stmt->Step());
@@ -1078,6 +1085,11 @@ Result<std::string> SqlStore::ExplainListDevicesForTest(const DeviceFilter& filt
 Result<std::string> SqlStore::ExplainFindCertificatesByKeyForTest(bool device_owner) {
   Query q =
       CertificatesOfKeyQuery(device_owner ? std::optional<int64_t>(1) : std::nullopt, Bytes(32, 0));
+  return pool_->WithReader([&](Connection& conn) { return conn.Explain(q); });
+}
+
+Result<std::string> SqlStore::ExplainListRevokedForTest() {
+  Query q = RevokedQuery("operational", "", 100);
   return pool_->WithReader([&](Connection& conn) { return conn.Explain(q); });
 }
 

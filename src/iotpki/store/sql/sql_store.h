@@ -88,6 +88,8 @@ class SqlStore : public Store {
   // The plan of FindCertificatesByKey's second query, for a key of a device or (false) of the CA
   // side.
   Result<std::string> ExplainFindCertificatesByKeyForTest(bool device_owner);
+  // The plan of ListRevokedCertificates' query (a first page of the operational CA's).
+  Result<std::string> ExplainListRevokedForTest();
 
  protected:
   // `clock` must outlive the store.
