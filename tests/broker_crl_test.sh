@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Revocation enforced where devices connect: a real Mosquitto broker (mutual TLS,
 # require_certificate, crlfile) fed by `iotpki serve --broker-crl --broker-reload`. Two devices
-# connect with their LDevIDs (mosquitto_pub); one is revoked (through the store with sqlite3; the
-# CLI's `cert revoke` lives in another change); the server rewrites the CRL file and signals the
-# broker; the revoked device is refused while the other still connects. `iotpki crl export`
+# connect with their LDevIDs (mosquitto_pub); one is revoked (`iotpki cert revoke`); the server
+# rewrites the CRL file and signals the broker; the revoked device is refused while the other still connects. `iotpki crl export`
 # then writes the same set for a broker that no server feeds.
 # Usage: broker_crl_test.sh PATH_TO_IOTPKI
 source "$(dirname "$0")/lib.sh"
@@ -102,8 +101,8 @@ if mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" --cafile "$WORK/broker.crt" -t x -
 fi
 
 serial1=$(openssl x509 -in "$WORK/dev1.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
-sql "UPDATE certificates SET status = 'revoked', revoked_at = CAST(strftime('%s','now') AS INTEGER),
-       revocation_reason = 'keyCompromise' WHERE serial = '$serial1'"
+check "cert revoke --serial (keyCompromise)" "$IOTPKI" cert revoke --dir "$CA" --serial "$serial1" \
+  --reason keyCompromise
 for _ in $(seq 100); do
   [ -s "$WORK/reloads" ] && break
   sleep 0.1

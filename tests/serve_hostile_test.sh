@@ -57,12 +57,12 @@ csr_b64 "$WORK/r.key" "/CN=$ID_R" >"$WORK/r.b64"
 status "setup: R enrolls" 200 "$(est simpleenroll "$R/cert.pem" "$R/key.plain.pem" "$WORK/r.b64")"
 p7_certs "$WORK/body" "$WORK/r-ldevid.pem"
 R_SERIAL=$(openssl x509 -in "$WORK/r-ldevid.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
-sql "UPDATE certificates SET status = 'revoked', revoked_at = 1, revocation_reason = 'keyCompromise'
-     WHERE serial = '$R_SERIAL'"
+check "setup: cert revoke --serial $R_SERIAL" "$IOTPKI" cert revoke --dir "$CA" --serial "$R_SERIAL" \
+  --reason keyCompromise
 sql "UPDATE devices SET state = 'decommissioned' WHERE device_id = X'$ID_C'"
 E_SERIAL=$(openssl x509 -in "$E/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
-sql "UPDATE certificates SET status = 'revoked', revoked_at = 1, revocation_reason = 'keyCompromise'
-     WHERE serial = '$E_SERIAL'"
+check "setup: cert revoke --serial $E_SERIAL" "$IOTPKI" cert revoke --dir "$CA" --serial "$E_SERIAL" \
+  --reason keyCompromise
 
 # Expired certificates signed by the real CAs (openssl ca with dates in the past).
 touch "$WORK/index.txt"
@@ -117,10 +117,10 @@ csr_b64 "$WORK/a2.key" "$SUBJ_A" >"$WORK/a-re.b64"
 status "expired LDevID (simplereenroll)" 401 \
   "$(est simplereenroll "$WORK/a-expired-ldevid.pem" "$WORK/a.key" "$WORK/a-re.b64")"
 csr_b64 "$WORK/e.key" "/CN=$ID_E" >"$WORK/e.b64"
-status "revoked IDevID" 401 "$(est simpleenroll "$E/cert.pem" "$E/key.plain.pem" "$WORK/e.b64")"
+status "revoked IDevID" 403 "$(est simpleenroll "$E/cert.pem" "$E/key.plain.pem" "$WORK/e.b64")"
 expect "the reason says revoked" "revoked" "$WORK/body"
 csr_b64 "$WORK/r2.key" "/O=Example Org/CN=$ID_R/serialNumber=dev-000006" >"$WORK/r-re.b64"
-status "revoked LDevID (simplereenroll)" 401 \
+status "revoked LDevID (simplereenroll)" 403 \
   "$(est simplereenroll "$WORK/r-ldevid.pem" "$WORK/r.key" "$WORK/r-re.b64")"
 
 # --- EST: authorization and policy --------------------------------------------------------------

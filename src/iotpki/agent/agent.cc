@@ -191,8 +191,12 @@ Result<void> WriteSlotFile(const fs::path& path, std::string_view data, int mode
 }
 
 // Writes the slot in full under a temporary name, then points `active` at it with one rename.
+// A working certificate on the factory key (--json --no-client-cert) gets key.pem as a symbolic
+// link to factory/key.pem: the key stays where it was given, encrypted if it was, and no
+// decrypted copy of it is ever written.
 Result<std::string> Install(const fs::path& state, const x509::Certificate& cert,
-                            const x509::Certificate& issuer, const crypto::PrivateKey& key) {
+                            const x509::Certificate& issuer, const crypto::PrivateKey& key,
+                            bool factory_key) {
   std::string slot = "ldevid-" + cert.serial_hex().substr(0, 16);
   fs::path slots = state / "slots";
   std::error_code ec;
@@ -203,7 +207,15 @@ Result<std::string> Install(const fs::path& state, const x509::Certificate& cert
   if (ec) return Fail(Code::kFailedPrecondition, "cannot create " + tmp.string(), ec.message());
   IOTPKI_CHECK(WriteSlotFile(tmp / "cert.pem", cert.ToPem(), 0644));
   IOTPKI_CHECK(WriteSlotFile(tmp / "chain.pem", issuer.ToPem(), 0644));
-  IOTPKI_CHECK(WriteSlotFile(tmp / "key.pem", KeyPem(key), 0600));
+  if (factory_key) {
+    fs::create_symlink(fs::path("../../factory/key.pem"), tmp / "key.pem", ec);
+    if (ec) {
+      return Fail(Code::kFailedPrecondition, "cannot link " + (tmp / "key.pem").string(),
+                  ec.message());
+    }
+  } else {
+    IOTPKI_CHECK(WriteSlotFile(tmp / "key.pem", KeyPem(key), 0600));
+  }
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec)
@@ -261,11 +273,6 @@ Result<HttpResponse> Call(const ServerAddress& server, const TlsSettings& tls,
 }
 
 }  // namespace
-
-std::string BootstrapToken(ByteView k_dev, std::string_view device_id, int64_t timestamp) {
-  std::string message = std::string(device_id) + "." + std::to_string(timestamp);
-  return ToHex(crypto::HmacSha256(k_dev, AsBytes(message)));
-}
 
 Outcome Classify(const Error& error) {
   switch (error.code()) {
@@ -369,7 +376,7 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
   }
   if (!issuer) return Fail(BadAnswer("no issuing CA for the certificate"));
   IOTPKI_CHECK(CheckIssued(issued, key.public_key(), f.device_id, *issuer, f.root, now));
-  IOTPKI_TRY(std::string slot, Install(o.state, issued, *issuer, key));
+  IOTPKI_TRY(std::string slot, Install(o.state, issued, *issuer, key, !client_auth));
   IOTPKI_CHECK(Local(WriteFileAtomic(o.state / "server", o.server_url + "\n")));
   return Installed{
       .certificate = issued, .device_id = f.device_id, .slot = slot, .new_key = client_auth};
@@ -387,7 +394,8 @@ Result<Installed> Renew(const AgentOptions& o, bool rekey) {
   IOTPKI_TRY(x509::Certificate current, Local(x509::Certificate::FromPem(cert_pem)));
   IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(active / "chain.pem", 1 << 16)));
   IOTPKI_TRY(x509::Certificate issuer, Local(x509::Certificate::FromPem(chain_pem)));
-  IOTPKI_TRY(crypto::PrivateKey current_key, LoadKey(active / "key.pem", ""));
+  // The factory's key when the active slot links to it (encrypted there, perhaps).
+  IOTPKI_TRY(crypto::PrivateKey current_key, LoadKey(active / "key.pem", o.key_passphrase));
   int64_t now = o.clock->NowUnix();
 
   TlsSettings tls{.trust_anchors = {f.root.ToDer()},
@@ -408,7 +416,8 @@ Result<Installed> Renew(const AgentOptions& o, bool rekey) {
                   Base64Encode(csr.ToDer()), o.c509 ? kC509Cert : ""));
   IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
   IOTPKI_CHECK(CheckIssued(issued, key.public_key(), current.common_name(), issuer, f.root, now));
-  IOTPKI_TRY(std::string slot, Install(o.state, issued, issuer, key));
+  IOTPKI_TRY(std::string slot,
+             Install(o.state, issued, issuer, key, key.public_key() == f.key.public_key()));
   return Installed{
       .certificate = issued, .device_id = current.common_name(), .slot = slot, .new_key = rekey};
 }

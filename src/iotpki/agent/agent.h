@@ -26,6 +26,7 @@
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/clock.h"
 #include "iotpki/common/error.h"
+#include "iotpki/crypto/bootstrap_token.h"
 #include "iotpki/x509/certificate.h"
 
 namespace iotpki::agent {
@@ -81,7 +82,8 @@ enum class Outcome {
 Outcome Classify(const Error& error);
 std::string_view OutcomeName(Outcome outcome);  // "server unreachable", "TLS failure", ...
 
-// hex(HMAC-SHA256(K_dev, device_id || "." || decimal timestamp)), as the server checks it.
-std::string BootstrapToken(ByteView k_dev, std::string_view device_id, int64_t timestamp);
+// hex(HMAC-SHA256(K_dev, device_id || "." || decimal timestamp)), as the server checks it: the
+// server's own function (crypto/bootstrap_token.h).
+using crypto::BootstrapToken;
 
 }  // namespace iotpki::agent

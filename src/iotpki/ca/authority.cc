@@ -9,6 +9,7 @@
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/crypto/secret_file.h"
+#include "iotpki/store/audit.h"
 #include "iotpki/store/open.h"
 
 namespace iotpki::ca {
@@ -90,16 +91,43 @@ Result<std::unique_ptr<store::Store>> OpenStore(const fs::path& dir, const CaCon
   return store::Open(store_url.empty() ? config.store_url : store_url, clock, {.base_dir = dir});
 }
 
-Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string_view passphrase,
-                    const Clock& clock) {
+fs::path KeyFilePath(const fs::path& dir, std::string_view uri) {
+  if (uri.substr(0, 5) != "file:") return {};
+  fs::path path(uri.substr(5));
+  return path.is_relative() ? dir / path : path;
+}
+
+Result<void> InitCa(const fs::path& dir, const InitOptions& options,
+                    const KeyPassphrases& passphrases, const Clock& clock) {
   std::error_code ec;
   if (fs::exists(dir, ec) && !(fs::is_directory(dir, ec) && fs::is_empty(dir, ec))) {
     return Fail(Code::kAlreadyExists, "a CA (or other files) already exists in " + dir.string() +
                                           "; refusing to overwrite it (choose an empty --dir)");
   }
   IOTPKI_CHECK(x509::ValidateOrganization(options.organization));
-  if (passphrase.size() < 8) {
-    return Fail(Code::kInvalidArgument, "the CA passphrase must be at least 8 characters");
+  for (auto [name, p] : {std::pair{"root", passphrases.root},
+                         {"manufacturing", passphrases.manufacturing},
+                         {"operational", passphrases.operational},
+                         {"bootstrap", passphrases.bootstrap},
+                         {"audit", passphrases.audit}}) {
+    if (p.size() < 8) {
+      return Fail(Code::kInvalidArgument,
+                  std::string("the ") + name + " key's passphrase must be at least 8 characters");
+    }
+  }
+  fs::path root_key_path;
+  if (!options.root_key_dir.empty()) {
+    std::error_code ec2;
+    if (!fs::is_directory(options.root_key_dir, ec2)) {
+      return Fail(Code::kInvalidArgument, "--root-key-dir " + options.root_key_dir.string() +
+                                              " is not a directory (create or mount it first)");
+    }
+    root_key_path = fs::absolute(options.root_key_dir, ec2) / "root.key";
+    if (fs::exists(root_key_path, ec2)) {
+      return Fail(Code::kAlreadyExists, root_key_path.string() +
+                                            " already exists; refusing to overwrite a root key "
+                                            "(choose an empty --root-key-dir)");
+    }
   }
   fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
   fs::create_directories(parent, ec);
@@ -107,12 +135,15 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
   // Removes the half-built directory on any failure.
   struct Cleanup {
     fs::path path;
+    fs::path root_key;  // outside `path` with --root-key-dir
     bool armed = true;
     ~Cleanup() {
       std::error_code ignored;
-      if (armed) fs::remove_all(path, ignored);
+      if (!armed) return;
+      fs::remove_all(path, ignored);
+      if (!root_key.empty()) fs::remove(root_key, ignored);
     }
-  } cleanup{tmp};
+  } cleanup{tmp, {}};
   IOTPKI_CHECK(MakeDir(tmp, 0755));
   IOTPKI_CHECK(MakeDir(tmp / "keys", 0700));
   IOTPKI_CHECK(MakeDir(tmp / "certs", 0755));
@@ -120,6 +151,9 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
   CaConfig config;
   config.organization = options.organization;
   if (!options.store_url.empty()) config.store_url = options.store_url;
+  if (!root_key_path.empty()) config.root_key = "file:" + root_key_path.string();
+  config.audit_key = "file:keys/audit.key";
+  config.audit_public_key = "certs/audit-key.pem";
   config.bootstrap_salt = ToHex(crypto::RandomBytes(16));
   x509::Policy policy;
   int64_t now = clock.NowUnix();
@@ -140,9 +174,18 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
   ops_tmpl.subject = {.organization = options.organization, .common_name = "Operational CA"};
   IOTPKI_TRY(x509::Certificate ops, x509::Issue(ops_tmpl, &root, root_key, policy));
 
-  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/root.key", root_key, passphrase));
-  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/manufacturing.key", mfg_key, passphrase));
-  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/operational.key", ops_key, passphrase));
+  IOTPKI_TRY(crypto::PrivateKey audit_key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+  if (root_key_path.empty()) {
+    IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/root.key", root_key, passphrases.root));
+  } else {
+    cleanup.root_key = root_key_path;
+    IOTPKI_CHECK(crypto::SaveKeyFile(root_key_path, root_key, passphrases.root));
+  }
+  IOTPKI_CHECK(
+      crypto::SaveKeyFile(tmp / "keys/manufacturing.key", mfg_key, passphrases.manufacturing));
+  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/operational.key", ops_key, passphrases.operational));
+  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/audit.key", audit_key, passphrases.audit));
+  IOTPKI_CHECK(WriteFileAtomic(tmp / config.audit_public_key, audit_key.public_key().ToPem()));
   IOTPKI_CHECK(WriteFileAtomic(tmp / config.root_cert, root.ToPem()));
   IOTPKI_CHECK(WriteFileAtomic(tmp / config.manufacturing_cert, mfg.ToPem()));
   IOTPKI_CHECK(WriteFileAtomic(tmp / config.operational_cert, ops.ToPem()));
@@ -150,11 +193,9 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
   IOTPKI_CHECK(WriteFileAtomic(tmp / "certs/manufacturing-chain.pem", mfg.ToPem() + root.ToPem()));
   IOTPKI_CHECK(WriteFileAtomic(tmp / "certs/operational-chain.pem", ops.ToPem() + root.ToPem()));
   {
-    Bytes master = crypto::RandomBytes(32);
-    auto saved = crypto::SaveSecretFile(tmp / config.bootstrap_master_key, master,
-                                        kBootstrapMasterLabel, passphrase);
-    std::fill(master.begin(), master.end(), 0);
-    IOTPKI_CHECK(saved);
+    crypto::Secret master(crypto::RandomBytes(32));
+    IOTPKI_CHECK(crypto::SaveSecretFile(tmp / config.bootstrap_master_key, master.bytes(),
+                                        kBootstrapMasterLabel, passphrases.bootstrap));
   }
   IOTPKI_CHECK(SaveConfig(tmp, config));
 
@@ -171,14 +212,16 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options, std::string
     batch.InsertCertificate(RecordFor(root, store::CertProfile::kRoot, "root", std::nullopt));
     batch.InsertCertificate(RecordFor(mfg, store::CertProfile::kIssuingCa, "root", std::nullopt));
     batch.InsertCertificate(RecordFor(ops, store::CertProfile::kIssuingCa, "root", std::nullopt));
-    batch.AppendAudit({.actor = options.actor,
-                       .action = "ca.init",
-                       .subject = root.serial_hex(),
-                       .details = Json({{"organization", options.organization},
-                                        {"root", root.fingerprint_sha256()},
-                                        {"manufacturing", mfg.fingerprint_sha256()},
-                                        {"operational", ops.fingerprint_sha256()},
-                                        {"root_key", root_key.public_key().Describe()}})});
+    batch.AppendAudit(
+        {.actor = options.actor,
+         .action = "ca.init",
+         .subject = root.serial_hex(),
+         .details = Json({{"organization", options.organization},
+                          {"root", root.fingerprint_sha256()},
+                          {"manufacturing", mfg.fingerprint_sha256()},
+                          {"operational", ops.fingerprint_sha256()},
+                          {"root_key", root_key.public_key().Describe()},
+                          {"audit_key", ToHex(audit_key.public_key().Fingerprint())}})});
     IOTPKI_CHECK(store->Commit(batch));
   }
   IOTPKI_CHECK(SyncDirectory(tmp));
@@ -259,16 +302,17 @@ Result<void> Authority::Unlock(CaName name, std::string_view passphrase) {
 Result<void> Authority::UnlockBootstrap(std::string_view passphrase) {
   fs::path path = config_.bootstrap_master_key;
   if (path.is_relative()) path = dir_ / path;
-  IOTPKI_TRY(bootstrap_master_, crypto::LoadSecretFile(path, kBootstrapMasterLabel, passphrase));
+  IOTPKI_TRY(Bytes master, crypto::LoadSecretFile(path, kBootstrapMasterLabel, passphrase));
+  bootstrap_master_ = crypto::Secret(std::move(master));
   IOTPKI_TRY(bootstrap_salt_, FromHex(config_.bootstrap_salt));
   return {};
 }
 
-Result<Bytes> Authority::BootstrapSecret(std::string_view device_id) const {
+Result<crypto::Secret> Authority::BootstrapSecret(std::string_view device_id) const {
   if (bootstrap_master_.empty()) {
     return Fail(Code::kFailedPrecondition, "the bootstrap master secret is not unlocked");
   }
-  return DeriveBootstrapSecret(bootstrap_master_, bootstrap_salt_, device_id);
+  return DeriveBootstrapSecret(bootstrap_master_.bytes(), bootstrap_salt_, device_id);
 }
 
 Result<store::WriteBatch> Authority::CheckAndPlan(const RuleInput& req,
@@ -479,7 +523,11 @@ Result<x509::Certificate> Authority::Issue(const IssueRequest& req) {
   if (!prepared) {
     Refusal& r = prepared.error();
     // The refusal is what the requester must see, even if recording it fails too.
-    if (r.audit) (void)store_->Commit(*r.audit);
+    if (r.audit) {
+      if (auto written = store_->Commit(*r.audit); !written) {
+        store::ReportAuditWriteFailure("cert.refuse", written.error());
+      }
+    }
     return Fail(std::move(r.error));
   }
   // Durable first; only then may the certificate leave.

@@ -13,6 +13,7 @@
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/clock.h"
 #include "iotpki/common/error.h"
+#include "iotpki/crypto/secret.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/store/store.h"
 #include "iotpki/x509/builder.h"
@@ -25,20 +26,38 @@ namespace iotpki::ca {
 enum class CaName { kRoot, kManufacturing, kOperational };
 std::string_view CaNameText(CaName name);  // "root", "manufacturing", "operational"
 
+// One passphrase per key, so that a process holding one (the server: operational and bootstrap)
+// learns nothing that opens another (the root, the manufacturing CA). Each at least 8 characters.
+struct KeyPassphrases {
+  std::string_view root, manufacturing, operational, bootstrap, audit;
+  static KeyPassphrases Same(std::string_view p) { return {p, p, p, p, p}; }
+};
+
 struct InitOptions {
   std::string organization = "iotpki";
   crypto::KeyType root_curve = crypto::KeyType::kP256;
   std::string actor = "cli";
   // The store's URL (store/open.h), recorded in iotpki.toml; empty: sqlite:iotpki.db in `dir`.
   std::string store_url;
+  // Where the root key is written instead of DIR/keys (removable media for an offline root):
+  // DIR/root.key there, recorded in iotpki.toml as an absolute file: URI. Must not hold one.
+  std::filesystem::path root_key_dir;
 };
 
-// Creates a CA in `dir`: root, manufacturing and operational CAs, their keys encrypted with
-// `passphrase` (0600), iotpki.toml and the store, with the three certificates recorded and a
-// ca.init audit row. Everything is built in a temporary sibling directory and renamed into place,
-// so a crash leaves either no CA or a whole one. AlreadyExists if `dir` holds anything.
+// Creates a CA in `dir`: root, manufacturing and operational CAs, the audit key and the
+// bootstrap master, each encrypted with its own passphrase (0600), iotpki.toml and the store,
+// with the three certificates recorded and a ca.init audit row. Everything is built in a
+// temporary sibling directory and renamed into place, so a crash leaves either no CA or a whole
+// one. AlreadyExists if `dir` holds anything.
 Result<void> InitCa(const std::filesystem::path& dir, const InitOptions& options,
-                    std::string_view passphrase, const Clock& clock);
+                    const KeyPassphrases& passphrases, const Clock& clock);
+inline Result<void> InitCa(const std::filesystem::path& dir, const InitOptions& options,
+                           std::string_view passphrase, const Clock& clock) {
+  return InitCa(dir, options, KeyPassphrases::Same(passphrase), clock);
+}
+
+// The path of a file: key URI (relative ones against `dir`); empty for any other scheme.
+std::filesystem::path KeyFilePath(const std::filesystem::path& dir, std::string_view uri);
 
 // Parses a hardware fingerprint given as hex (1 to 64 bytes).
 Result<Bytes> ParseFingerprint(std::string_view hex);
@@ -86,8 +105,9 @@ class Authority {
 
   // Opens the bootstrap master secret (needed to derive per-device bootstrap secrets).
   Result<void> UnlockBootstrap(std::string_view passphrase);
-  // K_dev for a device (bootstrap.h). FailedPrecondition until UnlockBootstrap succeeded.
-  Result<Bytes> BootstrapSecret(std::string_view device_id) const;
+  // K_dev for a device (bootstrap.h), wiped when the caller drops it. FailedPrecondition until
+  // UnlockBootstrap succeeded.
+  Result<crypto::Secret> BootstrapSecret(std::string_view device_id) const;
 
   // A certificate signed and its store writes planned, but nothing committed: the caller commits
   // `batch` (alone or merged with others, e.g. the factory's group commit) and must not release
@@ -201,7 +221,7 @@ class Authority {
   std::unique_ptr<crypto::Signer> manufacturing_key_, operational_key_;
   std::unique_ptr<store::Store> store_;
   std::string public_url_;
-  Bytes bootstrap_master_;
+  crypto::Secret bootstrap_master_;
   Bytes bootstrap_salt_;
 };
 

@@ -5,9 +5,14 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <mutex>
+#include <string>
+#include <vector>
 
+#include "iotpki/common/log.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/store/audit.h"
+#include "iotpki/store/sql/sql_store.h"
 #include "iotpki/x509/verify.h"
 
 namespace iotpki::ca {
@@ -153,6 +158,33 @@ TEST_F(AuthorityTest, RefusalsAreAuditedAndWriteNothingElse) {
   auto rows = authority_->store().ReadAudit(audit_before + 1, 10);
   ASSERT_TRUE(rows);
   for (const auto& r : *rows) EXPECT_EQ(r.action, "cert.refuse");
+}
+
+// A store that refuses audit rows (a trigger stands in for a full disk): the refusal is still
+// the answer, and the lost row is logged and counted, never dropped silently.
+TEST_F(AuthorityTest, ARefusalWhoseAuditRowCannotBeWrittenIsLoggedAndCounted) {
+  auto* sql = dynamic_cast<store::sql::SqlStore*>(&authority_->store());
+  ASSERT_NE(sql, nullptr);
+  ASSERT_TRUE(
+      sql->ExecForTest("CREATE TRIGGER no_audit BEFORE INSERT ON audit_log "
+                       "BEGIN SELECT RAISE(ABORT, 'audit volume full'); END"));
+  std::mutex mu;
+  std::vector<std::string> lines;
+  log::SetSinkForTesting([&](std::string_view line) {
+    std::lock_guard<std::mutex> lock(mu);
+    lines.emplace_back(line);
+  });
+  uint64_t before = store::AuditWriteFailures();
+  auto p384 = authority_->Issue(
+      Request(x509::ProfileKind::kIDevID, NewCsr(crypto::KeyType::kP384), "SN-3"));
+  log::SetSinkForTesting(nullptr);
+  ASSERT_FALSE(p384);
+  EXPECT_NE(p384.error().code(), Code::kInternal) << p384.error().ToString();
+  EXPECT_EQ(store::AuditWriteFailures(), before + 1);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("audit.write_failed"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("cert.refuse"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("audit volume full"), std::string::npos) << lines[0];
 }
 
 TEST_F(AuthorityTest, BootstrapSecretNeedsTheMasterKey) {

@@ -1,32 +1,16 @@
-// Per-device bootstrap secrets and tokens. The server re-derives K_dev from the master key, so
-// nothing per device is stored server-side.
-//
-//   K_dev = HKDF-SHA256(ikm = master_key, salt = [bootstrap] salt from iotpki.toml,
-//                       info = "iotpki/bootstrap/v1" || device_id)        32 bytes
-//   token = lowercase hex of HMAC-SHA256(K_dev, device_id || "." || timestamp)
-//
-// device_id is the 64-character lowercase hex text; timestamp is Unix seconds in decimal ASCII
-// without sign or leading zeros. Example message: "87c8...11f7.1790000000".
+// Per-device bootstrap secrets and tokens: the functions live in crypto/bootstrap_token.h (the
+// agent uses them too); the CA's names for them, and the master key file's label, are here.
 #pragma once
 
-#include <cstdint>
-#include <string>
-#include <string_view>
-
-#include "iotpki/common/bytes.h"
+#include "iotpki/crypto/bootstrap_token.h"
 
 namespace iotpki::ca {
 
 inline constexpr char kBootstrapMasterLabel[] = "iotpki-bootstrap-master-v1";
-inline constexpr char kBootstrapInfoPrefix[] = "iotpki/bootstrap/v1";
-
-Bytes DeriveBootstrapSecret(ByteView master_key, ByteView salt, std::string_view device_id);
-
-// The exact bytes the token's HMAC covers.
-std::string BootstrapTokenMessage(std::string_view device_id, int64_t timestamp);
-std::string BootstrapToken(ByteView k_dev, std::string_view device_id, int64_t timestamp);
-// Constant-time; false for a token that is not 64 lowercase hex digits.
-bool VerifyBootstrapToken(ByteView k_dev, std::string_view device_id, int64_t timestamp,
-                          std::string_view token_hex);
+using crypto::BootstrapToken;
+using crypto::BootstrapTokenMessage;
+using crypto::DeriveBootstrapSecret;
+using crypto::kBootstrapInfoPrefix;
+using crypto::VerifyBootstrapToken;
 
 }  // namespace iotpki::ca

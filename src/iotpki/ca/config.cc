@@ -60,7 +60,9 @@ std::string ConfigToToml(const CaConfig& c) {
       {"ca", toml::table{{"organization", c.organization}}},
       {"keys", toml::table{{"root", c.root_key},
                            {"manufacturing", c.manufacturing_key},
-                           {"operational", c.operational_key}}},
+                           {"operational", c.operational_key},
+                           {"audit", c.audit_key},
+                           {"audit_public", c.audit_public_key}}},
       {"certs", toml::table{{"root", c.root_cert},
                             {"manufacturing", c.manufacturing_cert},
                             {"operational", c.operational_cert}}},
@@ -70,7 +72,8 @@ std::string ConfigToToml(const CaConfig& c) {
       {"policy", toml::table{{"ldevid_validity_days", c.ldevid_validity_days},
                              {"ldevid_max_validity_days", c.ldevid_max_validity_days},
                              {"device_key_types", key_types},
-                             {"device_size_budget", c.device_size_budget}}},
+                             {"device_size_budget", c.device_size_budget},
+                             {"reentry_max_days_expired", c.reentry_max_days_expired}}},
       {"identity",
        toml::table{{"enterprise_number", c.enterprise_number}, {"hw_type_oid", c.hw_type_oid}}},
   };
@@ -143,6 +146,8 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   IOTPKI_CHECK(str("keys.root", c.root_key));
   IOTPKI_CHECK(str("keys.manufacturing", c.manufacturing_key));
   IOTPKI_CHECK(str("keys.operational", c.operational_key));
+  IOTPKI_CHECK(str("keys.audit", c.audit_key));
+  IOTPKI_CHECK(str("keys.audit_public", c.audit_public_key));
   IOTPKI_CHECK(str("certs.root", c.root_cert));
   IOTPKI_CHECK(str("certs.manufacturing", c.manufacturing_cert));
   IOTPKI_CHECK(str("certs.operational", c.operational_cert));
@@ -152,6 +157,7 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   IOTPKI_CHECK(integer("policy.ldevid_validity_days", c.ldevid_validity_days, 1, 3650));
   IOTPKI_CHECK(integer("policy.ldevid_max_validity_days", c.ldevid_max_validity_days, 1, 3650));
   IOTPKI_CHECK(integer("policy.device_size_budget", c.device_size_budget, 0, 65536));
+  IOTPKI_CHECK(integer("policy.reentry_max_days_expired", c.reentry_max_days_expired, 0, 36500));
   IOTPKI_CHECK(integer("identity.enterprise_number", c.enterprise_number, 1, 4294967295LL));
   IOTPKI_CHECK(str("identity.hw_type_oid", c.hw_type_oid));
   IOTPKI_CHECK(str("status.public_url", c.public_url));

@@ -1,7 +1,10 @@
 // The CA directory and its configuration file (iotpki.toml).
 //
 //   DIR/iotpki.toml           this configuration
-//   DIR/keys/<name>.key       encrypted PKCS#8 keys, 0600 (or, later, pkcs11:/tpm2: URIs)
+//   DIR/keys/<name>.key       encrypted PKCS#8 keys, 0600 (or, later, pkcs11:/tpm2: URIs); the root
+//                             key may live elsewhere (ca init --root-key-dir, an absolute file:
+//                             URI)
+//   DIR/keys/audit.key        the audit checkpoint key; DIR/certs/audit-key.pem its public key
 //   DIR/keys/bootstrap-master.key  the bootstrap master secret (openssl enc format), 0600
 //   DIR/certs/<name>.pem      root.pem, manufacturing.pem, operational.pem
 //   DIR/iotpki.db             the SQLite store (unless [store] url names another)
@@ -24,6 +27,10 @@ struct CaConfig {
   std::string root_key = "file:keys/root.key";
   std::string manufacturing_key = "file:keys/manufacturing.key";
   std::string operational_key = "file:keys/operational.key";
+  // The audit key signs audit checkpoints (store/checkpoint.h); its public key sits beside the
+  // certificates so that anyone can check a checkpoint. Empty in a CA made before it existed.
+  std::string audit_key;
+  std::string audit_public_key;
   std::string root_cert = "certs/root.pem";
   std::string manufacturing_cert = "certs/manufacturing.pem";
   std::string operational_cert = "certs/operational.pem";
@@ -42,6 +49,9 @@ struct CaConfig {
   int ldevid_max_validity_days = 397;
   std::vector<std::string> device_key_types = {"P-256"};
   int device_size_budget = 0;  // 0: the x509 policy's default.
+  // A device whose working certificate expired (or was revoked, but not for keyCompromise) at
+  // most this many days ago may enroll again with its IDevID (re-entry); 0 refuses re-entry.
+  int reentry_max_days_expired = 365;
 
   // [identity]: RFC 9039 device URN urn:dev:os:<enterprise_number>-<serial> and the 802.1AR
   // hardwareModuleName hwType. 32473 is RFC 5612's documentation enterprise number: set your own.

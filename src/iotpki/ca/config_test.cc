@@ -83,6 +83,18 @@ TEST_F(ConfigTest, WrongTypesAndRangesRefused) {
   EXPECT_FALSE(LoadConfig(dir_));
   Write("[policy]\ndevice_key_types = \"P-256\"\n");
   EXPECT_FALSE(LoadConfig(dir_));
+  Write("[policy]\nreentry_max_days_expired = -1\n");
+  EXPECT_FALSE(LoadConfig(dir_));
+}
+
+TEST_F(ConfigTest, ReentryWindowDefaultsTo365AndRoundTrips) {
+  Write("[ca]\norganization = \"x\"\n");
+  ASSERT_TRUE(LoadConfig(dir_));
+  EXPECT_EQ(LoadConfig(dir_)->reentry_max_days_expired, 365);
+  CaConfig c;
+  c.reentry_max_days_expired = 0;
+  ASSERT_TRUE(SaveConfig(dir_, c));
+  EXPECT_EQ(LoadConfig(dir_)->reentry_max_days_expired, 0);
 }
 
 // A CA directory made before [store] url keeps opening its SQLite file.

@@ -49,7 +49,8 @@ Result<x509::Crl> BuildIssuerCrl(Authority& authority, CaName ca, int64_t crl_nu
   std::vector<x509::RevokedEntry> entries;
   std::string after;
   for (;;) {
-    IOTPKI_TRY(auto page, authority.store().ListRevokedCertificates(CaNameText(ca), after, kPage));
+    IOTPKI_TRY(auto page,
+               authority.store().ListRevokedCertificatesOfIssuer(CaNameText(ca), after, kPage));
     for (auto& r : page) {
       IOTPKI_TRY(Bytes serial, FromHex(r.serial));
       entries.push_back({std::move(serial), r.revoked_at,
@@ -163,6 +164,9 @@ Result<int> CrlPublisher::Refresh(bool force) {
   std::lock_guard serial(refresh_mu_);
   int changed = 0;
   for (CaName ca : kIssuers) {
+    // The manufacturing key may be kept off the server (docs/operations.md); its CRL is then
+    // published where that key is (`crl export`). The operational key is always required.
+    if (ca == CaName::kManufacturing && authority_.issuer_key(ca) == nullptr) continue;
     IOTPKI_TRY(bool rebuilt, RefreshOne(ca, force));
     if (rebuilt) ++changed;
   }

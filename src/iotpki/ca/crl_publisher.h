@@ -60,7 +60,8 @@ int64_t NextCrlNumber(const std::filesystem::path& dir, CaName ca);
 // The combined PEM set (manufacturing, then operational) of `crls`.
 std::string CombinedPem(const std::vector<x509::Crl>& crls);
 
-// Thread-safe. The issuing CAs' keys must be unlocked before Refresh or Start.
+// Thread-safe. The operational CA's key must be unlocked before Refresh or Start; without the
+// manufacturing CA's key its CRL is neither built nor published (Current is null for it).
 class CrlPublisher {
  public:
   CrlPublisher(Authority& authority, CrlOptions options);

@@ -198,5 +198,21 @@ TEST_F(CrlPublisherTest, NeedsTheIssuingCaKeys) {
   EXPECT_FALSE(fs::exists(CrlPath(dir_, CaName::kOperational)));
 }
 
+// A server without the manufacturing key (kept at the factory station) still publishes the
+// operational CA's CRL; the manufacturing CRL is left to a process that holds that key.
+TEST_F(CrlPublisherTest, WithoutTheManufacturingKeyPublishesTheOperationalCrlOnly) {
+  auto a = Authority::Open(dir_, clock_);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE((*a)->Unlock(CaName::kOperational, kPass));
+  CrlPublisher publisher(**a, {});
+  auto rebuilt = publisher.Refresh();
+  ASSERT_TRUE(rebuilt) << rebuilt.error().ToString();
+  EXPECT_EQ(*rebuilt, 1);
+  EXPECT_TRUE(fs::exists(CrlPath(dir_, CaName::kOperational)));
+  EXPECT_FALSE(fs::exists(CrlPath(dir_, CaName::kManufacturing)));
+  EXPECT_NE(publisher.Current("operational"), nullptr);
+  EXPECT_EQ(publisher.Current("manufacturing"), nullptr);
+}
+
 }  // namespace
 }  // namespace iotpki::ca

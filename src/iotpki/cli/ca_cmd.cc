@@ -18,7 +18,8 @@ struct InitArgs {
   std::string dir;
   std::string org = "iotpki";
   std::string root_curve = "P-256";
-  std::string passphrase_file;
+  std::string root_key_dir;
+  PassphraseSources passphrases;
   std::string store;
 };
 
@@ -28,14 +29,31 @@ struct CaShowArgs {
   bool json = false;
 };
 
-Result<void> RunInit(const InitArgs& args) {
+Result<void> RunInit(InitArgs& args) {
   IOTPKI_TRY(crypto::KeyType curve, crypto::ParseCurve(args.root_curve));
-  IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
+  IOTPKI_TRY(crypto::Secret root, ReadPassphrase(args.passphrases, KeyRole::kRoot));
+  IOTPKI_TRY(crypto::Secret mfg, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
+  IOTPKI_TRY(crypto::Secret ops, ReadPassphrase(args.passphrases, KeyRole::kOperational));
+  IOTPKI_TRY(crypto::Secret boot, ReadPassphrase(args.passphrases, KeyRole::kBootstrap));
+  IOTPKI_TRY(crypto::Secret audit, ReadPassphrase(args.passphrases, KeyRole::kAudit));
   if (!args.store.empty()) IOTPKI_CHECK(store::ParseStoreUrl(args.store));
-  ca::InitOptions options{.organization = args.org, .root_curve = curve, .store_url = args.store};
-  IOTPKI_CHECK(ca::InitCa(args.dir, options, passphrase, SystemClock::Instance()));
+  ca::InitOptions options{.organization = args.org,
+                          .root_curve = curve,
+                          .store_url = args.store,
+                          .root_key_dir = args.root_key_dir};
+  IOTPKI_CHECK(ca::InitCa(args.dir, options,
+                          {.root = root.view(),
+                           .manufacturing = mfg.view(),
+                           .operational = ops.view(),
+                           .bootstrap = boot.view(),
+                           .audit = audit.view()},
+                          SystemClock::Instance()));
   std::cout << "created CA in " << args.dir << " (root, manufacturing and operational CAs; keys "
-            << "encrypted in " << args.dir << "/keys)\n";
+            << "encrypted in " << args.dir << "/keys";
+  if (!args.root_key_dir.empty()) {
+    std::cout << ", the root key in " << args.root_key_dir << ": keep it offline";
+  }
+  std::cout << ")\n";
   return {};
 }
 
@@ -93,8 +111,12 @@ void AddCaCommands(CLI::App& app) {
       ->required();
   init->add_option("--org", init_args->org, "Organization name (subject O)");
   init->add_option("--root-curve", init_args->root_curve, "Root key curve: P-256 or P-384");
-  init->add_option("--passphrase-file", init_args->passphrase_file,
-                   "File whose first line encrypts the CA keys (default: $IOTPKI_PASSPHRASE)");
+  AddPassphraseOptions(init, init_args->passphrases,
+                       {KeyRole::kRoot, KeyRole::kManufacturing, KeyRole::kOperational,
+                        KeyRole::kBootstrap, KeyRole::kAudit});
+  init->add_option("--root-key-dir", init_args->root_key_dir,
+                   "Write the root key here (removable media for an offline root) instead of "
+                   "DIR/keys");
   init->add_option("--store", init_args->store,
                    "Store URL recorded in iotpki.toml (default sqlite:iotpki.db): sqlite:PATH or "
                    "postgresql://HOST/DATABASE (an empty database)");

@@ -23,7 +23,7 @@ struct IssueArgs {
   std::string model;
   std::string out;
   std::string format = "pem";
-  std::string passphrase_file;
+  PassphraseSources passphrases;
 };
 
 // PEM or DER, whichever the file holds.
@@ -48,7 +48,7 @@ Result<Bytes> Render(const x509::Certificate& cert, const std::string& format,
   return Bytes(pem.begin(), pem.end());
 }
 
-Result<void> RunIssue(const IssueArgs& args) {
+Result<void> RunIssue(IssueArgs& args) {
   // Everything the requester supplies is parsed before the CA is touched.
   IOTPKI_TRY(x509::ProfileKind profile, x509::ParseProfile(args.profile));
   if (profile != x509::ProfileKind::kIDevID && profile != x509::ProfileKind::kLDevID) {
@@ -58,10 +58,12 @@ Result<void> RunIssue(const IssueArgs& args) {
   IOTPKI_TRY(Bytes fingerprint, ca::ParseFingerprint(args.fingerprint));
   IOTPKI_TRY(x509::Csr csr, ReadCsr(args.csr));
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
-  IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
-  const ca::CaName issuer =
-      profile == x509::ProfileKind::kIDevID ? ca::CaName::kManufacturing : ca::CaName::kOperational;
-  IOTPKI_CHECK(authority->Unlock(issuer, passphrase));
+  const bool idevid = profile == x509::ProfileKind::kIDevID;
+  const ca::CaName issuer = idevid ? ca::CaName::kManufacturing : ca::CaName::kOperational;
+  IOTPKI_TRY(
+      crypto::Secret passphrase,
+      ReadPassphrase(args.passphrases, idevid ? KeyRole::kManufacturing : KeyRole::kOperational));
+  IOTPKI_CHECK(authority->Unlock(issuer, passphrase.view()));
   IOTPKI_TRY(x509::Certificate cert, authority->Issue({.profile = profile,
                                                        .csr = csr,
                                                        .serial = args.serial,
@@ -115,8 +117,7 @@ void AddCertCommands(CLI::App& app) {
                    "records the X.509 certificate in every case")
       ->check(CLI::IsMember({"pem", "der", "c509", "c509-native"}))
       ->default_str("pem");
-  issue->add_option("--passphrase-file", args->passphrase_file,
-                    "File whose first line unlocks the CA key (default: $IOTPKI_PASSPHRASE)");
+  AddPassphraseOptions(issue, args->passphrases, {KeyRole::kManufacturing, KeyRole::kOperational});
   SetAction(issue, [args] { return RunIssue(*args); });
 }
 

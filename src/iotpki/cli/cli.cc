@@ -1,9 +1,11 @@
 #include "iotpki/cli/cli.h"
 
 #include <dlfcn.h>
+#include <openssl/crypto.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -37,21 +39,121 @@ std::string Actor() {
   return std::string("cli:") + (user != nullptr ? user : std::to_string(::getuid()));
 }
 
-Result<std::string> ReadPassphrase(const std::string& passphrase_file) {
-  if (!passphrase_file.empty()) {
-    auto text = ReadTextFile(passphrase_file, 4096);
-    if (!text) return Fail(std::move(text).error().Context("reading --passphrase-file"));
-    std::string line = text->substr(0, text->find('\n'));
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) {
-      return Fail(Code::kInvalidArgument, "--passphrase-file " + passphrase_file + " is empty");
-    }
-    return line;
+namespace {
+
+const char* RoleName(KeyRole role) {
+  switch (role) {
+    case KeyRole::kRoot:
+      return "root";
+    case KeyRole::kManufacturing:
+      return "manufacturing";
+    case KeyRole::kOperational:
+      return "operational";
+    case KeyRole::kBootstrap:
+      return "bootstrap";
+    case KeyRole::kAudit:
+      return "audit";
   }
-  const char* env = std::getenv("IOTPKI_PASSPHRASE");
-  if (env != nullptr && *env != '\0') return std::string(env);
-  return Fail(Code::kFailedPrecondition,
-              "no CA passphrase: set IOTPKI_PASSPHRASE or pass --passphrase-file FILE");
+  return "unknown";
+}
+
+std::string RoleEnv(KeyRole role) {
+  std::string name = RoleName(role);
+  for (char& c : name) c = static_cast<char>(c - 'a' + 'A');
+  return "IOTPKI_" + name + "_PASSPHRASE";
+}
+
+// The first line of `text`, without a trailing CR; `text` is wiped.
+crypto::Secret PassphraseLine(std::string& text) {
+  std::string line = text.substr(0, text.find('\n'));
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  OPENSSL_cleanse(text.data(), text.size());
+  return crypto::Secret::Take(line);
+}
+
+Result<crypto::Secret> PassphraseFromFile(const std::string& path, const std::string& option) {
+  auto text = ReadTextFile(path, 4096);
+  if (!text) return Fail(std::move(text).error().Context("reading " + option));
+  crypto::Secret line = PassphraseLine(*text);
+  if (line.empty()) return Fail(Code::kInvalidArgument, option + " " + path + " is empty");
+  return line;
+}
+
+Result<crypto::Secret> PassphraseFromFd(int fd) {
+  std::string text;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return Fail(Code::kFailedPrecondition, "cannot read --passphrase-fd " + std::to_string(fd) +
+                                                 " (open it for reading, e.g. 3<passphrase.txt)");
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.find('\n') != std::string::npos || text.size() > 4096) break;
+  }
+  OPENSSL_cleanse(buf, sizeof buf);
+  ::close(fd);
+  crypto::Secret line = PassphraseLine(text);
+  if (line.empty()) {
+    return Fail(Code::kInvalidArgument,
+                "--passphrase-fd " + std::to_string(fd) + " gave an empty passphrase");
+  }
+  return line;
+}
+
+}  // namespace
+
+void AddPassphraseOptions(CLI::App* cmd, PassphraseSources& sources,
+                          std::initializer_list<KeyRole> roles) {
+  cmd->add_option("--passphrase-file", sources.file,
+                  "File whose first line is the passphrase of every key without its own "
+                  "(default: $IOTPKI_PASSPHRASE)");
+  cmd->add_option("--passphrase-fd", sources.fd,
+                  "Read that shared passphrase's first line from this open file descriptor")
+      ->check(CLI::NonNegativeNumber);
+  for (KeyRole role : roles) {
+    std::string name = RoleName(role);
+    cmd->add_option("--" + name + "-passphrase-file", sources.role_file[static_cast<int>(role)],
+                    "File whose first line unlocks the " + name + " key (default: $" +
+                        RoleEnv(role) + ", else the shared passphrase)");
+  }
+}
+
+bool HasPassphrase(const PassphraseSources& sources, KeyRole role) {
+  auto set = [](const char* env) { return env != nullptr && *env != '\0'; };
+  return !sources.role_file[static_cast<int>(role)].empty() ||
+         set(std::getenv(RoleEnv(role).c_str())) || !sources.file.empty() || sources.fd >= 0 ||
+         sources.fd_cache.has_value() || set(std::getenv("IOTPKI_PASSPHRASE"));
+}
+
+Result<crypto::Secret> ReadPassphrase(PassphraseSources& sources, KeyRole role) {
+  std::string name = RoleName(role);
+  const std::string& own = sources.role_file[static_cast<int>(role)];
+  if (!own.empty()) return PassphraseFromFile(own, "--" + name + "-passphrase-file");
+  std::string env_name = RoleEnv(role);
+  if (const char* env = std::getenv(env_name.c_str()); env != nullptr && *env != '\0') {
+    return crypto::Secret::CopyOf(AsBytes(env));
+  }
+  if (!sources.file.empty() && sources.fd >= 0) {
+    return Fail(Code::kInvalidArgument, "give --passphrase-file or --passphrase-fd, not both");
+  }
+  if (!sources.file.empty()) return PassphraseFromFile(sources.file, "--passphrase-file");
+  if (sources.fd >= 0) {
+    if (!sources.fd_cache) {
+      IOTPKI_TRY(crypto::Secret s, PassphraseFromFd(sources.fd));
+      sources.fd_cache = std::move(s);
+    }
+    return sources.fd_cache->Copy();
+  }
+  if (const char* env = std::getenv("IOTPKI_PASSPHRASE"); env != nullptr && *env != '\0') {
+    return crypto::Secret::CopyOf(AsBytes(env));
+  }
+  return Fail(Code::kFailedPrecondition, "no passphrase for the " + name + " key: pass --" + name +
+                                             "-passphrase-file FILE, " + "set " + env_name +
+                                             ", or give the shared one (--passphrase-file, " +
+                                             "--passphrase-fd or IOTPKI_PASSPHRASE)");
 }
 
 namespace {
@@ -85,6 +187,7 @@ int Main(int argc, char** argv) {
   AddMfgCommands(app);
   AddDeviceCommands(app);
   AddStoreCommands(app);
+  AddRevocationCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

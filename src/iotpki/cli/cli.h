@@ -4,9 +4,12 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
+#include <optional>
 #include <string>
 
 #include "iotpki/common/error.h"
+#include "iotpki/crypto/secret.h"
 
 namespace CLI {
 class App;
@@ -19,9 +22,32 @@ using Action = std::function<Result<void>()>;
 // Runs `action` when `sub` is the chosen subcommand.
 void SetAction(CLI::App* sub, Action action);
 
-// The CA passphrase: the first line of `passphrase_file` if given, else $IOTPKI_PASSPHRASE.
-// FailedPrecondition (with how to fix it) if neither is set.
-Result<std::string> ReadPassphrase(const std::string& passphrase_file);
+// The keys a command may unlock, each with its own passphrase.
+enum class KeyRole { kRoot, kManufacturing, kOperational, kBootstrap, kAudit };
+
+// Where passphrases come from; one per command, filled by AddPassphraseOptions. For a role, the
+// first of these that is set wins:
+//   --<role>-passphrase-file FILE, $IOTPKI_<ROLE>_PASSPHRASE,
+//   --passphrase-file FILE or --passphrase-fd N (the shared passphrase), $IOTPKI_PASSPHRASE.
+// A file or descriptor gives its first line. The descriptor is read once, then closed, and its
+// passphrase serves every role without its own.
+struct PassphraseSources {
+  std::string file;  // --passphrase-file
+  int fd = -1;       // --passphrase-fd
+  std::string role_file[5];
+  std::optional<crypto::Secret> fd_cache;
+};
+
+// Adds --passphrase-file, --passphrase-fd and --<role>-passphrase-file for `roles`.
+void AddPassphraseOptions(CLI::App* cmd, PassphraseSources& sources,
+                          std::initializer_list<KeyRole> roles);
+
+// The passphrase of `role` (see PassphraseSources). FailedPrecondition naming every way to give
+// it if none is set; InvalidArgument for an empty file, FailedPrecondition for an unreadable one.
+Result<crypto::Secret> ReadPassphrase(PassphraseSources& sources, KeyRole role);
+// Whether any source gives a passphrase for `role` (ReadPassphrase would not say "no
+// passphrase"); reads nothing.
+bool HasPassphrase(const PassphraseSources& sources, KeyRole role);
 
 // --store URL for a command that opens the store: overrides [store] url of iotpki.toml
 // (sqlite:PATH or postgresql://..., store/open.h).
@@ -33,7 +59,7 @@ std::string Actor();
 // Command groups, one file each.
 void AddCaCommands(CLI::App& app);     // ca init, ca show
 void AddCertCommands(CLI::App& app);   // cert issue
-void AddAuditCommands(CLI::App& app);  // audit verify
+void AddAuditCommands(CLI::App& app);  // audit verify, head, checkpoint
 void AddCrlCommands(CLI::App& app);    // crl export
 void AddC509Commands(CLI::App& app);   // c509 encode/decode/show/verify
 void AddServeCommands(CLI::App& app);  // serve
@@ -42,6 +68,9 @@ void AddServeCommands(CLI::App& app);  // serve
 void AddMfgCommands(CLI::App& app);     // mfg provision
 void AddDeviceCommands(CLI::App& app);  // device ls, show, count
 void AddStoreCommands(CLI::App& app);   // store migrate
+// cert revoke, cert ls --revoked, device decommission; after AddCertCommands and
+// AddDeviceCommands, whose groups it extends.
+void AddRevocationCommands(CLI::App& app);
 
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input.
 int Main(int argc, char** argv);

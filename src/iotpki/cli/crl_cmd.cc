@@ -16,19 +16,25 @@ struct ExportArgs {
   std::string dir;
   std::string store;
   std::string out;
-  std::string passphrase_file;
+  PassphraseSources passphrases;
 };
 
-Result<void> RunExport(const ExportArgs& args) {
+Result<void> RunExport(ExportArgs& args) {
   if (std::filesystem::is_directory(args.out)) {
     return Fail(Code::kInvalidArgument, "--out " + args.out +
                                             " is a directory; name the file to write, e.g. " +
                                             (std::filesystem::path(args.out) / "crl.pem").string());
   }
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
-  IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
-  IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, passphrase));
-  IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase));
+  // Each issuing CA signs its own CRL.
+  {
+    IOTPKI_TRY(crypto::Secret mfg, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
+    IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, mfg.view()));
+  }
+  {
+    IOTPKI_TRY(crypto::Secret op, ReadPassphrase(args.passphrases, KeyRole::kOperational));
+    IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, op.view()));
+  }
   ca::CrlPublisher publisher(*authority, {});
   IOTPKI_TRY(int rebuilt, publisher.Refresh());
   std::vector<x509::Crl> crls;
@@ -57,8 +63,7 @@ void AddCrlCommands(CLI::App& app) {
   exp->add_option("--dir", args->dir, "CA directory")->required();
   AddStoreOption(exp, args->store);
   exp->add_option("--out", args->out, "File to write the combined PEM CRLs to")->required();
-  exp->add_option("--passphrase-file", args->passphrase_file,
-                  "File whose first line unlocks the CA keys (default: $IOTPKI_PASSPHRASE)");
+  AddPassphraseOptions(exp, args->passphrases, {KeyRole::kManufacturing, KeyRole::kOperational});
   SetAction(exp, [args] { return RunExport(*args); });
 }
 

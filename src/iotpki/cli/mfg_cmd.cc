@@ -33,7 +33,7 @@ struct ProvisionArgs {
   bool c509 = false;
   unsigned workers = 0;
   size_t group_size = 0;
-  std::string passphrase_file;
+  PassphraseSources passphrases;
   std::string key_passphrase_file;
 };
 
@@ -100,7 +100,7 @@ class ProgressPrinter {
   double last_ = 0;
 };
 
-Result<void> RunProvision(const ProvisionArgs& args) {
+Result<void> RunProvision(ProvisionArgs& args) {
   // The input first: a bad row is reported before the CA is opened.
   mfg::ProvisionOptions options{.batch = args.batch,
                                 .out = args.out,
@@ -146,17 +146,19 @@ Result<void> RunProvision(const ProvisionArgs& args) {
   }
 
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
-  IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
+  IOTPKI_TRY(crypto::Secret passphrase, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
+  IOTPKI_TRY(crypto::Secret bootstrap, ReadPassphrase(args.passphrases, KeyRole::kBootstrap));
   if (options.keys == mfg::KeyMode::kCa && options.bundles) {
     IOTPKI_TRY(options.transport_passphrase, ReadKeyPassphrase(args.key_passphrase_file));
-    if (options.transport_passphrase == passphrase) {
+    if (options.transport_passphrase == passphrase.view() ||
+        options.transport_passphrase == bootstrap.view()) {
       return Fail(Code::kInvalidArgument,
                   "the key transport passphrase must differ from the CA passphrase (the station "
                   "gets it)");
     }
   }
-  IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, passphrase));
-  IOTPKI_CHECK(authority->UnlockBootstrap(passphrase));
+  IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, passphrase.view()));
+  IOTPKI_CHECK(authority->UnlockBootstrap(bootstrap.view()));
 
   ProgressPrinter printer(args.batch);
   options.progress = [&printer](const mfg::ProgressInfo& p) { printer(p); };
@@ -199,8 +201,7 @@ void AddMfgCommands(CLI::App& app) {
               "With --keys ca --no-bundles: drop the generated keys (benchmarks only)");
   p->add_option("--workers", args->workers, "Signing threads (default: one per core)");
   p->add_option("--group-size", args->group_size, "Devices per store transaction (default: auto)");
-  p->add_option("--passphrase-file", args->passphrase_file,
-                "File whose first line unlocks the CA keys (default: $IOTPKI_PASSPHRASE)");
+  AddPassphraseOptions(p, args->passphrases, {KeyRole::kManufacturing, KeyRole::kBootstrap});
   p->add_option("--key-passphrase-file", args->key_passphrase_file,
                 "--keys ca: file whose first line encrypts the device keys for the station "
                 "(default: $IOTPKI_KEY_PASSPHRASE)");

@@ -31,7 +31,7 @@ struct ServeArgs {
   std::string store;
   std::string listen;
   std::string config;
-  std::string passphrase_file;
+  PassphraseSources passphrases;
   std::string port_file;
   std::vector<std::string> names;
   std::string log_format;
@@ -75,7 +75,7 @@ struct ServerIdentity {
 // from the current operational CA, covers every name and has 30 days left; otherwise a new key
 // and certificate are made, recorded in the store, and saved.
 Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const ServeConfig& config,
-                                             const std::string& passphrase,
+                                             std::string_view passphrase,
                                              const std::vector<std::string>& dns,
                                              const std::vector<std::string>& ips) {
   const x509::Certificate& ops = authority.certificate(ca::CaName::kOperational);
@@ -136,7 +136,7 @@ bool InFirstHalf(const x509::Certificate& cert, int64_t now) {
 }
 
 Result<ResponderIdentity> LoadOrIssueResponder(ca::Authority& authority, ca::CaName ca,
-                                               const std::string& passphrase) {
+                                               std::string_view passphrase) {
   std::string name(ca::CaNameText(ca));
   fs::path cert_path = authority.dir() / "certs" / ("ocsp-" + name + ".pem");
   fs::path key_path = authority.dir() / "keys" / ("ocsp-" + name + ".key");
@@ -173,6 +173,19 @@ std::optional<x509::Certificate> ResponderFile(ca::Authority& authority, ca::CaN
 
 constexpr ca::CaName kIssuingCas[] = {ca::CaName::kManufacturing, ca::CaName::kOperational};
 
+// A root key readable on the server's machine defeats the offline root (docs/operations.md,
+// "An offline root"): said once at start, as a warning, without stopping the server.
+void WarnIfRootKeyOnline(const ca::Authority& authority) {
+  fs::path root = ca::KeyFilePath(authority.dir(), authority.config().root_key);
+  if (!root.empty() && ::access(root.c_str(), R_OK) == 0) {
+    log::Warn("serve.root_key_online",
+              {{"path", root.string()},
+               {"advice",
+                "the server never uses the root key: move it offline (ca init --root-key-dir, "
+                "docs/operations.md)"}});
+  }
+}
+
 // The flags win over [log]; without either, text on a terminal and JSON Lines otherwise, at info.
 Result<void> ConfigureLogging(const ServeArgs& args, const ServeConfig& config) {
   log::Format format = config.log_format.value_or(log::DefaultFormat());
@@ -191,7 +204,7 @@ Result<void> ConfigureLogging(const ServeArgs& args, const ServeConfig& config) 
   return {};
 }
 
-Result<void> RunServe(const ServeArgs& args) {
+Result<void> RunServe(ServeArgs& args) {
   IOTPKI_TRY(ServeConfig config, LoadServeConfig(args.config));
   IOTPKI_CHECK(ConfigureLogging(args, config));
   if (!args.listen.empty()) config.listen = args.listen;
@@ -199,21 +212,43 @@ Result<void> RunServe(const ServeArgs& args) {
   IOTPKI_TRY(auto listen, ParseListen(config.listen));
 
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
-  IOTPKI_TRY(std::string passphrase, ReadPassphrase(args.passphrase_file));
-  IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase));
-  // The manufacturing CA signs its own CRL and its OCSP responder's certificate.
-  IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, passphrase));
-  IOTPKI_CHECK(authority->UnlockBootstrap(passphrase));
+  // Refused before anything is unlocked or logged.
   if (!args.public_url.empty()) {
     if (auto set = authority->SetPublicUrl(args.public_url); !set) {
       return Fail(Code::kInvalidArgument, "--public-url: " + set.error().message());
     }
   }
+  // Only what the server uses: the operational CA key and the bootstrap master. The root key
+  // stays out of this process. The manufacturing key is opened only when it is on this machine
+  // and its passphrase is given: it signs its CA's CRL and OCSP responder certificate; without
+  // it those are published where the key is (`crl export` at the factory station).
+  IOTPKI_TRY(crypto::Secret passphrase, ReadPassphrase(args.passphrases, KeyRole::kOperational));
+  IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase.view()));
+  std::optional<crypto::Secret> mfg_passphrase;
+  {
+    fs::path mfg_key = ca::KeyFilePath(authority->dir(), authority->config().manufacturing_key);
+    if ((mfg_key.empty() || fs::exists(mfg_key)) &&
+        HasPassphrase(args.passphrases, KeyRole::kManufacturing)) {
+      IOTPKI_TRY(crypto::Secret p, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
+      IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, p.view()));
+      mfg_passphrase = std::move(p);
+    } else {
+      log::Info("serve.manufacturing_ca_offline",
+                {{"advice",
+                  "the manufacturing CA's CRL and OCSP are not served here: publish its CRL with "
+                  "crl export where its key is"}});
+    }
+  }
+  {
+    IOTPKI_TRY(crypto::Secret bootstrap, ReadPassphrase(args.passphrases, KeyRole::kBootstrap));
+    IOTPKI_CHECK(authority->UnlockBootstrap(bootstrap.view()));
+  }
+  WarnIfRootKeyOnline(*authority);
 
   std::vector<std::string> dns, ips;
   ServerNames(listen.first, config.names, dns, ips);
   IOTPKI_TRY(ServerIdentity identity,
-             LoadOrIssueServerCert(*authority, config, passphrase, dns, ips));
+             LoadOrIssueServerCert(*authority, config, passphrase.view(), dns, ips));
 
   server::Registry metrics;
   if (identity.issued) {
@@ -235,12 +270,20 @@ Result<void> RunServe(const ServeArgs& args) {
   enroll::MountCrl(router, crls, authority->clock(), metrics);
   enroll::OcspResponder ocsp(authority->store(), authority->clock(), metrics);
   auto set_responder = [&](ca::CaName ca) -> Result<void> {
-    IOTPKI_TRY(ResponderIdentity r, LoadOrIssueResponder(*authority, ca, passphrase));
+    // A responder's key is kept under the passphrase of the CA that certifies it.
+    std::string_view key_passphrase =
+        ca == ca::CaName::kManufacturing ? mfg_passphrase->view() : passphrase.view();
+    IOTPKI_TRY(ResponderIdentity r, LoadOrIssueResponder(*authority, ca, key_passphrase));
     ocsp.SetIssuer(std::string(ca::CaNameText(ca)), authority->certificate(ca), r.certificate,
                    r.key);
     return {};
   };
-  for (ca::CaName ca : kIssuingCas) IOTPKI_CHECK(set_responder(ca));
+  auto serves = [&](ca::CaName ca) {
+    return ca == ca::CaName::kOperational || mfg_passphrase.has_value();
+  };
+  for (ca::CaName ca : kIssuingCas) {
+    if (serves(ca)) IOTPKI_CHECK(set_responder(ca));
+  }
   ocsp.Mount(router);
   router.Add("GET", "/metrics", "metrics", [&metrics](const server::Request&) {
     return server::Response{.status = 200,
@@ -284,6 +327,7 @@ Result<void> RunServe(const ServeArgs& args) {
     sig = sigtimedwait(&signals, nullptr, &minute);
     if (sig > 0) break;
     for (ca::CaName ca : kIssuingCas) {
+      if (!serves(ca)) continue;
       auto current = ResponderFile(*authority, ca);
       if (current && InFirstHalf(*current, authority->clock().NowUnix())) continue;
       if (auto r = set_responder(ca); !r) {
@@ -316,8 +360,8 @@ void AddServeCommands(CLI::App& app) {
                     "HOST:PORT to listen on (default 127.0.0.1:8443; port 0 picks a free one)");
   serve->add_option("--config", args->config,
                     "TOML file with [server], [bootstrap] and [log] settings");
-  serve->add_option("--passphrase-file", args->passphrase_file,
-                    "File whose first line unlocks the CA keys (default: $IOTPKI_PASSPHRASE)");
+  AddPassphraseOptions(serve, args->passphrases,
+                       {KeyRole::kOperational, KeyRole::kManufacturing, KeyRole::kBootstrap});
   serve->add_option("--port-file", args->port_file, "Write the port listened on to this file");
   serve->add_option("--name", args->names,
                     "Extra host name or address for the server certificate (repeatable)");

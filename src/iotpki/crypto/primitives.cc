@@ -37,6 +37,42 @@ bool VerifyHmacSha256(ByteView key, ByteView data, ByteView mac) {
   return ConstantTimeEqual(HmacSha256(key, data), mac);
 }
 
+Result<Secret> Pbkdf2Sha256(std::string_view passphrase, ByteView salt, int iterations,
+                            size_t length) {
+  Bytes out(length);
+  if (PKCS5_PBKDF2_HMAC(passphrase.data(), static_cast<int>(passphrase.size()), salt.data(),
+                        static_cast<int>(salt.size()), iterations, EVP_sha256(),
+                        static_cast<int>(out.size()), out.data()) != 1) {
+    OPENSSL_cleanse(out.data(), out.size());
+    return Fail(ossl::Drain(Code::kInternal, "PBKDF2 failed"));
+  }
+  return Secret(std::move(out));
+}
+
+Result<Bytes> Aes256Cbc(bool encrypt, ByteView key, ByteView iv, ByteView in) {
+  if (key.size() != 32 || iv.size() != 16) {
+    return Fail(Code::kInternal, "AES-256-CBC needs a 32-byte key and a 16-byte IV");
+  }
+  auto ctx = ossl::Own(EVP_CIPHER_CTX_new());
+  if (!ctx || EVP_CipherInit_ex(ctx.get(), EVP_aes_256_cbc(), nullptr, key.data(), iv.data(),
+                                encrypt ? 1 : 0) != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "cannot set up AES-256-CBC"));
+  }
+  Bytes out(in.size() + 16);
+  int n1 = 0, n2 = 0;
+  if (EVP_CipherUpdate(ctx.get(), out.data(), &n1, in.data(), static_cast<int>(in.size())) != 1 ||
+      EVP_CipherFinal_ex(ctx.get(), out.data() + n1, &n2) != 1) {
+    OPENSSL_cleanse(out.data(), out.size());
+    if (!encrypt) {
+      ossl::ClearErrors();
+      return Fail(Code::kUnauthenticated, "decryption failed (wrong key or corrupted data)");
+    }
+    return Fail(ossl::Drain(Code::kInternal, "AES-256-CBC failed"));
+  }
+  out.resize(static_cast<size_t>(n1 + n2));
+  return out;
+}
+
 Result<Bytes> HkdfSha256(ByteView ikm, ByteView salt, ByteView info, size_t length) {
   if (length == 0 || length > 255 * 32) {
     return Fail(Code::kInvalidArgument, "HKDF output length must be 1..8160 bytes");

@@ -6,6 +6,7 @@
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
 #include "iotpki/crypto/key.h"
+#include "iotpki/crypto/secret.h"
 #include "iotpki/crypto/signer.h"
 
 namespace iotpki::crypto {
@@ -20,6 +21,14 @@ bool VerifyHmacSha256(ByteView key, ByteView data, ByteView mac);
 
 // RFC 5869 HKDF-SHA256 (extract then expand). length at most 255 * 32.
 Result<Bytes> HkdfSha256(ByteView ikm, ByteView salt, ByteView info, size_t length);
+
+// PBKDF2-HMAC-SHA256 of a passphrase, `length` bytes, wiped when dropped: the one derivation
+// behind every passphrase-protected file of the project (secret_file.h, mfg's transport keys).
+Result<Secret> Pbkdf2Sha256(std::string_view passphrase, ByteView salt, int iterations,
+                            size_t length);
+// AES-256-CBC with PKCS#7 padding; `key` 32 bytes, `iv` 16. Decryption that fails (bad padding:
+// a wrong key or a corrupted input) is Unauthenticated, with OpenSSL's error queue cleared.
+Result<Bytes> Aes256Cbc(bool encrypt, ByteView key, ByteView iv, ByteView in);
 
 // ECDH on the keys' common curve: the raw shared x-coordinate.
 Result<Bytes> Ecdh(const PrivateKey& own, const PublicKey& peer);

@@ -6,6 +6,8 @@
 
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/ossl.h"
+#include "iotpki/crypto/primitives.h"
+#include "iotpki/crypto/secret.h"
 
 namespace iotpki::crypto {
 namespace {
@@ -14,29 +16,12 @@ constexpr std::string_view kMagic = "Salted__";
 constexpr size_t kSaltSize = 8;
 
 // key (32) || iv (16) from the passphrase, as `openssl enc -pbkdf2 -md sha256` derives them.
-Result<Bytes> KeyAndIv(std::string_view passphrase, ByteView salt) {
-  Bytes out(48);
-  if (PKCS5_PBKDF2_HMAC(passphrase.data(), static_cast<int>(passphrase.size()), salt.data(),
-                        static_cast<int>(salt.size()), kSecretFileIterations, EVP_sha256(),
-                        static_cast<int>(out.size()), out.data()) != 1) {
-    return Fail(ossl::Drain(Code::kInternal, "PBKDF2 failed"));
-  }
-  return out;
+Result<Secret> KeyAndIv(std::string_view passphrase, ByteView salt) {
+  return Pbkdf2Sha256(passphrase, salt, kSecretFileIterations, 48);
 }
 
-Result<Bytes> Cipher(bool encrypt, ByteView key_iv, ByteView in) {
-  auto ctx = ossl::Own(EVP_CIPHER_CTX_new());
-  Bytes out(in.size() + 32);
-  int len = 0, fin = 0;
-  if (!ctx ||
-      EVP_CipherInit_ex(ctx.get(), EVP_aes_256_cbc(), nullptr, key_iv.data(), key_iv.data() + 32,
-                        encrypt ? 1 : 0) != 1 ||
-      EVP_CipherUpdate(ctx.get(), out.data(), &len, in.data(), static_cast<int>(in.size())) != 1 ||
-      EVP_CipherFinal_ex(ctx.get(), out.data() + len, &fin) != 1) {
-    return Fail(ossl::Drain(Code::kUnauthenticated, "wrong passphrase"));
-  }
-  out.resize(static_cast<size_t>(len + fin));
-  return out;
+Result<Bytes> Cipher(bool encrypt, const Secret& key_iv, ByteView in) {
+  return Aes256Cbc(encrypt, key_iv.bytes().first(32), key_iv.bytes().subspan(32), in);
 }
 
 }  // namespace
@@ -49,11 +34,10 @@ Result<Bytes> SealSecret(ByteView secret, std::string_view label, std::string_vi
   if (RAND_bytes(salt.data(), static_cast<int>(salt.size())) != 1) {
     return Fail(ossl::Drain(Code::kInternal, "no randomness"));
   }
-  IOTPKI_TRY(Bytes key_iv, KeyAndIv(passphrase, salt));
-  std::string plain = std::string(label) + "\n" + ToHex(secret) + "\n";
-  auto ct = Cipher(true, key_iv, AsBytes(plain));
-  OPENSSL_cleanse(plain.data(), plain.size());
-  OPENSSL_cleanse(key_iv.data(), key_iv.size());
+  IOTPKI_TRY(Secret key_iv, KeyAndIv(passphrase, salt));
+  std::string text = std::string(label) + "\n" + ToHex(secret) + "\n";
+  Secret plain = Secret::Take(text);
+  auto ct = Cipher(true, key_iv, plain.bytes());
   if (!ct) return Fail(Code::kInternal, "cannot encrypt the secret");
   Bytes out(kMagic.begin(), kMagic.end());
   out.insert(out.end(), salt.begin(), salt.end());
@@ -68,9 +52,8 @@ Result<Bytes> OpenSecret(ByteView sealed, std::string_view label, std::string_vi
     return Fail(Code::kDataLoss, "secret file is corrupted (not an openssl enc file)");
   }
   ByteView salt = sealed.subspan(kMagic.size(), kSaltSize);
-  IOTPKI_TRY(Bytes key_iv, KeyAndIv(passphrase, salt));
+  IOTPKI_TRY(Secret key_iv, KeyAndIv(passphrase, salt));
   auto plain = Cipher(false, key_iv, sealed.subspan(kMagic.size() + kSaltSize));
-  OPENSSL_cleanse(key_iv.data(), key_iv.size());
   std::string expected_head = std::string(label) + "\n";
   if (!plain || plain->size() < expected_head.size() ||
       AsString(ByteView(*plain).first(expected_head.size())) != expected_head) {

@@ -134,8 +134,8 @@ Result<void> EnrollService::AuthenticateBootstrap(const server::Request& request
                                             std::to_string(options_.token_window_seconds) +
                                             " s (is the device clock set?)");
   }
-  IOTPKI_TRY(Bytes k_dev, authority_.BootstrapSecret(in.device_id));
-  if (!ca::VerifyBootstrapToken(k_dev, in.device_id, in.timestamp, in.token)) {
+  IOTPKI_TRY(crypto::Secret k_dev, authority_.BootstrapSecret(in.device_id));
+  if (!ca::VerifyBootstrapToken(k_dev.bytes(), in.device_id, in.timestamp, in.token)) {
     return Fail(Code::kUnauthenticated, "invalid bootstrap token");
   }
   // 4. Each token once. A token already recorded is refused here, before any CA work; the
@@ -151,7 +151,8 @@ void EnrollService::MaybePruneReplay(int64_t now) {
   int64_t last = last_prune_.load();
   if (now - last < 60 || !last_prune_.compare_exchange_strong(last, now)) return;
   // Tokens older than the window are refused by the window check anyway.
-  (void)authority_.store().PruneReplay(now - options_.token_window_seconds - 1);
+  auto pruned = authority_.store().PruneReplay(now - options_.token_window_seconds - 1);
+  if (!pruned) AuditWriteFailed("replay.prune", pruned.error());
 }
 
 server::Response EnrollService::Bootstrap(const server::Request& request) {
@@ -166,8 +167,9 @@ server::Response EnrollService::Bootstrap(const server::Request& request) {
     // certificate certifies it; with it, the CSR may carry a new key or that one. The token is
     // recorded in the issuance's transaction, first: a request the CA refuses does not consume
     // it (docs/http-api.md says why that is safe), and of concurrent uses one commits.
+    IOTPKI_TRY(store::WriteBatch reentry, CheckReentry(in.device_id));
     return IssueLdevid({.csr = in.csr, .device_id = in.device_id, .allow_birth_key = true}, nullptr,
-                       store::WriteBatch().RecordToken(in.device_id, in.timestamp));
+                       store::WriteBatch().RecordToken(in.device_id, in.timestamp).Append(reentry));
   }();
   return RenderJson(request, "bootstrap", issued, started);
 }

@@ -5,6 +5,7 @@
 
 #include "iotpki/enroll/errors.h"
 #include "iotpki/enroll/est.h"
+#include "iotpki/store/audit.h"
 
 namespace iotpki::enroll {
 namespace {
@@ -27,6 +28,15 @@ EnrollService::EnrollService(ca::Authority& authority, server::Registry& metrics
       issued_ldevid_(metrics.GetCounter("iotpki_certificates_issued_total",
                                         "Certificates issued by this server, by profile",
                                         {{"profile", "ldevid"}})) {}
+
+void EnrollService::AuditWriteFailed(std::string_view what, const Error& error) {
+  store::ReportAuditWriteFailure(what, error);
+  metrics_
+      .GetCounter("iotpki_audit_write_failures_total",
+                  "Audit rows (and replay-table prunes) this server could not write",
+                  {{"what", std::string(what)}})
+      .Inc();
+}
 
 Result<std::unique_ptr<EnrollService>> EnrollService::Create(ca::Authority& authority,
                                                              server::Registry& metrics,
@@ -108,7 +118,12 @@ Result<void> EnrollService::CheckRevocation(const x509::Certificate& cert,
     return Fail(std::move(rec).error());
   }
   if (rec->status == store::CertStatus::kRevoked) {
-    return Fail(Code::kUnauthenticated, "client certificate refused: certificate revoked");
+    // 403 like the other refusals of a known client: the certificate is genuine, and final.
+    std::string reason = rec->revocation_reason
+                             ? std::string(store::RevocationReasonName(*rec->revocation_reason))
+                             : "unspecified";
+    return Fail(Code::kPermissionDenied,
+                "client certificate refused: certificate revoked (" + reason + ")");
   }
   if (record != nullptr) *record = std::move(*rec);
   return {};
@@ -209,7 +224,11 @@ Result<x509::Certificate> EnrollService::IssueLdevid(
     if (!prepared) {
       auto& refusal = prepared.error();
       // The refusal is the answer even if its audit row cannot be written.
-      if (refusal.audit) (void)committer_.Commit(*refusal.audit);
+      if (refusal.audit) {
+        if (auto written = committer_.Commit(*refusal.audit); !written) {
+          AuditWriteFailed("cert.refuse", written.error());
+        }
+      }
       return Fail(std::move(refusal.error));
     }
     if (before_commit) IOTPKI_CHECK(before_commit(prepared->certificate));

@@ -94,6 +94,14 @@ class EnrollService {
                                std::optional<store::CertificateRecord>* record) const;
   Result<void> AuthorizeEnroll(const Client& client, const x509::Csr& csr) const;
   Result<void> AuthorizeReenroll(const Client& client, const x509::Csr& csr) const;
+  // The lifecycle rules (lifecycle.cc). BindRenewal: simplereenroll only with the current
+  // working certificate (or the one before it while the newest is unused); records the client
+  // certificate's first use (retiring earlier ones, committed at once) and returns the
+  // revocations the renewal's transaction carries. CheckReentry: for simpleenroll and the JSON
+  // API, refuses a device that may not enroll again and returns the cert.reentry audit row of one
+  // that re-enters after expiry (empty otherwise).
+  Result<store::WriteBatch> BindRenewal(const Client& client);
+  Result<store::WriteBatch> CheckReentry(const std::string& device_id);
   // `tls` is the TLS client certificate, if any: a device_cert with the same DER is taken from
   // it instead of being parsed again.
   Result<BootstrapInput> ParseBootstrap(std::string_view body,
@@ -111,9 +119,10 @@ class EnrollService {
       const store::WriteBatch& first = store::WriteBatch());
 
   // EST enrollment: issues, and answers in the first of `formats` (never empty) that can carry
-  // the certificate, checked before the commit.
+  // the certificate, checked before the commit. `first` as for IssueLdevid.
   Result<server::Response> IssueAndAnswer(ca::IssueRequest issue,
-                                          const std::vector<CertFormat>& formats);
+                                          const std::vector<CertFormat>& formats,
+                                          const store::WriteBatch& first = store::WriteBatch());
 
   // An EST answer: the refusal (counted) as an error response, or the answer (its latency
   // observed when it is a 200).
@@ -123,6 +132,9 @@ class EnrollService {
                               const Result<x509::Certificate>& issued, double started);
   void CountRefusal(const std::string& endpoint, const Error& error);
   void MaybePruneReplay(int64_t now);
+  // A refusal's audit row or the replay prune could not be written: logged and counted
+  // (store::ReportAuditWriteFailure, and /metrics), never silent.
+  void AuditWriteFailed(std::string_view what, const Error& error);
   server::Registry::GaugeSamples ExpiringGauge();
 
   ca::Authority& authority_;

@@ -14,6 +14,7 @@
 
 #include "iotpki/c509/c509.h"
 #include "iotpki/ca/bootstrap.h"
+#include "iotpki/ca/revocation.h"
 #include "iotpki/crypto/primitives.h"
 
 namespace iotpki::enroll {
@@ -76,7 +77,7 @@ class ServiceTest : public ::testing::Test {
   }
   std::string Json(const Dev& d, const x509::Csr& csr, int64_t ts, std::string token = {}) {
     std::string id = d.idevid.common_name();
-    if (token.empty()) token = ca::BootstrapToken(*authority_->BootstrapSecret(id), id, ts);
+    if (token.empty()) token = ca::BootstrapToken(authority_->BootstrapSecret(id)->bytes(), id, ts);
     return nlohmann::json({{"device_id", id},
                            {"csr", Base64Encode(csr.ToDer())},
                            {"device_cert", Base64Encode(d.idevid.ToDer())},
@@ -322,6 +323,196 @@ TEST_F(ServiceTest, TokenOfARefusedRequestIsNotConsumed) {
   EXPECT_EQ(issued.status, 200) << issued.body;
   EXPECT_EQ(*authority_->store().IsTokenRecorded(id, ts), true);
   EXPECT_EQ(service_->Bootstrap(BootstrapRequest(Json(d, NewCsr(id), ts), &d.idevid)).status, 409);
+}
+
+// --- Revocation, renewal bound to the current working certificate, re-entry after expiry ---
+
+class LifecycleTest : public ServiceTest {
+ protected:
+  // The device's LDevIDs as issued, oldest first (the clock moves between issuances).
+  std::vector<x509::Certificate> Ldevids(const std::string& id) {
+    std::vector<x509::Certificate> out;
+    auto certs = authority_->store().ListCertificatesForDevice(id);
+    EXPECT_TRUE(certs);
+    for (const auto& c : *certs) {
+      if (c.profile == store::CertProfile::kLDevId)
+        out.push_back(*x509::Certificate::FromDer(c.der));
+    }
+    return out;
+  }
+  // A working certificate for a new device, issued by simpleenroll.
+  x509::Certificate Enroll(const Dev& d) {
+    auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(d.idevid.common_name())));
+    EXPECT_EQ(r.status, 200) << r.body;
+    clock_.Advance(std::chrono::seconds(60));
+    return Ldevids(d.idevid.common_name()).back();
+  }
+  // simplereenroll with `current` (rekey); the status, and the clock moved on.
+  int Reenroll(const x509::Certificate& current, std::string* body = nullptr) {
+    x509::NameFields subject{.organization = current.organization(),
+                             .common_name = current.common_name(),
+                             .serial_number = current.serial_number()};
+    auto key = crypto::PrivateKey::Generate();
+    auto csr = x509::MakeCsr(*key, subject, current.subject_alt_names());
+    EXPECT_TRUE(csr);
+    auto request = Est(&current, *csr, /*issuer_index=*/1);
+    request.path = "/.well-known/est/simplereenroll";
+    auto r = service_->SimpleReenroll(request);
+    if (body != nullptr) *body = r.body;
+    clock_.Advance(std::chrono::seconds(60));
+    return r.status;
+  }
+  store::CertificateRecord Record(const x509::Certificate& c) {
+    return *authority_->store().GetCertificate(c.serial_hex());
+  }
+  size_t AuditCount(const std::string& action) {
+    size_t n = 0;
+    auto rows = authority_->store().ReadAudit(1, store::kMaxPageSize);
+    EXPECT_TRUE(rows);
+    for (const auto& r : *rows) {
+      n += r.action == action;
+    }
+    return n;
+  }
+};
+
+TEST_F(LifecycleTest, RevokedClientCertificateIsRefusedAtOnceOthersStillRenew) {
+  Dev a = Provision("SN-RA"), b = Provision("SN-RB");
+  x509::Certificate la = Enroll(a), lb = Enroll(b);
+  ASSERT_TRUE(ca::RevokeSerial(authority_->store(), clock_, la.serial_hex(),
+                               store::RevocationReason::kKeyCompromise, "cli:test"));
+  std::string body;
+  EXPECT_EQ(Reenroll(la, &body), 403);
+  EXPECT_NE(body.find("revoked (keyCompromise)"), std::string::npos) << body;
+  EXPECT_EQ(Ldevids(a.idevid.common_name()).size(), 1u);  // nothing issued
+  EXPECT_EQ(Reenroll(lb), 200);
+  EXPECT_EQ(
+      metrics_.CounterValue("iotpki_enroll_refusals_total",
+                            {{"endpoint", "est_simplereenroll"}, {"reason", "permission_denied"}}),
+      1u);
+
+  // A revoked IDevID: simpleenroll and the JSON API refuse it the same way.
+  Dev c = Provision("SN-RC");
+  ASSERT_TRUE(ca::RevokeSerial(authority_->store(), clock_, c.idevid.serial_hex(),
+                               store::RevocationReason::kKeyCompromise, "cli:test"));
+  EXPECT_EQ(service_->SimpleEnroll(Est(&c.idevid, NewCsr(c.idevid.common_name()))).status, 403);
+  server::Request json{.method = "POST",
+                       .path = "/api/v1/bootstrap",
+                       .content_type = "application/json",
+                       .body = Json(c, NewCsr(c.idevid.common_name(), &c.key), clock_.NowUnix())};
+  EXPECT_EQ(service_->Bootstrap(json).status, 403);
+}
+
+TEST_F(LifecycleTest, CopiedOldLdevidIsRefusedOnceTheRenewalIsUsed) {
+  Dev d = Provision("SN-CP");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  ASSERT_EQ(Reenroll(l1), 200);  // l2 issued; l1 still valid until l2 is seen in use
+  x509::Certificate l2 = Ldevids(id).back();
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kValid);
+  ASSERT_EQ(Reenroll(l2), 200);  // the device uses l2: l1 is retired
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kRevoked);
+  EXPECT_EQ(Record(l1).revocation_reason, store::RevocationReason::kSuperseded);
+  EXPECT_TRUE(Record(l2).first_used_at.has_value());
+  std::string body;
+  EXPECT_EQ(Reenroll(l1, &body), 403);  // the copy kept by an attacker
+  EXPECT_NE(body.find("revoked (superseded)"), std::string::npos) << body;
+  EXPECT_EQ(Ldevids(id).size(), 3u);
+}
+
+TEST_F(LifecycleTest, DeviceThatLostItsRenewalRenewsWithTheOldOne) {
+  Dev d = Provision("SN-LOST");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  ASSERT_EQ(Reenroll(l1), 200);
+  x509::Certificate lost = Ldevids(id).back();
+  // The device crashed before installing `lost`, and renews with l1 again.
+  ASSERT_EQ(Reenroll(l1), 200);
+  x509::Certificate l3 = Ldevids(id).back();
+  EXPECT_EQ(Record(lost).status, store::CertStatus::kRevoked);  // replaced, never used
+  EXPECT_EQ(Record(lost).revocation_reason, store::RevocationReason::kSuperseded);
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kValid);
+  ASSERT_EQ(Reenroll(l3), 200);
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kRevoked);
+  // Every revocation has its audit row.
+  EXPECT_EQ(AuditCount("cert.revoke"), 2u);
+}
+
+TEST_F(LifecycleTest, OnlyTheNewestOrTheOneBeforeMayRenew) {
+  Dev d = Provision("SN-OLD");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  // Two more working certificates by simpleenroll (a device in service enrolling again); none
+  // of them used yet.
+  Enroll(d);
+  Enroll(d);
+  std::string body;
+  EXPECT_EQ(Reenroll(l1, &body), 403);
+  EXPECT_NE(body.find("not the device's current working certificate"), std::string::npos) << body;
+  // The newest renews, and its first use retires the two before it.
+  x509::Certificate newest = Ldevids(id).back();
+  ASSERT_EQ(Reenroll(newest), 200);
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kRevoked);
+  EXPECT_EQ(Record(Ldevids(id)[1]).status, store::CertStatus::kRevoked);
+}
+
+TEST_F(LifecycleTest, ExpiredDeviceReentersWithItsIdevidWithinThePolicy) {
+  Dev d = Provision("SN-EXP");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  // Offline past the LDevID's expiry, by 100 days.
+  clock_.Set(l1.not_after() + 100 * 86400);
+  auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(AuditCount("cert.reentry"), 1u);
+  // The JSON API too, for another device, a year and a day late: refused.
+  Dev e = Provision("SN-EXP2");
+  x509::Certificate le = Enroll(e);
+  clock_.Set(le.not_after() + 366 * 86400);
+  server::Request json{.method = "POST",
+                       .path = "/api/v1/bootstrap",
+                       .content_type = "application/json",
+                       .body = Json(e, NewCsr(e.idevid.common_name(), &e.key), clock_.NowUnix())};
+  auto late = service_->Bootstrap(json);
+  EXPECT_EQ(late.status, 403) << late.body;
+  EXPECT_NE(late.body.find("reentry_max_days_expired"), std::string::npos) << late.body;
+  EXPECT_EQ(AuditCount("cert.reentry"), 1u);
+}
+
+TEST_F(LifecycleTest, KeyCompromiseBarsReentry) {
+  Dev d = Provision("SN-KC");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  ASSERT_TRUE(ca::RevokeDevice(authority_->store(), clock_, id, /*all=*/false,
+                               store::RevocationReason::kKeyCompromise, "cli:test"));
+  auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id)));
+  EXPECT_EQ(r.status, 403);
+  EXPECT_NE(r.body.find("keyCompromise"), std::string::npos) << r.body;
+  EXPECT_EQ(Ldevids(id).size(), 1u);
+  EXPECT_EQ(AuditCount("cert.reentry"), 0u);
+}
+
+TEST_F(LifecycleTest, ReentryRefusedWhenThePolicySaysZero) {
+  Dev d = Provision("SN-Z");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  // A CA whose policy refuses re-entry, over the same directory and store.
+  ca::CaConfig config = authority_->config();
+  config.reentry_max_days_expired = 0;
+  ASSERT_TRUE(ca::SaveConfig(base_ / "ca", config));
+  service_.reset();
+  authority_.reset();
+  auto a = ca::Authority::Open(base_ / "ca", clock_);
+  ASSERT_TRUE(a);
+  authority_ = std::move(*a);
+  ASSERT_TRUE(authority_->Unlock(ca::CaName::kManufacturing, kPass));
+  ASSERT_TRUE(authority_->Unlock(ca::CaName::kOperational, kPass));
+  ASSERT_TRUE(authority_->UnlockBootstrap(kPass));
+  service_ = std::move(*EnrollService::Create(*authority_, metrics_, {}));
+  clock_.Set(l1.not_after() + 86400);
+  auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id)));
+  EXPECT_EQ(r.status, 403);
+  EXPECT_NE(r.body.find("reentry_max_days_expired = 0"), std::string::npos) << r.body;
 }
 
 }  // namespace

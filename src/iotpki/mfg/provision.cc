@@ -24,6 +24,7 @@
 #include "iotpki/mfg/manifest.h"
 #include "iotpki/mfg/output_dir.h"
 #include "iotpki/mfg/transport.h"
+#include "iotpki/store/audit.h"
 #include "iotpki/x509/csr.h"
 
 namespace iotpki::mfg {
@@ -498,11 +499,10 @@ class Run {
   // dangerous (the bootstrap secret is re-derivable and is no certificate).
   Result<void> WriteDeviceFiles(const std::string& serial, const std::string& device_id) {
     fs::path dir = out_->Partial(serial);
-    IOTPKI_TRY(Bytes k_dev, ca_.BootstrapSecret(device_id));
-    std::string hex = ToHex(k_dev) + "\n";
-    std::fill(k_dev.begin(), k_dev.end(), 0);
-    auto written = WriteFileUnsynced(dir / kBootstrapHex, AsBytes(hex), 0600);
-    std::fill(hex.begin(), hex.end(), '\0');
+    IOTPKI_TRY(crypto::Secret k_dev, ca_.BootstrapSecret(device_id));
+    std::string text = ToHex(k_dev.bytes()) + "\n";
+    crypto::Secret hex = crypto::Secret::Take(text);
+    auto written = WriteFileUnsynced(dir / kBootstrapHex, hex.bytes(), 0600);
     IOTPKI_CHECK(written);
     return WriteFileUnsynced(dir / kChainPem, AsBytes(chain_pem_), 0644);
   }
@@ -700,7 +700,11 @@ class Run {
     for (auto& item : items) {
       if (!item.error) continue;
       // Policy and lint refusals are audited, as Authority::Issue audits them.
-      if (item.refusal_audit) (void)ca_.store().Commit(*item.refusal_audit);
+      if (item.refusal_audit) {
+        if (auto written = ca_.store().Commit(*item.refusal_audit); !written) {
+          store::ReportAuditWriteFailure("cert.refuse", written.error());
+        }
+      }
       return Fail(std::move(*item.error));
     }
     for (auto& item : items) {

@@ -201,7 +201,7 @@ class ProvisionFixture : public ::testing::Test {
       EXPECT_EQ(x509::VerifyChain(*cert, std::span(&mfg, 1), std::span(&root, 1), clock_.NowUnix()),
                 x509::Verdict::kValid);
       EXPECT_EQ(*ReadTextFile(dir / kBootstrapHex),
-                ToHex(*ca.BootstrapSecret(device->device_id)) + "\n");
+                ToHex(ca.BootstrapSecret(device->device_id)->bytes()) + "\n");
       EXPECT_EQ(Mode(dir / kBootstrapHex), 0600);
       if (keys == KeyMode::kCa) {
         EXPECT_EQ(Mode(dir / kKeyPem), 0600);

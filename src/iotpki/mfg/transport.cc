@@ -22,25 +22,13 @@ Error Corrupt(std::string_view what) {
   return Error(Code::kDataLoss, "the encrypted device key is unreadable", std::string(what));
 }
 
-// AES-256-CBC with PKCS#7 padding, either way.
+// AES-256-CBC with PKCS#7 padding, either way (crypto::Aes256Cbc); a bad padding on decryption
+// is this file's DataLoss.
 Result<Bytes> Cipher(ByteView key, ByteView iv, ByteView in, bool encrypt) {
-  auto ctx = ossl::Own(EVP_CIPHER_CTX_new());
-  if (!ctx || EVP_CipherInit_ex(ctx.get(), EVP_aes_256_cbc(), nullptr, key.data(), iv.data(),
-                                encrypt ? 1 : 0) != 1) {
-    return Fail(ossl::Drain(Code::kInternal, "cannot set up AES-256-CBC"));
+  auto out = crypto::Aes256Cbc(encrypt, key, iv, in);
+  if (!out && out.error().code() == Code::kUnauthenticated) {
+    return Fail(Corrupt("bad padding: wrong transport key or corrupted file"));
   }
-  Bytes out(in.size() + 16);
-  int n1 = 0, n2 = 0;
-  if (EVP_CipherUpdate(ctx.get(), out.data(), &n1, in.data(), static_cast<int>(in.size())) != 1 ||
-      EVP_CipherFinal_ex(ctx.get(), out.data() + n1, &n2) != 1) {
-    OPENSSL_cleanse(out.data(), out.size());
-    if (!encrypt) {
-      ossl::ClearErrors();
-      return Fail(Corrupt("bad padding: wrong transport key or corrupted file"));
-    }
-    return Fail(ossl::Drain(Code::kInternal, "AES-256-CBC failed"));
-  }
-  out.resize(static_cast<size_t>(n1 + n2));
   return out;
 }
 
@@ -73,15 +61,11 @@ Result<TransportKey> TransportKey::Derive(std::string_view passphrase, ByteView 
                 "salt " + std::to_string(salt.size()) + " bytes, " + std::to_string(iterations) +
                     " iterations");
   }
+  IOTPKI_TRY(crypto::Secret derived, crypto::Pbkdf2Sha256(passphrase, salt, iterations, 32));
   TransportKey k;
-  k.key_.resize(32);
+  k.key_.assign(derived.bytes().begin(), derived.bytes().end());
   k.salt_.assign(salt.begin(), salt.end());
   k.iterations_ = iterations;
-  if (PKCS5_PBKDF2_HMAC(passphrase.data(), static_cast<int>(passphrase.size()), salt.data(),
-                        static_cast<int>(salt.size()), iterations, EVP_sha256(),
-                        static_cast<int>(k.key_.size()), k.key_.data()) != 1) {
-    return Fail(ossl::Drain(Code::kInternal, "PBKDF2 failed"));
-  }
   return k;
 }
 

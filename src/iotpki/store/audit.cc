@@ -1,7 +1,9 @@
 #include "iotpki/store/audit.h"
 
+#include <atomic>
 #include <string_view>
 
+#include "iotpki/common/log.h"
 #include "iotpki/crypto/primitives.h"
 
 namespace iotpki::store {
@@ -29,6 +31,20 @@ AuditVerdict Broken(AuditVerdict verdict, int64_t seq, AuditProblem problem,
 
 }  // namespace
 
+namespace {
+std::atomic<uint64_t> audit_write_failures{0};
+}  // namespace
+
+void ReportAuditWriteFailure(std::string_view what, const Error& error) {
+  audit_write_failures.fetch_add(1, std::memory_order_relaxed);
+  log::Error("audit.write_failed", {{"what", what},
+                                    {"code", CodeName(error.code())},
+                                    {"error", error.message()},
+                                    {"detail", error.detail()}});
+}
+
+uint64_t AuditWriteFailures() { return audit_write_failures.load(std::memory_order_relaxed); }
+
 Bytes ComputeAuditHash(ByteView prev_hash, int64_t seq, int64_t time, const AuditEvent& event) {
   Bytes buf;
   buf.reserve(prev_hash.size() + 16 + 16 + event.actor.size() + event.action.size() +
@@ -43,7 +59,60 @@ Bytes ComputeAuditHash(ByteView prev_hash, int64_t seq, int64_t time, const Audi
   return crypto::Sha256(buf);
 }
 
-Result<AuditVerdict> VerifyAuditChain(Store& store, size_t page_size) {
+std::string FormatAuditAnchor(const AuditAnchor& anchor) {
+  return std::to_string(anchor.seq) + ":" + ToHex(anchor.hash);
+}
+
+Result<AuditAnchor> ParseAuditAnchor(std::string_view text) {
+  auto bad = [&] {
+    return Fail(Code::kInvalidArgument,
+                "audit anchor '" + std::string(text.substr(0, 80)) +
+                    "' is not SEQ:HASH (a row number and 64 hex digits, as iotpki audit head "
+                    "prints them)");
+  };
+  size_t colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0 || colon > 18) return bad();
+  AuditAnchor anchor;
+  for (char c : text.substr(0, colon)) {
+    if (c < '0' || c > '9') return bad();
+    anchor.seq = anchor.seq * 10 + (c - '0');
+  }
+  std::string_view hex = text.substr(colon + 1);
+  auto hash = FromHex(hex);
+  if (anchor.seq < 1 || !hash || hash->size() != kAuditHashSize) return bad();
+  anchor.hash = std::move(*hash);
+  return anchor;
+}
+
+Result<std::optional<AuditRecord>> ReadAuditHead(Store& store) {
+  IOTPKI_TRY(auto first, store.ReadAudit(1, 1));
+  if (first.empty()) return std::optional<AuditRecord>();
+  // Seqs have no gaps (a gap is what VerifyAuditChain reports): double until past the end, then
+  // bisect between the last seq present and the first absent one.
+  int64_t present = first.front().seq, absent = present + 1;
+  for (;;) {
+    IOTPKI_TRY(auto rows, store.ReadAudit(absent, 1));
+    if (rows.empty()) break;
+    present = rows.front().seq;
+    absent = present * 2;
+  }
+  while (absent - present > 1) {
+    int64_t mid = present + (absent - present) / 2;
+    IOTPKI_TRY(auto rows, store.ReadAudit(mid, 1));
+    if (rows.empty()) {
+      absent = mid;
+    } else {
+      present = rows.front().seq;
+      if (present >= absent) break;
+    }
+  }
+  IOTPKI_TRY(auto head, store.ReadAudit(present, 1));
+  if (head.empty()) return Fail(Code::kInternal, "the audit log changed while it was read");
+  return std::optional<AuditRecord>(std::move(head.front()));
+}
+
+Result<AuditVerdict> VerifyAuditChain(Store& store, size_t page_size,
+                                      std::span<const AuditAnchor> anchors) {
   AuditVerdict verdict;
   Bytes prev(kAuditHashSize, 0);
   int64_t expected_seq = 1;
@@ -66,12 +135,26 @@ Result<AuditVerdict> VerifyAuditChain(Store& store, size_t page_size) {
         return Broken(std::move(verdict), row.seq, AuditProblem::kHashMismatch,
                       "hash does not match the row's contents (the row was altered)");
       }
+      for (const AuditAnchor& anchor : anchors) {
+        if (anchor.seq == row.seq && anchor.hash != row.hash) {
+          return Broken(std::move(verdict), row.seq, AuditProblem::kAnchorMismatch,
+                        "hash " + ToHex(row.hash) + " is not the anchored " + ToHex(anchor.hash) +
+                            " (rows up to here were altered and the chain recomputed)");
+        }
+      }
       prev = row.hash;
       verdict.last_seq = row.seq;
       ++verdict.rows_checked;
       ++expected_seq;
     }
     if (rows.size() < page_size) break;
+  }
+  for (const AuditAnchor& anchor : anchors) {
+    if (anchor.seq > verdict.last_seq) {
+      return Broken(std::move(verdict), anchor.seq, AuditProblem::kAnchorMismatch,
+                    "the anchored row is missing: the log ends at row " +
+                        std::to_string(verdict.last_seq) + " (rows were removed)");
+    }
   }
   verdict.head_hash = verdict.rows_checked == 0 ? Bytes{} : prev;
   return verdict;

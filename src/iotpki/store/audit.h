@@ -5,7 +5,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
@@ -26,7 +28,24 @@ enum class AuditProblem {
   kSeqGap,            // A row is missing (or seqs do not start at 1).
   kPrevHashMismatch,  // prev_hash is not the previous row's hash.
   kHashMismatch,      // The row's contents do not hash to its stored hash.
+  kAnchorMismatch,    // The row at an anchor's seq does not have the anchor's hash, or the log
+                      // ends before it (rows were edited and the chain recomputed, or cut off).
 };
+
+// An external anchor: the seq and hash of a row, kept by the operator outside the database (a
+// ticket, a log server, paper). Text form "SEQ:HASH" (decimal seq, 64 lowercase hex digits), as
+// `iotpki audit head` prints it. Whoever can rewrite the database can recompute the whole chain;
+// they cannot change an anchor they never saw.
+struct AuditAnchor {
+  int64_t seq = 0;
+  Bytes hash;
+};
+std::string FormatAuditAnchor(const AuditAnchor& anchor);
+// InvalidArgument saying the expected form for anything but SEQ:HASH with seq >= 1.
+Result<AuditAnchor> ParseAuditAnchor(std::string_view text);
+
+// The latest row of the log (nullopt for an empty log), found with O(log n) one-row reads.
+Result<std::optional<AuditRecord>> ReadAuditHead(Store& store);
 
 // The outcome of a verification. A broken chain is a verdict, not an error.
 struct AuditVerdict {
@@ -43,7 +62,18 @@ struct AuditVerdict {
 };
 
 // Reads the whole log in pages of `page_size` rows (memory stays bounded) and recomputes the
-// chain. Error only if the log cannot be read.
-Result<AuditVerdict> VerifyAuditChain(Store& store, size_t page_size = 1000);
+// chain; the row at each anchor's seq must have that anchor's hash. Error only if the log cannot
+// be read.
+Result<AuditVerdict> VerifyAuditChain(Store& store, size_t page_size = 1000,
+                                      std::span<const AuditAnchor> anchors = {});
+
+// A write that an operation could not do but went on without: a refusal's audit row (the
+// refusal is still the answer), the replay table's prune. Never silent: logged at error level as
+// event "audit.write_failed" with `what` and the error (message and detail; never a secret), and
+// counted for the process. `iotpki serve` also counts it in /metrics
+// (iotpki_audit_write_failures_total{what=...}).
+void ReportAuditWriteFailure(std::string_view what, const Error& error);
+// How many ReportAuditWriteFailure calls this process made.
+uint64_t AuditWriteFailures();
 
 }  // namespace iotpki::store

@@ -94,8 +94,14 @@ WriteBatch& WriteBatch::InsertCertificate(CertificateRecord cert) {
   return *this;
 }
 
-WriteBatch& WriteBatch::RevokeCertificate(std::string serial, RevocationReason reason) {
-  ops_.emplace_back(RevokeCertificateOp{std::move(serial), reason});
+WriteBatch& WriteBatch::RevokeCertificate(std::string serial, RevocationReason reason,
+                                          int64_t revoked_at) {
+  ops_.emplace_back(RevokeCertificateOp{std::move(serial), reason, revoked_at});
+  return *this;
+}
+
+WriteBatch& WriteBatch::MarkCertificateUsed(std::string serial) {
+  ops_.emplace_back(MarkCertificateUsedOp{std::move(serial)});
   return *this;
 }
 

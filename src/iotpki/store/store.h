@@ -84,6 +84,9 @@ struct CertificateRecord {
   std::optional<int64_t> revoked_at;                  // Store-managed.
   std::optional<RevocationReason> revocation_reason;  // Store-managed.
   int64_t created_at = 0;                             // Store-managed.
+  // Store-managed: when a device first authenticated with this certificate (MarkCertificateUsed;
+  // schema version 5). Renewal is bound to the newest working certificate once it is in use.
+  std::optional<int64_t> first_used_at;
 
   bool operator==(const CertificateRecord&) const = default;
 };
@@ -128,10 +131,17 @@ struct UpdateDeviceStateOp {
 struct InsertCertificateOp {
   CertificateRecord cert;
 };
-// valid -> revoked, with revoked_at = the commit time.
+// valid -> revoked. revoked_at is `revoked_at` when set (> 0), else the commit time: a caller
+// that writes the time into an audit row of the same batch sets it, so both say the same.
 struct RevokeCertificateOp {
   std::string serial;
   RevocationReason reason;
+  int64_t revoked_at = 0;
+};
+// Records the commit time as the certificate's first_used_at, unless it has one already (then it
+// changes nothing). NotFound for an unknown certificate.
+struct MarkCertificateUsedOp {
+  std::string serial;
 };
 struct AppendAuditOp {
   AuditEvent event;
@@ -145,15 +155,18 @@ struct RecordTokenOp {
   int64_t timestamp = 0;  // the token's, Unix seconds
 };
 
-using WriteOp = std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp,
-                             RevokeCertificateOp, AppendAuditOp, RecordTokenOp>;
+using WriteOp =
+    std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp, RevokeCertificateOp,
+                 AppendAuditOp, RecordTokenOp, MarkCertificateUsedOp>;
 
 class WriteBatch {
  public:
   WriteBatch& InsertDevice(Device device);
   WriteBatch& UpdateDeviceState(std::string device_id, DeviceState from, DeviceState to);
   WriteBatch& InsertCertificate(CertificateRecord cert);
-  WriteBatch& RevokeCertificate(std::string serial, RevocationReason reason);
+  WriteBatch& RevokeCertificate(std::string serial, RevocationReason reason,
+                                int64_t revoked_at = 0);
+  WriteBatch& MarkCertificateUsed(std::string serial);
   WriteBatch& AppendAudit(AuditEvent event);
   WriteBatch& RecordToken(std::string device_id, int64_t timestamp);
   // Every operation of `other`, after this batch's, in order (moved out of an rvalue).
@@ -215,6 +228,16 @@ struct RevokedCertificate {
   bool operator==(const RevokedCertificate&) const = default;
 };
 
+// Revoked certificates, ordered by (revoked_at, serial).
+struct RevokedFilter {
+  int64_t since = 0;  // revoked_at >= since
+};
+
+struct CertificatePage {
+  std::vector<CertificateRecord> certificates;
+  std::string next_cursor;  // as DevicePage::next_cursor
+};
+
 // ---------------------------------------------------------------------------------------------
 
 // Thread safety: every method may be called concurrently from any number of threads (each
@@ -263,6 +286,18 @@ class Store {
   virtual Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
       std::string_view device_id) = 0;
 
+  // Every certificate, ordered by serial: at most `limit` (1..kMaxPageSize) whose serial sorts
+  // after `after_serial` ("" for the first page; pass the last serial of a page for the next).
+  // For audits that must visit the whole table without holding it in memory.
+  virtual Result<std::vector<CertificateRecord>> ListCertificates(std::string_view after_serial,
+                                                                  size_t limit) = 0;
+
+  // Revoked certificates (any owner) with revoked_at >= filter.since, ordered by (revoked_at,
+  // serial), at most `limit` (1..kMaxPageSize) after `cursor` ("" for the first page; else the
+  // previous page's next_cursor). InvalidArgument for a bad limit or cursor.
+  virtual Result<CertificatePage> ListRevokedCertificates(const RevokedFilter& filter, size_t limit,
+                                                          std::string_view cursor) = 0;
+
   // Keyset pagination: at most `limit` (1..kMaxPageSize) devices after `cursor` ("" for the
   // first page), in the order devices were added to the inventory (the order a factory made
   // them), or as described in DeviceFilter::expiring_within. Rows
@@ -277,10 +312,10 @@ class Store {
 
   // The revoked certificates `issuer` ("manufacturing", "operational") issued, ordered by serial
   // (as text), those after `after_serial` ("" for the first page), at most `limit`
-  // (1..kMaxPageSize). Read through an index of revoked certificates only (migration 5), so a
+  // (1..kMaxPageSize). Read through an index of revoked certificates only (migration 6), so a
   // page costs its own rows, however many valid certificates the store holds. A CRL is built
   // from successive pages; revocations are final, so a page boundary neither repeats nor skips.
-  virtual Result<std::vector<RevokedCertificate>> ListRevokedCertificates(
+  virtual Result<std::vector<RevokedCertificate>> ListRevokedCertificatesOfIssuer(
       std::string_view issuer, std::string_view after_serial, size_t limit) = 0;
   // How many certificates `issuer` issued are revoked. It only grows (a revocation is final),
   // so a change tells a CRL publisher that revocations were committed, by any process. Costs one
@@ -312,10 +347,13 @@ class Store {
 //      existing rows.
 //   3: devices numbered in insertion order (seq; listings page by it), the device indexes end
 //      with it, certificates_by_key dropped: append-ordered indexes for factory batches.
-//   4: binary ids (device ids and key fingerprints as 32-byte blobs).
-//   5: certificates_revoked, a partial index of revoked certificates by (issuer, serial), for
-//      CRLs.
-// Reserved for the lifecycle issue: campaigns and rotation_jobs.
-inline constexpr int kLatestSchemaVersion = 5;
+//   4: binary ids (device ids and key fingerprints as 32-byte blobs), certificates name their
+//      device by seq.
+//   5: certificates.first_used_at (renewal bound to the current working certificate) and an
+//      index of revoked certificates by (revoked_at, serial).
+//   6: certificates_revoked_by_issuer, a partial index of revoked certificates by (issuer,
+//      serial), for CRLs.
+// Reserved for the lifecycle issue: campaigns and rotation_jobs (7).
+inline constexpr int kLatestSchemaVersion = 6;
 
 }  // namespace iotpki::store

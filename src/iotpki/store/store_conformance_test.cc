@@ -747,11 +747,11 @@ TEST_P(StoreConformance, RevokeCertificate) {
 }
 
 // A CRL page reads the revoked entries of its issuer in serial order through
-// certificates_revoked: no scan of the certificates, no sort.
+// certificates_revoked_by_issuer: no scan of the certificates, no sort.
 TEST_P(StoreConformance, RevokedCertificatesAreReadThroughTheirIndex) {
   auto plan = AsSql(*store_).ExplainListRevokedForTest();
   ASSERT_TRUE(plan) << plan.error().ToString();
-  EXPECT_NE(plan->find("certificates_revoked"), std::string::npos) << *plan;
+  EXPECT_NE(plan->find("certificates_revoked_by_issuer"), std::string::npos) << *plan;
   for (const char* bad : {"Seq Scan", "Sort", "TEMP B-TREE", "SCAN "}) {
     EXPECT_EQ(plan->find(bad), std::string::npos) << bad << " in " << *plan;
   }
@@ -766,7 +766,7 @@ TEST_P(StoreConformance, ListsRevokedCertificatesOfOneIssuerBySerial) {
   setup.InsertCertificate(MakeCert(100, 1, CertProfile::kIDevId, kNow + kDay, 1));
   MustCommit(setup);
   EXPECT_EQ(*store_->CountRevokedCertificates("operational"), 0);
-  EXPECT_TRUE(store_->ListRevokedCertificates("operational", "", 10)->empty());
+  EXPECT_TRUE(store_->ListRevokedCertificatesOfIssuer("operational", "", 10)->empty());
 
   // Five of the eight operational certificates and the manufacturing one, at two times.
   MustCommit(WriteBatch()
@@ -792,7 +792,7 @@ TEST_P(StoreConformance, ListsRevokedCertificatesOfOneIssuerBySerial) {
   std::vector<RevokedCertificate> got;
   std::string after;
   for (int pages = 0; pages < 10; ++pages) {
-    auto page = store_->ListRevokedCertificates("operational", after, 2);
+    auto page = store_->ListRevokedCertificatesOfIssuer("operational", after, 2);
     ASSERT_TRUE(page) << page.error().ToString();
     if (page->empty()) break;
     EXPECT_LE(page->size(), 2u);
@@ -802,7 +802,7 @@ TEST_P(StoreConformance, ListsRevokedCertificatesOfOneIssuerBySerial) {
   EXPECT_EQ(got, want);
   EXPECT_EQ(*store_->CountRevokedCertificates("operational"), 5);
 
-  auto mfg = store_->ListRevokedCertificates("manufacturing", "", kMaxPageSize);
+  auto mfg = store_->ListRevokedCertificatesOfIssuer("manufacturing", "", kMaxPageSize);
   ASSERT_TRUE(mfg);
   ASSERT_EQ(mfg->size(), 1u);
   EXPECT_EQ((*mfg)[0].serial, CertSerial(100));
@@ -814,15 +814,107 @@ TEST_P(StoreConformance, ListsRevokedCertificatesOfOneIssuerBySerial) {
   // An uppercase cursor pages the same.
   std::string upper = want[1].serial;
   for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  auto rest = store_->ListRevokedCertificates("operational", upper, kMaxPageSize);
+  auto rest = store_->ListRevokedCertificatesOfIssuer("operational", upper, kMaxPageSize);
   ASSERT_TRUE(rest);
   EXPECT_EQ(rest->size(), 3u);
 
   for (size_t bad : {size_t{0}, kMaxPageSize + 1}) {
-    auto r = store_->ListRevokedCertificates("operational", "", bad);
+    auto r = store_->ListRevokedCertificatesOfIssuer("operational", "", bad);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code(), Code::kInvalidArgument);
   }
+}
+
+TEST_P(StoreConformance, RevokeAtGivenTime) {
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kLDevId, kNow + kDay, 1)));
+  clock_.Advance(std::chrono::seconds(30));
+  // The caller's time (also in its audit row) wins over the commit time.
+  MustCommit(
+      WriteBatch().RevokeCertificate(CertSerial(1), RevocationReason::kSuperseded, kNow + 7));
+  EXPECT_EQ(store_->GetCertificate(CertSerial(1))->revoked_at, kNow + 7);
+  auto negative = store_->Commit(
+      WriteBatch().RevokeCertificate(CertSerial(1), RevocationReason::kSuperseded, -1));
+  ASSERT_FALSE(negative);
+  EXPECT_EQ(negative.error().code(), Code::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, MarkCertificateUsedOnce) {
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kLDevId, kNow + kDay, 1)));
+  EXPECT_EQ(store_->GetCertificate(CertSerial(1))->first_used_at, std::nullopt);
+  clock_.Advance(std::chrono::seconds(10));
+  MustCommit(WriteBatch().MarkCertificateUsed(CertSerial(1)));
+  EXPECT_EQ(store_->GetCertificate(CertSerial(1))->first_used_at, kNow + 10);
+  // A later use keeps the first time.
+  clock_.Advance(std::chrono::seconds(10));
+  MustCommit(WriteBatch().MarkCertificateUsed(CertSerial(1)));
+  EXPECT_EQ(store_->GetCertificate(CertSerial(1))->first_used_at, kNow + 10);
+  auto listed = store_->ListCertificatesForDevice(DeviceId(1));
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].first_used_at, kNow + 10);
+
+  auto unknown = store_->Commit(WriteBatch().MarkCertificateUsed(CertSerial(2)));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Code::kNotFound);
+
+  CertificateRecord preset = MakeCert(3, 1, CertProfile::kLDevId, kNow + kDay, 3);
+  preset.first_used_at = kNow;
+  auto refused = store_->Commit(WriteBatch().InsertCertificate(preset));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Code::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, ListRevokedCertificatesPagesInRevocationOrder) {
+  WriteBatch setup;
+  setup.InsertDevice(MakeDevice(1));
+  for (int n = 1; n <= 5; ++n) {
+    setup.InsertCertificate(MakeCert(n, 1, CertProfile::kLDevId, kNow + kDay, n));
+  }
+  MustCommit(setup);
+  auto listed = store_->ListRevokedCertificates({}, 10, "");
+  ASSERT_TRUE(listed);
+  EXPECT_TRUE(listed->certificates.empty());
+  EXPECT_EQ(listed->next_cursor, "");
+
+  // Revoked in the order 4, 2 (same second), then 5 later; 1 and 3 stay valid.
+  MustCommit(WriteBatch()
+                 .RevokeCertificate(CertSerial(4), RevocationReason::kKeyCompromise)
+                 .RevokeCertificate(CertSerial(2), RevocationReason::kSuperseded));
+  clock_.Advance(std::chrono::seconds(100));
+  MustCommit(WriteBatch().RevokeCertificate(CertSerial(5), RevocationReason::kUnspecified));
+
+  std::vector<std::string> same_second = {CertSerial(2), CertSerial(4)};
+  std::sort(same_second.begin(), same_second.end());
+  std::vector<std::string> want = {same_second[0], same_second[1], CertSerial(5)};
+  std::vector<std::string> got;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto page = store_->ListRevokedCertificates({}, 2, cursor);
+    ASSERT_TRUE(page) << page.error().ToString();
+    for (const auto& c : page->certificates) {
+      EXPECT_EQ(c.status, CertStatus::kRevoked);
+      got.push_back(c.serial);
+    }
+    cursor = page->next_cursor;
+    ++pages;
+  } while (!cursor.empty() && pages < 5);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(pages, 2);
+
+  auto since = store_->ListRevokedCertificates({.since = kNow + 50}, 10, "");
+  ASSERT_TRUE(since);
+  ASSERT_EQ(since->certificates.size(), 1u);
+  EXPECT_EQ(since->certificates[0].serial, CertSerial(5));
+  EXPECT_EQ(since->certificates[0].revocation_reason, RevocationReason::kUnspecified);
+
+  EXPECT_EQ(store_->ListRevokedCertificates({}, 10, "d2.17").error().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(store_->ListRevokedCertificates({}, 0, "").error().code(), Code::kInvalidArgument);
 }
 
 // --- Listing and counting -------------------------------------------------------------------
@@ -1356,6 +1448,74 @@ TEST_P(StoreConformance, RewrittenTimeIsDetected) {
   auto verdict = VerifyAuditChain(*store_);
   ASSERT_TRUE(verdict);
   EXPECT_EQ(verdict->first_broken_seq, 1);
+}
+
+TEST_P(StoreConformance, AuditHeadIsTheLatestRow) {
+  auto empty = ReadAuditHead(*store_);
+  ASSERT_TRUE(empty);
+  EXPECT_FALSE(empty->has_value());
+  for (int n : {1, 2, 3, 6, 7}) {
+    WriteBatch b;
+    for (int i = 0; i < n; ++i) b.AppendAudit(Event("cert.issue", CertSerial(i)));
+    MustCommit(b);
+    auto rows = AllAudit();
+    auto head = ReadAuditHead(*store_);
+    ASSERT_TRUE(head);
+    ASSERT_TRUE(head->has_value());
+    EXPECT_EQ(**head, rows.back()) << "after " << rows.size() << " rows";
+  }
+}
+
+// An attacker who can write the database can rewrite a row and recompute every hash after it;
+// the chain then verifies, and only an anchor kept elsewhere tells the difference.
+TEST_P(StoreConformance, AuditAnchorDetectsARecomputedChain) {
+  WriteBatch b;
+  for (int i = 0; i < 5; ++i) b.AppendAudit(Event("cert.issue", CertSerial(i)));
+  MustCommit(b);
+  auto rows = AllAudit();
+  AuditAnchor kept{.seq = 3, .hash = rows[2].hash};
+  auto good = VerifyAuditChain(*store_, 2, std::span(&kept, 1));
+  ASSERT_TRUE(good);
+  EXPECT_TRUE(good->intact) << good->explanation;
+
+  // What the attacker's recomputed row 3 would hash to (same contents otherwise).
+  AuditAnchor other{.seq = 3,
+                    .hash = ComputeAuditHash(rows[2].prev_hash, 3, rows[2].time,
+                                             AuditEvent{rows[2].actor, rows[2].action,
+                                                        rows[2].subject, R"({"forged":true})"})};
+  auto bad = VerifyAuditChain(*store_, 2, std::span(&other, 1));
+  ASSERT_TRUE(bad);
+  EXPECT_FALSE(bad->intact);
+  EXPECT_EQ(bad->first_broken_seq, 3);
+  EXPECT_EQ(bad->problem, AuditProblem::kAnchorMismatch);
+  EXPECT_THAT(bad->explanation, HasSubstr("row 3"));
+
+  // An anchor past the end: the tail was cut off.
+  AuditAnchor beyond{.seq = 9, .hash = rows[2].hash};
+  auto cut = VerifyAuditChain(*store_, 1000, std::span(&beyond, 1));
+  ASSERT_TRUE(cut);
+  EXPECT_FALSE(cut->intact);
+  EXPECT_EQ(cut->problem, AuditProblem::kAnchorMismatch);
+  EXPECT_THAT(cut->explanation, HasSubstr("ends at row 5"));
+}
+
+TEST(AuditAnchor, ParsesAndFormats) {
+  AuditAnchor a{.seq = 42, .hash = Bytes(kAuditHashSize, 0xab)};
+  std::string text = FormatAuditAnchor(a);
+  std::string hex;
+  for (size_t i = 0; i < kAuditHashSize; ++i) hex += "ab";
+  EXPECT_EQ(text, "42:" + hex);
+  auto back = ParseAuditAnchor(text);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->seq, 42);
+  EXPECT_EQ(back->hash, a.hash);
+  for (std::string bad : {std::string("42"), ":" + hex, "0:" + hex, "-1:" + hex, "4x:" + hex,
+                          "42:" + hex.substr(2), "42:" + hex + "00", std::string("42:zz")}) {
+    auto r = ParseAuditAnchor(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), Code::kInvalidArgument);
+    EXPECT_THAT(r.error().message(), HasSubstr("SEQ:HASH")) << bad;
+  }
 }
 
 // --- Replay table ---------------------------------------------------------------------------

@@ -112,10 +112,11 @@ Result<void> ValidateCertificate(const CertificateRecord& c) {
     return Fail(Code::kInvalidArgument, "certificate DER is empty or larger than " +
                                             std::to_string(kMaxDerBytes) + " bytes");
   }
-  if (c.status != CertStatus::kValid || c.revoked_at || c.revocation_reason || c.created_at != 0) {
+  if (c.status != CertStatus::kValid || c.revoked_at || c.revocation_reason || c.created_at != 0 ||
+      c.first_used_at) {
     return Fail(Code::kInvalidArgument,
-                "status, revoked_at, revocation_reason and created_at are set by the store; "
-                "insert certificates as valid and revoke them with RevokeCertificate");
+                "status, revoked_at, revocation_reason, created_at and first_used_at are set by "
+                "the store; insert certificates as valid and revoke them with RevokeCertificate");
   }
   return {};
 }
@@ -139,6 +140,9 @@ Result<void> ValidateOp(const WriteOp& op) {
         } else if constexpr (std::is_same_v<T, InsertCertificateOp>) {
           return ValidateCertificate(o.cert);
         } else if constexpr (std::is_same_v<T, RevokeCertificateOp>) {
+          if (o.revoked_at < 0) return Fail(Code::kInvalidArgument, "revoked_at is negative");
+          return CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits);
+        } else if constexpr (std::is_same_v<T, MarkCertificateUsedOp>) {
           return CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits);
         } else if constexpr (std::is_same_v<T, AppendAuditOp>) {
           return ValidateAuditEvent(o.event);

@@ -48,14 +48,17 @@ class SqlStore : public Store {
       std::string_view key_fingerprint) override;
   Result<std::vector<std::vector<CertificateRecord>>> FindCertificatesByKeys(
       std::span<const std::string> key_fingerprints) override;
+  Result<std::vector<CertificateRecord>> ListCertificates(std::string_view after_serial,
+                                                          size_t limit) override;
   Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
       std::string_view device_id) override;
+  Result<CertificatePage> ListRevokedCertificates(const RevokedFilter& filter, size_t limit,
+                                                  std::string_view cursor) override;
   Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
                                  std::string_view cursor) override;
   Result<int64_t> CountDevices(const DeviceFilter& filter) override;
-  Result<std::vector<RevokedCertificate>> ListRevokedCertificates(std::string_view issuer,
-                                                                  std::string_view after_serial,
-                                                                  size_t limit) override;
+  Result<std::vector<RevokedCertificate>> ListRevokedCertificatesOfIssuer(
+      std::string_view issuer, std::string_view after_serial, size_t limit) override;
   Result<int64_t> CountRevokedCertificates(std::string_view issuer) override;
   Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) override;
   Result<bool> IsTokenRecorded(std::string_view device_id, int64_t timestamp) override;
@@ -88,7 +91,7 @@ class SqlStore : public Store {
   // The plan of FindCertificatesByKey's second query, for a key of a device or (false) of the CA
   // side.
   Result<std::string> ExplainFindCertificatesByKeyForTest(bool device_owner);
-  // The plan of ListRevokedCertificates' query (a first page of the operational CA's).
+  // The plan of ListRevokedCertificatesOfIssuer's query (a first page of the operational CA's).
   Result<std::string> ExplainListRevokedForTest();
 
  protected:

@@ -1,14 +1,14 @@
-#include "iotpki/ca/bootstrap.h"
+#include "iotpki/crypto/bootstrap_token.h"
 
 #include "iotpki/crypto/primitives.h"
 
-namespace iotpki::ca {
+namespace iotpki::crypto {
 
-Bytes DeriveBootstrapSecret(ByteView master_key, ByteView salt, std::string_view device_id) {
+Secret DeriveBootstrapSecret(ByteView master_key, ByteView salt, std::string_view device_id) {
   Bytes info = ToBytes(kBootstrapInfoPrefix);
   info.insert(info.end(), device_id.begin(), device_id.end());
   // 32 bytes from HKDF-SHA256 cannot fail: the length is fixed and valid.
-  return *crypto::HkdfSha256(master_key, salt, info, 32);
+  return Secret(*HkdfSha256(master_key, salt, info, 32));
 }
 
 std::string BootstrapTokenMessage(std::string_view device_id, int64_t timestamp) {
@@ -16,7 +16,7 @@ std::string BootstrapTokenMessage(std::string_view device_id, int64_t timestamp)
 }
 
 std::string BootstrapToken(ByteView k_dev, std::string_view device_id, int64_t timestamp) {
-  return ToHex(crypto::HmacSha256(k_dev, AsBytes(BootstrapTokenMessage(device_id, timestamp))));
+  return ToHex(HmacSha256(k_dev, AsBytes(BootstrapTokenMessage(device_id, timestamp))));
 }
 
 bool VerifyBootstrapToken(ByteView k_dev, std::string_view device_id, int64_t timestamp,
@@ -26,7 +26,7 @@ bool VerifyBootstrapToken(ByteView k_dev, std::string_view device_id, int64_t ti
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   Bytes mac = *FromHex(token_hex);
-  return crypto::VerifyHmacSha256(k_dev, AsBytes(BootstrapTokenMessage(device_id, timestamp)), mac);
+  return VerifyHmacSha256(k_dev, AsBytes(BootstrapTokenMessage(device_id, timestamp)), mac);
 }
 
-}  // namespace iotpki::ca
+}  // namespace iotpki::crypto
