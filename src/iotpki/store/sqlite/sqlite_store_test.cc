@@ -41,8 +41,10 @@ Device MakeDevice(int n) {
   return d;
 }
 
-// Undoes migration 5: no first_used_at, no index of revoked certificates.
+// Undoes migration 5: no index of revoked certificates by issuer, no first_used_at, no
+// index of revoked certificates by time.
 constexpr const char* kBackToVersion4 = R"sql(
+DROP INDEX certificates_revoked_by_issuer;
 DROP INDEX certificates_revoked;
 ALTER TABLE certificates DROP COLUMN first_used_at;
 DELETE FROM schema_migrations WHERE version = 5;
