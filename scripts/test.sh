@@ -24,7 +24,7 @@ jobs=$(nproc)
 # and linking that nobody reads; the sanitizer build below keeps line tables for its reports).
 echo "== build (RelWithDebInfo without -g) [${SECONDS}s]"
 "$root/scripts/build.sh" "$root/build" -DIOTPKI_WERROR=ON \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG"
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG"
 echo "== tests [${SECONDS}s]"
 # The PostgreSQL tests run on a cluster that the pg_cluster_start test starts (tests/
 # pg_cluster.sh); without PostgreSQL they skip, except under CI=true, where they fail.
