@@ -41,11 +41,16 @@ Device MakeDevice(int n) {
   return d;
 }
 
-// Undoes migration 4: the tables of schema version 3 (device ids and key fingerprints as
-// lowercase hex text, certificates and public keys naming their device by device_id), the rows
-// and their order kept.
+// Undoes migrations 5 (the campaign tables) and 4: the tables of schema version 3 (device ids and
+// key fingerprints as lowercase hex text, certificates and public keys naming their device by
+// device_id), the rows and their order kept.
 constexpr const char* kBackToVersion3 = R"sql(
 PRAGMA foreign_keys = OFF;
+DROP TABLE campaign_counts;
+DROP TABLE rotation_jobs;
+DROP TABLE campaigns;
+DROP INDEX certificates_by_issuer;
+DELETE FROM schema_migrations WHERE version = 5;
 CREATE TABLE devices_v3 (
   seq INTEGER PRIMARY KEY,
   device_id TEXT NOT NULL UNIQUE,
