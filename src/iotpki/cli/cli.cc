@@ -178,6 +178,7 @@ int Main(int argc, char** argv) {
   AddServeCommands(app);
   AddMfgCommands(app);
   AddDeviceCommands(app);
+  AddCampaignCommands(app);
   AddStoreCommands(app);
   try {
     app.parse(argc, argv);

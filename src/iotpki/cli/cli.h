@@ -61,9 +61,10 @@ void AddC509Commands(CLI::App& app);   // c509 encode/decode/show/verify
 void AddServeCommands(CLI::App& app);  // serve
 
 // Manufacturing and inventory (mfg/, over the store).
-void AddMfgCommands(CLI::App& app);     // mfg provision
-void AddDeviceCommands(CLI::App& app);  // device ls, show, count
-void AddStoreCommands(CLI::App& app);   // store migrate
+void AddMfgCommands(CLI::App& app);       // mfg provision
+void AddDeviceCommands(CLI::App& app);    // device ls, show, count
+void AddStoreCommands(CLI::App& app);     // store migrate
+void AddCampaignCommands(CLI::App& app);  // campaign create, ls, status, pause, ...
 
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input.
 int Main(int argc, char** argv);
