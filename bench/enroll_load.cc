@@ -119,13 +119,13 @@ std::vector<Device> MakeDevices(const Options& o, const std::string& dir) {
     auto ldevid_key = Must(crypto::PrivateKey::Generate(), "keygen");
     auto ldevid_csr =
         Must(x509::MakeCsr(ldevid_key, {.common_name = prepared->device_id}), "ldevid csr");
-    devices.push_back(Device{
-        .device_id = prepared->device_id,
-        .idevid = prepared->certificate,
-        .idevid_key = key,
-        .csr_b64 = Base64Encode(ldevid_csr.ToDer()),
-        .k_dev = Bytes(Must(authority->BootstrapSecret(prepared->device_id), "kdev").bytes()),
-        .json = o.mode == "json" || (o.mode == "mixed" && i % 2 == 1)});
+    auto k_dev = Must(authority->BootstrapSecret(prepared->device_id), "kdev");
+    devices.push_back(Device{.device_id = prepared->device_id,
+                             .idevid = prepared->certificate,
+                             .idevid_key = key,
+                             .csr_b64 = Base64Encode(ldevid_csr.ToDer()),
+                             .k_dev = Bytes(k_dev.bytes().begin(), k_dev.bytes().end()),
+                             .json = o.mode == "json" || (o.mode == "mixed" && i % 2 == 1)});
   }
   if (!batch.empty()) Must(authority->store().Commit(batch), "commit");
   return devices;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded SQLite store: create a CA hierarchy, issue a device's
 # birth certificate (IDevID) and working certificate (LDevID) from CSRs made by openssl, verify
-# them with openssl and GnuTLS, provision a factory batch and query the inventory, and check the
-# audit log.
+# them with openssl and GnuTLS, provision a factory batch and query the inventory, onboard devices,
+# revoke a stolen one and see its renewal refused, and check the audit log.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -106,6 +106,17 @@ seq 1 300 | xargs -P 4 -I{} bash -c 'onboard {}'
 awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "300 devices onboarded in %.1f s\n", b - a}'
 "$agent" --state "$data/devices/STH-L1-000001" renew --rekey
 echo "active devices: $("$iotpki" device count --dir "$ca" --state active)"
+
+step "revocation: device STH-L1-000002 is reported stolen; its renewal is refused at once"
+stolen=$("$iotpki" device show --dir "$ca" --serial STH-L1-000002 --json |
+  sed -n 's/.*"device_id": "\([0-9a-f]\{64\}\)".*/\1/p' | head -n 1)
+"$iotpki" cert revoke --dir "$ca" --device "$stolen" --reason keyCompromise
+if "$agent" --state "$data/devices/STH-L1-000002" renew 2>"$data/revoked-renew.err"; then
+  echo "unexpected: the revoked device renewed" >&2
+  exit 1
+fi
+echo "renewal refused: $(tail -n 1 "$data/revoked-renew.err")"
+"$iotpki" cert ls --dir "$ca" --revoked
 
 step "the server's metrics (excerpt)"
 curl -sS --cacert "$ca/certs/root.pem" "$url/metrics" |

@@ -72,7 +72,7 @@ check "rekeyed LDevID verifies" openssl verify -CAfile "$CA/certs/root.pem" \
 equal "two slots kept (active and previous)" "$(ls "$S1/slots" | wc -l)" "2"
 check "renew of a JSON-bootstrapped device" "$AGENT" --state "$S2" renew
 check "renew of a device whose LDevID certifies its IDevID key" "$AGENT" --state "$S3" renew
-equal "LDevIDs in the store (3 + 2 + 2)" "$(ldevids)" "7"
+equal "LDevIDs in the store (3 + 2 + 3)" "$(ldevids)" "8"
 
 # --- C509 answers (the agent checks the answer's media type, decodes it to the exact DER) -------
 check "bootstrap over EST with a C509 answer" \
@@ -82,7 +82,7 @@ check "the C509-delivered LDevID verifies with openssl" \
 check "rekey with a C509 answer" "$AGENT" --state "$S6" renew --rekey --c509
 check "the renewed LDevID verifies with openssl" \
   openssl verify -CAfile "$CA/certs/root.pem" -untrusted "$S6/active/chain.pem" "$S6/active/cert.pem"
-equal "LDevIDs in the store (7 + 2)" "$(ldevids)" "9"
+equal "LDevIDs in the store (8 + 2)" "$(ldevids)" "10"
 
 # --- failures: one line each, distinct exit codes -----------------------------------------------
 agent_exit() {  # agent_exit NAME CODE PATTERN ARGS...: the agent exits CODE with one line

@@ -117,10 +117,10 @@ csr_b64 "$WORK/a2.key" "$SUBJ_A" >"$WORK/a-re.b64"
 status "expired LDevID (simplereenroll)" 401 \
   "$(est simplereenroll "$WORK/a-expired-ldevid.pem" "$WORK/a.key" "$WORK/a-re.b64")"
 csr_b64 "$WORK/e.key" "/CN=$ID_E" >"$WORK/e.b64"
-status "revoked IDevID" 401 "$(est simpleenroll "$E/cert.pem" "$E/key.plain.pem" "$WORK/e.b64")"
+status "revoked IDevID" 403 "$(est simpleenroll "$E/cert.pem" "$E/key.plain.pem" "$WORK/e.b64")"
 expect "the reason says revoked" "revoked" "$WORK/body"
 csr_b64 "$WORK/r2.key" "/O=Example Org/CN=$ID_R/serialNumber=dev-000006" >"$WORK/r-re.b64"
-status "revoked LDevID (simplereenroll)" 401 \
+status "revoked LDevID (simplereenroll)" 403 \
   "$(est simplereenroll "$WORK/r-ldevid.pem" "$WORK/r.key" "$WORK/r-re.b64")"
 
 # --- EST: authorization and policy --------------------------------------------------------------
@@ -138,6 +138,16 @@ status "CSR with the IDevID's own key" 403 \
 csr_b64 "$WORK/a.key" "/CN=$ID_B" >"$WORK/b-akey.b64"
 status "CSR with another device's key" 409 \
   "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-akey.b64")"
+# The same keys as compressed points (openssl writes the key's point form into the CSR): one key,
+# one identity, refused exactly as above.
+openssl ec -in "$B/key.plain.pem" -conv_form compressed -out "$WORK/b-own-c.pem" 2>/dev/null
+csr_b64 "$WORK/b-own-c.pem" "/CN=$ID_B" >"$WORK/b-own-c.b64"
+status "CSR with the IDevID's own key, as a compressed point" 403 \
+  "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-own-c.b64")"
+openssl ec -in "$WORK/a.key" -conv_form compressed -out "$WORK/a-c.pem" 2>/dev/null
+csr_b64 "$WORK/a-c.pem" "/CN=$ID_B" >"$WORK/b-akey-c.b64"
+status "CSR with another device's key, as a compressed point" 409 \
+  "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-akey-c.b64")"
 csr_b64 "$WORK/b.key" "/CN=$ID_A" >"$WORK/b-as-a.b64"
 status "CSR subject naming another device" 403 \
   "$(est simpleenroll "$B/cert.pem" "$B/key.plain.pem" "$WORK/b-as-a.b64")"
@@ -205,6 +215,18 @@ head -c 1048576 /dev/zero | tr '\0' 'a' | sed 's/^/{"pad":"/; s/$/"}/' >"$WORK/h
 status "1 MB of JSON" 413 "$(boot "$WORK/huge.json")"
 status "wrong content type (JSON)" 415 "$(http -H 'Content-Type: text/plain' \
   --data-binary @"$WORK/missing.json" "$URL/api/v1/bootstrap")"
+SUBJ_TS=$((NOW + 3))
+printf '{"device_id":"%s","csr":"%s","device_cert":"%s","timestamp":%s,"token":"%s"}' \
+  "$ID_J" "$(csr_b64 "$WORK/j-as-a.key" "/CN=$ID_A")" "$J_CERT" "$SUBJ_TS" \
+  "$(token "$J_KDEV" "$ID_J" "$SUBJ_TS")" >"$WORK/j-as-a.json"
+status "JSON: CSR subject naming another device" 403 "$(boot "$WORK/j-as-a.json")"
+ALIEN_CERT=$(openssl x509 -in "$ALIEN/cert.pem" -outform DER | base64 -w0)
+printf '{"device_id":"%s","csr":"%s","device_cert":"%s","timestamp":%s,"token":"%s"}' \
+  "$ID_J" "$(cat "$WORK/j.b64")" "$ALIEN_CERT" "$NOW" "$(printf '%064d' 0)" >"$WORK/alien.json"
+status "JSON: a wrong token and a foreign device_cert" 401 \
+  "$(http -H 'Content-Type: application/json' --data-binary @"$WORK/alien.json" \
+    "$URL/api/v1/bootstrap")"
+expect "the token is checked before the chain" "invalid bootstrap token" "$WORK/body"
 AUDIT_TS=$((NOW + 1))
 body "$AUDIT_TS" "$(token "$J_KDEV" "$ID_J" "$AUDIT_TS")" >"$WORK/good.json"
 status "a valid bootstrap (control)" 200 "$(boot "$WORK/good.json")"

@@ -1,9 +1,16 @@
 #include "iotpki/agent/agent.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
 
 #include "iotpki/agent/https_client.h"
 #include "iotpki/ca/bootstrap.h"
+#include "iotpki/x509/test_util.h"
 
 namespace iotpki::agent {
 namespace {
@@ -46,12 +53,30 @@ TEST(AgentTest, OutcomesByCode) {
   EXPECT_EQ(static_cast<int>(Outcome::kRefused), 5);
 }
 
+// A loopback port bound but not listening refuses every connection, and stays this test's for
+// its whole run (a port merely assumed free could be taken by another process). The settings are
+// usable, so the request really dials.
 TEST(AgentTest, UnreachableServerIsUnavailable) {
-  // Port 1 on loopback: nothing listens there in a test environment.
-  TlsSettings tls{.trust_anchors = {}};
-  auto r = HttpsRequest({.host = "127.0.0.1", .port = 1}, tls, "GET", "/", "", "");
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const uint16_t port = ntohs(addr.sin_port);
+
+  x509::testing::Pki pki;
+  TlsSettings tls{.trust_anchors = {pki.root.ToDer()}};
+  auto r = HttpsRequest({.host = "127.0.0.1", .port = port}, tls, "GET", "/", "", "");
+  ::close(fd);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), Code::kInvalidArgument);  // no trust anchor: refused before dialing
+  EXPECT_EQ(r.error().code(), Code::kUnavailable) << r.error().ToString();
+  EXPECT_NE(r.error().message().find("cannot connect to 127.0.0.1:" + std::to_string(port)),
+            std::string::npos)
+      << r.error().message();
+  EXPECT_EQ(Classify(r.error()), Outcome::kUnreachable);
 }
 
 TEST(AgentTest, MissingStateIsALocalFailure) {

@@ -4,6 +4,8 @@
 #include <string>
 #include <utility>
 
+#include "iotpki/common/strings.h"
+
 namespace iotpki::cbor {
 namespace {
 
@@ -25,7 +27,8 @@ void AppendDiagnostic(std::string& out, const Item& item) {
       if (item.raw() == std::numeric_limits<uint64_t>::max()) {
         out += "-18446744073709551616";
       } else {
-        out += "-" + std::to_string(item.raw() + 1);
+        out += '-';
+        out += std::to_string(item.raw() + 1);
       }
       return;
     case Type::kBytes:
@@ -326,41 +329,6 @@ std::string Diagnostic(const Item& item) {
   std::string out;
   AppendDiagnostic(out, item);
   return out;
-}
-
-bool IsValidUtf8(ByteView s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const uint8_t c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t n;
-    uint32_t cp;
-    if ((c & 0xe0) == 0xc0) {
-      n = 1;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      n = 2;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (s.size() - i - 1 < n) return false;
-    for (size_t k = 1; k <= n; ++k) {
-      const uint8_t cc = s[i + k];
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = cp << 6 | (cc & 0x3f);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    i += n + 1;
-  }
-  return true;
 }
 
 }  // namespace iotpki::cbor

@@ -129,7 +129,4 @@ Result<std::vector<Item>> DecodeSequence(ByteView data);
 // RFC 8949 section 8 diagnostic notation, e.g. [1, h'01ff', "text", 48(h'00')].
 std::string Diagnostic(const Item& item);
 
-// Strict UTF-8 check (no overlong forms, no surrogates, nothing above U+10FFFF).
-bool IsValidUtf8(ByteView text);
-
 }  // namespace iotpki::cbor

@@ -6,6 +6,8 @@
 #include <random>
 #include <string>
 
+#include "iotpki/common/strings.h"
+
 namespace iotpki::cbor {
 namespace {
 

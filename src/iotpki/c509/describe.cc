@@ -3,20 +3,12 @@
 #include <string>
 
 #include "iotpki/c509/internal.h"
+#include "iotpki/common/clock.h"
 
 namespace iotpki::c509 {
 namespace {
 
 using cbor::Item;
-
-std::string FormatTime(int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string OidText(ByteView oid) {
   std::string s = der::OidToText(oid);
@@ -160,9 +152,9 @@ std::string Describe(const C509Certificate& cert) {
   out += "  Signature algorithm:  " + AlgorithmName(cert.signature_algorithm, true) + "\n";
   out += "  Issuer:               " +
          (cert.issuer ? NameToString(*cert.issuer) : NameToString(cert.subject) + " (self)") + "\n";
-  out += "  Not before:           " + FormatTime(cert.not_before) + "\n";
+  out += "  Not before:           " + FormatUtc(cert.not_before) + "\n";
   out += "  Not after:            " +
-         (cert.not_after ? FormatTime(*cert.not_after) : "9999-12-31T23:59:59Z (no expiry)") + "\n";
+         (cert.not_after ? FormatUtc(*cert.not_after) : "9999-12-31T23:59:59Z (no expiry)") + "\n";
   out += "  Subject:              " + NameToString(cert.subject) + "\n";
   out += "  Public key algorithm: " + AlgorithmName(cert.public_key_algorithm, false) + "\n";
   out +=

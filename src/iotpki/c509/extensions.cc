@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "iotpki/c509/internal.h"
+#include "iotpki/common/strings.h"
 
 namespace iotpki::c509::internal {
 namespace {
@@ -71,7 +72,7 @@ Result<ByteView> Only(ByteView der, uint8_t tag) {
 }
 
 Result<Item> Text(ByteView bytes, bool ia5) {
-  if (!cbor::IsValidUtf8(bytes) || (ia5 && !IsIa5String(AsString(bytes)))) {
+  if (!IsValidUtf8(bytes) || (ia5 && !IsIa5String(AsString(bytes)))) {
     return Fail(Unsupported("a non-text string value"));
   }
   return Item::TextString(AsString(bytes));

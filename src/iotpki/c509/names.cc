@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "iotpki/c509/internal.h"
+#include "iotpki/common/strings.h"
 
 namespace iotpki::c509::internal {
 namespace {
@@ -47,7 +48,7 @@ Result<void> CheckSingleElement(ByteView value, std::string_view what) {
 Attribute AttributeFromDer(ByteView oid, const der::Element& value) {
   if (const registry::OidEntry* e = registry::Attributes().ByOid(oid)) {
     const std::string_view text = AsString(value.contents);
-    if (cbor::IsValidUtf8(value.contents)) {
+    if (IsValidUtf8(value.contents)) {
       if (registry::IsIa5Attribute(e->code)) {
         if (value.tag == der::kIa5String && IsIa5String(text)) {
           return Attribute{e->code, std::string(text), {}, {}};

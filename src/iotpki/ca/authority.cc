@@ -374,7 +374,11 @@ Result<store::WriteBatch> Authority::CheckAndPlan(const RuleInput& req,
           h.profile == store::CertProfile::kIDevId) {
         continue;
       }
-      return Fail(Code::kAlreadyExists,
+      // The same rule, and status, as simpleenroll's check against the IDevID's key: a
+      // device's own key is a permission question, not a fleet duplicate.
+      bool birth_key =
+          req.profile == ProfileKind::kLDevID && h.profile == store::CertProfile::kIDevId;
+      return Fail(birth_key ? Code::kPermissionDenied : Code::kAlreadyExists,
                   "the CSR's public key is the device's birth-certificate key; a working "
                   "certificate needs a new key");
     }

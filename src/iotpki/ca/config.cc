@@ -71,7 +71,8 @@ std::string ConfigToToml(const CaConfig& c) {
       {"policy", toml::table{{"ldevid_validity_days", c.ldevid_validity_days},
                              {"ldevid_max_validity_days", c.ldevid_max_validity_days},
                              {"device_key_types", key_types},
-                             {"device_size_budget", c.device_size_budget}}},
+                             {"device_size_budget", c.device_size_budget},
+                             {"reentry_max_days_expired", c.reentry_max_days_expired}}},
       {"identity",
        toml::table{{"enterprise_number", c.enterprise_number}, {"hw_type_oid", c.hw_type_oid}}},
   };
@@ -140,6 +141,7 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   IOTPKI_CHECK(integer("policy.ldevid_validity_days", c.ldevid_validity_days, 1, 3650));
   IOTPKI_CHECK(integer("policy.ldevid_max_validity_days", c.ldevid_max_validity_days, 1, 3650));
   IOTPKI_CHECK(integer("policy.device_size_budget", c.device_size_budget, 0, 65536));
+  IOTPKI_CHECK(integer("policy.reentry_max_days_expired", c.reentry_max_days_expired, 0, 36500));
   IOTPKI_CHECK(integer("identity.enterprise_number", c.enterprise_number, 1, 4294967295LL));
   IOTPKI_CHECK(str("identity.hw_type_oid", c.hw_type_oid));
   if (auto node = t.at_path("policy.device_key_types")) {

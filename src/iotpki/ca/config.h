@@ -49,6 +49,9 @@ struct CaConfig {
   int ldevid_max_validity_days = 397;
   std::vector<std::string> device_key_types = {"P-256"};
   int device_size_budget = 0;  // 0: the x509 policy's default.
+  // A device whose working certificate expired (or was revoked, but not for keyCompromise) at
+  // most this many days ago may enroll again with its IDevID (re-entry); 0 refuses re-entry.
+  int reentry_max_days_expired = 365;
 
   // [identity]: RFC 9039 device URN urn:dev:os:<enterprise_number>-<serial> and the 802.1AR
   // hardwareModuleName hwType. 32473 is RFC 5612's documentation enterprise number: set your own.

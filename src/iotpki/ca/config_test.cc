@@ -50,19 +50,48 @@ TEST_F(ConfigTest, SyntaxErrorNamesTheLine) {
   EXPECT_NE(c.error().message().find("line 3"), std::string::npos) << c.error().message();
 }
 
-TEST_F(ConfigTest, WrongTypesAndRangesRefused) {
-  Write("[policy]\nldevid_validity_days = \"ninety\"\n");
-  EXPECT_FALSE(LoadConfig(dir_));
-  Write("[policy]\nldevid_validity_days = 0\n");
-  EXPECT_FALSE(LoadConfig(dir_));
-  Write("[policy]\nldevid_validity_days = 500\n");  // above the 397-day maximum
-  EXPECT_FALSE(LoadConfig(dir_));
-  Write("[store]\nbackend = \"oracle\"\n");
-  EXPECT_FALSE(LoadConfig(dir_));
-  Write("[identity]\nhw_type_oid = \"not.an.oid\"\n");
-  EXPECT_FALSE(LoadConfig(dir_));
-  Write("[policy]\ndevice_key_types = \"P-256\"\n");
-  EXPECT_FALSE(LoadConfig(dir_));
+// Each bad value is refused, and the message names the key and what it must be: a test that
+// accepted any failure would pass on a file that could not be read at all.
+TEST_F(ConfigTest, WrongTypesAndRangesRefusedSayingWhatIsWrong) {
+  struct Case {
+    std::string_view toml;
+    std::string_view says;
+  };
+  for (const Case& c : {
+           Case{"[policy]\nldevid_validity_days = \"ninety\"\n",
+                "policy.ldevid_validity_days must be an integer in [1, 3650]"},
+           Case{"[policy]\nldevid_validity_days = 0\n",
+                "policy.ldevid_validity_days must be an integer in [1, 3650]"},
+           // Above the 397-day default maximum.
+           Case{"[policy]\nldevid_validity_days = 500\n",
+                "policy.ldevid_validity_days exceeds ldevid_max_validity_days"},
+           Case{"[store]\nbackend = \"oracle\"\n", "set store.url"},
+           Case{"[identity]\nhw_type_oid = \"not.an.oid\"\n",
+                "identity.hw_type_oid is not a dotted OID"},
+           Case{"[policy]\ndevice_key_types = \"P-256\"\n",
+                "policy.device_key_types must be an array"},
+           Case{"[policy]\nreentry_max_days_expired = -1\n",
+                "policy.reentry_max_days_expired must be an integer in [0, 36500]"},
+       }) {
+    Write(c.toml);
+    auto r = LoadConfig(dir_);
+    ASSERT_FALSE(r) << c.toml;
+    EXPECT_EQ(r.error().code(), Code::kInvalidArgument) << c.toml;
+    EXPECT_NE(r.error().message().find(c.says), std::string::npos)
+        << c.toml << "gave: " << r.error().message();
+    // The message names the file, so an operator knows which one to fix.
+    EXPECT_NE(r.error().message().find(kConfigFile), std::string::npos) << r.error().message();
+  }
+}
+
+TEST_F(ConfigTest, ReentryWindowDefaultsTo365AndRoundTrips) {
+  Write("[ca]\norganization = \"x\"\n");
+  ASSERT_TRUE(LoadConfig(dir_));
+  EXPECT_EQ(LoadConfig(dir_)->reentry_max_days_expired, 365);
+  CaConfig c;
+  c.reentry_max_days_expired = 0;
+  ASSERT_TRUE(SaveConfig(dir_, c));
+  EXPECT_EQ(LoadConfig(dir_)->reentry_max_days_expired, 0);
 }
 
 // A CA directory made before [store] url keeps opening its SQLite file.
@@ -102,7 +131,10 @@ TEST_F(ConfigTest, BadStoreKeysAreRefusedWithTheFix) {
   ASSERT_FALSE(other);
   EXPECT_NE(other.error().message().find("set store.url"), std::string::npos);
   Write("[store]\nurl = 5\n");
-  EXPECT_FALSE(LoadConfig(dir_));
+  auto number = LoadConfig(dir_);
+  ASSERT_FALSE(number);
+  EXPECT_NE(number.error().message().find("store.url must be a string"), std::string::npos)
+      << number.error().message();
 }
 
 }  // namespace

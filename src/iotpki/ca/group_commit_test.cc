@@ -148,6 +148,47 @@ TEST_F(GroupCommitTest, OneTokenInManyConcurrentBatchesCommitsOnce) {
   EXPECT_EQ(*store_->CountDevices({}), 20 * (8 / 2 + 1));
 }
 
+// A merged transaction that one batch spoils: that batch fails alone with its own error, the
+// others commit, and the store is not asked once per batch (512 fsyncs for a full group).
+TEST_F(GroupCommitTest, AFailingBatchInAMergedCommitCostsFewTransactions) {
+  ASSERT_TRUE(store_->Commit(DeviceBatch(0)));
+  constexpr int kBatches = 64;
+  for (int bad : {0, 37, kBatches - 1}) {
+    std::vector<store::WriteBatch> batches;
+    int base = 1000 * (bad + 1);
+    for (int i = 0; i < kBatches; ++i) batches.push_back(DeviceBatch(i == bad ? 0 : base + i));
+    std::vector<const store::WriteBatch*> ptrs;
+    for (const auto& b : batches) ptrs.push_back(&b);
+    int commits = 0;
+    uint64_t failed_merges = 0;
+    auto results = CommitMerged(
+        ptrs,
+        [&](const store::WriteBatch& b) {
+          ++commits;
+          return store_->Commit(b);
+        },
+        &failed_merges);
+    ASSERT_EQ(results.size(), static_cast<size_t>(kBatches));
+    for (int i = 0; i < kBatches; ++i) {
+      if (i == bad) {
+        ASSERT_FALSE(results[i]);
+        EXPECT_EQ(results[i].error().code(), Code::kAlreadyExists);
+      } else {
+        ASSERT_TRUE(results[i]) << i << ": " << results[i].error().ToString();
+        ASSERT_EQ(results[i]->audit_seqs.size(), 1u);
+        // Each batch's audit row is the one that names its device.
+        auto row = store_->ReadAudit(results[i]->audit_seqs[0], 1);
+        ASSERT_TRUE(row && row->size() == 1u);
+        EXPECT_EQ(row->at(0).subject, NewDevice(base + i).device_id);
+      }
+    }
+    // Bisection: the merged try, then two halves on each of log2(64) levels.
+    EXPECT_LE(commits, 1 + 2 * 6) << "bad batch " << bad;
+    EXPECT_GE(failed_merges, 1u);
+  }
+  EXPECT_EQ(*store_->CountDevices({}), 1 + 3 * (kBatches - 1));
+}
+
 // GroupCommitter merges its callers' batches with WriteBatch::Append.
 TEST(WriteBatchAppendTest, KeepsOrderAndKinds) {
   store::WriteBatch a, b;

@@ -11,6 +11,7 @@
 #include "iotpki/c509/c509.h"
 #include "iotpki/cli/cli.h"
 #include "iotpki/common/file.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/x509/certificate.h"
 
 namespace iotpki::cli {
@@ -52,12 +53,6 @@ Result<void> WriteOutput(const std::string& path, ByteView data) {
     return {};
   }
   return WriteFileAtomic(path, data);
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
 }
 
 bool IsPem(ByteView data) {

@@ -180,6 +180,7 @@ int Main(int argc, char** argv) {
   AddDeviceCommands(app);
   AddCampaignCommands(app);
   AddStoreCommands(app);
+  AddRevocationCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -65,6 +65,9 @@ void AddMfgCommands(CLI::App& app);       // mfg provision
 void AddDeviceCommands(CLI::App& app);    // device ls, show, count
 void AddStoreCommands(CLI::App& app);     // store migrate
 void AddCampaignCommands(CLI::App& app);  // campaign create, ls, status, pause, ...
+// cert revoke, cert ls --revoked, device decommission; after AddCertCommands and
+// AddDeviceCommands, whose groups it extends.
+void AddRevocationCommands(CLI::App& app);
 
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input.
 int Main(int argc, char** argv);

@@ -234,11 +234,16 @@ Result<void> RunShow(const ShowArgs& args) {
   }
   std::printf("certificates (%zu)\n", certs.size());
   std::vector<std::vector<std::string>> rows{
-      {"  PROFILE", "STATUS", "SERIAL", "ISSUER", "NOT BEFORE", "NOT AFTER"}};
+      {"  PROFILE", "STATUS", "SERIAL", "ISSUER", "NOT BEFORE", "NOT AFTER", "REVOKED"}};
   for (const auto& c : list) {
+    // A revocation is named with its reason and time.
+    std::string revoked = c["revoked_at"].is_null() ? "-"
+                                                    : c["revocation_reason"].get<std::string>() +
+                                                          " " + c["revoked_at"].get<std::string>();
     rows.push_back({"  " + c["profile"].get<std::string>(), c["status"].get<std::string>(),
                     c["serial"].get<std::string>(), c["issuer"].get<std::string>(),
-                    c["not_before"].get<std::string>(), c["not_after"].get<std::string>()});
+                    c["not_before"].get<std::string>(), c["not_after"].get<std::string>(),
+                    revoked});
   }
   PrintTable(rows);
   return {};

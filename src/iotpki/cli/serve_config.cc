@@ -40,8 +40,10 @@ class Reader {
 
   Result<void> CheckLayout() const {
     for (const auto& [name, node] : t_) {
+      // A copy for the lambda: clang 14 cannot capture a structured binding.
+      std::string_view table_name = name.str();
       auto table = std::find_if(Tables().begin(), Tables().end(),
-                                [&](const Table& t) { return t.name == name.str(); });
+                                [&](const Table& t) { return t.name == table_name; });
       if (table == Tables().end()) {
         return Fail(Code::kInvalidArgument,
                     path_ + ": unknown table [" + std::string(name.str()) +

@@ -140,5 +140,33 @@ TEST(ServeConfigTest, ListenAddresses) {
   }
 }
 
+// The example `cmake --install` puts in share/doc/iotpki/examples is read without complaint and
+// holds the defaults, so it cannot drift from the code.
+TEST(ServeConfigTest, TheInstalledExampleHoldsTheDefaults) {
+  auto c = LoadServeConfig(IOTPKI_SOURCE_DIR "/docs/examples/serve.toml");
+  ASSERT_TRUE(c) << c.error().ToString();
+  const ServeConfig defaults;
+  EXPECT_EQ(c->listen, defaults.listen);
+  EXPECT_EQ(c->names, defaults.names);
+  EXPECT_EQ(c->certificate, defaults.certificate);
+  EXPECT_EQ(c->key, defaults.key);
+  EXPECT_EQ(c->server.io_threads, defaults.server.io_threads);
+  EXPECT_EQ(c->server.handler_threads, defaults.server.handler_threads);
+  const server::Limits& l = c->server.limits;
+  const server::Limits& d = defaults.server.limits;
+  EXPECT_EQ(l.max_body_bytes, d.max_body_bytes);
+  EXPECT_EQ(l.max_header_bytes, d.max_header_bytes);
+  EXPECT_EQ(l.max_connections, d.max_connections);
+  EXPECT_EQ(l.max_connections_per_source, d.max_connections_per_source);
+  EXPECT_EQ(l.handshake_timeout, d.handshake_timeout);
+  EXPECT_EQ(l.request_timeout, d.request_timeout);
+  EXPECT_EQ(l.idle_timeout, d.idle_timeout);
+  EXPECT_EQ(l.drain_timeout, d.drain_timeout);
+  EXPECT_EQ(c->enroll.token_window_seconds, defaults.enroll.token_window_seconds);
+  EXPECT_EQ(c->enroll.max_group_commit, defaults.enroll.max_group_commit);
+  EXPECT_FALSE(c->log_format);
+  EXPECT_EQ(c->log_level, log::Level::kInfo);
+}
+
 }  // namespace
 }  // namespace iotpki::cli

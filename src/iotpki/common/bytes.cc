@@ -1,6 +1,8 @@
 #include "iotpki/common/bytes.h"
 
+#include <algorithm>
 #include <array>
+#include <cstring>
 
 namespace iotpki {
 namespace {
@@ -142,6 +144,12 @@ bool ConstantTimeEqual(ByteView a, ByteView b) {
   volatile uint8_t diff = 0;
   for (size_t i = 0; i < a.size(); ++i) diff = diff | (a[i] ^ b[i]);
   return diff == 0;
+}
+
+bool BytesLess::operator()(ByteView a, ByteView b) const {
+  size_t n = std::min(a.size(), b.size());
+  int c = n == 0 ? 0 : std::memcmp(a.data(), b.data(), n);
+  return c != 0 ? c < 0 : a.size() < b.size();
 }
 
 }  // namespace iotpki

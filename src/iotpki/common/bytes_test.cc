@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 namespace iotpki {
 namespace {
@@ -81,6 +83,19 @@ TEST(ConstantTimeEqual, ComparesContentAndLength) {
   EXPECT_TRUE(ConstantTimeEqual(a, b));
   EXPECT_FALSE(ConstantTimeEqual(a, c));
   EXPECT_FALSE(ConstantTimeEqual(a, d));
+}
+
+TEST(Bytes, BytesLessIsLexicographic) {
+  BytesLess less;
+  EXPECT_TRUE(less(Bytes{}, Bytes{0x00}));
+  EXPECT_FALSE(less(Bytes{0x00}, Bytes{}));
+  EXPECT_TRUE(less(Bytes{0x01, 0xff}, Bytes{0x02}));
+  EXPECT_TRUE(less(Bytes{0x7f}, Bytes{0x80}));  // unsigned, not char's sign
+  EXPECT_TRUE(less(Bytes{0x01}, Bytes{0x01, 0x00}));
+  EXPECT_FALSE(less(Bytes{0x01, 0x02}, Bytes{0x01, 0x02}));
+  std::vector<Bytes> v = {{0x02}, {0x01, 0x05}, {}, {0x01}, {0xff}};
+  std::sort(v.begin(), v.end(), less);
+  EXPECT_EQ(v, (std::vector<Bytes>{{}, {0x01}, {0x01, 0x05}, {0x02}, {0xff}}));
 }
 
 }  // namespace

@@ -9,39 +9,35 @@
 #include <random>
 
 namespace iotpki {
-namespace {
+namespace {}  // namespace
 
-Error ErrnoError(int err, std::string_view what, const std::filesystem::path& path) {
-  Code code = Code::kInternal;
-  if (err == ENOENT) code = Code::kNotFound;
-  if (err == EACCES || err == EPERM || err == EROFS) code = Code::kPermissionDenied;
-  if (err == ENOSPC || err == EDQUOT || err == EFBIG) code = Code::kResourceExhausted;
-  if (err == EEXIST) code = Code::kAlreadyExists;
-  return Error(code, std::string(what) + " " + path.string() + ": " + std::strerror(err));
-}
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
+Error FileError(std::string_view doing, const std::filesystem::path& path, int err) {
+  std::string what = std::string(doing) + " " + path.string() + ": " + std::strerror(err);
+  switch (err) {
+    case ENOENT:
+      return Error(Code::kNotFound, what);
+    case EEXIST:
+      return Error(Code::kAlreadyExists, what);
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return Error(Code::kPermissionDenied, what);
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+      return Error(Code::kResourceExhausted, "disk full: " + what);
+    case EIO:
+      return Error(Code::kDataLoss, what);
+    default:
+      return Error(Code::kInternal, what);
   }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
-}  // namespace
+}
 
 Result<Bytes> ReadFile(const std::filesystem::path& path, size_t max_size) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return Fail(ErrnoError(errno, "cannot open", path));
+  if (fd.get() < 0) return Fail(FileError("cannot open", path, errno));
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return Fail(ErrnoError(errno, "cannot stat", path));
+  if (::fstat(fd.get(), &st) != 0) return Fail(FileError("cannot stat", path, errno));
   if (S_ISDIR(st.st_mode)) {
     return Fail(Code::kInvalidArgument, path.string() + " is a directory, not a file");
   }
@@ -51,7 +47,7 @@ Result<Bytes> ReadFile(const std::filesystem::path& path, size_t max_size) {
     ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Fail(ErrnoError(errno, "cannot read", path));
+      return Fail(FileError("cannot read", path, errno));
     }
     if (n == 0) break;
     if (out.size() + static_cast<size_t>(n) > max_size) {
@@ -70,8 +66,8 @@ Result<std::string> ReadTextFile(const std::filesystem::path& path, size_t max_s
 
 Result<void> SyncDirectory(const std::filesystem::path& dir) {
   Fd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return Fail(ErrnoError(errno, "cannot open directory", dir));
-  if (::fsync(fd.get()) != 0) return Fail(ErrnoError(errno, "cannot sync directory", dir));
+  if (fd.get() < 0) return Fail(FileError("cannot open directory", dir, errno));
+  if (::fsync(fd.get()) != 0) return Fail(FileError("cannot sync directory", dir, errno));
   return {};
 }
 
@@ -79,13 +75,13 @@ Result<void> SyncDirectory(const std::filesystem::path& dir) {
 // since renaming a file over it would replace the device node (as root, /dev/null itself).
 Result<void> WriteInPlace(const std::filesystem::path& path, ByteView data) {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (fd.get() < 0) return Fail(ErrnoError(errno, "cannot open", path));
+  if (fd.get() < 0) return Fail(FileError("cannot open", path, errno));
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Fail(ErrnoError(errno, "cannot write", path));
+      return Fail(FileError("cannot write", path, errno));
     }
     off += static_cast<size_t>(n);
   }
@@ -105,12 +101,12 @@ Result<void> WriteFileAtomic(const std::filesystem::path& path, ByteView data, i
   std::filesystem::path tmp = path;
   tmp += ".tmp-" + std::to_string(rng() % 1000000000);
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
-  if (fd.get() < 0) return Fail(ErrnoError(errno, "cannot create", tmp));
+  if (fd.get() < 0) return Fail(FileError("cannot create", tmp, errno));
   // The umask may have narrowed the mode; callers ask for exactly what they want.
   if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
-    return Fail(ErrnoError(err, "cannot chmod", tmp));
+    return Fail(FileError("cannot chmod", tmp, err));
   }
   size_t off = 0;
   while (off < data.size()) {
@@ -119,20 +115,20 @@ Result<void> WriteFileAtomic(const std::filesystem::path& path, ByteView data, i
       if (errno == EINTR) continue;
       int err = errno;
       ::unlink(tmp.c_str());
-      return Fail(ErrnoError(err, "cannot write", path));
+      return Fail(FileError("cannot write", path, err));
     }
     off += static_cast<size_t>(n);
   }
   if (::fsync(fd.get()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
-    return Fail(ErrnoError(err, "cannot sync", path));
+    return Fail(FileError("cannot sync", path, err));
   }
   ::close(fd.release());
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
-    return Fail(ErrnoError(err, "cannot rename into", path));
+    return Fail(FileError("cannot rename into", path, err));
   }
   return SyncDirectory(dir);
 }

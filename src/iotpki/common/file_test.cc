@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <string>
 #include <thread>
 
 namespace iotpki {
@@ -60,6 +63,32 @@ TEST(File, AtomicWriteRefusesADirectory) {
   EXPECT_NE(r.error().message().find("is a directory"), std::string::npos);
 }
 
+bool IsOpen(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+TEST(Fd, ClosesOnceWhenItsLastOwnerGoes) {
+  int pipes[2];
+  ASSERT_EQ(::pipe(pipes), 0);
+  Fd write_end(pipes[1]);
+  {
+    Fd read_end(pipes[0]);
+    Fd moved(std::move(read_end));
+    EXPECT_FALSE(read_end.valid());  // NOLINT(bugprone-use-after-move): moved-from holds nothing
+    EXPECT_EQ(moved.get(), pipes[0]);
+    EXPECT_TRUE(IsOpen(pipes[0]));
+  }
+  EXPECT_FALSE(IsOpen(pipes[0]));
+  EXPECT_EQ(write_end.Close(), 0);
+  EXPECT_FALSE(IsOpen(pipes[1]));
+  EXPECT_EQ(write_end.Close(), 0);  // nothing left to close
+  Fd assigned(::dup(STDERR_FILENO));
+  int first = assigned.get();
+  assigned = Fd(::dup(STDERR_FILENO));
+  EXPECT_FALSE(IsOpen(first) && first != assigned.get());
+  int kept = assigned.release();
+  EXPECT_TRUE(IsOpen(kept));
+  ::close(kept);
+}
+
 TEST(File, MissingFileIsNotFound) {
   auto r = ReadFile("/nonexistent/iotpki/file");
   ASSERT_FALSE(r);
@@ -69,6 +98,25 @@ TEST(File, MissingFileIsNotFound) {
 TEST(File, UnwritableDirectoryFails) {
   auto r = WriteFileAtomic("/nonexistent/iotpki/file", std::string_view("x"));
   EXPECT_FALSE(r);
+}
+
+// One errno mapping for every layer (the factory's output and common's files once disagreed on
+// EIO): EIO means written data may be gone, which is DataLoss, not an internal error.
+TEST(File, FileErrorMapsErrnoToCodes) {
+  auto dataloss = FileError("cannot sync", "/x/y", EIO);
+  EXPECT_EQ(dataloss.code(), Code::kDataLoss);
+  EXPECT_EQ(dataloss.message(), "cannot sync /x/y: " + std::string(std::strerror(EIO)));
+  EXPECT_EQ(FileError("cannot open", "f", ENOENT).code(), Code::kNotFound);
+  EXPECT_EQ(FileError("cannot create", "f", EEXIST).code(), Code::kAlreadyExists);
+  for (int err : {EACCES, EPERM, EROFS}) {
+    EXPECT_EQ(FileError("cannot write", "f", err).code(), Code::kPermissionDenied) << err;
+  }
+  for (int err : {ENOSPC, EDQUOT, EFBIG}) {
+    auto full = FileError("cannot write", "f", err);
+    EXPECT_EQ(full.code(), Code::kResourceExhausted) << err;
+    EXPECT_EQ(full.message().rfind("disk full: cannot write f: ", 0), 0u) << full.message();
+  }
+  EXPECT_EQ(FileError("cannot read", "f", EBADF).code(), Code::kInternal);
 }
 
 }  // namespace

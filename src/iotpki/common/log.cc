@@ -12,6 +12,8 @@
 #include <mutex>
 #include <utility>
 
+#include "iotpki/common/strings.h"
+
 namespace iotpki::log {
 namespace {
 
@@ -48,23 +50,6 @@ std::string_view LevelName(Level level) {
   return "info";
 }
 
-// Length of the well-formed UTF-8 sequence at s[i], or 0.
-size_t Utf8Length(std::string_view s, size_t i) {
-  auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = b(i);
-  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-  if (n == 0 || i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    if ((b(i + k) & 0xc0) != 0x80) return 0;
-  }
-  if (n == 2 && c < 0xc2) return 0;                                      // overlong
-  if (n == 3 && c == 0xe0 && b(i + 1) < 0xa0) return 0;                  // overlong
-  if (n == 3 && c == 0xed && b(i + 1) >= 0xa0) return 0;                 // surrogates
-  if (n == 4 && (c > 0xf4 || (c == 0xf0 && b(i + 1) < 0x90))) return 0;  // range, overlong
-  if (n == 4 && c == 0xf4 && b(i + 1) >= 0x90) return 0;
-  return n;
-}
-
 void AppendJsonString(std::string& out, std::string_view s) {
   static const char kHex[] = "0123456789abcdef";
   out.push_back('"');
@@ -84,7 +69,7 @@ void AppendJsonString(std::string& out, std::string_view s) {
       out.push_back(kHex[c >> 4]);
       out.push_back(kHex[c & 0xf]);
     } else if (c >= 0x80) {
-      size_t n = Utf8Length(s, i);
+      size_t n = Utf8SequenceLength(s, i);
       if (n == 0) {
         out += "\\ufffd";
         ++i;

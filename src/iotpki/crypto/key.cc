@@ -8,18 +8,12 @@
 #include <optional>
 
 #include "iotpki/common/der.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
 
 namespace iotpki::crypto {
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 const char* CurveSn(KeyType t) {
   switch (t) {
@@ -34,6 +28,26 @@ const char* CurveSn(KeyType t) {
 
 const EVP_MD* Md(DigestAlgorithm d) {
   return d == DigestAlgorithm::kSha384 ? ossl::Sha384Md() : ossl::Sha256Md();
+}
+
+// The uncompressed SEC1 point 04 || X || Y of an EC key, from its affine coordinates: OpenSSL
+// keeps whichever form it was given (compressed, hybrid), so its own encoding is no identity.
+Bytes UncompressedPoint(EVP_PKEY* key, int bits) {
+  BIGNUM* x_raw = nullptr;
+  BIGNUM* y_raw = nullptr;
+  bool got = EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &x_raw) == 1;
+  auto x = ossl::Own(x_raw);
+  got = EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &y_raw) == 1 && got;
+  auto y = ossl::Own(y_raw);
+  if (!got || bits <= 0) return {};
+  size_t n = (static_cast<size_t>(bits) + 7) / 8;
+  Bytes point(1 + 2 * n);
+  point[0] = 0x04;
+  if (BN_bn2binpad(x.get(), point.data() + 1, static_cast<int>(n)) < 0 ||
+      BN_bn2binpad(y.get(), point.data() + 1 + n, static_cast<int>(n)) < 0) {
+    return {};
+  }
+  return point;
 }
 
 }  // namespace
@@ -57,7 +71,7 @@ std::string KeyTypeName(KeyType type, int bits, std::string_view curve) {
 }
 
 Result<KeyType> ParseCurve(std::string_view name) {
-  std::string n = Lower(name);
+  std::string n = ToLowerAscii(name);
   if (n == "p-256" || n == "p256" || n == "prime256v1" || n == "secp256r1") return KeyType::kP256;
   if (n == "p-384" || n == "p384" || n == "secp384r1") return KeyType::kP384;
   return Fail(Code::kInvalidArgument,
@@ -103,7 +117,18 @@ Result<PublicKey> PublicKey::FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView 
     pk.type_ = KeyType::kOther;
   }
   pk.key_ = std::move(key);
+  IOTPKI_CHECK(pk.Canonicalize());
   return pk;
+}
+
+Result<void> PublicKey::Canonicalize() {
+  if (type_ != KeyType::kP256 && type_ != KeyType::kP384) return {};
+  Bytes raw = RawKey();
+  if (!raw.empty() && raw[0] == 0x04) return {};
+  Bytes point = UncompressedPoint(key_.get(), bits_);
+  if (point.empty()) return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid EC public key"));
+  spki_ = EncodeEcSpki(type_, point);
+  return {};
 }
 
 namespace {
@@ -187,31 +212,26 @@ Result<PublicKey> PublicKey::FromDer(ByteView spki) {
   // OpenSSL 3.0's d2i_PUBKEY runs the generic decoder framework (~100 us, more than an ECDSA
   // verification); the keys we issue for are read directly and imported from their point.
   if (auto ec = ReadNamedCurveSpki(spki)) {
-    EVP_PKEY* raw = EcPublicFromPoint(ec->curve, ec->point);
-    if (raw == nullptr) {
-      return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
-    }
+    auto key = ossl::Share(EcPublicFromPoint(ec->curve, ec->point));
+    if (!key) return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
     PublicKey pk;
-    pk.key_ = std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free);
+    pk.key_ = std::move(key);
     pk.spki_.assign(spki.begin(), spki.end());
     pk.type_ = ec->curve;
     pk.bits_ = ec->curve == KeyType::kP384 ? 384 : 256;
     pk.curve_ = CurveSn(ec->curve);
+    IOTPKI_CHECK(pk.Canonicalize());
     return pk;
   }
   const unsigned char* p = spki.data();
-  EVP_PKEY* raw = d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size()));
-  if (raw == nullptr || p != spki.data() + spki.size()) {
-    EVP_PKEY_free(raw);
+  auto key = ossl::Share(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
+  if (!key || p != spki.data() + spki.size()) {
     return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo"));
   }
-  if (!WholeBytesKey(spki)) {
-    EVP_PKEY_free(raw);
-    return Fail(Code::kInvalidArgument, std::string(kUnusedBits));
-  }
+  if (!WholeBytesKey(spki)) return Fail(Code::kInvalidArgument, std::string(kUnusedBits));
   // The bytes given, not OpenSSL's re-encoding: a key read from a certificate or CSR is the same
   // value whichever parser read it.
-  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free), spki);
+  return FromHandle(std::move(key), spki);
 }
 
 Result<PublicKey> PublicKey::FromParsed(EVP_PKEY* key, ByteView spki) {
@@ -222,7 +242,7 @@ Result<PublicKey> PublicKey::FromParsed(EVP_PKEY* key, ByteView spki) {
   if (EVP_PKEY_up_ref(key) != 1) {
     return Fail(Code::kInvalidArgument, "not a valid SubjectPublicKeyInfo");
   }
-  return FromHandle(std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free), spki);
+  return FromHandle(ossl::Share(key), spki);
 }
 
 Result<PublicKey> PublicKey::FromPem(std::string_view pem) {
@@ -247,7 +267,7 @@ Result<PublicKey> PublicKey::FromSec1(KeyType curve, ByteView point) {
       EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params.get()) != 1) {
     return Fail(ossl::Drain(Code::kInvalidArgument, "not a valid point on the curve"));
   }
-  std::shared_ptr<EVP_PKEY> key(raw, EVP_PKEY_free);
+  std::shared_ptr<EVP_PKEY> key = ossl::Share(raw);
   // fromdata does not validate the point; an off-curve point must not become a key.
   auto check = ossl::Own(EVP_PKEY_CTX_new_from_pkey(nullptr, raw, nullptr));
   if (!check || EVP_PKEY_public_check(check.get()) != 1) {

@@ -25,9 +25,15 @@ enum class DigestAlgorithm { kSha256, kSha384 };
 class PublicKey {
  public:
   // SubjectPublicKeyInfo DER / "PUBLIC KEY" PEM.
+  //
+  // Every factory canonicalizes P-256 and P-384 keys to the uncompressed point form: a key sent
+  // as a compressed (02/03) or hybrid (06/07) point is the same value as the uncompressed one,
+  // and ToDer(), Fingerprint(), KeyIdentifier() and == see the uncompressed SPKI. One key thus
+  // has one identity for duplicate-key and key-compromise checks, and certificates carry it
+  // uncompressed.
   static Result<PublicKey> FromDer(ByteView spki);
   static Result<PublicKey> FromPem(std::string_view pem);
-  // An uncompressed or compressed SEC1 point on the given curve.
+  // An uncompressed, compressed or hybrid SEC1 point on the given curve.
   static Result<PublicKey> FromSec1(KeyType curve, ByteView point);
   // The key OpenSSL already decoded while parsing a certificate or CSR, shared (up-referenced)
   // rather than decoded again: OpenSSL 3.0's decoder and encoder lookups cost more than an ECDSA
@@ -68,6 +74,8 @@ class PublicKey {
   // `curve`: the EC group's name when the caller has already asked OpenSSL for it.
   static Result<PublicKey> FromHandle(std::shared_ptr<EVP_PKEY> key, ByteView spki = {},
                                       std::string_view curve = {});
+  // Replaces a compressed or hybrid P-256/P-384 SPKI by the uncompressed one (see FromDer).
+  Result<void> Canonicalize();
 
   std::shared_ptr<EVP_PKEY> key_;
   Bytes spki_;

@@ -1,6 +1,7 @@
 #include "iotpki/crypto/key.h"
 
 #include <gtest/gtest.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pkcs12.h>
 #include <openssl/x509.h>
@@ -196,6 +197,49 @@ TEST(Keys, EcPkcs8MatchesOpenSsl) {
       std::search(der->begin(), der->end(), std::begin(scalar_header), std::end(scalar_header));
   ASSERT_NE(at, der->end());
   EXPECT_TRUE(std::equal(scalar.begin(), scalar.end(), at + sizeof scalar_header));
+}
+
+// One key, one identity: a P-256/P-384 point sent compressed (02/03) or hybrid (06/07) is the
+// same key as the uncompressed one, so it must compare equal, fingerprint the same and re-encode
+// to the uncompressed SPKI, whichever parser (ours or OpenSSL's) read it.
+TEST(Keys, EcPointFormsAreCanonicalizedToUncompressed) {
+  for (KeyType t : {KeyType::kP256, KeyType::kP384}) {
+    auto key = PrivateKey::Generate(t);
+    ASSERT_TRUE(key);
+    const PublicKey& pub = key->public_key();
+    Bytes uncompressed = pub.Sec1Point(false);
+    Bytes hybrid = uncompressed;
+    hybrid[0] = static_cast<uint8_t>(0x06 | (uncompressed.back() & 1));
+    for (const Bytes& point : {pub.Sec1Point(true), hybrid}) {
+      Bytes spki = EncodeEcSpki(t, point);
+      ASSERT_NE(spki, pub.ToDer());
+      auto ours = PublicKey::FromDer(spki);
+      ASSERT_TRUE(ours) << ours.error().ToString();
+      EXPECT_EQ(*ours, pub) << KeyTypeName(t) << " point form " << int{point[0]};
+      EXPECT_EQ(ours->ToDer(), pub.ToDer());
+      EXPECT_EQ(ours->Fingerprint(), pub.Fingerprint());
+      EXPECT_EQ(ours->KeyIdentifier(), pub.KeyIdentifier());
+      EXPECT_EQ(ours->RawKey(), uncompressed);
+      // The handle OpenSSL decodes from a certificate or CSR with this SPKI.
+      const unsigned char* p = spki.data();
+      auto parsed = ossl::Own(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
+      ASSERT_TRUE(parsed);
+      auto shared = PublicKey::FromParsed(parsed.get(), spki);
+      ASSERT_TRUE(shared) << shared.error().ToString();
+      EXPECT_EQ(*shared, pub);
+      EXPECT_EQ(shared->ToDer(), pub.ToDer());
+      EXPECT_TRUE(shared->Verify(AsBytes("data"), *key->Sign(AsBytes("data")), key->digest()));
+    }
+    auto from_sec1 = PublicKey::FromSec1(t, pub.Sec1Point(true));
+    ASSERT_TRUE(from_sec1);
+    EXPECT_EQ(from_sec1->ToDer(), pub.ToDer());
+  }
+  // A hybrid point whose parity byte contradicts y is not the key.
+  auto key = PrivateKey::Generate(KeyType::kP256);
+  Bytes bad = key->public_key().Sec1Point(false);
+  bad[0] = static_cast<uint8_t>(0x06 | ((bad.back() & 1) ^ 1));
+  EXPECT_FALSE(PublicKey::FromDer(EncodeEcSpki(KeyType::kP256, bad)));
+  EXPECT_EQ(ERR_peek_error(), 0u);
 }
 
 TEST(Keys, RefusesGarbage) {

@@ -9,6 +9,7 @@
 #include <openssl/kdf.h>
 #include <openssl/ocsp.h>
 #include <openssl/param_build.h>
+#include <openssl/pkcs12.h>
 #include <openssl/pkcs7.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -68,6 +69,10 @@ IOTPKI_OSSL_DELETER(SSL_CTX, SSL_CTX_free);
 IOTPKI_OSSL_DELETER(SSL, SSL_free);
 IOTPKI_OSSL_DELETER(OSSL_PARAM_BLD, OSSL_PARAM_BLD_free);
 IOTPKI_OSSL_DELETER(OSSL_PARAM, OSSL_PARAM_free);
+IOTPKI_OSSL_DELETER(PKCS8_PRIV_KEY_INFO, PKCS8_PRIV_KEY_INFO_free);
+IOTPKI_OSSL_DELETER(X509_SIG, X509_SIG_free);
+// Buffers OpenSSL allocates for the caller (ASN1_STRING_to_UTF8, i2d with a null buffer).
+IOTPKI_OSSL_DELETER(unsigned char, OPENSSL_free);
 
 // Stacks that own their elements.
 template <>
@@ -86,6 +91,19 @@ template <class T>
 UniquePtr<T> Own(T* p) {
   return UniquePtr<T>(p);
 }
+
+// The one idiom for a handle shared by several values (an EVP_PKEY held by a key and its copies):
+// a shared_ptr made from the UniquePtr, which carries the same deleter. Null for null.
+template <class T>
+std::shared_ptr<T> Share(T* p) {
+  return std::shared_ptr<T>(Own(p));
+}
+
+// A BIGNUM that holds a secret (a private scalar): cleared before it is freed.
+struct ClearingBnDeleter {
+  void operator()(BIGNUM* p) const { BN_clear_free(p); }
+};
+using SecretBignum = std::unique_ptr<BIGNUM, ClearingBnDeleter>;
 
 // Turns whatever is on OpenSSL's error queue into an Error and empties the queue. `message` is
 // what the client sees; the queue's text goes into the detail only.

@@ -38,15 +38,14 @@ const char* CurveGroup(KeyType t) {
 // more than an ECDSA signature. Empty on failure; the caller falls back to OpenSSL.
 Bytes EcPkcs8(EVP_PKEY* key, KeyType type, const Bytes& spki, ByteView point) {
   size_t size = type == KeyType::kP256 ? 32 : 48;
-  BIGNUM* d = nullptr;
-  if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &d) != 1) {
+  BIGNUM* raw = nullptr;
+  if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &raw) != 1) {
     ossl::ClearErrors();
     return {};
   }
+  ossl::SecretBignum d(raw);
   Bytes scalar(size);
-  int ok = BN_bn2binpad(d, scalar.data(), static_cast<int>(size));
-  BN_clear_free(d);
-  if (ok != static_cast<int>(size)) {
+  if (BN_bn2binpad(d.get(), scalar.data(), static_cast<int>(size)) != static_cast<int>(size)) {
     OPENSSL_cleanse(scalar.data(), scalar.size());
     return {};
   }
@@ -127,18 +126,16 @@ Result<PrivateKey> PrivateKey::Generate(KeyType type) {
     return Fail(Code::kInvalidArgument, "key generation supports P-256, P-384 and Ed25519 only");
   }
   if (raw == nullptr) return Fail(ossl::Drain(Code::kInternal, "key generation failed"));
-  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+  return FromHandle(ossl::Share(raw));
 }
 
 Result<PrivateKey> PrivateKey::FromDer(ByteView pkcs8_der) {
   const unsigned char* p = pkcs8_der.data();
-  PKCS8_PRIV_KEY_INFO* p8 =
-      d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(pkcs8_der.size()));
-  if (p8 == nullptr) return Fail(ossl::Drain(Code::kInvalidArgument, "not a PKCS#8 private key"));
-  EVP_PKEY* raw = EVP_PKCS82PKEY(p8);
-  PKCS8_PRIV_KEY_INFO_free(p8);
-  if (raw == nullptr) return Fail(ossl::Drain(Code::kInvalidArgument, "not a usable private key"));
-  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+  auto p8 = ossl::Own(d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(pkcs8_der.size())));
+  if (!p8) return Fail(ossl::Drain(Code::kInvalidArgument, "not a PKCS#8 private key"));
+  auto key = ossl::Share(EVP_PKCS82PKEY(p8.get()));
+  if (!key) return Fail(ossl::Drain(Code::kInvalidArgument, "not a usable private key"));
+  return FromHandle(std::move(key));
 }
 
 Result<PrivateKey> PrivateKey::FromPem(std::string_view pem, std::string_view passphrase) {
@@ -151,22 +148,19 @@ Result<PrivateKey> PrivateKey::FromPem(std::string_view pem, std::string_view pa
     return Fail(Code::kDataLoss, "key file is corrupted (no valid ENCRYPTED PRIVATE KEY block)");
   }
   const unsigned char* p = der->data();
-  X509_SIG* sig = d2i_X509_SIG(nullptr, &p, static_cast<long>(der->size()));
-  if (sig == nullptr || p != der->data() + der->size()) {
-    X509_SIG_free(sig);
+  auto sig = ossl::Own(d2i_X509_SIG(nullptr, &p, static_cast<long>(der->size())));
+  if (!sig || p != der->data() + der->size()) {
     return Fail(ossl::Drain(Code::kDataLoss, "key file is corrupted (bad PKCS#8 structure)"));
   }
-  PKCS8_PRIV_KEY_INFO* p8 =
-      PKCS8_decrypt(sig, passphrase.data(), static_cast<int>(passphrase.size()));
-  X509_SIG_free(sig);
-  if (p8 == nullptr) {
+  auto p8 =
+      ossl::Own(PKCS8_decrypt(sig.get(), passphrase.data(), static_cast<int>(passphrase.size())));
+  if (!p8) {
     return Fail(ossl::Drain(Code::kUnauthenticated,
                             "wrong passphrase (or the encrypted key is corrupted)"));
   }
-  EVP_PKEY* raw = EVP_PKCS82PKEY(p8);
-  PKCS8_PRIV_KEY_INFO_free(p8);
-  if (raw == nullptr) return Fail(ossl::Drain(Code::kDataLoss, "key file is corrupted"));
-  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+  auto key = ossl::Share(EVP_PKCS82PKEY(p8.get()));
+  if (!key) return Fail(ossl::Drain(Code::kDataLoss, "key file is corrupted"));
+  return FromHandle(std::move(key));
 }
 
 Result<PrivateKey> PrivateKey::FromScalar(KeyType curve, ByteView scalar) {
@@ -200,22 +194,20 @@ Result<PrivateKey> PrivateKey::FromScalar(KeyType curve, ByteView scalar) {
       EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_KEYPAIR, params.get()) != 1) {
     return Fail(ossl::Drain(Code::kInvalidArgument, "invalid private scalar"));
   }
-  return FromHandle(std::shared_ptr<EVP_PKEY>(raw, EVP_PKEY_free));
+  return FromHandle(ossl::Share(raw));
 }
 
 Result<std::string> PrivateKey::ToEncryptedPem(std::string_view passphrase) const {
   if (passphrase.empty()) {
     return Fail(Code::kInvalidArgument, "refusing to write a private key without a passphrase");
   }
-  auto p8 = std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)>(
-      EVP_PKEY2PKCS8(key_.get()), PKCS8_PRIV_KEY_INFO_free);
+  auto p8 = ossl::Own(EVP_PKEY2PKCS8(key_.get()));
   if (!p8) return Fail(ossl::Drain(Code::kInternal, "cannot encode private key"));
-  X509_SIG* sig = PKCS8_encrypt_ex(-1, EVP_aes_256_cbc(), passphrase.data(),
-                                   static_cast<int>(passphrase.size()), nullptr, 0,
-                                   kPbkdf2Iterations, p8.get(), nullptr, nullptr);
-  if (sig == nullptr) return Fail(ossl::Drain(Code::kInternal, "cannot encrypt private key"));
-  Bytes der = ossl::ToDer(sig, i2d_X509_SIG);
-  X509_SIG_free(sig);
+  auto sig = ossl::Own(PKCS8_encrypt_ex(-1, EVP_aes_256_cbc(), passphrase.data(),
+                                        static_cast<int>(passphrase.size()), nullptr, 0,
+                                        kPbkdf2Iterations, p8.get(), nullptr, nullptr));
+  if (!sig) return Fail(ossl::Drain(Code::kInternal, "cannot encrypt private key"));
+  Bytes der = ossl::ToDer(sig.get(), i2d_X509_SIG);
   return ossl::PemEncode("ENCRYPTED PRIVATE KEY", der);
 }
 
@@ -224,8 +216,7 @@ Result<Bytes> PrivateKey::ToDer() const {
     Bytes der = EcPkcs8(key_.get(), public_.type(), public_.ToDer(), public_.RawKey());
     if (!der.empty()) return der;
   }
-  auto p8 = std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)>(
-      EVP_PKEY2PKCS8(key_.get()), PKCS8_PRIV_KEY_INFO_free);
+  auto p8 = ossl::Own(EVP_PKEY2PKCS8(key_.get()));
   if (!p8) return Fail(ossl::Drain(Code::kInternal, "cannot encode private key"));
   return ossl::ToDer(p8.get(), i2d_PKCS8_PRIV_KEY_INFO);
 }

@@ -6,8 +6,9 @@
 //
 // The device proves: its IDevID is valid and names device_id; it holds the IDevID's key (the
 // TLS client certificate is device_cert, or, without one, the CSR is signed with that key); it
-// knows K_dev (the token); the token is fresh (window) and new (replay table, written in the
-// transaction that commits the certificate).
+// knows K_dev (the token); the token is fresh (window) and new (claimed in memory while its
+// request is served, and recorded in the replay table in the transaction that commits the
+// certificate). The token, one HMAC, is checked first: an unauthenticated request costs little.
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -94,10 +95,24 @@ Result<EnrollService::BootstrapInput> EnrollService::ParseBootstrap(
 
 Result<void> EnrollService::AuthenticateBootstrap(const server::Request& request,
                                                   const BootstrapInput& in) {
-  const x509::Certificate& mfg = authority_.certificate(ca::CaName::kManufacturing);
   int64_t now = authority_.clock().NowUnix();
-  // 1. device_cert is a valid IDevID of device_id. When it is also the TLS client certificate,
+  // 1. A fresh token made with K_dev: one HMAC, checked before anything that costs more (a
+  //    chain verification, a store read), so a request without the device's secret costs
+  //    little. The window is checked first so that the replay table only ever holds tokens
+  //    younger than the window.
+  if (std::llabs(now - in.timestamp) > options_.token_window_seconds) {
+    return Fail(Code::kUnauthenticated, "timestamp outside the accepted window of " +
+                                            std::to_string(options_.token_window_seconds) +
+                                            " s (is the device clock set?)");
+  }
+  IOTPKI_TRY(crypto::Secret k_dev, authority_.BootstrapSecret(in.device_id));
+  if (!ca::VerifyBootstrapToken(k_dev.bytes(), in.device_id, in.timestamp, in.token)) {
+    return Fail(Code::kUnauthenticated, "invalid bootstrap token");
+  }
+
+  // 2. device_cert is a valid IDevID of device_id. When it is also the TLS client certificate,
   //    the handshake has verified it already.
+  const x509::Certificate& mfg = authority_.certificate(ca::CaName::kManufacturing);
   bool tls_verified = request.client_cert && request.client_cert->chain_valid &&
                       request.client_cert->issuer_index == 0 &&
                       request.client_cert->certificate == in.device_cert;
@@ -114,8 +129,8 @@ Result<void> EnrollService::AuthenticateBootstrap(const server::Request& request
   }
   IOTPKI_CHECK(CheckRevocation(in.device_cert, nullptr));
 
-  // 2. Possession of the IDevID's key: by the TLS handshake, or by the CSR's own signature
-  //    (which the CA verifies before it signs anything).
+  // 3. Possession of the IDevID's key: by the TLS handshake, or by the CSR's own signature
+  //    (which the CA verifies before it signs anything). Keys compare in their canonical form.
   if (request.client_cert) {
     if (!tls_verified) {
       return Fail(Code::kUnauthenticated,
@@ -126,25 +141,31 @@ Result<void> EnrollService::AuthenticateBootstrap(const server::Request& request
     return Fail(Code::kUnauthenticated,
                 "without a TLS client certificate the CSR must be signed with the IDevID's key");
   }
-
-  // 3. A fresh token made with K_dev. The window is checked first so that the replay table only
-  //    ever holds tokens younger than the window.
-  if (std::llabs(now - in.timestamp) > options_.token_window_seconds) {
-    return Fail(Code::kUnauthenticated, "timestamp outside the accepted window of " +
-                                            std::to_string(options_.token_window_seconds) +
-                                            " s (is the device clock set?)");
-  }
-  IOTPKI_TRY(crypto::Secret k_dev, authority_.BootstrapSecret(in.device_id));
-  if (!ca::VerifyBootstrapToken(k_dev.bytes(), in.device_id, in.timestamp, in.token)) {
-    return Fail(Code::kUnauthenticated, "invalid bootstrap token");
-  }
-  // 4. Each token once. A token already recorded is refused here, before any CA work; the
-  //    record itself is written with the certificate (Bootstrap), whose commit fails if a
-  //    concurrent request recorded the token first.
-  IOTPKI_TRY(bool used, authority_.store().IsTokenRecorded(in.device_id, in.timestamp));
-  if (used) return Fail(Code::kAlreadyExists, "bootstrap token already used");
   MaybePruneReplay(now);
   return {};
+}
+
+EnrollService::TokenClaim::~TokenClaim() {
+  if (service_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(service_->tokens_mu_);
+  service_->tokens_in_flight_.erase(token_);
+}
+
+Result<EnrollService::TokenClaim> EnrollService::ClaimToken(const std::string& device_id,
+                                                            int64_t timestamp) {
+  auto token = std::make_pair(device_id, timestamp);
+  {
+    std::lock_guard<std::mutex> lock(tokens_mu_);
+    if (!tokens_in_flight_.insert(token).second) {
+      return Fail(Code::kAlreadyExists, "bootstrap token already used");
+    }
+  }
+  TokenClaim claim(this, std::move(token));
+  // Read after the claim: a request that held it until its commit has recorded the token by
+  // now, so no second certificate is signed for it here.
+  IOTPKI_TRY(bool used, authority_.store().IsTokenRecorded(device_id, timestamp));
+  if (used) return Fail(Code::kAlreadyExists, "bootstrap token already used");
+  return claim;
 }
 
 void EnrollService::MaybePruneReplay(int64_t now) {
@@ -163,12 +184,17 @@ server::Response EnrollService::Bootstrap(const server::Request& request) {
   auto issued = [&]() -> Result<x509::Certificate> {
     IOTPKI_TRY(BootstrapInput in, ParseBootstrap(request.body, request.client_cert));
     IOTPKI_CHECK(AuthenticateBootstrap(request, in));
+    IOTPKI_CHECK(CheckCsrSubject(in.csr, in.device_id, in.device_cert.serial_number()));
+    // 4. Each token once: claimed here until its issuance is committed or refused.
+    IOTPKI_TRY(TokenClaim claim, ClaimToken(in.device_id, in.timestamp));
     // Without TLS client authentication the CSR carries the IDevID key itself, and the working
     // certificate certifies it; with it, the CSR may carry a new key or that one. The token is
     // recorded in the issuance's transaction, first: a request the CA refuses does not consume
-    // it (docs/http-api.md says why that is safe), and of concurrent uses one commits.
+    // it (docs/http-api.md says why that is safe), and of concurrent uses (on several servers)
+    // one commits.
+    IOTPKI_TRY(store::WriteBatch reentry, CheckReentry(in.device_id));
     return IssueLdevid({.csr = in.csr, .device_id = in.device_id, .allow_birth_key = true}, nullptr,
-                       store::WriteBatch().RecordToken(in.device_id, in.timestamp));
+                       store::WriteBatch().RecordToken(in.device_id, in.timestamp).Append(reentry));
   }();
   return RenderJson(request, "bootstrap", issued, started);
 }

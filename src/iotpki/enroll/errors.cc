@@ -2,25 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "iotpki/common/strings.h"
+
 namespace iotpki::enroll {
 namespace {
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 bool WantsJson(const server::Request& request) {
-  return Lower(request.accept).find("application/json") != std::string::npos;
+  return ToLowerAscii(request.accept).find("application/json") != std::string::npos;
 }
 
 // The answer shows `message`; its log says `code` and `reason` (the same message, unless the
@@ -105,7 +93,7 @@ server::Response NotAcceptable(std::string_view available, ErrorFormat format,
 
 bool HasMediaType(std::string_view content_type, std::string_view media_type) {
   std::string_view type = Trim(content_type.substr(0, content_type.find(';')));
-  return Lower(type) == Lower(media_type);
+  return ToLowerAscii(type) == ToLowerAscii(media_type);
 }
 
 }  // namespace iotpki::enroll

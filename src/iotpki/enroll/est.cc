@@ -8,18 +8,11 @@
 #include "iotpki/c509/c509.h"
 #include "iotpki/c509/cbor.h"
 #include "iotpki/common/der.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/crypto/ossl.h"
 
 namespace iotpki::enroll {
 namespace {
-
-char LowerChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = LowerChar(c);
-  return out;
-}
 
 // RFC 9110 section 5.6.2.
 bool IsTokenChar(char c) {
@@ -49,10 +42,10 @@ class AcceptParser {
         continue;
       }
       MediaRange range;
-      range.type = Lower(Token());
+      range.type = ToLowerAscii(Token());
       if (range.type.empty() || AtEnd() || s_[i_] != '/') return Bad("expected type/subtype");
       ++i_;
-      range.subtype = Lower(Token());
+      range.subtype = ToLowerAscii(Token());
       if (range.subtype.empty()) return Bad("expected a subtype after '/'");
       if (range.type == "*" && range.subtype != "*") return Bad("*/" + range.subtype);
       SkipSpace();
@@ -60,7 +53,7 @@ class AcceptParser {
         ++i_;
         SkipSpace();
         if (AtEnd() || s_[i_] == ';' || s_[i_] == ',') continue;  // empty parameter
-        std::string name = Lower(Token());
+        std::string name = ToLowerAscii(Token());
         if (name.empty() || AtEnd() || s_[i_] != '=') return Bad("expected parameter=value");
         ++i_;
         IOTPKI_TRY(std::string value, Value());
@@ -161,10 +154,10 @@ int Specificity(const MediaRange& range, CertFormat format) {
   int specificity = 2;
   for (const auto& [name, value] : range.params) {
     if (name == "usage" && offer.subtype == "cose-c509+cbor") {
-      if (Lower(value) != offer.usage) return -1;
+      if (ToLowerAscii(value) != offer.usage) return -1;
       specificity = 3;
     } else if (name == "smime-type" && format == CertFormat::kPkcs7) {
-      if (Lower(value) != "certs-only") return -1;
+      if (ToLowerAscii(value) != "certs-only") return -1;
       specificity = 3;
     }
   }

@@ -103,9 +103,10 @@ server::Response EnrollService::SimpleEnroll(const server::Request& request) {
     // What the client accepts is settled before anything is issued.
     IOTPKI_TRY(auto formats, NegotiateCertFormat(request.accept, kEnrollFormats));
     if (formats.empty()) return NotAcceptable(kEnrollTypes, ErrorFormat::kEst, request);
+    IOTPKI_TRY(store::WriteBatch reentry, CheckReentry(client.device_id));
     // The CA checks the device's state (manufactured, or active for a retry), the CSR's
     // signature and that its key is new to the fleet.
-    return IssueAndAnswer({.csr = csr, .device_id = client.device_id}, formats);
+    return IssueAndAnswer({.csr = csr, .device_id = client.device_id}, formats, reentry);
   }();
   return RenderEst(request, "est_simpleenroll", std::move(answer), started);
 }
@@ -122,17 +123,19 @@ server::Response EnrollService::SimpleReenroll(const server::Request& request) {
     IOTPKI_CHECK(AuthorizeReenroll(client, csr));
     IOTPKI_TRY(auto formats, NegotiateCertFormat(request.accept, kEnrollFormats));
     if (formats.empty()) return NotAcceptable(kEnrollTypes, ErrorFormat::kEst, request);
+    IOTPKI_TRY(store::WriteBatch replaced, BindRenewal(client));
     // Same key: renew; new key: rekey. A working certificate that certifies the IDevID's key
     // (JSON bootstrap without TLS client authentication) may be renewed with that key.
     bool renew = csr.public_key() == client.cert.public_key();
     return IssueAndAnswer({.csr = csr, .device_id = client.device_id, .allow_birth_key = renew},
-                          formats);
+                          formats, replaced);
   }();
   return RenderEst(request, "est_simplereenroll", std::move(answer), started);
 }
 
 Result<server::Response> EnrollService::IssueAndAnswer(ca::IssueRequest issue,
-                                                       const std::vector<CertFormat>& formats) {
+                                                       const std::vector<CertFormat>& formats,
+                                                       const store::WriteBatch& first) {
   // The answer is encoded between the signature and the commit: a certificate that cannot be
   // sent in any form the client accepts is never committed, so no issuance is lost to it.
   std::optional<server::Response> answer;
@@ -146,7 +149,7 @@ Result<server::Response> EnrollService::IssueAndAnswer(ca::IssueRequest issue,
     IOTPKI_TRY(answer, FirstEncodable(formats, certs, pkcs7));
     return {};
   };
-  IOTPKI_CHECK(IssueLdevid(std::move(issue), encode));
+  IOTPKI_CHECK(IssueLdevid(std::move(issue), encode, first));
   return std::move(*answer);
 }
 

@@ -118,7 +118,12 @@ Result<void> EnrollService::CheckRevocation(const x509::Certificate& cert,
     return Fail(std::move(rec).error());
   }
   if (rec->status == store::CertStatus::kRevoked) {
-    return Fail(Code::kUnauthenticated, "client certificate refused: certificate revoked");
+    // 403 like the other refusals of a known client: the certificate is genuine, and final.
+    std::string reason = rec->revocation_reason
+                             ? std::string(store::RevocationReasonName(*rec->revocation_reason))
+                             : "unspecified";
+    return Fail(Code::kPermissionDenied,
+                "client certificate refused: certificate revoked (" + reason + ")");
   }
   if (record != nullptr) *record = std::move(*rec);
   return {};
@@ -156,17 +161,23 @@ Result<EnrollService::Client> EnrollService::Authenticate(const server::Request&
 }
 
 Result<void> EnrollService::AuthorizeEnroll(const Client& client, const x509::Csr& csr) const {
+  // Keys compare in their canonical (uncompressed) form: a compressed point is the same key.
   if (csr.public_key() == client.cert.public_key()) {
     return Fail(Code::kPermissionDenied,
                 "the CSR carries the IDevID's key; a working certificate needs a new key");
   }
+  return CheckCsrSubject(csr, client.device_id, client.cert.serial_number());
+}
+
+Result<void> EnrollService::CheckCsrSubject(const x509::Csr& csr, const std::string& device_id,
+                                            const std::string& serial) {
   // The CA takes the identity from the authenticated IDevID; a CSR naming anyone else is a
   // confused or hostile client, not something to silently correct.
-  if (!csr.common_name().empty() && csr.common_name() != client.device_id) {
+  if (!csr.common_name().empty() && csr.common_name() != device_id) {
     return Fail(Code::kPermissionDenied, "the CSR's subject names device " + csr.common_name() +
-                                             ", not the authenticated device " + client.device_id);
+                                             ", not the authenticated device " + device_id);
   }
-  if (!csr.serial_number().empty() && csr.serial_number() != client.cert.serial_number()) {
+  if (!csr.serial_number().empty() && csr.serial_number() != serial) {
     return Fail(Code::kPermissionDenied,
                 "the CSR's subject serialNumber is not the authenticated device's serial");
   }

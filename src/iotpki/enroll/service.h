@@ -18,8 +18,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "iotpki/ca/authority.h"
@@ -93,12 +95,46 @@ class EnrollService {
   Result<void> CheckRevocation(const x509::Certificate& cert,
                                std::optional<store::CertificateRecord>* record) const;
   Result<void> AuthorizeEnroll(const Client& client, const x509::Csr& csr) const;
+  // The one rule, for simpleenroll and the JSON API alike, against a CSR whose subject names
+  // another device: its CN must be `device_id` and its serialNumber `serial`, when present.
+  static Result<void> CheckCsrSubject(const x509::Csr& csr, const std::string& device_id,
+                                      const std::string& serial);
   Result<void> AuthorizeReenroll(const Client& client, const x509::Csr& csr) const;
+  // The lifecycle rules (lifecycle.cc). BindRenewal: simplereenroll only with the current
+  // working certificate (or the one before it while the newest is unused); records the client
+  // certificate's first use (retiring earlier ones, committed at once) and returns the
+  // revocations the renewal's transaction carries. CheckReentry: for simpleenroll and the JSON
+  // API, refuses a device that may not enroll again and returns the cert.reentry audit row of one
+  // that re-enters after expiry (empty otherwise).
+  Result<store::WriteBatch> BindRenewal(const Client& client);
+  Result<store::WriteBatch> CheckReentry(const std::string& device_id);
   // `tls` is the TLS client certificate, if any: a device_cert with the same DER is taken from
   // it instead of being parsed again.
   Result<BootstrapInput> ParseBootstrap(std::string_view body,
                                         const std::optional<server::ClientCertificate>& tls) const;
   Result<void> AuthenticateBootstrap(const server::Request& request, const BootstrapInput& in);
+
+  // Bootstrap tokens between their replay check and their commit on this server. Concurrent
+  // uses of one token all pass the store's replay check; the claim lets one of them go on to the
+  // CA and refuses the others before anything is signed for them (the replay row, committed
+  // with the certificate, still decides between servers).
+  class TokenClaim {
+   public:
+    TokenClaim(EnrollService* service, std::pair<std::string, int64_t> token)
+        : service_(service), token_(std::move(token)) {}
+    TokenClaim(TokenClaim&& other) noexcept
+        : service_(std::exchange(other.service_, nullptr)), token_(std::move(other.token_)) {}
+    TokenClaim(const TokenClaim&) = delete;
+    TokenClaim& operator=(const TokenClaim&) = delete;
+    TokenClaim& operator=(TokenClaim&&) = delete;
+    ~TokenClaim();
+
+   private:
+    EnrollService* service_;
+    std::pair<std::string, int64_t> token_;
+  };
+  // AlreadyExists "bootstrap token already used" when the token is in flight or recorded.
+  Result<TokenClaim> ClaimToken(const std::string& device_id, int64_t timestamp);
 
   // The CA's policy, signature and the durable commit. A refusal is audited and counted.
   // `before_commit`, if set, sees the signed certificate before it is committed; its error is
@@ -111,9 +147,10 @@ class EnrollService {
       const store::WriteBatch& first = store::WriteBatch());
 
   // EST enrollment: issues, and answers in the first of `formats` (never empty) that can carry
-  // the certificate, checked before the commit.
+  // the certificate, checked before the commit. `first` as for IssueLdevid.
   Result<server::Response> IssueAndAnswer(ca::IssueRequest issue,
-                                          const std::vector<CertFormat>& formats);
+                                          const std::vector<CertFormat>& formats,
+                                          const store::WriteBatch& first = store::WriteBatch());
 
   // An EST answer: the refusal (counted) as an error response, or the answer (its latency
   // observed when it is a 200).
@@ -136,6 +173,9 @@ class EnrollService {
   Bytes csrattrs_der_;
   server::Counter& issued_ldevid_;
   std::atomic<int64_t> last_prune_{0};
+
+  std::mutex tokens_mu_;
+  std::set<std::pair<std::string, int64_t>> tokens_in_flight_;  // guarded by tokens_mu_
 
   std::mutex gauge_mu_;
   int64_t gauge_at_ = 0;

@@ -14,7 +14,9 @@
 
 #include "iotpki/c509/c509.h"
 #include "iotpki/ca/bootstrap.h"
+#include "iotpki/ca/revocation.h"
 #include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/test_util.h"
 
 namespace iotpki::enroll {
 namespace {
@@ -280,8 +282,9 @@ server::Request BootstrapRequest(std::string body, const x509::Certificate* clie
 }
 
 TEST_F(ServiceTest, ConcurrentUsesOfOneTokenIssueOnce) {
-  // The same request several times at once: each passes the replay check before any of them
-  // commits, and the replay row in the issuance's transaction lets exactly one through.
+  // The same request several times at once: the token is claimed in memory before the CA signs,
+  // so one request goes on and the others are refused; the replay row in the issuance's
+  // transaction guards across servers.
   constexpr int kThreads = 6;
   for (int round = 0; round < 5; ++round) {
     Dev d = Provision("SN-T" + std::to_string(round));
@@ -304,6 +307,11 @@ TEST_F(ServiceTest, ConcurrentUsesOfOneTokenIssueOnce) {
     EXPECT_EQ(replayed.load(), kThreads - 1) << "round " << round;
     EXPECT_EQ(authority_->store().ListCertificatesForDevice(id)->size(), 2u);  // IDevID + 1
   }
+  // The losers were refused before the CA signed anything for them: only the winners' batches
+  // reached the store, and no merged commit failed over a duplicate token.
+  auto stats = service_->committer().stats();
+  EXPECT_EQ(stats.batches, 5u);
+  EXPECT_EQ(stats.fallbacks, 0u);
 }
 
 TEST_F(ServiceTest, TokenOfARefusedRequestIsNotConsumed) {
@@ -322,6 +330,366 @@ TEST_F(ServiceTest, TokenOfARefusedRequestIsNotConsumed) {
   EXPECT_EQ(issued.status, 200) << issued.body;
   EXPECT_EQ(*authority_->store().IsTokenRecorded(id, ts), true);
   EXPECT_EQ(service_->Bootstrap(BootstrapRequest(Json(d, NewCsr(id), ts), &d.idevid)).status, 409);
+}
+
+// --- Revocation, renewal bound to the current working certificate, re-entry after expiry ---
+
+class LifecycleTest : public ServiceTest {
+ protected:
+  // The device's LDevIDs as issued, oldest first (the clock moves between issuances).
+  std::vector<x509::Certificate> Ldevids(const std::string& id) {
+    std::vector<x509::Certificate> out;
+    auto certs = authority_->store().ListCertificatesForDevice(id);
+    EXPECT_TRUE(certs);
+    for (const auto& c : *certs) {
+      if (c.profile == store::CertProfile::kLDevId)
+        out.push_back(*x509::Certificate::FromDer(c.der));
+    }
+    return out;
+  }
+  // A working certificate for a new device, issued by simpleenroll.
+  x509::Certificate Enroll(const Dev& d) {
+    auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(d.idevid.common_name())));
+    EXPECT_EQ(r.status, 200) << r.body;
+    clock_.Advance(std::chrono::seconds(60));
+    return Ldevids(d.idevid.common_name()).back();
+  }
+  // simplereenroll with `current` (rekey); the status, and the clock moved on.
+  int Reenroll(const x509::Certificate& current, std::string* body = nullptr) {
+    x509::NameFields subject{.organization = current.organization(),
+                             .common_name = current.common_name(),
+                             .serial_number = current.serial_number()};
+    auto key = crypto::PrivateKey::Generate();
+    auto csr = x509::MakeCsr(*key, subject, current.subject_alt_names());
+    EXPECT_TRUE(csr);
+    auto request = Est(&current, *csr, /*issuer_index=*/1);
+    request.path = "/.well-known/est/simplereenroll";
+    auto r = service_->SimpleReenroll(request);
+    if (body != nullptr) *body = r.body;
+    clock_.Advance(std::chrono::seconds(60));
+    return r.status;
+  }
+  store::CertificateRecord Record(const x509::Certificate& c) {
+    return *authority_->store().GetCertificate(c.serial_hex());
+  }
+  size_t AuditCount(const std::string& action) {
+    size_t n = 0;
+    auto rows = authority_->store().ReadAudit(1, store::kMaxPageSize);
+    EXPECT_TRUE(rows);
+    for (const auto& r : *rows) {
+      n += r.action == action;
+    }
+    return n;
+  }
+};
+
+TEST_F(LifecycleTest, RevokedClientCertificateIsRefusedAtOnceOthersStillRenew) {
+  Dev a = Provision("SN-RA"), b = Provision("SN-RB");
+  x509::Certificate la = Enroll(a), lb = Enroll(b);
+  ASSERT_TRUE(ca::RevokeSerial(authority_->store(), clock_, la.serial_hex(),
+                               store::RevocationReason::kKeyCompromise, "cli:test"));
+  std::string body;
+  EXPECT_EQ(Reenroll(la, &body), 403);
+  EXPECT_NE(body.find("revoked (keyCompromise)"), std::string::npos) << body;
+  EXPECT_EQ(Ldevids(a.idevid.common_name()).size(), 1u);  // nothing issued
+  EXPECT_EQ(Reenroll(lb), 200);
+  EXPECT_EQ(
+      metrics_.CounterValue("iotpki_enroll_refusals_total",
+                            {{"endpoint", "est_simplereenroll"}, {"reason", "permission_denied"}}),
+      1u);
+
+  // A revoked IDevID: simpleenroll and the JSON API refuse it the same way.
+  Dev c = Provision("SN-RC");
+  ASSERT_TRUE(ca::RevokeSerial(authority_->store(), clock_, c.idevid.serial_hex(),
+                               store::RevocationReason::kKeyCompromise, "cli:test"));
+  EXPECT_EQ(service_->SimpleEnroll(Est(&c.idevid, NewCsr(c.idevid.common_name()))).status, 403);
+  server::Request json{.method = "POST",
+                       .path = "/api/v1/bootstrap",
+                       .content_type = "application/json",
+                       .body = Json(c, NewCsr(c.idevid.common_name(), &c.key), clock_.NowUnix())};
+  EXPECT_EQ(service_->Bootstrap(json).status, 403);
+}
+
+TEST_F(LifecycleTest, CopiedOldLdevidIsRefusedOnceTheRenewalIsUsed) {
+  Dev d = Provision("SN-CP");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  ASSERT_EQ(Reenroll(l1), 200);  // l2 issued; l1 still valid until l2 is seen in use
+  x509::Certificate l2 = Ldevids(id).back();
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kValid);
+  ASSERT_EQ(Reenroll(l2), 200);  // the device uses l2: l1 is retired
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kRevoked);
+  EXPECT_EQ(Record(l1).revocation_reason, store::RevocationReason::kSuperseded);
+  EXPECT_TRUE(Record(l2).first_used_at.has_value());
+  std::string body;
+  EXPECT_EQ(Reenroll(l1, &body), 403);  // the copy kept by an attacker
+  EXPECT_NE(body.find("revoked (superseded)"), std::string::npos) << body;
+  EXPECT_EQ(Ldevids(id).size(), 3u);
+}
+
+TEST_F(LifecycleTest, DeviceThatLostItsRenewalRenewsWithTheOldOne) {
+  Dev d = Provision("SN-LOST");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  ASSERT_EQ(Reenroll(l1), 200);
+  x509::Certificate lost = Ldevids(id).back();
+  // The device crashed before installing `lost`, and renews with l1 again.
+  ASSERT_EQ(Reenroll(l1), 200);
+  x509::Certificate l3 = Ldevids(id).back();
+  EXPECT_EQ(Record(lost).status, store::CertStatus::kRevoked);  // replaced, never used
+  EXPECT_EQ(Record(lost).revocation_reason, store::RevocationReason::kSuperseded);
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kValid);
+  ASSERT_EQ(Reenroll(l3), 200);
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kRevoked);
+  // Every revocation has its audit row.
+  EXPECT_EQ(AuditCount("cert.revoke"), 2u);
+}
+
+TEST_F(LifecycleTest, OnlyTheNewestOrTheOneBeforeMayRenew) {
+  Dev d = Provision("SN-OLD");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  // Two more working certificates by simpleenroll (a device in service enrolling again); none
+  // of them used yet.
+  Enroll(d);
+  Enroll(d);
+  std::string body;
+  EXPECT_EQ(Reenroll(l1, &body), 403);
+  EXPECT_NE(body.find("not the device's current working certificate"), std::string::npos) << body;
+  // The newest renews, and its first use retires the two before it.
+  x509::Certificate newest = Ldevids(id).back();
+  ASSERT_EQ(Reenroll(newest), 200);
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kRevoked);
+  EXPECT_EQ(Record(Ldevids(id)[1]).status, store::CertStatus::kRevoked);
+}
+
+TEST_F(LifecycleTest, ExpiredDeviceReentersWithItsIdevidWithinThePolicy) {
+  Dev d = Provision("SN-EXP");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  // Offline past the LDevID's expiry, by 100 days.
+  clock_.Set(l1.not_after() + 100 * 86400);
+  auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(AuditCount("cert.reentry"), 1u);
+  // The JSON API too, for another device, a year and a day late: refused.
+  Dev e = Provision("SN-EXP2");
+  x509::Certificate le = Enroll(e);
+  clock_.Set(le.not_after() + 366 * 86400);
+  server::Request json{.method = "POST",
+                       .path = "/api/v1/bootstrap",
+                       .content_type = "application/json",
+                       .body = Json(e, NewCsr(e.idevid.common_name(), &e.key), clock_.NowUnix())};
+  auto late = service_->Bootstrap(json);
+  EXPECT_EQ(late.status, 403) << late.body;
+  EXPECT_NE(late.body.find("reentry_max_days_expired"), std::string::npos) << late.body;
+  EXPECT_EQ(AuditCount("cert.reentry"), 1u);
+}
+
+TEST_F(LifecycleTest, KeyCompromiseBarsReentry) {
+  Dev d = Provision("SN-KC");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  ASSERT_TRUE(ca::RevokeDevice(authority_->store(), clock_, id, /*all=*/false,
+                               store::RevocationReason::kKeyCompromise, "cli:test"));
+  auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id)));
+  EXPECT_EQ(r.status, 403);
+  EXPECT_NE(r.body.find("keyCompromise"), std::string::npos) << r.body;
+  EXPECT_EQ(Ldevids(id).size(), 1u);
+  EXPECT_EQ(AuditCount("cert.reentry"), 0u);
+}
+
+TEST_F(LifecycleTest, ReentryRefusedWhenThePolicySaysZero) {
+  Dev d = Provision("SN-Z");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  // A CA whose policy refuses re-entry, over the same directory and store.
+  ca::CaConfig config = authority_->config();
+  config.reentry_max_days_expired = 0;
+  ASSERT_TRUE(ca::SaveConfig(base_ / "ca", config));
+  service_.reset();
+  authority_.reset();
+  auto a = ca::Authority::Open(base_ / "ca", clock_);
+  ASSERT_TRUE(a);
+  authority_ = std::move(*a);
+  ASSERT_TRUE(authority_->Unlock(ca::CaName::kManufacturing, kPass));
+  ASSERT_TRUE(authority_->Unlock(ca::CaName::kOperational, kPass));
+  ASSERT_TRUE(authority_->UnlockBootstrap(kPass));
+  service_ = std::move(*EnrollService::Create(*authority_, metrics_, {}));
+  clock_.Set(l1.not_after() + 86400);
+  auto r = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id)));
+  EXPECT_EQ(r.status, 403);
+  EXPECT_NE(r.body.find("reentry_max_days_expired = 0"), std::string::npos) << r.body;
+}
+
+// The SPKI of `key` with its point in SEC1 form `form`: 0x04 uncompressed, 0x02 compressed,
+// 0x06 hybrid (the parity bits of 0x02/0x06 follow y).
+Bytes SpkiInForm(const crypto::PublicKey& key, uint8_t form) {
+  Bytes point = key.Sec1Point(form == 0x02);
+  if (form != 0x04) point[0] = static_cast<uint8_t>(form | (key.Sec1Point(false).back() & 1));
+  return crypto::EncodeEcSpki(key.type(), point);
+}
+
+x509::Csr CsrWithSpki(const crypto::PrivateKey& key, ByteView spki, const x509::NameFields& name) {
+  auto csr = x509::Csr::FromDer(x509::testing::RawCsrDer(key, spki, name));
+  EXPECT_TRUE(csr) << csr.error().ToString();
+  EXPECT_TRUE(csr->VerifySignature());
+  return *csr;
+}
+
+bool Contains(const Bytes& haystack, const Bytes& needle) {
+  return std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end()) !=
+         haystack.end();
+}
+
+TEST_F(ServiceTest, EstRefusesTheSameKeyInEveryPointForm) {
+  Dev d = Provision("SN-F1");
+  Dev other = Provision("SN-F2");
+  std::string id = d.idevid.common_name();
+  for (uint8_t form : {0x04, 0x02, 0x06}) {
+    // The IDevID's own key: 403, whichever way the point is written.
+    auto own = service_->SimpleEnroll(Est(
+        &d.idevid, CsrWithSpki(d.key, SpkiInForm(d.key.public_key(), form), {.common_name = id})));
+    EXPECT_EQ(own.status, 403) << "form " << int{form} << ": " << own.body;
+    EXPECT_NE(own.body.find("IDevID's key"), std::string::npos) << own.body;
+    // Another device's key: 409, the key-compromise twin found by its fingerprint.
+    auto twin = service_->SimpleEnroll(
+        Est(&d.idevid,
+            CsrWithSpki(other.key, SpkiInForm(other.key.public_key(), form), {.common_name = id})));
+    EXPECT_EQ(twin.status, 409) << "form " << int{form} << ": " << twin.body;
+  }
+  EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kManufactured);
+  EXPECT_EQ(authority_->store().ListCertificatesForDevice(id)->size(), 1u);
+}
+
+TEST_F(ServiceTest, JsonKeyIdentityIgnoresThePointForm) {
+  Dev a = Provision("SN-F3");
+  Dev b = Provision("SN-F4");
+  std::string id_b = b.idevid.common_name();
+  int64_t ts = clock_.NowUnix();
+  for (uint8_t form : {0x04, 0x02, 0x06}) {
+    // Device b asks for a working certificate on device a's key.
+    x509::Csr csr = CsrWithSpki(a.key, SpkiInForm(a.key.public_key(), form), {.common_name = id_b});
+    auto r = service_->Bootstrap(BootstrapRequest(Json(b, csr, ts--), &b.idevid));
+    EXPECT_EQ(r.status, 409) << "form " << int{form} << ": " << r.body;
+  }
+  EXPECT_EQ(authority_->store().ListCertificatesForDevice(id_b)->size(), 1u);
+
+  // Without a client certificate the CSR proves possession of the IDevID key: a compressed
+  // point is that key, and the certificate carries it uncompressed.
+  std::string id_a = a.idevid.common_name();
+  Bytes compressed = SpkiInForm(a.key.public_key(), 0x02);
+  auto r = service_->Bootstrap(BootstrapRequest(
+      Json(a, CsrWithSpki(a.key, compressed, {.common_name = id_a}), clock_.NowUnix()), nullptr));
+  ASSERT_EQ(r.status, 200) << r.body;
+  Bytes der = *Base64Decode(nlohmann::json::parse(r.body)["certificate"].get<std::string>());
+  EXPECT_TRUE(Contains(der, a.key.public_key().ToDer()));
+  EXPECT_FALSE(Contains(der, compressed));
+  auto records = authority_->store().ListCertificatesForDevice(id_a);
+  ASSERT_EQ(records->size(), 2u);
+  EXPECT_EQ(records->at(0).key_fingerprint, records->at(1).key_fingerprint);
+}
+
+TEST_F(ServiceTest, ACsrNamingAnotherDeviceIsRefusedOnEveryPath) {
+  Dev d = Provision("SN-N1");
+  Dev other = Provision("SN-N2");
+  std::string id = d.idevid.common_name();
+  std::vector<x509::NameFields> names = {
+      {.common_name = other.idevid.common_name()},
+      {.common_name = id, .serial_number = "SN-N2"},
+      {.serial_number = "SN-N2"},
+  };
+  int64_t ts = clock_.NowUnix();
+  for (const auto& name : names) {
+    auto est = service_->SimpleEnroll(
+        Est(&d.idevid, *x509::MakeCsr(*crypto::PrivateKey::Generate(), name)));
+    EXPECT_EQ(est.status, 403) << est.body;
+    auto tls = service_->Bootstrap(BootstrapRequest(
+        Json(d, *x509::MakeCsr(*crypto::PrivateKey::Generate(), name), ts--), &d.idevid));
+    EXPECT_EQ(tls.status, 403) << tls.body;
+    auto no_tls =
+        service_->Bootstrap(BootstrapRequest(Json(d, *x509::MakeCsr(d.key, name), ts--), nullptr));
+    EXPECT_EQ(no_tls.status, 403) << no_tls.body;
+    EXPECT_EQ(tls.body.substr(0, tls.body.find("request_id")),
+              no_tls.body.substr(0, no_tls.body.find("request_id")));
+  }
+  EXPECT_EQ(authority_->store().ListCertificatesForDevice(id)->size(), 1u);
+  // The device's own name, or none, is accepted.
+  auto ok = service_->Bootstrap(BootstrapRequest(
+      Json(d, *x509::MakeCsr(d.key, {.common_name = id, .serial_number = "SN-N1"}), ts--),
+      nullptr));
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+TEST_F(ServiceTest, JsonChecksTheTokenBeforeTheCertificateChain) {
+  Dev d = Provision("SN-V1");
+  std::string id = d.idevid.common_name();
+  // device_cert is the operational CA's own certificate: no IDevID, and its chain fails against
+  // the manufacturing CA. With a wrong token the answer is the token's, computed first.
+  std::string body =
+      nlohmann::json(
+          {{"device_id", id},
+           {"csr", Base64Encode(NewCsr(id, &d.key).ToDer())},
+           {"device_cert", Base64Encode(authority_->certificate(ca::CaName::kOperational).ToDer())},
+           {"timestamp", clock_.NowUnix()},
+           {"token", std::string(64, '0')}})
+          .dump();
+  auto r = service_->Bootstrap(BootstrapRequest(body, nullptr));
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.body.find("invalid bootstrap token"), std::string::npos) << r.body;
+  // With the right token, the chain is what fails.
+  std::string token = ca::BootstrapToken(*authority_->BootstrapSecret(id), id, clock_.NowUnix());
+  auto j = nlohmann::json::parse(body);
+  j["token"] = token;
+  r = service_->Bootstrap(BootstrapRequest(j.dump(), nullptr));
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.body.find("not a valid IDevID"), std::string::npos) << r.body;
+}
+
+TEST_F(ServiceTest, MalformedCsrExtensionsAreRefusedWith400) {
+  Dev d = Provision("SN-X1");
+  std::string id = d.idevid.common_name();
+  auto key = *crypto::PrivateKey::Generate();
+  Bytes ku = x509::internal::EncodeExtension(x509::internal::kOidKeyUsage, true,
+                                             x509::internal::EncodeKeyUsage(0x80));
+  Bytes big = x509::internal::EncodeExtension("1.3.6.1.4.1.99999.1", false,
+                                              der::OctetString(Bytes(40 * 1024, 'a')));
+  int64_t ts = clock_.NowUnix();
+  for (const Bytes& attrs :
+       {x509::testing::ExtensionRequest({ku, ku}), x509::testing::ExtensionRequest({big})}) {
+    Bytes der = x509::testing::RawCsrDer(key, key.public_key().ToDer(), {.common_name = id}, attrs);
+    server::Request est = Est(&d.idevid, NewCsr(id));
+    est.body = Base64Encode(der);
+    auto r = service_->SimpleEnroll(est);
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_NE(r.body.find("extension"), std::string::npos) << r.body;
+    std::string body = Json(d, NewCsr(id), ts--);
+    auto j = nlohmann::json::parse(body);
+    j["csr"] = Base64Encode(der);
+    auto json = service_->Bootstrap(BootstrapRequest(j.dump(), &d.idevid));
+    EXPECT_EQ(json.status, 400) << json.body;
+  }
+  EXPECT_EQ(authority_->store().ListCertificatesForDevice(id)->size(), 1u);
+}
+
+TEST_F(ServiceTest, TheIDevIDKeyIsRefusedWithOneStatusOnBothEstEndpoints) {
+  Dev d = Provision("SN-K1");
+  std::string id = d.idevid.common_name();
+  auto issued = service_->Bootstrap(BootstrapRequest(Json(d, NewCsr(id), clock_.NowUnix()),
+                                                     &d.idevid));  // a new key, over mutual TLS
+  ASSERT_EQ(issued.status, 200) << issued.body;
+  auto ldevid = x509::Certificate::FromDer(
+      *Base64Decode(nlohmann::json::parse(issued.body)["certificate"].get<std::string>()));
+  ASSERT_TRUE(ldevid);
+  auto csr =
+      x509::MakeCsr(d.key, {.organization = "Acme", .common_name = id, .serial_number = "SN-K1"});
+  ASSERT_TRUE(csr);
+  ASSERT_EQ(csr->subject(), ldevid->subject());
+  auto reenroll = service_->SimpleReenroll(Est(&*ldevid, *csr, /*issuer_index=*/1));
+  EXPECT_EQ(reenroll.status, 403) << reenroll.body;
+  EXPECT_NE(reenroll.body.find("birth"), std::string::npos) << reenroll.body;
+  auto enroll = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id, &d.key)));
+  EXPECT_EQ(enroll.status, 403) << enroll.body;
 }
 
 }  // namespace

@@ -8,19 +8,12 @@
 #include "iotpki/ca/authority.h"
 #include "iotpki/ca/config.h"
 #include "iotpki/common/file.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/x509/profile.h"
 
 namespace iotpki::mfg {
 namespace {
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
 
 std::vector<std::string_view> SplitFields(std::string_view line) {
   std::vector<std::string_view> fields;
@@ -30,14 +23,6 @@ std::vector<std::string_view> SplitFields(std::string_view line) {
     if (comma == std::string_view::npos) return fields;
     line.remove_prefix(comma + 1);
   }
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
 }
 
 // The serial names a folder in the output directory: x509's rule, plus no leading '.', which
@@ -60,7 +45,7 @@ Result<void> CheckSerial(std::string_view serial) {
 class Seen {
  public:
   Result<void> Add(const DeviceInput& d) {
-    auto [s, new_serial] = serials_.emplace(Lower(d.serial), d.origin);
+    auto [s, new_serial] = serials_.emplace(ToLowerAscii(d.serial), d.origin);
     if (!new_serial) {
       return Fail(Code::kInvalidArgument, "serial '" + d.serial + "' repeats " + s->second +
                                               " (serials must be unique, ignoring case)");
@@ -166,7 +151,7 @@ Result<std::vector<DeviceInput>> ReadSerialsCsv(const std::filesystem::path& pat
     std::string where = name + " line " + std::to_string(number);
     auto at = [&](Error e) { return Fail(std::move(e).Context(where)); };
     auto fields = SplitFields(text);
-    if (first_data_line && Lower(fields[0]) == "serial") {
+    if (first_data_line && ToLowerAscii(fields[0]) == "serial") {
       first_data_line = false;
       continue;
     }

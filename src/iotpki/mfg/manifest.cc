@@ -206,9 +206,10 @@ Result<ManifestAudit> VerifyManifest(store::Store& store, const std::filesystem:
 
 Result<Manifest> Manifest::Open(const std::filesystem::path& path,
                                 std::unordered_set<std::string>* listed) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Fail(FileError("cannot open", path, errno));
-  Manifest m(path, fd);
+  Fd owned(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!owned.valid()) return Fail(FileError("cannot open", path, errno));
+  int fd = owned.get();
+  Manifest m(path, std::move(owned));
   // Files of hundreds of MB (10M devices) are read in one piece: the serial set is as large.
   IOTPKI_TRY(std::string text, ReadTextFile(path, size_t{4} << 30));
   size_t complete = text.rfind('\n');
@@ -238,14 +239,6 @@ Result<Manifest> Manifest::Open(const std::filesystem::path& path,
   return m;
 }
 
-Manifest::Manifest(Manifest&& other) noexcept : path_(std::move(other.path_)), fd_(other.fd_) {
-  other.fd_ = -1;
-}
-
-Manifest::~Manifest() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 Result<void> Manifest::Append(const std::vector<ManifestEntry>& entries) {
   std::string text;
   for (const auto& e : entries) {
@@ -258,12 +251,12 @@ Result<void> Manifest::Append(const std::vector<ManifestEntry>& entries) {
 Result<void> Manifest::Append(std::string_view text) {
   size_t done = 0;
   while (done < text.size()) {
-    ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
+    ssize_t n = ::write(fd_.get(), text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return Fail(FileError("cannot append to", path_, n < 0 ? errno : EIO));
     done += static_cast<size_t>(n);
   }
-  if (::fdatasync(fd_) != 0) return Fail(FileError("cannot flush", path_, errno));
+  if (::fdatasync(fd_.get()) != 0) return Fail(FileError("cannot flush", path_, errno));
   return {};
 }
 

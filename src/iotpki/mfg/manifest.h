@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "iotpki/common/error.h"
+#include "iotpki/common/file.h"
 #include "iotpki/store/store.h"
 
 namespace iotpki::mfg {
@@ -65,9 +66,8 @@ class Manifest {
   static Result<Manifest> Open(const std::filesystem::path& path,
                                std::unordered_set<std::string>* listed);
 
-  Manifest(Manifest&& other) noexcept;
+  Manifest(Manifest&& other) noexcept = default;
   Manifest& operator=(Manifest&&) = delete;
-  ~Manifest();
 
   // Appends the lines in one write(2) and fdatasyncs. On a failure the file may hold part of the
   // lines (the next Open cuts an unterminated tail); the caller stops.
@@ -76,9 +76,9 @@ class Manifest {
   Result<void> Append(std::string_view lines);
 
  private:
-  Manifest(std::filesystem::path path, int fd) : path_(std::move(path)), fd_(fd) {}
+  Manifest(std::filesystem::path path, Fd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
   std::filesystem::path path_;
-  int fd_ = -1;
+  Fd fd_;
 };
 
 }  // namespace iotpki::mfg

@@ -18,46 +18,22 @@ constexpr char kLockFile[] = ".lock";
 
 }  // namespace
 
-Error FileError(std::string_view doing, const fs::path& path, int err) {
-  std::string what = std::string(doing) + " " + path.string() + ": " + std::strerror(err);
-  switch (err) {
-    case ENOSPC:
-    case EDQUOT:
-    case EFBIG:
-      return Error(Code::kResourceExhausted, "disk full: " + what);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return Error(Code::kPermissionDenied, what);
-    case EIO:
-      return Error(Code::kDataLoss, what);
-    default:
-      return Error(Code::kInternal, what);
-  }
-}
-
 Result<void> WriteFileUnsynced(const fs::path& path, ByteView data, int mode) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return Fail(FileError("cannot create", path, errno));
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd.valid()) return Fail(FileError("cannot create", path, errno));
   // The umask must not widen or narrow what the caller asked for (0600 for secrets).
-  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
-    int err = errno;
-    ::close(fd);
-    return Fail(FileError("cannot set the mode of", path, err));
+  if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0) {
+    return Fail(FileError("cannot set the mode of", path, errno));
   }
   size_t done = 0;
   while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = n < 0 ? errno : EIO;
-      ::close(fd);
-      return Fail(FileError("cannot write", path, err));
-    }
+    if (n <= 0) return Fail(FileError("cannot write", path, n < 0 ? errno : EIO));
     done += static_cast<size_t>(n);
   }
   // close() reports delayed allocation failures on some file systems (NFS, quota).
-  if (::close(fd) != 0) return Fail(FileError("cannot write", path, errno));
+  if (int err = fd.Close(); err != 0) return Fail(FileError("cannot write", path, err));
   return {};
 }
 
@@ -74,27 +50,17 @@ Result<OutputDir> OutputDir::Open(const fs::path& out, bool must_be_empty) {
                     " is not empty (continue the batch in it with --resume, or choose a new one)");
   }
   fs::path lock = out / kLockFile;
-  int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Fail(FileError("cannot write to the output directory:", lock, errno));
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
+  Fd fd(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!fd.valid()) return Fail(FileError("cannot write to the output directory:", lock, errno));
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     return Fail(Code::kFailedPrecondition,
                 "another iotpki mfg provision is working in " + out.string());
   }
-  OutputDir dir(out, fd);
+  OutputDir dir(out, std::move(fd));
   if (::mkdir((out / kPartialDir).c_str(), 0700) != 0 && errno != EEXIST) {
     return Fail(FileError("cannot create", out / kPartialDir, errno));
   }
   return dir;
-}
-
-OutputDir::OutputDir(OutputDir&& other) noexcept
-    : path_(std::move(other.path_)), lock_fd_(other.lock_fd_) {
-  other.lock_fd_ = -1;
-}
-
-OutputDir::~OutputDir() {
-  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 fs::path OutputDir::Partial(std::string_view serial) const {
@@ -149,12 +115,11 @@ Result<std::vector<std::string>> OutputDir::ListPartial() const {
 }
 
 Result<void> OutputDir::Sync() const {
-  int fd = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Fail(FileError("cannot open", path_, errno));
-  int rc = ::syncfs(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return Fail(FileError("cannot flush the file system of", path_, err));
+  Fd fd(::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return Fail(FileError("cannot open", path_, errno));
+  if (::syncfs(fd.get()) != 0) {
+    return Fail(FileError("cannot flush the file system of", path_, errno));
+  }
   return {};
 }
 

@@ -22,6 +22,7 @@
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
+#include "iotpki/common/file.h"  // FileError
 
 namespace iotpki::mfg {
 
@@ -35,11 +36,6 @@ inline constexpr char kKeyPem[] = "key.pem";
 inline constexpr char kBatchJson[] = "batch.json";
 inline constexpr char kManifest[] = "manifest.jsonl";
 
-// Errors of file operations on the output: ResourceExhausted for a full disk or a file size
-// limit (ENOSPC, EDQUOT, EFBIG), PermissionDenied (EACCES, EPERM, EROFS), DataLoss (EIO),
-// Internal otherwise. The message names the path.
-Error FileError(std::string_view doing, const std::filesystem::path& path, int err);
-
 // Creates or truncates `path` with exactly `mode` and writes `data`, without fsync (see above).
 Result<void> WriteFileUnsynced(const std::filesystem::path& path, ByteView data, int mode);
 
@@ -51,11 +47,10 @@ class OutputDir {
   // mixes with old files).
   static Result<OutputDir> Open(const std::filesystem::path& out, bool must_be_empty);
 
-  OutputDir(OutputDir&& other) noexcept;
+  OutputDir(OutputDir&& other) noexcept = default;
   OutputDir& operator=(OutputDir&&) = delete;
   OutputDir(const OutputDir&) = delete;
   OutputDir& operator=(const OutputDir&) = delete;
-  ~OutputDir();
 
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path Partial(std::string_view serial) const;
@@ -75,9 +70,10 @@ class OutputDir {
   Result<void> Sync() const;
 
  private:
-  OutputDir(std::filesystem::path path, int lock_fd) : path_(std::move(path)), lock_fd_(lock_fd) {}
+  OutputDir(std::filesystem::path path, Fd lock_fd)
+      : path_(std::move(path)), lock_fd_(std::move(lock_fd)) {}
   std::filesystem::path path_;
-  int lock_fd_ = -1;
+  Fd lock_fd_;  // holds the flock
 };
 
 }  // namespace iotpki::mfg

@@ -21,6 +21,7 @@
 #include <unordered_map>
 
 #include "iotpki/common/log.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/x509/profile.h"
@@ -96,14 +97,6 @@ struct Validity {
   }
 };
 
-std::string LowerTrimmed(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Every transfer coding named by the request's Transfer-Encoding lines, in order, lowercase,
 // without parameters; empty list elements skipped (RFC 9110 5.6.1).
 std::vector<std::string> TransferCodings(const http::request_header<>& h) {
@@ -114,7 +107,7 @@ std::vector<std::string> TransferCodings(const http::request_header<>& h) {
     while (!list.empty()) {
       size_t comma = list.find(',');
       std::string_view element = list.substr(0, comma);
-      std::string coding = LowerTrimmed(element.substr(0, element.find(';')));
+      std::string coding = ToLowerAscii(Trim(element.substr(0, element.find(';'))));
       if (!coding.empty()) out.push_back(std::move(coding));
       list.remove_prefix(comma == std::string_view::npos ? list.size() : comma + 1);
     }

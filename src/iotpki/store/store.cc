@@ -44,17 +44,6 @@ constexpr std::array<std::pair<CertStatus, std::string_view>, 2> kCertStatuses{{
     {CertStatus::kRevoked, "revoked"},
 }};
 
-constexpr std::array<std::pair<RevocationReason, std::string_view>, 8> kRevocationReasons{{
-    {RevocationReason::kUnspecified, "unspecified"},
-    {RevocationReason::kKeyCompromise, "keyCompromise"},
-    {RevocationReason::kCaCompromise, "cACompromise"},
-    {RevocationReason::kAffiliationChanged, "affiliationChanged"},
-    {RevocationReason::kSuperseded, "superseded"},
-    {RevocationReason::kCessationOfOperation, "cessationOfOperation"},
-    {RevocationReason::kPrivilegeWithdrawn, "privilegeWithdrawn"},
-    {RevocationReason::kAaCompromise, "aACompromise"},
-}};
-
 constexpr std::array<std::pair<CampaignMode, std::string_view>, 2> kCampaignModes{{
     {CampaignMode::kRenew, "renew"},
     {CampaignMode::kRekey, "rekey"},
@@ -106,11 +95,17 @@ Result<CertStatus> ParseCertStatus(std::string_view name) {
   return ParseName(kCertStatuses, name, "certificate status");
 }
 
-std::string_view RevocationReasonName(RevocationReason reason) {
-  return NameOf(kRevocationReasons, reason);
-}
 Result<RevocationReason> ParseRevocationReason(std::string_view name) {
-  return ParseName(kRevocationReasons, name, "revocation reason");
+  IOTPKI_TRY(RevocationReason reason, x509::ParseRevocationReason(name));
+  if (!IsFinalRevocationReason(reason)) {
+    return Fail(Code::kInvalidArgument, "revocation reason '" + std::string(name) +
+                                            "' is not supported: a revocation is final");
+  }
+  return reason;
+}
+
+bool IsFinalRevocationReason(RevocationReason reason) {
+  return reason != RevocationReason::kCertificateHold && reason != RevocationReason::kRemoveFromCrl;
 }
 
 WriteBatch& WriteBatch::InsertDevice(Device device) {
@@ -128,8 +123,14 @@ WriteBatch& WriteBatch::InsertCertificate(CertificateRecord cert) {
   return *this;
 }
 
-WriteBatch& WriteBatch::RevokeCertificate(std::string serial, RevocationReason reason) {
-  ops_.emplace_back(RevokeCertificateOp{std::move(serial), reason});
+WriteBatch& WriteBatch::RevokeCertificate(std::string serial, RevocationReason reason,
+                                          int64_t revoked_at) {
+  ops_.emplace_back(RevokeCertificateOp{std::move(serial), reason, revoked_at});
+  return *this;
+}
+
+WriteBatch& WriteBatch::MarkCertificateUsed(std::string serial) {
+  ops_.emplace_back(MarkCertificateUsedOp{std::move(serial)});
   return *this;
 }
 

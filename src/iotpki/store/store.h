@@ -20,6 +20,7 @@
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
+#include "iotpki/x509/revocation_reason.h"
 
 namespace iotpki::store {
 
@@ -39,20 +40,14 @@ enum class CertStatus { kValid, kRevoked };
 std::string_view CertStatusName(CertStatus status);  // "valid", "revoked"
 Result<CertStatus> ParseCertStatus(std::string_view name);
 
-// RFC 5280 CRLReason values (the numbers are the CRL codes). certificateHold and removeFromCRL
-// are deliberately absent: in iotpki a revocation is final.
-enum class RevocationReason {
-  kUnspecified = 0,
-  kKeyCompromise = 1,
-  kCaCompromise = 2,
-  kAffiliationChanged = 3,
-  kSuperseded = 4,
-  kCessationOfOperation = 5,
-  kPrivilegeWithdrawn = 9,
-  kAaCompromise = 10,
-};
-std::string_view RevocationReasonName(RevocationReason reason);  // "keyCompromise", ...
+// RFC 5280 CRLReason (x509/revocation_reason.h); its names are the text form in the database.
+// certificateHold and removeFromCRL are never stored: in iotpki a revocation is final.
+using RevocationReason = x509::RevocationReason;
+using x509::RevocationReasonName;  // "keyCompromise", ...
+// As x509::ParseRevocationReason, but InvalidArgument for certificateHold and removeFromCRL.
 Result<RevocationReason> ParseRevocationReason(std::string_view name);
+// False for certificateHold and removeFromCRL, which the store refuses.
+bool IsFinalRevocationReason(RevocationReason reason);
 
 enum class CampaignMode { kRenew, kRekey };
 std::string_view CampaignModeName(CampaignMode mode);  // "renew", "rekey"
@@ -99,6 +94,9 @@ struct CertificateRecord {
   std::optional<int64_t> revoked_at;                  // Store-managed.
   std::optional<RevocationReason> revocation_reason;  // Store-managed.
   int64_t created_at = 0;                             // Store-managed.
+  // Store-managed: when a device first authenticated with this certificate (MarkCertificateUsed;
+  // schema version 5). Renewal is bound to the newest working certificate once it is in use.
+  std::optional<int64_t> first_used_at;
 
   bool operator==(const CertificateRecord&) const = default;
 };
@@ -195,10 +193,17 @@ struct UpdateDeviceStateOp {
 struct InsertCertificateOp {
   CertificateRecord cert;
 };
-// valid -> revoked, with revoked_at = the commit time.
+// valid -> revoked. revoked_at is `revoked_at` when set (> 0), else the commit time: a caller
+// that writes the time into an audit row of the same batch sets it, so both say the same.
 struct RevokeCertificateOp {
   std::string serial;
   RevocationReason reason;
+  int64_t revoked_at = 0;
+};
+// Records the commit time as the certificate's first_used_at, unless it has one already (then it
+// changes nothing). NotFound for an unknown certificate.
+struct MarkCertificateUsedOp {
+  std::string serial;
 };
 struct AppendAuditOp {
   AuditEvent event;
@@ -235,16 +240,18 @@ struct UpdateCampaignOp {
   std::string reason;  // state_reason after the update
 };
 
-using WriteOp =
-    std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp, RevokeCertificateOp,
-                 AppendAuditOp, RecordTokenOp, UpdateJobOp, UpdateCampaignOp>;
+using WriteOp = std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp,
+                             RevokeCertificateOp, AppendAuditOp, RecordTokenOp,
+                             MarkCertificateUsedOp, UpdateJobOp, UpdateCampaignOp>;
 
 class WriteBatch {
  public:
   WriteBatch& InsertDevice(Device device);
   WriteBatch& UpdateDeviceState(std::string device_id, DeviceState from, DeviceState to);
   WriteBatch& InsertCertificate(CertificateRecord cert);
-  WriteBatch& RevokeCertificate(std::string serial, RevocationReason reason);
+  WriteBatch& RevokeCertificate(std::string serial, RevocationReason reason,
+                                int64_t revoked_at = 0);
+  WriteBatch& MarkCertificateUsed(std::string serial);
   WriteBatch& AppendAudit(AuditEvent event);
   WriteBatch& RecordToken(std::string device_id, int64_t timestamp);
   WriteBatch& UpdateJob(UpdateJobOp op);
@@ -298,6 +305,16 @@ struct DevicePage {
 };
 
 inline constexpr size_t kMaxPageSize = 10000;
+
+// Revoked certificates, ordered by (revoked_at, serial).
+struct RevokedFilter {
+  int64_t since = 0;  // revoked_at >= since
+};
+
+struct CertificatePage {
+  std::vector<CertificateRecord> certificates;
+  std::string next_cursor;  // as DevicePage::next_cursor
+};
 
 // Who is in a campaign: exactly one of these selections.
 struct CampaignCohort {
@@ -362,6 +379,12 @@ class Store {
   // For audits that must visit the whole table without holding it in memory.
   virtual Result<std::vector<CertificateRecord>> ListCertificates(std::string_view after_serial,
                                                                   size_t limit) = 0;
+
+  // Revoked certificates (any owner) with revoked_at >= filter.since, ordered by (revoked_at,
+  // serial), at most `limit` (1..kMaxPageSize) after `cursor` ("" for the first page; else the
+  // previous page's next_cursor). InvalidArgument for a bad limit or cursor.
+  virtual Result<CertificatePage> ListRevokedCertificates(const RevokedFilter& filter, size_t limit,
+                                                          std::string_view cursor) = 0;
 
   // Keyset pagination: at most `limit` (1..kMaxPageSize) devices after `cursor` ("" for the
   // first page), in the order devices were added to the inventory (the order a factory made
@@ -450,8 +473,11 @@ class Store {
 //      existing rows.
 //   3: devices numbered in insertion order (seq; listings page by it), the device indexes end
 //      with it, certificates_by_key dropped: append-ordered indexes for factory batches.
-//   4: binary device ids and key fingerprints.
-//   5: rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer.
-inline constexpr int kLatestSchemaVersion = 5;
+//   4: binary ids (device ids and key fingerprints as 32-byte blobs), certificates name their
+//      device by seq.
+//   5: certificates.first_used_at (renewal bound to the current working certificate) and an
+//      index of revoked certificates by (revoked_at, serial).
+//   6: rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer.
+inline constexpr int kLatestSchemaVersion = 6;
 
 }  // namespace iotpki::store

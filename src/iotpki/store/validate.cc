@@ -4,6 +4,8 @@
 #include <charconv>
 #include <type_traits>
 
+#include "iotpki/common/strings.h"
+
 namespace iotpki::store {
 namespace {
 
@@ -12,43 +14,9 @@ constexpr size_t kKeyFingerprintHexDigits = 64;
 // RFC 5280 4.1.2.2: at most 20 octets.
 constexpr size_t kMaxCertSerialHexDigits = 40;
 
-// Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF) without NUL.
+// Well-formed UTF-8 without NUL: PostgreSQL TEXT refuses both.
 bool IsCleanUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c == 0) return false;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if ((c & 0xe0) == 0xc0) {
-      len = 2;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      len = 3;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > s.size()) return false;
-    for (size_t k = 1; k < len; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = cp << 6 | (cc & 0x3f);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-      return false;
-    }
-    i += len;
-  }
-  return true;
+  return s.find('\0') == std::string_view::npos && IsValidUtf8(s);
 }
 
 Result<void> CheckText(std::string_view value, std::string_view field, bool allow_empty,
@@ -112,10 +80,11 @@ Result<void> ValidateCertificate(const CertificateRecord& c) {
     return Fail(Code::kInvalidArgument, "certificate DER is empty or larger than " +
                                             std::to_string(kMaxDerBytes) + " bytes");
   }
-  if (c.status != CertStatus::kValid || c.revoked_at || c.revocation_reason || c.created_at != 0) {
+  if (c.status != CertStatus::kValid || c.revoked_at || c.revocation_reason || c.created_at != 0 ||
+      c.first_used_at) {
     return Fail(Code::kInvalidArgument,
-                "status, revoked_at, revocation_reason and created_at are set by the store; "
-                "insert certificates as valid and revoke them with RevokeCertificate");
+                "status, revoked_at, revocation_reason, created_at and first_used_at are set by "
+                "the store; insert certificates as valid and revoke them with RevokeCertificate");
   }
   return {};
 }
@@ -139,6 +108,15 @@ Result<void> ValidateOp(const WriteOp& op) {
         } else if constexpr (std::is_same_v<T, InsertCertificateOp>) {
           return ValidateCertificate(o.cert);
         } else if constexpr (std::is_same_v<T, RevokeCertificateOp>) {
+          if (o.revoked_at < 0) return Fail(Code::kInvalidArgument, "revoked_at is negative");
+          IOTPKI_CHECK(CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits));
+          if (!IsFinalRevocationReason(o.reason)) {
+            return Fail(Code::kInvalidArgument, "revocation reason " +
+                                                    std::string(RevocationReasonName(o.reason)) +
+                                                    " is not supported: a revocation is final");
+          }
+          return {};
+        } else if constexpr (std::is_same_v<T, MarkCertificateUsedOp>) {
           return CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits);
         } else if constexpr (std::is_same_v<T, AppendAuditOp>) {
           return ValidateAuditEvent(o.event);
@@ -183,14 +161,6 @@ bool IsLowerHex(std::string_view s) {
   bool all = true;
   for (char c : s) all &= kLowerHex[static_cast<uint8_t>(c)];
   return all;
-}
-
-std::string ToLowerAscii(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
 }
 
 Result<void> ValidateBatch(const WriteBatch& batch) {

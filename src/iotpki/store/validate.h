@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "iotpki/common/error.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/store/store.h"
 
 namespace iotpki::store {
@@ -18,8 +19,6 @@ inline constexpr size_t kMaxDerBytes = 64 << 10;      // one certificate.
 
 // True if s is non-empty, even-length and only 0-9a-f.
 bool IsLowerHex(std::string_view s);
-// ASCII-lowercases, for lookups that accept either case.
-std::string ToLowerAscii(std::string_view s);
 
 // InvalidArgument naming the first offending operation and field. Checks formats (ids, hex,
 // UTF-8 without NUL, since PostgreSQL TEXT refuses both), lengths, and that store-managed fields

@@ -77,6 +77,22 @@ TEST(Validate, EnumNamesRoundTrip) {
   EXPECT_EQ(*ParseRevocationReason("keyCompromise"), RevocationReason::kKeyCompromise);
   EXPECT_FALSE(ParseDeviceState("Active"));
   EXPECT_FALSE(ParseRevocationReason("certificateHold"));
+  EXPECT_FALSE(ParseRevocationReason("removeFromCRL"));
+  EXPECT_FALSE(ParseRevocationReason("nonsense"));
+}
+
+TEST(Validate, RevocationIsFinal) {
+  WriteBatch hold;
+  hold.RevokeCertificate("0a", RevocationReason::kCertificateHold);
+  auto r = ValidateBatch(hold);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Code::kInvalidArgument);
+  EXPECT_EQ(r.error().message(),
+            "batch operation 1: revocation reason certificateHold is not supported: a revocation "
+            "is final");
+  WriteBatch superseded;
+  superseded.RevokeCertificate("0a", RevocationReason::kSuperseded);
+  EXPECT_TRUE(ValidateBatch(superseded));
 }
 
 }  // namespace

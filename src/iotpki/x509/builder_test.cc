@@ -59,7 +59,7 @@ TEST(Profile, DeviceIdentity) {
 }
 
 TEST(NewSerial, SixteenPositiveOctetsAndUnique) {
-  std::set<Bytes> seen;
+  std::set<Bytes, BytesLess> seen;
   for (int i = 0; i < 2000; ++i) {
     Bytes s = NewSerial();
     ASSERT_EQ(s.size(), 16u);
@@ -91,7 +91,7 @@ TEST(NewSerial, BeginsWithTheIssuanceTime) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2));
   Bytes second = NewSerial();
   EXPECT_LT(first, second);
-  std::set<Bytes> tails;
+  std::set<Bytes, BytesLess> tails;
   for (int i = 0; i < 1000; ++i) {
     Bytes s = NewSerial();
     tails.insert(Bytes(s.begin() + 7, s.end()));

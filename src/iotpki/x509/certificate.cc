@@ -497,16 +497,9 @@ void ReadLintFactsFromOpenSsl(Certificate::Impl& impl) {
   for (int i = 0; i < X509_NAME_entry_count(subject); ++i) {
     const X509_NAME_ENTRY* e = X509_NAME_get_entry(subject, i);
     const ASN1_STRING* data = X509_NAME_ENTRY_get_data(e);
-    std::string value;
-    unsigned char* utf8 = nullptr;
-    int len = ASN1_STRING_to_UTF8(&utf8, data);
-    if (len >= 0) {
-      value.assign(reinterpret_cast<const char*>(utf8), static_cast<size_t>(len));
-      OPENSSL_free(utf8);
-    }
     impl.subject_attributes.push_back({internal::ObjectToOid(X509_NAME_ENTRY_get_object(e)),
                                        static_cast<uint8_t>(ASN1_STRING_type(data)),
-                                       std::move(value)});
+                                       internal::StringToUtf8(data).value_or("")});
   }
   impl.extensions_decode = DecodesOrAbsent<BASIC_CONSTRAINTS>(x, NID_basic_constraints) &&
                            DecodesOrAbsent<ASN1_STRING>(x, NID_key_usage) &&
@@ -592,6 +585,8 @@ Result<void> ReadFields(Certificate::Impl& fields, const crypto::PublicKey* know
   // The key d2i decoded already is shared, not decoded a second time.
   auto key = crypto::PublicKey::FromParsed(X509_get0_pubkey(x), spki);
   if (!key) {
+    // X509_get0_pubkey queues the decoder's complaint about a key it cannot read.
+    ossl::ClearErrors();
     return Fail(Code::kInvalidArgument, "certificate public key is not supported",
                 key.error().ToString());
   }

@@ -1,6 +1,7 @@
 #include "iotpki/x509/certificate.h"
 
 #include <gtest/gtest.h>
+#include <openssl/err.h>
 
 #include <cctype>
 
@@ -9,6 +10,8 @@
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/crl.h"
+#include "iotpki/x509/csr.h"
 #include "iotpki/x509/internal.h"
 #include "iotpki/x509/test_util.h"
 
@@ -328,6 +331,68 @@ TEST_F(CertificateTest, BothParsersRefuseAKeyWithUnusedBits) {
     // The same rebuild with the key as it was parses, so the refusal is about the unused bits.
     EXPECT_TRUE(Certificate::FromDer(WithTbsField(idevid.ToDer(), 6, spki)));
   }
+}
+
+// DESIGN.md: OpenSSL's error queue is drained in one place and is empty afterwards. A factory
+// that fails on bad input must not leave entries behind, or the next OpenSSL call on the same
+// thread (a TLS handshake, say) would report them as its own.
+TEST(OpenSslErrorQueue, EmptyAfterEveryFailingFactory) {
+  Pki pki;
+  auto device = NewKey();
+  Certificate cert = Must(Issue(pki.DeviceTemplate(ProfileKind::kIDevID, device.public_key()),
+                                &pki.mfg, pki.mfg_key, pki.policy));
+  Csr csr = Must(MakeCsr(device, {.common_name = "x"}));
+  Crl crl = Must(BuildCrl(pki.ops, pki.ops_key, {}, kNow, kNow + 86400, 1));
+  std::string key_pem = Must(device.ToEncryptedPem("right"));
+  Bytes key_der = Must(device.ToDer());
+  // Garbage, truncations and corruptions of each kind of input.
+  auto bad_forms = [](const Bytes& good) {
+    std::vector<Bytes> out = {Bytes{}, ToBytes("garbage"), Bytes{0x30, 0x03, 0x02, 0x01, 0x00},
+                              Bytes(good.begin(), good.end() - 1),
+                              Bytes(good.begin(), good.begin() + good.size() / 2)};
+    Bytes inner = good;
+    inner[inner.size() / 3] ^= 0x80;
+    out.push_back(inner);
+    Bytes tag = good;
+    tag[0] = 0x31;
+    out.push_back(tag);
+    return out;
+  };
+  std::string pem_garbage = "-----BEGIN X-----\nnot base64!\n-----END X-----\n";
+  for (bool fast : {true, false}) {
+    internal::g_fast_parse = fast;
+    ERR_clear_error();
+    // Most of these fail; a corruption that still parses must leave the queue empty too.
+    auto check = [&](const char* what, bool /*failed*/) {
+      EXPECT_EQ(ERR_peek_error(), 0u) << what << (fast ? " (fast parse)" : " (OpenSSL parse)");
+      ERR_clear_error();
+    };
+    for (const Bytes& b : bad_forms(cert.ToDer())) {
+      check("Certificate::FromDer", !Certificate::FromDer(b));
+      check("Certificate::FromDer with a known key", !Certificate::FromDer(b, device.public_key()));
+    }
+    for (const Bytes& b : bad_forms(csr.ToDer())) check("Csr::FromDer", !Csr::FromDer(b));
+    for (const Bytes& b : bad_forms(crl.ToDer())) check("Crl::FromDer", !Crl::FromDer(b));
+    for (const Bytes& b : bad_forms(device.public_key().ToDer())) {
+      check("PublicKey::FromDer", !crypto::PublicKey::FromDer(b));
+    }
+    for (const Bytes& b : bad_forms(key_der)) {
+      check("PrivateKey::FromDer", !crypto::PrivateKey::FromDer(b));
+    }
+    Bytes off_curve = device.public_key().Sec1Point(false);
+    off_curve.back() ^= 1;
+    check("PublicKey::FromSec1", !crypto::PublicKey::FromSec1(crypto::KeyType::kP256, off_curve));
+    check("Certificate::FromPem", !Certificate::FromPem(pem_garbage));
+    check("Certificate::ChainFromPem", !Certificate::ChainFromPem(pem_garbage));
+    check("Csr::FromPem", !Csr::FromPem(pem_garbage));
+    check("Crl::FromPem", !Crl::FromPem(pem_garbage));
+    check("PublicKey::FromPem", !crypto::PublicKey::FromPem(pem_garbage));
+    check("PrivateKey::FromPem, wrong passphrase", !crypto::PrivateKey::FromPem(key_pem, "wrong"));
+    check("PrivateKey::FromPem, garbage", !crypto::PrivateKey::FromPem(pem_garbage, "right"));
+    check("PrivateKey::FromScalar",
+          !crypto::PrivateKey::FromScalar(crypto::KeyType::kP256, Bytes(32, 0)));
+  }
+  internal::g_fast_parse = true;
 }
 
 }  // namespace

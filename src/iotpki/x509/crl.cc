@@ -52,8 +52,9 @@ Result<RevokedEntry> ReadEntry(const der::Element& element) {
     der::Reader v(value.contents);
     IOTPKI_TRY(der::Element reason, v.Expect(der::kEnumerated));
     IOTPKI_TRY(int64_t code, der::ParseSmallInteger(reason.contents));
-    if (code > 10 || code == 7) return Fail(Code::kInvalidArgument, "unknown CRL reason code");
-    entry.reason = static_cast<RevocationReason>(code);
+    auto known = RevocationReasonFromCode(code);
+    if (!known) return Fail(Code::kInvalidArgument, "unknown CRL reason code");
+    entry.reason = *known;
   }
   return entry;
 }
@@ -121,7 +122,7 @@ Result<Crl> Crl::FromDer(ByteView der) {
   }
   ossl::ClearErrors();
   for (const auto& e : impl->revoked) impl->sorted_serials.push_back(Normalize(e.serial));
-  std::sort(impl->sorted_serials.begin(), impl->sorted_serials.end());
+  std::sort(impl->sorted_serials.begin(), impl->sorted_serials.end(), BytesLess());
   return Crl(std::move(impl));
 }
 
@@ -142,7 +143,7 @@ const std::vector<RevokedEntry>& Crl::revoked() const { return impl_->revoked; }
 
 bool Crl::IsRevoked(ByteView serial) const {
   return std::binary_search(impl_->sorted_serials.begin(), impl_->sorted_serials.end(),
-                            Normalize(serial));
+                            Normalize(serial), BytesLess());
 }
 
 bool Crl::IsSignedBy(const crypto::PublicKey& key) const {
@@ -184,7 +185,7 @@ Result<Crl> BuildCrl(const Certificate& issuer, const crypto::Signer& issuer_key
         der::Sequence({der::UnsignedInteger(entry.serial), der::Time(entry.revoked_at), reason});
     list.insert(list.end(), e.begin(), e.end());
   }
-  std::sort(serials.begin(), serials.end());
+  std::sort(serials.begin(), serials.end(), BytesLess());
   if (std::adjacent_find(serials.begin(), serials.end()) != serials.end()) {
     return Fail(Code::kInvalidArgument, "a serial number is listed twice");
   }

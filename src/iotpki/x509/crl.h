@@ -14,24 +14,11 @@
 #include "iotpki/crypto/key.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/x509/certificate.h"
+#include "iotpki/x509/revocation_reason.h"
 
 typedef struct X509_crl_st X509_CRL;
 
 namespace iotpki::x509 {
-
-// RFC 5280 5.3.1 CRLReason values.
-enum class RevocationReason {
-  kUnspecified = 0,
-  kKeyCompromise = 1,
-  kCaCompromise = 2,
-  kAffiliationChanged = 3,
-  kSuperseded = 4,
-  kCessationOfOperation = 5,
-  kCertificateHold = 6,
-  kRemoveFromCrl = 8,
-  kPrivilegeWithdrawn = 9,
-  kAaCompromise = 10,
-};
 
 struct RevokedEntry {
   Bytes serial;  // magnitude, as Certificate::serial()

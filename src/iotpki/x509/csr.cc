@@ -1,7 +1,10 @@
 #include "iotpki/x509/csr.h"
 
+#include <algorithm>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "iotpki/common/der.h"
 #include "iotpki/crypto/ossl.h"
@@ -108,6 +111,82 @@ bool ReadFast(Csr::Impl& impl, const internal::SignedParts& parts) {
   return true;
 }
 
+// Requested extensions are never copied into a certificate (the profile decides every
+// extension), so their contents need no more than this; but a request that is malformed is
+// refused rather than half read. Both parsers go through this check.
+constexpr size_t kMaxAttributesBytes = 4096;
+
+Error MalformedRequest(const std::string& reason) {
+  return Error(Code::kInvalidArgument, "malformed CSR: " + reason);
+}
+
+// The attributes of a CSR's CertificationRequestInfo: at most kMaxAttributesBytes, at most one
+// extensionRequest, and no extension in it twice (RFC 5280 4.2). Framing the strict DER reader
+// cannot follow is left to OpenSSL's parse (which checks again for repeated extensions).
+Result<void> CheckAttributes(ByteView info) {
+  der::Reader f(info);
+  if (!f.Expect(der::kInteger) || !f.Expect(der::kSequence) || !f.Expect(der::kSequence)) {
+    return {};
+  }
+  auto attrs = f.Expect(der::ContextConstructed(0));
+  if (!attrs) return {};
+  if (attrs->contents.size() > kMaxAttributesBytes) {
+    return Fail(MalformedRequest("attributes (the extensionRequest included) too large: " +
+                                 std::to_string(attrs->contents.size()) + " bytes, at most " +
+                                 std::to_string(kMaxAttributesBytes)));
+  }
+  der::Reader ar(attrs->contents);
+  bool seen_request = false;
+  while (!ar.empty()) {
+    auto attr = ar.Expect(der::kSequence);
+    if (!attr) return {};
+    der::Reader a(attr->contents);
+    auto oid = a.Expect(der::kOid);
+    if (!oid) return {};
+    if (der::OidToText(oid->contents) != internal::kOidExtensionRequest) continue;
+    if (seen_request) return Fail(MalformedRequest("more than one extensionRequest attribute"));
+    seen_request = true;
+    auto values = a.Expect(der::kSet);
+    if (!values) return {};
+    der::Reader v(values->contents);
+    std::vector<Bytes> seen;
+    while (!v.empty()) {
+      auto list = v.Expect(der::kSequence);
+      if (!list) return {};
+      der::Reader items(list->contents);
+      while (!items.empty()) {
+        auto item = items.Expect(der::kSequence);
+        if (!item) return {};
+        der::Reader x(item->contents);
+        auto ext_oid = x.Expect(der::kOid);
+        if (!ext_oid) return {};
+        Bytes id(ext_oid->contents.begin(), ext_oid->contents.end());
+        if (std::find(seen.begin(), seen.end(), id) != seen.end()) {
+          return Fail(MalformedRequest("extension " + der::OidToText(id) +
+                                       " requested twice (RFC 5280 4.2)"));
+        }
+        seen.push_back(std::move(id));
+      }
+    }
+  }
+  return {};
+}
+
+// OpenSSL's view of the same rule, for requests the strict reader could not walk.
+Result<void> CheckExtensions(const STACK_OF(X509_EXTENSION) * exts) {
+  int n = sk_X509_EXTENSION_num(exts);
+  for (int i = 0; i < n; ++i) {
+    const ASN1_OBJECT* a = X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, i));
+    for (int j = 0; j < i; ++j) {
+      if (OBJ_cmp(a, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, j))) == 0) {
+        return Fail(MalformedRequest("extension " + internal::ObjectToOid(a) +
+                                     " requested twice (RFC 5280 4.2)"));
+      }
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<Csr> Csr::FromDer(ByteView der) {
@@ -115,6 +194,7 @@ Result<Csr> Csr::FromDer(ByteView der) {
   impl->der.assign(der.begin(), der.end());
   auto parts = internal::SplitSigned(impl->der);
   if (!parts) return Fail(Code::kInvalidArgument, "not a PKCS#10 CSR", parts.error().message());
+  IOTPKI_CHECK(CheckAttributes(parts->tbs.contents));
   if (internal::g_fast_parse.load(std::memory_order_relaxed) && ReadFast(*impl, *parts)) {
     return Csr(std::move(impl));
   }
@@ -127,12 +207,15 @@ Result<Csr> Csr::FromDer(ByteView der) {
   }
   X509_REQ* req = impl->req.get();
   if (X509_REQ_get_version(req) != X509_REQ_VERSION_1) {
+    ossl::ClearErrors();
     return Fail(Code::kInvalidArgument, "not a PKCS#10 CSR", "unsupported version");
   }
   Bytes spki = ossl::ToDer(X509_REQ_get_X509_PUBKEY(req), i2d_X509_PUBKEY);
   // The key d2i decoded already is shared, not decoded a second time.
   auto key = crypto::PublicKey::FromParsed(X509_REQ_get0_pubkey(req), spki);
   if (!key) {
+    // X509_REQ_get0_pubkey queues the decoder's complaint about a key it cannot read.
+    ossl::ClearErrors();
     return Fail(Code::kInvalidArgument, "CSR public key is not supported", key.error().ToString());
   }
   impl->public_key = std::move(*key);
@@ -146,6 +229,10 @@ Result<Csr> Csr::FromDer(ByteView der) {
   // X509_REQ_get_extensions returns an empty stack or null when there is no extensionRequest.
   auto exts = ossl::Own(X509_REQ_get_extensions(req));
   if (exts) {
+    if (auto ok = CheckExtensions(exts.get()); !ok) {
+      ossl::ClearErrors();
+      return Fail(std::move(ok).error());
+    }
     int crit = -1;
     auto names = ossl::Own(static_cast<GENERAL_NAMES*>(
         X509V3_get_d2i(exts.get(), NID_subject_alt_name, &crit, nullptr)));

@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <openssl/err.h>
 
 #include "iotpki/x509/internal.h"
 #include "iotpki/x509/profile.h"
@@ -193,6 +194,56 @@ TEST(Csr, RefusesGarbageAndTruncated) {
   auto cut = Csr::FromPem(truncated_pem);
   ASSERT_FALSE(cut);
   EXPECT_EQ(cut.error().code(), Code::kInvalidArgument);
+}
+
+// RFC 5280 4.2: "A certificate MUST NOT include more than one instance of a particular
+// extension"; a request that asks twice, or carries a huge extension, is malformed and refused
+// by both parsers with a short reason (nothing requested is ever copied into a certificate).
+TEST(Csr, MalformedExtensionRequestsAreRefused) {
+  auto key = NewKey();
+  Bytes san = internal::EncodeExtension(
+      internal::kOidSubjectAltName, false,
+      Must(internal::EncodeGeneralNames({.uris = {"urn:dev:os:1-SN-1"}})));
+  Bytes ku =
+      internal::EncodeExtension(internal::kOidKeyUsage, true, internal::EncodeKeyUsage(0x80));
+  Bytes big = internal::EncodeExtension("1.3.6.1.4.1.99999.1", false,
+                                        der::OctetString(Bytes(40 * 1024, 'a')));
+  struct Case {
+    const char* what;
+    Bytes attributes;
+    const char* reason;
+  };
+  std::vector<Case> cases = {
+      {"keyUsage twice", testing::ExtensionRequest({ku, san, ku}), "twice"},
+      {"subjectAltName twice", testing::ExtensionRequest({san, san}), "twice"},
+      {"40 KB extension", testing::ExtensionRequest({big}), "too large"},
+      {"two extensionRequests",
+       [&] {
+         Bytes two = testing::ExtensionRequest({ku});
+         Bytes second = testing::ExtensionRequest({san});
+         two.insert(two.end(), second.begin(), second.end());
+         return two;
+       }(),
+       "more than one extensionRequest"},
+  };
+  for (bool fast : {true, false}) {
+    internal::g_fast_parse = fast;
+    for (const Case& c : cases) {
+      Bytes der =
+          testing::RawCsrDer(key, key.public_key().ToDer(), {.common_name = "x"}, c.attributes);
+      auto csr = Csr::FromDer(der);
+      ASSERT_FALSE(csr) << c.what << (fast ? " (fast)" : " (OpenSSL)");
+      EXPECT_EQ(csr.error().code(), Code::kInvalidArgument);
+      EXPECT_THAT(csr.error().message(), HasSubstr(c.reason)) << c.what;
+      EXPECT_LT(csr.error().message().size(), 120u);
+      EXPECT_EQ(ERR_peek_error(), 0u) << c.what;
+    }
+    // One of each is fine.
+    Bytes ok = testing::RawCsrDer(key, key.public_key().ToDer(), {.common_name = "x"},
+                                  testing::ExtensionRequest({san, ku}));
+    EXPECT_TRUE(Csr::FromDer(ok)) << (fast ? "fast" : "OpenSSL");
+  }
+  internal::g_fast_parse = true;
 }
 
 TEST(Csr, WeakKeysAreRefusedByPolicy) {

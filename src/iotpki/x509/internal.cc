@@ -171,16 +171,18 @@ std::string NameToText(const X509_NAME* name) {
 std::string NameAttribute(const X509_NAME* name, int nid) {
   int idx = X509_NAME_get_index_by_NID(name, nid, -1);
   if (idx < 0) return {};
-  const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
-  unsigned char* utf8 = nullptr;
-  int len = ASN1_STRING_to_UTF8(&utf8, data);
+  return StringToUtf8(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx))).value_or("");
+}
+
+std::optional<std::string> StringToUtf8(const ASN1_STRING* data) {
+  unsigned char* raw = nullptr;
+  int len = ASN1_STRING_to_UTF8(&raw, data);
+  auto utf8 = ossl::Own(raw);
   if (len < 0) {
     ossl::ClearErrors();
-    return {};
+    return std::nullopt;
   }
-  std::string out(reinterpret_cast<const char*>(utf8), static_cast<size_t>(len));
-  OPENSSL_free(utf8);
-  return out;
+  return std::string(reinterpret_cast<const char*>(utf8.get()), static_cast<size_t>(len));
 }
 
 int NameAttributeType(const X509_NAME* name, int nid) {

@@ -107,6 +107,8 @@ Result<SignedParts> SplitSigned(ByteView der);
 std::string NameToText(const X509_NAME* name);
 // The first attribute with this NID as UTF-8, or empty.
 std::string NameAttribute(const X509_NAME* name, int nid);
+// The string's value as UTF-8; nullopt (and the error queue emptied) if OpenSSL cannot convert it.
+std::optional<std::string> StringToUtf8(const ASN1_STRING* data);
 // The ASN.1 string type (V_ASN1_*) of the first attribute with this NID, or -1.
 int NameAttributeType(const X509_NAME* name, int nid);
 Result<int64_t> TimeToUnix(const ASN1_TIME* time);

@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "iotpki/common/der.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/crypto/primitives.h"
 
 namespace iotpki::x509 {
@@ -15,25 +16,11 @@ constexpr ProfileKind kAllProfiles[] = {ProfileKind::kRoot, ProfileKind::kIssuin
 
 // Counts UTF-8 characters; -1 if `s` is not well-formed UTF-8 or contains control characters.
 int Utf8Length(std::string_view s) {
-  int count = 0;
-  for (size_t i = 0; i < s.size();) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return -1;
-    if (n == 1 && (c < 0x20 || c == 0x7f)) return -1;
-    uint32_t cp = n == 1 ? c : c & (0x7f >> n);
-    for (size_t k = 1; k < n; ++k) {
-      unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return -1;
-      cp = cp << 6 | (cc & 0x3f);
-    }
-    // Overlong forms, surrogates and values beyond U+10FFFF are not UTF-8.
-    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return -1;
-    i += n;
-    ++count;
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return -1;
   }
-  return count;
+  auto n = iotpki::Utf8Length(s);
+  return n ? static_cast<int>(*n) : -1;
 }
 
 }  // namespace
@@ -55,9 +42,7 @@ std::string_view ProfileName(ProfileKind kind) {
 }
 
 Result<ProfileKind> ParseProfile(std::string_view name) {
-  std::string lower(name);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::string lower = ToLowerAscii(name);
   for (ProfileKind kind : kAllProfiles) {
     if (lower == ProfileName(kind)) return kind;
   }

@@ -13,6 +13,7 @@
 #include "iotpki/crypto/signer.h"
 #include "iotpki/x509/builder.h"
 #include "iotpki/x509/certificate.h"
+#include "iotpki/x509/internal.h"
 #include "iotpki/x509/profile.h"
 
 namespace iotpki::x509::testing {
@@ -108,7 +109,7 @@ inline Certificate Mutate(const Certificate& cert, const crypto::PrivateKey& key
 // ReplaceExtension(x, NID_key_usage, "critical,digitalSignature,keyEncipherment").
 inline void ReplaceExtension(X509* x, int nid, const char* value) {
   int idx = X509_get_ext_by_NID(x, nid, -1);
-  if (idx >= 0) X509_EXTENSION_free(X509_delete_ext(x, idx));
+  if (idx >= 0) ossl::Own(X509_delete_ext(x, idx));
   if (value == nullptr) return;
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
@@ -116,6 +117,24 @@ inline void ReplaceExtension(X509* x, int nid, const char* value) {
   auto ext = ossl::Own(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
   if (!ext) throw std::runtime_error("bad extension text");
   X509_add_ext(x, ext.get(), -1);
+}
+
+// A CSR signed by `key` with `spki` as its SubjectPublicKeyInfo (any encoding of any key) and
+// `attributes` (encoded Attribute SEQUENCEs, concatenated) in its [0] field: the requests
+// MakeCsr never makes, for tests of what the parsers and the CA refuse.
+inline Bytes RawCsrDer(const crypto::Signer& key, ByteView spki, const NameFields& subject,
+                       ByteView attributes = {}) {
+  Bytes info = der::Sequence({der::SmallInteger(0), internal::EncodeName(subject), spki,
+                              der::Tlv(der::ContextConstructed(0), attributes)});
+  Bytes algorithm = Must(internal::SignatureAlgorithm(key), "signature algorithm");
+  return Must(internal::SignAndAssemble(info, algorithm, key), "sign CSR");
+}
+
+// An extensionRequest attribute holding `extensions` (encoded Extension SEQUENCEs).
+inline Bytes ExtensionRequest(std::initializer_list<ByteView> extensions) {
+  return der::Sequence(
+      {der::Oid(internal::kOidExtensionRequest),
+       der::Constructed(der::kSet, {der::Constructed(der::kSequence, extensions)})});
 }
 
 inline Bytes FlipByte(const Bytes& der, size_t from_end) {

@@ -118,7 +118,12 @@ CREATE TABLE expiry_counts (
      "binary ids: devices.device_id and key fingerprints as 32-byte blobs, certificates and "
      "public keys name their device by seq",
      ""},
-    {5, "rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer",
+    {5, "certificates.first_used_at, certificates_revoked", R"sql(
+ALTER TABLE certificates ADD COLUMN first_used_at BIGINT;
+CREATE INDEX certificates_revoked ON certificates (revoked_at, serial)
+  WHERE revoked_at IS NOT NULL;
+)sql"},
+    {6, "rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer",
      R"sql(
 -- Rotation campaigns (docs/rotation.md). A campaign's jobs are numbered 0.. (ordinal) in the
 -- order the cohort was selected; wave = ordinal / wave_size, so a wave is a range of the primary

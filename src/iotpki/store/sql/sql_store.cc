@@ -26,7 +26,8 @@ constexpr int kDeviceColumnCount = 8;
 // device by seq (schema version 4); the API gives the device's id.
 constexpr std::string_view kCertColumns =
     "c.serial, d.device_id, c.profile, c.issuer, c.subject, c.not_before, c.not_after, "
-    "c.key_fingerprint, c.der, c.status, c.revoked_at, c.revocation_reason, c.created_at";
+    "c.key_fingerprint, c.der, c.status, c.revoked_at, c.revocation_reason, c.created_at, "
+    "c.first_used_at";
 constexpr std::string_view kCertsWithDevice =
     " FROM certificates c LEFT JOIN devices d ON d.seq = c.device_seq";
 
@@ -90,6 +91,7 @@ Result<CertificateRecord> ReadCertificate(const Statement& s) {
     c.revocation_reason = *parsed;
   }
   c.created_at = s.Int64(12);
+  c.first_used_at = s.OptionalInt64(13);
   return c;
 }
 
@@ -669,11 +671,24 @@ class BatchWriter {
                 "key " + c.key_fingerprint);
   }
 
+  Result<void> Do(const MarkCertificateUsedOp& op) {
+    IOTPKI_TRY(auto stmt, conn_.Prepare("UPDATE certificates SET first_used_at = ?1 "
+                                        "WHERE serial = ?2 AND first_used_at IS NULL"));
+    stmt->Bind(1, now_);
+    stmt->Bind(2, std::string_view(op.serial));
+    IOTPKI_CHECK(stmt->Run());
+    if (stmt->Changes() == 1) return {};
+    IOTPKI_TRY(bool exists,
+               Exists("SELECT 1 FROM certificates WHERE serial = ?1", std::string_view(op.serial)));
+    if (!exists) return Fail(Code::kNotFound, "certificate " + op.serial + " not found");
+    return {};
+  }
+
   Result<void> Do(const RevokeCertificateOp& op) {
     IOTPKI_TRY(auto stmt,
                conn_.Prepare("UPDATE certificates SET status = 'revoked', revoked_at = ?1, "
                              "revocation_reason = ?2 WHERE serial = ?3 AND status = 'valid'"));
-    stmt->Bind(1, now_);
+    stmt->Bind(1, op.revoked_at > 0 ? op.revoked_at : now_);
     stmt->Bind(2, RevocationReasonName(op.reason));
     stmt->Bind(3, std::string_view(op.serial));
     IOTPKI_CHECK(stmt->Run());
@@ -949,6 +964,67 @@ Result<std::vector<CertificateRecord>> SqlStore::ListCertificatesForDevice(
   });
 }
 
+namespace {
+
+// "r1.<revoked_at>.<serial>": the last row of a page of revoked certificates.
+std::string EncodeRevokedCursor(const CertificateRecord& last) {
+  return "r1." + std::to_string(last.revoked_at.value_or(0)) + "." + last.serial;
+}
+
+Result<std::pair<int64_t, std::string>> DecodeRevokedCursor(std::string_view cursor) {
+  auto bad = [] {
+    return Fail(Code::kInvalidArgument,
+                "cursor does not come from a listing of revoked "
+                "certificates");
+  };
+  if (cursor.substr(0, 3) != "r1.") return bad();
+  cursor.remove_prefix(3);
+  size_t dot = cursor.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot > 19) return bad();
+  int64_t at = 0;
+  for (char c : cursor.substr(0, dot)) {
+    if (c < '0' || c > '9') return bad();
+    at = at * 10 + (c - '0');
+  }
+  std::string serial(cursor.substr(dot + 1));
+  if (serial.empty() || serial.size() > 64 ||
+      serial.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return bad();
+  }
+  return std::make_pair(at, std::move(serial));
+}
+
+}  // namespace
+
+Result<CertificatePage> SqlStore::ListRevokedCertificates(const RevokedFilter& filter, size_t limit,
+                                                          std::string_view cursor) {
+  IOTPKI_CHECK(ValidatePageSize(limit));
+  std::optional<std::pair<int64_t, std::string>> after;
+  if (!cursor.empty()) {
+    IOTPKI_TRY(after, DecodeRevokedCursor(cursor));
+  }
+  // certificates_revoked (migration 5) holds only revoked rows, in this order.
+  std::string sql = "SELECT " + std::string(kCertColumns) + std::string(kCertsWithDevice) +
+                    " WHERE c.revoked_at IS NOT NULL AND c.revoked_at >= ?1";
+  if (after) sql += " AND (c.revoked_at > ?2 OR (c.revoked_at = ?2 AND c.serial > ?3))";
+  sql += " ORDER BY c.revoked_at, c.serial LIMIT " + std::to_string(limit + 1);
+  return pool_->WithReader([&](Connection& conn) -> Result<CertificatePage> {
+    IOTPKI_TRY(auto stmt, conn.Prepare(sql));
+    stmt->Bind(1, filter.since);
+    if (after) {
+      stmt->Bind(2, after->first);
+      stmt->Bind(3, std::string_view(after->second));
+    }
+    CertificatePage page;
+    IOTPKI_TRY(page.certificates, ReadCertificates(*stmt));
+    if (page.certificates.size() > limit) {
+      page.certificates.resize(limit);
+      page.next_cursor = EncodeRevokedCursor(page.certificates.back());
+    }
+    return page;
+  });
+}
+
 Result<DevicePage> SqlStore::ListDevices(const DeviceFilter& filter, size_t limit,
                                          std::string_view cursor) {
   IOTPKI_CHECK(ValidateFilter(filter));
@@ -1112,7 +1188,8 @@ const std::vector<CopiedTable>& CopiedTables() {
         {"status", T::kText},
         {"revoked_at", T::kInt},
         {"revocation_reason", T::kText},
-        {"created_at", T::kInt}}},
+        {"created_at", T::kInt},
+        {"first_used_at", T::kInt}}},
       {"public_keys",
        1,
        {{"key_fingerprint", T::kBlob},

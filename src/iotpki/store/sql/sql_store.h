@@ -63,6 +63,8 @@ class SqlStore : public Store {
                                                           size_t limit) override;
   Result<std::vector<CertificateRecord>> ListCertificatesForDevice(
       std::string_view device_id) override;
+  Result<CertificatePage> ListRevokedCertificates(const RevokedFilter& filter, size_t limit,
+                                                  std::string_view cursor) override;
   Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
                                  std::string_view cursor) override;
   Result<int64_t> CountDevices(const DeviceFilter& filter) override;

@@ -267,7 +267,12 @@ CREATE INDEX devices_by_batch ON devices (batch, seq);
 CREATE INDEX certificates_by_expiry ON certificates (status, not_after, serial, device_seq);
 CREATE INDEX certificates_by_device ON certificates (device_seq, status, not_after, serial);
 )sql"},
-    {5, "rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer",
+    {5, "certificates.first_used_at, certificates_revoked", R"sql(
+ALTER TABLE certificates ADD COLUMN first_used_at INTEGER;
+CREATE INDEX certificates_revoked ON certificates (revoked_at, serial)
+  WHERE revoked_at IS NOT NULL;
+)sql"},
+    {6, "rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer",
      R"sql(
 -- Rotation campaigns (docs/rotation.md). A campaign's jobs are numbered 0.. (ordinal) in the
 -- order the cohort was selected; wave = ordinal / wave_size, so a wave is a range of the primary

@@ -41,16 +41,27 @@ Device MakeDevice(int n) {
   return d;
 }
 
-// Undoes migrations 5 (the campaign tables) and 4: the tables of schema version 3 (device ids and
-// key fingerprints as lowercase hex text, certificates and public keys naming their device by
-// device_id), the rows and their order kept.
-constexpr const char* kBackToVersion3 = R"sql(
-PRAGMA foreign_keys = OFF;
+// Undoes migration 6: no campaign tables, no index of certificates by issuer.
+constexpr const char* kBackToVersion5 = R"sql(
 DROP TABLE campaign_counts;
 DROP TABLE rotation_jobs;
 DROP TABLE campaigns;
 DROP INDEX certificates_by_issuer;
+DELETE FROM schema_migrations WHERE version = 6;
+)sql";
+
+// Undoes migration 5 (after kBackToVersion5): no first_used_at, no index of revoked certificates.
+constexpr const char* kBackToVersion4 = R"sql(
+DROP INDEX certificates_revoked;
+ALTER TABLE certificates DROP COLUMN first_used_at;
 DELETE FROM schema_migrations WHERE version = 5;
+)sql";
+
+// Undoes migration 4 (after kBackToVersion4): the tables of schema version 3 (device ids and key
+// fingerprints as lowercase hex text, certificates and public keys naming their device by
+// device_id), the rows and their order kept.
+constexpr const char* kBackToVersion3 = R"sql(
+PRAGMA foreign_keys = OFF;
 CREATE TABLE devices_v3 (
   seq INTEGER PRIMARY KEY,
   device_id TEXT NOT NULL UNIQUE,
@@ -259,6 +270,8 @@ TEST_F(SqliteStoreTest, MigrationFillsTheCountTablesFromExistingRows) {
   std::vector<int64_t> before;
   for (const auto& f : filters) before.push_back(*store->CountDevices(f));
   EXPECT_EQ(before[0], 30);
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion2));
   ASSERT_TRUE(store->ExecForTest(
@@ -282,6 +295,42 @@ TEST_F(SqliteStoreTest, MigrationFillsTheCountTablesFromExistingRows) {
 
 // A version-2 store: migration 3 numbers its devices in the order they were added (created_at,
 // then their old row order), keeps every row and reference, and leaves foreign keys enforced.
+TEST_F(SqliteStoreTest, MigrationFiveKeepsRevocationsAndStartsWithoutFirstUse) {
+  auto store = MustOpen();
+  ASSERT_TRUE(store);
+  WriteBatch b;
+  b.InsertDevice(MakeDevice(1));
+  for (int n = 0; n < 2; ++n) {
+    CertificateRecord c;
+    c.serial = "5e0" + std::to_string(n);
+    c.device_id = DeviceId(1);
+    c.profile = CertProfile::kLDevId;
+    c.issuer = "operational";
+    c.subject = "CN=x";
+    c.not_before = kNow;
+    c.not_after = kNow + 90 * 86400;
+    c.key_fingerprint = ToHex(crypto::Sha256(AsBytes("m5-key-" + std::to_string(n))));
+    c.der = {0x30, 0x00};
+    b.InsertCertificate(c);
+  }
+  b.RevokeCertificate("5e00", RevocationReason::kSuperseded);
+  auto committed = store->Commit(b);
+  ASSERT_TRUE(committed) << committed.error().ToString();
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
+  store.reset();
+  store = MustOpen();
+  ASSERT_TRUE(store);
+  ExpectMigratedIntact(*store);
+  auto revoked = store->ListRevokedCertificates({}, 10, "");
+  ASSERT_TRUE(revoked) << revoked.error().ToString();
+  ASSERT_EQ(revoked->certificates.size(), 1u);
+  EXPECT_EQ(revoked->certificates[0].serial, "5e00");
+  EXPECT_EQ(store->GetCertificate("5e01")->first_used_at, std::nullopt);
+  ASSERT_TRUE(store->Commit(WriteBatch().MarkCertificateUsed("5e01")));
+  EXPECT_EQ(store->GetCertificate("5e01")->first_used_at, kNow);
+}
+
 TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
   auto store = MustOpen();
   ASSERT_TRUE(store);
@@ -310,6 +359,8 @@ TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
     added.insert(added.end(), ids.begin(), ids.end());
     clock_.Advance(std::chrono::seconds(10));
   }
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion2));
   store.reset();
@@ -455,6 +506,8 @@ TEST_F(SqliteStoreTest, MigrationToBinaryIdsKeepsWhatTheApiReads) {
   ASSERT_EQ(before.expiring.size(), 2u);
   EXPECT_FALSE(before.expiring[0].empty());
   EXPECT_EQ(before.by_key[11].size(), 2u);  // device 1's renewal kept its key
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   EXPECT_EQ(*store->QueryForTest("SELECT typeof(device_id) FROM devices LIMIT 1"), "text");
   store.reset();
@@ -491,6 +544,8 @@ TEST_F(SqliteStoreTest, MigrationToBinaryIdsRefusesAMalformedIdAndChangesNothing
   auto store = MustOpen();
   ASSERT_TRUE(store);
   ASSERT_TRUE(store->Commit(WriteBatch().InsertDevice(MakeDevice(1)).InsertDevice(MakeDevice(2))));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   ASSERT_TRUE(store->ExecForTest("UPDATE devices SET device_id = 'not-hex' WHERE serial = 'S2'"));
   store.reset();
