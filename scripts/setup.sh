@@ -12,6 +12,8 @@ packages=(
   libbenchmark-dev libjemalloc-dev libpq-dev
   # independent clients and parsers used by tests and the demo
   openssl gnutls-bin curl sqlite3
+  # the MQTT broker that enforces revocation in tests/broker_crl_test.sh
+  mosquitto mosquitto-clients
   # the PostgreSQL store's tests start a throwaway cluster of their own (tests/pg_cluster.sh)
   postgresql
 )

@@ -106,7 +106,13 @@ start_serve "$D" --operational-passphrase-file "$WORK/operational.pass" \
 if [ -s "$WORK/port" ]; then pass "serve runs without manufacturing.key and the root key"; else
   fail "serve runs without manufacturing.key and the root key"; sed 's/^/    /' "$WORK/serve.err"; fi
 check "serve answers" curl -sS --cacert "$D/certs/root.pem" "https://127.0.0.1:$(cat "$WORK/port")/healthz"
+check "without manufacturing.key it still serves the operational CRL" curl -sSf -o "$WORK/op.crl" \
+  --cacert "$D/certs/root.pem" "https://127.0.0.1:$(cat "$WORK/port")/crl/operational.crl"
+equal "... and not a manufacturing CRL it cannot sign (503)" 503 "$(curl -s -o /dev/null \
+  -w '%{http_code}' --cacert "$D/certs/root.pem" \
+  "https://127.0.0.1:$(cat "$WORK/port")/crl/manufacturing.crl")"
 stop_serve
+expect "serve says the manufacturing CA is offline" "serve.manufacturing_ca_offline" "$WORK/serve.err"
 if grep -q "root_key_online" "$WORK/serve.err"; then fail "serve warned of a root key that is offline"; else
   pass "no warning while the root key is offline"; fi
 mv "$WORK/manufacturing.key.away" "$D/keys/manufacturing.key"

@@ -57,12 +57,12 @@ csr_b64 "$WORK/r.key" "/CN=$ID_R" >"$WORK/r.b64"
 status "setup: R enrolls" 200 "$(est simpleenroll "$R/cert.pem" "$R/key.plain.pem" "$WORK/r.b64")"
 p7_certs "$WORK/body" "$WORK/r-ldevid.pem"
 R_SERIAL=$(openssl x509 -in "$WORK/r-ldevid.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
-sql "UPDATE certificates SET status = 'revoked', revoked_at = 1, revocation_reason = 'keyCompromise'
-     WHERE serial = '$R_SERIAL'"
+check "setup: cert revoke --serial $R_SERIAL" "$IOTPKI" cert revoke --dir "$CA" --serial "$R_SERIAL" \
+  --reason keyCompromise
 sql "UPDATE devices SET state = 'decommissioned' WHERE device_id = X'$ID_C'"
 E_SERIAL=$(openssl x509 -in "$E/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
-sql "UPDATE certificates SET status = 'revoked', revoked_at = 1, revocation_reason = 'keyCompromise'
-     WHERE serial = '$E_SERIAL'"
+check "setup: cert revoke --serial $E_SERIAL" "$IOTPKI" cert revoke --dir "$CA" --serial "$E_SERIAL" \
+  --reason keyCompromise
 
 # Expired certificates signed by the real CAs (openssl ca with dates in the past).
 touch "$WORK/index.txt"

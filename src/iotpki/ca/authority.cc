@@ -235,11 +235,18 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options,
   return {};
 }
 
+Result<void> Authority::SetPublicUrl(std::string url) {
+  IOTPKI_CHECK(ValidatePublicUrl(url));
+  public_url_ = std::move(url);
+  return {};
+}
+
 Result<std::unique_ptr<Authority>> Authority::Open(const fs::path& dir, const Clock& clock,
                                                    std::string_view store_url) {
   IOTPKI_TRY(CaConfig config, LoadConfig(dir));
   std::unique_ptr<Authority> a(new Authority(dir, std::move(config), clock));
   IOTPKI_TRY(a->policy_, PolicyFromConfig(a->config_));
+  a->public_url_ = a->config_.public_url;
   auto load = [&](const std::string& rel) -> Result<x509::Certificate> {
     auto pem = ReadTextFile(dir / rel);
     if (!pem) return Fail(std::move(pem).error().Context("reading CA certificate"));
@@ -488,6 +495,11 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
 
   auto tmpl = x509::NewTemplate(req.profile, req.key, clock_.NowUnix(), policy_);
   tmpl.device = identity;
+  if (!public_url_.empty()) {
+    tmpl.crl_url =
+        public_url_ + "/crl/" + (manufacturing ? "manufacturing" : "operational") + ".crl";
+    tmpl.ocsp_url = public_url_ + "/ocsp";
+  }
   auto cert = x509::Issue(tmpl, &issuer, *key, policy_);
   if (!cert) {
     if (cert.error().code() == Code::kFailedPrecondition) return refuse(std::move(cert).error());

@@ -162,6 +162,18 @@ class Authority {
                                                    const std::vector<std::string>& ip_addresses,
                                                    const std::string& actor);
 
+  // A delegated OCSP responder certificate (profile ocsp-responder) from `ca` (manufacturing or
+  // operational) for `key`, recorded in the store (profile server, no device) with a cert.issue
+  // audit row before it is returned. FailedPrecondition until that CA is unlocked. Defined in
+  // server_cert.cc.
+  Result<x509::Certificate> IssueOcspResponderCertificate(CaName ca, const crypto::PublicKey& key,
+                                                          const std::string& actor);
+
+  // Overrides the configuration's [status] public_url for this process (`serve --public-url`);
+  // call before issuing. InvalidArgument as ValidatePublicUrl.
+  Result<void> SetPublicUrl(std::string url);
+  const std::string& public_url() const { return public_url_; }
+
   const std::filesystem::path& dir() const { return dir_; }
   const CaConfig& config() const { return config_; }
   const x509::Policy& policy() const { return policy_; }
@@ -208,6 +220,7 @@ class Authority {
   std::optional<x509::Certificate> root_, manufacturing_, operational_;
   std::unique_ptr<crypto::Signer> manufacturing_key_, operational_key_;
   std::unique_ptr<store::Store> store_;
+  std::string public_url_;
   crypto::Secret bootstrap_master_;
   Bytes bootstrap_salt_;
 };

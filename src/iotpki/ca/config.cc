@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <optional>
 #include <sstream>
 
@@ -76,11 +77,26 @@ std::string ConfigToToml(const CaConfig& c) {
       {"identity",
        toml::table{{"enterprise_number", c.enterprise_number}, {"hw_type_oid", c.hw_type_oid}}},
   };
+  if (!c.public_url.empty()) root.insert("status", toml::table{{"public_url", c.public_url}});
   std::ostringstream out;
   out << "# iotpki CA configuration. Keys are URIs: file:PATH (relative to this directory),\n"
          "# later pkcs11: and tpm2:.\n";
   out << root << "\n";
   return out.str();
+}
+
+Result<void> ValidatePublicUrl(std::string_view url) {
+  if (url.empty()) return {};
+  bool scheme = url.starts_with("http://") || url.starts_with("https://");
+  bool printable = std::all_of(url.begin(), url.end(), [](char ch) {
+    return ch > 0x20 && ch < 0x7f && ch != '?' && ch != '#';
+  });
+  if (!scheme || !printable || url.back() == '/' || url.size() > 512) {
+    return Fail(Code::kInvalidArgument,
+                "the public URL must look like https://pki.example.com:8443 (http or https, no "
+                "spaces, no trailing slash, query or fragment)");
+  }
+  return {};
 }
 
 Result<void> SaveConfig(const std::filesystem::path& dir, const CaConfig& config) {
@@ -144,6 +160,10 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   IOTPKI_CHECK(integer("policy.reentry_max_days_expired", c.reentry_max_days_expired, 0, 36500));
   IOTPKI_CHECK(integer("identity.enterprise_number", c.enterprise_number, 1, 4294967295LL));
   IOTPKI_CHECK(str("identity.hw_type_oid", c.hw_type_oid));
+  IOTPKI_CHECK(str("status.public_url", c.public_url));
+  if (auto valid = ValidatePublicUrl(c.public_url); !valid) {
+    return Fail(Invalid(file, "status.public_url: " + valid.error().message()));
+  }
   if (auto node = t.at_path("policy.device_key_types")) {
     auto* arr = node.as_array();
     if (arr == nullptr) return Fail(Invalid(file, "policy.device_key_types must be an array"));

@@ -57,7 +57,16 @@ struct CaConfig {
   // hardwareModuleName hwType. 32473 is RFC 5612's documentation enterprise number: set your own.
   int64_t enterprise_number = 32473;
   std::string hw_type_oid = "1.3.6.1.4.1.32473.1";
+  // [status] public_url: where relying parties reach `iotpki serve`
+  // ("https://pki.example.com:8443", no trailing slash). When set, device certificates carry
+  // cRLDistributionPoints <url>/crl/<issuer>.crl and an authorityInfoAccess OCSP URL <url>/ocsp.
+  // Empty: neither.
+  std::string public_url;
 };
+
+// InvalidArgument unless `url` is empty or http(s)://, printable ASCII without spaces, without
+// a trailing slash, query or fragment.
+Result<void> ValidatePublicUrl(std::string_view url);
 
 // Reads and validates DIR/iotpki.toml. FailedPrecondition "no CA in DIR (run iotpki ca init)"
 // when it is missing; InvalidArgument naming the key and line for a malformed file.

@@ -35,6 +35,26 @@ TEST_F(ConfigTest, RoundTrip) {
   EXPECT_EQ(back->device_key_types, (std::vector<std::string>{"P-256", "P-384"}));
 }
 
+TEST_F(ConfigTest, PublicUrlRoundTripsAndBadOnesAreRefused) {
+  CaConfig c;
+  ASSERT_TRUE(SaveConfig(dir_, c));
+  EXPECT_EQ(LoadConfig(dir_)->public_url, "");
+  c.public_url = "https://pki.example.com:8443";
+  ASSERT_TRUE(SaveConfig(dir_, c));
+  EXPECT_EQ(LoadConfig(dir_)->public_url, "https://pki.example.com:8443");
+  for (const char* bad : {"ftp://pki.example.com", "https://pki.example.com/", "pki.example.com",
+                          "https://pki example.com", "https://pki.example.com/?x=1"}) {
+    c.public_url = bad;
+    ASSERT_TRUE(SaveConfig(dir_, c));
+    auto loaded = LoadConfig(dir_);
+    ASSERT_FALSE(loaded) << bad;
+    EXPECT_EQ(loaded.error().code(), Code::kInvalidArgument);
+    EXPECT_NE(loaded.error().message().find("status.public_url"), std::string::npos)
+        << loaded.error().message();
+    EXPECT_FALSE(ValidatePublicUrl(bad));
+  }
+}
+
 TEST_F(ConfigTest, MissingIsFailedPreconditionWithHint) {
   auto c = LoadConfig(dir_ / "nope");
   ASSERT_FALSE(c);

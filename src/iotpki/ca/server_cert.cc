@@ -1,4 +1,5 @@
-// Authority::IssueServerCertificate: the HTTPS server's own certificate.
+// Authority::IssueServerCertificate and IssueOcspResponderCertificate: the certificates
+// `iotpki serve` makes for itself.
 #include <nlohmann/json.hpp>
 
 #include "iotpki/ca/authority.h"
@@ -43,6 +44,46 @@ Result<x509::Certificate> Authority::IssueServerCertificate(
                                   {"sha256", cert.fingerprint_sha256()}})
                       .dump()});
   // Durable first; only then may the certificate be used.
+  IOTPKI_CHECK(store_->Commit(batch));
+  return cert;
+}
+
+Result<x509::Certificate> Authority::IssueOcspResponderCertificate(CaName ca,
+                                                                   const crypto::PublicKey& key,
+                                                                   const std::string& actor) {
+  const crypto::Signer* issuer_key = this->issuer_key(ca);
+  if (issuer_key == nullptr) {
+    return Fail(Code::kFailedPrecondition,
+                "the " + std::string(CaNameText(ca)) + " CA key is not unlocked");
+  }
+  IOTPKI_CHECK(x509::CheckKeyAllowed(policy_, x509::ProfileKind::kOcspResponder, key));
+  auto tmpl = x509::NewTemplate(x509::ProfileKind::kOcspResponder, key, clock_.NowUnix(), policy_);
+  std::string cn = ca == CaName::kManufacturing ? "Manufacturing CA OCSP responder"
+                                                : "Operational CA OCSP responder";
+  tmpl.subject = {.organization = config_.organization, .common_name = cn};
+  const x509::Certificate& issuer = certificate(ca);
+  IOTPKI_TRY(x509::Certificate cert, x509::Issue(tmpl, &issuer, *issuer_key, policy_));
+
+  store::CertificateRecord r;
+  r.serial = cert.serial_hex();
+  r.profile = store::CertProfile::kServer;
+  r.issuer = std::string(CaNameText(ca));
+  r.subject = cert.subject();
+  r.not_before = cert.not_before();
+  r.not_after = cert.not_after();
+  r.key_fingerprint = ToHex(cert.public_key().Fingerprint());
+  r.der = cert.ToDer();
+  store::WriteBatch batch;
+  batch.InsertCertificate(std::move(r));
+  batch.AppendAudit(
+      {.actor = actor,
+       .action = "cert.issue",
+       .subject = cert.serial_hex(),
+       .details = nlohmann::json({{"profile", x509::ProfileName(x509::ProfileKind::kOcspResponder)},
+                                  {"issuer", CaNameText(ca)},
+                                  {"not_after", cert.not_after()},
+                                  {"sha256", cert.fingerprint_sha256()}})
+                      .dump()});
   IOTPKI_CHECK(store_->Commit(batch));
   return cert;
 }

@@ -121,6 +121,13 @@ void AddPassphraseOptions(CLI::App* cmd, PassphraseSources& sources,
   }
 }
 
+bool HasPassphrase(const PassphraseSources& sources, KeyRole role) {
+  auto set = [](const char* env) { return env != nullptr && *env != '\0'; };
+  return !sources.role_file[static_cast<int>(role)].empty() ||
+         set(std::getenv(RoleEnv(role).c_str())) || !sources.file.empty() || sources.fd >= 0 ||
+         sources.fd_cache.has_value() || set(std::getenv("IOTPKI_PASSPHRASE"));
+}
+
 Result<crypto::Secret> ReadPassphrase(PassphraseSources& sources, KeyRole role) {
   std::string name = RoleName(role);
   const std::string& own = sources.role_file[static_cast<int>(role)];
@@ -174,6 +181,7 @@ int Main(int argc, char** argv) {
   AddCaCommands(app);
   AddCertCommands(app);
   AddAuditCommands(app);
+  AddCrlCommands(app);
   AddC509Commands(app);
   AddServeCommands(app);
   AddMfgCommands(app);

@@ -45,6 +45,9 @@ void AddPassphraseOptions(CLI::App* cmd, PassphraseSources& sources,
 // The passphrase of `role` (see PassphraseSources). FailedPrecondition naming every way to give
 // it if none is set; InvalidArgument for an empty file, FailedPrecondition for an unreadable one.
 Result<crypto::Secret> ReadPassphrase(PassphraseSources& sources, KeyRole role);
+// Whether any source gives a passphrase for `role` (ReadPassphrase would not say "no
+// passphrase"); reads nothing.
+bool HasPassphrase(const PassphraseSources& sources, KeyRole role);
 
 // --store URL for a command that opens the store: overrides [store] url of iotpki.toml
 // (sqlite:PATH or postgresql://..., store/open.h).
@@ -57,6 +60,7 @@ std::string Actor();
 void AddCaCommands(CLI::App& app);     // ca init, ca show
 void AddCertCommands(CLI::App& app);   // cert issue
 void AddAuditCommands(CLI::App& app);  // audit verify, head, checkpoint
+void AddCrlCommands(CLI::App& app);    // crl export
 void AddC509Commands(CLI::App& app);   // c509 encode/decode/show/verify
 void AddServeCommands(CLI::App& app);  // serve
 

@@ -6,13 +6,18 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <map>
+#include <optional>
 
 #include "iotpki/ca/authority.h"
+#include "iotpki/ca/crl_publisher.h"
 #include "iotpki/cli/cli.h"
 #include "iotpki/cli/serve_config.h"
 #include "iotpki/common/file.h"
 #include "iotpki/common/log.h"
 #include "iotpki/crypto/signer.h"
+#include "iotpki/enroll/ocsp_responder.h"
+#include "iotpki/enroll/revocation_handlers.h"
 #include "iotpki/enroll/service.h"
 #include "iotpki/server/server.h"
 
@@ -31,6 +36,9 @@ struct ServeArgs {
   std::vector<std::string> names;
   std::string log_format;
   std::string log_level;
+  std::string public_url;
+  std::string broker_crl;
+  std::string broker_reload;
 };
 
 bool IsIpAddress(const std::string& s) {
@@ -114,6 +122,57 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
   return id;
 }
 
+// A delegated OCSP responder of one issuing CA, kept in DIR (certs/ocsp-<ca>.pem,
+// keys/ocsp-<ca>.key): reused while it is from that CA and in the first half of its life;
+// otherwise a new key and certificate are made, recorded in the store, and saved.
+struct ResponderIdentity {
+  x509::Certificate certificate;
+  std::shared_ptr<crypto::PrivateKey> key;
+  bool issued = false;
+};
+
+bool InFirstHalf(const x509::Certificate& cert, int64_t now) {
+  return now < cert.not_before() + (cert.not_after() - cert.not_before()) / 2;
+}
+
+Result<ResponderIdentity> LoadOrIssueResponder(ca::Authority& authority, ca::CaName ca,
+                                               std::string_view passphrase) {
+  std::string name(ca::CaNameText(ca));
+  fs::path cert_path = authority.dir() / "certs" / ("ocsp-" + name + ".pem");
+  fs::path key_path = authority.dir() / "keys" / ("ocsp-" + name + ".key");
+  const x509::Certificate& issuer = authority.certificate(ca);
+  int64_t now = authority.clock().NowUnix();
+  if (fs::exists(cert_path) && fs::exists(key_path)) {
+    IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
+    IOTPKI_TRY(x509::Certificate cert, x509::Certificate::FromPem(pem));
+    if (cert.IsSignedBy(issuer.public_key()) && InFirstHalf(cert, now)) {
+      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
+      if (key.public_key() == cert.public_key()) {
+        return ResponderIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key))};
+      }
+    }
+  }
+  IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+  IOTPKI_TRY(x509::Certificate cert,
+             authority.IssueOcspResponderCertificate(ca, key.public_key(), "serve"));
+  IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, passphrase));
+  IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem()));
+  log::Info("serve.ocsp_responder",
+            {{"ca", name}, {"serial", cert.serial_hex()}, {"not_after", cert.not_after()}});
+  return ResponderIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key)), true};
+}
+
+std::optional<x509::Certificate> ResponderFile(ca::Authority& authority, ca::CaName ca) {
+  auto pem = ReadTextFile(authority.dir() / "certs" /
+                          ("ocsp-" + std::string(ca::CaNameText(ca)) + ".pem"));
+  if (!pem) return std::nullopt;
+  auto cert = x509::Certificate::FromPem(*pem);
+  if (!cert) return std::nullopt;
+  return *cert;
+}
+
+constexpr ca::CaName kIssuingCas[] = {ca::CaName::kManufacturing, ca::CaName::kOperational};
+
 // A root key readable on the server's machine defeats the offline root (docs/operations.md,
 // "An offline root"): said once at start, as a warning, without stopping the server.
 void WarnIfRootKeyOnline(const ca::Authority& authority) {
@@ -153,10 +212,33 @@ Result<void> RunServe(ServeArgs& args) {
   IOTPKI_TRY(auto listen, ParseListen(config.listen));
 
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
-  // Only what the server uses: the operational CA key and the bootstrap master. The root and
-  // manufacturing keys, and their passphrases, stay out of this process.
+  // Refused before anything is unlocked or logged.
+  if (!args.public_url.empty()) {
+    if (auto set = authority->SetPublicUrl(args.public_url); !set) {
+      return Fail(Code::kInvalidArgument, "--public-url: " + set.error().message());
+    }
+  }
+  // Only what the server uses: the operational CA key and the bootstrap master. The root key
+  // stays out of this process. The manufacturing key is opened only when it is on this machine
+  // and its passphrase is given: it signs its CA's CRL and OCSP responder certificate; without
+  // it those are published where the key is (`crl export` at the factory station).
   IOTPKI_TRY(crypto::Secret passphrase, ReadPassphrase(args.passphrases, KeyRole::kOperational));
   IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase.view()));
+  std::optional<crypto::Secret> mfg_passphrase;
+  {
+    fs::path mfg_key = ca::KeyFilePath(authority->dir(), authority->config().manufacturing_key);
+    if ((mfg_key.empty() || fs::exists(mfg_key)) &&
+        HasPassphrase(args.passphrases, KeyRole::kManufacturing)) {
+      IOTPKI_TRY(crypto::Secret p, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
+      IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, p.view()));
+      mfg_passphrase = std::move(p);
+    } else {
+      log::Info("serve.manufacturing_ca_offline",
+                {{"advice",
+                  "the manufacturing CA's CRL and OCSP are not served here: publish its CRL with "
+                  "crl export where its key is"}});
+    }
+  }
   {
     IOTPKI_TRY(crypto::Secret bootstrap, ReadPassphrase(args.passphrases, KeyRole::kBootstrap));
     IOTPKI_CHECK(authority->UnlockBootstrap(bootstrap.view()));
@@ -178,6 +260,31 @@ Result<void> RunServe(ServeArgs& args) {
   IOTPKI_TRY(auto service, enroll::EnrollService::Create(*authority, metrics, config.enroll));
   server::Router router;
   service->Mount(router);
+
+  // CRLs and OCSP: built before the server accepts a request, then kept current.
+  ca::CrlOptions crl_options;
+  crl_options.broker_crl = args.broker_crl;
+  crl_options.broker_reload = args.broker_reload;
+  ca::CrlPublisher crls(*authority, crl_options);
+  IOTPKI_CHECK(crls.Refresh());
+  enroll::MountCrl(router, crls, authority->clock(), metrics);
+  enroll::OcspResponder ocsp(authority->store(), authority->clock(), metrics);
+  auto set_responder = [&](ca::CaName ca) -> Result<void> {
+    // A responder's key is kept under the passphrase of the CA that certifies it.
+    std::string_view key_passphrase =
+        ca == ca::CaName::kManufacturing ? mfg_passphrase->view() : passphrase.view();
+    IOTPKI_TRY(ResponderIdentity r, LoadOrIssueResponder(*authority, ca, key_passphrase));
+    ocsp.SetIssuer(std::string(ca::CaNameText(ca)), authority->certificate(ca), r.certificate,
+                   r.key);
+    return {};
+  };
+  auto serves = [&](ca::CaName ca) {
+    return ca == ca::CaName::kOperational || mfg_passphrase.has_value();
+  };
+  for (ca::CaName ca : kIssuingCas) {
+    if (serves(ca)) IOTPKI_CHECK(set_responder(ca));
+  }
+  ocsp.Mount(router);
   router.Add("GET", "/metrics", "metrics", [&metrics](const server::Request&) {
     return server::Response{.status = 200,
                             .content_type = "text/plain; version=0.0.4; charset=utf-8",
@@ -211,8 +318,26 @@ Result<void> RunServe(ServeArgs& args) {
   log::Info("serve.listening", {{"address", shown + ":" + std::to_string(srv->port())},
                                 {"server_certificate_names", names}});
 
+  crls.Start();
+  // The responder certificates are renewed at half their life (30 days by default); a check a
+  // minute costs nothing and needs no timer of its own.
   int sig = 0;
-  sigwait(&signals, &sig);
+  for (;;) {
+    timespec minute{60, 0};
+    sig = sigtimedwait(&signals, nullptr, &minute);
+    if (sig > 0) break;
+    for (ca::CaName ca : kIssuingCas) {
+      if (!serves(ca)) continue;
+      auto current = ResponderFile(*authority, ca);
+      if (current && InFirstHalf(*current, authority->clock().NowUnix())) continue;
+      if (auto r = set_responder(ca); !r) {
+        log::Warn("serve.ocsp_responder_failed", {{"ca", ca::CaNameText(ca)},
+                                                  {"error", r.error().message()},
+                                                  {"detail", r.error().detail()}});
+      }
+    }
+  }
+  crls.Stop();
   log::Info("serve.stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
                                {"drain_timeout_s", options.limits.drain_timeout.count()}});
   srv->Shutdown();
@@ -235,13 +360,23 @@ void AddServeCommands(CLI::App& app) {
                     "HOST:PORT to listen on (default 127.0.0.1:8443; port 0 picks a free one)");
   serve->add_option("--config", args->config,
                     "TOML file with [server], [bootstrap] and [log] settings");
-  AddPassphraseOptions(serve, args->passphrases, {KeyRole::kOperational, KeyRole::kBootstrap});
+  AddPassphraseOptions(serve, args->passphrases,
+                       {KeyRole::kOperational, KeyRole::kManufacturing, KeyRole::kBootstrap});
   serve->add_option("--port-file", args->port_file, "Write the port listened on to this file");
   serve->add_option("--name", args->names,
                     "Extra host name or address for the server certificate (repeatable)");
   serve->add_option("--log-format", args->log_format,
                     "text or json (JSON Lines); default: text on a terminal, json otherwise");
   serve->add_option("--log-level", args->log_level, "debug, info (default), warn or error");
+  serve->add_option("--public-url", args->public_url,
+                    "URL relying parties reach this server at (https://host:port); device "
+                    "certificates then name its CRL and OCSP responder (default: [status] "
+                    "public_url of iotpki.toml)");
+  serve->add_option("--broker-crl", args->broker_crl,
+                    "Keep this file the combined PEM CRL set for an MQTT broker (Mosquitto's "
+                    "crlfile), replaced atomically");
+  serve->add_option("--broker-reload", args->broker_reload,
+                    "Shell command run after each --broker-crl change, e.g. 'kill -HUP 1234'");
   SetAction(serve, [args] { return RunServe(*args); });
 }
 

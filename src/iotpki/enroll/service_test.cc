@@ -638,7 +638,8 @@ TEST_F(ServiceTest, JsonChecksTheTokenBeforeTheCertificateChain) {
   EXPECT_EQ(r.status, 401);
   EXPECT_NE(r.body.find("invalid bootstrap token"), std::string::npos) << r.body;
   // With the right token, the chain is what fails.
-  std::string token = ca::BootstrapToken(*authority_->BootstrapSecret(id), id, clock_.NowUnix());
+  std::string token =
+      ca::BootstrapToken(authority_->BootstrapSecret(id)->bytes(), id, clock_.NowUnix());
   auto j = nlohmann::json::parse(body);
   j["token"] = token;
   r = service_->Bootstrap(BootstrapRequest(j.dump(), nullptr));

@@ -40,6 +40,7 @@ struct Request {
   std::string query;   // after '?', without it
   std::string content_type;
   std::string accept;
+  std::string if_none_match;  // the If-None-Match header, as sent
   std::string body;
   std::optional<ClientCertificate> client_cert;
   std::string peer;  // "127.0.0.1:51234"

@@ -602,6 +602,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
     req.content_type = std::string(msg[http::field::content_type]);
     req.accept = std::string(msg[http::field::accept]);
+    req.if_none_match = std::string(msg[http::field::if_none_match]);
     req.body = std::move(msg.body());
     req.client_cert = ClientCertificateNow();
     req.peer = peer_;

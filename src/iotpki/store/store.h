@@ -306,6 +306,15 @@ struct DevicePage {
 
 inline constexpr size_t kMaxPageSize = 10000;
 
+// A revoked certificate as a CRL or an OCSP responder needs it.
+struct RevokedCertificate {
+  std::string serial;  // lowercase hex, as CertificateRecord::serial
+  int64_t revoked_at = 0;
+  RevocationReason reason = RevocationReason::kUnspecified;
+
+  bool operator==(const RevokedCertificate&) const = default;
+};
+
 // Revoked certificates, ordered by (revoked_at, serial).
 struct RevokedFilter {
   int64_t since = 0;  // revoked_at >= since
@@ -398,6 +407,18 @@ class Store {
   // backend keeps counts in the same transaction as the rows (migration 2).
   virtual Result<int64_t> CountDevices(const DeviceFilter& filter) = 0;
 
+  // The revoked certificates `issuer` ("manufacturing", "operational") issued, ordered by serial
+  // (as text), those after `after_serial` ("" for the first page), at most `limit`
+  // (1..kMaxPageSize). Read through an index of revoked certificates only (migration 5), so a
+  // page costs its own rows, however many valid certificates the store holds. A CRL is built
+  // from successive pages; revocations are final, so a page boundary neither repeats nor skips.
+  virtual Result<std::vector<RevokedCertificate>> ListRevokedCertificatesOfIssuer(
+      std::string_view issuer, std::string_view after_serial, size_t limit) = 0;
+  // How many certificates `issuer` issued are revoked. It only grows (a revocation is final),
+  // so a change tells a CRL publisher that revocations were committed, by any process. Costs one
+  // pass over the index of revoked certificates of that issuer.
+  virtual Result<int64_t> CountRevokedCertificates(std::string_view issuer) = 0;
+
   // Audit rows with seq >= from_seq, ascending, at most `limit` (1..kMaxPageSize).
   virtual Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) = 0;
 
@@ -477,6 +498,8 @@ class Store {
 //      device by seq.
 //   5: certificates.first_used_at (renewal bound to the current working certificate) and an
 //      index of revoked certificates by (revoked_at, serial).
+//   5 also: certificates_revoked_by_issuer, a partial index of revoked certificates by (issuer,
+//      serial), for CRLs.
 //   6: rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer.
 inline constexpr int kLatestSchemaVersion = 6;
 

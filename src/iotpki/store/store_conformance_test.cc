@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -743,6 +744,85 @@ TEST_P(StoreConformance, RevokeCertificate) {
       store_->Commit(WriteBatch().RevokeCertificate(CertSerial(2), RevocationReason::kSuperseded));
   ASSERT_FALSE(unknown);
   EXPECT_EQ(unknown.error().code(), Code::kNotFound);
+}
+
+// A CRL page reads the revoked entries of its issuer in serial order through
+// certificates_revoked_by_issuer: no scan of the certificates, no sort.
+TEST_P(StoreConformance, RevokedCertificatesAreReadThroughTheirIndex) {
+  auto plan = AsSql(*store_).ExplainListRevokedForTest();
+  ASSERT_TRUE(plan) << plan.error().ToString();
+  EXPECT_NE(plan->find("certificates_revoked_by_issuer"), std::string::npos) << *plan;
+  for (const char* bad : {"Seq Scan", "Sort", "TEMP B-TREE", "SCAN "}) {
+    EXPECT_EQ(plan->find(bad), std::string::npos) << bad << " in " << *plan;
+  }
+}
+
+TEST_P(StoreConformance, ListsRevokedCertificatesOfOneIssuerBySerial) {
+  WriteBatch setup;
+  for (int n = 1; n <= 8; ++n) {
+    setup.InsertDevice(MakeDevice(n));
+    setup.InsertCertificate(MakeCert(n, n, CertProfile::kLDevId, kNow + kDay, n));
+  }
+  setup.InsertCertificate(MakeCert(100, 1, CertProfile::kIDevId, kNow + kDay, 1));
+  MustCommit(setup);
+  EXPECT_EQ(*store_->CountRevokedCertificates("operational"), 0);
+  EXPECT_TRUE(store_->ListRevokedCertificatesOfIssuer("operational", "", 10)->empty());
+
+  // Five of the eight operational certificates and the manufacturing one, at two times.
+  MustCommit(WriteBatch()
+                 .RevokeCertificate(CertSerial(2), RevocationReason::kKeyCompromise)
+                 .RevokeCertificate(CertSerial(5), RevocationReason::kUnspecified)
+                 .RevokeCertificate(CertSerial(100), RevocationReason::kCessationOfOperation));
+  clock_.Advance(std::chrono::seconds(7));
+  MustCommit(WriteBatch()
+                 .RevokeCertificate(CertSerial(3), RevocationReason::kSuperseded)
+                 .RevokeCertificate(CertSerial(7), RevocationReason::kAffiliationChanged)
+                 .RevokeCertificate(CertSerial(8), RevocationReason::kSuperseded));
+
+  std::vector<RevokedCertificate> want;
+  for (int n : {2, 3, 5, 7, 8}) {
+    auto c = store_->GetCertificate(CertSerial(n));
+    ASSERT_TRUE(c);
+    want.push_back({c->serial, *c->revoked_at, *c->revocation_reason});
+  }
+  std::sort(want.begin(), want.end(),
+            [](const auto& a, const auto& b) { return a.serial < b.serial; });
+
+  // Pages of two, each starting after the last serial of the one before.
+  std::vector<RevokedCertificate> got;
+  std::string after;
+  for (int pages = 0; pages < 10; ++pages) {
+    auto page = store_->ListRevokedCertificatesOfIssuer("operational", after, 2);
+    ASSERT_TRUE(page) << page.error().ToString();
+    if (page->empty()) break;
+    EXPECT_LE(page->size(), 2u);
+    got.insert(got.end(), page->begin(), page->end());
+    after = page->back().serial;
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(*store_->CountRevokedCertificates("operational"), 5);
+
+  auto mfg = store_->ListRevokedCertificatesOfIssuer("manufacturing", "", kMaxPageSize);
+  ASSERT_TRUE(mfg);
+  ASSERT_EQ(mfg->size(), 1u);
+  EXPECT_EQ((*mfg)[0].serial, CertSerial(100));
+  EXPECT_EQ((*mfg)[0].revoked_at, kNow);
+  EXPECT_EQ((*mfg)[0].reason, RevocationReason::kCessationOfOperation);
+  EXPECT_EQ(*store_->CountRevokedCertificates("manufacturing"), 1);
+  EXPECT_EQ(*store_->CountRevokedCertificates("nobody"), 0);
+
+  // An uppercase cursor pages the same.
+  std::string upper = want[1].serial;
+  for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  auto rest = store_->ListRevokedCertificatesOfIssuer("operational", upper, kMaxPageSize);
+  ASSERT_TRUE(rest);
+  EXPECT_EQ(rest->size(), 3u);
+
+  for (size_t bad : {size_t{0}, kMaxPageSize + 1}) {
+    auto r = store_->ListRevokedCertificatesOfIssuer("operational", "", bad);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Code::kInvalidArgument);
+  }
 }
 
 TEST_P(StoreConformance, RevokeAtGivenTime) {

@@ -86,12 +86,23 @@ Result<Bytes> Extensions(const CertificateTemplate& tmpl, const Certificate* iss
     add(EncodeExtension(internal::kOidKeyUsage, true,
                         internal::EncodeKeyUsage(key_usage::kDigitalSignature)));
   }
-  if (tmpl.kind == ProfileKind::kLDevID || tmpl.kind == ProfileKind::kTlsServer) {
-    std::string_view purpose =
-        tmpl.kind == ProfileKind::kLDevID ? internal::kOidClientAuth : internal::kOidServerAuth;
+  if (tmpl.kind == ProfileKind::kLDevID || tmpl.kind == ProfileKind::kTlsServer ||
+      tmpl.kind == ProfileKind::kOcspResponder) {
+    std::string_view purpose = tmpl.kind == ProfileKind::kLDevID      ? internal::kOidClientAuth
+                               : tmpl.kind == ProfileKind::kTlsServer ? internal::kOidServerAuth
+                                                                      : internal::kOidOcspSigning;
     add(EncodeExtension(internal::kOidExtKeyUsage, false, der::Sequence({der::Oid(purpose)})));
   }
-  if (!ca) {
+  if (tmpl.kind == ProfileKind::kOcspResponder) {
+    add(EncodeExtension(internal::kOidOcspNoCheck, false, der::Tlv(der::kNull, {})));
+  }
+  if (IsDeviceProfile(tmpl.kind)) {
+    IOTPKI_TRY(Bytes status, internal::EncodeStatusExtensions(tmpl.crl_url, tmpl.ocsp_url));
+    list.insert(list.end(), status.begin(), status.end());
+  } else if (!tmpl.crl_url.empty() || !tmpl.ocsp_url.empty()) {
+    return Fail(Code::kInvalidArgument, "only device certificates carry CRL and OCSP URLs");
+  }
+  if (!ca && tmpl.kind != ProfileKind::kOcspResponder) {
     IOTPKI_TRY(SubjectAltNames san, SanFor(tmpl, policy));
     IOTPKI_TRY(Bytes names, internal::EncodeGeneralNames(san));
     add(EncodeExtension(internal::kOidSubjectAltName, false, names));

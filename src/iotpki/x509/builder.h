@@ -20,7 +20,8 @@ namespace iotpki::x509 {
 // What to issue. Which fields matter depends on `kind`:
 //   kRoot, kIssuingCa: subject (CN required, O and C optional), path_len;
 //   kIDevID, kLDevID:  device (subject and SAN are derived from it; `subject` is ignored);
-//   kTlsServer:        subject (CN), dns_names and/or ip_addresses.
+//   kTlsServer:        subject (CN), dns_names and/or ip_addresses;
+//   kOcspResponder:    subject (CN).
 // Start from NewTemplate, which fills the serial and the validity from the policy.
 struct CertificateTemplate {
   ProfileKind kind = ProfileKind::kIDevID;
@@ -35,6 +36,10 @@ struct CertificateTemplate {
   int64_t not_after = 0;
   // pathLenConstraint for CA profiles; nullopt = unconstrained (roots by default).
   std::optional<int> path_len;
+  // Device profiles only, when not empty: a cRLDistributionPoints extension naming this URL (the
+  // issuer's CRL) and an authorityInfoAccess extension naming this OCSP responder.
+  std::string crl_url{};
+  std::string ocsp_url{};
 };
 
 // 16 octets, a positive INTEGER of exactly 16 content octets (RFC 5280's 20-octet limit): the

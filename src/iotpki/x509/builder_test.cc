@@ -29,15 +29,17 @@ TEST(Profile, ParseProfile) {
   EXPECT_EQ(ParseProfile("root"), ProfileKind::kRoot);
   EXPECT_EQ(ParseProfile("issuing-ca"), ProfileKind::kIssuingCa);
   EXPECT_EQ(ParseProfile("tls-server"), ProfileKind::kTlsServer);
+  EXPECT_EQ(ParseProfile("ocsp-responder"), ProfileKind::kOcspResponder);
   for (auto kind : {ProfileKind::kRoot, ProfileKind::kIssuingCa, ProfileKind::kIDevID,
-                    ProfileKind::kLDevID, ProfileKind::kTlsServer}) {
+                    ProfileKind::kLDevID, ProfileKind::kTlsServer, ProfileKind::kOcspResponder}) {
     EXPECT_EQ(ParseProfile(ProfileName(kind)), kind);
   }
   auto unknown = ParseProfile("devid");
   ASSERT_FALSE(unknown);
   EXPECT_EQ(unknown.error().code(), Code::kInvalidArgument);
   EXPECT_EQ(unknown.error().message(),
-            "unknown profile (expected root, issuing-ca, idevid, ldevid or tls-server)");
+            "unknown profile (expected root, issuing-ca, idevid, ldevid, tls-server or "
+            "ocsp-responder)");
 }
 
 TEST(Profile, DeviceIdentity) {

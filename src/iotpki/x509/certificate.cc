@@ -285,6 +285,7 @@ bool ExtensionValueFast(ParsedFields& impl, const Extension& ext) {
       if (dotted.empty()) return false;
       if (dotted == internal::kOidClientAuth) dotted = "clientAuth";
       if (dotted == internal::kOidServerAuth) dotted = "serverAuth";
+      if (dotted == internal::kOidOcspSigning) dotted = "OCSPSigning";
       impl.extended_key_usage.push_back(std::move(dotted));
     }
   } else if (ext.oid == internal::kOidSubjectKeyId) {
@@ -450,6 +451,7 @@ void ReadExtensions(Certificate::Impl& impl) {
       std::string oid = internal::ObjectToOid(sk_ASN1_OBJECT_value(eku.get(), i));
       if (oid == internal::kOidClientAuth) oid = "clientAuth";
       if (oid == internal::kOidServerAuth) oid = "serverAuth";
+      if (oid == internal::kOidOcspSigning) oid = "OCSPSigning";
       impl.extended_key_usage.push_back(std::move(oid));
     }
   }

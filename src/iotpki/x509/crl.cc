@@ -154,6 +154,34 @@ bool Crl::IsSignedBy(const crypto::PublicKey& key) const {
 
 X509_CRL* Crl::handle() const { return impl_->crl.get(); }
 
+Result<void> LintCrlEntries(std::span<const RevokedEntry> entries, int64_t this_update,
+                            int64_t next_update) {
+  auto finding = [](std::string what) {
+    return Fail(Code::kFailedPrecondition, "CRL lint: " + what);
+  };
+  if (next_update <= this_update) return finding("nextUpdate is not after thisUpdate");
+  const Bytes* previous = nullptr;
+  Bytes prev_value;
+  for (const auto& entry : entries) {
+    Bytes value = Normalize(entry.serial);
+    if (value.empty() || (value.size() == 1 && value[0] == 0)) {
+      return finding("a revoked serial is zero or empty");
+    }
+    if (value.size() > 20) return finding("a revoked serial is longer than 20 octets");
+    // Magnitudes without leading zeros compare by length, then bytewise.
+    if (previous != nullptr && (value.size() < prev_value.size() ||
+                                (value.size() == prev_value.size() && value <= prev_value))) {
+      return finding("entries are not in strictly ascending serial order");
+    }
+    if (entry.revoked_at > this_update) return finding("a revocation is dated after thisUpdate");
+    int code = static_cast<int>(entry.reason);
+    if (code < 0 || code > 10 || code == 7) return finding("an unknown reason code");
+    prev_value = std::move(value);
+    previous = &prev_value;
+  }
+  return {};
+}
+
 Result<Crl> BuildCrl(const Certificate& issuer, const crypto::Signer& issuer_key,
                      std::span<const RevokedEntry> entries, int64_t this_update,
                      int64_t next_update, int64_t crl_number) {

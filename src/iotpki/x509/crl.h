@@ -63,6 +63,13 @@ class Crl {
   std::shared_ptr<const Impl> impl_;
 };
 
+// The lint a CRL's contents pass before it is signed: entries in strictly ascending serial order
+// (by value; so no serial twice), each serial a positive INTEGER of at most 20 octets (RFC 5280
+// 4.1.2.2), no revocation after `this_update`, only reasons RFC 5280 defines, and
+// thisUpdate < nextUpdate. FailedPrecondition naming the first finding.
+Result<void> LintCrlEntries(std::span<const RevokedEntry> entries, int64_t this_update,
+                            int64_t next_update);
+
 // Builds a v2 CRL for `issuer`, signed with `issuer_key`, with the authorityKeyIdentifier and
 // cRLNumber extensions and a reasonCode entry extension for every reason but kUnspecified
 // (RFC 5280 5.3.1: absent rather than unspecified). Entries keep their order; a serial listed

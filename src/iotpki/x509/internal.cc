@@ -4,6 +4,7 @@
 #include <openssl/asn1.h>
 #include <openssl/objects.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace iotpki::x509::internal {
@@ -55,6 +56,38 @@ Bytes EncodeKeyUsage(uint16_t bits) {
       bytes[static_cast<size_t>(i / 8)] |= static_cast<uint8_t>(0x80 >> (i % 8));
   }
   return der::BitString(bytes, 7 - highest % 8);
+}
+
+Result<Bytes> EncodeStatusExtensions(std::string_view crl_url, std::string_view ocsp_url) {
+  auto check = [](std::string_view url) -> Result<void> {
+    bool scheme = url.starts_with("http://") || url.starts_with("https://");
+    bool printable =
+        std::all_of(url.begin(), url.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    if (!scheme || !printable || url.size() > 1024) {
+      return Fail(Code::kInvalidArgument,
+                  "a CRL or OCSP URL must be http:// or https:// and "
+                  "printable ASCII without spaces");
+    }
+    return {};
+  };
+  Bytes out;
+  if (!crl_url.empty()) {
+    IOTPKI_CHECK(check(crl_url));
+    Bytes uri = der::Tlv(der::ContextPrimitive(6), AsBytes(crl_url));
+    Bytes full_name = der::Constructed(der::ContextConstructed(0), {uri});
+    Bytes point_name = der::Constructed(der::ContextConstructed(0), {full_name});
+    Bytes ext = EncodeExtension(kOidCrlDistributionPoints, false,
+                                der::Sequence({der::Sequence({point_name})}));
+    out.insert(out.end(), ext.begin(), ext.end());
+  }
+  if (!ocsp_url.empty()) {
+    IOTPKI_CHECK(check(ocsp_url));
+    Bytes uri = der::Tlv(der::ContextPrimitive(6), AsBytes(ocsp_url));
+    Bytes ext = EncodeExtension(kOidAuthorityInfoAccess, false,
+                                der::Sequence({der::Sequence({der::Oid(kOidAccessOcsp), uri})}));
+    out.insert(out.end(), ext.begin(), ext.end());
+  }
+  return out;
 }
 
 Result<Bytes> EncodeGeneralNames(const SubjectAltNames& san) {

@@ -36,6 +36,11 @@ inline constexpr std::string_view kOidExtKeyUsage = "2.5.29.37";
 
 inline constexpr std::string_view kOidServerAuth = "1.3.6.1.5.5.7.3.1";
 inline constexpr std::string_view kOidClientAuth = "1.3.6.1.5.5.7.3.2";
+inline constexpr std::string_view kOidOcspSigning = "1.3.6.1.5.5.7.3.9";
+inline constexpr std::string_view kOidCrlDistributionPoints = "2.5.29.31";
+inline constexpr std::string_view kOidAuthorityInfoAccess = "1.3.6.1.5.5.7.1.1";
+inline constexpr std::string_view kOidAccessOcsp = "1.3.6.1.5.5.7.48.1";
+inline constexpr std::string_view kOidOcspNoCheck = "1.3.6.1.5.5.7.48.1.5";
 inline constexpr std::string_view kOidHardwareModuleName = "1.3.6.1.5.5.7.8.4";
 inline constexpr std::string_view kOidExtensionRequest = "1.2.840.113549.1.9.14";
 
@@ -60,6 +65,10 @@ Bytes EncodeKeyUsage(uint16_t bits);
 // GeneralNames in a fixed order: URIs, DNS names, IP addresses, hardware module names.
 // InvalidArgument for a non-ASCII URI/DNS name, an unparsable IP address or a malformed OID.
 Result<Bytes> EncodeGeneralNames(const SubjectAltNames& san);
+// The cRLDistributionPoints (fullName URI) and authorityInfoAccess (id-ad-ocsp URI) extensions,
+// each non-critical and only if its URL is not empty, concatenated. InvalidArgument unless each
+// URL is http:// or https:// followed by printable ASCII without spaces.
+Result<Bytes> EncodeStatusExtensions(std::string_view crl_url, std::string_view ocsp_url);
 // AuthorityKeyIdentifier with the keyIdentifier field only.
 Bytes EncodeAuthorityKeyId(ByteView key_id);
 

@@ -30,6 +30,9 @@ std::string ExtensionName(std::string_view oid) {
       {internal::kOidSubjectAltName, "subjectAltName"},
       {internal::kOidSubjectKeyId, "subjectKeyIdentifier"},
       {internal::kOidAuthorityKeyId, "authorityKeyIdentifier"},
+      {internal::kOidCrlDistributionPoints, "cRLDistributionPoints"},
+      {internal::kOidAuthorityInfoAccess, "authorityInfoAccess"},
+      {internal::kOidOcspNoCheck, "ocspNoCheck"},
   };
   for (const auto& [o, name] : kNames) {
     if (o == oid) return std::string(name);
@@ -182,26 +185,35 @@ void ExtensionsWellFormed(const Input& in, Messages& out) {
   if (!in.cert.extensions_decode()) out.push_back("an extension does not decode");
 }
 
-std::vector<std::string_view> ExpectedExtensions(ProfileKind kind) {
+std::vector<std::string_view> ExpectedExtensions(const CertificateTemplate& tmpl) {
   const std::string_view bc = internal::kOidBasicConstraints, ku = internal::kOidKeyUsage,
                          eku = internal::kOidExtKeyUsage, san = internal::kOidSubjectAltName,
                          ski = internal::kOidSubjectKeyId, aki = internal::kOidAuthorityKeyId;
-  switch (kind) {
+  std::vector<std::string_view> out;
+  switch (tmpl.kind) {
     case ProfileKind::kRoot:
       return {bc, ku, ski};
     case ProfileKind::kIssuingCa:
       return {bc, ku, ski, aki};
     case ProfileKind::kIDevID:
-      return {ku, san, aki};
+      out = {ku, san, aki};
+      break;
     case ProfileKind::kLDevID:
+      out = {ku, eku, san, aki};
+      break;
     case ProfileKind::kTlsServer:
       return {ku, eku, san, aki};
+    case ProfileKind::kOcspResponder:
+      return {ku, eku, internal::kOidOcspNoCheck, aki};
   }
-  return {};
+  // The URLs the operator configured (CertificateTemplate::crl_url, ocsp_url).
+  if (!tmpl.crl_url.empty()) out.push_back(internal::kOidCrlDistributionPoints);
+  if (!tmpl.ocsp_url.empty()) out.push_back(internal::kOidAuthorityInfoAccess);
+  return out;
 }
 
 void RequiredExtensions(const Input& in, Messages& out) {
-  auto expected = ExpectedExtensions(in.tmpl.kind);
+  auto expected = ExpectedExtensions(in.tmpl);
   for (auto oid : expected) {
     if (in.cert.FindExtension(oid) == nullptr) out.push_back(ExtensionName(oid) + " is missing");
   }
@@ -258,6 +270,7 @@ void ExtendedKeyUsage(const Input& in, Messages& out) {
   std::vector<std::string> expected;
   if (in.tmpl.kind == ProfileKind::kLDevID) expected = {"clientAuth"};
   if (in.tmpl.kind == ProfileKind::kTlsServer) expected = {"serverAuth"};
+  if (in.tmpl.kind == ProfileKind::kOcspResponder) expected = {"OCSPSigning"};
   if (in.cert.extended_key_usage() != expected) {
     std::string got;
     for (const auto& e : in.cert.extended_key_usage()) got += (got.empty() ? "" : ",") + e;
@@ -407,6 +420,14 @@ void IdentityMatchesRequest(const Input& in, Messages& out) {
 
 void DerSizeBudget(const Input& in, Messages& out) {
   size_t size = in.cert.ToDer().size();
+  // The budget is the identity's: the CRL and OCSP URLs are the operator's choice, and their
+  // length is added to it rather than taken from it.
+  for (const auto& ext : in.cert.extensions()) {
+    if (ext.oid == internal::kOidCrlDistributionPoints ||
+        ext.oid == internal::kOidAuthorityInfoAccess) {
+      size -= std::min(size, internal::EncodeExtension(ext.oid, ext.critical, ext.value).size());
+    }
+  }
   if (in.profile.max_der_size != 0 && size > in.profile.max_der_size) {
     out.push_back("certificate is " + std::to_string(size) + " bytes, budget " +
                   std::to_string(in.profile.max_der_size));

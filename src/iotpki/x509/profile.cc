@@ -10,9 +10,9 @@
 namespace iotpki::x509 {
 namespace {
 
-constexpr ProfileKind kAllProfiles[] = {ProfileKind::kRoot, ProfileKind::kIssuingCa,
-                                        ProfileKind::kIDevID, ProfileKind::kLDevID,
-                                        ProfileKind::kTlsServer};
+constexpr ProfileKind kAllProfiles[] = {ProfileKind::kRoot,      ProfileKind::kIssuingCa,
+                                        ProfileKind::kIDevID,    ProfileKind::kLDevID,
+                                        ProfileKind::kTlsServer, ProfileKind::kOcspResponder};
 
 // Counts UTF-8 characters; -1 if `s` is not well-formed UTF-8 or contains control characters.
 int Utf8Length(std::string_view s) {
@@ -37,6 +37,8 @@ std::string_view ProfileName(ProfileKind kind) {
       return "ldevid";
     case ProfileKind::kTlsServer:
       return "tls-server";
+    case ProfileKind::kOcspResponder:
+      return "ocsp-responder";
   }
   return "unknown";
 }
@@ -47,7 +49,8 @@ Result<ProfileKind> ParseProfile(std::string_view name) {
     if (lower == ProfileName(kind)) return kind;
   }
   return Fail(Code::kInvalidArgument,
-              "unknown profile (expected root, issuing-ca, idevid, ldevid or tls-server)");
+              "unknown profile (expected root, issuing-ca, idevid, ldevid, tls-server or "
+              "ocsp-responder)");
 }
 
 bool IsCaProfile(ProfileKind kind) {
@@ -70,6 +73,8 @@ const ProfilePolicy& Policy::For(ProfileKind kind) const {
       return ldevid;
     case ProfileKind::kTlsServer:
       return tls_server;
+    case ProfileKind::kOcspResponder:
+      return ocsp_responder;
   }
   return idevid;
 }

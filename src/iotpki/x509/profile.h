@@ -15,9 +15,11 @@
 namespace iotpki::x509 {
 
 // The certificate kinds the CA issues (DESIGN.md, "Trust hierarchy" and "Device identity").
-enum class ProfileKind { kRoot, kIssuingCa, kIDevID, kLDevID, kTlsServer };
+// kOcspResponder: a delegated OCSP responder of an issuing CA (RFC 6960 4.2.2.2), with
+// id-kp-OCSPSigning and id-pkix-ocsp-nocheck, short-lived.
+enum class ProfileKind { kRoot, kIssuingCa, kIDevID, kLDevID, kTlsServer, kOcspResponder };
 
-// "root", "issuing-ca", "idevid", "ldevid", "tls-server".
+// "root", "issuing-ca", "idevid", "ldevid", "tls-server", "ocsp-responder".
 std::string_view ProfileName(ProfileKind kind);
 // Case-insensitive inverse of ProfileName; InvalidArgument naming the accepted profiles.
 Result<ProfileKind> ParseProfile(std::string_view name);
@@ -66,6 +68,12 @@ struct Policy {
                            .max_validity = 397 * kSecondsPerDay,
                            .key_types = {crypto::KeyType::kP256, crypto::KeyType::kP384},
                            .max_der_size = 1024};
+  // Renewed by `iotpki serve` at half its life; nocheck makes a short life the only bound on a
+  // stolen responder key (RFC 6960 4.2.2.2.1).
+  ProfilePolicy ocsp_responder{.default_validity = 30 * kSecondsPerDay,
+                               .max_validity = 90 * kSecondsPerDay,
+                               .key_types = {crypto::KeyType::kP256, crypto::KeyType::kP384},
+                               .max_der_size = 1024};
   // IANA Private Enterprise Number in device URNs (urn:dev:os:<PEN>-<serial>, RFC 9039).
   // 32473 is RFC 5612's documentation number: set your own in production.
   uint32_t enterprise_number = 32473;

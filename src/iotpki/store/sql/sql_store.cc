@@ -1106,6 +1106,54 @@ Result<bool> SqlStore::IsTokenRecorded(std::string_view device_id, int64_t times
   });
 }
 
+namespace {
+
+// The status term matches the WHERE clause of certificates_revoked_by_issuer (migration 5),
+// which lets the engine use that index.
+Query RevokedQuery(std::string_view issuer, std::string_view after, size_t limit) {
+  return Query{
+      "SELECT serial, revoked_at, revocation_reason FROM certificates "
+      "WHERE status = 'revoked' AND issuer = ?1 AND serial > ?2 ORDER BY serial LIMIT ?3",
+      {std::string(issuer), std::string(after), static_cast<int64_t>(limit)}};
+}
+
+}  // namespace
+
+Result<std::vector<RevokedCertificate>> SqlStore::ListRevokedCertificatesOfIssuer(
+    std::string_view issuer, std::string_view after_serial, size_t limit) {
+  IOTPKI_CHECK(ValidatePageSize(limit));
+  Query q = RevokedQuery(issuer, ToLowerAscii(after_serial), limit);
+  return pool_->WithReader([&](Connection& conn) -> Result<std::vector<RevokedCertificate>> {
+    IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
+    q.BindTo(*stmt);
+    std::vector<RevokedCertificate> out;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) break;
+      RevokedCertificate r;
+      r.serial = stmt->Text(0);
+      r.revoked_at = stmt->Int64(1);
+      if (auto text = stmt->OptionalText(2)) {
+        auto reason = ParseRevocationReason(*text);
+        if (!reason) return Fail(Unreadable("certificates", reason.error()));
+        r.reason = *reason;
+      }
+      out.push_back(std::move(r));
+    }
+    return out;
+  });
+}
+
+Result<int64_t> SqlStore::CountRevokedCertificates(std::string_view issuer) {
+  return pool_->WithReader([&](Connection& conn) -> Result<int64_t> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT COUNT(*) FROM certificates "
+                                       "WHERE status = 'revoked' AND issuer = ?1"));
+    stmt->Bind(1, issuer);
+    IOTPKI_TRY(bool row, stmt->Step());
+    return row ? stmt->Int64(0) : int64_t{0};
+  });
+}
+
 Result<int64_t> SqlStore::PruneReplay(int64_t before) {
   return pool_->WithWriter([&](Connection& conn) -> Result<int64_t> {
     IOTPKI_TRY(auto stmt, conn.Prepare("DELETE FROM bootstrap_replay WHERE timestamp < ?1"));
@@ -1136,6 +1184,11 @@ Result<std::string> SqlStore::ExplainListDevicesForTest(const DeviceFilter& filt
 Result<std::string> SqlStore::ExplainFindCertificatesByKeyForTest(bool device_owner) {
   Query q =
       CertificatesOfKeyQuery(device_owner ? std::optional<int64_t>(1) : std::nullopt, Bytes(32, 0));
+  return pool_->WithReader([&](Connection& conn) { return conn.Explain(q); });
+}
+
+Result<std::string> SqlStore::ExplainListRevokedForTest() {
+  Query q = RevokedQuery("operational", "", 100);
   return pool_->WithReader([&](Connection& conn) { return conn.Explain(q); });
 }
 

@@ -68,6 +68,9 @@ class SqlStore : public Store {
   Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
                                  std::string_view cursor) override;
   Result<int64_t> CountDevices(const DeviceFilter& filter) override;
+  Result<std::vector<RevokedCertificate>> ListRevokedCertificatesOfIssuer(
+      std::string_view issuer, std::string_view after_serial, size_t limit) override;
+  Result<int64_t> CountRevokedCertificates(std::string_view issuer) override;
   Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) override;
   Result<bool> IsTokenRecorded(std::string_view device_id, int64_t timestamp) override;
   Result<int64_t> PruneReplay(int64_t before) override;
@@ -114,6 +117,8 @@ class SqlStore : public Store {
   // Rows per INSERT ... SELECT when a campaign's cohort is inserted (default 10000), so that a
   // test crosses pages with a few devices. Set before any concurrent use.
   void SetCohortPageForTest(size_t rows) { cohort_page_ = rows; }
+  // The plan of ListRevokedCertificatesOfIssuer's query (a first page of the operational CA's).
+  Result<std::string> ExplainListRevokedForTest();
 
  protected:
   // `clock` must outlive the store.

@@ -267,10 +267,16 @@ CREATE INDEX devices_by_batch ON devices (batch, seq);
 CREATE INDEX certificates_by_expiry ON certificates (status, not_after, serial, device_seq);
 CREATE INDEX certificates_by_device ON certificates (device_seq, status, not_after, serial);
 )sql"},
-    {5, "certificates.first_used_at, certificates_revoked", R"sql(
+    {5, "certificates.first_used_at, certificates_revoked, certificates_revoked_by_issuer", R"sql(
 ALTER TABLE certificates ADD COLUMN first_used_at INTEGER;
 CREATE INDEX certificates_revoked ON certificates (revoked_at, serial)
   WHERE revoked_at IS NOT NULL;
+-- A CRL lists the revoked certificates of one issuer in serial order; certificates_revoked
+-- (above) is ordered by revoked_at, so it cannot serve that read without a sort. A partial
+-- index holds only the revoked rows, so a CRL costs its own entries in a store of millions of
+-- valid ones.
+CREATE INDEX certificates_revoked_by_issuer ON certificates (issuer, serial)
+  WHERE status = 'revoked';
 )sql"},
     {6, "rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer",
      R"sql(

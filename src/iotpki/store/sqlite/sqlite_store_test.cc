@@ -50,8 +50,10 @@ DROP INDEX certificates_by_issuer;
 DELETE FROM schema_migrations WHERE version = 6;
 )sql";
 
-// Undoes migration 5 (after kBackToVersion5): no first_used_at, no index of revoked certificates.
+// Undoes migration 5 (after kBackToVersion5): no index of revoked certificates by issuer, no
+// first_used_at, no index of revoked certificates by time.
 constexpr const char* kBackToVersion4 = R"sql(
+DROP INDEX certificates_revoked_by_issuer;
 DROP INDEX certificates_revoked;
 ALTER TABLE certificates DROP COLUMN first_used_at;
 DELETE FROM schema_migrations WHERE version = 5;

@@ -1,0 +1,218 @@
+#include "iotpki/ca/crl_publisher.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "iotpki/common/file.h"
+#include "iotpki/crypto/primitives.h"
+
+namespace iotpki::ca {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr char kPass[] = "unit-test-passphrase";
+constexpr int64_t kDay = 86400;
+
+class CrlPublisherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = fs::temp_directory_path() /
+            ("iotpki-crl-test-" + std::to_string(::getpid()) + "-" + ToHex(crypto::RandomBytes(4)));
+    dir_ = base_ / "ca";
+    ASSERT_TRUE(InitCa(dir_, {.organization = "Acme"}, kPass, clock_));
+    authority_ = Open();
+  }
+  void TearDown() override {
+    authority_.reset();
+    fs::remove_all(base_);
+  }
+
+  std::unique_ptr<Authority> Open() {
+    auto a = Authority::Open(dir_, clock_);
+    EXPECT_TRUE(a) << a.error().ToString();
+    EXPECT_TRUE((*a)->Unlock(CaName::kManufacturing, kPass));
+    EXPECT_TRUE((*a)->Unlock(CaName::kOperational, kPass));
+    return std::move(*a);
+  }
+
+  // `n` certificates of `issuer` recorded in the store (CA-side rows: no device needed), their
+  // serials returned in insertion order.
+  std::vector<std::string> AddCertificates(int n, const std::string& issuer = "operational") {
+    std::vector<std::string> serials;
+    store::WriteBatch batch;
+    for (int i = 0; i < n; ++i) {
+      store::CertificateRecord r;
+      r.serial = ToHex(crypto::RandomBytes(16));
+      r.serial[0] = '1';  // positive, 16 octets
+      r.profile = store::CertProfile::kServer;
+      r.issuer = issuer;
+      r.subject = "CN=test";
+      r.not_before = clock_.NowUnix();
+      r.not_after = clock_.NowUnix() + 90 * kDay;
+      r.key_fingerprint = ToHex(crypto::RandomBytes(32));
+      r.der = {0x30, 0x00};
+      serials.push_back(r.serial);
+      batch.InsertCertificate(std::move(r));
+    }
+    EXPECT_TRUE(authority_->store().Commit(batch));
+    return serials;
+  }
+
+  void Revoke(const std::vector<std::string>& serials) {
+    store::WriteBatch batch;
+    for (const auto& s : serials) {
+      batch.RevokeCertificate(s, store::RevocationReason::kKeyCompromise);
+    }
+    auto r = authority_->store().Commit(batch);
+    EXPECT_TRUE(r) << r.error().ToString();
+  }
+
+  FakeClock clock_{1790000000};
+  fs::path base_, dir_;
+  std::unique_ptr<Authority> authority_;
+};
+
+TEST_F(CrlPublisherTest, PublishesBothIssuingCasCrls) {
+  CrlPublisher publisher(*authority_, {});
+  EXPECT_EQ(publisher.Current("operational"), nullptr);
+  auto n = publisher.Refresh();
+  ASSERT_TRUE(n) << n.error().ToString();
+  EXPECT_EQ(*n, 2);
+  for (CaName ca : {CaName::kManufacturing, CaName::kOperational}) {
+    auto current = publisher.Current(CaNameText(ca));
+    ASSERT_NE(current, nullptr);
+    const x509::Crl& crl = current->crl;
+    EXPECT_TRUE(crl.IsSignedBy(authority_->certificate(ca).public_key()));
+    EXPECT_EQ(crl.issuer(), authority_->certificate(ca).subject());
+    EXPECT_EQ(crl.crl_number(), 1);
+    EXPECT_EQ(crl.this_update(), clock_.NowUnix());
+    EXPECT_EQ(crl.next_update(), clock_.NowUnix() + 7 * kDay);
+    EXPECT_EQ(crl.authority_key_id(), authority_->certificate(ca).subject_key_id());
+    EXPECT_TRUE(crl.revoked().empty());
+    EXPECT_EQ(current->etag, "\"crl-1\"");
+    auto der = ReadFile(CrlPath(dir_, ca));
+    ASSERT_TRUE(der);
+    EXPECT_EQ(*der, crl.ToDer());
+    auto pem = ReadTextFile(fs::path(CrlPath(dir_, ca)).replace_extension(".pem"));
+    ASSERT_TRUE(pem);
+    EXPECT_EQ(*pem, crl.ToPem());
+  }
+  EXPECT_EQ(publisher.Current("root"), nullptr);
+}
+
+TEST_F(CrlPublisherTest, RebuildsAtHalfLifeOnlyWhenNothingChanged) {
+  CrlPublisher publisher(*authority_, {});
+  ASSERT_TRUE(publisher.Refresh());
+  EXPECT_EQ(*publisher.Refresh(), 0);
+  clock_.Advance(std::chrono::seconds(3 * kDay + 12 * 3600 - 1));
+  EXPECT_EQ(*publisher.Refresh(), 0);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_EQ(*publisher.Refresh(), 2);
+  EXPECT_EQ(publisher.Current("operational")->crl.crl_number(), 2);
+  EXPECT_EQ(publisher.Current("operational")->crl.this_update(), clock_.NowUnix());
+}
+
+TEST_F(CrlPublisherTest, ABurstOfRevocationsMakesOneCrl) {
+  CrlPublisher publisher(*authority_, {});
+  ASSERT_TRUE(publisher.Refresh());
+  auto serials = AddCertificates(10000);
+  auto mfg = AddCertificates(3, "manufacturing");
+  // Ten commits of a thousand, as a batch revocation would make them, between two polls.
+  for (size_t i = 0; i < serials.size(); i += 1000) {
+    Revoke(std::vector<std::string>(serials.begin() + i, serials.begin() + i + 1000));
+  }
+  auto n = publisher.Refresh();
+  ASSERT_TRUE(n) << n.error().ToString();
+  EXPECT_EQ(*n, 1);  // the operational CA's only
+  auto current = publisher.Current("operational");
+  EXPECT_EQ(current->crl.crl_number(), 2);
+  EXPECT_EQ(current->revoked_count, 10000);
+  ASSERT_EQ(current->crl.revoked().size(), 10000u);
+  for (const auto& s : serials) ASSERT_TRUE(current->crl.IsRevoked(*FromHex(s))) << s;
+  EXPECT_FALSE(current->crl.IsRevoked(*FromHex(mfg[0])));
+  // In ascending serial order, each with its reason.
+  const auto& entries = current->crl.revoked();
+  for (size_t i = 1; i < entries.size(); ++i) ASSERT_LT(entries[i - 1].serial, entries[i].serial);
+  EXPECT_EQ(entries[0].reason, x509::RevocationReason::kKeyCompromise);
+  EXPECT_EQ(*publisher.Refresh(), 0);
+
+  Revoke({mfg[1]});
+  EXPECT_EQ(*publisher.Refresh(), 1);
+  EXPECT_TRUE(publisher.Current("manufacturing")->crl.IsRevoked(*FromHex(mfg[1])));
+}
+
+TEST_F(CrlPublisherTest, ARestartKeepsAFreshCrlAndContinuesItsNumber) {
+  auto serials = AddCertificates(2);
+  {
+    CrlPublisher publisher(*authority_, {});
+    ASSERT_TRUE(publisher.Refresh());
+    Revoke({serials[0]});
+    EXPECT_EQ(*publisher.Refresh(), 1);
+  }
+  authority_ = Open();
+  CrlPublisher again(*authority_, {});
+  EXPECT_EQ(*again.Refresh(), 0);
+  EXPECT_EQ(again.Current("operational")->crl.crl_number(), 2);
+  Revoke({serials[1]});
+  EXPECT_EQ(*again.Refresh(), 1);
+  EXPECT_EQ(again.Current("operational")->crl.crl_number(), 3);
+  EXPECT_EQ(NextCrlNumber(dir_, CaName::kOperational), 4);
+}
+
+TEST_F(CrlPublisherTest, KeepsTheBrokerFileAndRunsTheReloadCommand) {
+  fs::path broker = base_ / "broker-crl.pem";
+  fs::path reloads = base_ / "reloads";
+  CrlPublisher publisher(
+      *authority_,
+      {.broker_crl = broker, .broker_reload = "echo reloaded >>'" + reloads.string() + "'"});
+  ASSERT_TRUE(publisher.Refresh());
+  auto text = ReadTextFile(broker);
+  ASSERT_TRUE(text);
+  EXPECT_EQ(*text, CombinedPem({publisher.Current("manufacturing")->crl,
+                                publisher.Current("operational")->crl}));
+  auto lines = [&] {
+    auto t = ReadTextFile(reloads);
+    return t ? std::count(t->begin(), t->end(), '\n') : 0;
+  };
+  EXPECT_EQ(lines(), 1);
+  EXPECT_EQ(*publisher.Refresh(), 0);
+  EXPECT_EQ(lines(), 1);  // nothing changed: neither written nor signalled
+  Revoke(AddCertificates(1));
+  EXPECT_EQ(*publisher.Refresh(), 1);
+  EXPECT_EQ(lines(), 2);
+  EXPECT_NE(*ReadTextFile(broker), *text);
+}
+
+TEST_F(CrlPublisherTest, NeedsTheIssuingCaKeys) {
+  auto locked = Authority::Open(dir_, clock_);
+  ASSERT_TRUE(locked);
+  auto crl = BuildIssuerCrl(**locked, CaName::kOperational, 1, clock_.NowUnix(),
+                            std::chrono::seconds(kDay));
+  ASSERT_FALSE(crl);
+  EXPECT_EQ(crl.error().code(), Code::kFailedPrecondition);
+  CrlPublisher publisher(**locked, {});
+  EXPECT_FALSE(publisher.Refresh());
+  EXPECT_FALSE(fs::exists(CrlPath(dir_, CaName::kOperational)));
+}
+
+// A server without the manufacturing key (kept at the factory station) still publishes the
+// operational CA's CRL; the manufacturing CRL is left to a process that holds that key.
+TEST_F(CrlPublisherTest, WithoutTheManufacturingKeyPublishesTheOperationalCrlOnly) {
+  auto a = Authority::Open(dir_, clock_);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE((*a)->Unlock(CaName::kOperational, kPass));
+  CrlPublisher publisher(**a, {});
+  auto rebuilt = publisher.Refresh();
+  ASSERT_TRUE(rebuilt) << rebuilt.error().ToString();
+  EXPECT_EQ(*rebuilt, 1);
+  EXPECT_TRUE(fs::exists(CrlPath(dir_, CaName::kOperational)));
+  EXPECT_FALSE(fs::exists(CrlPath(dir_, CaName::kManufacturing)));
+  EXPECT_NE(publisher.Current("operational"), nullptr);
+  EXPECT_EQ(publisher.Current("manufacturing"), nullptr);
+}
+
+}  // namespace
+}  // namespace iotpki::ca

@@ -1,0 +1,24 @@
+// libFuzzer target: the OCSP request parser (ParseOcspRequest), which reads what any client on
+// the network sends to POST /ocsp. Beyond "no crash, no sanitizer report", it aborts when an
+// accepted request breaks a bound the responder relies on.
+#include <cstdint>
+#include <cstdlib>
+
+#include "iotpki/x509/ocsp.h"
+
+namespace x509 = iotpki::x509;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  auto request = x509::ParseOcspRequest(iotpki::ByteView(data, size));
+  if (!request) return 0;
+  if (request->cert_ids.empty() || request->cert_ids.size() > x509::kMaxOcspCertIds) std::abort();
+  for (const auto& id : request->cert_ids) {
+    if (id.serial.empty() || id.serial.size() > 20 || id.der.empty()) std::abort();
+    if (id.issuer_name_hash.size() != id.issuer_key_hash.size()) std::abort();
+  }
+  if (request->nonce &&
+      (request->nonce->empty() || request->nonce->size() > x509::kMaxOcspNonceBytes)) {
+    std::abort();
+  }
+  return 0;
+}

@@ -1,0 +1,207 @@
+#include "iotpki/x509/ocsp.h"
+
+#include <openssl/ocsp.h>
+
+#include "iotpki/common/der.h"
+#include "iotpki/crypto/ossl.h"
+#include "iotpki/crypto/primitives.h"
+
+namespace iotpki::x509 {
+
+namespace {
+
+const EVP_MD* DigestOf(std::string_view hash) {
+  if (hash == "sha1") return EVP_sha1();
+  if (hash == "sha256") return EVP_sha256();
+  if (hash == "sha384") return EVP_sha384();
+  if (hash == "sha512") return EVP_sha512();
+  return nullptr;
+}
+
+std::string HashName(int nid) {
+  switch (nid) {
+    case NID_sha1:
+      return "sha1";
+    case NID_sha256:
+      return "sha256";
+    case NID_sha384:
+      return "sha384";
+    case NID_sha512:
+      return "sha512";
+    default:
+      return {};
+  }
+}
+
+Bytes Digest(const EVP_MD* md, ByteView data) {
+  Bytes out(static_cast<size_t>(EVP_MD_get_size(md)));
+  unsigned int n = 0;
+  EVP_Digest(data.data(), data.size(), out.data(), &n, md, nullptr);
+  out.resize(n);
+  return out;
+}
+
+Bytes StringBytes(const ASN1_STRING* s) {
+  const uint8_t* p = ASN1_STRING_get0_data(s);
+  return Bytes(p, p + ASN1_STRING_length(s));
+}
+
+Error Malformed(std::string message) {
+  ossl::ClearErrors();
+  return Error(Code::kInvalidArgument, "malformed OCSP request: " + std::move(message));
+}
+
+Result<std::optional<Bytes>> ReadNonce(OCSP_REQUEST* req) {
+  int idx = OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1);
+  if (idx < 0) return std::optional<Bytes>();
+  if (OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, idx) >= 0) {
+    return Fail(Malformed("the nonce extension appears twice"));
+  }
+  X509_EXTENSION* ext = OCSP_REQUEST_get_ext(req, idx);
+  Bytes value = StringBytes(X509_EXTENSION_get_data(ext));
+  // RFC 8954 2.1: extnValue holds an OCTET STRING of the nonce.
+  der::Reader r(value);
+  auto nonce = r.Expect(der::kOctetString);
+  if (!nonce || !r.empty()) return Fail(Malformed("the nonce is not an OCTET STRING"));
+  if (nonce->contents.empty() || nonce->contents.size() > kMaxOcspNonceBytes) {
+    return Fail(Malformed("the nonce must be 1 to 32 octets (RFC 8954)"));
+  }
+  return std::optional<Bytes>(Bytes(nonce->contents.begin(), nonce->contents.end()));
+}
+
+}  // namespace
+
+Result<OcspRequest> ParseOcspRequest(ByteView der) {
+  const unsigned char* p = der.data();
+  auto req = ossl::Own(d2i_OCSP_REQUEST(nullptr, &p, static_cast<long>(der.size())));
+  if (!req || p != der.data() + der.size()) return Fail(Malformed("not a DER OCSPRequest"));
+  // DER, not BER: the encoding must be the one OpenSSL would write.
+  if (i2d_OCSP_REQUEST(req.get(), nullptr) != static_cast<int>(der.size())) {
+    return Fail(Malformed("not DER"));
+  }
+  int count = OCSP_request_onereq_count(req.get());
+  if (count <= 0) return Fail(Malformed("no CertID"));
+  if (static_cast<size_t>(count) > kMaxOcspCertIds) {
+    return Fail(Malformed("more than " + std::to_string(kMaxOcspCertIds) + " CertIDs"));
+  }
+  OcspRequest out;
+  out.cert_ids.reserve(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    OCSP_CERTID* cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(req.get(), i));
+    ASN1_OCTET_STRING* name_hash = nullptr;
+    ASN1_OCTET_STRING* key_hash = nullptr;
+    ASN1_OBJECT* md = nullptr;
+    ASN1_INTEGER* serial = nullptr;
+    if (cid == nullptr || OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, cid) != 1) {
+      return Fail(Malformed("a CertID does not decode"));
+    }
+    OcspCertId id;
+    id.hash = HashName(OBJ_obj2nid(md));
+    const EVP_MD* digest = DigestOf(id.hash);
+    if (digest == nullptr) {
+      return Fail(Malformed("unsupported CertID hash algorithm (use SHA-1 or SHA-256)"));
+    }
+    id.issuer_name_hash = StringBytes(name_hash);
+    id.issuer_key_hash = StringBytes(key_hash);
+    size_t size = static_cast<size_t>(EVP_MD_get_size(digest));
+    if (id.issuer_name_hash.size() != size || id.issuer_key_hash.size() != size) {
+      return Fail(Malformed("a CertID hash has the wrong length for its algorithm"));
+    }
+    if (ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER) {
+      return Fail(Malformed("a CertID serial is negative"));
+    }
+    id.serial = StringBytes(serial);
+    if (id.serial.empty() || id.serial.size() > 20) {
+      return Fail(Malformed("a CertID serial is not 1 to 20 octets"));
+    }
+    int len = i2d_OCSP_CERTID(cid, nullptr);
+    if (len <= 0) return Fail(Malformed("a CertID does not encode"));
+    id.der.resize(static_cast<size_t>(len));
+    unsigned char* w = id.der.data();
+    i2d_OCSP_CERTID(cid, &w);
+    out.cert_ids.push_back(std::move(id));
+  }
+  IOTPKI_TRY(out.nonce, ReadNonce(req.get()));
+  ossl::ClearErrors();
+  return out;
+}
+
+std::optional<OcspIssuerHashes> OcspIssuerHashesOf(const Certificate& issuer,
+                                                   std::string_view hash) {
+  const EVP_MD* md = DigestOf(hash);
+  if (md == nullptr) return std::nullopt;
+  // The key hash covers the subjectPublicKey BIT STRING's value, without tag, length or the
+  // unused-bits octet (RFC 6960 4.1.1).
+  der::Reader spki(issuer.public_key().ToDer());
+  auto seq = spki.Expect(der::kSequence);
+  if (!seq) return std::nullopt;
+  der::Reader fields(seq->contents);
+  if (!fields.Expect(der::kSequence)) return std::nullopt;
+  auto bits = fields.Expect(der::kBitString);
+  if (!bits || bits->contents.empty()) return std::nullopt;
+  return OcspIssuerHashes{Digest(md, issuer.subject_der()),
+                          Digest(md, ByteView(bits->contents).subspan(1))};
+}
+
+Result<Bytes> BuildOcspResponse(const Certificate& responder, const crypto::Signer& responder_key,
+                                std::span<const OcspSingleAnswer> answers,
+                                const std::optional<Bytes>& nonce) {
+  EVP_PKEY* pkey = responder_key.handle();
+  if (pkey == nullptr) {
+    return Fail(Code::kFailedPrecondition, "the OCSP responder key is not reachable by OpenSSL");
+  }
+  auto basic = ossl::Own(OCSP_BASICRESP_new());
+  if (!basic) return Fail(ossl::Drain(Code::kInternal, "building an OCSP response"));
+  for (const auto& a : answers) {
+    if (a.id == nullptr) return Fail(Code::kInvalidArgument, "an OCSP answer without CertID");
+    const unsigned char* p = a.id->der.data();
+    auto cid = ossl::Own(d2i_OCSP_CERTID(nullptr, &p, static_cast<long>(a.id->der.size())));
+    auto this_update = ossl::Own(ASN1_GENERALIZEDTIME_set(nullptr, a.this_update));
+    auto next_update = ossl::Own(ASN1_GENERALIZEDTIME_set(nullptr, a.next_update));
+    if (!cid || !this_update || !next_update) {
+      return Fail(ossl::Drain(Code::kInternal, "building an OCSP response"));
+    }
+    int status = V_OCSP_CERTSTATUS_UNKNOWN;
+    int reason = -1;
+    ossl::UniquePtr<ASN1_STRING> revoked_at;
+    if (a.status == OcspCertStatus::kGood) status = V_OCSP_CERTSTATUS_GOOD;
+    if (a.status == OcspCertStatus::kRevoked) {
+      status = V_OCSP_CERTSTATUS_REVOKED;
+      // Absent rather than unspecified, as in CRLs (RFC 5280 5.3.1).
+      if (a.reason != RevocationReason::kUnspecified) reason = static_cast<int>(a.reason);
+      revoked_at = ossl::Own(ASN1_GENERALIZEDTIME_set(nullptr, a.revoked_at));
+      if (!revoked_at) return Fail(ossl::Drain(Code::kInternal, "building an OCSP response"));
+    }
+    if (OCSP_basic_add1_status(basic.get(), cid.get(), status, reason, revoked_at.get(),
+                               this_update.get(), next_update.get()) == nullptr) {
+      return Fail(ossl::Drain(Code::kInternal, "building an OCSP response"));
+    }
+  }
+  if (nonce && OCSP_basic_add1_nonce(basic.get(), const_cast<unsigned char*>(nonce->data()),
+                                     static_cast<int>(nonce->size())) != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "echoing the OCSP nonce"));
+  }
+  const unsigned char* cp = responder.ToDer().data();
+  auto cert = ossl::Own(d2i_X509(nullptr, &cp, static_cast<long>(responder.ToDer().size())));
+  const EVP_MD* md =
+      responder_key.digest() == crypto::DigestAlgorithm::kSha384 ? EVP_sha384() : EVP_sha256();
+  if (!cert || OCSP_basic_sign(basic.get(), cert.get(), pkey, md, nullptr, OCSP_RESPID_KEY) != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "signing the OCSP response"));
+  }
+  auto response = ossl::Own(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
+  if (!response) return Fail(ossl::Drain(Code::kInternal, "building an OCSP response"));
+  int len = i2d_OCSP_RESPONSE(response.get(), nullptr);
+  if (len <= 0) return Fail(ossl::Drain(Code::kInternal, "encoding the OCSP response"));
+  Bytes der(static_cast<size_t>(len));
+  unsigned char* w = der.data();
+  i2d_OCSP_RESPONSE(response.get(), &w);
+  ossl::ClearErrors();
+  return der;
+}
+
+Bytes OcspErrorResponse(OcspResponseStatus status) {
+  uint8_t code = static_cast<uint8_t>(status);
+  return der::Sequence({der::Tlv(der::kEnumerated, ByteView(&code, 1))});
+}
+
+}  // namespace iotpki::x509

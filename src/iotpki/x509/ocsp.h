@@ -1,0 +1,87 @@
+// OCSP (RFC 6960) for the responder of `iotpki serve`: requests parsed and bounded, responses
+// built and signed by a delegated responder. Status decisions are the caller's; this layer only
+// speaks the format.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "iotpki/common/bytes.h"
+#include "iotpki/common/error.h"
+#include "iotpki/crypto/signer.h"
+#include "iotpki/x509/certificate.h"
+#include "iotpki/x509/crl.h"
+
+namespace iotpki::x509 {
+
+// OCSPResponseStatus (RFC 6960 4.2.1).
+enum class OcspResponseStatus {
+  kSuccessful = 0,
+  kMalformedRequest = 1,
+  kInternalError = 2,
+  kTryLater = 3,
+  kSigRequired = 5,
+  kUnauthorized = 6,
+};
+
+// CertIDs one request may ask about; more is a malformed request. Relying parties ask about a
+// chain at most; the cap bounds the signing work one request can cause.
+inline constexpr size_t kMaxOcspCertIds = 64;
+// RFC 8954 2.1: a nonce of 1 to 32 octets.
+inline constexpr size_t kMaxOcspNonceBytes = 32;
+
+struct OcspCertId {
+  std::string hash;  // "sha1", "sha256", "sha384" or "sha512"
+  Bytes issuer_name_hash;
+  Bytes issuer_key_hash;
+  Bytes serial;  // magnitude, as Certificate::serial()
+  Bytes der;     // the CertID as the client sent it, echoed in its answer
+};
+
+struct OcspRequest {
+  std::vector<OcspCertId> cert_ids;  // 1..kMaxOcspCertIds, in request order
+  std::optional<Bytes> nonce;        // the nonce's octets (RFC 8954), if asked for
+};
+
+// Parses a DER OCSPRequest. InvalidArgument, with a message naming the fault, for anything else:
+// not exactly one DER OCSPRequest, no CertID or more than kMaxOcspCertIds, a hash algorithm other
+// than SHA-1 or SHA-2, hashes of the wrong length, a negative serial, a nonce that is not 1 to 32
+// octets or given twice. A request signature is not checked (requests need none here).
+Result<OcspRequest> ParseOcspRequest(ByteView der);
+
+// The (name hash, key hash) of `issuer` for a CertID hash algorithm, as RFC 6960 4.1.1 defines
+// them; nullopt for an algorithm ParseOcspRequest does not accept.
+struct OcspIssuerHashes {
+  Bytes name_hash;
+  Bytes key_hash;
+};
+std::optional<OcspIssuerHashes> OcspIssuerHashesOf(const Certificate& issuer,
+                                                   std::string_view hash);
+
+enum class OcspCertStatus { kGood, kRevoked, kUnknown };
+
+struct OcspSingleAnswer {
+  const OcspCertId* id = nullptr;  // borrowed from the request
+  OcspCertStatus status = OcspCertStatus::kUnknown;
+  int64_t revoked_at = 0;  // kRevoked only
+  RevocationReason reason = RevocationReason::kUnspecified;
+  int64_t this_update = 0;
+  int64_t next_update = 0;
+};
+
+// A successful OCSPResponse (DER) with a BasicOCSPResponse signed by `responder_key`, whose
+// certificate `responder` is included and named by key hash; the nonce, if any, echoed.
+// producedAt is the system clock's. InvalidArgument if an answer has no CertID.
+Result<Bytes> BuildOcspResponse(const Certificate& responder, const crypto::Signer& responder_key,
+                                std::span<const OcspSingleAnswer> answers,
+                                const std::optional<Bytes>& nonce);
+
+// An unsuccessful OCSPResponse (no responseBytes; RFC 6960 4.2.1): malformedRequest,
+// internalError, tryLater or unauthorized.
+Bytes OcspErrorResponse(OcspResponseStatus status);
+
+}  // namespace iotpki::x509
