@@ -186,6 +186,7 @@ int Main(int argc, char** argv) {
   AddServeCommands(app);
   AddMfgCommands(app);
   AddDeviceCommands(app);
+  AddCampaignCommands(app);
   AddStoreCommands(app);
   AddRevocationCommands(app);
   try {

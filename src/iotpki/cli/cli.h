@@ -65,9 +65,10 @@ void AddC509Commands(CLI::App& app);   // c509 encode/decode/show/verify
 void AddServeCommands(CLI::App& app);  // serve
 
 // Manufacturing and inventory (mfg/, over the store).
-void AddMfgCommands(CLI::App& app);     // mfg provision
-void AddDeviceCommands(CLI::App& app);  // device ls, show, count
-void AddStoreCommands(CLI::App& app);   // store migrate
+void AddMfgCommands(CLI::App& app);       // mfg provision
+void AddDeviceCommands(CLI::App& app);    // device ls, show, count
+void AddStoreCommands(CLI::App& app);     // store migrate
+void AddCampaignCommands(CLI::App& app);  // campaign create, ls, status, pause, ...
 // cert revoke, cert ls --revoked, device decommission; after AddCertCommands and
 // AddDeviceCommands, whose groups it extends.
 void AddRevocationCommands(CLI::App& app);

@@ -44,7 +44,41 @@ constexpr std::array<std::pair<CertStatus, std::string_view>, 2> kCertStatuses{{
     {CertStatus::kRevoked, "revoked"},
 }};
 
+constexpr std::array<std::pair<CampaignMode, std::string_view>, 2> kCampaignModes{{
+    {CampaignMode::kRenew, "renew"},
+    {CampaignMode::kRekey, "rekey"},
+}};
+
+constexpr std::array<std::pair<CampaignState, std::string_view>, 5> kCampaignStates{{
+    {CampaignState::kRunning, "running"},
+    {CampaignState::kPaused, "paused"},
+    {CampaignState::kHalted, "halted"},
+    {CampaignState::kCancelled, "cancelled"},
+    {CampaignState::kDone, "done"},
+}};
+
+constexpr std::array<std::pair<JobState, std::string_view>, kJobStateCount> kJobStates{{
+    {JobState::kPending, "pending"},
+    {JobState::kNotified, "notified"},
+    {JobState::kEnrolled, "enrolled"},
+    {JobState::kConfirmed, "confirmed"},
+    {JobState::kFailed, "failed"},
+}};
+
 }  // namespace
+
+std::string_view CampaignModeName(CampaignMode mode) { return NameOf(kCampaignModes, mode); }
+Result<CampaignMode> ParseCampaignMode(std::string_view name) {
+  return ParseName(kCampaignModes, name, "campaign mode");
+}
+std::string_view CampaignStateName(CampaignState state) { return NameOf(kCampaignStates, state); }
+Result<CampaignState> ParseCampaignState(std::string_view name) {
+  return ParseName(kCampaignStates, name, "campaign state");
+}
+std::string_view JobStateName(JobState state) { return NameOf(kJobStates, state); }
+Result<JobState> ParseJobState(std::string_view name) {
+  return ParseName(kJobStates, name, "job state");
+}
 
 std::string_view DeviceStateName(DeviceState state) { return NameOf(kDeviceStates, state); }
 Result<DeviceState> ParseDeviceState(std::string_view name) {
@@ -107,6 +141,16 @@ WriteBatch& WriteBatch::AppendAudit(AuditEvent event) {
 
 WriteBatch& WriteBatch::RecordToken(std::string device_id, int64_t timestamp) {
   ops_.emplace_back(RecordTokenOp{std::move(device_id), timestamp});
+  return *this;
+}
+
+WriteBatch& WriteBatch::UpdateJob(UpdateJobOp op) {
+  ops_.emplace_back(std::move(op));
+  return *this;
+}
+
+WriteBatch& WriteBatch::UpdateCampaign(UpdateCampaignOp op) {
+  ops_.emplace_back(std::move(op));
   return *this;
 }
 

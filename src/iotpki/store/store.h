@@ -4,8 +4,8 @@
 // opened by URL through open.h. Nothing in this header names a database library, and nothing
 // above the store may assume a particular backend.
 //
-// Tables that the lifecycle issue adds (campaigns, rotation_jobs) will arrive as new migrations
-// and new WriteBatch operations; existing callers are unaffected.
+// Rotation campaigns (docs/rotation.md): campaigns and rotation_jobs, created in one transaction
+// by CreateCampaign, claimed by ClaimJobs, and moved on by WriteBatch operations.
 #pragma once
 
 #include <chrono>
@@ -48,6 +48,21 @@ using x509::RevocationReasonName;  // "keyCompromise", ...
 Result<RevocationReason> ParseRevocationReason(std::string_view name);
 // False for certificateHold and removeFromCRL, which the store refuses.
 bool IsFinalRevocationReason(RevocationReason reason);
+
+enum class CampaignMode { kRenew, kRekey };
+std::string_view CampaignModeName(CampaignMode mode);  // "renew", "rekey"
+Result<CampaignMode> ParseCampaignMode(std::string_view name);
+
+enum class CampaignState { kRunning, kPaused, kHalted, kCancelled, kDone };
+std::string_view CampaignStateName(CampaignState state);  // "running", "paused", ...
+Result<CampaignState> ParseCampaignState(std::string_view name);
+
+// pending -> notified -> enrolled -> confirmed; a failed attempt goes back to pending (a retry)
+// or, after the last attempt, to failed. confirmed and failed are final.
+enum class JobState { kPending, kNotified, kEnrolled, kConfirmed, kFailed };
+inline constexpr int kJobStateCount = 5;
+std::string_view JobStateName(JobState state);  // "pending", "notified", ...
+Result<JobState> ParseJobState(std::string_view name);
 
 // Times are Unix seconds throughout. Fields marked "store-managed" are stamped by the store from
 // its Clock at commit time: leave them at their defaults when inserting (a batch that sets them
@@ -108,6 +123,58 @@ struct AuditRecord {
   bool operator==(const AuditRecord&) const = default;
 };
 
+// A campaign's settings, as `iotpki campaign create` gives them.
+struct CampaignSpec {
+  std::string name;         // Unique; 1..128 bytes of [A-Za-z0-9._-].
+  std::string filter_json;  // How the cohort was chosen, for people (opaque to the store).
+  CampaignMode mode = CampaignMode::kRenew;
+  int64_t wave_size = 1000;         // >= 1
+  int64_t max_failure_ppm = 50000;  // failure rate that halts, parts per million (0..1e6)
+  int64_t retry_after = 3600;       // seconds before the first retry, >= 1
+  int64_t max_attempts = 5;         // >= 1
+  int64_t deadline = 0;             // Unix time after which nothing more is attempted
+
+  bool operator==(const CampaignSpec&) const = default;
+};
+
+struct Campaign {
+  int64_t id = 0;
+  CampaignSpec spec;
+  CampaignState state = CampaignState::kRunning;
+  std::string state_reason;  // Why it was halted (empty otherwise).
+  int64_t jobs = 0;          // Cohort size.
+  int64_t waves = 0;         // ceil(jobs / wave_size).
+  int64_t current_wave = 0;  // 0-based; waves up to it have been started.
+  int64_t wave_started_at = 0;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+
+  bool operator==(const Campaign&) const = default;
+};
+
+// One device's job in a campaign. The key is (campaign_id, ordinal); ordinal numbers the cohort
+// 0.. in selection order, and wave = ordinal / wave_size.
+struct Job {
+  int64_t campaign_id = 0;
+  int64_t ordinal = 0;
+  std::string device_id;
+  int64_t wave = 0;
+  JobState state = JobState::kPending;
+  int64_t attempts = 0;         // Notifications sent so far.
+  int64_t next_attempt_at = 0;  // When the scheduler next acts on it (notify, or give up waiting).
+  std::optional<std::string> last_error;
+  std::optional<std::string> lease_owner;
+  std::optional<int64_t> lease_until;
+  std::optional<std::string> old_serial;  // The certificate being replaced, if the device has one.
+  std::optional<std::string> new_serial;  // Set once the device re-enrolled.
+  int64_t updated_at = 0;
+
+  bool operator==(const Job&) const = default;
+};
+
+// next_attempt_at of the jobs of waves not yet started: after every real time.
+inline constexpr int64_t kNotYetDue = int64_t{1} << 62;
+
 // ---------------------------------------------------------------------------------------------
 // Writes. A WriteBatch is an ordered list of operations that Store::Commit applies in one
 // transaction, in the order they were added: all of them or none. It is a plain value (no
@@ -150,9 +217,32 @@ struct RecordTokenOp {
   int64_t timestamp = 0;  // the token's, Unix seconds
 };
 
-using WriteOp =
-    std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp, RevokeCertificateOp,
-                 AppendAuditOp, RecordTokenOp, MarkCertificateUsedOp>;
+// Compare-and-set on a job's state (Aborted if it is not in `from`); sets what is given and
+// releases its lease. Keeps the campaign's per-wave counts.
+struct UpdateJobOp {
+  int64_t campaign_id = 0;
+  int64_t ordinal = 0;
+  JobState from = JobState::kPending;
+  JobState to = JobState::kPending;
+  std::optional<int64_t> attempts;
+  std::optional<int64_t> next_attempt_at;
+  std::optional<std::string> last_error;  // Set when given; a confirmation clears nothing.
+  std::optional<std::string> new_serial;
+};
+// Compare-and-set on a campaign's state (Aborted if it is not in `from`). With start_wave, also
+// requires current_wave == start_wave - 1, makes that wave current (wave_started_at = commit
+// time) and its pending jobs due now.
+struct UpdateCampaignOp {
+  int64_t campaign_id = 0;
+  CampaignState from = CampaignState::kRunning;
+  CampaignState to = CampaignState::kRunning;
+  std::optional<int64_t> start_wave;
+  std::string reason;  // state_reason after the update
+};
+
+using WriteOp = std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp,
+                             RevokeCertificateOp, AppendAuditOp, RecordTokenOp,
+                             MarkCertificateUsedOp, UpdateJobOp, UpdateCampaignOp>;
 
 class WriteBatch {
  public:
@@ -164,6 +254,8 @@ class WriteBatch {
   WriteBatch& MarkCertificateUsed(std::string serial);
   WriteBatch& AppendAudit(AuditEvent event);
   WriteBatch& RecordToken(std::string device_id, int64_t timestamp);
+  WriteBatch& UpdateJob(UpdateJobOp op);
+  WriteBatch& UpdateCampaign(UpdateCampaignOp op);
   // Every operation of `other`, after this batch's, in order (moved out of an rvalue).
   WriteBatch& Append(const WriteBatch& other);
   WriteBatch& Append(WriteBatch&& other);
@@ -231,6 +323,16 @@ struct RevokedFilter {
 struct CertificatePage {
   std::vector<CertificateRecord> certificates;
   std::string next_cursor;  // as DevicePage::next_cursor
+};
+
+// Who is in a campaign: exactly one of these selections.
+struct CampaignCohort {
+  // ListDevices' filter (model, batch or expiring_within), walked through the same indexes.
+  std::optional<DeviceFilter> devices;
+  // Devices holding a valid certificate from the CA named so ("operational", ...).
+  std::optional<std::string> issued_by;
+  // An explicit list of device ids (64 hex digits each).
+  std::optional<std::vector<std::string>> device_ids;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -329,6 +431,56 @@ class Store {
   // before <= now - acceptance window, since older tokens are refused by the window check anyway.
   virtual Result<int64_t> PruneReplay(int64_t before) = 0;
 
+  // --- Rotation campaigns (docs/rotation.md) ---
+
+  // Creates the campaign and one pending job per device of the cohort in one transaction, with
+  // `event` appended to the audit log (its subject and details are the caller's). The jobs are
+  // inserted by the database from the cohort's index (INSERT ... SELECT, in pages), not row by
+  // row from here; wave 0 is due at once. With dry_run the same work is done and rolled back.
+  // Errors: AlreadyExists (the name is taken), FailedPrecondition (the cohort is empty),
+  // NotFound (a listed device id is unknown), InvalidArgument (bad spec or cohort).
+  struct CampaignPreview {
+    Campaign campaign;  // As created (id 0 for a dry run).
+    // Devices whose certificate (the job's old_serial) ends sooner than the time since the
+    // device was last heard from (its latest certificate, or its last state change): they may
+    // be offline until after it expires. Every one is counted; the first `stranded_limit` are
+    // listed, ordered by ordinal.
+    int64_t stranded = 0;
+    std::vector<Job> stranded_jobs;
+  };
+  virtual Result<CampaignPreview> CreateCampaign(const CampaignSpec& spec,
+                                                 const CampaignCohort& cohort,
+                                                 const AuditEvent& event, bool dry_run,
+                                                 size_t stranded_limit) = 0;
+
+  // NotFound if no campaign has this name.
+  virtual Result<Campaign> GetCampaign(std::string_view name) = 0;
+  // Every campaign, newest first.
+  virtual Result<std::vector<Campaign>> ListCampaigns() = 0;
+
+  // The campaign's jobs counted per (wave, state), from counts kept with the jobs (no scan).
+  struct WaveStateCount {
+    int64_t wave = 0;
+    JobState state = JobState::kPending;
+    int64_t n = 0;
+    bool operator==(const WaveStateCount&) const = default;
+  };
+  virtual Result<std::vector<WaveStateCount>> CountJobs(int64_t campaign_id) = 0;
+
+  // Jobs after `after_ordinal` (-1 for the first page) in ordinal order, at most `limit`
+  // (1..kMaxPageSize); with only_errors, only those with a last_error (failed, or retrying).
+  virtual Result<std::vector<Job>> ListJobs(int64_t campaign_id, bool only_errors,
+                                            int64_t after_ordinal, size_t limit) = 0;
+  virtual Result<Job> GetJob(int64_t campaign_id, int64_t ordinal) = 0;
+
+  // Leases up to `limit` due jobs (state pending, notified or enrolled, next_attempt_at <= now,
+  // no unexpired lease) of running campaigns, in waves already started, to `owner` until
+  // now + lease; returns them. Claims are serialized with every other writer of the database,
+  // so two servers over one store never hold the same job at once. A lease ends at its expiry
+  // or with the job's next UpdateJob.
+  virtual Result<std::vector<Job>> ClaimJobs(std::string_view owner, int64_t now,
+                                             std::chrono::seconds lease, size_t limit) = 0;
+
   // The highest migration applied (kLatestSchemaVersion after a successful open).
   virtual Result<int> SchemaVersion() = 0;
 
@@ -346,9 +498,9 @@ class Store {
 //      device by seq.
 //   5: certificates.first_used_at (renewal bound to the current working certificate) and an
 //      index of revoked certificates by (revoked_at, serial).
-//   6: certificates_revoked_by_issuer, a partial index of revoked certificates by (issuer,
+//   5 also: certificates_revoked_by_issuer, a partial index of revoked certificates by (issuer,
 //      serial), for CRLs.
-// Reserved for the lifecycle issue: campaigns and rotation_jobs (7).
-inline constexpr int kLatestSchemaVersion = 5;
+//   6: rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer.
+inline constexpr int kLatestSchemaVersion = 6;
 
 }  // namespace iotpki::store

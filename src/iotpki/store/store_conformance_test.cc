@@ -1675,5 +1675,313 @@ TEST_P(StoreConformance, TwoStoresCommittingInParallelKeepOneChain) {
   }
 }
 
+// --- Rotation campaigns ---------------------------------------------------------------------
+
+CampaignSpec Spec(std::string name, int64_t wave_size = 10) {
+  CampaignSpec spec;
+  spec.name = std::move(name);
+  spec.filter_json = R"({"batch":"b1"})";
+  spec.wave_size = wave_size;
+  spec.deadline = kNow + 3 * kDay;
+  return spec;
+}
+
+CampaignCohort ByBatch(std::string batch) {
+  return CampaignCohort{.devices = DeviceFilter{.batch = std::move(batch)}};
+}
+
+class CampaignStore : public StoreConformance {
+ protected:
+  // Devices 0..n-1 of batch `batch`, each with an LDevID expiring (i % 7) + 1 days from now.
+  void AddFleet(int first, int n, std::string batch = "b1") {
+    WriteBatch b;
+    for (int i = first; i < first + n; ++i) {
+      b.InsertDevice(MakeDevice(i, "sensor-a", batch));
+      b.InsertCertificate(
+          MakeCert(i, i, CertProfile::kLDevId, kNow + ((i % 7) + 1) * kDay, /*key=*/i));
+    }
+    MustCommit(b);
+  }
+
+  Store::CampaignPreview MustCreate(const CampaignSpec& spec, const CampaignCohort& cohort,
+                                    bool dry_run = false) {
+    auto r =
+        store_->CreateCampaign(spec, cohort, Event("campaign.create", spec.name), dry_run, 100);
+    EXPECT_TRUE(r) << r.error().ToString();
+    return r ? *r : Store::CampaignPreview{};
+  }
+
+  std::vector<Job> AllJobs(int64_t campaign_id) {
+    auto r = store_->ListJobs(campaign_id, false, -1, kMaxPageSize);
+    EXPECT_TRUE(r) << r.error().ToString();
+    return r ? *r : std::vector<Job>{};
+  }
+
+  // n per (wave, state) as "w:state=n" strings, for readable comparisons.
+  std::vector<std::string> Counts(int64_t campaign_id) {
+    std::vector<std::string> out;
+    auto r = store_->CountJobs(campaign_id);
+    EXPECT_TRUE(r) << r.error().ToString();
+    if (!r) return out;
+    for (const auto& c : *r) {
+      out.push_back(std::to_string(c.wave) + ":" + std::string(JobStateName(c.state)) + "=" +
+                    std::to_string(c.n));
+    }
+    return out;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, CampaignStore, ::testing::ValuesIn(Backends()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST_P(CampaignStore, CreateMakesOneJobPerDeviceInWavesAcrossPages) {
+  AsSql(*store_).SetCohortPageForTest(7);  // 25 devices: four pages
+  AddFleet(0, 25, "b1");
+  AddFleet(100, 5, "b2");
+  auto preview = MustCreate(Spec("q3", 10), ByBatch("b1"));
+  const Campaign& c = preview.campaign;
+  EXPECT_GT(c.id, 0);
+  EXPECT_EQ(c.jobs, 25);
+  EXPECT_EQ(c.waves, 3);
+  EXPECT_EQ(c.current_wave, 0);
+  EXPECT_EQ(c.state, CampaignState::kRunning);
+  auto got = store_->GetCampaign("q3");
+  ASSERT_TRUE(got) << got.error().ToString();
+  EXPECT_EQ(*got, c);
+
+  auto jobs = AllJobs(c.id);
+  ASSERT_EQ(jobs.size(), 25u);
+  for (int i = 0; i < 25; ++i) {
+    EXPECT_EQ(jobs[i].ordinal, i);
+    EXPECT_EQ(jobs[i].device_id, DeviceId(i)) << "inventory order";
+    EXPECT_EQ(jobs[i].wave, i / 10);
+    EXPECT_EQ(jobs[i].state, JobState::kPending);
+    EXPECT_EQ(jobs[i].old_serial, CertSerial(i)) << "the device's LDevID";
+    EXPECT_EQ(jobs[i].next_attempt_at, i < 10 ? kNow : kNotYetDue) << "only wave 0 is due";
+  }
+  EXPECT_THAT(Counts(c.id), ::testing::ElementsAre("0:pending=10", "1:pending=10", "2:pending=5"));
+  auto audit = AllAudit();
+  ASSERT_FALSE(audit.empty());
+  EXPECT_EQ(audit.back().action, "campaign.create");
+  EXPECT_EQ(audit.back().subject, "q3");
+  EXPECT_TRUE(VerifyAuditChain(*store_)->intact);
+}
+
+TEST_P(CampaignStore, ExpiringCohortFollowsTheExpiryIndexAcrossPages) {
+  AsSql(*store_).SetCohortPageForTest(3);
+  AddFleet(0, 20);
+  // Within 3 days: devices whose LDevID ends in 1..3 days (i % 7 in 0..2), earliest first.
+  auto preview =
+      MustCreate(Spec("soon", 4),
+                 CampaignCohort{.devices = DeviceFilter{.expiring_within = std::chrono::days(3)}});
+  auto listed = ListAll({.expiring_within = std::chrono::days(3)}, 100);
+  auto jobs = AllJobs(preview.campaign.id);
+  ASSERT_EQ(jobs.size(), listed.size());
+  EXPECT_EQ(jobs.size(), 9u);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    EXPECT_EQ(jobs[i].device_id, listed[i].device.device_id);
+    EXPECT_EQ(jobs[i].old_serial, listed[i].cert_serial);
+  }
+}
+
+TEST_P(CampaignStore, IssuerAndListedCohorts) {
+  AddFleet(0, 6);
+  // Two more devices with only an IDevID (from "manufacturing").
+  WriteBatch b;
+  for (int i = 50; i < 52; ++i) {
+    b.InsertDevice(MakeDevice(i, "sensor-a", "b9"));
+    b.InsertCertificate(MakeCert(i, i, CertProfile::kIDevId, kNoExpiryUnix, i));
+  }
+  MustCommit(b);
+  auto op = MustCreate(Spec("op"), CampaignCohort{.issued_by = std::string("operational")});
+  EXPECT_EQ(op.campaign.jobs, 6);
+  auto mfg = MustCreate(Spec("mfg"), CampaignCohort{.issued_by = std::string("manufacturing")});
+  EXPECT_EQ(mfg.campaign.jobs, 2);
+  EXPECT_EQ(AllJobs(mfg.campaign.id)[0].old_serial, std::nullopt) << "no LDevID to replace";
+
+  std::vector<std::string> ids = {DeviceId(3), DeviceId(1), DeviceId(3)};
+  auto listed = MustCreate(Spec("hand", 1), CampaignCohort{.device_ids = ids});
+  auto jobs = AllJobs(listed.campaign.id);
+  ASSERT_EQ(jobs.size(), 2u) << "a device listed twice has one job";
+  EXPECT_EQ(jobs[0].device_id, DeviceId(3));
+  EXPECT_EQ(jobs[1].device_id, DeviceId(1));
+  EXPECT_EQ(jobs[1].wave, 1);
+  EXPECT_EQ(listed.campaign.waves, 2);
+
+  auto campaigns = store_->ListCampaigns();
+  ASSERT_TRUE(campaigns);
+  ASSERT_EQ(campaigns->size(), 3u);
+  EXPECT_EQ((*campaigns)[0].spec.name, "hand") << "newest first";
+}
+
+TEST_P(CampaignStore, BadCampaignsAreRefusedAndNothingIsWritten) {
+  AddFleet(0, 5);
+  MustCreate(Spec("taken"), ByBatch("b1"));
+  auto audit_before = AllAudit().size();
+  auto refused = [&](const CampaignSpec& spec, const CampaignCohort& cohort) {
+    auto r = store_->CreateCampaign(spec, cohort, Event("campaign.create", spec.name), false, 10);
+    EXPECT_FALSE(r);
+    return r ? Code::kUnimplemented : r.error().code();
+  };
+  EXPECT_EQ(refused(Spec("taken"), ByBatch("b1")), Code::kAlreadyExists);
+  EXPECT_EQ(refused(Spec("empty"), ByBatch("nope")), Code::kFailedPrecondition);
+  EXPECT_EQ(
+      refused(Spec("ghost"),
+              CampaignCohort{.device_ids = std::vector<std::string>{DeviceId(1), DeviceId(999)}}),
+      Code::kNotFound);
+  EXPECT_EQ(refused(Spec("zero", 0), ByBatch("b1")), Code::kInvalidArgument);
+  CampaignSpec rate = Spec("rate");
+  rate.max_failure_ppm = 1000001;
+  EXPECT_EQ(refused(rate, ByBatch("b1")), Code::kInvalidArgument);
+  EXPECT_EQ(refused(Spec("bad name!"), ByBatch("b1")), Code::kInvalidArgument);
+  CampaignCohort two = ByBatch("b1");
+  two.issued_by = "operational";
+  EXPECT_EQ(refused(Spec("two"), two), Code::kInvalidArgument);
+  EXPECT_EQ(refused(Spec("none"), CampaignCohort{}), Code::kInvalidArgument);
+
+  EXPECT_EQ(AllAudit().size(), audit_before);
+  auto campaigns = store_->ListCampaigns();
+  ASSERT_TRUE(campaigns);
+  EXPECT_EQ(campaigns->size(), 1u);
+}
+
+TEST_P(CampaignStore, DryRunCountsStrandedDevicesAndWritesNothing) {
+  AddFleet(0, 10);  // certificates made at kNow, ending 1..7 days later (days 1..7, 1..3)
+  clock_.Advance(std::chrono::hours(24 * 4 + 12));
+  // Heard from just now, certificate ending in two days: not stranded.
+  MustCommit(WriteBatch()
+                 .InsertDevice(MakeDevice(20))
+                 .InsertCertificate(
+                     MakeCert(20, 20, CertProfile::kLDevId, clock_.NowUnix() + 2 * kDay, 20)));
+  // 4.5 days since devices 4, 5 and 6 were heard from, and their certificates (days 5..7) have
+  // 0.5 to 2.5 days left: stranded. Devices 0..3 and 7..9 have expired: no job.
+  auto preview =
+      MustCreate(Spec("dry"),
+                 CampaignCohort{.devices = DeviceFilter{.expiring_within = std::chrono::days(30)}},
+                 /*dry_run=*/true);
+  EXPECT_EQ(preview.campaign.id, 0);
+  EXPECT_EQ(preview.campaign.jobs, 4);
+  EXPECT_EQ(preview.stranded, 3);
+  ASSERT_EQ(preview.stranded_jobs.size(), 3u);
+  EXPECT_EQ(preview.stranded_jobs[0].device_id, DeviceId(4));
+  EXPECT_FALSE(store_->GetCampaign("dry"));
+  EXPECT_TRUE(AllAudit().empty());
+  auto limited = store_->CreateCampaign(
+      Spec("dry"),
+      CampaignCohort{.devices = DeviceFilter{.expiring_within = std::chrono::days(30)}},
+      Event("campaign.create", "dry"), true, 1);
+  ASSERT_TRUE(limited);
+  EXPECT_EQ(limited->stranded, 3) << "all counted";
+  EXPECT_EQ(limited->stranded_jobs.size(), 1u) << "the first listed";
+}
+
+TEST_P(CampaignStore, ClaimLeasesDueJobsOnceUntilTheLeaseEnds) {
+  AddFleet(0, 25);
+  auto c = MustCreate(Spec("claim", 10), ByBatch("b1")).campaign;
+  auto first = store_->ClaimJobs("server-a", kNow, std::chrono::seconds(60), 4);
+  ASSERT_TRUE(first) << first.error().ToString();
+  ASSERT_EQ(first->size(), 4u);
+  EXPECT_EQ((*first)[0].lease_owner, "server-a");
+  EXPECT_EQ((*first)[0].lease_until, kNow + 60);
+  auto rest = store_->ClaimJobs("server-b", kNow, std::chrono::seconds(60), 100);
+  ASSERT_TRUE(rest);
+  EXPECT_EQ(rest->size(), 6u) << "the rest of wave 0; later waves are not due";
+  EXPECT_TRUE(store_->ClaimJobs("server-b", kNow + 59, std::chrono::seconds(60), 100)->empty());
+  auto again = store_->ClaimJobs("server-b", kNow + 60, std::chrono::seconds(60), 100);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->size(), 10u) << "expired leases are free again";
+
+  // A transition releases the lease and moves the counts.
+  MustCommit(WriteBatch()
+                 .UpdateJob({.campaign_id = c.id,
+                             .ordinal = 0,
+                             .from = JobState::kPending,
+                             .to = JobState::kNotified,
+                             .attempts = 1,
+                             .next_attempt_at = kNow + 3600})
+                 .AppendAudit(Event("campaign.job.notified", DeviceId(0))));
+  auto job = store_->GetJob(c.id, 0);
+  ASSERT_TRUE(job);
+  EXPECT_EQ(job->state, JobState::kNotified);
+  EXPECT_EQ(job->attempts, 1);
+  EXPECT_EQ(job->lease_owner, std::nullopt);
+  EXPECT_THAT(Counts(c.id),
+              ::testing::ElementsAre("0:notified=1", "0:pending=9", "1:pending=10", "2:pending=5"));
+  // Compare-and-set: the job is no longer pending; nothing of the batch is written.
+  auto stale = store_->Commit(WriteBatch()
+                                  .AppendAudit(Event("x", "y"))
+                                  .UpdateJob({.campaign_id = c.id,
+                                              .ordinal = 0,
+                                              .from = JobState::kPending,
+                                              .to = JobState::kFailed}));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code(), Code::kAborted);
+  EXPECT_EQ(AllAudit().back().action, "campaign.job.notified");
+  auto missing = store_->Commit(WriteBatch().UpdateJob({.campaign_id = c.id, .ordinal = 999}));
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), Code::kNotFound);
+}
+
+TEST_P(CampaignStore, WavesStartAndPausedCampaignsAreNotClaimed) {
+  AddFleet(0, 15);
+  auto c = MustCreate(Spec("waves", 10), ByBatch("b1")).campaign;
+  MustCommit(WriteBatch().UpdateCampaign(
+      {.campaign_id = c.id, .from = CampaignState::kRunning, .to = CampaignState::kPaused}));
+  EXPECT_TRUE(store_->ClaimJobs("s", kNow, std::chrono::seconds(60), 100)->empty());
+  auto wrong = store_->Commit(WriteBatch().UpdateCampaign(
+      {.campaign_id = c.id, .from = CampaignState::kRunning, .to = CampaignState::kHalted}));
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code(), Code::kAborted);
+
+  clock_.Advance(std::chrono::seconds(100));
+  MustCommit(WriteBatch().UpdateCampaign({.campaign_id = c.id,
+                                          .from = CampaignState::kPaused,
+                                          .to = CampaignState::kRunning,
+                                          .start_wave = 1}));
+  auto got = store_->GetCampaign("waves");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->current_wave, 1);
+  EXPECT_EQ(got->wave_started_at, kNow + 100);
+  auto claimed = store_->ClaimJobs("s", kNow + 100, std::chrono::seconds(60), 100);
+  ASSERT_TRUE(claimed);
+  EXPECT_EQ(claimed->size(), 15u);
+  auto skip = store_->Commit(WriteBatch().UpdateCampaign({.campaign_id = c.id,
+                                                          .from = CampaignState::kRunning,
+                                                          .to = CampaignState::kRunning,
+                                                          .start_wave = 3}));
+  ASSERT_FALSE(skip);
+  EXPECT_EQ(skip.error().code(), Code::kAborted) << "waves start one after another";
+}
+
+TEST_P(CampaignStore, TwoStoresNeverClaimTheSameJob) {
+  if (!GetParam().persistent) GTEST_SKIP() << "an in-memory database has one store";
+  AddFleet(0, 200);
+  MustCreate(Spec("race", 200), ByBatch("b1"));
+  auto second = GetParam().open(dir_, clock_);
+  ASSERT_TRUE(second) << second.error().ToString();
+  std::vector<Store*> stores = {store_.get(), second->get()};
+  std::vector<std::vector<Job>> got(2);
+  std::vector<std::thread> claimers;
+  for (int t = 0; t < 2; ++t) {
+    claimers.emplace_back([&, t] {
+      for (;;) {
+        auto r = stores[t]->ClaimJobs(t == 0 ? "a" : "b", kNow, std::chrono::seconds(600), 7);
+        if (!r) {
+          ADD_FAILURE() << r.error().ToString();
+          return;
+        }
+        if (r->empty()) return;
+        got[t].insert(got[t].end(), r->begin(), r->end());
+      }
+    });
+  }
+  for (auto& c : claimers) c.join();
+  std::set<int64_t> seen;
+  for (const auto& jobs : got) {
+    for (const Job& j : jobs) EXPECT_TRUE(seen.insert(j.ordinal).second) << j.ordinal;
+  }
+  EXPECT_EQ(seen.size(), 200u);
+}
+
 }  // namespace
 }  // namespace iotpki::store

@@ -120,9 +120,17 @@ Result<void> ValidateOp(const WriteOp& op) {
           return CheckHex(o.serial, "certificate serial", 2, kMaxCertSerialHexDigits);
         } else if constexpr (std::is_same_v<T, AppendAuditOp>) {
           return ValidateAuditEvent(o.event);
-        } else {
-          static_assert(std::is_same_v<T, RecordTokenOp>);
+        } else if constexpr (std::is_same_v<T, RecordTokenOp>) {
           return CheckDeviceId(o.device_id);
+        } else if constexpr (std::is_same_v<T, UpdateJobOp>) {
+          if (o.last_error) IOTPKI_CHECK(CheckText(*o.last_error, "job last_error", true));
+          if (o.new_serial) {
+            IOTPKI_CHECK(CheckHex(*o.new_serial, "job new_serial", 2, kMaxCertSerialHexDigits));
+          }
+          return {};
+        } else {
+          static_assert(std::is_same_v<T, UpdateCampaignOp>);
+          return CheckText(o.reason, "campaign reason", true);
         }
       },
       op);
@@ -169,6 +177,56 @@ Result<void> ValidateFilter(const DeviceFilter& filter) {
   if (filter.batch) IOTPKI_CHECK(CheckText(*filter.batch, "batch filter", true));
   if (filter.expiring_within && filter.expiring_within->count() < 0) {
     return Fail(Code::kInvalidArgument, "expiring_within must not be negative");
+  }
+  return {};
+}
+
+Result<void> ValidateCampaignName(std::string_view name) {
+  bool ok = !name.empty() && name.size() <= 128;
+  for (char c : name) {
+    ok &= (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == '-';
+  }
+  if (!ok) {
+    return Fail(Code::kInvalidArgument,
+                "campaign name must be 1 to 128 characters of A-Z a-z 0-9 . _ -");
+  }
+  return {};
+}
+
+Result<void> ValidateCampaignSpec(const CampaignSpec& spec) {
+  IOTPKI_CHECK(ValidateCampaignName(spec.name));
+  IOTPKI_CHECK(CheckText(spec.filter_json, "campaign filter", false, kMaxDetailsBytes));
+  if (spec.wave_size < 1) return Fail(Code::kInvalidArgument, "wave size must be at least 1");
+  if (spec.max_failure_ppm < 0 || spec.max_failure_ppm > 1000000) {
+    return Fail(Code::kInvalidArgument, "maximum failure rate must lie in 0..1");
+  }
+  if (spec.retry_after < 1) return Fail(Code::kInvalidArgument, "retry delay must be >= 1 s");
+  if (spec.max_attempts < 1) {
+    return Fail(Code::kInvalidArgument, "maximum attempts must be at least 1");
+  }
+  if (spec.deadline <= 0) return Fail(Code::kInvalidArgument, "campaign deadline is not set");
+  return {};
+}
+
+Result<void> ValidateCohort(const CampaignCohort& cohort) {
+  int selections =
+      (cohort.devices ? 1 : 0) + (cohort.issued_by ? 1 : 0) + (cohort.device_ids ? 1 : 0);
+  if (selections != 1) {
+    return Fail(Code::kInvalidArgument, "a campaign cohort needs exactly one selection");
+  }
+  if (cohort.devices) {
+    const DeviceFilter& f = *cohort.devices;
+    int filters = (f.model ? 1 : 0) + (f.batch ? 1 : 0) + (f.expiring_within ? 1 : 0);
+    if (filters != 1 || f.state) {
+      return Fail(Code::kInvalidArgument,
+                  "a campaign cohort filter is one of model, batch or expiring_within");
+    }
+    IOTPKI_CHECK(ValidateFilter(f));
+  }
+  if (cohort.issued_by) IOTPKI_CHECK(CheckText(*cohort.issued_by, "issuing CA name", false));
+  if (cohort.device_ids) {
+    for (const std::string& id : *cohort.device_ids) IOTPKI_CHECK(CheckDeviceId(id));
   }
   return {};
 }

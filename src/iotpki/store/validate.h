@@ -26,6 +26,12 @@ bool IsLowerHex(std::string_view s);
 Result<void> ValidateBatch(const WriteBatch& batch);
 Result<void> ValidateFilter(const DeviceFilter& filter);
 Result<void> ValidatePageSize(size_t limit);
+// A campaign name: 1..128 bytes of [A-Za-z0-9._-]. Also used by the CLI, to refuse a bad name
+// before opening the store.
+Result<void> ValidateCampaignName(std::string_view name);
+Result<void> ValidateCampaignSpec(const CampaignSpec& spec);
+// Exactly one selection, and a valid one.
+Result<void> ValidateCohort(const CampaignCohort& cohort);
 
 // ListDevices cursors. The two query kinds have distinct, self-describing cursors so that one
 // passed to the other kind of query is refused rather than misread.

@@ -355,7 +355,9 @@ const sql::Dialect& Connection::dialect() const {
       .index_hints = false,
       .after_copy_sql =
           "SELECT setval(pg_get_serial_sequence('devices', 'seq'), "
-          "COALESCE((SELECT MAX(seq) FROM devices), 0) + 1, false)"};
+          "COALESCE((SELECT MAX(seq) FROM devices), 0) + 1, false); "
+          "SELECT setval(pg_get_serial_sequence('campaigns', 'id'), "
+          "COALESCE((SELECT MAX(id) FROM campaigns), 0) + 1, false)"};
   return kPostgres;
 }
 

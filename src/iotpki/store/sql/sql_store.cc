@@ -165,12 +165,14 @@ constexpr std::string_view kEarliestPerDevice =
 
 bool HasDeviceConditions(const DeviceFilter& f) { return f.state || f.model || f.batch; }
 
-Result<Query> BuildListQuery(const DeviceFilter& f, size_t fetch, std::string_view cursor,
-                             int64_t now) {
+}  // namespace
+
+Result<Query> BuildDeviceListQuery(const DeviceFilter& f, size_t fetch, std::string_view cursor,
+                                   int64_t now) {
   Query q;
   std::vector<std::string> conditions;
   if (!f.expiring_within) {
-    q.sql = "SELECT " + std::string(kDeviceColumns) + ", d.seq FROM devices d";
+    q.sql = "SELECT " + std::string(kDeviceColumns) + ", d.seq AS device_seq FROM devices d";
     AddDeviceConditions(f, conditions, q);
     if (!cursor.empty()) {
       IOTPKI_TRY(auto c, DecodeDeviceSeqCursor(cursor));
@@ -183,7 +185,8 @@ Result<Query> BuildListQuery(const DeviceFilter& f, size_t fetch, std::string_vi
   }
   Window w = ExpiryWindow(now, *f.expiring_within);
   q.sql = "SELECT " + std::string(kDeviceColumns) +
-          ", c.serial, c.not_after FROM certificates c CROSS JOIN devices d";
+          ", c.serial AS cert_serial, c.not_after AS cert_not_after, d.seq AS device_seq "
+          "FROM certificates c CROSS JOIN devices d";
   conditions.emplace_back(kExpiringCertConditions);
   q.params.emplace_back(w.from);
   q.params.emplace_back(w.to);
@@ -201,6 +204,8 @@ Result<Query> BuildListQuery(const DeviceFilter& f, size_t fetch, std::string_vi
   q.params.emplace_back(static_cast<int64_t>(fetch));
   return q;
 }
+
+namespace {
 
 // The inventory counts (migration 2) cover the valid device certificates with a not_after below
 // this; IDevIDs (not_after = kNoExpiryUnix) are left out, which keeps them off the
@@ -747,6 +752,9 @@ class BatchWriter {
                 "replay of token (" + op.device_id + ", " + std::to_string(op.timestamp) + ")");
   }
 
+  Result<void> Do(const UpdateJobOp& op) { return ApplyUpdateJob(conn_, now_, op); }
+  Result<void> Do(const UpdateCampaignOp& op) { return ApplyUpdateCampaign(conn_, now_, op); }
+
   template <class Key>
   Result<bool> Exists(std::string_view sql, Key key) {
     IOTPKI_TRY(auto stmt, conn_.Prepare(sql));
@@ -1022,7 +1030,7 @@ Result<DevicePage> SqlStore::ListDevices(const DeviceFilter& filter, size_t limi
   IOTPKI_CHECK(ValidateFilter(filter));
   IOTPKI_CHECK(ValidatePageSize(limit));
   // One row more than asked tells whether another page exists without a second query.
-  IOTPKI_TRY(Query q, BuildListQuery(filter, limit + 1, cursor, clock_.NowUnix()));
+  IOTPKI_TRY(Query q, BuildDeviceListQuery(filter, limit + 1, cursor, clock_.NowUnix()));
   return pool_->WithReader([&](Connection& conn) -> Result<DevicePage> {
     IOTPKI_TRY(auto stmt, conn.Prepare(q.sql));
     q.BindTo(*stmt);
@@ -1169,7 +1177,7 @@ Result<std::string> SqlStore::QueryForTest(std::string_view sql) {
 
 Result<std::string> SqlStore::ExplainListDevicesForTest(const DeviceFilter& filter, size_t limit,
                                                         std::string_view cursor) {
-  IOTPKI_TRY(Query q, BuildListQuery(filter, limit + 1, cursor, clock_.NowUnix()));
+  IOTPKI_TRY(Query q, BuildDeviceListQuery(filter, limit + 1, cursor, clock_.NowUnix()));
   return pool_->WithReader([&](Connection& conn) { return conn.Explain(q); });
 }
 
@@ -1273,6 +1281,43 @@ const std::vector<CopiedTable>& CopiedTables() {
         {"model", T::kText},
         {"batch", T::kText},
         {"n", T::kInt}}},
+      {"campaigns",
+       1,
+       {{"id", T::kInt},
+        {"name", T::kText},
+        {"filter", T::kText},
+        {"mode", T::kText},
+        {"wave_size", T::kInt},
+        {"max_failure_ppm", T::kInt},
+        {"retry_after", T::kInt},
+        {"max_attempts", T::kInt},
+        {"deadline", T::kInt},
+        {"state", T::kText},
+        {"state_reason", T::kText},
+        {"jobs", T::kInt},
+        {"waves", T::kInt},
+        {"current_wave", T::kInt},
+        {"wave_started_at", T::kInt},
+        {"created_at", T::kInt},
+        {"updated_at", T::kInt}}},
+      {"rotation_jobs",
+       2,
+       {{"campaign_id", T::kInt},
+        {"ordinal", T::kInt},
+        {"device_seq", T::kInt},
+        {"wave", T::kInt},
+        {"state", T::kText},
+        {"attempts", T::kInt},
+        {"next_attempt_at", T::kInt},
+        {"last_error", T::kText},
+        {"lease_owner", T::kText},
+        {"lease_until", T::kInt},
+        {"old_serial", T::kText},
+        {"new_serial", T::kText},
+        {"updated_at", T::kInt}}},
+      {"campaign_counts",
+       3,
+       {{"campaign_id", T::kInt}, {"wave", T::kInt}, {"state", T::kText}, {"n", T::kInt}}},
   };
   return tables;
 }
@@ -1365,8 +1410,8 @@ Result<SqlStore::CopyCounts> SqlStore::CopyInto(SqlStore& target) {
     return InReadTransaction(from, [&]() -> Result<CopyCounts> {
       return target.pool_->WithWriter([&](Connection& to) -> Result<CopyCounts> {
         IOTPKI_TRY(auto tx, Transaction::Begin(to));
-        for (const char* table :
-             {"devices", "certificates", "public_keys", "audit_log", "bootstrap_replay"}) {
+        for (const char* table : {"devices", "certificates", "public_keys", "audit_log",
+                                  "bootstrap_replay", "campaigns"}) {
           IOTPKI_TRY(int64_t n, RowCount(to, table));
           if (n != 0) {
             return Fail(Code::kFailedPrecondition, "the target store is not empty (" +

@@ -8,6 +8,7 @@
 // other writer of the database; reads run on pooled read connections.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -33,6 +34,16 @@ Result<void> RefuseNewerSchema(int version);
 // caller's write transaction; a row that reaches zero is removed.
 Result<void> AddDeviceCount(Connection& conn, std::string_view state, std::string_view model,
                             std::string_view batch, int64_t delta);
+
+// The SELECT of one ListDevices page: device columns, then (expiring_within) cert_serial and
+// cert_not_after, then device_seq; ordered by the filter's keyset, `fetch` rows after `cursor`.
+// Campaign creation inserts its jobs from exactly this query (sql_campaigns.cc).
+Result<Query> BuildDeviceListQuery(const DeviceFilter& filter, size_t fetch,
+                                   std::string_view cursor, int64_t now);
+
+// Applied by the batch writer (sql_campaigns.cc), inside its write transaction.
+Result<void> ApplyUpdateJob(Connection& conn, int64_t now, const UpdateJobOp& op);
+Result<void> ApplyUpdateCampaign(Connection& conn, int64_t now, const UpdateCampaignOp& op);
 
 class SqlStore : public Store {
  public:
@@ -65,6 +76,18 @@ class SqlStore : public Store {
   Result<int64_t> PruneReplay(int64_t before) override;
   Result<int> SchemaVersion() override;
 
+  Result<CampaignPreview> CreateCampaign(const CampaignSpec& spec, const CampaignCohort& cohort,
+                                         const AuditEvent& event, bool dry_run,
+                                         size_t stranded_limit) override;
+  Result<Campaign> GetCampaign(std::string_view name) override;
+  Result<std::vector<Campaign>> ListCampaigns() override;
+  Result<std::vector<WaveStateCount>> CountJobs(int64_t campaign_id) override;
+  Result<std::vector<Job>> ListJobs(int64_t campaign_id, bool only_errors, int64_t after_ordinal,
+                                    size_t limit) override;
+  Result<Job> GetJob(int64_t campaign_id, int64_t ordinal) override;
+  Result<std::vector<Job>> ClaimJobs(std::string_view owner, int64_t now,
+                                     std::chrono::seconds lease, size_t limit) override;
+
   // Every row of this store (devices, certificates, public keys, the audit log row by row, the
   // replay table and the count tables) copied into `target`, read from one snapshot and written
   // in one write transaction: all or nothing. FailedPrecondition, with nothing written, if
@@ -91,6 +114,9 @@ class SqlStore : public Store {
   // The plan of FindCertificatesByKey's second query, for a key of a device or (false) of the CA
   // side.
   Result<std::string> ExplainFindCertificatesByKeyForTest(bool device_owner);
+  // Rows per INSERT ... SELECT when a campaign's cohort is inserted (default 10000), so that a
+  // test crosses pages with a few devices. Set before any concurrent use.
+  void SetCohortPageForTest(size_t rows) { cohort_page_ = rows; }
   // The plan of ListRevokedCertificatesOfIssuer's query (a first page of the operational CA's).
   Result<std::string> ExplainListRevokedForTest();
 
@@ -112,6 +138,9 @@ class SqlStore : public Store {
  private:
   const Clock& clock_;
   std::unique_ptr<Pool> pool_;
+  // Rows per INSERT ... SELECT while a cohort is inserted: bounds each statement's work (and
+  // PostgreSQL's memory for it) without a round trip per device.
+  size_t cohort_page_ = 10000;
 };
 
 }  // namespace iotpki::store::sql

@@ -278,7 +278,72 @@ CREATE INDEX certificates_revoked ON certificates (revoked_at, serial)
 CREATE INDEX certificates_revoked_by_issuer ON certificates (issuer, serial)
   WHERE status = 'revoked';
 )sql"},
-    // 6: campaigns and rotation_jobs (lifecycle issue).
+    {6, "rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer",
+     R"sql(
+-- Rotation campaigns (docs/rotation.md). A campaign's jobs are numbered 0.. (ordinal) in the
+-- order the cohort was selected; wave = ordinal / wave_size, so a wave is a range of the primary
+-- key. Jobs of waves not yet started have next_attempt_at = 2^62, which keeps them at the far
+-- end of rotation_jobs_due until their wave starts.
+CREATE TABLE campaigns (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  filter TEXT NOT NULL,
+  mode TEXT NOT NULL CHECK (mode IN ('renew', 'rekey')),
+  wave_size INTEGER NOT NULL CHECK (wave_size >= 1),
+  max_failure_ppm INTEGER NOT NULL CHECK (max_failure_ppm BETWEEN 0 AND 1000000),
+  retry_after INTEGER NOT NULL CHECK (retry_after >= 1),
+  max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+  deadline INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'halted', 'cancelled', 'done')),
+  state_reason TEXT NOT NULL,
+  jobs INTEGER NOT NULL,
+  waves INTEGER NOT NULL,
+  current_wave INTEGER NOT NULL,
+  wave_started_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE rotation_jobs (
+  campaign_id INTEGER NOT NULL REFERENCES campaigns (id),
+  ordinal INTEGER NOT NULL,
+  device_seq INTEGER NOT NULL REFERENCES devices (seq),
+  wave INTEGER NOT NULL,
+  state TEXT NOT NULL
+    CHECK (state IN ('pending', 'notified', 'enrolled', 'confirmed', 'failed')),
+  attempts INTEGER NOT NULL,
+  next_attempt_at INTEGER NOT NULL,
+  last_error TEXT,
+  lease_owner TEXT,
+  lease_until INTEGER,
+  old_serial TEXT,
+  new_serial TEXT,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (campaign_id, ordinal),
+  UNIQUE (campaign_id, device_seq)
+) STRICT, WITHOUT ROWID;
+-- What ClaimJobs walks: a running campaign's unfinished jobs in the order they fall due.
+CREATE INDEX rotation_jobs_due ON rotation_jobs (campaign_id, next_attempt_at, ordinal)
+  WHERE state IN ('pending', 'notified', 'enrolled');
+-- `campaign failures`: only jobs that have failed at least once.
+CREATE INDEX rotation_jobs_errors ON rotation_jobs (campaign_id, ordinal)
+  WHERE last_error IS NOT NULL;
+
+-- Jobs per (campaign, wave, state), kept in the transaction of every job write, so that status
+-- and the wave logic read a few rows rather than a million jobs.
+CREATE TABLE campaign_counts (
+  campaign_id INTEGER NOT NULL,
+  wave INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  PRIMARY KEY (campaign_id, wave, state)
+) STRICT, WITHOUT ROWID;
+
+-- `campaign create --issued-by-ca`: the devices holding a valid certificate from one CA. Keyed
+-- by device_seq within an issuer, so a factory batch appends to it.
+CREATE INDEX certificates_by_issuer ON certificates (issuer, device_seq)
+  WHERE status = 'valid' AND device_seq IS NOT NULL;
+)sql"},
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,

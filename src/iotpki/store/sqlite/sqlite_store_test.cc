@@ -41,8 +41,17 @@ Device MakeDevice(int n) {
   return d;
 }
 
-// Undoes migration 5: no index of revoked certificates by issuer, no first_used_at, no
-// index of revoked certificates by time.
+// Undoes migration 6: no campaign tables, no index of certificates by issuer.
+constexpr const char* kBackToVersion5 = R"sql(
+DROP TABLE campaign_counts;
+DROP TABLE rotation_jobs;
+DROP TABLE campaigns;
+DROP INDEX certificates_by_issuer;
+DELETE FROM schema_migrations WHERE version = 6;
+)sql";
+
+// Undoes migration 5 (after kBackToVersion5): no index of revoked certificates by issuer, no
+// first_used_at, no index of revoked certificates by time.
 constexpr const char* kBackToVersion4 = R"sql(
 DROP INDEX certificates_revoked_by_issuer;
 DROP INDEX certificates_revoked;
@@ -263,6 +272,7 @@ TEST_F(SqliteStoreTest, MigrationFillsTheCountTablesFromExistingRows) {
   std::vector<int64_t> before;
   for (const auto& f : filters) before.push_back(*store->CountDevices(f));
   EXPECT_EQ(before[0], 30);
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion2));
@@ -308,6 +318,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsRevocationsAndStartsWithoutFirstUse) {
   b.RevokeCertificate("5e00", RevocationReason::kSuperseded);
   auto committed = store->Commit(b);
   ASSERT_TRUE(committed) << committed.error().ToString();
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   store.reset();
   store = MustOpen();
@@ -350,6 +361,7 @@ TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
     added.insert(added.end(), ids.begin(), ids.end());
     clock_.Advance(std::chrono::seconds(10));
   }
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion2));
@@ -496,6 +508,7 @@ TEST_F(SqliteStoreTest, MigrationToBinaryIdsKeepsWhatTheApiReads) {
   ASSERT_EQ(before.expiring.size(), 2u);
   EXPECT_FALSE(before.expiring[0].empty());
   EXPECT_EQ(before.by_key[11].size(), 2u);  // device 1's renewal kept its key
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   EXPECT_EQ(*store->QueryForTest("SELECT typeof(device_id) FROM devices LIMIT 1"), "text");
@@ -533,6 +546,7 @@ TEST_F(SqliteStoreTest, MigrationToBinaryIdsRefusesAMalformedIdAndChangesNothing
   auto store = MustOpen();
   ASSERT_TRUE(store);
   ASSERT_TRUE(store->Commit(WriteBatch().InsertDevice(MakeDevice(1)).InsertDevice(MakeDevice(2))));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
   ASSERT_TRUE(store->ExecForTest("UPDATE devices SET device_id = 'not-hex' WHERE serial = 'S2'"));
