@@ -22,22 +22,24 @@ jobs=$(nproc)
 # whoever builds a release with another compiler).
 # Optimized as RelWithDebInfo but without debug information (-g costs CI a minute of compiling
 # and linking that nobody reads; the sanitizer build below keeps line tables for its reports).
-echo "== build (RelWithDebInfo without -g) [${SECONDS}s]"
-"$root/scripts/build.sh" "$root/build" -DIOTPKI_WERROR=ON \
+# The unit tests are built and run once, in the sanitizer tree below (IOTPKI_UNIT_TESTS=OFF here):
+# this tree builds what is shipped and runs every end-to-end script against it.
+echo "== build (RelWithDebInfo without -g, no unit tests) [${SECONDS}s]"
+"$root/scripts/build.sh" "$root/build" -DIOTPKI_WERROR=ON -DIOTPKI_UNIT_TESTS=OFF \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG"
-echo "== tests [${SECONDS}s]"
+echo "== end-to-end tests [${SECONDS}s]"
 # The PostgreSQL tests run on a cluster that the pg_cluster_start test starts (tests/
 # pg_cluster.sh); without PostgreSQL they skip, except under CI=true, where they fail.
-ctest --test-dir "$root/build" -j"$jobs" --output-on-failure
+ctest --test-dir "$root/build" -j"$jobs" --output-on-failure -L e2e
 
 echo "== build (ASan + UBSan) [${SECONDS}s]"
-"$root/scripts/build.sh" "$root/build-asan" -DIOTPKI_SANITIZE=ON -DIOTPKI_WERROR=ON
-# Tests labelled sanitizer-skip (tests/CMakeLists.txt) run in the normal build only: long CLI
-# scripts whose code paths the unit tests already drive under the sanitizers, and the install
-# check. CI's budget (25 minutes on 2 cores) does not fit them twice.
-echo "== tests under sanitizers [${SECONDS}s]"
+"$root/scripts/build.sh" "$root/build-asan" -DIOTPKI_SANITIZE=ON -DIOTPKI_WERROR=ON \
+  -DIOTPKI_UNIT_TESTS=ON
+# Every unit test, and the end-to-end scripts labelled `sanitizers` (tests/CMakeLists.txt says
+# which and why).
+echo "== unit tests and sanitizer scripts under sanitizers [${SECONDS}s]"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir "$root/build-asan" -j"$jobs" --output-on-failure -LE sanitizer-skip
+  ctest --test-dir "$root/build-asan" -j"$jobs" --output-on-failure -L '^(unit|sanitizers)$'
 
 # A packager's build: Release (-O3, where GCC 12 warns differently), built but not tested, with
 # warnings as errors. Off by default (a whole third build); IOTPKI_RELEASE_CHECK=1 turns it on.
@@ -76,8 +78,10 @@ run_fuzzer() {  # run_fuzzer LAYER NAME RUNS
 }
 if [ "$fuzz_runs" -gt 0 ] && command -v clang++ >/dev/null; then
   if [ ! -f "$root/build-fuzz/build.ninja" ]; then
+    # clang 14 with warnings as errors: the fuzz tree doubles as the clang check of the
+    # libraries it builds (the GCC builds above check everything).
     CC=clang CXX=clang++ cmake -S "$root" -B "$root/build-fuzz" -G Ninja \
-      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIOTPKI_FUZZ=ON -DIOTPKI_WERROR=OFF >/dev/null
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIOTPKI_FUZZ=ON -DIOTPKI_WERROR=ON >/dev/null
   fi
   run_fuzzer c509 c509 "$fuzz_runs"
   run_fuzzer x509 x509 $(((fuzz_runs + 2) / 3))

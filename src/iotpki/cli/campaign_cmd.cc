@@ -53,43 +53,6 @@ struct NamedArgs {
   bool json = false;
 };
 
-// "30d", "12h", "90m", "3600s", "2w" (as `device ls --expiring-within`).
-Result<int64_t> ParseDuration(const std::string& option, const std::string& text) {
-  auto bad = [&] {
-    return Fail(Code::kInvalidArgument, option + " '" + text +
-                                            "': expected a whole number and a unit s, m, h, d "
-                                            "or w (e.g. 30d)");
-  };
-  if (text.size() < 2 || text.size() > 12) return bad();
-  int64_t n = 0;
-  for (size_t i = 0; i + 1 < text.size(); ++i) {
-    if (text[i] < '0' || text[i] > '9') return bad();
-    n = n * 10 + (text[i] - '0');
-  }
-  int64_t unit = 0;
-  switch (text.back()) {
-    case 's':
-      unit = 1;
-      break;
-    case 'm':
-      unit = 60;
-      break;
-    case 'h':
-      unit = 3600;
-      break;
-    case 'd':
-      unit = 86400;
-      break;
-    case 'w':
-      unit = 7 * 86400;
-      break;
-    default:
-      return bad();
-  }
-  if (n > int64_t{36500} * 86400 / unit) return bad();
-  return n * unit;
-}
-
 Result<std::unique_ptr<store::Store>> OpenCampaignStore(const std::string& dir,
                                                         const std::string& store_url) {
   IOTPKI_TRY(ca::CaConfig config, ca::LoadConfig(dir));
@@ -177,14 +140,16 @@ Result<void> RunCreate(const CreateArgs& args) {
   if (args.max_attempts < 1) {
     return Fail(Code::kInvalidArgument, "--max-attempts must be at least 1");
   }
-  IOTPKI_TRY(int64_t deadline, ParseDuration("--deadline", args.deadline));
+  IOTPKI_TRY(std::chrono::seconds deadline_span, ParseDuration("--deadline", args.deadline));
+  const int64_t deadline = deadline_span.count();
   if (deadline < 1) return Fail(Code::kInvalidArgument, "--deadline must be longer than 0s");
 
   store::CampaignCohort cohort;
   nlohmann::ordered_json filter;
   if (!args.expiring_within.empty()) {
-    IOTPKI_TRY(int64_t window, ParseDuration("--expiring-within", args.expiring_within));
-    cohort.devices = store::DeviceFilter{.expiring_within = std::chrono::seconds(window)};
+    IOTPKI_TRY(std::chrono::seconds window,
+               ParseDuration("--expiring-within", args.expiring_within));
+    cohort.devices = store::DeviceFilter{.expiring_within = window};
     filter["expiring_within"] = args.expiring_within;
   } else if (!args.batch.empty()) {
     cohort.devices = store::DeviceFilter{.batch = args.batch};

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -32,6 +33,43 @@ void AddStoreOption(CLI::App* cmd, std::string& url) {
   cmd->add_option("--store", url,
                   "Store URL, instead of [store] url in iotpki.toml: sqlite:PATH or "
                   "postgresql://HOST/DATABASE");
+}
+
+Result<std::chrono::seconds> ParseDuration(std::string_view option, const std::string& text) {
+  auto bad = [&] {
+    return Fail(Code::kInvalidArgument,
+                std::string(option) + " '" + text +
+                    "': expected a whole number and a unit s, m, h, d or w (e.g. 30d)");
+  };
+  if (text.size() < 2 || text.size() > 12) return bad();
+  int64_t n = 0;
+  for (size_t i = 0; i + 1 < text.size(); ++i) {
+    if (text[i] < '0' || text[i] > '9') return bad();
+    n = n * 10 + (text[i] - '0');
+  }
+  int64_t unit = 0;
+  switch (text.back()) {
+    case 's':
+      unit = 1;
+      break;
+    case 'm':
+      unit = 60;
+      break;
+    case 'h':
+      unit = 3600;
+      break;
+    case 'd':
+      unit = 86400;
+      break;
+    case 'w':
+      unit = 7 * 86400;
+      break;
+    default:
+      return bad();
+  }
+  // Beyond a century a window means "everything"; the bound keeps the arithmetic finite.
+  if (n > int64_t{36500} * 86400 / unit) return bad();
+  return std::chrono::seconds(n * unit);
 }
 
 std::string Actor() {

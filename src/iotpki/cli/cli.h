@@ -3,10 +3,12 @@
 // on stderr and a non-zero exit code. Only cli/ and apps/ include CLI11.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "iotpki/common/error.h"
 #include "iotpki/crypto/secret.h"
@@ -48,6 +50,10 @@ Result<crypto::Secret> ReadPassphrase(PassphraseSources& sources, KeyRole role);
 // Whether any source gives a passphrase for `role` (ReadPassphrase would not say "no
 // passphrase"); reads nothing.
 bool HasPassphrase(const PassphraseSources& sources, KeyRole role);
+
+// A duration as operators write it: a whole number and a unit s, m, h, d or w ("30d", "12h",
+// "2w"), at most a century. `option` names the flag in the error.
+Result<std::chrono::seconds> ParseDuration(std::string_view option, const std::string& text);
 
 // --store URL for a command that opens the store: overrides [store] url of iotpki.toml
 // (sqlite:PATH or postgresql://..., store/open.h).

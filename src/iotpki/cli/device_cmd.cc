@@ -39,44 +39,6 @@ struct ShowArgs {
   bool json = false;
 };
 
-// "30d", "12h", "90m", "3600s", "2w".
-Result<std::chrono::seconds> ParseWindow(const std::string& text) {
-  auto bad = [&] {
-    return Fail(Code::kInvalidArgument,
-                "--expiring-within '" + text +
-                    "': expected a whole number and a unit s, m, h, d or w (e.g. 30d)");
-  };
-  if (text.size() < 2 || text.size() > 12) return bad();
-  int64_t n = 0;
-  for (size_t i = 0; i + 1 < text.size(); ++i) {
-    if (text[i] < '0' || text[i] > '9') return bad();
-    n = n * 10 + (text[i] - '0');
-  }
-  int64_t unit = 0;
-  switch (text.back()) {
-    case 's':
-      unit = 1;
-      break;
-    case 'm':
-      unit = 60;
-      break;
-    case 'h':
-      unit = 3600;
-      break;
-    case 'd':
-      unit = 86400;
-      break;
-    case 'w':
-      unit = 7 * 86400;
-      break;
-    default:
-      return bad();
-  }
-  // Beyond a century the window means "everything"; the bound keeps the arithmetic finite.
-  if (n > int64_t{36500} * 86400 / unit) return bad();
-  return std::chrono::seconds(n * unit);
-}
-
 Result<store::DeviceFilter> MakeFilter(const FilterArgs& args) {
   store::DeviceFilter f;
   if (!args.state.empty()) {
@@ -91,7 +53,7 @@ Result<store::DeviceFilter> MakeFilter(const FilterArgs& args) {
   if (!args.model.empty()) f.model = args.model;
   if (!args.batch.empty()) f.batch = args.batch;
   if (!args.expiring_within.empty()) {
-    IOTPKI_TRY(f.expiring_within, ParseWindow(args.expiring_within));
+    IOTPKI_TRY(f.expiring_within, ParseDuration("--expiring-within", args.expiring_within));
   }
   return f;
 }
