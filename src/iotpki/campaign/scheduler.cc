@@ -67,7 +67,8 @@ Result<void> Scheduler::StepJob(const Campaign& campaign, const Job& job, int64_
                                 .job = job.ordinal,
                                 .device_id = job.device_id,
                                 .mode = campaign.spec.mode,
-                                .attempt = step.attempts});
+                                .attempt = step.attempts,
+                                .answer_by = step.next_attempt_at});
   if (sent) {
     ++report.notified;
     return {};
@@ -114,16 +115,18 @@ Result<TickReport> Scheduler::Tick() {
   return report;
 }
 
-void Scheduler::Start(std::function<void(const Error&)> on_error) {
+void Scheduler::Start(std::function<void(const Error&)> on_error,
+                      std::function<void(const TickReport&)> on_pass) {
   Stop();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = false;
   }
-  thread_ = std::thread([this, on_error = std::move(on_error)] {
+  thread_ = std::thread([this, on_error = std::move(on_error), on_pass = std::move(on_pass)] {
     for (;;) {
       auto report = Tick();
       if (!report && on_error) on_error(report.error());
+      if (report && on_pass) on_pass(*report);
       bool busy = report && report->claimed >= static_cast<int64_t>(options_.batch);
       std::unique_lock<std::mutex> lock(mu_);
       if (!busy) wake_.wait_for(lock, options_.interval, [this] { return stop_; });

@@ -21,13 +21,16 @@
 
 namespace iotpki::campaign {
 
-// What a device is told (MQTT carries it signed, in a later landing).
+// What a device is told (MqttNotifier signs it: command.h).
 struct RotateCommand {
   std::string campaign;
   int64_t job = 0;  // ordinal
   std::string device_id;
   store::CampaignMode mode = store::CampaignMode::kRenew;
   int64_t attempt = 0;
+  // When the scheduler stops waiting for this attempt (the job's next_attempt_at): the signed
+  // command's not_after, so a device never acts on an attempt the server has given up on.
+  int64_t answer_by = 0;
 
   bool operator==(const RotateCommand&) const = default;
 };
@@ -85,8 +88,10 @@ class Scheduler {
   Result<TickReport> Tick();
 
   // Runs Tick on a thread until Stop: again at once while a pass claimed a full batch, after
-  // `interval` otherwise. A failed pass is logged by the caller's `on_error` and retried.
-  void Start(std::function<void(const Error&)> on_error);
+  // `interval` otherwise. A failed pass is logged by the caller's `on_error` and retried;
+  // `on_pass` (optional) sees every report (metrics).
+  void Start(std::function<void(const Error&)> on_error,
+             std::function<void(const TickReport&)> on_pass = nullptr);
   void Stop();
 
  private:

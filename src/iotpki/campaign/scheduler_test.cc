@@ -102,7 +102,8 @@ TEST_F(SchedulerTest, NotifiesTheFirstWaveOnceAndRecordsIt) {
   EXPECT_EQ(report.notified, 2);
   auto sent = notifier_.sent();
   ASSERT_EQ(sent.size(), 2u);
-  EXPECT_EQ(sent[0], (RotateCommand{"q3", 0, DeviceId(0), store::CampaignMode::kRekey, 1}));
+  EXPECT_EQ(sent[0],
+            (RotateCommand{"q3", 0, DeviceId(0), store::CampaignMode::kRekey, 1, kStart + 100}));
   auto job = store_->GetJob(c.id, 0);
   ASSERT_TRUE(job);
   EXPECT_EQ(job->state, JobState::kNotified);

@@ -6,19 +6,24 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <optional>
 
 #include "iotpki/ca/authority.h"
 #include "iotpki/ca/crl_publisher.h"
+#include "iotpki/campaign/mqtt_notifier.h"
+#include "iotpki/campaign/scheduler.h"
 #include "iotpki/cli/cli.h"
 #include "iotpki/cli/serve_config.h"
 #include "iotpki/common/file.h"
 #include "iotpki/common/log.h"
+#include "iotpki/crypto/primitives.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/enroll/ocsp_responder.h"
 #include "iotpki/enroll/revocation_handlers.h"
 #include "iotpki/enroll/service.h"
+#include "iotpki/mqtt/client.h"
 #include "iotpki/server/server.h"
 
 namespace iotpki::cli {
@@ -38,6 +43,9 @@ struct ServeArgs {
   std::string log_level;
   std::string public_url;
   std::string broker_crl;
+  bool campaigns = false;
+  std::string mqtt_url;
+  std::string mqtt_ca;
   std::string broker_reload;
 };
 
@@ -171,6 +179,125 @@ std::optional<x509::Certificate> ResponderFile(ca::Authority& authority, ca::CaN
   return *cert;
 }
 
+// The rotation-command certificate and key (profile command-signer, CN iotpki-server), kept in
+// DIR as certs/command.pem (followed by the operational CA: the chain the MQTT client shows) and
+// keys/command.key (encrypted with the operational CA's passphrase, 0600): reused while it is
+// from the operational CA and in the first half of its life; otherwise made anew, recorded, saved.
+struct CommandIdentity {
+  x509::Certificate certificate;
+  std::shared_ptr<crypto::PrivateKey> key;
+  fs::path cert_file;
+  fs::path key_file;
+};
+
+Result<CommandIdentity> LoadOrIssueCommandIdentity(ca::Authority& authority,
+                                                   std::string_view passphrase) {
+  fs::path cert_path = authority.dir() / "certs" / "command.pem";
+  fs::path key_path = authority.dir() / "keys" / "command.key";
+  const x509::Certificate& ops = authority.certificate(ca::CaName::kOperational);
+  int64_t now = authority.clock().NowUnix();
+  if (fs::exists(cert_path) && fs::exists(key_path)) {
+    IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
+    IOTPKI_TRY(auto chain, x509::Certificate::ChainFromPem(pem));
+    if (!chain.empty() && chain[0].IsSignedBy(ops.public_key()) && InFirstHalf(chain[0], now)) {
+      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
+      if (key.public_key() == chain[0].public_key()) {
+        return CommandIdentity{chain[0], std::make_shared<crypto::PrivateKey>(std::move(key)),
+                               cert_path, key_path};
+      }
+    }
+  }
+  IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+  IOTPKI_TRY(x509::Certificate cert,
+             authority.IssueCommandCertificate(key.public_key(), "iotpki-server", "serve"));
+  IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, passphrase));
+  IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem() + ops.ToPem()));
+  log::Info("serve.command_certificate",
+            {{"serial", cert.serial_hex()}, {"not_after", cert.not_after()}});
+  return CommandIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key)), cert_path,
+                         key_path};
+}
+
+// Counts what the scheduler hands to the MQTT notifier, for /metrics.
+class CountingNotifier final : public campaign::Notifier {
+ public:
+  CountingNotifier(campaign::Notifier& inner, server::Registry& metrics)
+      : inner_(inner),
+        published_(metrics.GetCounter("iotpki_campaign_notifications_total",
+                                      "Rotate commands handed to the MQTT broker, by result",
+                                      {{"result", "published"}})),
+        failed_(metrics.GetCounter("iotpki_campaign_notifications_total",
+                                   "Rotate commands handed to the MQTT broker, by result",
+                                   {{"result", "failed"}})) {}
+  Result<void> Notify(const campaign::RotateCommand& command) override {
+    auto r = inner_.Notify(command);
+    (r ? published_ : failed_).Inc();
+    return r;
+  }
+
+ private:
+  campaign::Notifier& inner_;
+  server::Counter& published_;
+  server::Counter& failed_;
+};
+
+// Lease owner and audit actor: unique among the servers sharing a store, and across restarts
+// of one (a restarted server must not take its predecessor's leases for its own).
+std::string ServerId() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return std::string(host[0] != '\0' ? host : "server") + "-" + std::to_string(::getpid()) + "-" +
+         ToHex(crypto::RandomBytes(3));
+}
+
+// The campaigns' gauges, from the per-wave count tables (no scan of the jobs).
+void AddCampaignGauges(server::Registry& metrics, store::Store& store) {
+  metrics.AddGauge("iotpki_campaign_jobs", "Jobs of each campaign by state", [&store] {
+    server::Registry::GaugeSamples out;
+    auto campaigns = store.ListCampaigns();
+    if (!campaigns) return out;
+    for (const auto& c : *campaigns) {
+      auto rows = store.CountJobs(c.id);
+      if (!rows) continue;
+      campaign::WaveCounts sum = campaign::Sum(campaign::ByWave(*rows, c.waves));
+      for (size_t s = 0; s < store::kJobStateCount; ++s) {
+        auto state = static_cast<store::JobState>(s);
+        out.push_back(
+            {{{"campaign", c.spec.name}, {"state", std::string(store::JobStateName(state))}},
+             static_cast<double>(sum.of(state))});
+      }
+    }
+    return out;
+  });
+  metrics.AddGauge(
+      "iotpki_campaign_current_wave", "The current wave of each campaign (0-based)", [&store] {
+        server::Registry::GaugeSamples out;
+        auto campaigns = store.ListCampaigns();
+        if (!campaigns) return out;
+        for (const auto& c : *campaigns) {
+          out.push_back({{{"campaign", c.spec.name}}, static_cast<double>(c.current_wave)});
+        }
+        return out;
+      });
+  metrics.AddGauge("iotpki_campaign_failure_rate",
+                   "Failed jobs / jobs of each campaign's current wave", [&store] {
+                     server::Registry::GaugeSamples out;
+                     auto campaigns = store.ListCampaigns();
+                     if (!campaigns) return out;
+                     for (const auto& c : *campaigns) {
+                       auto rows = store.CountJobs(c.id);
+                       if (!rows) continue;
+                       auto waves = campaign::ByWave(*rows, c.waves);
+                       double rate =
+                           c.current_wave < static_cast<int64_t>(waves.size())
+                               ? campaign::FailureRate(waves[static_cast<size_t>(c.current_wave)])
+                               : 0.0;
+                       out.push_back({{{"campaign", c.spec.name}}, rate});
+                     }
+                     return out;
+                   });
+}
+
 constexpr ca::CaName kIssuingCas[] = {ca::CaName::kManufacturing, ca::CaName::kOperational};
 
 // A root key readable on the server's machine defeats the offline root (docs/operations.md,
@@ -210,6 +337,21 @@ Result<void> RunServe(ServeArgs& args) {
   if (!args.listen.empty()) config.listen = args.listen;
   config.names.insert(config.names.end(), args.names.begin(), args.names.end());
   IOTPKI_TRY(auto listen, ParseListen(config.listen));
+  // Campaign settings are checked before anything is unlocked, issued or logged.
+  if (args.campaigns) config.campaigns.enabled = true;
+  if (!args.mqtt_url.empty()) config.campaigns.mqtt_url = args.mqtt_url;
+  if (!args.mqtt_ca.empty()) config.campaigns.mqtt_ca_file = args.mqtt_ca;
+  if (config.campaigns.enabled) {
+    if (config.campaigns.mqtt_url.empty() || config.campaigns.mqtt_ca_file.empty()) {
+      return Fail(Code::kInvalidArgument,
+                  "campaigns need an MQTT broker: give --mqtt mqtts://HOST:PORT and --mqtt-ca "
+                  "FILE (the CA of the broker's certificate), or [campaigns] mqtt_url and "
+                  "mqtt_ca_file");
+    }
+    if (auto url = mqtt::ParseBrokerUrl(config.campaigns.mqtt_url); !url) {
+      return Fail(Code::kInvalidArgument, "--mqtt: " + url.error().message());
+    }
+  }
 
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
   // Refused before anything is unlocked or logged.
@@ -285,6 +427,70 @@ Result<void> RunServe(ServeArgs& args) {
     if (serves(ca)) IOTPKI_CHECK(set_responder(ca));
   }
   ocsp.Mount(router);
+
+  // Rotation campaigns: one scheduler thread notifying devices over MQTT with signed commands
+  // (docs/rotation.md#the-scheduler-in-iotpki-serve). The MQTT client reconnects by itself; a
+  // broker that is down at start delays notifications (each a failed attempt), not the server.
+  // Declared so that they are destroyed in a safe order on every path: the scheduler (which
+  // calls the notifier) first, then the MQTT client (whose thread calls the notifier), then
+  // what they used.
+  std::atomic<campaign::MqttNotifier*> status_sink{nullptr};
+  campaign::RandomJitter jitter;
+  std::optional<CommandIdentity> command_identity;
+  std::unique_ptr<campaign::MqttNotifier> notifier;
+  std::unique_ptr<CountingNotifier> counting;
+  std::unique_ptr<mqtt::Client> mqtt_client;
+  std::unique_ptr<campaign::Scheduler> scheduler;
+  if (config.campaigns.enabled) {
+    IOTPKI_TRY(mqtt::BrokerAddress broker, mqtt::ParseBrokerUrl(config.campaigns.mqtt_url));
+    IOTPKI_TRY(command_identity, LoadOrIssueCommandIdentity(*authority, passphrase.view()));
+    const CommandIdentity& command = *command_identity;
+    std::string server_id = ServerId();
+    mqtt::ClientOptions mo{.host = broker.host,
+                           .port = broker.port,
+                           .client_id = "iotpki-server-" + server_id,
+                           .ca_file = config.campaigns.mqtt_ca_file,
+                           .cert_file = command.cert_file,
+                           .key_file = command.key_file,
+                           .key_passphrase = std::string(passphrase.view())};
+    auto client = mqtt::Client::Create(mo, [&status_sink, &metrics](const mqtt::Message& m) {
+      campaign::MqttNotifier* n = status_sink.load();
+      if (n == nullptr) return;
+      campaign::StatusOutcome outcome = n->HandleStatus(m);
+      metrics
+          .GetCounter("iotpki_campaign_status_messages_total",
+                      "Device status messages on MQTT, by what became of them",
+                      {{"outcome", std::string(campaign::StatusOutcomeName(outcome))}})
+          .Inc();
+    });
+    if (!client) return Fail(std::move(client).error().Context("--mqtt-ca / command certificate"));
+    mqtt_client = std::move(*client);
+    if (auto connected = mqtt_client->Connect(); !connected) {
+      log::Warn("serve.mqtt_unavailable", {{"broker", config.campaigns.mqtt_url},
+                                           {"error", connected.error().message()},
+                                           {"detail", connected.error().detail()}});
+    }
+    mqtt_client->Start();
+    notifier = std::make_unique<campaign::MqttNotifier>(
+        *mqtt_client, *command.key, command.certificate, authority->store(), authority->clock(),
+        jitter, "server:" + server_id);
+    status_sink.store(notifier.get());
+    if (auto sub = mqtt_client->Subscribe(std::string(campaign::kAllStatusTopics)); !sub) {
+      log::Warn("serve.mqtt_subscribe_failed", {{"error", sub.error().message()}});
+    }
+    counting = std::make_unique<CountingNotifier>(*notifier, metrics);
+    scheduler = std::make_unique<campaign::Scheduler>(
+        authority->store(), *counting, authority->clock(), jitter,
+        campaign::SchedulerOptions{
+            .owner = server_id,
+            .lease = std::chrono::seconds(config.campaigns.lease_s),
+            .interval = std::chrono::milliseconds(config.campaigns.interval_s * 1000)});
+    AddCampaignGauges(metrics, authority->store());
+    log::Info("serve.campaigns", {{"broker", config.campaigns.mqtt_url},
+                                  {"server_id", server_id},
+                                  {"command_certificate", command.certificate.serial_hex()}});
+  }
+
   router.Add("GET", "/metrics", "metrics", [&metrics](const server::Request&) {
     return server::Response{.status = 200,
                             .content_type = "text/plain; version=0.0.4; charset=utf-8",
@@ -319,6 +525,27 @@ Result<void> RunServe(ServeArgs& args) {
                                 {"server_certificate_names", names}});
 
   crls.Start();
+  if (scheduler) {
+    server::Counter& passes = metrics.GetCounter("iotpki_campaign_scheduler_passes_total",
+                                                 "Scheduler passes completed by this server");
+    server::Counter& pass_errors = metrics.GetCounter("iotpki_campaign_scheduler_errors_total",
+                                                      "Scheduler passes that failed");
+    scheduler->Start(
+        [&pass_errors](const Error& e) {
+          pass_errors.Inc();
+          log::Warn("campaign.pass_failed", {{"error", e.message()}, {"detail", e.detail()}});
+        },
+        [&passes](const campaign::TickReport& r) {
+          passes.Inc();
+          if (r.claimed > 0 || !r.actions.empty()) {
+            log::Info("campaign.pass", {{"claimed", r.claimed},
+                                        {"notified", r.notified},
+                                        {"retried", r.retried},
+                                        {"failed", r.failed},
+                                        {"conflicts", r.conflicts}});
+          }
+        });
+  }
   // The responder certificates are renewed at half their life (30 days by default); a check a
   // minute costs nothing and needs no timer of its own.
   int sig = 0;
@@ -338,6 +565,9 @@ Result<void> RunServe(ServeArgs& args) {
     }
   }
   crls.Stop();
+  if (scheduler) scheduler->Stop();
+  status_sink.store(nullptr);
+  if (mqtt_client) mqtt_client->Stop();
   log::Info("serve.stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
                                {"drain_timeout_s", options.limits.drain_timeout.count()}});
   srv->Shutdown();
@@ -377,6 +607,15 @@ void AddServeCommands(CLI::App& app) {
                     "crlfile), replaced atomically");
   serve->add_option("--broker-reload", args->broker_reload,
                     "Shell command run after each --broker-crl change, e.g. 'kill -HUP 1234'");
+  serve->add_flag("--campaigns", args->campaigns,
+                  "Run rotation campaigns: a scheduler notifying devices over MQTT (default: "
+                  "[campaigns] enabled)");
+  serve->add_option("--mqtt", args->mqtt_url,
+                    "The MQTT broker for campaigns, mqtts://HOST[:PORT] (default: [campaigns] "
+                    "mqtt_url)");
+  serve->add_option("--mqtt-ca", args->mqtt_ca,
+                    "PEM file of the CAs that sign the broker's certificate (default: [campaigns] "
+                    "mqtt_ca_file)");
   SetAction(serve, [args] { return RunServe(*args); });
 }
 

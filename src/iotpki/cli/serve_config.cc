@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "iotpki/common/file.h"
+#include "iotpki/mqtt/client.h"
 
 namespace iotpki::cli {
 namespace {
@@ -16,14 +17,15 @@ struct Table {
   std::string_view name;
   std::vector<std::string_view> keys;
 };
-const std::array<Table, 3>& Tables() {
-  static const std::array<Table, 3> tables = {
+const std::array<Table, 4>& Tables() {
+  static const std::array<Table, 4> tables = {
       Table{"server",
             {"listen", "names", "certificate", "key", "io_threads", "handler_threads",
              "max_body_bytes", "max_header_bytes", "max_connections", "max_connections_per_source",
              "handshake_timeout_s", "request_timeout_s", "idle_timeout_s", "drain_timeout_s",
              "max_group_commit"}},
       Table{"bootstrap", {"token_window_s"}},
+      Table{"campaigns", {"enabled", "mqtt_url", "mqtt_ca_file", "interval_s", "lease_s"}},
       Table{"log", {"format", "level"}},
   };
   return tables;
@@ -47,7 +49,7 @@ class Reader {
       if (table == Tables().end()) {
         return Fail(Code::kInvalidArgument,
                     path_ + ": unknown table [" + std::string(name.str()) +
-                        "] (the tables are [server], [bootstrap] and [log])");
+                        "] (the tables are [server], [bootstrap], [campaigns] and [log])");
       }
       const toml::table* keys = node.as_table();
       if (keys == nullptr) return Bad(name.str(), "must be a table");
@@ -77,6 +79,15 @@ class Reader {
     if (!node) return {};
     auto v = node.value_exact<std::string>();
     if (!v) return Bad(key, "must be a string");
+    out = *v;
+    return {};
+  }
+
+  Result<void> Bool(const char* key, bool& out) const {
+    auto node = t_.at_path(key);
+    if (!node) return {};
+    auto v = node.value_exact<bool>();
+    if (!v) return Bad(key, "must be true or false");
     out = *v;
     return {};
   }
@@ -171,6 +182,18 @@ Result<ServeConfig> ParseServeConfig(std::string_view text, const std::string& p
   if (window) c.enroll.token_window_seconds = *window;
   IOTPKI_TRY(auto group, r.Integer("server.max_group_commit", 1, 100000));
   if (group) c.enroll.max_group_commit = static_cast<size_t>(*group);
+  IOTPKI_CHECK(r.Bool("campaigns.enabled", c.campaigns.enabled));
+  IOTPKI_CHECK(r.String("campaigns.mqtt_url", c.campaigns.mqtt_url));
+  if (!c.campaigns.mqtt_url.empty()) {
+    if (auto url = mqtt::ParseBrokerUrl(c.campaigns.mqtt_url); !url) {
+      return Fail(Code::kInvalidArgument, path + ": campaigns.mqtt_url: " + url.error().message());
+    }
+  }
+  IOTPKI_CHECK(r.String("campaigns.mqtt_ca_file", c.campaigns.mqtt_ca_file));
+  IOTPKI_TRY(auto interval, r.Integer("campaigns.interval_s", 1, 3600));
+  if (interval) c.campaigns.interval_s = *interval;
+  IOTPKI_TRY(auto lease, r.Integer("campaigns.lease_s", 10, 86400));
+  if (lease) c.campaigns.lease_s = *lease;
   IOTPKI_CHECK(r.Choice("log.format", c.log_format, log::ParseFormat));
   IOTPKI_CHECK(r.Choice("log.level", c.log_level, log::ParseLevel));
   return c;

@@ -1,6 +1,6 @@
-// `iotpki serve --config FILE`: the TOML file's [server], [bootstrap] and [log] tables read into
-// the options of the transport, the enrollment service and the logger. Every key is optional.
-// A refusal is one line naming the file, the key and what it must be.
+// `iotpki serve --config FILE`: the TOML file's [server], [bootstrap], [campaigns] and [log] tables
+// read into the options of the transport, the enrollment service and the logger. Every key is
+// optional. A refusal is one line naming the file, the key and what it must be.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +16,16 @@
 
 namespace iotpki::cli {
 
+// [campaigns]: the rotation scheduler inside serve
+// (docs/rotation.md#the-scheduler-in-iotpki-serve).
+struct CampaignsConfig {
+  bool enabled = false;
+  std::string mqtt_url;      // mqtts://HOST[:PORT] of the broker
+  std::string mqtt_ca_file;  // PEM CAs that sign the broker's certificate
+  int64_t interval_s = 1;    // between scheduler passes when idle
+  int64_t lease_s = 300;     // how long a pass's claim holds a job
+};
+
 struct ServeConfig {
   std::string listen = "127.0.0.1:8443";
   std::vector<std::string> names;  // extra subjectAltNames for the server certificate
@@ -23,6 +33,7 @@ struct ServeConfig {
   std::string key;                 // PEM key for `certificate`, encrypted with the passphrase
   server::ServerOptions server;
   enroll::EnrollOptions enroll;
+  CampaignsConfig campaigns;
   // [log]; unset: the command line's choice, else its default.
   std::optional<log::Format> log_format;
   std::optional<log::Level> log_level;

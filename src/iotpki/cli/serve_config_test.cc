@@ -36,6 +36,13 @@ max_group_commit = 100
 [bootstrap]
 token_window_s = 60
 
+[campaigns]
+enabled = true
+mqtt_url = "mqtts://broker.example.com:8884"
+mqtt_ca_file = "/etc/iotpki/broker-ca.pem"
+interval_s = 5
+lease_s = 600
+
 [log]
 format = "json"
 level = "debug"
@@ -58,6 +65,11 @@ level = "debug"
   EXPECT_EQ(l.idle_timeout, std::chrono::seconds(7));
   EXPECT_EQ(l.drain_timeout, std::chrono::seconds(8));
   EXPECT_EQ(c->enroll.max_group_commit, 100u);
+  EXPECT_TRUE(c->campaigns.enabled);
+  EXPECT_EQ(c->campaigns.mqtt_url, "mqtts://broker.example.com:8884");
+  EXPECT_EQ(c->campaigns.mqtt_ca_file, "/etc/iotpki/broker-ca.pem");
+  EXPECT_EQ(c->campaigns.interval_s, 5);
+  EXPECT_EQ(c->campaigns.lease_s, 600);
   EXPECT_EQ(c->enroll.token_window_seconds, 60);
   EXPECT_EQ(c->log_format, log::Format::kJson);
   EXPECT_EQ(c->log_level, log::Level::kDebug);
@@ -91,7 +103,8 @@ TEST(ServeConfigTest, EachBadConfigSaysWhatIsWrong) {
        "serve.toml: server.names must be an array of strings"},
       {"[server]\nnames = [\"a\", 2]", "serve.toml: server.names must be an array of strings"},
       {"[sever]\nlisten = \"x\"",
-       "serve.toml: unknown table [sever] (the tables are [server], [bootstrap] and [log])"},
+       "serve.toml: unknown table [sever] (the tables are [server], [bootstrap], [campaigns] and "
+       "[log])"},
       {"[server]\nmax_conections = 4", "serve.toml: unknown key server.max_conections"},
       {"server = 3", "serve.toml: server must be a table"},
       {"[log]\nformat = \"xml\"",
@@ -100,6 +113,12 @@ TEST(ServeConfigTest, EachBadConfigSaysWhatIsWrong) {
        "serve.toml: log.level: log level 'loud' is not one of debug, info, warn, error, off"},
       {"[log]\nlevel = 3", "serve.toml: log.level must be a string"},
       {"[log]\ncolour = true", "serve.toml: unknown key log.colour"},
+      {"[campaigns]\nenabled = 1", "serve.toml: campaigns.enabled must be true or false"},
+      {"[campaigns]\nmqtt_url = \"mqtt://b:1883\"",
+       "serve.toml: campaigns.mqtt_url: bad MQTT broker URL 'mqtt://b:1883': use "
+       "mqtts://HOST[:PORT]"},
+      {"[campaigns]\nlease_s = 1",
+       "serve.toml: campaigns.lease_s must be an integer in [10, 86400]"},
   };
   for (const Case& c : cases) {
     auto r = ParseServeConfig(c.toml, "serve.toml");
