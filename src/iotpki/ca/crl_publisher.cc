@@ -53,8 +53,7 @@ Result<x509::Crl> BuildIssuerCrl(Authority& authority, CaName ca, int64_t crl_nu
                authority.store().ListRevokedCertificatesOfIssuer(CaNameText(ca), after, kPage));
     for (auto& r : page) {
       IOTPKI_TRY(Bytes serial, FromHex(r.serial));
-      entries.push_back({std::move(serial), r.revoked_at,
-                         static_cast<x509::RevocationReason>(static_cast<int>(r.reason))});
+      entries.push_back({std::move(serial), r.revoked_at, r.reason});
     }
     if (page.size() < kPage) break;
     after = page.back().serial;

@@ -117,8 +117,7 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
       if (record->status == store::CertStatus::kRevoked) {
         a.status = x509::OcspCertStatus::kRevoked;
         a.revoked_at = record->revoked_at.value_or(0);
-        a.reason = static_cast<x509::RevocationReason>(
-            static_cast<int>(record->revocation_reason.value_or(store::RevocationReason{})));
+        a.reason = record->revocation_reason.value_or(x509::RevocationReason::kUnspecified);
       } else {
         a.status = x509::OcspCertStatus::kGood;
       }
