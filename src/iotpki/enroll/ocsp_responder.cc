@@ -149,8 +149,14 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
   }
   if (cacheable) {
     std::lock_guard lock(mu_);
-    if (cache_.size() >= options_.max_cached) cache_.clear();
-    cache_[key] = Cached{*der, now};
+    // Not an answer signed by a responder replaced meanwhile (SetIssuer, which emptied the
+    // cache while this one was being signed): it would be served after the rotation, up to the
+    // old certificate's end and past it.
+    bool current = std::find(issuers_.begin(), issuers_.end(), issuer) != issuers_.end();
+    if (current) {
+      if (cache_.size() >= options_.max_cached) cache_.clear();
+      cache_[key] = Cached{*der, now};
+    }
   }
   bool http_cacheable =
       answers.size() == 1 && !request->nonce && answers[0].status != x509::OcspCertStatus::kUnknown;
