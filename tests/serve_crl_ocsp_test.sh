@@ -76,7 +76,14 @@ enroll() {  # enroll DEVICE_DIR NAME: an LDevID in $WORK/NAME.pem with key $WORK
 enroll "$D1" ld1
 enroll "$D2" ld2
 openssl x509 -in "$WORK/ld1.pem" -noout -text >"$WORK/ld1.txt"
-expect "the LDevID names its CRL" "URI:http://pki.test:8080/crl/operational.crl" "$WORK/ld1.txt"
+expect "the LDevID names its CRL partition (its issuance month)" \
+  "URI:http://pki.test:8080/crl/operational/[0-9]{4}-[0-9]{2}\.crl" "$WORK/ld1.txt"
+MONTH=$(sed -n 's,.*URI:http://pki.test:8080/crl/operational/\([0-9-]*\)\.crl.*,\1,p' "$WORK/ld1.txt")
+status "GET /crl/operational/MONTH.crl" 200 "$(http "$URL/crl/operational/$MONTH.crl")"
+cmp -s "$WORK/body" "$CA/crl/operational.crl" &&
+  pass "under the partition size a partition URL serves the whole CRL" ||
+  fail "under the partition size a partition URL serves the whole CRL"
+status "a malformed partition name" 404 "$(http "$URL/crl/operational/2026-13.crl")"
 expect "the LDevID names the OCSP responder" "OCSP - URI:http://pki.test:8080/ocsp" "$WORK/ld1.txt"
 check "openssl verify -crl_check accepts a good certificate" openssl verify -crl_check \
   -CAfile "$ROOT" -untrusted "$OPS" -CRLfile "$CA/crl/operational.pem" "$WORK/ld1.pem"
@@ -223,6 +230,40 @@ equal "a restart keeps the CRL (same CRL number)" \
 ocsp "$WORK/o-restart.txt" -cert "$WORK/ld1.pem"
 expect "OCSP after a restart: revoked" "ld1.pem: revoked" "$WORK/o-restart.txt"
 stop_server
+
+# --- Partitioned CRLs: a threshold so low that every CRL passes it ------------------------------
+printf '\n[crl]\npartition_bytes = 1\n' >>"$CA/iotpki.toml"
+start_server --public-url "http://pki.test:8080" --broker-crl "$WORK/broker-parts.pem"
+status "GET the partition of ld1's month" 200 "$(http "$URL/crl/operational/$MONTH.crl")"
+cp "$WORK/body" "$WORK/part.crl"
+openssl crl -inform DER -in "$WORK/part.crl" -noout -text >"$WORK/part.txt"
+expect "the partition names itself (issuingDistributionPoint)" "Issuing Distribution Point: critical" \
+  "$WORK/part.txt"
+expect "with the URL the certificates name" "URI:http://pki.test:8080/crl/operational/$MONTH.crl" \
+  "$WORK/part.txt"
+check "openssl crl -verify (partition)" openssl crl -inform DER -in "$WORK/part.crl" -noout \
+  -CAfile "$WORK/cas.pem" -verify
+openssl crl -inform DER -in "$WORK/part.crl" -out "$WORK/part.pem"
+openssl verify -crl_check -CAfile "$ROOT" -untrusted "$OPS" -CRLfile "$WORK/part.pem" \
+  "$WORK/ld1.pem" >"$WORK/vp.txt" 2>&1 &&
+  fail "openssl verify -crl_check with the partition refuses the revoked certificate" ||
+  expect "openssl verify -crl_check with the partition refuses the revoked certificate" \
+    "certificate revoked" "$WORK/vp.txt"
+check "openssl verify -crl_check with the partition accepts the other" openssl verify -crl_check \
+  -CAfile "$ROOT" -untrusted "$OPS" -CRLfile "$WORK/part.pem" "$WORK/ld2.pem"
+certtool --crl-info --inder --infile "$WORK/part.crl" >"$WORK/certtool-part.txt" 2>&1
+expect "certtool --crl-info reads the partition" "Revoked certificates \(1\)" "$WORK/certtool-part.txt"
+status "a month no certificate can have been issued in" 404 "$(http "$URL/crl/operational/1999-01.crl")"
+check "DIR/crl/operational/ holds the partitions" test -s "$CA/crl/operational/$MONTH.crl"
+check "the broker file holds the whole CRLs and every partition" \
+  test "$(grep -c 'BEGIN X509 CRL' "$WORK/broker-parts.pem")" -ge 4
+openssl verify -crl_check -CAfile "$ROOT" -untrusted "$OPS" -CRLfile "$WORK/broker-parts.pem" \
+  "$WORK/ld1.pem" >/dev/null 2>&1 && fail "the partitioned broker file refuses the revoked certificate" ||
+  pass "the partitioned broker file refuses the revoked certificate"
+check "the partitioned broker file accepts the other" openssl verify -crl_check -CAfile "$ROOT" \
+  -untrusted "$OPS" -CRLfile "$WORK/broker-parts.pem" "$WORK/ld2.pem"
+stop_server
+sed -i '/^\[crl\]$/,$d' "$CA/iotpki.toml"
 
 # --- iotpki crl export --------------------------------------------------------------------------
 check "crl export" "$IOTPKI" crl export --dir "$CA" --out "$WORK/export.pem"

@@ -48,6 +48,11 @@ int main(int argc, char** argv) {
                  "With --json: no TLS client certificate; the CSR is signed with the IDevID key")
       ->needs(json_flag);
   est_flag->excludes(json_flag);
+  bool serverkeygen = false;
+  bootstrap
+      ->add_flag("--serverkeygen", serverkeygen,
+                 "EST serverkeygen: the server makes the key and seals it to the IDevID")
+      ->excludes(json_flag);
   bool c509 = false;
   bootstrap
       ->add_flag("--c509", c509,
@@ -85,8 +90,9 @@ int main(int argc, char** argv) {
     auto mode = !json            ? iotpki::agent::BootstrapMode::kEst
                 : no_client_cert ? iotpki::agent::BootstrapMode::kJsonWithoutClientCertificate
                                  : iotpki::agent::BootstrapMode::kJson;
-    auto done = bootstrap->parsed() ? iotpki::agent::Bootstrap(options, mode)
-                                    : iotpki::agent::Renew(options, rekey);
+    auto done = !bootstrap->parsed() ? iotpki::agent::Renew(options, rekey)
+                : serverkeygen       ? iotpki::agent::BootstrapServerKeygen(options)
+                                     : iotpki::agent::Bootstrap(options, mode);
     if (!done) return Report(done.error());
     std::cout << (bootstrap->parsed() ? "bootstrapped" : (rekey ? "rekeyed" : "renewed"))
               << ": device " << done->device_id << ", certificate "

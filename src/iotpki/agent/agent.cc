@@ -7,9 +7,11 @@
 #include "iotpki/agent/https_client.h"
 #include "iotpki/c509/c509.h"
 #include "iotpki/common/file.h"
+#include "iotpki/common/strings.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/crypto/signer.h"
+#include "iotpki/x509/cms.h"
 #include "iotpki/x509/csr.h"
 #include "iotpki/x509/verify.h"
 
@@ -420,6 +422,125 @@ Result<Installed> Renew(const AgentOptions& o, bool rekey) {
              Install(o.state, issued, issuer, key, key.public_key() == f.key.public_key()));
   return Installed{
       .certificate = issued, .device_id = current.common_name(), .slot = slot, .new_key = rekey};
+}
+
+// ---------------------------------------------------------------------------------------------
+// EST serverkeygen.
+
+namespace {
+
+struct MimePart {
+  std::string content_type;  // lower case, parameters kept
+  Bytes content;             // base64-decoded
+};
+
+// The parts of a multipart/mixed answer (RFC 2046 section 5.1), each base64 (RFC 7030 4.4.2).
+// Boundary from the Content-Type; CRLF or LF line breaks.
+Result<std::vector<MimePart>> MultipartParts(const HttpResponse& r) {
+  std::string type = ToLowerAscii(r.content_type);
+  if (type.rfind("multipart/mixed", 0) != 0) {
+    return Fail(
+        BadAnswer("asked for serverkeygen's multipart/mixed, got '" + r.content_type + "'"));
+  }
+  size_t b = type.find("boundary=");
+  if (b == std::string::npos) return Fail(BadAnswer("the multipart answer names no boundary"));
+  // The boundary keeps its case: take it from the original header.
+  std::string boundary = r.content_type.substr(b + 9);
+  boundary = boundary.substr(0, boundary.find(';'));
+  if (boundary.size() >= 2 && boundary.front() == '"')
+    boundary = boundary.substr(1, boundary.size() - 2);
+  if (boundary.empty() || boundary.size() > 70) {
+    return Fail(BadAnswer("the multipart answer's boundary is malformed"));
+  }
+  const std::string delimiter = "--" + boundary;
+  std::vector<MimePart> parts;
+  size_t at = r.body.find(delimiter);
+  while (at != std::string::npos) {
+    at += delimiter.size();
+    if (r.body.compare(at, 2, "--") == 0) return parts;  // the close delimiter
+    size_t next = r.body.find(delimiter, at);
+    if (next == std::string::npos) break;
+    std::string part = r.body.substr(at, next - at);
+    size_t end = part.find("\r\n\r\n");
+    size_t skip = 4;
+    if (end == std::string::npos) {
+      end = part.find("\n\n");
+      skip = 2;
+    }
+    if (end == std::string::npos) return Fail(BadAnswer("a multipart part has no header end"));
+    MimePart m;
+    std::string headers = part.substr(0, end);
+    for (size_t line = 0; line < headers.size();) {
+      size_t eol = headers.find('\n', line);
+      std::string h =
+          headers.substr(line, eol == std::string::npos ? std::string::npos : eol - line);
+      if (!h.empty() && h.back() == '\r') h.pop_back();
+      std::string lower = ToLowerAscii(h);
+      if (lower.rfind("content-type:", 0) == 0) {
+        m.content_type = lower.substr(13);
+        while (!m.content_type.empty() && m.content_type.front() == ' ') {
+          m.content_type.erase(0, 1);
+        }
+      }
+      if (eol == std::string::npos) break;
+      line = eol + 1;
+    }
+    auto der = Base64Decode(part.substr(end + skip));
+    if (!der) return Fail(BadAnswer("a multipart part is not base64"));
+    m.content = std::move(*der);
+    parts.push_back(std::move(m));
+    at = next;
+  }
+  return Fail(BadAnswer("the multipart answer is not closed"));
+}
+
+}  // namespace
+
+Result<Installed> BootstrapServerKeygen(const AgentOptions& o) {
+  IOTPKI_TRY(ServerAddress server, ParseServerUrl(o.server_url));
+  IOTPKI_TRY(Factory f, LoadFactory(o));
+  if (o.c509) return Fail(Code::kInvalidArgument, "serverkeygen answers in X.509 only (no --c509)");
+  int64_t now = o.clock->NowUnix();
+  TlsSettings tls{.trust_anchors = {f.root.ToDer()},
+                  .client_chain = {f.idevid.ToDer()},
+                  .client_key = &f.key,
+                  .timeout = o.timeout};
+  // RFC 7030 4.4.1: a CSR as for simpleenroll, whose key the server ignores. The IDevID key
+  // signs it: this device may have no randomness for a key of its own.
+  x509::NameFields subject{.organization = f.idevid.organization(),
+                           .common_name = f.device_id,
+                           .serial_number = f.idevid.serial_number()};
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(f.key, subject)));
+  IOTPKI_TRY(HttpResponse ca, Call(server, tls, "GET", std::string(kEst) + "/cacerts", "", ""));
+  IOTPKI_TRY(auto ca_certs, CertsFromPkcs7(ca.body));
+  IOTPKI_TRY(HttpResponse r, Call(server, tls, "POST", std::string(kEst) + "/serverkeygen",
+                                  "application/pkcs10", Base64Encode(csr.ToDer())));
+  IOTPKI_TRY(auto parts, MultipartParts(r));
+  const MimePart* sealed = nullptr;
+  const MimePart* certs = nullptr;
+  for (const auto& p : parts) {
+    if (p.content_type.find("smime-type=server-generated-key") != std::string::npos) sealed = &p;
+    if (p.content_type.find("smime-type=certs-only") != std::string::npos) certs = &p;
+  }
+  if (sealed == nullptr || certs == nullptr) {
+    return Fail(BadAnswer("the serverkeygen answer lacks the sealed key or the certificate"));
+  }
+  auto opened = x509::OpenSealed(sealed->content, f.key, f.idevid);
+  if (!opened) return Fail(BadAnswer("the sealed key: " + opened.error().message()));
+  auto key = crypto::PrivateKey::FromDer(opened->bytes());
+  if (!key) return Fail(BadAnswer("the sealed key is not a PKCS#8 private key"));
+  IOTPKI_TRY(auto issued_certs, CertsFromPkcs7(Base64Encode(certs->content)));
+  const x509::Certificate& issued = issued_certs[0];
+  std::optional<x509::Certificate> issuer;
+  for (const auto& c : ca_certs) {
+    if (c.subject() == issued.issuer() && issued.IsSignedBy(c.public_key())) issuer = c;
+  }
+  if (!issuer) return Fail(BadAnswer("no issuing CA for the certificate"));
+  // CheckIssued compares the certificate's key with the key just opened.
+  IOTPKI_CHECK(CheckIssued(issued, key->public_key(), f.device_id, *issuer, f.root, now));
+  IOTPKI_TRY(std::string slot, Install(o.state, issued, *issuer, *key, /*factory_key=*/false));
+  IOTPKI_CHECK(Local(WriteFileAtomic(o.state / "server", o.server_url + "\n")));
+  return Installed{.certificate = issued, .device_id = f.device_id, .slot = slot, .new_key = true};
 }
 
 }  // namespace iotpki::agent

@@ -64,6 +64,12 @@ struct Installed {
 // identity, chain to the root), atomic install as the active slot.
 Result<Installed> Bootstrap(const AgentOptions& options, BootstrapMode mode);
 
+// EST serverkeygen (RFC 7030 4.4), for a device without a good random source: the server makes
+// the key and returns it sealed to the IDevID (CMS EnvelopedData, ECDH with the IDevID key); the
+// agent opens it with the IDevID key, checks that it is the key of the returned certificate (and
+// the usual identity and chain checks), and installs both atomically as the active slot.
+Result<Installed> BootstrapServerKeygen(const AgentOptions& options);
+
 // EST simplereenroll with the active working certificate; `rekey` makes a new key, otherwise
 // the current key is kept (renew).
 Result<Installed> Renew(const AgentOptions& options, bool rekey);

@@ -11,8 +11,14 @@
 #include "iotpki/crypto/secret_file.h"
 #include "iotpki/store/audit.h"
 #include "iotpki/store/open.h"
+#include "iotpki/x509/crl.h"
 
 namespace iotpki::ca {
+
+std::string CrlUrl(std::string_view public_url, std::string_view ca_name, std::string_view month) {
+  std::string url = std::string(public_url) + "/crl/" + std::string(ca_name);
+  return month.empty() ? url + ".crl" : url + "/" + std::string(month) + ".crl";
+}
 namespace {
 
 namespace fs = std::filesystem;
@@ -496,8 +502,10 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
   auto tmpl = x509::NewTemplate(req.profile, req.key, clock_.NowUnix(), policy_);
   tmpl.device = identity;
   if (!public_url_.empty()) {
+    std::string ca_name = manufacturing ? "manufacturing" : "operational";
     tmpl.crl_url =
-        public_url_ + "/crl/" + (manufacturing ? "manufacturing" : "operational") + ".crl";
+        CrlUrl(public_url_, ca_name,
+               config_.crl_partition_bytes > 0 ? x509::IssuanceMonth(tmpl.serial) : std::string());
     tmpl.ocsp_url = public_url_ + "/ocsp";
   }
   auto cert = x509::Issue(tmpl, &issuer, *key, policy_);

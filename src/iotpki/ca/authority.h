@@ -90,6 +90,12 @@ struct IssueRequest {
   bool audited_by_caller = false;
 };
 
+// Where relying parties fetch the CRL covering a certificate of `ca_name` issued in `month`
+// ("2026-12", x509::IssuanceMonth): `<public_url>/crl/<ca_name>/<month>.crl`, its partition; or
+// the whole CRL, `<public_url>/crl/<ca_name>.crl`, when `month` is empty (partitioning off, or
+// a serial of another form).
+std::string CrlUrl(std::string_view public_url, std::string_view ca_name, std::string_view month);
+
 // Thread-safe once the issuers needed are unlocked.
 class Authority {
  public:

@@ -62,6 +62,10 @@ struct CaConfig {
   // cRLDistributionPoints <url>/crl/<issuer>.crl and an authorityInfoAccess OCSP URL <url>/ocsp.
   // Empty: neither.
   std::string public_url;
+  // [crl] partition_bytes: when an issuing CA's whole CRL is larger than this (DER), relying
+  // parties get it in partitions by issuance month (docs/formats.md, CRLs); 0 never partitions,
+  // and certificates then name the whole CRL. Needs public_url (the partitions' URLs).
+  int64_t crl_partition_bytes = 1 << 20;
 };
 
 // InvalidArgument unless `url` is empty or http(s)://, printable ASCII without spaces, without

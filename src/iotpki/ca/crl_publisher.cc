@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 
 #include "iotpki/common/file.h"
@@ -39,6 +40,68 @@ std::string CombinedPem(const std::vector<x509::Crl>& crls) {
   return out;
 }
 
+void AppendBrokerCrls(const PublishedCrl& published, std::vector<x509::Crl>& out) {
+  out.push_back(published.crl);
+  for (const auto& [month, crl] : published.partitions) out.push_back(crl);
+}
+
+namespace {
+
+// "2026-12" -> (2026, 12).
+std::pair<int, int> YearMonth(const std::string& month) {
+  return {std::stoi(month.substr(0, 4)), std::stoi(month.substr(5, 2))};
+}
+
+std::string MonthText(int year, int month) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d", year, month);
+  return buf;
+}
+
+}  // namespace
+
+Result<std::map<std::string, x509::Crl, std::less<>>> BuildPartitionCrls(
+    Authority& authority, CaName ca, const x509::Crl& whole, std::string_view public_url) {
+  const crypto::Signer* key = authority.issuer_key(ca);
+  if (key == nullptr) {
+    return Fail(Code::kFailedPrecondition,
+                "the " + std::string(CaNameText(ca)) + " CA key is not unlocked");
+  }
+  // Entries keep the whole CRL's (ascending) order within each partition.
+  std::map<std::string, std::vector<x509::RevokedEntry>, std::less<>> by_month;
+  for (const auto& e : whole.revoked()) {
+    std::string month = x509::IssuanceMonth(e.serial);
+    if (!month.empty()) by_month[month].push_back(e);
+  }
+  // Every month a certificate of this CA can have been issued in gets a CRL, empty or not: a
+  // certificate whose partition has no CRL could not be checked at all. Months are those of the
+  // serials (the system clock at issuance): from the CA certificate's to the current one.
+  const x509::Certificate& issuer = authority.certificate(ca);
+  std::string first = x509::IssuanceMonth(issuer.serial());
+  if (first.empty()) first = FormatUtc(issuer.not_before()).substr(0, 7);
+  auto [year, month] = YearMonth(first);
+  std::string last =
+      std::max(x509::CurrentIssuanceMonth(), FormatUtc(whole.this_update()).substr(0, 7));
+  for (std::string m = MonthText(year, month); m <= last;) {
+    by_month.try_emplace(m);
+    if (++month > 12) {
+      month = 1;
+      ++year;
+    }
+    m = MonthText(year, month);
+  }
+  int64_t this_update = whole.this_update();
+  int64_t next_update = whole.next_update().value_or(this_update + 1);
+  int64_t number = whole.crl_number().value_or(0);
+  std::map<std::string, x509::Crl, std::less<>> out;
+  for (const auto& [m, entries] : by_month) {
+    IOTPKI_TRY(x509::Crl crl, x509::BuildCrl(issuer, *key, entries, this_update, next_update,
+                                             number, CrlUrl(public_url, CaNameText(ca), m)));
+    out.emplace(m, std::move(crl));
+  }
+  return out;
+}
+
 Result<x509::Crl> BuildIssuerCrl(Authority& authority, CaName ca, int64_t crl_number, int64_t now,
                                  std::chrono::seconds validity) {
   const crypto::Signer* key = authority.issuer_key(ca);
@@ -53,8 +116,7 @@ Result<x509::Crl> BuildIssuerCrl(Authority& authority, CaName ca, int64_t crl_nu
                authority.store().ListRevokedCertificatesOfIssuer(CaNameText(ca), after, kPage));
     for (auto& r : page) {
       IOTPKI_TRY(Bytes serial, FromHex(r.serial));
-      entries.push_back({std::move(serial), r.revoked_at,
-                         static_cast<x509::RevocationReason>(static_cast<int>(r.reason))});
+      entries.push_back({std::move(serial), r.revoked_at, r.reason});
     }
     if (page.size() < kPage) break;
     after = page.back().serial;
@@ -74,6 +136,12 @@ Result<x509::Crl> BuildIssuerCrl(Authority& authority, CaName ca, int64_t crl_nu
   int64_t next_update = now + validity.count();
   IOTPKI_CHECK(x509::LintCrlEntries(entries, now, next_update));
   return x509::BuildCrl(authority.certificate(ca), *key, entries, now, next_update, crl_number);
+}
+
+bool CrlPublisher::WantsPartitions(const x509::Crl& whole) const {
+  int64_t limit = options_.partition_bytes.value_or(authority_.config().crl_partition_bytes);
+  return limit > 0 && !authority_.public_url().empty() &&
+         static_cast<int64_t>(whole.ToDer().size()) > limit;
 }
 
 CrlPublisher::CrlPublisher(Authority& authority, CrlOptions options)
@@ -109,7 +177,9 @@ Result<bool> CrlPublisher::RefreshOne(CaName ca, bool force) {
       }
     }
   }
-  if (current && !force && current->revoked_count == revoked) {
+  // A whole CRL kept from an earlier run carries no partitions: rebuild when they are due.
+  bool partitions_missing = current && current->partitions.empty() && WantsPartitions(current->crl);
+  if (current && !force && current->revoked_count == revoked && !partitions_missing) {
     int64_t this_update = current->crl.this_update();
     int64_t next_update = current->crl.next_update().value_or(this_update);
     bool half_life_passed = now >= this_update + (next_update - this_update) / 2;
@@ -130,6 +200,15 @@ Result<bool> CrlPublisher::RefreshOne(CaName ca, bool force) {
   IOTPKI_CHECK(WriteFileAtomic(der_path, ByteView(crl.ToDer())));
   auto published = std::make_shared<PublishedCrl>(PublishedCrl{
       crl, "\"crl-" + std::to_string(number) + "\"", static_cast<int64_t>(crl.revoked().size())});
+  if (WantsPartitions(crl)) {
+    IOTPKI_TRY(published->partitions,
+               BuildPartitionCrls(authority_, ca, crl, authority_.public_url()));
+    fs::path dir = der_path.parent_path() / name;
+    fs::create_directories(dir, ec);
+    for (const auto& [month, part] : published->partitions) {
+      IOTPKI_CHECK(WriteFileAtomic(dir / (month + ".crl"), ByteView(part.ToDer())));
+    }
+  }
   {
     std::lock_guard lock(mu_);
     current_[name] = published;
@@ -137,6 +216,7 @@ Result<bool> CrlPublisher::RefreshOne(CaName ca, bool force) {
   log::Info("crl.published", {{"ca", name},
                               {"crl_number", number},
                               {"entries", published->revoked_count},
+                              {"partitions", static_cast<int64_t>(published->partitions.size())},
                               {"bytes", static_cast<int64_t>(crl.ToDer().size())}});
   return true;
 }
@@ -145,7 +225,7 @@ Result<void> CrlPublisher::WriteBrokerFile() {
   if (options_.broker_crl.empty()) return {};
   std::vector<x509::Crl> crls;
   for (CaName ca : kIssuers) {
-    if (auto c = Current(CaNameText(ca))) crls.push_back(c->crl);
+    if (auto c = Current(CaNameText(ca))) AppendBrokerCrls(*c, crls);
   }
   IOTPKI_CHECK(WriteFileAtomic(options_.broker_crl, CombinedPem(crls)));
   if (!options_.broker_reload.empty()) {

@@ -36,13 +36,20 @@ struct CrlOptions {
   // change run `broker_reload` (a shell command) if set.
   std::filesystem::path broker_crl;
   std::string broker_reload;
+  // Overrides the configuration's crl.partition_bytes (CaConfig::crl_partition_bytes).
+  std::optional<int64_t> partition_bytes;
 };
 
 // One published CRL.
 struct PublishedCrl {
-  x509::Crl crl;
+  x509::Crl crl;     // the whole CRL: every revoked certificate of the CA
   std::string etag;  // quoted, from the CRL number: "\"crl-7\""
   int64_t revoked_count = 0;
+  // When the whole CRL passes the partition size: one CRL per issuance month ("2026-12"), from
+  // the CA certificate's month to the current one, each with the issuingDistributionPoint its
+  // certificates name (CrlUrl) and the same CRL number as `crl`. Empty: not partitioned, and
+  // the whole CRL answers for every partition URL.
+  std::map<std::string, x509::Crl, std::less<>> partitions;
 };
 
 // The CRL of `ca` (kManufacturing or kOperational), listing every certificate it issued that the
@@ -59,6 +66,16 @@ int64_t NextCrlNumber(const std::filesystem::path& dir, CaName ca);
 
 // The combined PEM set (manufacturing, then operational) of `crls`.
 std::string CombinedPem(const std::vector<x509::Crl>& crls);
+
+// The CRLs of `published` a broker loads: the whole CRL, then every partition in month order.
+// The whole one covers certificates that name no partition (issued before partitioning, or
+// without a public URL); the partitions are there for verifiers that select CRLs by scope.
+void AppendBrokerCrls(const PublishedCrl& published, std::vector<x509::Crl>& out);
+
+// The partition CRLs of the whole CRL `whole` of `ca` (see PublishedCrl::partitions), signed
+// with the CA's key, under the public URL `public_url`.
+Result<std::map<std::string, x509::Crl, std::less<>>> BuildPartitionCrls(
+    Authority& authority, CaName ca, const x509::Crl& whole, std::string_view public_url);
 
 // Thread-safe. The operational CA's key must be unlocked before Refresh or Start; without the
 // manufacturing CA's key its CRL is neither built nor published (Current is null for it).
@@ -86,6 +103,8 @@ class CrlPublisher {
 
  private:
   Result<bool> RefreshOne(CaName ca, bool force);
+  // Partitions are made when the whole CRL passes the configured size and a public URL is set.
+  bool WantsPartitions(const x509::Crl& whole) const;
   Result<void> WriteBrokerFile();
 
   Authority& authority_;

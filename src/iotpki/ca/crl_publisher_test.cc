@@ -7,7 +7,9 @@
 #include <fstream>
 
 #include "iotpki/common/file.h"
+#include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/test_util.h"
 
 namespace iotpki::ca {
 namespace {
@@ -212,6 +214,121 @@ TEST_F(CrlPublisherTest, WithoutTheManufacturingKeyPublishesTheOperationalCrlOnl
   EXPECT_FALSE(fs::exists(CrlPath(dir_, CaName::kManufacturing)));
   EXPECT_NE(publisher.Current("operational"), nullptr);
   EXPECT_EQ(publisher.Current("manufacturing"), nullptr);
+}
+
+// OpenSSL's verdict on an IDevID (as `openssl verify -crl_check`) with `crls` as the only CRLs.
+int VerifyIdevid(Authority& a, const x509::Certificate& leaf, const std::vector<x509::Crl>& crls,
+                 int64_t at) {
+  auto store = ossl::Own(X509_STORE_new());
+  X509_STORE_add_cert(store.get(), a.certificate(CaName::kRoot).handle());
+  for (const auto& crl : crls) X509_STORE_add_crl(store.get(), crl.handle());
+  X509_VERIFY_PARAM* param = X509_STORE_get0_param(store.get());
+  X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK);
+  X509_VERIFY_PARAM_set_time(param, at);
+  auto untrusted = ossl::Own(sk_X509_new_null());
+  sk_X509_push(untrusted.get(), a.certificate(CaName::kManufacturing).handle());
+  auto ctx = ossl::Own(X509_STORE_CTX_new());
+  X509_STORE_CTX_init(ctx.get(), store.get(), leaf.handle(), untrusted.get());
+  int ok = X509_verify_cert(ctx.get());
+  int error = X509_STORE_CTX_get_error(ctx.get());
+  ossl::ClearErrors();
+  return ok == 1 ? X509_V_OK : error;
+}
+
+TEST_F(CrlPublisherTest, PartitionsByIssuanceMonthPastTheSize) {
+  ASSERT_TRUE(authority_->SetPublicUrl("http://pki.test"));
+  // Serials carry their issuance time (the system clock's): certificates of this month and of an
+  // earlier one, signed by the manufacturing CA with the CDP the Authority would give them.
+  Bytes now_serial = x509::NewSerial();
+  Bytes old_serial = now_serial;
+  int64_t micros = 0;
+  for (size_t i = 0; i < 7; ++i) micros = (micros << 8) | old_serial[i];
+  micros -= int64_t{35} * kDay * 1000000;
+  for (int i = 6; i >= 0; --i, micros >>= 8) old_serial[i] = static_cast<uint8_t>(micros & 0xff);
+  std::string this_month = x509::IssuanceMonth(now_serial);
+  std::string last_month = x509::IssuanceMonth(old_serial);
+  ASSERT_NE(this_month, last_month);
+  int n = 0;
+  auto make = [&](Bytes serial) {
+    serial.back() = static_cast<uint8_t>(++n);  // distinct
+    auto key = x509::testing::NewKey();
+    auto t = x509::NewTemplate(x509::ProfileKind::kIDevID, key.public_key(), clock_.NowUnix(),
+                               authority_->policy());
+    t.serial = serial;
+    t.device = x509::testing::Identity("SN-P" + std::to_string(n), "Acme");
+    t.crl_url = CrlUrl("http://pki.test", "manufacturing", x509::IssuanceMonth(serial));
+    auto cert = x509::Issue(t, &authority_->certificate(CaName::kManufacturing),
+                            *authority_->issuer_key(CaName::kManufacturing), authority_->policy());
+    EXPECT_TRUE(cert) << cert.error().ToString();
+    store::CertificateRecord r{.serial = cert->serial_hex(),
+                               .profile = store::CertProfile::kServer,
+                               .issuer = "manufacturing",
+                               .subject = cert->subject(),
+                               .not_before = cert->not_before(),
+                               .not_after = cert->not_after(),
+                               .key_fingerprint = ToHex(crypto::RandomBytes(32)),
+                               .der = cert->ToDer()};
+    EXPECT_TRUE(authority_->store().Commit(store::WriteBatch().InsertCertificate(std::move(r))));
+    return *cert;
+  };
+  x509::Certificate old_revoked = make(old_serial), old_good = make(old_serial);
+  x509::Certificate new_revoked = make(now_serial), new_good = make(now_serial);
+  Revoke({old_revoked.serial_hex(), new_revoked.serial_hex()});
+
+  // Under the size (1 MB by default): the whole CRL only.
+  int64_t threshold = 0;
+  {
+    CrlPublisher whole(*authority_, {});
+    ASSERT_TRUE(whole.Refresh());
+    EXPECT_TRUE(whole.Current("manufacturing")->partitions.empty());
+    // Just above the operational CA's CRL (no entry): the two revocations pass it.
+    threshold = static_cast<int64_t>(whole.Current("operational")->crl.ToDer().size()) + 10;
+    ASSERT_GT(static_cast<int64_t>(whole.Current("manufacturing")->crl.ToDer().size()), threshold);
+  }
+  fs::path broker = base_ / "broker.pem";
+  CrlPublisher publisher(*authority_, {.broker_crl = broker, .partition_bytes = threshold});
+  ASSERT_TRUE(publisher.Refresh(/*force=*/true));
+  auto published = publisher.Current("manufacturing");
+  // From the CA certificate's month (this one) to now, and the earlier month a revoked
+  // certificate names.
+  ASSERT_EQ(published->partitions.size(), 2u);
+  ASSERT_TRUE(published->partitions.count(last_month) && published->partitions.count(this_month));
+  const x509::Crl& p_old = published->partitions.at(last_month);
+  const x509::Crl& p_new = published->partitions.at(this_month);
+  EXPECT_TRUE(p_old.IsRevoked(old_revoked.serial()));
+  EXPECT_FALSE(p_old.IsRevoked(new_revoked.serial()));
+  EXPECT_TRUE(p_new.IsRevoked(new_revoked.serial()));
+  EXPECT_EQ(p_old.revoked().size(), 1u);
+  EXPECT_EQ(p_new.crl_number(), published->crl.crl_number());
+  EXPECT_TRUE(p_new.IsSignedBy(authority_->certificate(CaName::kManufacturing).public_key()));
+  EXPECT_TRUE(fs::exists(dir_ / "crl" / "manufacturing" / (this_month + ".crl")));
+  // The operational CA has no revocation: under the size, not partitioned.
+  EXPECT_TRUE(publisher.Current("operational")->partitions.empty());
+
+  // Each certificate is checked against its own partition, as a relying party fetching its
+  // cRLDistributionPoint does; another month's partition does not answer for it.
+  int64_t at = clock_.NowUnix() + 60;
+  EXPECT_EQ(VerifyIdevid(*authority_, old_revoked, {p_old}, at), X509_V_ERR_CERT_REVOKED);
+  EXPECT_EQ(VerifyIdevid(*authority_, old_good, {p_old}, at), X509_V_OK);
+  EXPECT_EQ(VerifyIdevid(*authority_, new_revoked, {p_new}, at), X509_V_ERR_CERT_REVOKED);
+  EXPECT_EQ(VerifyIdevid(*authority_, new_good, {p_new}, at), X509_V_OK);
+  EXPECT_NE(VerifyIdevid(*authority_, new_good, {p_old}, at), X509_V_OK);
+  // The broker file holds the whole CRL and every partition; with all of them loaded, as
+  // Mosquitto does, each certificate gets the right verdict.
+  auto text = ReadTextFile(broker);
+  ASSERT_TRUE(text);
+  std::vector<x509::Crl> all;
+  AppendBrokerCrls(*published, all);
+  AppendBrokerCrls(*publisher.Current("operational"), all);
+  EXPECT_EQ(*text, CombinedPem(all));
+  EXPECT_EQ(all.size(), 4u);  // manufacturing whole + 2 partitions, operational whole
+  EXPECT_EQ(VerifyIdevid(*authority_, old_revoked, all, at), X509_V_ERR_CERT_REVOKED);
+  EXPECT_EQ(VerifyIdevid(*authority_, new_good, all, at), X509_V_OK);
+
+  // A restart that keeps the fresh whole CRL rebuilds the partitions it does not have.
+  CrlPublisher again(*authority_, {.partition_bytes = threshold});
+  ASSERT_TRUE(again.Refresh());
+  EXPECT_EQ(again.Current("manufacturing")->partitions.size(), 2u);
 }
 
 }  // namespace

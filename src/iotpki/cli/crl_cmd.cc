@@ -42,7 +42,7 @@ Result<void> RunExport(ExportArgs& args) {
   for (auto name : {"manufacturing", "operational"}) {
     auto current = publisher.Current(name);
     if (!current) return Fail(Code::kInternal, std::string("no CRL of the ") + name + " CA");
-    crls.push_back(current->crl);
+    ca::AppendBrokerCrls(*current, crls);
     entries += current->revoked_count;
   }
   IOTPKI_CHECK(WriteFileAtomic(args.out, ca::CombinedPem(crls)));

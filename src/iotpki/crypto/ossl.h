@@ -4,6 +4,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/cms.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
@@ -61,6 +62,7 @@ IOTPKI_OSSL_DELETER(ASN1_STRING, ASN1_STRING_free);
 IOTPKI_OSSL_DELETER(EXTENDED_KEY_USAGE, EXTENDED_KEY_USAGE_free);
 IOTPKI_OSSL_DELETER(AUTHORITY_KEYID, AUTHORITY_KEYID_free);
 IOTPKI_OSSL_DELETER(PKCS7, PKCS7_free);
+IOTPKI_OSSL_DELETER(CMS_ContentInfo, CMS_ContentInfo_free);
 IOTPKI_OSSL_DELETER(OCSP_REQUEST, OCSP_REQUEST_free);
 IOTPKI_OSSL_DELETER(OCSP_RESPONSE, OCSP_RESPONSE_free);
 IOTPKI_OSSL_DELETER(OCSP_BASICRESP, OCSP_BASICRESP_free);

@@ -268,6 +268,22 @@ Result<std::string> C509Body(CertFormat format, std::span<const x509::Certificat
   return EstBase64(cose);
 }
 
+std::string ServerKeygenBody(ByteView sealed_key, ByteView certs_pkcs7) {
+  auto part = [](std::string_view type, ByteView der) {
+    std::string b64 = EstBase64(der);
+    std::string crlf;
+    crlf.reserve(b64.size() + b64.size() / 32);
+    for (char c : b64) {
+      if (c == '\n') crlf += '\r';
+      crlf += c;
+    }
+    return "--" + std::string(kServerKeygenBoundary) + "\r\nContent-Type: " + std::string(type) +
+           "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + crlf;
+  };
+  return part(kServerGeneratedKey, sealed_key) + part(kCertsOnly, certs_pkcs7) + "--" +
+         kServerKeygenBoundary + "--\r\n";
+}
+
 Result<x509::Csr> ParseEstCsr(std::string_view body) {
   auto der = Base64Decode(body);
   if (!der || der->empty()) {

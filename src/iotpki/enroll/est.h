@@ -23,6 +23,12 @@ inline constexpr char kCsrAttrs[] = "application/csrattrs";
 inline constexpr char kC509CertType[] = "application/cose-c509-cert+cbor";
 inline constexpr char kCoseC509Type[] = "application/cose-c509+cbor";
 inline constexpr char kCoseC509ChainType[] = "application/cose-c509+cbor; usage=chain";
+// serverkeygen (RFC 7030 section 4.4.2): the key part when it is encrypted to the client.
+inline constexpr char kServerGeneratedKey[] =
+    "application/pkcs7-mime; smime-type=server-generated-key";
+// The multipart boundary. base64 never holds '-', so no part's content can contain it.
+inline constexpr char kServerKeygenBoundary[] = "iotpki-est-serverkeygen";
+inline constexpr char kServerKeygenType[] = "multipart/mixed; boundary=iotpki-est-serverkeygen";
 
 // A degenerate PKCS#7 SignedData (no signers, no content) carrying `certs` in order: the
 // "certs-only" Simple PKI Response of RFC 7030 section 4.1.3. Built with OpenSSL's PKCS7 API.
@@ -34,6 +40,12 @@ std::string EstBase64(ByteView der);
 
 // CsrAttrs (RFC 7030 section 4.5.2) saying what the CA signs: ECDSA with SHA-256 on a P-256 key.
 Bytes CsrAttributes();
+
+// The body of a serverkeygen answer (RFC 7030 section 4.4.2): multipart/mixed with boundary
+// kServerKeygenBoundary and CRLF line breaks; first the private key, `sealed_key` (a CMS
+// EnvelopedData, kServerGeneratedKey), then the certificate, `certs_pkcs7` (certs-only PKCS#7);
+// each part base64 in lines of 64 characters with Content-Transfer-Encoding: base64.
+std::string ServerKeygenBody(ByteView sealed_key, ByteView certs_pkcs7);
 
 // An EST request body: base64 of a DER PKCS#10, whitespace and CRLF line breaks tolerated (any
 // Content-Transfer-Encoding header is ignored, RFC 8951). InvalidArgument for anything else.

@@ -117,8 +117,7 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
       if (record->status == store::CertStatus::kRevoked) {
         a.status = x509::OcspCertStatus::kRevoked;
         a.revoked_at = record->revoked_at.value_or(0);
-        a.reason = static_cast<x509::RevocationReason>(
-            static_cast<int>(record->revocation_reason.value_or(store::RevocationReason{})));
+        a.reason = record->revocation_reason.value_or(x509::RevocationReason::kUnspecified);
       } else {
         a.status = x509::OcspCertStatus::kGood;
       }
@@ -150,8 +149,14 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
   }
   if (cacheable) {
     std::lock_guard lock(mu_);
-    if (cache_.size() >= options_.max_cached) cache_.clear();
-    cache_[key] = Cached{*der, now};
+    // Not an answer signed by a responder replaced meanwhile (SetIssuer, which emptied the
+    // cache while this one was being signed): it would be served after the rotation, up to the
+    // old certificate's end and past it.
+    bool current = std::find(issuers_.begin(), issuers_.end(), issuer) != issuers_.end();
+    if (current) {
+      if (cache_.size() >= options_.max_cached) cache_.clear();
+      cache_[key] = Cached{*der, now};
+    }
   }
   bool http_cacheable =
       answers.size() == 1 && !request->nonce && answers[0].status != x509::OcspCertStatus::kUnknown;

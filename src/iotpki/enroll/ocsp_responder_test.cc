@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include "iotpki/ca/authority.h"
 #include "iotpki/crypto/ossl.h"
@@ -206,6 +210,155 @@ TEST_F(OcspResponderTest, RefusalsAreOcspErrorResponses) {
   EXPECT_EQ(ResponseStatus(foreign.der), OCSP_RESPONSE_STATUS_UNAUTHORIZED);
   EXPECT_EQ(metrics_.CounterValue("iotpki_ocsp_answers_total", {{"status", "malformed"}}), 1u);
   EXPECT_EQ(metrics_.CounterValue("iotpki_ocsp_answers_total", {{"status", "unauthorized"}}), 1u);
+}
+
+// The DER of the responder certificate an answer carries (the delegated signer).
+Bytes SignerOf(const Bytes& der) {
+  const unsigned char* p = der.data();
+  auto resp = ossl::Own(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(der.size())));
+  if (!resp) return {};
+  auto basic = ossl::Own(OCSP_response_get1_basic(resp.get()));
+  if (!basic) return {};
+  const STACK_OF(X509)* certs = OCSP_resp_get0_certs(basic.get());
+  if (certs == nullptr || sk_X509_num(certs) != 1) return {};
+  return ossl::ToDer(sk_X509_value(certs, 0), i2d_X509);
+}
+
+TEST_F(OcspResponderTest, ResponderRotationNearExpiryKeepsEveryAnswerValid) {
+  // A responder certificate near its end (as `iotpki serve` finds it past half its life).
+  auto old_key = std::make_shared<crypto::PrivateKey>(*crypto::PrivateKey::Generate());
+  auto old_cert = authority_->IssueOcspResponderCertificate(ca::CaName::kManufacturing,
+                                                            old_key->public_key(), "test");
+  ASSERT_TRUE(old_cert) << old_cert.error().ToString();
+  responder_->SetIssuer("manufacturing", Mfg(), *old_cert, old_key);
+  clock_.Set(old_cert->not_after() - 3600);
+  Bytes cached_req = Request({&devices_[0]});
+  auto before = responder_->Respond(cached_req);
+  ASSERT_EQ(StatusOf(before.der, devices_[0]), V_OCSP_CERTSTATUS_GOOD);
+  ASSERT_EQ(SignerOf(before.der), old_cert->ToDer());
+  Revoke(devices_[1]);
+
+  // Clients keep asking while the certificate is replaced: every answer verifies against the
+  // root, each signed by the old responder or the new one, never anything else.
+  auto new_key = std::make_shared<crypto::PrivateKey>(*crypto::PrivateKey::Generate());
+  auto new_cert = authority_->IssueOcspResponderCertificate(ca::CaName::kManufacturing,
+                                                            new_key->public_key(), "test");
+  ASSERT_TRUE(new_cert) << new_cert.error().ToString();
+  Bytes good_req = Request({&devices_[0]});
+  Bytes revoked_req = Request({&devices_[1]});
+  Bytes nonce_req = Request({&devices_[0]}, /*nonce=*/true);
+  std::atomic<bool> rotated{false};
+  std::atomic<int> bad{0}, by_old{0}, by_new{0}, old_after_rotation{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < 60; ++i) {
+        bool was_rotated = rotated.load();
+        const Bytes& req = (i + t) % 3 == 0 ? good_req : (i + t) % 3 == 1 ? revoked_req : nonce_req;
+        auto answer = responder_->Respond(req);
+        const x509::Certificate& asked = &req == &revoked_req ? devices_[1] : devices_[0];
+        int want = &req == &revoked_req ? V_OCSP_CERTSTATUS_REVOKED : V_OCSP_CERTSTATUS_GOOD;
+        if (StatusOf(answer.der, asked) != want) ++bad;
+        Bytes signer = SignerOf(answer.der);
+        if (signer == old_cert->ToDer()) {
+          ++by_old;
+          if (was_rotated) ++old_after_rotation;
+        } else if (signer == new_cert->ToDer()) {
+          ++by_new;
+        } else {
+          ++bad;
+        }
+      }
+    });
+  }
+  while (by_old.load() + by_new.load() + bad.load() < 40) std::this_thread::yield();
+  responder_->SetIssuer("manufacturing", Mfg(), *new_cert, new_key);
+  rotated = true;
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(by_old.load(), 0);
+  EXPECT_GT(by_new.load(), 0);
+  // A request that began after the rotation is never answered by the old responder, cached
+  // answers included (they were dropped with it).
+  EXPECT_EQ(old_after_rotation.load(), 0);
+
+  // Past the old certificate's end, the cached request and fresh ones verify, signed by the new.
+  clock_.Set(old_cert->not_after() + 60);
+  for (const Bytes* req : {&cached_req, &revoked_req}) {
+    auto answer = responder_->Respond(*req);
+    EXPECT_EQ(SignerOf(answer.der), new_cert->ToDer());
+    const x509::Certificate& asked = req == &revoked_req ? devices_[1] : devices_[0];
+    EXPECT_EQ(StatusOf(answer.der, asked),
+              req == &revoked_req ? V_OCSP_CERTSTATUS_REVOKED : V_OCSP_CERTSTATUS_GOOD);
+  }
+}
+
+// A responder key whose handle() (where BuildOcspResponse starts signing) waits, once armed,
+// until the test releases it: an answer held in the middle of its signature.
+class HeldSigner final : public crypto::Signer {
+ public:
+  explicit HeldSigner(crypto::PrivateKey key) : key_(std::move(key)) {}
+  const crypto::PublicKey& public_key() const override { return key_.public_key(); }
+  Result<Bytes> Sign(ByteView data) const override { return key_.Sign(data); }
+  std::string uri() const override { return "memory:held"; }
+  bool in_process() const override { return true; }
+  EVP_PKEY* handle() const override {
+    std::unique_lock lock(mu_);
+    if (armed_) {
+      entered_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return !armed_; });
+    }
+    return key_.handle();
+  }
+  void Arm() {
+    std::lock_guard lock(mu_);
+    armed_ = true;
+  }
+  void WaitEntered() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return entered_; });
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    armed_ = false;
+    cv_.notify_all();
+  }
+
+ private:
+  crypto::PrivateKey key_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  mutable bool armed_ = false;
+  mutable bool entered_ = false;
+};
+
+TEST_F(OcspResponderTest, AnAnswerSignedAcrossARotationIsNotCached) {
+  auto old_signer = std::make_shared<HeldSigner>(*crypto::PrivateKey::Generate());
+  auto old_cert = authority_->IssueOcspResponderCertificate(ca::CaName::kManufacturing,
+                                                            old_signer->public_key(), "test");
+  ASSERT_TRUE(old_cert) << old_cert.error().ToString();
+  responder_->SetIssuer("manufacturing", Mfg(), *old_cert, old_signer);
+  auto new_key = std::make_shared<crypto::PrivateKey>(*crypto::PrivateKey::Generate());
+  auto new_cert = authority_->IssueOcspResponderCertificate(ca::CaName::kManufacturing,
+                                                            new_key->public_key(), "test");
+  ASSERT_TRUE(new_cert) << new_cert.error().ToString();
+
+  // A good answer is being signed by the old responder when the new one takes over.
+  Bytes req = Request({&devices_[0]});
+  old_signer->Arm();
+  Bytes in_flight;
+  std::thread client([&] { in_flight = responder_->Respond(req).der; });
+  old_signer->WaitEntered();
+  responder_->SetIssuer("manufacturing", Mfg(), *new_cert, new_key);
+  old_signer->Release();
+  client.join();
+  EXPECT_EQ(SignerOf(in_flight), old_cert->ToDer());  // begun before: still a valid answer
+  EXPECT_EQ(StatusOf(in_flight, devices_[0]), V_OCSP_CERTSTATUS_GOOD);
+  // It must not be kept: the next request is answered by the new responder.
+  auto next = responder_->Respond(req);
+  EXPECT_EQ(SignerOf(next.der), new_cert->ToDer());
+  EXPECT_EQ(StatusOf(next.der, devices_[0]), V_OCSP_CERTSTATUS_GOOD);
 }
 
 }  // namespace

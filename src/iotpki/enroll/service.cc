@@ -75,7 +75,8 @@ void EnrollService::Mount(server::Router& router) {
   for (const Est& e : {Est{"GET", "cacerts", &EnrollService::CaCerts},
                        Est{"GET", "csrattrs", &EnrollService::CsrAttrs},
                        Est{"POST", "simpleenroll", &EnrollService::SimpleEnroll},
-                       Est{"POST", "simplereenroll", &EnrollService::SimpleReenroll}}) {
+                       Est{"POST", "simplereenroll", &EnrollService::SimpleReenroll},
+                       Est{"POST", "serverkeygen", &EnrollService::ServerKeygen}}) {
     auto handler = [this, fn = e.fn](const server::Request& r) { return (this->*fn)(r); };
     std::string name = std::string("est_") + e.op;
     router.Add(e.method, std::string(kEstPrefix) + "/" + e.op, name, handler);

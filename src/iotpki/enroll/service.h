@@ -7,6 +7,7 @@
 //   GET  /.well-known/est[/<label>]/csrattrs         what the CA signs (P-256, ECDSA-SHA256)
 //   POST /.well-known/est[/<label>]/simpleenroll     IDevID client certificate -> LDevID
 //   POST /.well-known/est[/<label>]/simplereenroll   current LDevID -> new LDevID (renew/rekey)
+//   POST /.well-known/est[/<label>]/serverkeygen     IDevID -> server-made key (sealed) + LDevID
 //   POST /api/v1/bootstrap                           JSON: IDevID + bootstrap token -> LDevID
 //
 // Thread safety: handlers may run concurrently on any number of threads.
@@ -66,6 +67,7 @@ class EnrollService {
   server::Response CsrAttrs(const server::Request& request);
   server::Response SimpleEnroll(const server::Request& request);
   server::Response SimpleReenroll(const server::Request& request);
+  server::Response ServerKeygen(const server::Request& request);  // serverkeygen.cc
   server::Response Bootstrap(const server::Request& request);
   server::Response Healthz(const server::Request& request);
 
@@ -100,6 +102,9 @@ class EnrollService {
   static Result<void> CheckCsrSubject(const x509::Csr& csr, const std::string& device_id,
                                       const std::string& serial);
   Result<void> AuthorizeReenroll(const Client& client, const x509::Csr& csr) const;
+  // serverkeygen: a well-formed CSR (its key is ignored), a P-256 IDevID to seal the key to, and
+  // CheckCsrSubject.
+  Result<void> AuthorizeServerKeygen(const Client& client, const x509::Csr& csr) const;
   // The lifecycle rules (lifecycle.cc). BindRenewal: simplereenroll only with the current
   // working certificate (or the one before it while the newest is unused); records the client
   // certificate's first use (retiring earlier ones, committed at once) and returns the

@@ -16,6 +16,7 @@
 #include "iotpki/ca/bootstrap.h"
 #include "iotpki/ca/revocation.h"
 #include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/cms.h"
 #include "iotpki/x509/test_util.h"
 
 namespace iotpki::enroll {
@@ -691,6 +692,170 @@ TEST_F(ServiceTest, TheIDevIDKeyIsRefusedWithOneStatusOnBothEstEndpoints) {
   EXPECT_NE(reenroll.body.find("birth"), std::string::npos) << reenroll.body;
   auto enroll = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id, &d.key)));
   EXPECT_EQ(enroll.status, 403) << enroll.body;
+}
+
+// ---------------------------------------------------------------------------------------------
+// serverkeygen (RFC 7030 4.4).
+
+// The base64 content of each part of a serverkeygen answer, with its Content-Type.
+std::vector<std::pair<std::string, Bytes>> Parts(const std::string& body) {
+  std::vector<std::pair<std::string, Bytes>> parts;
+  const std::string delimiter = std::string("--") + kServerKeygenBoundary;
+  size_t at = 0;
+  while ((at = body.find(delimiter, at)) != std::string::npos) {
+    at += delimiter.size();
+    if (body.compare(at, 2, "--") == 0) break;
+    size_t headers_end = body.find("\r\n\r\n", at);
+    size_t next = body.find(delimiter, at);
+    if (headers_end == std::string::npos || next == std::string::npos) break;
+    std::string headers = body.substr(at, headers_end - at);
+    size_t ct = headers.find("Content-Type: ");
+    std::string type = headers.substr(ct + 14, headers.find("\r\n", ct) - ct - 14);
+    auto der = Base64Decode(body.substr(headers_end + 4, next - headers_end - 4));
+    parts.emplace_back(type, der ? *der : Bytes());
+  }
+  return parts;
+}
+
+server::Request Keygen(const x509::Certificate* client, const x509::Csr& csr,
+                       int issuer_index = 0) {
+  server::Request r{.method = "POST",
+                    .path = "/.well-known/est/serverkeygen",
+                    .content_type = "application/pkcs10",
+                    .body = Base64Encode(csr.ToDer())};
+  if (client) {
+    r.client_cert = server::ClientCertificate{
+        .certificate = *client, .chain_valid = true, .issuer_index = issuer_index};
+  }
+  return r;
+}
+
+TEST_F(ServiceTest, ServerKeygenSealsANewKeyToTheIdevidAndIssuesItsCertificate) {
+  Dev d = Provision("SN-SKG1");
+  std::string id = d.idevid.common_name();
+  // The CSR's key is ignored: a device without a good random source may send its IDevID's.
+  auto r = service_->ServerKeygen(Keygen(&d.idevid, NewCsr(id, &d.key)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "multipart/mixed; boundary=iotpki-est-serverkeygen");
+  auto parts = Parts(r.body);
+  ASSERT_EQ(parts.size(), 2u) << r.body;
+  EXPECT_EQ(parts[0].first, "application/pkcs7-mime; smime-type=server-generated-key");
+  EXPECT_EQ(parts[1].first, "application/pkcs7-mime; smime-type=certs-only");
+
+  auto opened = x509::OpenSealed(parts[0].second, d.key, d.idevid);
+  ASSERT_TRUE(opened) << opened.error().ToString();
+  auto key = crypto::PrivateKey::FromDer(opened->bytes());
+  ASSERT_TRUE(key) << key.error().ToString();
+  EXPECT_EQ(key->public_key().type(), crypto::KeyType::kP256);
+
+  const unsigned char* p = parts[1].second.data();
+  auto p7 = ossl::Own(d2i_PKCS7(nullptr, &p, static_cast<long>(parts[1].second.size())));
+  ASSERT_TRUE(p7 && PKCS7_type_is_signed(p7.get()));
+  ASSERT_EQ(sk_X509_num(p7->d.sign->cert), 1);
+  auto cert = x509::Certificate::FromDer(ossl::ToDer(sk_X509_value(p7->d.sign->cert, 0), i2d_X509));
+  ASSERT_TRUE(cert);
+  EXPECT_EQ(cert->public_key(), key->public_key());
+  EXPECT_FALSE(cert->public_key() == d.idevid.public_key());
+  EXPECT_EQ(cert->common_name(), id);
+  EXPECT_EQ(cert->issuer(), authority_->certificate(ca::CaName::kOperational).subject());
+
+  // Durable and audited like simpleenroll; the device is active.
+  EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kActive);
+  auto stored = authority_->store().GetCertificate(cert->serial_hex());
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->profile, store::CertProfile::kLDevId);
+  EXPECT_EQ(metrics_.CounterValue("iotpki_certificates_issued_total", {{"profile", "ldevid"}}), 1u);
+  // The key never appears in the clear in the answer.
+  Bytes pkcs8 = *key->ToDer();
+  std::string raw(r.body);
+  EXPECT_EQ(raw.find(Base64Encode(pkcs8).substr(0, 40)), std::string::npos);
+
+  // Another IDevID cannot open the envelope.
+  Dev other = Provision("SN-SKG2");
+  EXPECT_FALSE(x509::OpenSealed(parts[0].second, other.key, other.idevid));
+}
+
+// The certificate and the opened key of a serverkeygen answer.
+std::pair<x509::Certificate, crypto::PrivateKey> Opened(const server::Response& r,
+                                                        const crypto::PrivateKey& idevid_key,
+                                                        const x509::Certificate& idevid) {
+  auto parts = Parts(r.body);
+  EXPECT_EQ(parts.size(), 2u);
+  auto opened = x509::OpenSealed(parts.at(0).second, idevid_key, idevid);
+  EXPECT_TRUE(opened);
+  auto key = crypto::PrivateKey::FromDer(opened->bytes());
+  const unsigned char* p = parts.at(1).second.data();
+  auto p7 = ossl::Own(d2i_PKCS7(nullptr, &p, static_cast<long>(parts[1].second.size())));
+  auto cert = x509::Certificate::FromDer(ossl::ToDer(sk_X509_value(p7->d.sign->cert, 0), i2d_X509));
+  return {*cert, *key};
+}
+
+TEST_F(ServiceTest, ServerKeygenRetiresEarlierWorkingCertificatesLikeSimpleEnroll) {
+  Dev d = Provision("SN-SKG3");
+  std::string id = d.idevid.common_name();
+  auto first = service_->SimpleEnroll(Est(&d.idevid, NewCsr(id)));
+  ASSERT_EQ(first.status, 200) << first.body;
+  auto r = service_->ServerKeygen(Keygen(&d.idevid, NewCsr(id)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto [ldevid, key] = Opened(r, d.key, d.idevid);
+  // As after a second simpleenroll: once the new LDevID is used (here to renew with the key the
+  // server made), the one before it is revoked (superseded).
+  auto csr = x509::MakeCsr(key, {.organization = ldevid.organization(),
+                                 .common_name = id,
+                                 .serial_number = ldevid.serial_number()});
+  ASSERT_TRUE(csr);
+  auto renewed = service_->SimpleReenroll(Est(&ldevid, *csr, /*issuer_index=*/1));
+  EXPECT_EQ(renewed.status, 200) << renewed.body;
+  auto records = authority_->store().ListCertificatesForDevice(id);
+  ASSERT_TRUE(records);
+  size_t superseded = std::count_if(records->begin(), records->end(), [&](const auto& rec) {
+    return rec.profile == store::CertProfile::kLDevId &&
+           rec.status == store::CertStatus::kRevoked && rec.serial != ldevid.serial_hex() &&
+           rec.revocation_reason == store::RevocationReason::kSuperseded;
+  });
+  EXPECT_EQ(superseded, 1u);  // simpleenroll's LDevID
+}
+
+TEST_F(ServiceTest, ServerKeygenRefusalsIssueNothing) {
+  Dev d = Provision("SN-SKG4");
+  std::string id = d.idevid.common_name();
+  // No client certificate: 401.
+  auto anonymous = service_->ServerKeygen(Keygen(nullptr, NewCsr(id)));
+  EXPECT_EQ(anonymous.status, 401) << anonymous.body;
+  // A working certificate instead of the IDevID: 403.
+  EXPECT_EQ(service_->ServerKeygen(Keygen(&d.idevid, NewCsr(id), /*issuer_index=*/1)).status, 403);
+  // A CSR naming another device: 403.
+  EXPECT_EQ(service_->ServerKeygen(Keygen(&d.idevid, NewCsr(std::string(64, 'b')))).status, 403);
+  // A CSR whose signature does not verify: 400.
+  auto signer = *crypto::PrivateKey::Generate();
+  auto other = *crypto::PrivateKey::Generate();
+  auto forged = x509::Csr::FromDer(
+      x509::testing::RawCsrDer(signer, other.public_key().ToDer(), {.common_name = id}));
+  ASSERT_TRUE(forged);
+  auto bad_sig = service_->ServerKeygen(Keygen(&d.idevid, *forged));
+  EXPECT_EQ(bad_sig.status, 400) << bad_sig.body;
+  EXPECT_NE(bad_sig.body.find("signature"), std::string::npos) << bad_sig.body;
+  // Not a CSR, or the wrong media type.
+  auto garbage = Keygen(&d.idevid, NewCsr(id));
+  garbage.body = "@@@";
+  EXPECT_EQ(service_->ServerKeygen(garbage).status, 400);
+  auto wrong_type = Keygen(&d.idevid, NewCsr(id));
+  wrong_type.content_type = "application/json";
+  EXPECT_EQ(service_->ServerKeygen(wrong_type).status, 415);
+
+  // An IDevID whose key is not P-256 cannot have a key sealed to it: a clear 403. Our IDevID
+  // profile only signs P-256 keys; another manufacturer's CA (trusted by the TLS layer, here
+  // simulated) may not.
+  x509::Policy policy;
+  auto p384 = x509::testing::NewKey(crypto::KeyType::kP384);
+  std::string other_id(64, 'c');
+  auto p384_cert = x509::testing::MakeRoot(p384, policy, other_id);
+  auto not_p256 = service_->ServerKeygen(Keygen(&p384_cert, NewCsr(other_id)));
+  EXPECT_EQ(not_p256.status, 403) << not_p256.body;
+  EXPECT_NE(not_p256.body.find("P-256"), std::string::npos) << not_p256.body;
+
+  EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kManufactured);
+  EXPECT_EQ(metrics_.CounterValue("iotpki_certificates_issued_total", {{"profile", "ldevid"}}), 0u);
 }
 
 }  // namespace

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 
+#include "iotpki/common/clock.h"
 #include "iotpki/common/der.h"
 #include "iotpki/crypto/ossl.h"
+#include "iotpki/x509/builder.h"
 #include "iotpki/x509/internal.h"
 
 namespace iotpki::x509 {
@@ -184,7 +186,7 @@ Result<void> LintCrlEntries(std::span<const RevokedEntry> entries, int64_t this_
 
 Result<Crl> BuildCrl(const Certificate& issuer, const crypto::Signer& issuer_key,
                      std::span<const RevokedEntry> entries, int64_t this_update,
-                     int64_t next_update, int64_t crl_number) {
+                     int64_t next_update, int64_t crl_number, std::string_view distribution_point) {
   if (!(issuer_key.public_key() == issuer.public_key())) {
     return Fail(Code::kFailedPrecondition,
                 "the signing key does not belong to the CRL issuer's certificate");
@@ -220,10 +222,27 @@ Result<Crl> BuildCrl(const Certificate& issuer, const crypto::Signer& issuer_key
 
   Bytes key_id = issuer.subject_key_id().empty() ? issuer.public_key().KeyIdentifier()
                                                  : issuer.subject_key_id();
+  Bytes idp;
+  if (!distribution_point.empty()) {
+    for (char c : distribution_point) {
+      if (c <= 0x20 || c >= 0x7f) {
+        return Fail(Code::kInvalidArgument, "the distribution point URI must be printable ASCII");
+      }
+    }
+    // IssuingDistributionPoint ::= SEQUENCE { distributionPoint [0] DistributionPointName }
+    // with DistributionPointName's fullName [0] GeneralNames { uniformResourceIdentifier [6] }.
+    Bytes uri = der::Tlv(der::ContextPrimitive(6), AsBytes(distribution_point));
+    Bytes full_name = der::Constructed(der::ContextConstructed(0), {uri});
+    Bytes value = der::Sequence({der::Constructed(der::ContextConstructed(0), {full_name})});
+    // RFC 5280 5.2.5: critical, so a relying party that cannot read it does not take the
+    // partition for the whole CRL.
+    idp = internal::EncodeExtension(internal::kOidIssuingDistributionPoint, true, value);
+  }
   Bytes extensions = der::Sequence(
       {internal::EncodeExtension(internal::kOidAuthorityKeyId, false,
                                  internal::EncodeAuthorityKeyId(key_id)),
-       internal::EncodeExtension(internal::kOidCrlNumber, false, der::SmallInteger(crl_number))});
+       internal::EncodeExtension(internal::kOidCrlNumber, false, der::SmallInteger(crl_number)),
+       idp});
   IOTPKI_TRY(Bytes algorithm, internal::SignatureAlgorithm(issuer_key));
   Bytes revoked = entries.empty() ? Bytes() : der::Tlv(der::kSequence, list);
   Bytes tbs = der::Sequence({der::SmallInteger(1), algorithm, issuer.subject_der(),
@@ -236,5 +255,18 @@ Result<Crl> BuildCrl(const Certificate& issuer, const crypto::Signer& issuer_key
   }
   return crl;
 }
+
+std::string IssuanceMonth(ByteView serial) {
+  Bytes value = Normalize(serial);
+  if (value.size() != 16 || (value[0] & 0x80) != 0) return {};
+  int64_t micros = 0;
+  for (size_t i = 0; i < 7; ++i) micros = (micros << 8) | value[i];
+  int64_t seconds = micros / 1000000;
+  if (seconds < 946684800 || seconds > 253402300799) return {};
+  // FormatUtc: "2026-11-27T21:20:58Z".
+  return FormatUtc(seconds).substr(0, 7);
+}
+
+std::string CurrentIssuanceMonth() { return IssuanceMonth(NewSerial()); }
 
 }  // namespace iotpki::x509

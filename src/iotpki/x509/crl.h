@@ -75,8 +75,22 @@ Result<void> LintCrlEntries(std::span<const RevokedEntry> entries, int64_t this_
 // (RFC 5280 5.3.1: absent rather than unspecified). Entries keep their order; a serial listed
 // twice is InvalidArgument. FailedPrecondition if `issuer_key` is not the issuer's key or the
 // issuer may not sign CRLs (not a CA, or keyUsage without cRLSign).
+//
+// `distribution_point`, if not empty, makes it a partition CRL: a critical
+// issuingDistributionPoint (RFC 5280 5.2.5) whose distributionPoint is that one fullName URI. It
+// covers only the certificates whose cRLDistributionPoints name the same URI (OpenSSL and GnuTLS
+// match the two), and must then list every revoked certificate among them.
 Result<Crl> BuildCrl(const Certificate& issuer, const crypto::Signer& issuer_key,
                      std::span<const RevokedEntry> entries, int64_t this_update,
-                     int64_t next_update, int64_t crl_number);
+                     int64_t next_update, int64_t crl_number,
+                     std::string_view distribution_point = {});
+
+// The issuance month ("2026-12", UTC) of a certificate this CA signed, read from its serial: the
+// first 7 octets are the issuance time in microseconds (NewSerial, from the system clock). Empty
+// for a serial of another form (not 16 octets with the top bit clear, or a time before 2000):
+// an imported one.
+std::string IssuanceMonth(ByteView serial);
+// The month a serial made now carries (IssuanceMonth of a NewSerial()).
+std::string CurrentIssuanceMonth();
 
 }  // namespace iotpki::x509

@@ -100,5 +100,79 @@ TEST_F(CrlTest, RefusesGarbage) {
   EXPECT_FALSE(Crl::FromDer(pki.ops.ToDer()));
 }
 
+// OpenSSL's verdict (X509_verify_cert with CRL checking, as `openssl verify -crl_check`) on
+// `leaf` issued by pki.ops, with `crls` as the only CRLs.
+int VerifyWithCrls(const Pki& pki, const Certificate& leaf, const std::vector<Crl>& crls) {
+  auto store = ossl::Own(X509_STORE_new());
+  X509_STORE_add_cert(store.get(), pki.root.handle());
+  for (const auto& crl : crls) X509_STORE_add_crl(store.get(), crl.handle());
+  X509_VERIFY_PARAM* param = X509_STORE_get0_param(store.get());
+  X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK);
+  X509_VERIFY_PARAM_set_time(param, kNow + 60);
+  auto untrusted = ossl::Own(sk_X509_new_null());
+  sk_X509_push(untrusted.get(), pki.ops.handle());
+  auto ctx = ossl::Own(X509_STORE_CTX_new());
+  X509_STORE_CTX_init(ctx.get(), store.get(), leaf.handle(), untrusted.get());
+  int ok = X509_verify_cert(ctx.get());
+  int error = X509_STORE_CTX_get_error(ctx.get());
+  ossl::ClearErrors();
+  return ok == 1 ? X509_V_OK : error;
+}
+
+TEST_F(CrlTest, APartitionCrlCoversOnlyTheCertificatesOfItsDistributionPoint) {
+  const std::string jan = "https://pki.example.com/crl/operational/2026-01.crl";
+  const std::string feb = "https://pki.example.com/crl/operational/2026-02.crl";
+  auto leaf = [&](const std::string& cdp) {
+    auto key = NewKey();
+    auto t = pki.DeviceTemplate(ProfileKind::kLDevID, key.public_key());
+    t.crl_url = cdp;
+    return Must(Issue(t, &pki.ops, pki.ops_key, pki.policy), "issue leaf");
+  };
+  Certificate revoked = leaf(jan), good = leaf(jan), other = leaf(feb);
+  std::vector<RevokedEntry> jan_entries = {{revoked.serial(), kNow, RevocationReason::kSuperseded}};
+  Crl jan_crl = Must(BuildCrl(pki.ops, pki.ops_key, jan_entries, kNow, kNow + kDay, 5, jan));
+  Crl feb_crl = Must(BuildCrl(pki.ops, pki.ops_key, {}, kNow, kNow + kDay, 5, feb));
+  // The extension is there, critical, and OpenSSL reads it as valid.
+  int crit = -1;
+  auto* idp = static_cast<ISSUING_DIST_POINT*>(
+      X509_CRL_get_ext_d2i(jan_crl.handle(), NID_issuing_distribution_point, &crit, nullptr));
+  ASSERT_NE(idp, nullptr);
+  EXPECT_EQ(crit, 1);
+  ISSUING_DIST_POINT_free(idp);
+  EXPECT_TRUE(jan_crl.IsRevoked(revoked.serial()));
+
+  EXPECT_EQ(VerifyWithCrls(pki, revoked, {jan_crl, feb_crl}), X509_V_ERR_CERT_REVOKED);
+  EXPECT_EQ(VerifyWithCrls(pki, good, {jan_crl, feb_crl}), X509_V_OK);
+  EXPECT_EQ(VerifyWithCrls(pki, other, {jan_crl, feb_crl}), X509_V_OK);
+  // A partition does not answer for another partition's certificates.
+  EXPECT_NE(VerifyWithCrls(pki, other, {jan_crl}), X509_V_OK);
+  EXPECT_NE(VerifyWithCrls(pki, revoked, {feb_crl}), X509_V_OK);
+  // A whole CRL (no issuingDistributionPoint) answers for every certificate of its issuer.
+  Crl whole = Must(BuildCrl(pki.ops, pki.ops_key, jan_entries, kNow, kNow + kDay, 6));
+  EXPECT_EQ(VerifyWithCrls(pki, revoked, {whole}), X509_V_ERR_CERT_REVOKED);
+  EXPECT_EQ(VerifyWithCrls(pki, other, {whole}), X509_V_OK);
+
+  EXPECT_FALSE(BuildCrl(pki.ops, pki.ops_key, {}, kNow, kNow + kDay, 7, "http://a b/c.crl"));
+}
+
+TEST(IssuanceMonthTest, ReadsTheMonthFromOurSerials) {
+  Pki pki;
+  auto key = NewKey();
+  auto t = pki.DeviceTemplate(ProfileKind::kLDevID, key.public_key());
+  // The serial's time is the system clock's at issuance, not the template's.
+  EXPECT_EQ(IssuanceMonth(t.serial), CurrentIssuanceMonth());
+  EXPECT_EQ(CurrentIssuanceMonth().size(), 7u);
+  Bytes dec31(16, 0x11);
+  int64_t micros = int64_t{1767225599} * 1000000;  // 2025-12-31T23:59:59Z
+  for (int i = 6; i >= 0; --i, micros >>= 8) dec31[i] = static_cast<uint8_t>(micros & 0xff);
+  EXPECT_EQ(IssuanceMonth(dec31), "2025-12");
+  Bytes leading_zero = dec31;
+  leading_zero.insert(leading_zero.begin(), 0);
+  EXPECT_EQ(IssuanceMonth(leading_zero), "2025-12");
+  EXPECT_EQ(IssuanceMonth(Bytes{0x01, 0x02, 0x03}), "");  // an imported serial
+  EXPECT_EQ(IssuanceMonth(Bytes(16, 0x00)), "");
+  EXPECT_EQ(IssuanceMonth(Bytes(16, 0xff)), "");
+}
+
 }  // namespace
 }  // namespace iotpki::x509

@@ -38,6 +38,7 @@ inline constexpr std::string_view kOidServerAuth = "1.3.6.1.5.5.7.3.1";
 inline constexpr std::string_view kOidClientAuth = "1.3.6.1.5.5.7.3.2";
 inline constexpr std::string_view kOidOcspSigning = "1.3.6.1.5.5.7.3.9";
 inline constexpr std::string_view kOidCrlDistributionPoints = "2.5.29.31";
+inline constexpr std::string_view kOidIssuingDistributionPoint = "2.5.29.28";
 inline constexpr std::string_view kOidAuthorityInfoAccess = "1.3.6.1.5.5.7.1.1";
 inline constexpr std::string_view kOidAccessOcsp = "1.3.6.1.5.5.7.48.1";
 inline constexpr std::string_view kOidOcspNoCheck = "1.3.6.1.5.5.7.48.1.5";
