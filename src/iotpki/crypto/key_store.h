@@ -38,7 +38,8 @@ class KeyStore {
   // Creates a new key where `uri` says and returns its signer, whose uri() names it for Open
   // (without any secret). AlreadyExists if `uri` names an existing key; nothing is overwritten.
   virtual Result<std::unique_ptr<Signer>> Generate(std::string_view uri, KeyType type) = 0;
-  // NotFound for a missing key, Unauthenticated for a wrong passphrase or PIN.
+  // NotFound for a missing key (only), Unauthenticated for a wrong passphrase or PIN,
+  // FailedPrecondition for a store that cannot be reached (no such token or module).
   virtual Result<std::unique_ptr<Signer>> Open(std::string_view uri) = 0;
   // Destroys the key (and, in a token, its public key and certificate). NotFound if missing.
   virtual Result<void> Delete(std::string_view uri) = 0;

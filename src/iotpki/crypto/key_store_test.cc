@@ -254,7 +254,8 @@ TEST(Pkcs11Store, MissingTokenOrModuleIsAClearError) {
   auto store = NewPkcs11KeyStore({});
   auto token = store->Open("pkcs11:token=no-such-token;object=x");
   ASSERT_FALSE(token);
-  EXPECT_EQ(token.error().code(), Code::kNotFound);
+  // Not NotFound, which callers read as "no such key in the token".
+  EXPECT_EQ(token.error().code(), Code::kFailedPrecondition);
   EXPECT_NE(token.error().message().find("no-such-token"), std::string::npos);
 
   auto module = NewPkcs11KeyStore({.pkcs11_module = "/nonexistent/libpkcs11.so"})
@@ -303,6 +304,13 @@ TEST(Pkcs11Store, StoresACertificateBesideTheKey) {
   Bytes der = ossl::ToDer(x.get(), i2d_X509);
   auto stored = StorePkcs11Certificate((*key)->uri(), der, {});
   ASSERT_TRUE(stored) << stored.error().ToString();
+  // Again (a resumed batch): nothing changes. Another certificate for the key: refused.
+  ASSERT_TRUE(StorePkcs11Certificate((*key)->uri(), der, {}));
+  ASN1_INTEGER_set(X509_get_serialNumber(x.get()), 8);
+  ASSERT_GT(X509_sign(x.get(), ca->handle(), EVP_sha256()), 0);
+  auto other = StorePkcs11Certificate((*key)->uri(), ossl::ToDer(x.get(), i2d_X509), {});
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code(), Code::kAlreadyExists);
   auto not_a_cert = StorePkcs11Certificate((*key)->uri(), Bytes{0x30, 0x00}, {});
   ASSERT_FALSE(not_a_cert);
   EXPECT_EQ(not_a_cert.error().code(), Code::kInvalidArgument);

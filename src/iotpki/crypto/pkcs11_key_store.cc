@@ -315,9 +315,10 @@ Result<std::shared_ptr<Token>> FindToken(const std::shared_ptr<Module>& module,
     (*tokens)[key] = token;
     return token;
   }
-  return Fail(Code::kNotFound, "no PKCS#11 token labelled '" + label + "' in " + module->path +
-                                   " (list them with pkcs11-tool --module " + module->path +
-                                   " -L)");
+  // FailedPrecondition, not NotFound: NotFound means "no such key" to callers that probe for one.
+  return Fail(Code::kFailedPrecondition,
+              "no PKCS#11 token labelled '" + label + "' in " + module->path +
+                  " (list them with pkcs11-tool --module " + module->path + " -L)");
 }
 
 // ---- objects ----
@@ -709,6 +710,17 @@ Result<void> StorePkcs11Certificate(std::string_view key_uri, ByteView certifica
   IOTPKI_TRY(auto token, store.Unlock(uri));
   IOTPKI_TRY(Session s, token->Acquire());
   IOTPKI_TRY(KeyObjects k, FindKey(s, uri, uri.token));
+  // Idempotent, so that a resumed batch can write what an interrupted one may have written.
+  IOTPKI_TRY(auto existing, FindObjects(s, CKO_CERTIFICATE, "", k.id));
+  for (CK_OBJECT_HANDLE obj : existing) {
+    IOTPKI_TRY(Bytes value, GetAttribute(s, obj, CKA_VALUE));
+    if (value == Bytes(certificate_der.begin(), certificate_der.end())) return {};
+  }
+  if (!existing.empty()) {
+    return Fail(Code::kAlreadyExists, "PKCS#11 token '" + uri.token +
+                                          "' already holds another certificate for key '" +
+                                          uri.object + "'");
+  }
   CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
   CK_CERTIFICATE_TYPE type = CKC_X_509;
   CK_BBOOL yes = CK_TRUE, no = CK_FALSE;

@@ -35,7 +35,8 @@ std::string FormatPkcs11Uri(const Pkcs11Uri& uri);
 std::unique_ptr<KeyStore> NewPkcs11KeyStore(const KeyStoreOptions& options);
 
 // Writes an X.509 certificate into the token beside the key `key_uri` names (CKO_CERTIFICATE,
-// same CKA_ID and label), as a device's secure element keeps its IDevID.
+// same CKA_ID and label), as a device's secure element keeps its IDevID. Writing the same
+// certificate again does nothing; another certificate for that key is AlreadyExists.
 Result<void> StorePkcs11Certificate(std::string_view key_uri, ByteView certificate_der,
                                     const KeyStoreOptions& options);
 
