@@ -10,6 +10,9 @@ packages=(
   libssl-dev libboost-dev libboost-system-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libexpected-dev libgtest-dev libgmock-dev
   libbenchmark-dev libjemalloc-dev libpq-dev libmosquitto-dev
+  # PKCS#11: the API's header (the module is dlopen'ed), SoftHSM2 as the token in tests and
+  # pkcs11-tool (opensc) as an independent client that checks keys cannot be exported
+  libp11-kit-dev softhsm2 opensc
   # independent clients and parsers used by tests and the demo
   openssl gnutls-bin curl sqlite3
   # the MQTT broker that enforces revocation in tests/broker_crl_test.sh

@@ -51,7 +51,7 @@ Result<ossl::UniquePtr<SSL_CTX>> ClientContext(const TlsSettings& tls) {
     }
   }
   if (!tls.client_chain.empty()) {
-    if (tls.client_key == nullptr || tls.client_key->handle() == nullptr) {
+    if (tls.client_key == nullptr || crypto::OpenSslHandle(*tls.client_key) == nullptr) {
       return Fail(Code::kInvalidArgument, "a client certificate needs its key");
     }
     IOTPKI_TRY(auto leaf, ParseDer(tls.client_chain[0]));
@@ -64,7 +64,7 @@ Result<ossl::UniquePtr<SSL_CTX>> ClientContext(const TlsSettings& tls) {
         return Fail(ossl::Drain(Code::kInvalidArgument, "unusable client chain certificate"));
       }
     }
-    if (SSL_CTX_use_PrivateKey(ctx.get(), tls.client_key->handle()) != 1 ||
+    if (SSL_CTX_use_PrivateKey(ctx.get(), crypto::OpenSslHandle(*tls.client_key)) != 1 ||
         SSL_CTX_check_private_key(ctx.get()) != 1) {
       return Fail(ossl::Drain(Code::kInvalidArgument,
                               "the client key does not match the client certificate"));

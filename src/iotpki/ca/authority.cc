@@ -116,10 +116,23 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options,
                          {"operational", passphrases.operational},
                          {"bootstrap", passphrases.bootstrap},
                          {"audit", passphrases.audit}}) {
+    // With a token only the bootstrap master is a file.
+    if (!options.key_store.empty() && std::string_view(name) != "bootstrap") continue;
     if (p.size() < 8) {
       return Fail(Code::kInvalidArgument,
                   std::string("the ") + name + " key's passphrase must be at least 8 characters");
     }
+  }
+  bool in_token = !options.key_store.empty();
+  if (in_token && options.key_store.substr(0, 7) != "pkcs11:") {
+    return Fail(Code::kInvalidArgument,
+                "--key-store takes a PKCS#11 token URI (pkcs11:token=LABEL); without it the keys "
+                "are encrypted files in DIR/keys");
+  }
+  if (in_token && !options.root_key_dir.empty()) {
+    return Fail(Code::kInvalidArgument,
+                "--root-key-dir and --key-store exclude each other: with a token the root key "
+                "never exists as a file");
   }
   fs::path root_key_path;
   if (!options.root_key_dir.empty()) {
@@ -138,16 +151,21 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options,
   fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
   fs::create_directories(parent, ec);
   fs::path tmp = parent / (dir.filename().string() + ".init-" + ToHex(crypto::RandomBytes(4)));
-  // Removes the half-built directory on any failure.
+  // Removes the half-built directory (and keys made in a token) on any failure.
   struct Cleanup {
     fs::path path;
     fs::path root_key;  // outside `path` with --root-key-dir
+    crypto::KeyStore* token = nullptr;
+    std::vector<std::string> token_keys;
     bool armed = true;
     ~Cleanup() {
       std::error_code ignored;
       if (!armed) return;
       fs::remove_all(path, ignored);
       if (!root_key.empty()) fs::remove(root_key, ignored);
+      // Best effort: a key left behind only blocks its label, and the error that got here is
+      // the one to report.
+      for (const auto& uri : token_keys) (void)token->Delete(uri);
     }
   } cleanup{tmp, {}};
   IOTPKI_CHECK(MakeDir(tmp, 0755));
@@ -164,9 +182,51 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options,
   x509::Policy policy;
   int64_t now = clock.NowUnix();
 
-  IOTPKI_TRY(crypto::PrivateKey root_key, crypto::PrivateKey::Generate(options.root_curve));
-  IOTPKI_TRY(crypto::PrivateKey mfg_key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
-  IOTPKI_TRY(crypto::PrivateKey ops_key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+  // The keys: generated inside the token named by --key-store (labelled iotpki-<name>, only
+  // their URIs reach iotpki.toml), or here, to be written encrypted below.
+  std::unique_ptr<crypto::KeyStore> token;
+  std::unique_ptr<crypto::Signer> root_owned, mfg_owned, ops_owned, audit_owned;
+  struct Wanted {
+    const char* name;
+    crypto::KeyType type;
+    std::unique_ptr<crypto::Signer>* out;
+  };
+  const Wanted wanted[] = {{"root", options.root_curve, &root_owned},
+                           {"manufacturing", crypto::KeyType::kP256, &mfg_owned},
+                           {"operational", crypto::KeyType::kP256, &ops_owned},
+                           {"audit", crypto::KeyType::kP256, &audit_owned}};
+  if (in_token) {
+    IOTPKI_TRY(token, crypto::KeyStoreFor(options.key_store, {}));
+    cleanup.token = token.get();
+    for (const Wanted& w : wanted) {
+      std::string uri =
+          crypto::AppendPkcs11Attribute(options.key_store, std::string("object=iotpki-") + w.name);
+      auto key = token->Generate(uri, w.type);
+      if (!key) {
+        return Fail(std::move(key).error().Context(std::string("generating the ") + w.name +
+                                                   " key in the token"));
+      }
+      cleanup.token_keys.push_back((*key)->uri());
+      *w.out = std::move(*key);
+    }
+    config.root_key = root_owned->uri();
+    config.manufacturing_key = mfg_owned->uri();
+    config.operational_key = ops_owned->uri();
+    config.audit_key = audit_owned->uri();
+  } else {
+    for (const Wanted& w : wanted) {
+      IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::Generate(w.type));
+      *w.out = std::make_unique<crypto::PrivateKey>(std::move(key));
+    }
+  }
+  const crypto::Signer& root_key = *root_owned;
+  const crypto::Signer& mfg_key = *mfg_owned;
+  const crypto::Signer& ops_key = *ops_owned;
+  const crypto::Signer& audit_key = *audit_owned;
+  // File keys only: the PrivateKey behind a signer made above.
+  auto file_key = [](const crypto::Signer& s) -> const crypto::PrivateKey& {
+    return static_cast<const crypto::PrivateKey&>(s);
+  };
 
   auto root_tmpl = x509::NewTemplate(ProfileKind::kRoot, root_key.public_key(), now, policy);
   root_tmpl.subject = {.organization = options.organization, .common_name = "Root CA"};
@@ -180,17 +240,22 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options,
   ops_tmpl.subject = {.organization = options.organization, .common_name = "Operational CA"};
   IOTPKI_TRY(x509::Certificate ops, x509::Issue(ops_tmpl, &root, root_key, policy));
 
-  IOTPKI_TRY(crypto::PrivateKey audit_key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
-  if (root_key_path.empty()) {
-    IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/root.key", root_key, passphrases.root));
+  if (in_token) {
+    // Nothing to write: the keys stay in the token.
+  } else if (root_key_path.empty()) {
+    IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/root.key", file_key(root_key), passphrases.root));
   } else {
     cleanup.root_key = root_key_path;
-    IOTPKI_CHECK(crypto::SaveKeyFile(root_key_path, root_key, passphrases.root));
+    IOTPKI_CHECK(crypto::SaveKeyFile(root_key_path, file_key(root_key), passphrases.root));
   }
-  IOTPKI_CHECK(
-      crypto::SaveKeyFile(tmp / "keys/manufacturing.key", mfg_key, passphrases.manufacturing));
-  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/operational.key", ops_key, passphrases.operational));
-  IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/audit.key", audit_key, passphrases.audit));
+  if (!in_token) {
+    IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/manufacturing.key", file_key(mfg_key),
+                                     passphrases.manufacturing));
+    IOTPKI_CHECK(crypto::SaveKeyFile(tmp / "keys/operational.key", file_key(ops_key),
+                                     passphrases.operational));
+    IOTPKI_CHECK(
+        crypto::SaveKeyFile(tmp / "keys/audit.key", file_key(audit_key), passphrases.audit));
+  }
   IOTPKI_CHECK(WriteFileAtomic(tmp / config.audit_public_key, audit_key.public_key().ToPem()));
   IOTPKI_CHECK(WriteFileAtomic(tmp / config.root_cert, root.ToPem()));
   IOTPKI_CHECK(WriteFileAtomic(tmp / config.manufacturing_cert, mfg.ToPem()));
@@ -227,6 +292,7 @@ Result<void> InitCa(const fs::path& dir, const InitOptions& options,
                           {"manufacturing", mfg.fingerprint_sha256()},
                           {"operational", ops.fingerprint_sha256()},
                           {"root_key", root_key.public_key().Describe()},
+                          {"key_store", in_token ? "pkcs11" : "file"},
                           {"audit_key", ToHex(audit_key.public_key().Fingerprint())}})});
     IOTPKI_CHECK(store->Commit(batch));
   }

@@ -13,6 +13,7 @@
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/clock.h"
 #include "iotpki/common/error.h"
+#include "iotpki/crypto/key_store.h"
 #include "iotpki/crypto/secret.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/store/store.h"
@@ -42,10 +43,16 @@ struct InitOptions {
   // Where the root key is written instead of DIR/keys (removable media for an offline root):
   // DIR/root.key there, recorded in iotpki.toml as an absolute file: URI. Must not hold one.
   std::filesystem::path root_key_dir;
+  // A PKCS#11 token URI ("pkcs11:token=iotpki-ca", RFC 7512): the root, manufacturing,
+  // operational and audit keys are generated inside it (non-extractable, labelled
+  // iotpki-<name>) and only their URIs are written. Empty: encrypted key files in DIR/keys.
+  std::string key_store;
 };
 
 // Creates a CA in `dir`: root, manufacturing and operational CAs, the audit key and the
-// bootstrap master, each encrypted with its own passphrase (0600), iotpki.toml and the store,
+// bootstrap master, each encrypted with its own passphrase (0600) or, with
+// options.key_store, the four keys in a token (a failure deletes those made), iotpki.toml and
+// the store,
 // with the three certificates recorded and a ca.init audit row. Everything is built in a
 // temporary sibling directory and renamed into place, so a crash leaves either no CA or a whole
 // one. AlreadyExists if `dir` holds anything.

@@ -21,6 +21,7 @@ struct InitArgs {
   std::string root_key_dir;
   PassphraseSources passphrases;
   std::string store;
+  std::string key_store;
 };
 
 struct CaShowArgs {
@@ -31,16 +32,24 @@ struct CaShowArgs {
 
 Result<void> RunInit(InitArgs& args) {
   IOTPKI_TRY(crypto::KeyType curve, crypto::ParseCurve(args.root_curve));
-  IOTPKI_TRY(crypto::Secret root, ReadPassphrase(args.passphrases, KeyRole::kRoot));
-  IOTPKI_TRY(crypto::Secret mfg, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
-  IOTPKI_TRY(crypto::Secret ops, ReadPassphrase(args.passphrases, KeyRole::kOperational));
-  IOTPKI_TRY(crypto::Secret boot, ReadPassphrase(args.passphrases, KeyRole::kBootstrap));
-  IOTPKI_TRY(crypto::Secret audit, ReadPassphrase(args.passphrases, KeyRole::kAudit));
+  // With --key-store the four signing keys live in the token (its PIN: IOTPKI_PKCS11_PIN or
+  // pin-source); only the bootstrap master needs a passphrase.
+  bool in_token = !args.key_store.empty();
+  auto read = [&](KeyRole role) -> Result<crypto::Secret> {
+    if (in_token && role != KeyRole::kBootstrap) return crypto::Secret();
+    return ReadPassphrase(args.passphrases, role);
+  };
+  IOTPKI_TRY(crypto::Secret root, read(KeyRole::kRoot));
+  IOTPKI_TRY(crypto::Secret mfg, read(KeyRole::kManufacturing));
+  IOTPKI_TRY(crypto::Secret ops, read(KeyRole::kOperational));
+  IOTPKI_TRY(crypto::Secret boot, read(KeyRole::kBootstrap));
+  IOTPKI_TRY(crypto::Secret audit, read(KeyRole::kAudit));
   if (!args.store.empty()) IOTPKI_CHECK(store::ParseStoreUrl(args.store));
   ca::InitOptions options{.organization = args.org,
                           .root_curve = curve,
                           .store_url = args.store,
-                          .root_key_dir = args.root_key_dir};
+                          .root_key_dir = args.root_key_dir,
+                          .key_store = args.key_store};
   IOTPKI_CHECK(ca::InitCa(args.dir, options,
                           {.root = root.view(),
                            .manufacturing = mfg.view(),
@@ -48,8 +57,12 @@ Result<void> RunInit(InitArgs& args) {
                            .bootstrap = boot.view(),
                            .audit = audit.view()},
                           SystemClock::Instance()));
-  std::cout << "created CA in " << args.dir << " (root, manufacturing and operational CAs; keys "
-            << "encrypted in " << args.dir << "/keys";
+  std::cout << "created CA in " << args.dir << " (root, manufacturing and operational CAs; keys ";
+  if (in_token) {
+    std::cout << "in the token " << args.key_store << ", only their URIs on disk";
+  } else {
+    std::cout << "encrypted in " << args.dir << "/keys";
+  }
   if (!args.root_key_dir.empty()) {
     std::cout << ", the root key in " << args.root_key_dir << ": keep it offline";
   }
@@ -117,6 +130,10 @@ void AddCaCommands(CLI::App& app) {
   init->add_option("--root-key-dir", init_args->root_key_dir,
                    "Write the root key here (removable media for an offline root) instead of "
                    "DIR/keys");
+  init->add_option("--key-store", init_args->key_store,
+                   "Generate the root, manufacturing, operational and audit keys inside this "
+                   "PKCS#11 token (pkcs11:token=LABEL; PIN from IOTPKI_PKCS11_PIN or "
+                   "?pin-source=file:PATH; module from IOTPKI_PKCS11_MODULE)");
   init->add_option("--store", init_args->store,
                    "Store URL recorded in iotpki.toml (default sqlite:iotpki.db): sqlite:PATH or "
                    "postgresql://HOST/DATABASE (an empty database)");

@@ -26,6 +26,7 @@ struct ProvisionArgs {
   std::string batch;
   std::string keys;
   std::string csr_dir;
+  std::string secure_element;
   std::string out;
   bool resume = false;
   bool no_bundles = false;
@@ -112,7 +113,14 @@ Result<void> RunProvision(ProvisionArgs& args) {
                                 .group_size = args.group_size,
                                 .actor = Actor()};
   IOTPKI_CHECK(mfg::ValidateName("batch", args.batch));
-  if (!args.csr_dir.empty()) {
+  if (!args.secure_element.empty()) {
+    if (!args.keys.empty() || !args.csr_dir.empty()) {
+      return Fail(Code::kInvalidArgument,
+                  "--secure-element generates the keys in the token: drop --keys and --csr-dir");
+    }
+    options.keys = mfg::KeyMode::kSecureElement;
+    options.secure_element = args.secure_element;
+  } else if (!args.csr_dir.empty()) {
     if (!args.keys.empty() && args.keys != "csr") {
       return Fail(Code::kInvalidArgument, "--csr-dir means --keys csr, not --keys " + args.keys);
     }
@@ -124,7 +132,8 @@ Result<void> RunProvision(ProvisionArgs& args) {
     return Fail(Code::kInvalidArgument, "--keys csr needs --csr-dir DIR");
   } else {
     return Fail(Code::kInvalidArgument,
-                args.keys.empty() ? "choose where device keys come from: --keys ca or --csr-dir DIR"
+                args.keys.empty() ? "choose where device keys come from: --keys ca, --csr-dir DIR "
+                                    "or --secure-element pkcs11:token=LABEL"
                                   : "--keys must be ca or csr, not " + args.keys);
   }
   if (args.serials.empty() == (args.count == 0)) {
@@ -191,6 +200,9 @@ void AddMfgCommands(CLI::App& app) {
   p->add_option("--batch", args->batch, "Batch name: A-Z a-z 0-9 . _ -")->required();
   p->add_option("--keys", args->keys, "ca: the CA generates each key; csr: keys from --csr-dir");
   p->add_option("--csr-dir", args->csr_dir, "One CSR per serial: SERIAL.csr, .pem or .der");
+  p->add_option("--secure-element", args->secure_element,
+                "Generate each device key in this PKCS#11 token (pkcs11:token=LABEL), labelled "
+                "with the device_id, and store its IDevID beside it (PIN: IOTPKI_PKCS11_PIN)");
   p->add_option("--out", args->out, "Output directory: device folders and manifest.jsonl")
       ->required();
   p->add_flag("--resume", args->resume, "Continue the batch already started in --out");

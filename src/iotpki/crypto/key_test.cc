@@ -323,9 +323,9 @@ TEST(Signers, OpenByUri) {
   EXPECT_EQ((*signer)->public_key(), key->public_key());
   EXPECT_EQ((*signer)->digest(), DigestAlgorithm::kSha384);
   EXPECT_FALSE(OpenSigner("bogus:x", "pw"));
-  auto unimpl = OpenSigner("pkcs11:token=x", "pw");
-  ASSERT_FALSE(unimpl);
-  EXPECT_EQ(unimpl.error().code(), Code::kUnimplemented);
+  auto unknown = OpenSigner("tpm2:handle=0x81000001", "pw");
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Code::kInvalidArgument);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "iotpki/common/der.h"
 #include "iotpki/common/file.h"
+#include "iotpki/crypto/key_store.h"
 #include "iotpki/crypto/ossl.h"
 
 namespace iotpki::crypto {
@@ -292,19 +293,13 @@ Result<PrivateKey> LoadKeyFile(const std::filesystem::path& path, std::string_vi
 
 Result<std::unique_ptr<Signer>> OpenSigner(std::string_view uri, std::string_view passphrase,
                                            const std::filesystem::path& base_dir) {
-  if (uri.substr(0, 5) == "file:") {
-    std::filesystem::path path(uri.substr(5));
-    if (path.is_relative() && !base_dir.empty()) path = base_dir / path;
-    IOTPKI_TRY(PrivateKey key, LoadKeyFile(path, passphrase));
-    return std::unique_ptr<Signer>(new PrivateKey(std::move(key)));
-  }
-  auto colon = uri.find(':');
-  std::string scheme(uri.substr(0, colon == std::string_view::npos ? 0 : colon));
-  if (scheme == "pkcs11" || scheme == "tpm2") {
-    return Fail(Code::kUnimplemented, "key URI scheme '" + scheme + ":' is not supported yet");
-  }
-  return Fail(Code::kInvalidArgument,
-              "unknown key URI '" + std::string(uri) + "' (expected file:PATH)");
+  IOTPKI_TRY(auto store, KeyStoreFor(uri, {.passphrase = passphrase, .base_dir = base_dir}));
+  return store->Open(uri);
+}
+
+EVP_PKEY* OpenSslHandle(const Signer& signer) {
+  const auto* key = dynamic_cast<const OpenSslKey*>(&signer);
+  return key == nullptr ? nullptr : key->handle();
 }
 
 }  // namespace iotpki::crypto

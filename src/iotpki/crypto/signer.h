@@ -23,17 +23,27 @@ class Signer {
   virtual DigestAlgorithm digest() const { return DefaultDigest(public_key().type()); }
   // The key's URI, e.g. "file:/var/lib/iotpki/keys/root.key" (never includes a secret).
   virtual std::string uri() const = 0;
-  // OpenSSL handle usable for signing (a provider key for tokens), or nullptr if the key is not
-  // reachable through OpenSSL. The TLS server uses it; the CA does not need it.
-  virtual EVP_PKEY* handle() const = 0;
   // True when this process computes the signatures itself with OpenSSL from a key it checked
   // (PrivateKey). A CA verifies what other signers (HSM, TPM, remote KMS) return before a
   // certificate leaves; an in-process OpenSSL signature is correct by construction.
   virtual bool in_process() const { return false; }
 };
 
+// The optional second face of a signer whose key OpenSSL can use directly (TLS, where OpenSSL
+// signs the handshake itself; OCSP responses). A token key has none: the CA signs through
+// Signer::Sign only, and what needs a handle uses a key generated in memory.
+class OpenSslKey {
+ public:
+  virtual ~OpenSslKey() = default;
+  // Borrowed; valid while the signer lives.
+  virtual EVP_PKEY* handle() const = 0;
+};
+
+// The signer's OpenSSL handle, or nullptr when it has none (a token key).
+EVP_PKEY* OpenSslHandle(const Signer& signer);
+
 // A private key held in this process's memory (generated here or loaded from an encrypted file).
-class PrivateKey final : public Signer {
+class PrivateKey final : public Signer, public OpenSslKey {
  public:
   static Result<PrivateKey> Generate(KeyType type = KeyType::kP256);
   // PKCS#8 PEM, encrypted ("ENCRYPTED PRIVATE KEY") with the passphrase, or unencrypted when the
@@ -74,8 +84,9 @@ Result<void> SaveKeyFile(const std::filesystem::path& path, const PrivateKey& ke
                          std::string_view passphrase);
 Result<PrivateKey> LoadKeyFile(const std::filesystem::path& path, std::string_view passphrase);
 
-// Opens a signer by URI. Supported now: "file:PATH" (encrypted PKCS#8). Later: "pkcs11:" and
-// "tpm2:". Relative file paths are resolved against `base_dir`.
+// Opens a signer by URI through the key store registered for its scheme (key_store.h):
+// "file:PATH" (encrypted PKCS#8; relative paths against `base_dir`) or "pkcs11:..." (RFC 7512;
+// `passphrase` unused, the PIN comes from IOTPKI_PKCS11_PIN or pin-source).
 Result<std::unique_ptr<Signer>> OpenSigner(std::string_view uri, std::string_view passphrase,
                                            const std::filesystem::path& base_dir = {});
 

@@ -39,7 +39,8 @@ bool Plain(std::string_view s) {
 std::string ToJsonLine(const ManifestEntry& e) {
   std::string not_after = FormatUtc(e.not_after);
   if (!(Plain(e.serial) && Plain(e.device_id) && Plain(e.hardware_fingerprint) && Plain(e.model) &&
-        Plain(e.cert_serial) && Plain(not_after) && Plain(e.sha256) && Plain(e.c509_sha256))) {
+        Plain(e.cert_serial) && Plain(not_after) && Plain(e.sha256) && Plain(e.c509_sha256) &&
+        Plain(e.key_uri))) {
     nlohmann::ordered_json j{{"serial", e.serial},
                              {"device_id", e.device_id},
                              {"hardware_fingerprint", e.hardware_fingerprint},
@@ -48,6 +49,7 @@ std::string ToJsonLine(const ManifestEntry& e) {
                              {"not_after", not_after},
                              {"sha256", e.sha256}};
     if (!e.c509_sha256.empty()) j["c509_sha256"] = e.c509_sha256;
+    if (!e.key_uri.empty()) j["key_uri"] = e.key_uri;
     return j.dump();
   }
   // A line per device, millions per batch: when no field needs escaping, written directly, byte
@@ -69,6 +71,7 @@ std::string ToJsonLine(const ManifestEntry& e) {
   field("not_after", not_after);
   field("sha256", e.sha256);
   if (!e.c509_sha256.empty()) field("c509_sha256", e.c509_sha256);
+  if (!e.key_uri.empty()) field("key_uri", e.key_uri);
   line += '}';
   return line;
 }
@@ -97,6 +100,10 @@ Result<ManifestEntry> ParseJsonLine(std::string_view line) {
   if (auto c5 = j.find("c509_sha256"); c5 != j.end()) {
     if (!c5->is_string()) return Fail(Code::kInvalidArgument, "\"c509_sha256\" is not a string");
     e.c509_sha256 = c5->get<std::string>();
+  }
+  if (auto k = j.find("key_uri"); k != j.end()) {
+    if (!k->is_string()) return Fail(Code::kInvalidArgument, "\"key_uri\" is not a string");
+    e.key_uri = k->get<std::string>();
   }
   return e;
 }

@@ -33,6 +33,8 @@ struct ManifestEntry {
   // --c509 only (else empty, and absent from the line): lowercase hex of SHA-256 over cert.c509,
   // the C509Certificate; also the certificate's c5t thumbprint with SHA-256.
   std::string c509_sha256;
+  // --secure-element only (else empty and absent): the device key's URI in the token.
+  std::string key_uri;
 
   bool operator==(const ManifestEntry&) const = default;
 };

@@ -20,8 +20,12 @@ namespace iotpki::mfg {
 enum class KeyMode {
   kCa,   // the CA generates each P-256 key; the folder carries it encrypted (transport.h)
   kCsr,  // each device made its key; the station supplies CSR_DIR/<serial>.{csr,pem,der}
+  // Each key generated inside the station's secure element (a PKCS#11 token), labelled with the
+  // device_id; its IDevID is issued from a CSR the token signs (proof of possession) and written
+  // into the token beside the key (CKO_CERTIFICATE, same CKA_ID). No key leaves the token.
+  kSecureElement,
 };
-std::string_view KeyModeName(KeyMode mode);  // "ca", "csr"
+std::string_view KeyModeName(KeyMode mode);  // "ca", "csr", "secure-element"
 
 struct ProgressInfo {
   size_t done = 0;           // devices finished, including those finished by earlier runs
@@ -42,6 +46,12 @@ struct ProvisionOptions {
   std::string batch;
   KeyMode keys = KeyMode::kCa;
   std::filesystem::path csr_dir;  // kCsr
+  // kSecureElement: the token, "pkcs11:token=LABEL" (RFC 7512; PIN from IOTPKI_PKCS11_PIN or
+  // pin-source). Checked before anything is written: the token opens with the PIN, and (without
+  // resume) holds no key labelled with a device_id of the batch. On resume, a key an interrupted
+  // run generated but never certified is used, and a committed device's certificate is written
+  // into the token if it is not there yet.
+  std::string secure_element;
   std::filesystem::path out;
   // Continue a batch that an earlier run started in `out` (crashed, stopped by an error, or
   // complete): devices it finished are skipped, devices it committed are finished, the rest are

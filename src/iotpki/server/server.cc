@@ -321,7 +321,7 @@ int VerifyClientCertificate(X509_STORE_CTX* x, void* arg) {
 
 Result<ossl::UniquePtr<SSL_CTX>> BuildSslContext(Server::Impl& impl) {
   const ServerOptions& o = impl.options;
-  if (o.certificate_chain.empty() || o.key == nullptr || o.key->handle() == nullptr) {
+  if (o.certificate_chain.empty() || o.key == nullptr || crypto::OpenSslHandle(*o.key) == nullptr) {
     return Fail(Code::kInvalidArgument, "the server needs a certificate and a usable key");
   }
   auto ctx = ossl::Own(SSL_CTX_new(TLS_server_method()));
@@ -351,7 +351,8 @@ Result<ossl::UniquePtr<SSL_CTX>> BuildSslContext(Server::Impl& impl) {
       return Fail(ossl::Drain(Code::kInvalidArgument, "unusable server chain certificate"));
     }
   }
-  if (SSL_CTX_use_PrivateKey(c, o.key->handle()) != 1 || SSL_CTX_check_private_key(c) != 1) {
+  if (SSL_CTX_use_PrivateKey(c, crypto::OpenSslHandle(*o.key)) != 1 ||
+      SSL_CTX_check_private_key(c) != 1) {
     return Fail(ossl::Drain(Code::kInvalidArgument,
                             "the server key does not match the server certificate"));
   }

@@ -50,8 +50,9 @@ struct ServerOptions {
   int handler_threads = 0;         // 0: max(8, 4 per core)
   Limits limits;
 
-  // The server's certificate chain (leaf first, DER) and its key. The key is used through
-  // Signer::handle(), so it may live in a token that OpenSSL reaches through a provider.
+  // The server's certificate chain (leaf first, DER) and its key. OpenSSL signs the handshake
+  // itself, so the key must offer crypto::OpenSslKey (serve generates it in memory; the CA keys
+  // that certify it may live in a token).
   std::vector<Bytes> certificate_chain;
   const crypto::Signer* key = nullptr;  // must outlive the server
 

@@ -300,7 +300,6 @@ class WrongSigner final : public crypto::Signer {
   const crypto::PublicKey& public_key() const override { return claimed_.public_key(); }
   Result<Bytes> Sign(ByteView data) const override { return actual_.Sign(data); }
   std::string uri() const override { return "test:wrong"; }
-  EVP_PKEY* handle() const override { return nullptr; }
 
  private:
   const crypto::PrivateKey& claimed_;

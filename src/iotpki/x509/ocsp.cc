@@ -146,7 +146,7 @@ std::optional<OcspIssuerHashes> OcspIssuerHashesOf(const Certificate& issuer,
 Result<Bytes> BuildOcspResponse(const Certificate& responder, const crypto::Signer& responder_key,
                                 std::span<const OcspSingleAnswer> answers,
                                 const std::optional<Bytes>& nonce) {
-  EVP_PKEY* pkey = responder_key.handle();
+  EVP_PKEY* pkey = crypto::OpenSslHandle(responder_key);
   if (pkey == nullptr) {
     return Fail(Code::kFailedPrecondition, "the OCSP responder key is not reachable by OpenSSL");
   }
