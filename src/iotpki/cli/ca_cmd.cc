@@ -48,12 +48,15 @@ Result<void> RunInit(InitArgs& args) {
                            .bootstrap = boot.view(),
                            .audit = audit.view()},
                           SystemClock::Instance()));
+  // The dashboard's admin CA, under the operational passphrase (the server's): issue
+  // operators with `iotpki admin issue`.
+  IOTPKI_CHECK(CreateAdminCa(args.dir, ops.view(), args.store));
   std::cout << "created CA in " << args.dir << " (root, manufacturing and operational CAs; keys "
             << "encrypted in " << args.dir << "/keys";
   if (!args.root_key_dir.empty()) {
     std::cout << ", the root key in " << args.root_key_dir << ": keep it offline";
   }
-  std::cout << ")\n";
+  std::cout << "; an admin CA for the dashboard in " << args.dir << "/certs/admin-ca.pem)\n";
   return {};
 }
 

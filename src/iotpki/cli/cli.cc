@@ -189,6 +189,7 @@ int Main(int argc, char** argv) {
   AddCampaignCommands(app);
   AddStoreCommands(app);
   AddRevocationCommands(app);
+  AddAdminCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

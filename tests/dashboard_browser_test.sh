@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The dashboard in headless Chromium (tests/browser/dashboard.test.js, playwright-core): counts
+# equal `iotpki device count`, a campaign paused from the page is paused in the store, refused
+# without a certificate or with a device's. Exit 3 (skipped) without chromium, node or
+# tests/browser/node_modules (scripts/setup.sh installs them). Screenshots go to
+# $IOTPKI_SCREENSHOT_DIR (docs/images to refresh the documentation's), else to the scratch dir.
+# Usage: dashboard_browser_test.sh PATH_TO_IOTPKI
+HERE=$(cd "$(dirname "$0")" && pwd)
+for need in node "${CHROMIUM:-/usr/bin/chromium}"; do
+  command -v "$need" >/dev/null || { echo "SKIP: $need is not installed (scripts/setup.sh)"; exit 3; }
+done
+[ -d "$HERE/browser/node_modules/playwright-core" ] ||
+  { echo "SKIP: run npm ci in tests/browser (scripts/setup.sh does)"; exit 3; }
+source "$HERE/lib.sh"
+source "$HERE/serve_lib.sh"
+source "$HERE/admin_lib.sh"
+
+admin_fixture
+dev=$(ls -d "$WORK"/b1/*/ | head -1)
+openssl pkcs12 -export -in "$dev/cert.pem" -inkey "$dev/key.plain.pem" \
+  -passout env:IOTPKI_OPERATOR_PASSPHRASE -out "$WORK/device.p12"
+start_admin_server
+shots=${IOTPKI_SCREENSHOT_DIR:-$WORK/shots}
+mkdir -p "$shots"
+if ADMIN_URL="$ADMIN_URL" IOTPKI="$IOTPKI" CA="$CA" SCREENSHOT_DIR="$shots" \
+  OPERATOR_P12="$WORK/ops/alice.p12" DEVICE_P12="$WORK/device.p12" \
+  DEVICE_SERIAL="$(basename "$dev")" node "$HERE/browser/dashboard.test.js" >"$WORK/node.out" 2>&1; then
+  pass "dashboard in chromium"
+else
+  fail "dashboard in chromium"
+fi
+sed 's/^/    /' "$WORK/node.out"
+finish
