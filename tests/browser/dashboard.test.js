@@ -92,6 +92,15 @@ async function view(page, name) {
     equal('audit chain verified intact', (await page.textContent('#audit-verdict')).startsWith('Intact'), true);
     await page.screenshot({path: path.join(SHOTS, 'dashboard-audit.png'), fullPage: true});
     await ctx.close();
+
+    // --- the compliance report opens in the same browser ---
+    const plain = await browser.newContext({viewport: {width: 1100, height: 900}});
+    const report = await plain.newPage();
+    await report.goto('file://' + env('REPORT'));
+    equal('compliance report: audit chain verdict', await report.textContent('#verdict-audit-chain'), 'pass');
+    equal('compliance report: CRL verdict', await report.textContent('#verdict-crl-freshness'), 'pass');
+    await report.screenshot({path: path.join(SHOTS, 'compliance-report.png'), fullPage: true});
+    await plain.close();
   } finally {
     await browser.close();
   }

@@ -190,6 +190,7 @@ int Main(int argc, char** argv) {
   AddStoreCommands(app);
   AddRevocationCommands(app);
   AddAdminCommands(app);
+  AddComplianceCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

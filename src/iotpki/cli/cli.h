@@ -74,6 +74,8 @@ void AddCampaignCommands(CLI::App& app);  // campaign create, ls, status, pause,
 void AddRevocationCommands(CLI::App& app);
 // admin init, admin issue: the dashboard's admin CA and operator certificates.
 void AddAdminCommands(CLI::App& app);
+// compliance report: evidence for an IoT security standard (admin/compliance.h).
+void AddComplianceCommands(CLI::App& app);
 // The admin CA in `dir` (admin::InitAdminCa with the CA's organization and an audit row), its key
 // under `passphrase` (the operational CA's); returns its subject. ca init and admin init.
 Result<std::string> CreateAdminCa(const std::string& dir, std::string_view passphrase,
