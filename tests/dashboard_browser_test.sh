@@ -6,11 +6,18 @@
 # $IOTPKI_SCREENSHOT_DIR (docs/images to refresh the documentation's), else to the scratch dir.
 # Usage: dashboard_browser_test.sh PATH_TO_IOTPKI
 HERE=$(cd "$(dirname "$0")" && pwd)
+# Skipped (exit 3) where the browser is missing; under CI=true that is a failure instead, so that
+# CI never passes without having run it.
+skip() {
+  echo "SKIP: $1"
+  [ "${CI:-}" = true ] && exit 1
+  exit 3
+}
 for need in node "${CHROMIUM:-/usr/bin/chromium}"; do
-  command -v "$need" >/dev/null || { echo "SKIP: $need is not installed (scripts/setup.sh)"; exit 3; }
+  command -v "$need" >/dev/null || skip "$need is not installed (scripts/setup.sh)"
 done
 [ -d "$HERE/browser/node_modules/playwright-core" ] ||
-  { echo "SKIP: run npm ci in tests/browser (scripts/setup.sh does)"; exit 3; }
+  skip "run npm ci in tests/browser (scripts/setup.sh does)"
 source "$HERE/lib.sh"
 source "$HERE/serve_lib.sh"
 source "$HERE/admin_lib.sh"
