@@ -19,7 +19,23 @@ packages=(
   mosquitto mosquitto-clients
   # the PostgreSQL store's tests start a throwaway cluster of their own (tests/pg_cluster.sh)
   postgresql
+  # the dashboard's browser test (tests/dashboard_browser_test.sh): headless Chromium driven by
+  # playwright-core from npm (tests/browser/package-lock.json)
+  chromium nodejs
 )
+# npm comes with NodeSource's nodejs; Debian's own nodejs needs Debian's npm beside it.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+
+# playwright-core (and only it: no browser download) into tests/browser/node_modules, exactly as
+# package-lock.json pins it, whenever that is not there yet.
+npm_ci() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    echo "setup: npm ci in tests/browser"
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -29,6 +45,7 @@ for p in "${packages[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
+  npm_ci
   exit 0
 fi
 
@@ -41,3 +58,4 @@ echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+npm_ci

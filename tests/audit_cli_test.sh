@@ -56,9 +56,9 @@ refuse "an anchor past the end: rows were cut off" "ends at row" "$IOTPKI" audit
   --expect "$((HEAD_SEQ + 5)):${ANCHOR#*:}"
 
 cp "$DB" "$WORK/before-attack.db"
-sqlite3 "$DB" "UPDATE audit_log SET details = replace(details, 'SN-2', 'SN-9') WHERE seq = 3"
-refuse "an edited row breaks the chain" "row 3" "$IOTPKI" audit verify --dir "$D"
-recompute_chain 3
+sqlite3 "$DB" "UPDATE audit_log SET details = replace(details, 'SN-2', 'SN-9') WHERE seq = 4"
+refuse "an edited row breaks the chain" "row 4" "$IOTPKI" audit verify --dir "$D"
+recompute_chain 4
 check "the attacker's recomputed chain verifies without an anchor" "$IOTPKI" audit verify --dir "$D"
 refuse "the anchor finds the recomputed chain" "row $HEAD_SEQ.*anchored" \
   "$IOTPKI" audit verify --dir "$D" --expect "$ANCHOR"
@@ -85,8 +85,8 @@ refuse "a checkpoint does not verify with another key" "signature does not verif
   "$IOTPKI" audit verify --dir "$D" --audit-key "$WORK/other.pem"
 
 cp "$DB" "$WORK/before-attack.db"
-sqlite3 "$DB" "UPDATE audit_log SET details = replace(details, 'SN-2', 'SN-9') WHERE seq = 3"
-recompute_chain 3
+sqlite3 "$DB" "UPDATE audit_log SET details = replace(details, 'SN-2', 'SN-9') WHERE seq = 4"
+recompute_chain 4
 refuse "a recomputed chain fails the signed checkpoint, without any anchor" \
   "checkpoint at row $((HEAD_SEQ + 1)).*row $HEAD_SEQ no longer has the signed hash" \
   "$IOTPKI" audit verify --dir "$D"

@@ -26,7 +26,7 @@ check "ca init with a passphrase per key and the root key on removable media" \
   "$IOTPKI" ca init --dir "$D" --org "Keys Org" --root-key-dir "$WORK/usb" $(roles)
 expect "ca init says where the root key went" "root key in $WORK/usb" "$WORK/out"
 equal "no root key in the CA directory" "$(ls "$D/keys")" \
-  "$(printf 'audit.key\nbootstrap-master.key\nmanufacturing.key\noperational.key')"
+  "$(printf 'admin-ca.key\naudit.key\nbootstrap-master.key\nmanufacturing.key\noperational.key')"
 equal "the root key on the media is 0600" "$(stat -c %a "$WORK/usb/root.key")" "600"
 expect "iotpki.toml names the root key on the media" "root = 'file:$WORK/usb/root.key'" "$D/iotpki.toml"
 for role in root manufacturing operational audit; do

@@ -57,6 +57,9 @@ Result<void> RunInit(InitArgs& args) {
                            .bootstrap = boot.view(),
                            .audit = audit.view()},
                           SystemClock::Instance()));
+  // The dashboard's admin CA (a file key under the operational passphrase, the server's). A CA
+  // whose keys are in a token has no operational passphrase: `iotpki admin init` makes it later.
+  if (!in_token) IOTPKI_CHECK(CreateAdminCa(args.dir, ops.view(), args.store));
   std::cout << "created CA in " << args.dir << " (root, manufacturing and operational CAs; keys ";
   if (in_token) {
     std::cout << "in the token " << args.key_store << ", only their URIs on disk";
@@ -66,7 +69,12 @@ Result<void> RunInit(InitArgs& args) {
   if (!args.root_key_dir.empty()) {
     std::cout << ", the root key in " << args.root_key_dir << ": keep it offline";
   }
-  std::cout << ")\n";
+  if (in_token) {
+    std::cout << "; no admin CA for the dashboard yet: `iotpki admin init --dir " << args.dir
+              << "` makes one)\n";
+  } else {
+    std::cout << "; an admin CA for the dashboard in " << args.dir << "/certs/admin-ca.pem)\n";
+  }
   return {};
 }
 

@@ -227,6 +227,8 @@ int Main(int argc, char** argv) {
   AddCampaignCommands(app);
   AddStoreCommands(app);
   AddRevocationCommands(app);
+  AddAdminCommands(app);
+  AddComplianceCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

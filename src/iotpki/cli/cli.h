@@ -78,6 +78,14 @@ void AddCampaignCommands(CLI::App& app);  // campaign create, ls, status, pause,
 // cert revoke, cert ls --revoked, device decommission; after AddCertCommands and
 // AddDeviceCommands, whose groups it extends.
 void AddRevocationCommands(CLI::App& app);
+// admin init, admin issue: the dashboard's admin CA and operator certificates.
+void AddAdminCommands(CLI::App& app);
+// compliance report: evidence for an IoT security standard (admin/compliance.h).
+void AddComplianceCommands(CLI::App& app);
+// The admin CA in `dir` (admin::InitAdminCa with the CA's organization and an audit row), its key
+// under `passphrase` (the operational CA's); returns its subject. ca init and admin init.
+Result<std::string> CreateAdminCa(const std::string& dir, std::string_view passphrase,
+                                  const std::string& store_url);
 
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input.
 int Main(int argc, char** argv);

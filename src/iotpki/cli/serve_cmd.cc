@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 
+#include "iotpki/admin/admin_listener.h"
 #include "iotpki/ca/authority.h"
 #include "iotpki/ca/crl_publisher.h"
 #include "iotpki/campaign/mqtt_notifier.h"
@@ -47,6 +48,8 @@ struct ServeArgs {
   std::string mqtt_url;
   std::string mqtt_ca;
   std::string broker_reload;
+  std::string admin_listen;
+  std::string admin_port_file;
 };
 
 bool IsIpAddress(const std::string& s) {
@@ -335,6 +338,7 @@ Result<void> RunServe(ServeArgs& args) {
   IOTPKI_TRY(ServeConfig config, LoadServeConfig(args.config));
   IOTPKI_CHECK(ConfigureLogging(args, config));
   if (!args.listen.empty()) config.listen = args.listen;
+  if (!args.admin_listen.empty()) config.admin_listen = args.admin_listen;
   config.names.insert(config.names.end(), args.names.begin(), args.names.end());
   IOTPKI_TRY(auto listen, ParseListen(config.listen));
   // Campaign settings are checked before anything is unlocked, issued or logged.
@@ -350,6 +354,16 @@ Result<void> RunServe(ServeArgs& args) {
     }
     if (auto url = mqtt::ParseBrokerUrl(config.campaigns.mqtt_url); !url) {
       return Fail(Code::kInvalidArgument, "--mqtt: " + url.error().message());
+    }
+  }
+  std::optional<std::pair<std::string, uint16_t>> admin_listen;
+  if (!config.admin_listen.empty()) {
+    auto parsed = ParseListen(config.admin_listen);
+    if (!parsed) return Fail(Code::kInvalidArgument, "--admin-listen: " + parsed.error().message());
+    admin_listen = *parsed;
+    // The dashboard is served with the same certificate: it must name the admin host too.
+    if (admin_listen->first != "0.0.0.0" && admin_listen->first != "::") {
+      config.names.push_back(admin_listen->first);
     }
   }
 
@@ -524,6 +538,23 @@ Result<void> RunServe(ServeArgs& args) {
   log::Info("serve.listening", {{"address", shown + ":" + std::to_string(srv->port())},
                                 {"server_certificate_names", names}});
 
+  std::unique_ptr<admin::AdminListener> admin_srv;
+  if (admin_listen) {
+    IOTPKI_TRY(admin_srv, admin::AdminListener::Start({.host = admin_listen->first,
+                                                       .port = admin_listen->second,
+                                                       .certificate_chain = identity.chain,
+                                                       .key = identity.key.get(),
+                                                       .api = {.store = &authority->store(),
+                                                               .clock = &authority->clock(),
+                                                               .dir = authority->dir(),
+                                                               .crls = &crls}}));
+    if (!args.admin_port_file.empty()) {
+      IOTPKI_CHECK(WriteFileAtomic(args.admin_port_file, std::to_string(admin_srv->port()) + "\n"));
+    }
+    log::Info("serve.admin_listening",
+              {{"address", admin_srv->address() + ":" + std::to_string(admin_srv->port())}});
+  }
+
   crls.Start();
   if (scheduler) {
     server::Counter& passes = metrics.GetCounter("iotpki_campaign_scheduler_passes_total",
@@ -570,8 +601,10 @@ Result<void> RunServe(ServeArgs& args) {
   if (mqtt_client) mqtt_client->Stop();
   log::Info("serve.stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
                                {"drain_timeout_s", options.limits.drain_timeout.count()}});
+  if (admin_srv) admin_srv->Shutdown();
   srv->Shutdown();
   srv->Wait();
+  if (admin_srv) admin_srv->Wait();
   auto stats = service->committer().stats();
   log::Info("serve.stopped",
             {{"store_batches", stats.batches}, {"store_transactions", stats.transactions}});
@@ -616,6 +649,11 @@ void AddServeCommands(CLI::App& app) {
   serve->add_option("--mqtt-ca", args->mqtt_ca,
                     "PEM file of the CAs that sign the broker's certificate (default: [campaigns] "
                     "mqtt_ca_file)");
+  serve->add_option("--admin-listen", args->admin_listen,
+                    "HOST:PORT of the dashboard's own TLS listener, for operator certificates of "
+                    "the admin CA only (default: [server] admin_listen; none)");
+  serve->add_option("--admin-port-file", args->admin_port_file,
+                    "Write the port the admin listener listens on to this file");
   SetAction(serve, [args] { return RunServe(*args); });
 }
 

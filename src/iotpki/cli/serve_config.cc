@@ -20,10 +20,10 @@ struct Table {
 const std::array<Table, 4>& Tables() {
   static const std::array<Table, 4> tables = {
       Table{"server",
-            {"listen", "names", "certificate", "key", "io_threads", "handler_threads",
-             "max_body_bytes", "max_header_bytes", "max_connections", "max_connections_per_source",
-             "handshake_timeout_s", "request_timeout_s", "idle_timeout_s", "drain_timeout_s",
-             "max_group_commit"}},
+            {"listen", "admin_listen", "names", "certificate", "key", "io_threads",
+             "handler_threads", "max_body_bytes", "max_header_bytes", "max_connections",
+             "max_connections_per_source", "handshake_timeout_s", "request_timeout_s",
+             "idle_timeout_s", "drain_timeout_s", "max_group_commit"}},
       Table{"bootstrap", {"token_window_s"}},
       Table{"campaigns", {"enabled", "mqtt_url", "mqtt_ca_file", "interval_s", "lease_s"}},
       Table{"log", {"format", "level"}},
@@ -163,6 +163,7 @@ Result<ServeConfig> ParseServeConfig(std::string_view text, const std::string& p
   IOTPKI_CHECK(r.CheckLayout());
   ServeConfig c;
   IOTPKI_CHECK(r.String("server.listen", c.listen));
+  IOTPKI_CHECK(r.String("server.admin_listen", c.admin_listen));
   IOTPKI_CHECK(r.String("server.certificate", c.certificate));
   IOTPKI_CHECK(r.String("server.key", c.key));
   IOTPKI_CHECK(r.Strings("server.names", c.names));

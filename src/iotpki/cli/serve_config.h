@@ -28,6 +28,8 @@ struct CampaignsConfig {
 
 struct ServeConfig {
   std::string listen = "127.0.0.1:8443";
+  // The dashboard's listener (admin/admin_listener.h); empty: none.
+  std::string admin_listen;
   std::vector<std::string> names;  // extra subjectAltNames for the server certificate
   std::string certificate;         // PEM chain (leaf first); empty: made and kept in DIR
   std::string key;                 // PEM key for `certificate`, encrypted with the passphrase

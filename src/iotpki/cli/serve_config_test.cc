@@ -9,6 +9,7 @@ TEST(ServeConfigTest, NoFileGivesTheDefaults) {
   auto c = LoadServeConfig("");
   ASSERT_TRUE(c) << c.error().ToString();
   EXPECT_EQ(c->listen, "127.0.0.1:8443");
+  EXPECT_TRUE(c->admin_listen.empty());
   EXPECT_EQ(c->server.limits.max_connections, server::Limits().max_connections);
   EXPECT_EQ(c->enroll.token_window_seconds, 300);
   EXPECT_FALSE(c->log_format);
@@ -18,6 +19,7 @@ TEST(ServeConfigTest, NoFileGivesTheDefaults) {
 TEST(ServeConfigTest, EveryKeyIsRead) {
   auto c = ParseServeConfig(R"([server]
 listen = "0.0.0.0:9443"
+admin_listen = "127.0.0.1:9444"
 names = ["est.example.com", "192.0.2.7"]
 certificate = "/etc/iotpki/chain.pem"
 key = "/etc/iotpki/server.key"
@@ -50,6 +52,7 @@ level = "debug"
                             "serve.toml");
   ASSERT_TRUE(c) << c.error().ToString();
   EXPECT_EQ(c->listen, "0.0.0.0:9443");
+  EXPECT_EQ(c->admin_listen, "127.0.0.1:9444");
   EXPECT_EQ(c->names, (std::vector<std::string>{"est.example.com", "192.0.2.7"}));
   EXPECT_EQ(c->certificate, "/etc/iotpki/chain.pem");
   EXPECT_EQ(c->key, "/etc/iotpki/server.key");

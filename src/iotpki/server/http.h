@@ -41,6 +41,12 @@ struct Request {
   std::string content_type;
   std::string accept;
   std::string if_none_match;  // the If-None-Match header, as sent
+  // Host, Origin, Sec-Fetch-Site and X-CSRF-Token as sent (empty when absent): the admin listener's
+  // CSRF defence compares them (admin/admin_api.h).
+  std::string host;
+  std::string origin;
+  std::string sec_fetch_site;
+  std::string csrf_token;  // X-CSRF-Token
   std::string body;
   std::optional<ClientCertificate> client_cert;
   std::string peer;  // "127.0.0.1:51234"

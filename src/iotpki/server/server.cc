@@ -604,6 +604,10 @@ class Session : public std::enable_shared_from_this<Session> {
     req.content_type = std::string(msg[http::field::content_type]);
     req.accept = std::string(msg[http::field::accept]);
     req.if_none_match = std::string(msg[http::field::if_none_match]);
+    req.host = std::string(msg[http::field::host]);
+    req.origin = std::string(msg[http::field::origin]);
+    req.sec_fetch_site = std::string(msg["Sec-Fetch-Site"]);
+    req.csrf_token = std::string(msg["X-CSRF-Token"]);
     req.body = std::move(msg.body());
     req.client_cert = ClientCertificateNow();
     req.peer = peer_;

@@ -419,6 +419,32 @@ class Store {
   // pass over the index of revoked certificates of that issuer.
   virtual Result<int64_t> CountRevokedCertificates(std::string_view issuer) = 0;
 
+  // The rows of the maintained inventory counts (migration 2): one per (state, model, batch)
+  // holding devices, ordered by (state, model, batch), at most `limit` (1..kMaxPageSize). Costs
+  // those rows only, however many devices there are (the dashboard's fleet overview).
+  struct DeviceCountRow {
+    DeviceState state = DeviceState::kManufactured;
+    std::string model;
+    std::string batch;
+    int64_t n = 0;
+    bool operator==(const DeviceCountRow&) const = default;
+  };
+  virtual Result<std::vector<DeviceCountRow>> ListDeviceCounts(size_t limit) = 0;
+
+  // Devices counted on the UTC day (Unix day number, t / 86400) their earliest valid working
+  // certificate expires, for the whole days from_day..to_day: a device is counted once, under
+  // its certificate expiring first on or after from_day (a renewal whose predecessor expires in
+  // the range waits its turn). Read from the maintained expiry counts as CountDevices reads its
+  // whole days, so a year of days costs a few hundred count rows. Days without devices are
+  // left out. InvalidArgument if to_day < from_day or the range exceeds 3660 days.
+  struct ExpiryDayCount {
+    int64_t day = 0;
+    int64_t n = 0;
+    bool operator==(const ExpiryDayCount&) const = default;
+  };
+  virtual Result<std::vector<ExpiryDayCount>> CountExpiriesByDay(int64_t from_day,
+                                                                 int64_t to_day) = 0;
+
   // Audit rows with seq >= from_seq, ascending, at most `limit` (1..kMaxPageSize).
   virtual Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) = 0;
 

@@ -1087,6 +1087,45 @@ TEST_P(ExpiryFixture, WindowCombinesWithDeviceFilters) {
   EXPECT_EQ(ListAll(f, 1).size(), 3u);
 }
 
+TEST_P(ExpiryFixture, ListDeviceCountsGivesTheCountRows) {
+  auto rows = store_->ListDeviceCounts(100);
+  ASSERT_TRUE(rows) << rows.error().ToString();
+  using Row = Store::DeviceCountRow;
+  EXPECT_EQ(*rows, (std::vector<Row>{{DeviceState::kActive, "odd", "b1", 1},
+                                     {DeviceState::kManufactured, "even", "b1", 4},
+                                     {DeviceState::kManufactured, "odd", "b1", 3}}));
+  auto first = store_->ListDeviceCounts(1);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->size(), 1u);
+  EXPECT_FALSE(store_->ListDeviceCounts(0));
+}
+
+TEST_P(ExpiryFixture, CountExpiriesByDayCountsEachDeviceOnceUnderItsFirstExpiry) {
+  auto day = [](int64_t t) { return t / kDay; };
+  int64_t from = day(kNow) + 1;  // device 7 (expiring now) and 4 (expired) are before
+  std::map<int64_t, int64_t> want;
+  for (int64_t t : {kNow + 5 * kDay,       // device 6, not again under its later cert
+                    kNow + 10 * kDay,      // device 1 (device 3's is revoked)
+                    kNow + 30 * kDay,      // device 5
+                    kNow + 30 * kDay + 1,  // device 8
+                    kNow + 40 * kDay}) {   // device 2
+    ++want[day(t)];
+  }
+  auto got = store_->CountExpiriesByDay(from, from + 365);
+  ASSERT_TRUE(got) << got.error().ToString();
+  std::map<int64_t, int64_t> got_map;
+  for (const auto& d : *got) got_map[d.day] = d.n;
+  EXPECT_EQ(got_map, want);
+  // From a later day, device 6 counts under its renewal (its first certificate is before).
+  auto later = store_->CountExpiriesByDay(day(kNow + 6 * kDay), day(kNow + 25 * kDay));
+  ASSERT_TRUE(later);
+  std::map<int64_t, int64_t> later_map;
+  for (const auto& d : *later) later_map[d.day] = d.n;
+  EXPECT_EQ(later_map,
+            (std::map<int64_t, int64_t>{{day(kNow + 10 * kDay), 1}, {day(kNow + 20 * kDay), 1}}));
+  EXPECT_FALSE(store_->CountExpiriesByDay(from, from - 1));
+}
+
 TEST_P(ExpiryFixture, WindowFollowsTheClock) {
   clock_.Advance(std::chrono::days(11));  // 1, 6 (first cert), 7 are now expired
   // Device 6 is now listed under its second certificate; 2 and 8 entered the window.

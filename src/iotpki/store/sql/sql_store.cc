@@ -1073,6 +1073,45 @@ Result<int64_t> SqlStore::CountDevices(const DeviceFilter& filter) {
   });
 }
 
+Result<std::vector<Store::DeviceCountRow>> SqlStore::ListDeviceCounts(size_t limit) {
+  IOTPKI_CHECK(ValidatePageSize(limit));
+  return pool_->WithReader([&](Connection& conn) -> Result<std::vector<DeviceCountRow>> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT state, model, batch, n FROM device_counts WHERE "
+                                       "n <> 0 ORDER BY state, model, batch LIMIT ?1"));
+    stmt->Bind(1, static_cast<int64_t>(limit));
+    std::vector<DeviceCountRow> out;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) return out;
+      auto state = ParseDeviceState(stmt->Text(0));
+      if (!state) return Fail(Unreadable("device_counts", state.error()));
+      out.push_back({*state, stmt->Text(1), stmt->Text(2), stmt->Int64(3)});
+    }
+  });
+}
+
+Result<std::vector<Store::ExpiryDayCount>> SqlStore::CountExpiriesByDay(int64_t from_day,
+                                                                        int64_t to_day) {
+  if (to_day < from_day || to_day - from_day > 3660) {
+    return Fail(Code::kInvalidArgument, "an expiry histogram covers 1 to 3661 days");
+  }
+  return pool_->WithReader([&](Connection& conn) -> Result<std::vector<ExpiryDayCount>> {
+    // prev_day < from_day: the certificate is its device's first to expire in the range, as in
+    // BuildCountQuery's whole days.
+    IOTPKI_TRY(auto stmt,
+               conn.Prepare("SELECT day, CAST(SUM(n) AS BIGINT) FROM expiry_counts WHERE day >= ?1 "
+                            "AND day <= ?2 AND prev_day < ?1 GROUP BY day ORDER BY day"));
+    stmt->Bind(1, from_day);
+    stmt->Bind(2, to_day);
+    std::vector<ExpiryDayCount> out;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) return out;
+      if (int64_t n = stmt->Int64(1); n != 0) out.push_back({stmt->Int64(0), n});
+    }
+  });
+}
+
 Result<std::vector<AuditRecord>> SqlStore::ReadAudit(int64_t from_seq, size_t limit) {
   IOTPKI_CHECK(ValidatePageSize(limit));
   return pool_->WithReader([&](Connection& conn) -> Result<std::vector<AuditRecord>> {

@@ -68,6 +68,8 @@ class SqlStore : public Store {
   Result<DevicePage> ListDevices(const DeviceFilter& filter, size_t limit,
                                  std::string_view cursor) override;
   Result<int64_t> CountDevices(const DeviceFilter& filter) override;
+  Result<std::vector<DeviceCountRow>> ListDeviceCounts(size_t limit) override;
+  Result<std::vector<ExpiryDayCount>> CountExpiriesByDay(int64_t from_day, int64_t to_day) override;
   Result<std::vector<RevokedCertificate>> ListRevokedCertificatesOfIssuer(
       std::string_view issuer, std::string_view after_serial, size_t limit) override;
   Result<int64_t> CountRevokedCertificates(std::string_view issuer) override;

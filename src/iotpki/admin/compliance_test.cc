@@ -1,0 +1,100 @@
+#include "iotpki/admin/compliance.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "iotpki/ca/authority.h"
+#include "iotpki/ca/crl_publisher.h"
+
+namespace iotpki::admin {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ComplianceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("compliance_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    ASSERT_TRUE(ca::InitCa(dir_, {}, "test passphrase 1", clock_));
+    auto a = ca::Authority::Open(dir_, clock_);
+    ASSERT_TRUE(a) << a.error().ToString();
+    authority_ = std::move(*a);
+    ASSERT_TRUE(authority_->Unlock(ca::CaName::kManufacturing, "test passphrase 1"));
+    ASSERT_TRUE(authority_->Unlock(ca::CaName::kOperational, "test passphrase 1"));
+    ca::CrlPublisher crls(*authority_, {});
+    ASSERT_TRUE(crls.Refresh());
+  }
+  void TearDown() override {
+    authority_.reset();
+    fs::remove_all(dir_);
+  }
+
+  Finding Measure(const std::string& id) {
+    auto r = MeasureCompliance(Standard::kEtsiEn303645, dir_, authority_->config(),
+                               authority_->store(), clock_);
+    EXPECT_TRUE(r) << r.error().ToString();
+    for (const auto& f : r->findings) {
+      if (f.id == id) return f;
+    }
+    ADD_FAILURE() << "no finding " << id;
+    return {};
+  }
+
+  FakeClock clock_{1'760'000'000};
+  fs::path dir_;
+  std::unique_ptr<ca::Authority> authority_;
+};
+
+TEST_F(ComplianceTest, AStaleCrlFlipsTheVerdict) {
+  Finding fresh = Measure("crl-freshness");
+  EXPECT_EQ(fresh.verdict, Verdict::kPass);
+  EXPECT_EQ(fresh.provision, "5.5-8");
+  clock_.Advance(std::chrono::days(8));  // past nextUpdate (7 days)
+  Finding stale = Measure("crl-freshness");
+  EXPECT_EQ(stale.verdict, Verdict::kFail);
+  ASSERT_FALSE(stale.evidence.empty());
+  EXPECT_EQ(stale.evidence[0].second.rfind("STALE", 0), 0u) << stale.evidence[0].second;
+}
+
+TEST_F(ComplianceTest, AnEditedAuditRowFlipsTheVerdict) {
+  EXPECT_EQ(Measure("audit-chain").verdict, Verdict::kPass);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "iotpki.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE audit_log SET details = '{}' WHERE seq = 1", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  Finding broken = Measure("audit-chain");
+  EXPECT_EQ(broken.verdict, Verdict::kFail);
+}
+
+TEST_F(ComplianceTest, FileKeysAreNotHardwareAndOrganisationalNeedsManualEvidence) {
+  EXPECT_EQ(Measure("ca-keys-hardware").verdict, Verdict::kFail);
+  EXPECT_EQ(Measure("organisational").verdict, Verdict::kNeedsManualEvidence);
+  EXPECT_EQ(Measure("rotation").verdict, Verdict::kNeedsManualEvidence);  // no campaign yet
+  EXPECT_EQ(Measure("key-algorithms").verdict, Verdict::kPass);
+}
+
+TEST_F(ComplianceTest, RendersStableJsonAndAPrintableHtmlPage) {
+  auto r = MeasureCompliance(Standard::kEn18031_1, dir_, authority_->config(), authority_->store(),
+                             clock_);
+  ASSERT_TRUE(r);
+  auto j = nlohmann::json::parse(RenderJson(*r));
+  EXPECT_EQ(j["standard"], "en-18031-1");
+  EXPECT_EQ(j["findings"][0]["id"], "unique-credentials");
+  EXPECT_EQ(j["findings"][0]["verdict"], "pass");
+  std::string html = RenderHtml(*r);
+  EXPECT_NE(html.find("<h2>Summary</h2>"), std::string::npos);
+  EXPECT_NE(html.find("id=\"verdict-crl-freshness\">pass<"), std::string::npos);
+  EXPECT_FALSE(ParseStandard("iso-27001"));
+}
+
+}  // namespace
+}  // namespace iotpki::admin
