@@ -45,11 +45,16 @@ Result<crypto::Secret> OpenSealed(ByteView enveloped_der, const crypto::Signer& 
   if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_enveloped) {
     return Fail(Code::kDataLoss, "not a CMS EnvelopedData");
   }
+  // Opening needs the private key inside OpenSSL: a key in a token (no handle) cannot do it here.
+  EVP_PKEY* pkey = crypto::OpenSslHandle(key);
+  if (pkey == nullptr) {
+    return Fail(Code::kFailedPrecondition,
+                "the CMS envelope needs a key OpenSSL holds; this key is in a token");
+  }
   auto out = ossl::Own(BIO_new(BIO_s_secmem()));
   if (!out) out = ossl::Own(BIO_new(BIO_s_mem()));
   if (!out) return Fail(ossl::Drain(Code::kInternal, "out of memory"));
-  if (CMS_decrypt(cms.get(), key.handle(), recipient.handle(), nullptr, out.get(), CMS_BINARY) !=
-      1) {
+  if (CMS_decrypt(cms.get(), pkey, recipient.handle(), nullptr, out.get(), CMS_BINARY) != 1) {
     return Fail(ossl::Drain(Code::kDataLoss,
                             "the CMS envelope does not open with this key and certificate"));
   }
