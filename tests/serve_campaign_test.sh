@@ -6,7 +6,7 @@
 # the jobs are notified; a device's failure report puts its job back to pending with its retry
 # delay; bad reports (malformed JSON, another device's job, a device in no campaign) are counted
 # and change nothing; after kill -9 and a restart nothing is notified again before its delay.
-# Usage: serve_rotation_test.sh PATH_TO_IOTPKI
+# Usage: serve_campaign_test.sh PATH_TO_IOTPKI
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
