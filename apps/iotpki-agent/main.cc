@@ -4,7 +4,13 @@
 // Exit codes: 0 done, 1 local failure (state directory, files, keys), 2 bad usage, 3 server
 // unreachable, 4 TLS failure, 5 refused by the server (its reason shown), 6 bad answer.
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <iostream>
+#include <random>
+#include <thread>
 
 #include "iotpki/agent/agent.h"
 #include "iotpki/common/file.h"
@@ -21,6 +27,76 @@ int Report(const iotpki::Error& e) {
   }
   std::cerr << "iotpki-agent: " << iotpki::agent::OutcomeName(outcome) << ": " << line << "\n";
   return static_cast<int>(outcome);
+}
+
+// Test builds only: IOTPKI_AGENT_TEST_STOP_AT=<step> stops the process (SIGSTOP) at that step
+// of a rotation, for a test to kill -9 it there; IOTPKI_AGENT_TEST_FAIL_INSTALL=1 fails the
+// install on purpose.
+iotpki::agent::RotateHooks TestHooks() {
+  iotpki::agent::RotateHooks hooks;
+#ifdef IOTPKI_AGENT_TEST_HOOKS
+  if (const char* at = std::getenv("IOTPKI_AGENT_TEST_STOP_AT")) {
+    if (auto step = iotpki::agent::ParseRotateStep(at)) {
+      hooks.at_step = [stop = *step](iotpki::agent::RotateStep s) {
+        if (s == stop) std::raise(SIGSTOP);
+      };
+    }
+  }
+  const char* fail = std::getenv("IOTPKI_AGENT_TEST_FAIL_INSTALL");
+  hooks.fail_install = fail != nullptr && std::string(fail) == "1";
+#endif
+  return hooks;
+}
+
+std::atomic<bool> g_stop{false};
+void OnStopSignal(int) { g_stop = true; }
+
+// Sleeps up to `seconds`, waking early on SIGTERM or SIGINT.
+void SleepUnlessStopped(int64_t seconds) {
+  for (int64_t tenths = seconds * 10; tenths > 0 && !g_stop; --tenths) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+// The daemon without MQTT (which comes with the campaign notifier): finishes a pending
+// rotation, then renews by itself at two thirds of the certificate's lifetime with the device's
+// jitter, retrying a failed renewal with backoff. One line per event; SIGTERM ends it (exit 0).
+int Run(const iotpki::agent::AgentOptions& options) {
+  std::signal(SIGTERM, OnStopSignal);
+  std::signal(SIGINT, OnStopSignal);
+  std::mt19937_64 rng(std::random_device{}());
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  int failures = 0;
+  bool recovered = false;
+  while (!g_stop) {
+    int64_t wait = 0;
+    auto pass = [&]() -> iotpki::Result<iotpki::agent::AutoRenewal> {
+      if (!recovered) {
+        IOTPKI_TRY(auto r, iotpki::agent::Recover(options));
+        if (r.what != iotpki::agent::Recovery::kNothing) {
+          std::cout << "recover: " << iotpki::agent::RecoveryName(r.what) << std::endl;
+        }
+        recovered = true;
+      }
+      return iotpki::agent::AutoRenewPass(options);
+    }();
+    if (!pass) {
+      ++failures;
+      wait = iotpki::agent::RetryBackoff(failures, unit(rng));
+      Report(pass.error());
+      std::cerr << "iotpki-agent: run: retry in " << wait << " s" << std::endl;
+    } else {
+      failures = 0;
+      if (pass->renewed) {
+        std::cout << "renewed: certificate " << pass->renewed->certificate.serial_hex() << " until "
+                  << iotpki::FormatUtc(pass->renewed->certificate.not_after()) << std::endl;
+      }
+      std::cout << "run: next renewal in " << pass->next_in << " s" << std::endl;
+      wait = std::min<int64_t>(pass->next_in, 3600);
+    }
+    SleepUnlessStopped(std::max<int64_t>(wait, 1));
+  }
+  return 0;
 }
 
 }  // namespace
@@ -61,6 +137,28 @@ int main(int argc, char** argv) {
   renew->add_flag("--c509", c509,
                   "Ask for the certificate in C509 (application/cose-c509-cert+cbor)");
 
+  auto* rotate = app.add_subcommand(
+      "rotate",
+      "One rotation without MQTT: re-enroll, confirm with the new certificate, then switch");
+  iotpki::agent::RotateCommand command;
+  std::string mode = "renew";
+  rotate->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
+  rotate->add_option("--campaign", command.campaign, "The campaign's name")->required();
+  rotate->add_option("--job", command.job, "The job's number in the campaign")
+      ->required()
+      ->check(CLI::NonNegativeNumber);
+  rotate->add_option("--mode", mode, "renew (keep the key) or rekey (a new key)")
+      ->check(CLI::IsMember({"renew", "rekey"}));
+  auto* recover = app.add_subcommand(
+      "recover", "Finish or discard a rotation a crash left pending (rotate does this first)");
+  recover->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
+
+  auto* run = app.add_subcommand(
+      "run",
+      "The daemon: finish a pending rotation, then renew by itself at two thirds of the "
+      "certificate's lifetime (campaigns over MQTT come later)");
+  run->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -82,10 +180,36 @@ int main(int argc, char** argv) {
     } else if (const char* env = std::getenv("IOTPKI_DEVICE_KEY_PASSPHRASE")) {
       options.key_passphrase = env;
     }
-    auto mode = !json            ? iotpki::agent::BootstrapMode::kEst
-                : no_client_cert ? iotpki::agent::BootstrapMode::kJsonWithoutClientCertificate
-                                 : iotpki::agent::BootstrapMode::kJson;
-    auto done = bootstrap->parsed() ? iotpki::agent::Bootstrap(options, mode)
+    if (run->parsed()) return Run(options);
+    if (rotate->parsed() || recover->parsed()) {
+      auto recovered = iotpki::agent::Recover(options);
+      if (!recovered) return Report(recovered.error());
+      if (recovered->what != iotpki::agent::Recovery::kNothing || recover->parsed()) {
+        std::cout << "recover: " << iotpki::agent::RecoveryName(recovered->what) << "\n";
+      }
+      if (recover->parsed()) return 0;
+      // The pending rotation was this very job's, and is done now: nothing more to do.
+      if (recovered->campaign == command.campaign && recovered->job == command.job &&
+          (recovered->what == iotpki::agent::Recovery::kCompleted ||
+           recovered->what == iotpki::agent::Recovery::kActivated)) {
+        std::cout << "rotated: job " << command.job << " of campaign " << command.campaign
+                  << " completed by the recovery\n";
+        return 0;
+      }
+      command.rekey = mode == "rekey";
+      auto rotated = iotpki::agent::Rotate(options, command, TestHooks());
+      if (!rotated) return Report(rotated.error());
+      std::cout << "rotated: device " << rotated->installed.device_id << ", certificate "
+                << rotated->old_serial << " -> " << rotated->installed.certificate.serial_hex()
+                << " until " << iotpki::FormatUtc(rotated->installed.certificate.not_after())
+                << ", confirmed, slot " << rotated->installed.slot << "\n";
+      return 0;
+    }
+    auto bootstrap_mode = !json ? iotpki::agent::BootstrapMode::kEst
+                          : no_client_cert
+                              ? iotpki::agent::BootstrapMode::kJsonWithoutClientCertificate
+                              : iotpki::agent::BootstrapMode::kJson;
+    auto done = bootstrap->parsed() ? iotpki::agent::Bootstrap(options, bootstrap_mode)
                                     : iotpki::agent::Renew(options, rekey);
     if (!done) return Report(done.error());
     std::cout << (bootstrap->parsed() ? "bootstrapped" : (rekey ? "rekeyed" : "renewed"))
