@@ -9,7 +9,7 @@ packages=(
   # libraries
   libssl-dev libboost-dev libboost-system-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libexpected-dev libgtest-dev libgmock-dev
-  libbenchmark-dev libjemalloc-dev libpq-dev
+  libbenchmark-dev libjemalloc-dev libpq-dev libmosquitto-dev
   # independent clients and parsers used by tests and the demo
   openssl gnutls-bin curl sqlite3
   # the MQTT broker that enforces revocation in tests/broker_crl_test.sh

@@ -169,6 +169,13 @@ class Authority {
   Result<x509::Certificate> IssueOcspResponderCertificate(CaName ca, const crypto::PublicKey& key,
                                                           const std::string& actor);
 
+  // The rotation-command certificate (profile command-signer, CN `common_name`, the
+  // organisation's O) from the operational CA for `key`, recorded and audited like the OCSP
+  // responder's. FailedPrecondition until the operational CA is unlocked. In server_cert.cc.
+  Result<x509::Certificate> IssueCommandCertificate(const crypto::PublicKey& key,
+                                                    const std::string& common_name,
+                                                    const std::string& actor);
+
   // Overrides the configuration's [status] public_url for this process (`serve --public-url`);
   // call before issuing. InvalidArgument as ValidatePublicUrl.
   Result<void> SetPublicUrl(std::string url);

@@ -88,4 +88,41 @@ Result<x509::Certificate> Authority::IssueOcspResponderCertificate(CaName ca,
   return cert;
 }
 
+Result<x509::Certificate> Authority::IssueCommandCertificate(const crypto::PublicKey& key,
+                                                             const std::string& common_name,
+                                                             const std::string& actor) {
+  const crypto::Signer* issuer_key = this->issuer_key(CaName::kOperational);
+  if (issuer_key == nullptr) {
+    return Fail(Code::kFailedPrecondition, "the operational CA key is not unlocked");
+  }
+  IOTPKI_CHECK(x509::CheckKeyAllowed(policy_, x509::ProfileKind::kCommandSigner, key));
+  auto tmpl = x509::NewTemplate(x509::ProfileKind::kCommandSigner, key, clock_.NowUnix(), policy_);
+  tmpl.subject = {.organization = config_.organization, .common_name = common_name};
+  const x509::Certificate& issuer = certificate(CaName::kOperational);
+  IOTPKI_TRY(x509::Certificate cert, x509::Issue(tmpl, &issuer, *issuer_key, policy_));
+
+  store::CertificateRecord r;
+  r.serial = cert.serial_hex();
+  r.profile = store::CertProfile::kServer;
+  r.issuer = std::string(CaNameText(CaName::kOperational));
+  r.subject = cert.subject();
+  r.not_before = cert.not_before();
+  r.not_after = cert.not_after();
+  r.key_fingerprint = ToHex(cert.public_key().Fingerprint());
+  r.der = cert.ToDer();
+  store::WriteBatch batch;
+  batch.InsertCertificate(std::move(r));
+  batch.AppendAudit(
+      {.actor = actor,
+       .action = "cert.issue",
+       .subject = cert.serial_hex(),
+       .details = nlohmann::json({{"profile", x509::ProfileName(x509::ProfileKind::kCommandSigner)},
+                                  {"issuer", CaNameText(CaName::kOperational)},
+                                  {"not_after", cert.not_after()},
+                                  {"sha256", cert.fingerprint_sha256()}})
+                      .dump()});
+  IOTPKI_CHECK(store_->Commit(batch));
+  return cert;
+}
+
 }  // namespace iotpki::ca

@@ -57,6 +57,31 @@ TEST_F(ServerCertTest, IssuesARecordedServerCertificateWithTheNames) {
   EXPECT_FALSE(rec->device_id.has_value());
 }
 
+TEST_F(ServerCertTest, IssuesARecordedCommandCertificate) {
+  auto key = crypto::PrivateKey::Generate();
+  ASSERT_TRUE(key);
+  auto locked = authority_->IssueCommandCertificate(key->public_key(), "iotpki-server", "t");
+  ASSERT_FALSE(locked);
+  EXPECT_EQ(locked.error().code(), Code::kFailedPrecondition);
+
+  ASSERT_TRUE(authority_->Unlock(CaName::kOperational, kPass));
+  auto p384 = crypto::PrivateKey::Generate(crypto::KeyType::kP384);
+  ASSERT_TRUE(p384);
+  EXPECT_FALSE(authority_->IssueCommandCertificate(p384->public_key(), "iotpki-server", "t"));
+  auto cert = authority_->IssueCommandCertificate(key->public_key(), "iotpki-server", "t");
+  ASSERT_TRUE(cert) << cert.error().ToString();
+  EXPECT_EQ(cert->common_name(), "iotpki-server");
+  EXPECT_EQ(cert->extended_key_usage(),
+            (std::vector<std::string>{std::string(x509::kOidCommandSigning), "clientAuth"}));
+  EXPECT_EQ(cert->not_after() - cert->not_before(), x509::Policy().command_signer.default_validity);
+  const auto& ops = authority_->certificate(CaName::kOperational);
+  EXPECT_EQ(x509::VerifyChain(*cert, {}, std::span(&ops, 1), clock_.NowUnix()),
+            x509::Verdict::kValid);
+  auto rec = authority_->store().GetCertificate(cert->serial_hex());
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->profile, store::CertProfile::kServer);
+}
+
 TEST_F(ServerCertTest, BirthKeyOnlyWhenAllowed) {
   ASSERT_TRUE(authority_->Unlock(CaName::kManufacturing, kPass));
   ASSERT_TRUE(authority_->Unlock(CaName::kOperational, kPass));

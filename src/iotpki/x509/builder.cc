@@ -93,6 +93,11 @@ Result<Bytes> Extensions(const CertificateTemplate& tmpl, const Certificate* iss
                                                                       : internal::kOidOcspSigning;
     add(EncodeExtension(internal::kOidExtKeyUsage, false, der::Sequence({der::Oid(purpose)})));
   }
+  if (tmpl.kind == ProfileKind::kCommandSigner) {
+    add(EncodeExtension(
+        internal::kOidExtKeyUsage, false,
+        der::Sequence({der::Oid(kOidCommandSigning), der::Oid(internal::kOidClientAuth)})));
+  }
   if (tmpl.kind == ProfileKind::kOcspResponder) {
     add(EncodeExtension(internal::kOidOcspNoCheck, false, der::Tlv(der::kNull, {})));
   }
@@ -102,7 +107,7 @@ Result<Bytes> Extensions(const CertificateTemplate& tmpl, const Certificate* iss
   } else if (!tmpl.crl_url.empty() || !tmpl.ocsp_url.empty()) {
     return Fail(Code::kInvalidArgument, "only device certificates carry CRL and OCSP URLs");
   }
-  if (!ca && tmpl.kind != ProfileKind::kOcspResponder) {
+  if (!ca && tmpl.kind != ProfileKind::kOcspResponder && tmpl.kind != ProfileKind::kCommandSigner) {
     IOTPKI_TRY(SubjectAltNames san, SanFor(tmpl, policy));
     IOTPKI_TRY(Bytes names, internal::EncodeGeneralNames(san));
     add(EncodeExtension(internal::kOidSubjectAltName, false, names));

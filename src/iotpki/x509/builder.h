@@ -22,6 +22,7 @@ namespace iotpki::x509 {
 //   kIDevID, kLDevID:  device (subject and SAN are derived from it; `subject` is ignored);
 //   kTlsServer:        subject (CN), dns_names and/or ip_addresses;
 //   kOcspResponder:    subject (CN).
+//   kCommandSigner:    subject (CN).
 // Start from NewTemplate, which fills the serial and the validity from the policy.
 struct CertificateTemplate {
   ProfileKind kind = ProfileKind::kIDevID;

@@ -30,16 +30,18 @@ TEST(Profile, ParseProfile) {
   EXPECT_EQ(ParseProfile("issuing-ca"), ProfileKind::kIssuingCa);
   EXPECT_EQ(ParseProfile("tls-server"), ProfileKind::kTlsServer);
   EXPECT_EQ(ParseProfile("ocsp-responder"), ProfileKind::kOcspResponder);
-  for (auto kind : {ProfileKind::kRoot, ProfileKind::kIssuingCa, ProfileKind::kIDevID,
-                    ProfileKind::kLDevID, ProfileKind::kTlsServer, ProfileKind::kOcspResponder}) {
+  EXPECT_EQ(ParseProfile("command-signer"), ProfileKind::kCommandSigner);
+  for (auto kind :
+       {ProfileKind::kRoot, ProfileKind::kIssuingCa, ProfileKind::kIDevID, ProfileKind::kLDevID,
+        ProfileKind::kTlsServer, ProfileKind::kOcspResponder, ProfileKind::kCommandSigner}) {
     EXPECT_EQ(ParseProfile(ProfileName(kind)), kind);
   }
   auto unknown = ParseProfile("devid");
   ASSERT_FALSE(unknown);
   EXPECT_EQ(unknown.error().code(), Code::kInvalidArgument);
   EXPECT_EQ(unknown.error().message(),
-            "unknown profile (expected root, issuing-ca, idevid, ldevid, tls-server or "
-            "ocsp-responder)");
+            "unknown profile (expected root, issuing-ca, idevid, ldevid, tls-server, "
+            "ocsp-responder or command-signer)");
 }
 
 TEST(Profile, DeviceIdentity) {

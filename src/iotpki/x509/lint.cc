@@ -205,6 +205,8 @@ std::vector<std::string_view> ExpectedExtensions(const CertificateTemplate& tmpl
       return {ku, eku, san, aki};
     case ProfileKind::kOcspResponder:
       return {ku, eku, internal::kOidOcspNoCheck, aki};
+    case ProfileKind::kCommandSigner:
+      return {ku, eku, aki};
   }
   // The URLs the operator configured (CertificateTemplate::crl_url, ocsp_url).
   if (!tmpl.crl_url.empty()) out.push_back(internal::kOidCrlDistributionPoints);
@@ -271,11 +273,15 @@ void ExtendedKeyUsage(const Input& in, Messages& out) {
   if (in.tmpl.kind == ProfileKind::kLDevID) expected = {"clientAuth"};
   if (in.tmpl.kind == ProfileKind::kTlsServer) expected = {"serverAuth"};
   if (in.tmpl.kind == ProfileKind::kOcspResponder) expected = {"OCSPSigning"};
+  if (in.tmpl.kind == ProfileKind::kCommandSigner) {
+    expected = {std::string(kOidCommandSigning), "clientAuth"};
+  }
   if (in.cert.extended_key_usage() != expected) {
-    std::string got;
+    std::string got, want;
     for (const auto& e : in.cert.extended_key_usage()) got += (got.empty() ? "" : ",") + e;
+    for (const auto& e : expected) want += (want.empty() ? "" : ",") + e;
     out.push_back("extendedKeyUsage is {" + got + "}, the " + std::string(Profile(in)) +
-                  " profile requires {" + (expected.empty() ? "" : expected.front()) + "}");
+                  " profile requires {" + want + "}");
   }
 }
 

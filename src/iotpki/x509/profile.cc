@@ -10,9 +10,10 @@
 namespace iotpki::x509 {
 namespace {
 
-constexpr ProfileKind kAllProfiles[] = {ProfileKind::kRoot,      ProfileKind::kIssuingCa,
-                                        ProfileKind::kIDevID,    ProfileKind::kLDevID,
-                                        ProfileKind::kTlsServer, ProfileKind::kOcspResponder};
+constexpr ProfileKind kAllProfiles[] = {ProfileKind::kRoot,         ProfileKind::kIssuingCa,
+                                        ProfileKind::kIDevID,       ProfileKind::kLDevID,
+                                        ProfileKind::kTlsServer,    ProfileKind::kOcspResponder,
+                                        ProfileKind::kCommandSigner};
 
 // Counts UTF-8 characters; -1 if `s` is not well-formed UTF-8 or contains control characters.
 int Utf8Length(std::string_view s) {
@@ -39,6 +40,8 @@ std::string_view ProfileName(ProfileKind kind) {
       return "tls-server";
     case ProfileKind::kOcspResponder:
       return "ocsp-responder";
+    case ProfileKind::kCommandSigner:
+      return "command-signer";
   }
   return "unknown";
 }
@@ -49,8 +52,8 @@ Result<ProfileKind> ParseProfile(std::string_view name) {
     if (lower == ProfileName(kind)) return kind;
   }
   return Fail(Code::kInvalidArgument,
-              "unknown profile (expected root, issuing-ca, idevid, ldevid, tls-server or "
-              "ocsp-responder)");
+              "unknown profile (expected root, issuing-ca, idevid, ldevid, tls-server, "
+              "ocsp-responder or command-signer)");
 }
 
 bool IsCaProfile(ProfileKind kind) {
@@ -75,6 +78,8 @@ const ProfilePolicy& Policy::For(ProfileKind kind) const {
       return tls_server;
     case ProfileKind::kOcspResponder:
       return ocsp_responder;
+    case ProfileKind::kCommandSigner:
+      return command_signer;
   }
   return idevid;
 }

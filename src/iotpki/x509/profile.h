@@ -17,9 +17,24 @@ namespace iotpki::x509 {
 // The certificate kinds the CA issues (DESIGN.md, "Trust hierarchy" and "Device identity").
 // kOcspResponder: a delegated OCSP responder of an issuing CA (RFC 6960 4.2.2.2), with
 // id-kp-OCSPSigning and id-pkix-ocsp-nocheck, short-lived.
-enum class ProfileKind { kRoot, kIssuingCa, kIDevID, kLDevID, kTlsServer, kOcspResponder };
+// kCommandSigner: the server's rotation-command key (docs/rotation.md#signed-commands), from the
+// operational CA, with the extended key usage kOidCommandSigning (and clientAuth: the same
+// certificate is the server's MQTT identity), short-lived.
+enum class ProfileKind {
+  kRoot,
+  kIssuingCa,
+  kIDevID,
+  kLDevID,
+  kTlsServer,
+  kOcspResponder,
+  kCommandSigner
+};
 
-// "root", "issuing-ca", "idevid", "ldevid", "tls-server", "ocsp-responder".
+// The command-signing key purpose: an arc under RFC 5612's documentation PEN (32473), like the
+// device URNs' default. A production fork registers its own PEN and changes this.
+inline constexpr std::string_view kOidCommandSigning = "1.3.6.1.4.1.32473.2.1";
+
+// "root", "issuing-ca", "idevid", "ldevid", "tls-server", "ocsp-responder", "command-signer".
 std::string_view ProfileName(ProfileKind kind);
 // Case-insensitive inverse of ProfileName; InvalidArgument naming the accepted profiles.
 Result<ProfileKind> ParseProfile(std::string_view name);
@@ -73,6 +88,11 @@ struct Policy {
   ProfilePolicy ocsp_responder{.default_validity = 30 * kSecondsPerDay,
                                .max_validity = 90 * kSecondsPerDay,
                                .key_types = {crypto::KeyType::kP256, crypto::KeyType::kP384},
+                               .max_der_size = 1024};
+  // Renewed by `iotpki serve` at half its life: a stolen command key is good for weeks at most.
+  ProfilePolicy command_signer{.default_validity = 30 * kSecondsPerDay,
+                               .max_validity = 90 * kSecondsPerDay,
+                               .key_types = {crypto::KeyType::kP256},
                                .max_der_size = 1024};
   // IANA Private Enterprise Number in device URNs (urn:dev:os:<PEN>-<serial>, RFC 9039).
   // 32473 is RFC 5612's documentation number: set your own in production.
