@@ -12,12 +12,15 @@
 #include <random>
 #include <thread>
 
+#include "daemon.h"
 #include "iotpki/agent/agent.h"
 #include "iotpki/common/file.h"
 
 namespace {
 
 using iotpki::agent::Outcome;
+
+}  // namespace
 
 int Report(const iotpki::Error& e) {
   Outcome outcome = iotpki::agent::Classify(e);
@@ -28,6 +31,8 @@ int Report(const iotpki::Error& e) {
   std::cerr << "iotpki-agent: " << iotpki::agent::OutcomeName(outcome) << ": " << line << "\n";
   return static_cast<int>(outcome);
 }
+
+namespace {
 
 // Test builds only: IOTPKI_AGENT_TEST_STOP_AT=<step> stops the process (SIGSTOP) at that step
 // of a rotation, for a test to kill -9 it there; IOTPKI_AGENT_TEST_FAIL_INSTALL=1 fails the
@@ -46,57 +51,6 @@ iotpki::agent::RotateHooks TestHooks() {
   hooks.fail_install = fail != nullptr && std::string(fail) == "1";
 #endif
   return hooks;
-}
-
-std::atomic<bool> g_stop{false};
-void OnStopSignal(int) { g_stop = true; }
-
-// Sleeps up to `seconds`, waking early on SIGTERM or SIGINT.
-void SleepUnlessStopped(int64_t seconds) {
-  for (int64_t tenths = seconds * 10; tenths > 0 && !g_stop; --tenths) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-}
-
-// The daemon without MQTT (which comes with the campaign notifier): finishes a pending
-// rotation, then renews by itself at two thirds of the certificate's lifetime with the device's
-// jitter, retrying a failed renewal with backoff. One line per event; SIGTERM ends it (exit 0).
-int Run(const iotpki::agent::AgentOptions& options) {
-  std::signal(SIGTERM, OnStopSignal);
-  std::signal(SIGINT, OnStopSignal);
-  std::mt19937_64 rng(std::random_device{}());
-  std::uniform_real_distribution<double> unit(0.0, 1.0);
-  int failures = 0;
-  bool recovered = false;
-  while (!g_stop) {
-    int64_t wait = 0;
-    auto pass = [&]() -> iotpki::Result<iotpki::agent::AutoRenewal> {
-      if (!recovered) {
-        IOTPKI_TRY(auto r, iotpki::agent::Recover(options));
-        if (r.what != iotpki::agent::Recovery::kNothing) {
-          std::cout << "recover: " << iotpki::agent::RecoveryName(r.what) << std::endl;
-        }
-        recovered = true;
-      }
-      return iotpki::agent::AutoRenewPass(options);
-    }();
-    if (!pass) {
-      ++failures;
-      wait = iotpki::agent::RetryBackoff(failures, unit(rng));
-      Report(pass.error());
-      std::cerr << "iotpki-agent: run: retry in " << wait << " s" << std::endl;
-    } else {
-      failures = 0;
-      if (pass->renewed) {
-        std::cout << "renewed: certificate " << pass->renewed->certificate.serial_hex() << " until "
-                  << iotpki::FormatUtc(pass->renewed->certificate.not_after()) << std::endl;
-      }
-      std::cout << "run: next renewal in " << pass->next_in << " s" << std::endl;
-      wait = std::min<int64_t>(pass->next_in, 3600);
-    }
-    SleepUnlessStopped(std::max<int64_t>(wait, 1));
-  }
-  return 0;
 }
 
 }  // namespace
@@ -158,6 +112,13 @@ int main(int argc, char** argv) {
       "The daemon: finish a pending rotation, then renew by itself at two thirds of the "
       "certificate's lifetime (campaigns over MQTT come later)");
   run->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
+  DaemonOptions daemon;
+  run->add_option("--mqtt", daemon.mqtt_url,
+                  "mqtts://HOST:PORT: take rotate commands from this broker (mutual TLS with the "
+                  "active certificate)");
+  run->add_option("--mqtt-ca", daemon.mqtt_ca,
+                  "PEM file of the CAs that sign the broker's certificate (default: the root in "
+                  "factory/chain.pem)");
 
   try {
     app.parse(argc, argv);
@@ -180,7 +141,10 @@ int main(int argc, char** argv) {
     } else if (const char* env = std::getenv("IOTPKI_DEVICE_KEY_PASSPHRASE")) {
       options.key_passphrase = env;
     }
-    if (run->parsed()) return Run(options);
+    if (run->parsed()) {
+      daemon.hooks = TestHooks();
+      return RunDaemon(options, daemon);
+    }
     if (rotate->parsed() || recover->parsed()) {
       auto recovered = iotpki::agent::Recover(options);
       if (!recovered) return Report(recovered.error());
