@@ -159,6 +159,26 @@ equal "still one rotation" "$(grep -c '"status":"installed"' "$WORK/status.log")
 kill -TERM "$AGENT_PID"
 wait "$AGENT_PID"
 AGENT_PID=""
+
+# A failed install over MQTT: rolled back, reported on the status topic and to the server.
+check "second campaign" "$IOTPKI" campaign create --dir "$CA" --name ota2 --devices "$WORK/ids.txt"
+CUR=$(openssl x509 -in "$S1/active/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+IOTPKI_AGENT_TEST_FAIL_INSTALL=1 start_agent
+check "restarted with a failing install" wait_for "$WORK/run.out" "^mqtt: connected as $ID1" 4
+sleep 0.5
+publish "$(sign "$(cmd_json "$ID1" "$(nonce)" $((NOW + 600)) | sed 's/"ota"/"ota2"/')")"
+check "the failure is published" wait_for "$WORK/status.log" \
+  '"campaign":"ota2".*install failed on purpose.*"status":"failed"' 1
+equal "the job waits for its retry with the device's reason" \
+  "$(sql "SELECT j.state || ' ' || (j.last_error LIKE '%install failed on purpose%') FROM \
+    rotation_jobs j JOIN campaigns c ON c.id = j.campaign_id WHERE c.name = 'ota2'")" "pending 1"
+equal "the device keeps its certificate" \
+  "$(openssl x509 -in "$S1/active/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f') $(sql \
+    "SELECT status FROM certificates WHERE serial = '$CUR'")" "$CUR valid"
+check "no pending rotation left" test ! -e "$S1/pending"
+kill -TERM "$AGENT_PID"
+wait "$AGENT_PID"
+AGENT_PID=""
 no_secrets "no secret in the agent's output" "$WORK/run.out"
 stop_server
 finish
