@@ -223,6 +223,21 @@ refuse "rotate without a campaign" "campaign" "$AGENT" --state "${S[9]}" rotate 
 refuse "rotate for a job of another device" "HTTP 404" \
   "$AGENT" --state "${S[9]}" rotate --campaign rot --job 0
 check "device 9 rolled back and works" works 9
+# The server is gone when the agent restarts: the pending rotation stays (the server may have
+# confirmed it), the device keeps a working certificate, and the next start completes it.
+OLD9=$(serial_of "${S[9]}/active/cert.pem")
+stop_at 9 before-confirm
+stop_server
+refuse "recover without the server: unreachable, nothing discarded" "server unreachable" \
+  "$AGENT" --state "${S[9]}" recover
+check "the pending rotation is kept" test -s "${S[9]}/pending"
+equal "active is still the old certificate" "$(serial_of "${S[9]}/active/cert.pem")" "$OLD9"
+start_server
+check "recover with the server back" "$AGENT" --state "${S[9]}" recover --server "$URL"
+expect "completed" "pending rotation completed" "$WORK/out"
+equal "job 8 confirmed, old revoked" "$(job_state 8) $(cert_status "$OLD9")" "confirmed revoked"
+check "device 9 works" works 9
+
 # --- run: no campaign; renews by itself at two thirds of the lifetime, with the device's jitter --
 "$AGENT" --state "${S[9]}" run >"$WORK/run.out" 2>"$WORK/run.err" &
 RUN_PID=$!
