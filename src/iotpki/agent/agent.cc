@@ -58,8 +58,8 @@ Error Refused(const HttpResponse& r) {
 
 struct Factory {
   x509::Certificate idevid;
-  crypto::PrivateKey key;
-  std::vector<x509::Certificate> chain;  // manufacturing CA, root
+  std::optional<crypto::PrivateKey> key;  // unless loaded without it
+  std::vector<x509::Certificate> chain;   // manufacturing CA, root
   x509::Certificate root;
   std::string device_id;
   Bytes k_dev;  // empty if the bundle has no bootstrap.hex
@@ -85,7 +85,9 @@ Result<crypto::PrivateKey> LoadKey(const fs::path& path, const std::string& pass
   return key;
 }
 
-Result<Factory> LoadFactory(const AgentOptions& o) {
+// `with_key`: also the IDevID key (decrypting it costs a key derivation; a rotation, which
+// authenticates with the working certificate, does without).
+Result<Factory> LoadFactory(const AgentOptions& o, bool with_key = true) {
   fs::path dir = o.state / "factory";
   if (!fs::is_directory(dir)) {
     return Fail(Code::kFailedPrecondition,
@@ -97,10 +99,13 @@ Result<Factory> LoadFactory(const AgentOptions& o) {
   IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(dir / "chain.pem", 1 << 20)));
   IOTPKI_TRY(auto chain, Local(x509::Certificate::ChainFromPem(chain_pem)));
   IOTPKI_TRY(x509::Certificate root, FindRoot(chain, dir / "chain.pem"));
-  IOTPKI_TRY(crypto::PrivateKey key, LoadKey(dir / "key.pem", o.key_passphrase));
-  if (!(key.public_key() == idevid.public_key())) {
-    return Fail(Code::kFailedPrecondition,
-                (dir / "key.pem").string() + " is not the key of " + (dir / "cert.pem").string());
+  std::optional<crypto::PrivateKey> key;
+  if (with_key) {
+    IOTPKI_TRY(key, LoadKey(dir / "key.pem", o.key_passphrase));
+    if (!(key->public_key() == idevid.public_key())) {
+      return Fail(Code::kFailedPrecondition,
+                  (dir / "key.pem").string() + " is not the key of " + (dir / "cert.pem").string());
+    }
   }
   Factory f{.idevid = idevid,
             .key = std::move(key),
@@ -428,10 +433,10 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
   bool client_auth = mode != BootstrapMode::kJsonWithoutClientCertificate;
   if (client_auth) {
     tls.client_chain = {f.idevid.ToDer()};
-    tls.client_key = &f.key;
+    tls.client_key = &*f.key;
   }
   // A new key for the working certificate, unless the IDevID key must sign the CSR itself.
-  crypto::PrivateKey key = f.key;
+  crypto::PrivateKey key = *f.key;
   if (client_auth) {
     IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
   }
@@ -492,7 +497,7 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
 
 Result<Installed> Renew(const AgentOptions& o, bool rekey) {
   IOTPKI_TRY(ServerAddress server, ServerFor(o));
-  IOTPKI_TRY(Factory f, LoadFactory(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
   fs::path active = o.state / "active";
   if (!fs::exists(active)) {
     return Fail(Code::kFailedPrecondition,
@@ -525,7 +530,7 @@ Result<Installed> Renew(const AgentOptions& o, bool rekey) {
   IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
   IOTPKI_CHECK(CheckIssued(issued, key.public_key(), current.common_name(), issuer, f.root, now));
   IOTPKI_TRY(std::string slot,
-             Install(o.state, issued, issuer, key, key.public_key() == f.key.public_key()));
+             Install(o.state, issued, issuer, key, key.public_key() == f.idevid.public_key()));
   return Installed{
       .certificate = issued, .device_id = current.common_name(), .slot = slot, .new_key = rekey};
 }
@@ -582,7 +587,7 @@ Result<Rotated> Rotate(const AgentOptions& o, const RotateCommand& command,
                     " (the agent finishes it at start: iotpki-agent recover)");
   }
   IOTPKI_TRY(ServerAddress server, ServerFor(o));
-  IOTPKI_TRY(Factory f, LoadFactory(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
   IOTPKI_TRY(Slot current, LoadActive(o));
   const std::string device_id = current.cert.common_name();
   at(RotateStep::kBeforeCsr);
@@ -619,7 +624,7 @@ Result<Rotated> Rotate(const AgentOptions& o, const RotateCommand& command,
     return Error(why.code(), why.message() + " (" + note + ")", why.detail());
   };
   IOTPKI_TRY(std::string slot, WriteSlot(o.state, issued, current.issuer, key,
-                                         key.public_key() == f.key.public_key()));
+                                         key.public_key() == f.idevid.public_key()));
   IOTPKI_CHECK(WritePending(o.state, {.slot = slot,
                                       .serial = issued.serial_hex(),
                                       .campaign = command.campaign,
@@ -681,7 +686,7 @@ Result<Recovered> Recover(const AgentOptions& o) {
     if (loaded && loaded->cert.serial_hex() == pending->serial) fresh = std::move(*loaded);
   }
   IOTPKI_TRY(ServerAddress server, ServerFor(o));
-  IOTPKI_TRY(Factory f, LoadFactory(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
   auto discard = [&](const std::string& why) -> Result<Recovered> {
     IOTPKI_CHECK(DropPending(o.state, pending->slot));
     if (!pending->campaign.empty()) {
