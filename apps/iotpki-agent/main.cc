@@ -4,14 +4,23 @@
 // Exit codes: 0 done, 1 local failure (state directory, files, keys), 2 bad usage, 3 server
 // unreachable, 4 TLS failure, 5 refused by the server (its reason shown), 6 bad answer.
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <iostream>
+#include <random>
+#include <thread>
 
+#include "daemon.h"
 #include "iotpki/agent/agent.h"
 #include "iotpki/common/file.h"
 
 namespace {
 
 using iotpki::agent::Outcome;
+
+}  // namespace
 
 int Report(const iotpki::Error& e) {
   Outcome outcome = iotpki::agent::Classify(e);
@@ -21,6 +30,27 @@ int Report(const iotpki::Error& e) {
   }
   std::cerr << "iotpki-agent: " << iotpki::agent::OutcomeName(outcome) << ": " << line << "\n";
   return static_cast<int>(outcome);
+}
+
+namespace {
+
+// Test builds only: IOTPKI_AGENT_TEST_STOP_AT=<step> stops the process (SIGSTOP) at that step
+// of a rotation, for a test to kill -9 it there; IOTPKI_AGENT_TEST_FAIL_INSTALL=1 fails the
+// install on purpose.
+iotpki::agent::RotateHooks TestHooks() {
+  iotpki::agent::RotateHooks hooks;
+#ifdef IOTPKI_AGENT_TEST_HOOKS
+  if (const char* at = std::getenv("IOTPKI_AGENT_TEST_STOP_AT")) {
+    if (auto step = iotpki::agent::ParseRotateStep(at)) {
+      hooks.at_step = [stop = *step](iotpki::agent::RotateStep s) {
+        if (s == stop) std::raise(SIGSTOP);
+      };
+    }
+  }
+  const char* fail = std::getenv("IOTPKI_AGENT_TEST_FAIL_INSTALL");
+  hooks.fail_install = fail != nullptr && std::string(fail) == "1";
+#endif
+  return hooks;
 }
 
 }  // namespace
@@ -66,6 +96,35 @@ int main(int argc, char** argv) {
   renew->add_flag("--c509", c509,
                   "Ask for the certificate in C509 (application/cose-c509-cert+cbor)");
 
+  auto* rotate = app.add_subcommand(
+      "rotate",
+      "One rotation without MQTT: re-enroll, confirm with the new certificate, then switch");
+  iotpki::agent::RotateCommand command;
+  std::string mode = "renew";
+  rotate->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
+  rotate->add_option("--campaign", command.campaign, "The campaign's name")->required();
+  rotate->add_option("--job", command.job, "The job's number in the campaign")
+      ->required()
+      ->check(CLI::NonNegativeNumber);
+  rotate->add_option("--mode", mode, "renew (keep the key) or rekey (a new key)")
+      ->check(CLI::IsMember({"renew", "rekey"}));
+  auto* recover = app.add_subcommand(
+      "recover", "Finish or discard a rotation a crash left pending (rotate does this first)");
+  recover->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
+
+  auto* run = app.add_subcommand(
+      "run",
+      "The daemon: finish a pending rotation, then renew by itself at two thirds of the "
+      "certificate's lifetime (campaigns over MQTT come later)");
+  run->add_option("--server", server, "https://HOST:PORT (default: the one bootstrapped with)");
+  DaemonOptions daemon;
+  run->add_option("--mqtt", daemon.mqtt_url,
+                  "mqtts://HOST:PORT: take rotate commands from this broker (mutual TLS with the "
+                  "active certificate)");
+  run->add_option("--mqtt-ca", daemon.mqtt_ca,
+                  "PEM file of the CAs that sign the broker's certificate (default: the root in "
+                  "factory/chain.pem)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -87,12 +146,41 @@ int main(int argc, char** argv) {
     } else if (const char* env = std::getenv("IOTPKI_DEVICE_KEY_PASSPHRASE")) {
       options.key_passphrase = env;
     }
-    auto mode = !json            ? iotpki::agent::BootstrapMode::kEst
-                : no_client_cert ? iotpki::agent::BootstrapMode::kJsonWithoutClientCertificate
-                                 : iotpki::agent::BootstrapMode::kJson;
+    if (run->parsed()) {
+      daemon.hooks = TestHooks();
+      return RunDaemon(options, daemon);
+    }
+    if (rotate->parsed() || recover->parsed()) {
+      auto recovered = iotpki::agent::Recover(options);
+      if (!recovered) return Report(recovered.error());
+      if (recovered->what != iotpki::agent::Recovery::kNothing || recover->parsed()) {
+        std::cout << "recover: " << iotpki::agent::RecoveryName(recovered->what) << "\n";
+      }
+      if (recover->parsed()) return 0;
+      // The pending rotation was this very job's, and is done now: nothing more to do.
+      if (recovered->campaign == command.campaign && recovered->job == command.job &&
+          (recovered->what == iotpki::agent::Recovery::kCompleted ||
+           recovered->what == iotpki::agent::Recovery::kActivated)) {
+        std::cout << "rotated: job " << command.job << " of campaign " << command.campaign
+                  << " completed by the recovery\n";
+        return 0;
+      }
+      command.rekey = mode == "rekey";
+      auto rotated = iotpki::agent::Rotate(options, command, TestHooks());
+      if (!rotated) return Report(rotated.error());
+      std::cout << "rotated: device " << rotated->installed.device_id << ", certificate "
+                << rotated->old_serial << " -> " << rotated->installed.certificate.serial_hex()
+                << " until " << iotpki::FormatUtc(rotated->installed.certificate.not_after())
+                << ", confirmed, slot " << rotated->installed.slot << "\n";
+      return 0;
+    }
+    auto bootstrap_mode = !json ? iotpki::agent::BootstrapMode::kEst
+                          : no_client_cert
+                              ? iotpki::agent::BootstrapMode::kJsonWithoutClientCertificate
+                              : iotpki::agent::BootstrapMode::kJson;
     auto done = !bootstrap->parsed() ? iotpki::agent::Renew(options, rekey)
                 : serverkeygen       ? iotpki::agent::BootstrapServerKeygen(options)
-                                     : iotpki::agent::Bootstrap(options, mode);
+                                     : iotpki::agent::Bootstrap(options, bootstrap_mode);
     if (!done) return Report(done.error());
     std::cout << (bootstrap->parsed() ? "bootstrapped" : (rekey ? "rekeyed" : "renewed"))
               << ": device " << done->device_id << ", certificate "

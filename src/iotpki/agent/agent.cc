@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "iotpki/agent/https_client.h"
@@ -59,8 +60,8 @@ Error Refused(const HttpResponse& r) {
 
 struct Factory {
   x509::Certificate idevid;
-  crypto::PrivateKey key;
-  std::vector<x509::Certificate> chain;  // manufacturing CA, root
+  std::optional<crypto::PrivateKey> key;  // unless loaded without it
+  std::vector<x509::Certificate> chain;   // manufacturing CA, root
   x509::Certificate root;
   std::string device_id;
   Bytes k_dev;  // empty if the bundle has no bootstrap.hex
@@ -86,7 +87,9 @@ Result<crypto::PrivateKey> LoadKey(const fs::path& path, const std::string& pass
   return key;
 }
 
-Result<Factory> LoadFactory(const AgentOptions& o) {
+// `with_key`: also the IDevID key (decrypting it costs a key derivation; a rotation, which
+// authenticates with the working certificate, does without).
+Result<Factory> LoadFactory(const AgentOptions& o, bool with_key = true) {
   fs::path dir = o.state / "factory";
   if (!fs::is_directory(dir)) {
     return Fail(Code::kFailedPrecondition,
@@ -98,10 +101,13 @@ Result<Factory> LoadFactory(const AgentOptions& o) {
   IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(dir / "chain.pem", 1 << 20)));
   IOTPKI_TRY(auto chain, Local(x509::Certificate::ChainFromPem(chain_pem)));
   IOTPKI_TRY(x509::Certificate root, FindRoot(chain, dir / "chain.pem"));
-  IOTPKI_TRY(crypto::PrivateKey key, LoadKey(dir / "key.pem", o.key_passphrase));
-  if (!(key.public_key() == idevid.public_key())) {
-    return Fail(Code::kFailedPrecondition,
-                (dir / "key.pem").string() + " is not the key of " + (dir / "cert.pem").string());
+  std::optional<crypto::PrivateKey> key;
+  if (with_key) {
+    IOTPKI_TRY(key, LoadKey(dir / "key.pem", o.key_passphrase));
+    if (!(key->public_key() == idevid.public_key())) {
+      return Fail(Code::kFailedPrecondition,
+                  (dir / "key.pem").string() + " is not the key of " + (dir / "cert.pem").string());
+    }
   }
   Factory f{.idevid = idevid,
             .key = std::move(key),
@@ -192,13 +198,13 @@ Result<void> WriteSlotFile(const fs::path& path, std::string_view data, int mode
   return Local(WriteFileAtomic(path, data, mode));
 }
 
-// Writes the slot in full under a temporary name, then points `active` at it with one rename.
-// A working certificate on the factory key (--json --no-client-cert) gets key.pem as a symbolic
-// link to factory/key.pem: the key stays where it was given, encrypted if it was, and no
-// decrypted copy of it is ever written.
-Result<std::string> Install(const fs::path& state, const x509::Certificate& cert,
-                            const x509::Certificate& issuer, const crypto::PrivateKey& key,
-                            bool factory_key) {
+// Writes the slot in full under a temporary name, then renames it into place (the slots
+// directory fsynced). A working certificate on the factory key (--json --no-client-cert) gets
+// key.pem as a symbolic link to factory/key.pem: the key stays where it was given, encrypted if
+// it was, and no decrypted copy of it is ever written.
+Result<std::string> WriteSlot(const fs::path& state, const x509::Certificate& cert,
+                              const x509::Certificate& issuer, const crypto::PrivateKey& key,
+                              bool factory_key) {
   std::string slot = "ldevid-" + cert.serial_hex().substr(0, 16);
   fs::path slots = state / "slots";
   std::error_code ec;
@@ -223,10 +229,21 @@ Result<std::string> Install(const fs::path& state, const x509::Certificate& cert
   if (ec)
     return Fail(Code::kFailedPrecondition, "cannot install " + final_dir.string(), ec.message());
   IOTPKI_CHECK(Local(SyncDirectory(slots)));
+  return slot;
+}
 
+std::string LinkTarget(const fs::path& link) {
+  std::error_code ec;
+  if (!fs::is_symlink(link, ec)) return {};
+  return fs::read_symlink(link, ec).string();
+}
+
+// Points `active` at the slot with one rename (and `previous` at the slot it named), fsyncs the
+// state directory, and removes every slot but these two.
+Result<void> Activate(const fs::path& state, const std::string& slot) {
+  std::error_code ec;
   fs::path active = state / "active";
-  std::string old_target;
-  if (fs::is_symlink(active, ec)) old_target = fs::read_symlink(active, ec).string();
+  std::string old_target = LinkTarget(active);
   fs::path link_tmp = state / ".active.tmp";
   fs::remove(link_tmp, ec);
   fs::create_symlink(fs::path("slots") / slot, link_tmp, ec);
@@ -240,15 +257,21 @@ Result<std::string> Install(const fs::path& state, const x509::Certificate& cert
   }
   IOTPKI_CHECK(Local(SyncDirectory(state)));
   // Only the active slot and the one before it are kept.
-  std::string keep_previous = fs::is_symlink(state / "previous", ec)
-                                  ? fs::read_symlink(state / "previous", ec).filename().string()
-                                  : std::string();
-  for (const auto& entry : fs::directory_iterator(slots, ec)) {
+  std::string keep_previous = fs::path(LinkTarget(state / "previous")).filename().string();
+  for (const auto& entry : fs::directory_iterator(state / "slots", ec)) {
     std::string name = entry.path().filename().string();
     if (name != slot && name != keep_previous && name.rfind(".tmp-", 0) != 0) {
       fs::remove_all(entry.path(), ec);
     }
   }
+  return {};
+}
+
+Result<std::string> Install(const fs::path& state, const x509::Certificate& cert,
+                            const x509::Certificate& issuer, const crypto::PrivateKey& key,
+                            bool factory_key) {
+  IOTPKI_TRY(std::string slot, WriteSlot(state, cert, issuer, key, factory_key));
+  IOTPKI_CHECK(Activate(state, slot));
   return slot;
 }
 
@@ -272,6 +295,96 @@ Result<HttpResponse> Call(const ServerAddress& server, const TlsSettings& tls,
   IOTPKI_TRY(HttpResponse r, HttpsRequest(server, tls, method, target, content_type, body, accept));
   if (r.status != 200) return Fail(Refused(r));
   return r;
+}
+
+// A slot's certificate, issuing CA and key.
+struct Slot {
+  x509::Certificate cert;
+  x509::Certificate issuer;
+  crypto::PrivateKey key;
+};
+
+Result<Slot> LoadSlot(const fs::path& dir, const std::string& passphrase) {
+  IOTPKI_TRY(std::string cert_pem, Local(ReadTextFile(dir / "cert.pem", 1 << 16)));
+  IOTPKI_TRY(x509::Certificate cert, Local(x509::Certificate::FromPem(cert_pem)));
+  IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(dir / "chain.pem", 1 << 16)));
+  IOTPKI_TRY(x509::Certificate issuer, Local(x509::Certificate::FromPem(chain_pem)));
+  // The factory's key when the slot links to it (encrypted there, perhaps).
+  IOTPKI_TRY(crypto::PrivateKey key, LoadKey(dir / "key.pem", passphrase));
+  if (!(key.public_key() == cert.public_key())) {
+    return Fail(Code::kFailedPrecondition,
+                (dir / "key.pem").string() + " is not the key of " + (dir / "cert.pem").string());
+  }
+  return Slot{.cert = std::move(cert), .issuer = std::move(issuer), .key = std::move(key)};
+}
+
+Result<Slot> LoadActive(const AgentOptions& o) {
+  if (!fs::exists(o.state / "active")) {
+    return Fail(Code::kFailedPrecondition,
+                "no active working certificate in " + o.state.string() + " (bootstrap first)");
+  }
+  return LoadSlot(o.state / "active", o.key_passphrase);
+}
+
+// POST /api/v1/devices/<id>/rotation over mutual TLS with `slot`'s certificate.
+Result<HttpResponse> SendRotationAnswer(const ServerAddress& server, const x509::Certificate& root,
+                                        const Slot& slot, const std::string& campaign, int64_t job,
+                                        bool installed, const std::string& reason,
+                                        std::chrono::seconds timeout) {
+  TlsSettings tls{.trust_anchors = {root.ToDer()},
+                  .client_chain = {slot.cert.ToDer()},
+                  .client_key = &slot.key,
+                  .timeout = timeout};
+  nlohmann::json body = {
+      {"campaign", campaign}, {"job", job}, {"status", installed ? "installed" : "failed"}};
+  if (!reason.empty()) body["reason"] = reason.substr(0, 300);
+  return Call(server, tls, "POST", "/api/v1/devices/" + slot.cert.common_name() + "/rotation",
+              "application/json", body.dump());
+}
+
+struct PendingRecord {
+  std::string slot;
+  std::string serial;
+  std::string campaign;
+  int64_t job = 0;
+};
+
+Result<void> WritePending(const fs::path& state, const PendingRecord& p) {
+  nlohmann::json j = {
+      {"slot", p.slot}, {"serial", p.serial}, {"campaign", p.campaign}, {"job", p.job}};
+  return Local(WriteFileAtomic(state / "pending", j.dump() + "\n"));
+}
+
+std::optional<PendingRecord> ReadPending(const fs::path& state) {
+  auto text = ReadTextFile(state / "pending", 4096);
+  if (!text) return std::nullopt;
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("slot") || !j["slot"].is_string() || !j.contains("serial") ||
+      !j["serial"].is_string() || !j.contains("campaign") || !j["campaign"].is_string() ||
+      !j.contains("job") || !j["job"].is_number_integer()) {
+    return PendingRecord{};  // unreadable: discarded by Recover
+  }
+  PendingRecord p{.slot = j["slot"].get<std::string>(),
+                  .serial = j["serial"].get<std::string>(),
+                  .campaign = j["campaign"].get<std::string>(),
+                  .job = j["job"].get<int64_t>()};
+  // One path segment, as WriteSlot names it: nothing outside STATE/slots is ever removed.
+  if (p.slot.rfind("ldevid-", 0) != 0 || p.slot.find('/') != std::string::npos) p.slot.clear();
+  return p;
+}
+
+// Removes the pending slot (unless `active` names it) and STATE/pending, durably.
+Result<void> DropPending(const fs::path& state, const std::string& slot) {
+  std::error_code ec;
+  if (!slot.empty() && LinkTarget(state / "active") != (fs::path("slots") / slot).string()) {
+    fs::remove_all(state / "slots" / slot, ec);
+  }
+  fs::remove(state / "pending", ec);
+  if (ec) {
+    return Fail(Code::kFailedPrecondition, "cannot remove " + (state / "pending").string(),
+                ec.message());
+  }
+  return Local(SyncDirectory(state));
 }
 
 }  // namespace
@@ -322,10 +435,10 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
   bool client_auth = mode != BootstrapMode::kJsonWithoutClientCertificate;
   if (client_auth) {
     tls.client_chain = {f.idevid.ToDer()};
-    tls.client_key = &f.key;
+    tls.client_key = &*f.key;
   }
   // A new key for the working certificate, unless the IDevID key must sign the CSR itself.
-  crypto::PrivateKey key = f.key;
+  crypto::PrivateKey key = *f.key;
   if (client_auth) {
     IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
   }
@@ -386,7 +499,7 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
 
 Result<Installed> Renew(const AgentOptions& o, bool rekey) {
   IOTPKI_TRY(ServerAddress server, ServerFor(o));
-  IOTPKI_TRY(Factory f, LoadFactory(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
   fs::path active = o.state / "active";
   if (!fs::exists(active)) {
     return Fail(Code::kFailedPrecondition,
@@ -419,7 +532,7 @@ Result<Installed> Renew(const AgentOptions& o, bool rekey) {
   IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
   IOTPKI_CHECK(CheckIssued(issued, key.public_key(), current.common_name(), issuer, f.root, now));
   IOTPKI_TRY(std::string slot,
-             Install(o.state, issued, issuer, key, key.public_key() == f.key.public_key()));
+             Install(o.state, issued, issuer, key, key.public_key() == f.idevid.public_key()));
   return Installed{
       .certificate = issued, .device_id = current.common_name(), .slot = slot, .new_key = rekey};
 }
@@ -503,14 +616,14 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& o) {
   int64_t now = o.clock->NowUnix();
   TlsSettings tls{.trust_anchors = {f.root.ToDer()},
                   .client_chain = {f.idevid.ToDer()},
-                  .client_key = &f.key,
+                  .client_key = &*f.key,
                   .timeout = o.timeout};
   // RFC 7030 4.4.1: a CSR as for simpleenroll, whose key the server ignores. The IDevID key
   // signs it: this device may have no randomness for a key of its own.
   x509::NameFields subject{.organization = f.idevid.organization(),
                            .common_name = f.device_id,
                            .serial_number = f.idevid.serial_number()};
-  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(f.key, subject)));
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(*f.key, subject)));
   IOTPKI_TRY(HttpResponse ca, Call(server, tls, "GET", std::string(kEst) + "/cacerts", "", ""));
   IOTPKI_TRY(auto ca_certs, CertsFromPkcs7(ca.body));
   IOTPKI_TRY(HttpResponse r, Call(server, tls, "POST", std::string(kEst) + "/serverkeygen",
@@ -525,7 +638,7 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& o) {
   if (sealed == nullptr || certs == nullptr) {
     return Fail(BadAnswer("the serverkeygen answer lacks the sealed key or the certificate"));
   }
-  auto opened = x509::OpenSealed(sealed->content, f.key, f.idevid);
+  auto opened = x509::OpenSealed(sealed->content, *f.key, f.idevid);
   if (!opened) return Fail(BadAnswer("the sealed key: " + opened.error().message()));
   auto key = crypto::PrivateKey::FromDer(opened->bytes());
   if (!key) return Fail(BadAnswer("the sealed key is not a PKCS#8 private key"));
@@ -541,6 +654,222 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& o) {
   IOTPKI_TRY(std::string slot, Install(o.state, issued, *issuer, *key, /*factory_key=*/false));
   IOTPKI_CHECK(Local(WriteFileAtomic(o.state / "server", o.server_url + "\n")));
   return Installed{.certificate = issued, .device_id = f.device_id, .slot = slot, .new_key = true};
+
+std::string_view RotateStepName(RotateStep step) {
+  switch (step) {
+    case RotateStep::kBeforeCsr:
+      return "before-csr";
+    case RotateStep::kAfterEnroll:
+      return "after-enroll";
+    case RotateStep::kBeforeConfirm:
+      return "before-confirm";
+    case RotateStep::kBeforeRename:
+      return "before-rename";
+    case RotateStep::kAfterRename:
+      return "after-rename";
+  }
+  return "?";
+}
+
+std::optional<RotateStep> ParseRotateStep(std::string_view name) {
+  for (int i = 1; i <= 5; ++i) {
+    auto step = static_cast<RotateStep>(i);
+    if (RotateStepName(step) == name) return step;
+  }
+  return std::nullopt;
+}
+
+std::string_view RecoveryName(Recovery r) {
+  switch (r) {
+    case Recovery::kNothing:
+      return "nothing pending";
+    case Recovery::kCompleted:
+      return "pending rotation completed";
+    case Recovery::kActivated:
+      return "pending rotation was active already";
+    case Recovery::kDiscarded:
+      return "pending rotation discarded";
+  }
+  return "?";
+}
+
+Result<Rotated> Rotate(const AgentOptions& o, const RotateCommand& command,
+                       const RotateHooks& hooks) {
+  auto at = [&](RotateStep step) {
+    if (hooks.at_step) hooks.at_step(step);
+  };
+  if (command.campaign.empty() || command.campaign.size() > 128 || command.job < 0) {
+    return Fail(Code::kInvalidArgument, "a rotation names its campaign and job number (>= 0)");
+  }
+  if (fs::exists(o.state / "pending")) {
+    return Fail(Code::kFailedPrecondition,
+                "a rotation is pending in " + (o.state / "pending").string() +
+                    " (the agent finishes it at start: iotpki-agent recover)");
+  }
+  IOTPKI_TRY(ServerAddress server, ServerFor(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
+  IOTPKI_TRY(Slot current, LoadActive(o));
+  const std::string device_id = current.cert.common_name();
+  at(RotateStep::kBeforeCsr);
+
+  crypto::PrivateKey key = current.key;
+  if (command.rekey) {
+    IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
+  }
+  x509::NameFields subject{.organization = current.cert.organization(),
+                           .common_name = device_id,
+                           .serial_number = current.cert.serial_number()};
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject, current.cert.subject_alt_names())));
+  TlsSettings tls{.trust_anchors = {f.root.ToDer()},
+                  .client_chain = {current.cert.ToDer()},
+                  .client_key = &current.key,
+                  .timeout = o.timeout};
+  IOTPKI_TRY(HttpResponse r,
+             Call(server, tls, "POST", std::string(kEst) + "/simplereenroll", "application/pkcs10",
+                  Base64Encode(csr.ToDer()), o.c509 ? kC509Cert : ""));
+  IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
+  int64_t now = o.clock->NowUnix();
+  IOTPKI_CHECK(CheckIssued(issued, key.public_key(), device_id, current.issuer, f.root, now));
+  at(RotateStep::kAfterEnroll);
+
+  // The rollback: the new slot and its record go, the server hears why (with the old
+  // certificate, which is still valid: nothing is revoked before a confirmation).
+  auto roll_back = [&](const std::string& slot, const Error& why) -> Error {
+    auto dropped = DropPending(o.state, slot);
+    auto reported = SendRotationAnswer(server, f.root, current, command.campaign, command.job,
+                                       false, why.message(), o.timeout);
+    std::string note = dropped ? "rolled back to " + current.cert.serial_hex()
+                               : "rollback incomplete: " + dropped.error().message();
+    if (!reported) note += "; the failure could not be reported: " + reported.error().message();
+    return Error(why.code(), why.message() + " (" + note + ")", why.detail());
+  };
+  IOTPKI_TRY(std::string slot, WriteSlot(o.state, issued, current.issuer, key,
+                                         key.public_key() == f.idevid.public_key()));
+  IOTPKI_CHECK(WritePending(o.state, {.slot = slot,
+                                      .serial = issued.serial_hex(),
+                                      .campaign = command.campaign,
+                                      .job = command.job}));
+  if (hooks.fail_install) {
+    return Fail(
+        roll_back(slot, Error(Code::kFailedPrecondition,
+                              "install failed on purpose (IOTPKI_AGENT_TEST_FAIL_INSTALL)")));
+  }
+  at(RotateStep::kBeforeConfirm);
+
+  IOTPKI_TRY(Slot fresh, LoadSlot(o.state / "slots" / slot, o.key_passphrase));
+  auto confirmed =
+      SendRotationAnswer(server, f.root, fresh, command.campaign, command.job, true, "", o.timeout);
+  if (!confirmed) {
+    if (confirmed.error().code() == Code::kUnavailable) {
+      // The server may have accepted it (and revoked the old certificate): only Recover, with
+      // an answer from the server, may decide.
+      return Fail(Error(Code::kUnavailable,
+                        confirmed.error().message() +
+                            " (the confirmation did not get through; the new slot stays pending "
+                            "and the agent finishes it at its next start)"));
+    }
+    return Fail(roll_back(
+        slot, Error(confirmed.error().code(),
+                    "the new certificate was not confirmed: " + confirmed.error().message())));
+  }
+  at(RotateStep::kBeforeRename);
+  IOTPKI_CHECK(Activate(o.state, slot));
+  at(RotateStep::kAfterRename);
+  IOTPKI_CHECK(DropPending(o.state, ""));
+  return Rotated{.installed = {.certificate = issued,
+                               .device_id = device_id,
+                               .slot = slot,
+                               .new_key = command.rekey},
+                 .old_serial = current.cert.serial_hex()};
+}
+
+Result<Recovered> Recover(const AgentOptions& o) {
+  std::error_code ec;
+  // Slots a crash left half written are never named by anything.
+  for (const auto& entry : fs::directory_iterator(o.state / "slots", ec)) {
+    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path(), ec);
+  }
+  auto pending = ReadPending(o.state);
+  if (!pending) return Recovered{};
+  auto done = [&](Recovery what) {
+    return Recovered{.what = what, .campaign = pending->campaign, .job = pending->job};
+  };
+  if (!pending->slot.empty() &&
+      LinkTarget(o.state / "active") == (fs::path("slots") / pending->slot).string()) {
+    // Stopped after the switch: the confirmation was accepted before it.
+    IOTPKI_CHECK(DropPending(o.state, ""));
+    return done(Recovery::kActivated);
+  }
+  std::optional<Slot> fresh;
+  if (!pending->slot.empty()) {
+    auto loaded = LoadSlot(o.state / "slots" / pending->slot, o.key_passphrase);
+    if (loaded && loaded->cert.serial_hex() == pending->serial) fresh = std::move(*loaded);
+  }
+  IOTPKI_TRY(ServerAddress server, ServerFor(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
+  auto discard = [&](const std::string& why) -> Result<Recovered> {
+    IOTPKI_CHECK(DropPending(o.state, pending->slot));
+    if (!pending->campaign.empty()) {
+      if (auto current = LoadActive(o)) {
+        // Best effort: the job's wait ends without an answer otherwise, which is also retried.
+        (void)SendRotationAnswer(server, f.root, *current, pending->campaign, pending->job, false,
+                                 why, o.timeout);
+      }
+    }
+    return done(Recovery::kDiscarded);
+  };
+  if (!fresh) return discard("the pending slot was incomplete after a restart");
+  auto confirmed = SendRotationAnswer(server, f.root, *fresh, pending->campaign, pending->job, true,
+                                      "", o.timeout);
+  if (!confirmed) {
+    if (confirmed.error().code() == Code::kUnavailable) return Fail(confirmed.error());
+    return discard("the pending certificate was not confirmed after a restart: " +
+                   confirmed.error().message());
+  }
+  IOTPKI_CHECK(Activate(o.state, pending->slot));
+  IOTPKI_CHECK(DropPending(o.state, ""));
+  return done(Recovery::kCompleted);
+}
+
+int64_t AutoRenewAt(int64_t not_before, int64_t not_after, double unit_random) {
+  if (not_after <= not_before) return not_before;
+  int64_t life = not_after - not_before;
+  double u = unit_random < 0 ? 0 : (unit_random >= 1 ? 0.999999 : unit_random);
+  int64_t at = not_before + life / 3 * 2 + (life % 3) * 2 / 3 +
+               static_cast<int64_t>(u * static_cast<double>(life / 12));
+  return std::min(at, not_after - 1);
+}
+
+int64_t SecondsUntilAutoRenew(int64_t not_before, int64_t not_after, double unit_random,
+                              const Clock& clock) {
+  return std::max<int64_t>(0, AutoRenewAt(not_before, not_after, unit_random) - clock.NowUnix());
+}
+
+int64_t RetryBackoff(int attempt, double unit_random) {
+  int64_t base = 5;
+  for (int i = 1; i < attempt && base < 3600; ++i) base *= 2;
+  base = std::min<int64_t>(base, 3600);
+  double u = unit_random < 0 ? 0 : (unit_random > 1 ? 1 : unit_random);
+  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(base) * (0.5 + u / 2)));
+}
+
+double DeviceJitter(std::string_view device_id) {
+  Bytes digest = crypto::Sha256(AsBytes(device_id));
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | digest[i];
+  return static_cast<double>(v >> 11) / static_cast<double>(uint64_t{1} << 53);
+}
+
+Result<AutoRenewal> AutoRenewPass(const AgentOptions& o) {
+  IOTPKI_TRY(Slot current, LoadActive(o));
+  double u = DeviceJitter(current.cert.common_name());
+  int64_t wait =
+      SecondsUntilAutoRenew(current.cert.not_before(), current.cert.not_after(), u, *o.clock);
+  if (wait > 0) return AutoRenewal{.next_in = wait};
+  IOTPKI_TRY(Installed installed, Renew(o, /*rekey=*/true));
+  int64_t next = SecondsUntilAutoRenew(installed.certificate.not_before(),
+                                       installed.certificate.not_after(), u, *o.clock);
+  return AutoRenewal{.renewed = std::move(installed), .next_in = next};
 }
 
 }  // namespace iotpki::agent

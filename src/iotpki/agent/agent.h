@@ -13,6 +13,10 @@
 //                         complete slot, old or new
 //   STATE/previous        symlink to the slot `active` named before (for a rollback)
 //   STATE/server          the server URL the device bootstrapped with (renew's default)
+//   STATE/pending         during a rotation only: a small JSON file {"slot", "serial",
+//                         "campaign", "job"} naming a complete slot that is not active yet; it
+//                         is written after the slot and removed after `active` names the slot
+//                         (or after the slot is discarded). Recover() finishes what it names.
 //
 // The server is verified against the root CA, the self-signed certificate of factory/chain.pem.
 #pragma once
@@ -20,6 +24,8 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -73,6 +79,94 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& options);
 // EST simplereenroll with the active working certificate; `rekey` makes a new key, otherwise
 // the current key is kept (renew).
 Result<Installed> Renew(const AgentOptions& options, bool rekey);
+
+// --- Over-the-air rotation (docs/rotation.md, "The device's side") ---
+
+// A rotate command: which job of which campaign, and whether to make a new key.
+struct RotateCommand {
+  std::string campaign;
+  int64_t job = 0;
+  bool rekey = false;
+};
+
+// The points of a rotation, in order, where a test may stop the agent (a real SIGKILL then).
+enum class RotateStep {
+  kBeforeCsr = 1,      // nothing done yet
+  kAfterEnroll = 2,    // the server issued the new certificate; nothing written
+  kBeforeConfirm = 3,  // the new slot and STATE/pending are on disk
+  kBeforeRename = 4,   // the server accepted the confirmation; `active` still names the old slot
+  kAfterRename = 5,    // `active` names the new slot; STATE/pending still there
+};
+std::string_view RotateStepName(RotateStep step);  // "before-csr", "after-enroll", ...
+std::optional<RotateStep> ParseRotateStep(std::string_view name);
+
+struct RotateHooks {
+  // Called at each step (tests stop the process there).
+  std::function<void(RotateStep)> at_step;
+  // Makes the install fail after the slot is written, to exercise the rollback (tests only:
+  // IOTPKI_AGENT_TEST_FAIL_INSTALL=1).
+  bool fail_install = false;
+};
+
+struct Rotated {
+  Installed installed;     // the new certificate, now active
+  std::string old_serial;  // the certificate it replaced
+};
+
+// One rotation: CSR (new key with `rekey`), EST simplereenroll with the active certificate,
+// the new slot written and recorded in STATE/pending, the confirmation over mutual TLS with the
+// NEW certificate, then `active` switched (rename, directory fsynced) and STATE/pending removed.
+// Rollback: an install that fails, or a confirmation the server refuses (or a TLS handshake the
+// new certificate cannot make), removes the slot and STATE/pending and reports "failed" with
+// the old certificate (best effort); the error says what failed. A confirmation that does not
+// reach the server leaves STATE/pending for Recover (the server may have accepted it).
+// FailedPrecondition if a rotation is pending already (Recover first).
+Result<Rotated> Rotate(const AgentOptions& options, const RotateCommand& command,
+                       const RotateHooks& hooks = {});
+
+// What Recover did with STATE/pending.
+enum class Recovery {
+  kNothing,    // no rotation was pending
+  kCompleted,  // confirmed (again: the server answers a repeated confirmation 200) and active
+  kActivated,  // `active` named the slot already: only STATE/pending was left to remove
+  kDiscarded,  // the slot was incomplete or the server refused it: removed, failure reported
+};
+std::string_view RecoveryName(Recovery r);
+struct Recovered {
+  Recovery what = Recovery::kNothing;
+  // The job the pending rotation was for (empty campaign: none, or unreadable).
+  std::string campaign;
+  int64_t job = 0;
+};
+// At start: finishes or discards a pending rotation so that `active` names a working
+// certificate. Unavailable (STATE/pending kept) if the confirmation cannot reach the server.
+Result<Recovered> Recover(const AgentOptions& options);
+
+// When a device renews by itself, without a campaign: at two thirds of the certificate's
+// lifetime, plus a jitter of up to 1/12 of the lifetime (`unit_random` in [0, 1)), so that a
+// fleet made in one day does not renew in one minute; never after notAfter - 1.
+int64_t AutoRenewAt(int64_t not_before, int64_t not_after, double unit_random);
+// Seconds from the clock's now until AutoRenewAt (0: due now).
+int64_t SecondsUntilAutoRenew(int64_t not_before, int64_t not_after, double unit_random,
+                              const Clock& clock);
+
+// The device's own jitter draw in [0, 1), from its id: the same on every start of one device,
+// spread evenly over a fleet.
+double DeviceJitter(std::string_view device_id);
+
+// One pass of the daemon's renewal without a campaign: renews (a new key) when the active
+// certificate has reached AutoRenewAt with the device's jitter. `next_in`: seconds until the
+// next renewal is due.
+struct AutoRenewal {
+  std::optional<Installed> renewed;
+  int64_t next_in = 0;
+};
+Result<AutoRenewal> AutoRenewPass(const AgentOptions& options);
+
+// The wait before retry number `attempt` (1-based) after a failure to reach the server (or,
+// later, the broker): 5 s doubling up to an hour, scaled by 0.5 + unit_random / 2 (full
+// jitter would let some devices retry at once; none jitter would make a fleet retry in step).
+int64_t RetryBackoff(int attempt, double unit_random);
 
 // What went wrong, by class. Errors map onto these by code (see Classify); local failures never
 // carry the codes reserved for the three remote classes.

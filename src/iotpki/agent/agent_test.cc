@@ -87,5 +87,73 @@ TEST(AgentTest, MissingStateIsALocalFailure) {
   EXPECT_NE(r.error().message().find("factory"), std::string::npos);
 }
 
+TEST(AgentTest, AutoRenewalAtTwoThirdsOfTheLifetimeWithJitter) {
+  constexpr int64_t kStart = 1790000000, kLife = 90 * 86400;
+  FakeClock clock(kStart);
+  // No jitter: exactly two thirds; the jitter adds up to a twelfth of the lifetime.
+  EXPECT_EQ(AutoRenewAt(kStart, kStart + kLife, 0.0), kStart + 60 * 86400);
+  EXPECT_EQ(AutoRenewAt(kStart, kStart + kLife, 0.5), kStart + 60 * 86400 + kLife / 24);
+  int64_t latest = AutoRenewAt(kStart, kStart + kLife, 0.999999);
+  EXPECT_LT(latest, kStart + 60 * 86400 + kLife / 12 + 1);
+  EXPECT_GT(latest, kStart + 67 * 86400);
+  // Out-of-range randomness is clamped; a certificate of no lifetime renews at once.
+  EXPECT_EQ(AutoRenewAt(kStart, kStart + kLife, -3), kStart + 60 * 86400);
+  EXPECT_EQ(AutoRenewAt(kStart, kStart + kLife, 7), latest);
+  EXPECT_EQ(AutoRenewAt(kStart, kStart, 0.5), kStart);
+  EXPECT_EQ(AutoRenewAt(kStart, kStart + 1, 0.9), kStart);  // never after notAfter - 1
+
+  // A fleet made in one second spreads its renewals over a twelfth of the lifetime.
+  EXPECT_EQ(SecondsUntilAutoRenew(kStart, kStart + kLife, 0.25, clock), 60 * 86400 + kLife / 48);
+  clock.Advance(std::chrono::hours(24 * 60));
+  EXPECT_EQ(SecondsUntilAutoRenew(kStart, kStart + kLife, 0.0, clock), 0);
+  EXPECT_EQ(SecondsUntilAutoRenew(kStart, kStart + kLife, 0.25, clock), kLife / 48);
+  clock.Advance(std::chrono::hours(24 * 40));  // expired: due at once
+  EXPECT_EQ(SecondsUntilAutoRenew(kStart, kStart + kLife, 0.9, clock), 0);
+}
+
+TEST(AgentTest, RetryBackoffDoublesUpToAnHourWithHalfJitter) {
+  EXPECT_EQ(RetryBackoff(1, 1.0), 5);
+  EXPECT_EQ(RetryBackoff(1, 0.0), 2);
+  EXPECT_EQ(RetryBackoff(2, 1.0), 10);
+  EXPECT_EQ(RetryBackoff(4, 1.0), 40);
+  EXPECT_EQ(RetryBackoff(12, 1.0), 3600);
+  EXPECT_EQ(RetryBackoff(1000, 0.0), 1800);
+  EXPECT_EQ(RetryBackoff(0, 0.5), 3);
+}
+
+TEST(AgentTest, DeviceJitterIsStablePerDeviceAndSpread) {
+  EXPECT_EQ(DeviceJitter(std::string(64, 'a')), DeviceJitter(std::string(64, 'a')));
+  double sum = 0;
+  for (int i = 0; i < 1000; ++i) {
+    double u = DeviceJitter(std::to_string(i));
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+  }
+  EXPECT_NEAR(sum / 1000, 0.5, 0.05);
+}
+
+TEST(AgentTest, RotateStepsHaveNames) {
+  for (int i = 1; i <= 5; ++i) {
+    auto step = static_cast<RotateStep>(i);
+    EXPECT_EQ(ParseRotateStep(RotateStepName(step)), step);
+  }
+  EXPECT_EQ(ParseRotateStep("after-rename"), RotateStep::kAfterRename);
+  EXPECT_EQ(ParseRotateStep("never"), std::nullopt);
+}
+
+TEST(AgentTest, RotateNeedsABootstrappedStateAndAJob) {
+  AgentOptions o{.state = "/nonexistent/iotpki-agent-state", .server_url = "https://127.0.0.1:1"};
+  auto bad = Rotate(o, {.campaign = "", .job = 0});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(Classify(bad.error()), Outcome::kUsage);
+  auto r = Rotate(o, {.campaign = "c", .job = 0});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(Classify(r.error()), Outcome::kLocal);
+  auto nothing = Recover(o);
+  ASSERT_TRUE(nothing) << nothing.error().ToString();
+  EXPECT_EQ(nothing->what, Recovery::kNothing);
+}
+
 }  // namespace
 }  // namespace iotpki::agent

@@ -84,6 +84,8 @@ void EnrollService::Mount(server::Router& router) {
   }
   router.Add("POST", "/api/v1/bootstrap", "bootstrap",
              [this](const server::Request& r) { return Bootstrap(r); });
+  router.Add("POST", "/api/v1/devices/{device_id}/rotation", "rotation",
+             [this](const server::Request& r) { return ConfirmRotation(r); });
   router.Add("GET", "/healthz", "healthz", [this](const server::Request& r) { return Healthz(r); });
 }
 
@@ -239,12 +241,17 @@ Result<x509::Certificate> EnrollService::IssueLdevid(
       return Fail(std::move(refusal.error));
     }
     if (before_commit) IOTPKI_CHECK(before_commit(prepared->certificate));
+    // A rotation job waiting for this device records the certificate (enrolled) in the same
+    // transaction: a crash never leaves an issued certificate the job does not know.
+    IOTPKI_TRY(store::WriteBatch jobs,
+               JobsEnrolled(request.device_id, prepared->certificate.serial_hex()));
     store::WriteBatch with_first;
-    if (!first.empty()) {
+    if (!first.empty() || !jobs.empty()) {
       with_first = first;
       with_first.Append(prepared->batch);
+      with_first.Append(jobs);
     }
-    auto committed = committer_.Commit(first.empty() ? prepared->batch : with_first);
+    auto committed = committer_.Commit(with_first.empty() ? prepared->batch : with_first);
     if (committed) {
       issued_ldevid_.Inc();
       return std::move(prepared->certificate);

@@ -9,6 +9,8 @@
 //   POST /.well-known/est[/<label>]/simplereenroll   current LDevID -> new LDevID (renew/rekey)
 //   POST /.well-known/est[/<label>]/serverkeygen     IDevID -> server-made key (sealed) + LDevID
 //   POST /api/v1/bootstrap                           JSON: IDevID + bootstrap token -> LDevID
+//   POST /api/v1/devices/<device_id>/rotation        a rotation job's outcome, confirmed with
+//                                                    the new LDevID (rotation_handler.cc)
 //
 // Thread safety: handlers may run concurrently on any number of threads.
 #pragma once
@@ -18,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
@@ -27,6 +30,7 @@
 
 #include "iotpki/ca/authority.h"
 #include "iotpki/ca/group_commit.h"
+#include "iotpki/campaign/waves.h"
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
 #include "iotpki/enroll/est.h"
@@ -69,6 +73,7 @@ class EnrollService {
   server::Response SimpleReenroll(const server::Request& request);
   server::Response ServerKeygen(const server::Request& request);  // serverkeygen.cc
   server::Response Bootstrap(const server::Request& request);
+  server::Response ConfirmRotation(const server::Request& request);
   server::Response Healthz(const server::Request& request);
 
   const ca::GroupCommitter& committer() const { return committer_; }
@@ -89,7 +94,22 @@ class EnrollService {
     std::string token;
   };
 
+  // A rotation answer's body.
+  struct Confirmation {
+    std::string campaign;
+    int64_t job = 0;
+    bool installed = false;  // "installed"; false: "failed"
+    std::string reason;
+  };
+
   EnrollService(ca::Authority& authority, server::Registry& metrics, const EnrollOptions& options);
+
+  static Result<Confirmation> ParseConfirmation(std::string_view body);
+  // The rotation answer's straight line; the JSON answer, or the refusal.
+  Result<nlohmann::json> Confirm(const server::Request& request);
+  // The device's notified (or enrolled) jobs recording `serial` as their new certificate
+  // (state enrolled), for the issuance's transaction.
+  Result<store::WriteBatch> JobsEnrolled(const std::string& device_id, const std::string& serial);
 
   // Authentication and authorization steps, each a Result for the handler's straight line.
   Result<void> CheckLabel(const server::Request& request) const;
@@ -178,6 +198,7 @@ class EnrollService {
   Bytes csrattrs_der_;
   server::Counter& issued_ldevid_;
   std::atomic<int64_t> last_prune_{0};
+  campaign::RandomJitter jitter_;  // retry delays after a reported failure
 
   std::mutex tokens_mu_;
   std::set<std::pair<std::string, int64_t>> tokens_in_flight_;  // guarded by tokens_mu_

@@ -498,6 +498,11 @@ class Store {
   virtual Result<std::vector<Job>> ListJobs(int64_t campaign_id, bool only_errors,
                                             int64_t after_ordinal, size_t limit) = 0;
   virtual Result<Job> GetJob(int64_t campaign_id, int64_t ordinal) = 0;
+  // The device's unfinished jobs (pending, notified or enrolled) in campaigns not yet final
+  // (running, paused or halted), oldest campaign first: what a re-enrollment or a confirmation
+  // of the device moves on. Answered per campaign from the jobs' (campaign_id, device_seq) key;
+  // an unknown device has none.
+  virtual Result<std::vector<Job>> ListOpenJobsForDevice(std::string_view device_id) = 0;
 
   // Leases up to `limit` due jobs (state pending, notified or enrolled, next_attempt_at <= now,
   // no unexpired lease) of running campaigns, in waves already started, to `owner` until

@@ -1961,6 +1961,29 @@ TEST_P(CampaignStore, ClaimLeasesDueJobsOnceUntilTheLeaseEnds) {
   EXPECT_EQ(missing.error().code(), Code::kNotFound);
 }
 
+TEST_P(CampaignStore, OpenJobsOfADeviceSkipFinishedJobsAndCampaigns) {
+  AddFleet(0, 3);
+  auto a = MustCreate(Spec("open-a", 10), ByBatch("b1")).campaign;
+  auto b = MustCreate(Spec("open-b", 10), ByBatch("b1")).campaign;
+  auto jobs = store_->ListOpenJobsForDevice(DeviceId(1));
+  ASSERT_TRUE(jobs) << jobs.error().ToString();
+  ASSERT_EQ(jobs->size(), 2u);
+  EXPECT_EQ((*jobs)[0].campaign_id, a.id);
+  EXPECT_EQ((*jobs)[0].device_id, DeviceId(1));
+  EXPECT_EQ((*jobs)[1].campaign_id, b.id);
+  // A final job, and every job of a final campaign, are not open.
+  MustCommit(WriteBatch().UpdateJob({.campaign_id = a.id,
+                                     .ordinal = (*jobs)[0].ordinal,
+                                     .from = JobState::kPending,
+                                     .to = JobState::kFailed}));
+  MustCommit(WriteBatch().UpdateCampaign(
+      {.campaign_id = b.id, .from = CampaignState::kRunning, .to = CampaignState::kCancelled}));
+  EXPECT_TRUE(store_->ListOpenJobsForDevice(DeviceId(1))->empty());
+  EXPECT_EQ(store_->ListOpenJobsForDevice(DeviceId(2))->size(), 1u);
+  EXPECT_TRUE(store_->ListOpenJobsForDevice(std::string(64, 'f'))->empty());
+  EXPECT_TRUE(store_->ListOpenJobsForDevice("not-hex")->empty());
+}
+
 TEST_P(CampaignStore, WavesStartAndPausedCampaignsAreNotClaimed) {
   AddFleet(0, 15);
   auto c = MustCreate(Spec("waves", 10), ByBatch("b1")).campaign;

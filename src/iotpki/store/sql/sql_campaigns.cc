@@ -501,6 +501,22 @@ Result<Job> SqlStore::GetJob(int64_t campaign_id, int64_t ordinal) {
   });
 }
 
+Result<std::vector<Job>> SqlStore::ListOpenJobsForDevice(std::string_view device_id) {
+  auto id = FromHex(ToLowerAscii(device_id));
+  if (!id || id->size() != 32) return std::vector<Job>();
+  return pool().WithReader([&](Connection& conn) -> Result<std::vector<Job>> {
+    // Campaigns are few; each lookup is one probe of the (campaign_id, device_seq) key.
+    IOTPKI_TRY(auto stmt,
+               conn.Prepare("SELECT " + std::string(kJobColumns) +
+                            " FROM campaigns c CROSS JOIN devices d CROSS JOIN rotation_jobs j "
+                            "WHERE c.state IN ('running', 'paused', 'halted') AND d.device_id = ?1 "
+                            "AND j.campaign_id = c.id AND j.device_seq = d.seq AND j.state IN "
+                            "('pending', 'notified', 'enrolled') ORDER BY j.campaign_id"));
+    stmt->Bind(1, ByteView(*id));
+    return ReadJobs(*stmt);
+  });
+}
+
 Result<std::vector<Job>> SqlStore::ClaimJobs(std::string_view owner, int64_t now,
                                              std::chrono::seconds lease, size_t limit) {
   IOTPKI_CHECK(ValidatePageSize(limit));

@@ -87,6 +87,7 @@ class SqlStore : public Store {
   Result<std::vector<Job>> ListJobs(int64_t campaign_id, bool only_errors, int64_t after_ordinal,
                                     size_t limit) override;
   Result<Job> GetJob(int64_t campaign_id, int64_t ordinal) override;
+  Result<std::vector<Job>> ListOpenJobsForDevice(std::string_view device_id) override;
   Result<std::vector<Job>> ClaimJobs(std::string_view owner, int64_t now,
                                      std::chrono::seconds lease, size_t limit) override;
 
