@@ -295,7 +295,7 @@ TEST_F(OcspResponderTest, ResponderRotationNearExpiryKeepsEveryAnswerValid) {
 
 // A responder key whose handle() (where BuildOcspResponse starts signing) waits, once armed,
 // until the test releases it: an answer held in the middle of its signature.
-class HeldSigner final : public crypto::Signer {
+class HeldSigner final : public crypto::Signer, public crypto::OpenSslKey {
  public:
   explicit HeldSigner(crypto::PrivateKey key) : key_(std::move(key)) {}
   const crypto::PublicKey& public_key() const override { return key_.public_key(); }

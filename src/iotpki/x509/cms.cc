@@ -45,11 +45,15 @@ Result<crypto::Secret> OpenSealed(ByteView enveloped_der, const crypto::Signer& 
   if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_enveloped) {
     return Fail(Code::kDataLoss, "not a CMS EnvelopedData");
   }
+  // CMS_decrypt needs an OpenSSL key (crypto::OpenSslKey); a token key has none.
+  EVP_PKEY* pkey = crypto::OpenSslHandle(key);
+  if (pkey == nullptr) {
+    return Fail(Code::kFailedPrecondition, "the recipient key is not reachable by OpenSSL");
+  }
   auto out = ossl::Own(BIO_new(BIO_s_secmem()));
   if (!out) out = ossl::Own(BIO_new(BIO_s_mem()));
   if (!out) return Fail(ossl::Drain(Code::kInternal, "out of memory"));
-  if (CMS_decrypt(cms.get(), key.handle(), recipient.handle(), nullptr, out.get(), CMS_BINARY) !=
-      1) {
+  if (CMS_decrypt(cms.get(), pkey, recipient.handle(), nullptr, out.get(), CMS_BINARY) != 1) {
     return Fail(ossl::Drain(Code::kDataLoss,
                             "the CMS envelope does not open with this key and certificate"));
   }
