@@ -61,7 +61,8 @@ struct CertSpec {
 // Builds and signs one certificate with OpenSSL's X509 API. The x509/ builder only makes the
 // device hierarchy's profiles, and its lints would rightly refuse a TLS client certificate.
 Result<x509::Certificate> Build(const CertSpec& spec, const crypto::PublicKey& subject_key,
-                                const x509::Certificate* issuer, const crypto::Signer& issuer_key) {
+                                const x509::Certificate* issuer,
+                                const crypto::PrivateKey& issuer_key) {
   auto cert = ossl::Own(X509_new());
   if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1) {
     return Fail(ossl::Drain(Code::kInternal, "cannot make a certificate"));

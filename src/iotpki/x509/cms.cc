@@ -45,11 +45,10 @@ Result<crypto::Secret> OpenSealed(ByteView enveloped_der, const crypto::Signer& 
   if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_enveloped) {
     return Fail(Code::kDataLoss, "not a CMS EnvelopedData");
   }
-  // Opening needs the private key inside OpenSSL: a key in a token (no handle) cannot do it here.
+  // CMS_decrypt needs an OpenSSL key (crypto::OpenSslKey); a token key has none.
   EVP_PKEY* pkey = crypto::OpenSslHandle(key);
   if (pkey == nullptr) {
-    return Fail(Code::kFailedPrecondition,
-                "the CMS envelope needs a key OpenSSL holds; this key is in a token");
+    return Fail(Code::kFailedPrecondition, "the recipient key is not reachable by OpenSSL");
   }
   auto out = ossl::Own(BIO_new(BIO_s_secmem()));
   if (!out) out = ossl::Own(BIO_new(BIO_s_mem()));
