@@ -3,7 +3,9 @@
 // returns the key sealed to the device's IDevID (CMS EnvelopedData, x509/cms.h) with the
 // certificate. The server keeps no copy: the key lives in this request's memory only, is never
 // logged, and its PKCS#8 encoding is wiped once sealed.
-#include <array>
+#include <chrono>
+#include <optional>
+#include <span>
 
 #include "iotpki/crypto/secret.h"
 #include "iotpki/enroll/errors.h"
