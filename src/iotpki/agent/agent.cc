@@ -654,222 +654,223 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& o) {
   IOTPKI_TRY(std::string slot, Install(o.state, issued, *issuer, *key, /*factory_key=*/false));
   IOTPKI_CHECK(Local(WriteFileAtomic(o.state / "server", o.server_url + "\n")));
   return Installed{.certificate = issued, .device_id = f.device_id, .slot = slot, .new_key = true};
+}
 
-  std::string_view RotateStepName(RotateStep step) {
-    switch (step) {
-      case RotateStep::kBeforeCsr:
-        return "before-csr";
-      case RotateStep::kAfterEnroll:
-        return "after-enroll";
-      case RotateStep::kBeforeConfirm:
-        return "before-confirm";
-      case RotateStep::kBeforeRename:
-        return "before-rename";
-      case RotateStep::kAfterRename:
-        return "after-rename";
-    }
-    return "?";
+std::string_view RotateStepName(RotateStep step) {
+  switch (step) {
+    case RotateStep::kBeforeCsr:
+      return "before-csr";
+    case RotateStep::kAfterEnroll:
+      return "after-enroll";
+    case RotateStep::kBeforeConfirm:
+      return "before-confirm";
+    case RotateStep::kBeforeRename:
+      return "before-rename";
+    case RotateStep::kAfterRename:
+      return "after-rename";
   }
+  return "?";
+}
 
-  std::optional<RotateStep> ParseRotateStep(std::string_view name) {
-    for (int i = 1; i <= 5; ++i) {
-      auto step = static_cast<RotateStep>(i);
-      if (RotateStepName(step) == name) return step;
-    }
-    return std::nullopt;
+std::optional<RotateStep> ParseRotateStep(std::string_view name) {
+  for (int i = 1; i <= 5; ++i) {
+    auto step = static_cast<RotateStep>(i);
+    if (RotateStepName(step) == name) return step;
   }
+  return std::nullopt;
+}
 
-  std::string_view RecoveryName(Recovery r) {
-    switch (r) {
-      case Recovery::kNothing:
-        return "nothing pending";
-      case Recovery::kCompleted:
-        return "pending rotation completed";
-      case Recovery::kActivated:
-        return "pending rotation was active already";
-      case Recovery::kDiscarded:
-        return "pending rotation discarded";
-    }
-    return "?";
+std::string_view RecoveryName(Recovery r) {
+  switch (r) {
+    case Recovery::kNothing:
+      return "nothing pending";
+    case Recovery::kCompleted:
+      return "pending rotation completed";
+    case Recovery::kActivated:
+      return "pending rotation was active already";
+    case Recovery::kDiscarded:
+      return "pending rotation discarded";
   }
+  return "?";
+}
 
-  Result<Rotated> Rotate(const AgentOptions& o, const RotateCommand& command,
-                         const RotateHooks& hooks) {
-    auto at = [&](RotateStep step) {
-      if (hooks.at_step) hooks.at_step(step);
-    };
-    if (command.campaign.empty() || command.campaign.size() > 128 || command.job < 0) {
-      return Fail(Code::kInvalidArgument, "a rotation names its campaign and job number (>= 0)");
-    }
-    if (fs::exists(o.state / "pending")) {
-      return Fail(Code::kFailedPrecondition,
-                  "a rotation is pending in " + (o.state / "pending").string() +
-                      " (the agent finishes it at start: iotpki-agent recover)");
-    }
-    IOTPKI_TRY(ServerAddress server, ServerFor(o));
-    IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
-    IOTPKI_TRY(Slot current, LoadActive(o));
-    const std::string device_id = current.cert.common_name();
-    at(RotateStep::kBeforeCsr);
+Result<Rotated> Rotate(const AgentOptions& o, const RotateCommand& command,
+                       const RotateHooks& hooks) {
+  auto at = [&](RotateStep step) {
+    if (hooks.at_step) hooks.at_step(step);
+  };
+  if (command.campaign.empty() || command.campaign.size() > 128 || command.job < 0) {
+    return Fail(Code::kInvalidArgument, "a rotation names its campaign and job number (>= 0)");
+  }
+  if (fs::exists(o.state / "pending")) {
+    return Fail(Code::kFailedPrecondition,
+                "a rotation is pending in " + (o.state / "pending").string() +
+                    " (the agent finishes it at start: iotpki-agent recover)");
+  }
+  IOTPKI_TRY(ServerAddress server, ServerFor(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
+  IOTPKI_TRY(Slot current, LoadActive(o));
+  const std::string device_id = current.cert.common_name();
+  at(RotateStep::kBeforeCsr);
 
-    crypto::PrivateKey key = current.key;
-    if (command.rekey) {
-      IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
-    }
-    x509::NameFields subject{.organization = current.cert.organization(),
-                             .common_name = device_id,
-                             .serial_number = current.cert.serial_number()};
-    IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject, current.cert.subject_alt_names())));
-    TlsSettings tls{.trust_anchors = {f.root.ToDer()},
-                    .client_chain = {current.cert.ToDer()},
-                    .client_key = &current.key,
-                    .timeout = o.timeout};
-    IOTPKI_TRY(HttpResponse r,
-               Call(server, tls, "POST", std::string(kEst) + "/simplereenroll",
-                    "application/pkcs10", Base64Encode(csr.ToDer()), o.c509 ? kC509Cert : ""));
-    IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
-    int64_t now = o.clock->NowUnix();
-    IOTPKI_CHECK(CheckIssued(issued, key.public_key(), device_id, current.issuer, f.root, now));
-    at(RotateStep::kAfterEnroll);
+  crypto::PrivateKey key = current.key;
+  if (command.rekey) {
+    IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
+  }
+  x509::NameFields subject{.organization = current.cert.organization(),
+                           .common_name = device_id,
+                           .serial_number = current.cert.serial_number()};
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject, current.cert.subject_alt_names())));
+  TlsSettings tls{.trust_anchors = {f.root.ToDer()},
+                  .client_chain = {current.cert.ToDer()},
+                  .client_key = &current.key,
+                  .timeout = o.timeout};
+  IOTPKI_TRY(HttpResponse r,
+             Call(server, tls, "POST", std::string(kEst) + "/simplereenroll", "application/pkcs10",
+                  Base64Encode(csr.ToDer()), o.c509 ? kC509Cert : ""));
+  IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
+  int64_t now = o.clock->NowUnix();
+  IOTPKI_CHECK(CheckIssued(issued, key.public_key(), device_id, current.issuer, f.root, now));
+  at(RotateStep::kAfterEnroll);
 
-    // The rollback: the new slot and its record go, the server hears why (with the old
-    // certificate, which is still valid: nothing is revoked before a confirmation).
-    auto roll_back = [&](const std::string& slot, const Error& why) -> Error {
-      auto dropped = DropPending(o.state, slot);
-      auto reported = SendRotationAnswer(server, f.root, current, command.campaign, command.job,
-                                         false, why.message(), o.timeout);
-      std::string note = dropped ? "rolled back to " + current.cert.serial_hex()
-                                 : "rollback incomplete: " + dropped.error().message();
-      if (!reported) note += "; the failure could not be reported: " + reported.error().message();
-      return Error(why.code(), why.message() + " (" + note + ")", why.detail());
-    };
-    IOTPKI_TRY(std::string slot, WriteSlot(o.state, issued, current.issuer, key,
-                                           key.public_key() == f.idevid.public_key()));
-    IOTPKI_CHECK(WritePending(o.state, {.slot = slot,
-                                        .serial = issued.serial_hex(),
-                                        .campaign = command.campaign,
-                                        .job = command.job}));
-    if (hooks.fail_install) {
-      return Fail(
-          roll_back(slot, Error(Code::kFailedPrecondition,
-                                "install failed on purpose (IOTPKI_AGENT_TEST_FAIL_INSTALL)")));
-    }
-    at(RotateStep::kBeforeConfirm);
+  // The rollback: the new slot and its record go, the server hears why (with the old
+  // certificate, which is still valid: nothing is revoked before a confirmation).
+  auto roll_back = [&](const std::string& slot, const Error& why) -> Error {
+    auto dropped = DropPending(o.state, slot);
+    auto reported = SendRotationAnswer(server, f.root, current, command.campaign, command.job,
+                                       false, why.message(), o.timeout);
+    std::string note = dropped ? "rolled back to " + current.cert.serial_hex()
+                               : "rollback incomplete: " + dropped.error().message();
+    if (!reported) note += "; the failure could not be reported: " + reported.error().message();
+    return Error(why.code(), why.message() + " (" + note + ")", why.detail());
+  };
+  IOTPKI_TRY(std::string slot, WriteSlot(o.state, issued, current.issuer, key,
+                                         key.public_key() == f.idevid.public_key()));
+  IOTPKI_CHECK(WritePending(o.state, {.slot = slot,
+                                      .serial = issued.serial_hex(),
+                                      .campaign = command.campaign,
+                                      .job = command.job}));
+  if (hooks.fail_install) {
+    return Fail(
+        roll_back(slot, Error(Code::kFailedPrecondition,
+                              "install failed on purpose (IOTPKI_AGENT_TEST_FAIL_INSTALL)")));
+  }
+  at(RotateStep::kBeforeConfirm);
 
-    IOTPKI_TRY(Slot fresh, LoadSlot(o.state / "slots" / slot, o.key_passphrase));
-    auto confirmed = SendRotationAnswer(server, f.root, fresh, command.campaign, command.job, true,
-                                        "", o.timeout);
-    if (!confirmed) {
-      if (confirmed.error().code() == Code::kUnavailable) {
-        // The server may have accepted it (and revoked the old certificate): only Recover, with
-        // an answer from the server, may decide.
-        return Fail(Error(Code::kUnavailable,
-                          confirmed.error().message() +
-                              " (the confirmation did not get through; the new slot stays pending "
-                              "and the agent finishes it at its next start)"));
-      }
-      return Fail(roll_back(
-          slot, Error(confirmed.error().code(),
-                      "the new certificate was not confirmed: " + confirmed.error().message())));
+  IOTPKI_TRY(Slot fresh, LoadSlot(o.state / "slots" / slot, o.key_passphrase));
+  auto confirmed =
+      SendRotationAnswer(server, f.root, fresh, command.campaign, command.job, true, "", o.timeout);
+  if (!confirmed) {
+    if (confirmed.error().code() == Code::kUnavailable) {
+      // The server may have accepted it (and revoked the old certificate): only Recover, with
+      // an answer from the server, may decide.
+      return Fail(Error(Code::kUnavailable,
+                        confirmed.error().message() +
+                            " (the confirmation did not get through; the new slot stays pending "
+                            "and the agent finishes it at its next start)"));
     }
-    at(RotateStep::kBeforeRename);
-    IOTPKI_CHECK(Activate(o.state, slot));
-    at(RotateStep::kAfterRename);
+    return Fail(roll_back(
+        slot, Error(confirmed.error().code(),
+                    "the new certificate was not confirmed: " + confirmed.error().message())));
+  }
+  at(RotateStep::kBeforeRename);
+  IOTPKI_CHECK(Activate(o.state, slot));
+  at(RotateStep::kAfterRename);
+  IOTPKI_CHECK(DropPending(o.state, ""));
+  return Rotated{.installed = {.certificate = issued,
+                               .device_id = device_id,
+                               .slot = slot,
+                               .new_key = command.rekey},
+                 .old_serial = current.cert.serial_hex()};
+}
+
+Result<Recovered> Recover(const AgentOptions& o) {
+  std::error_code ec;
+  // Slots a crash left half written are never named by anything.
+  for (const auto& entry : fs::directory_iterator(o.state / "slots", ec)) {
+    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path(), ec);
+  }
+  auto pending = ReadPending(o.state);
+  if (!pending) return Recovered{};
+  auto done = [&](Recovery what) {
+    return Recovered{.what = what, .campaign = pending->campaign, .job = pending->job};
+  };
+  if (!pending->slot.empty() &&
+      LinkTarget(o.state / "active") == (fs::path("slots") / pending->slot).string()) {
+    // Stopped after the switch: the confirmation was accepted before it.
     IOTPKI_CHECK(DropPending(o.state, ""));
-    return Rotated{.installed = {.certificate = issued,
-                                 .device_id = device_id,
-                                 .slot = slot,
-                                 .new_key = command.rekey},
-                   .old_serial = current.cert.serial_hex()};
+    return done(Recovery::kActivated);
   }
-
-  Result<Recovered> Recover(const AgentOptions& o) {
-    std::error_code ec;
-    // Slots a crash left half written are never named by anything.
-    for (const auto& entry : fs::directory_iterator(o.state / "slots", ec)) {
-      if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path(), ec);
-    }
-    auto pending = ReadPending(o.state);
-    if (!pending) return Recovered{};
-    auto done = [&](Recovery what) {
-      return Recovered{.what = what, .campaign = pending->campaign, .job = pending->job};
-    };
-    if (!pending->slot.empty() &&
-        LinkTarget(o.state / "active") == (fs::path("slots") / pending->slot).string()) {
-      // Stopped after the switch: the confirmation was accepted before it.
-      IOTPKI_CHECK(DropPending(o.state, ""));
-      return done(Recovery::kActivated);
-    }
-    std::optional<Slot> fresh;
-    if (!pending->slot.empty()) {
-      auto loaded = LoadSlot(o.state / "slots" / pending->slot, o.key_passphrase);
-      if (loaded && loaded->cert.serial_hex() == pending->serial) fresh = std::move(*loaded);
-    }
-    IOTPKI_TRY(ServerAddress server, ServerFor(o));
-    IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
-    auto discard = [&](const std::string& why) -> Result<Recovered> {
-      IOTPKI_CHECK(DropPending(o.state, pending->slot));
-      if (!pending->campaign.empty()) {
-        if (auto current = LoadActive(o)) {
-          // Best effort: the job's wait ends without an answer otherwise, which is also retried.
-          (void)SendRotationAnswer(server, f.root, *current, pending->campaign, pending->job, false,
-                                   why, o.timeout);
-        }
+  std::optional<Slot> fresh;
+  if (!pending->slot.empty()) {
+    auto loaded = LoadSlot(o.state / "slots" / pending->slot, o.key_passphrase);
+    if (loaded && loaded->cert.serial_hex() == pending->serial) fresh = std::move(*loaded);
+  }
+  IOTPKI_TRY(ServerAddress server, ServerFor(o));
+  IOTPKI_TRY(Factory f, LoadFactory(o, /*with_key=*/false));
+  auto discard = [&](const std::string& why) -> Result<Recovered> {
+    IOTPKI_CHECK(DropPending(o.state, pending->slot));
+    if (!pending->campaign.empty()) {
+      if (auto current = LoadActive(o)) {
+        // Best effort: the job's wait ends without an answer otherwise, which is also retried.
+        (void)SendRotationAnswer(server, f.root, *current, pending->campaign, pending->job, false,
+                                 why, o.timeout);
       }
-      return done(Recovery::kDiscarded);
-    };
-    if (!fresh) return discard("the pending slot was incomplete after a restart");
-    auto confirmed = SendRotationAnswer(server, f.root, *fresh, pending->campaign, pending->job,
-                                        true, "", o.timeout);
-    if (!confirmed) {
-      if (confirmed.error().code() == Code::kUnavailable) return Fail(confirmed.error());
-      return discard("the pending certificate was not confirmed after a restart: " +
-                     confirmed.error().message());
     }
-    IOTPKI_CHECK(Activate(o.state, pending->slot));
-    IOTPKI_CHECK(DropPending(o.state, ""));
-    return done(Recovery::kCompleted);
+    return done(Recovery::kDiscarded);
+  };
+  if (!fresh) return discard("the pending slot was incomplete after a restart");
+  auto confirmed = SendRotationAnswer(server, f.root, *fresh, pending->campaign, pending->job, true,
+                                      "", o.timeout);
+  if (!confirmed) {
+    if (confirmed.error().code() == Code::kUnavailable) return Fail(confirmed.error());
+    return discard("the pending certificate was not confirmed after a restart: " +
+                   confirmed.error().message());
   }
+  IOTPKI_CHECK(Activate(o.state, pending->slot));
+  IOTPKI_CHECK(DropPending(o.state, ""));
+  return done(Recovery::kCompleted);
+}
 
-  int64_t AutoRenewAt(int64_t not_before, int64_t not_after, double unit_random) {
-    if (not_after <= not_before) return not_before;
-    int64_t life = not_after - not_before;
-    double u = unit_random < 0 ? 0 : (unit_random >= 1 ? 0.999999 : unit_random);
-    int64_t at = not_before + life / 3 * 2 + (life % 3) * 2 / 3 +
-                 static_cast<int64_t>(u * static_cast<double>(life / 12));
-    return std::min(at, not_after - 1);
-  }
+int64_t AutoRenewAt(int64_t not_before, int64_t not_after, double unit_random) {
+  if (not_after <= not_before) return not_before;
+  int64_t life = not_after - not_before;
+  double u = unit_random < 0 ? 0 : (unit_random >= 1 ? 0.999999 : unit_random);
+  int64_t at = not_before + life / 3 * 2 + (life % 3) * 2 / 3 +
+               static_cast<int64_t>(u * static_cast<double>(life / 12));
+  return std::min(at, not_after - 1);
+}
 
-  int64_t SecondsUntilAutoRenew(int64_t not_before, int64_t not_after, double unit_random,
-                                const Clock& clock) {
-    return std::max<int64_t>(0, AutoRenewAt(not_before, not_after, unit_random) - clock.NowUnix());
-  }
+int64_t SecondsUntilAutoRenew(int64_t not_before, int64_t not_after, double unit_random,
+                              const Clock& clock) {
+  return std::max<int64_t>(0, AutoRenewAt(not_before, not_after, unit_random) - clock.NowUnix());
+}
 
-  int64_t RetryBackoff(int attempt, double unit_random) {
-    int64_t base = 5;
-    for (int i = 1; i < attempt && base < 3600; ++i) base *= 2;
-    base = std::min<int64_t>(base, 3600);
-    double u = unit_random < 0 ? 0 : (unit_random > 1 ? 1 : unit_random);
-    return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(base) * (0.5 + u / 2)));
-  }
+int64_t RetryBackoff(int attempt, double unit_random) {
+  int64_t base = 5;
+  for (int i = 1; i < attempt && base < 3600; ++i) base *= 2;
+  base = std::min<int64_t>(base, 3600);
+  double u = unit_random < 0 ? 0 : (unit_random > 1 ? 1 : unit_random);
+  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(base) * (0.5 + u / 2)));
+}
 
-  double DeviceJitter(std::string_view device_id) {
-    Bytes digest = crypto::Sha256(AsBytes(device_id));
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v = (v << 8) | digest[i];
-    return static_cast<double>(v >> 11) / static_cast<double>(uint64_t{1} << 53);
-  }
+double DeviceJitter(std::string_view device_id) {
+  Bytes digest = crypto::Sha256(AsBytes(device_id));
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | digest[i];
+  return static_cast<double>(v >> 11) / static_cast<double>(uint64_t{1} << 53);
+}
 
-  Result<AutoRenewal> AutoRenewPass(const AgentOptions& o) {
-    IOTPKI_TRY(Slot current, LoadActive(o));
-    double u = DeviceJitter(current.cert.common_name());
-    int64_t wait =
-        SecondsUntilAutoRenew(current.cert.not_before(), current.cert.not_after(), u, *o.clock);
-    if (wait > 0) return AutoRenewal{.next_in = wait};
-    IOTPKI_TRY(Installed installed, Renew(o, /*rekey=*/true));
-    int64_t next = SecondsUntilAutoRenew(installed.certificate.not_before(),
-                                         installed.certificate.not_after(), u, *o.clock);
-    return AutoRenewal{.renewed = std::move(installed), .next_in = next};
-  }
+Result<AutoRenewal> AutoRenewPass(const AgentOptions& o) {
+  IOTPKI_TRY(Slot current, LoadActive(o));
+  double u = DeviceJitter(current.cert.common_name());
+  int64_t wait =
+      SecondsUntilAutoRenew(current.cert.not_before(), current.cert.not_after(), u, *o.clock);
+  if (wait > 0) return AutoRenewal{.next_in = wait};
+  IOTPKI_TRY(Installed installed, Renew(o, /*rekey=*/true));
+  int64_t next = SecondsUntilAutoRenew(installed.certificate.not_before(),
+                                       installed.certificate.not_after(), u, *o.clock);
+  return AutoRenewal{.renewed = std::move(installed), .next_in = next};
+}
 
 }  // namespace iotpki::agent

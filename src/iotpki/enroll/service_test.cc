@@ -856,182 +856,182 @@ TEST_F(ServiceTest, ServerKeygenRefusalsIssueNothing) {
 
   EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kManufactured);
   EXPECT_EQ(metrics_.CounterValue("iotpki_certificates_issued_total", {{"profile", "ldevid"}}), 0u);
+}
 
-  // --- Rotation: the job records the re-enrollment; the device confirms with the new certificate
+// --- Rotation: the job records the re-enrollment; the device confirms with the new certificate
 
-  class RotationTest : public LifecycleTest {
-   protected:
-    // A running campaign over `devices`, each job notified (attempt 1).
-    store::Campaign Campaign(const std::string& name, const std::vector<std::string>& devices,
-                             int64_t max_attempts = 3, bool notify = true) {
-      auto created = authority_->store().CreateCampaign(
-          {.name = name, .filter_json = "{}", .max_attempts = max_attempts, .deadline = kFar},
-          {.device_ids = devices}, {.actor = "test", .action = "campaign.create", .subject = name},
-          false, 0);
-      EXPECT_TRUE(created) << created.error().ToString();
-      for (int64_t i = 0; notify && i < static_cast<int64_t>(devices.size()); ++i) {
-        EXPECT_TRUE(authority_->store().Commit(
-            store::WriteBatch().UpdateJob({.campaign_id = created->campaign.id,
-                                           .ordinal = i,
-                                           .from = store::JobState::kPending,
-                                           .to = store::JobState::kNotified,
-                                           .attempts = 1,
-                                           .next_attempt_at = clock_.NowUnix() + 3600})));
-      }
-      return created->campaign;
-    }
-    store::Job Job(const store::Campaign& c, int64_t ordinal) {
-      return *authority_->store().GetJob(c.id, ordinal);
-    }
-    server::Response Answer(const x509::Certificate* client, const std::string& device_id,
-                            const std::string& body, int issuer_index = 1) {
-      server::Request r{.method = "POST",
-                        .path = "/api/v1/devices/" + device_id + "/rotation",
-                        .content_type = "application/json",
-                        .body = body,
-                        .params = {device_id}};
-      if (client) {
-        r.client_cert = server::ClientCertificate{
-            .certificate = *client, .chain_valid = true, .issuer_index = issuer_index};
-      }
-      return service_->ConfirmRotation(r);
-    }
-    static std::string Body(const std::string& campaign, int64_t job, const std::string& status,
-                            const std::string& reason = "") {
-      nlohmann::json j = {{"campaign", campaign}, {"job", job}, {"status", status}};
-      if (!reason.empty()) j["reason"] = reason;
-      return j.dump();
-    }
-    static constexpr int64_t kFar = int64_t{1} << 40;
-  };
-
-  TEST_F(RotationTest, ReenrollRecordsTheJobAndOnlyTheNewCertificateConfirmsIt) {
-    Dev a = Provision("SN-RO1"), b = Provision("SN-RO2");
-    std::string ida = a.idevid.common_name(), idb = b.idevid.common_name();
-    x509::Certificate old_a = Enroll(a), lb = Enroll(b);
-    auto c = Campaign("rot", {ida, idb});
-    ASSERT_EQ(Job(c, 0).old_serial, old_a.serial_hex());
-
-    ASSERT_EQ(Reenroll(old_a), 200);
-    x509::Certificate new_a = Ldevids(ida).back();
-    store::Job job = Job(c, 0);
-    EXPECT_EQ(job.state, store::JobState::kEnrolled);
-    EXPECT_EQ(job.new_serial, new_a.serial_hex());
-    EXPECT_EQ(AuditCount("campaign.job.enrolled"), 1u);
-
-    const std::string ok = Body("rot", 0, "installed");
-    // Refusals: each a clear 4xx, nothing changed.
-    EXPECT_EQ(Answer(&old_a, ida, ok).status, 403);        // the certificate it replaces
-    EXPECT_EQ(Answer(&lb, ida, ok).status, 403);           // another device's certificate
-    EXPECT_EQ(Answer(&new_a, idb, ok).status, 403);        // the new one, for another device
-    EXPECT_EQ(Answer(&a.idevid, ida, ok, 0).status, 403);  // the birth certificate
-    EXPECT_EQ(Answer(nullptr, ida, ok).status, 401);       // no certificate
-    EXPECT_EQ(Answer(&new_a, ida, Body("rot", 7, "installed")).status, 404);   // no such job
-    EXPECT_EQ(Answer(&new_a, ida, Body("nope", 0, "installed")).status, 404);  // no campaign
-    EXPECT_EQ(Answer(&new_a, ida, Body("rot", 1, "installed")).status, 404);   // b's job
-    EXPECT_EQ(Answer(&new_a, ida, "{\"campaign\":\"rot\"").status, 400);
-    EXPECT_EQ(Answer(&new_a, ida, Body("rot", 0, "done")).status, 400);
-    EXPECT_EQ(Answer(&new_a, ida, R"({"campaign":"rot","job":-1,"status":"installed"})").status,
-              400);
-    server::Request text{
-        .method = "POST",
-        .content_type = "text/plain",
-        .body = ok,
-        .client_cert =
-            server::ClientCertificate{.certificate = new_a, .chain_valid = true, .issuer_index = 1},
-        .params = {ida}};
-    EXPECT_EQ(service_->ConfirmRotation(text).status, 415);
-    EXPECT_EQ(Record(old_a).status, store::CertStatus::kValid) << "refusals change nothing";
-    EXPECT_EQ(Job(c, 0).state, store::JobState::kEnrolled);
-    EXPECT_EQ(AuditCount("campaign.job.confirmed"), 0u);
-  }
-
-  TEST_F(RotationTest, ConfirmationRevokesTheOldCertificateInOneStepAndRepeatsIdempotently) {
-    Dev a = Provision("SN-RC1");
-    std::string ida = a.idevid.common_name();
-    x509::Certificate old_a = Enroll(a);
-    auto c = Campaign("rot2", {ida});
-    ASSERT_EQ(Reenroll(old_a), 200);
-    x509::Certificate new_a = Ldevids(ida).back();
-    EXPECT_EQ(Record(old_a).status, store::CertStatus::kValid) << "valid until confirmed";
-
-    auto r = Answer(&new_a, ida, Body("rot2", 0, "installed"));
-    ASSERT_EQ(r.status, 200) << r.body;
-    auto j = nlohmann::json::parse(r.body);
-    EXPECT_EQ(j["state"], "confirmed");
-    EXPECT_EQ(j["revoked"], nlohmann::json::array({old_a.serial_hex()}));
-    EXPECT_EQ(Job(c, 0).state, store::JobState::kConfirmed);
-    auto old_rec = Record(old_a);
-    EXPECT_EQ(old_rec.status, store::CertStatus::kRevoked);
-    EXPECT_EQ(old_rec.revocation_reason, store::RevocationReason::kSuperseded);
-    EXPECT_TRUE(Record(new_a).first_used_at);
-    EXPECT_EQ(AuditCount("campaign.job.confirmed"), 1u);
-    EXPECT_EQ(AuditCount("cert.revoke"), 1u);
-
-    // The same serial again (its answer was lost): 200, nothing more written.
-    auto again = Answer(&new_a, ida, Body("rot2", 0, "installed"));
-    EXPECT_EQ(again.status, 200) << again.body;
-    EXPECT_EQ(AuditCount("campaign.job.confirmed"), 1u);
-    // A final job takes no other answer; the old certificate is refused as revoked.
-    EXPECT_EQ(Answer(&new_a, ida, Body("rot2", 0, "failed", "late")).status, 409);
-    EXPECT_EQ(Answer(&old_a, ida, Body("rot2", 0, "installed")).status, 403);
-  }
-
-  TEST_F(RotationTest, ReportedFailureRetriesThenFailsAndRetiresTheUninstalledCertificate) {
-    Dev a = Provision("SN-RF1");
-    std::string ida = a.idevid.common_name();
-    x509::Certificate old_a = Enroll(a);
-    auto c = Campaign("rot3", {ida}, /*max_attempts=*/2);
-    ASSERT_EQ(Reenroll(old_a), 200);
-    x509::Certificate new_a = Ldevids(ida).back();
-
-    auto r = Answer(&old_a, ida, Body("rot3", 0, "failed", "disk full\n"));
-    ASSERT_EQ(r.status, 200) << r.body;
-    store::Job job = Job(c, 0);
-    EXPECT_EQ(job.state, store::JobState::kPending);
-    EXPECT_EQ(job.last_error, "device: disk full ");
-    EXPECT_GE(job.next_attempt_at, clock_.NowUnix() + 3600);
-    EXPECT_EQ(Record(new_a).status, store::CertStatus::kRevoked);
-    EXPECT_EQ(Record(old_a).status, store::CertStatus::kValid);
-    // Pending: not awaiting an answer.
-    EXPECT_EQ(Answer(&old_a, ida, Body("rot3", 0, "failed")).status, 409);
-
-    // The second (last) attempt fails too: failed for good.
-    ASSERT_TRUE(authority_->store().Commit(
-        store::WriteBatch().UpdateJob({.campaign_id = c.id,
-                                       .ordinal = 0,
-                                       .from = store::JobState::kPending,
-                                       .to = store::JobState::kNotified,
-                                       .attempts = 2,
-                                       .next_attempt_at = clock_.NowUnix() + 3600})));
-    r = Answer(&old_a, ida, Body("rot3", 0, "failed"));
-    ASSERT_EQ(r.status, 200) << r.body;
-    EXPECT_EQ(Job(c, 0).state, store::JobState::kFailed);
-    EXPECT_EQ(Job(c, 0).last_error, "device: install failed");
-    EXPECT_EQ(Answer(&old_a, ida, Body("rot3", 0, "installed")).status, 409);  // final
-    EXPECT_EQ(Record(old_a).status, store::CertStatus::kValid) << "a failed job keeps the old one";
-  }
-
-  TEST_F(RotationTest, AReenrollmentDuringAStartedWaveCountsAsAnAttemptOfItsPendingJob) {
-    Dev a = Provision("SN-RP1"), b = Provision("SN-RP2");
-    std::string ida = a.idevid.common_name(), idb = b.idevid.common_name();
-    x509::Certificate old_a = Enroll(a), old_b = Enroll(b);
-    // Wave size 1: a's job is in wave 0 (due), b's in wave 1 (not started).
+class RotationTest : public LifecycleTest {
+ protected:
+  // A running campaign over `devices`, each job notified (attempt 1).
+  store::Campaign Campaign(const std::string& name, const std::vector<std::string>& devices,
+                           int64_t max_attempts = 3, bool notify = true) {
     auto created = authority_->store().CreateCampaign(
-        {.name = "op", .filter_json = "{}", .wave_size = 1, .deadline = kFar},
-        {.device_ids = std::vector<std::string>{ida, idb}},
-        {.actor = "test", .action = "campaign.create", .subject = "op"}, false, 0);
-    ASSERT_TRUE(created) << created.error().ToString();
-    ASSERT_EQ(Reenroll(old_a), 200);
-    ASSERT_EQ(Reenroll(old_b), 200);
-    store::Job ja = Job(created->campaign, 0), jb = Job(created->campaign, 1);
-    EXPECT_EQ(ja.state, store::JobState::kEnrolled);
-    EXPECT_EQ(ja.attempts, 1);
-    EXPECT_EQ(ja.new_serial, Ldevids(ida).back().serial_hex());
-    EXPECT_GE(ja.next_attempt_at, clock_.NowUnix() - 120 + 3600);  // from its re-enrollment
-    EXPECT_EQ(jb.state, store::JobState::kPending) << "its wave has not started";
-    EXPECT_EQ(jb.new_serial, std::nullopt);
+        {.name = name, .filter_json = "{}", .max_attempts = max_attempts, .deadline = kFar},
+        {.device_ids = devices}, {.actor = "test", .action = "campaign.create", .subject = name},
+        false, 0);
+    EXPECT_TRUE(created) << created.error().ToString();
+    for (int64_t i = 0; notify && i < static_cast<int64_t>(devices.size()); ++i) {
+      EXPECT_TRUE(authority_->store().Commit(
+          store::WriteBatch().UpdateJob({.campaign_id = created->campaign.id,
+                                         .ordinal = i,
+                                         .from = store::JobState::kPending,
+                                         .to = store::JobState::kNotified,
+                                         .attempts = 1,
+                                         .next_attempt_at = clock_.NowUnix() + 3600})));
+    }
+    return created->campaign;
   }
+  store::Job Job(const store::Campaign& c, int64_t ordinal) {
+    return *authority_->store().GetJob(c.id, ordinal);
+  }
+  server::Response Answer(const x509::Certificate* client, const std::string& device_id,
+                          const std::string& body, int issuer_index = 1) {
+    server::Request r{.method = "POST",
+                      .path = "/api/v1/devices/" + device_id + "/rotation",
+                      .content_type = "application/json",
+                      .body = body,
+                      .params = {device_id}};
+    if (client) {
+      r.client_cert = server::ClientCertificate{
+          .certificate = *client, .chain_valid = true, .issuer_index = issuer_index};
+    }
+    return service_->ConfirmRotation(r);
+  }
+  static std::string Body(const std::string& campaign, int64_t job, const std::string& status,
+                          const std::string& reason = "") {
+    nlohmann::json j = {{"campaign", campaign}, {"job", job}, {"status", status}};
+    if (!reason.empty()) j["reason"] = reason;
+    return j.dump();
+  }
+  static constexpr int64_t kFar = int64_t{1} << 40;
+};
+
+TEST_F(RotationTest, ReenrollRecordsTheJobAndOnlyTheNewCertificateConfirmsIt) {
+  Dev a = Provision("SN-RO1"), b = Provision("SN-RO2");
+  std::string ida = a.idevid.common_name(), idb = b.idevid.common_name();
+  x509::Certificate old_a = Enroll(a), lb = Enroll(b);
+  auto c = Campaign("rot", {ida, idb});
+  ASSERT_EQ(Job(c, 0).old_serial, old_a.serial_hex());
+
+  ASSERT_EQ(Reenroll(old_a), 200);
+  x509::Certificate new_a = Ldevids(ida).back();
+  store::Job job = Job(c, 0);
+  EXPECT_EQ(job.state, store::JobState::kEnrolled);
+  EXPECT_EQ(job.new_serial, new_a.serial_hex());
+  EXPECT_EQ(AuditCount("campaign.job.enrolled"), 1u);
+
+  const std::string ok = Body("rot", 0, "installed");
+  // Refusals: each a clear 4xx, nothing changed.
+  EXPECT_EQ(Answer(&old_a, ida, ok).status, 403);        // the certificate it replaces
+  EXPECT_EQ(Answer(&lb, ida, ok).status, 403);           // another device's certificate
+  EXPECT_EQ(Answer(&new_a, idb, ok).status, 403);        // the new one, for another device
+  EXPECT_EQ(Answer(&a.idevid, ida, ok, 0).status, 403);  // the birth certificate
+  EXPECT_EQ(Answer(nullptr, ida, ok).status, 401);       // no certificate
+  EXPECT_EQ(Answer(&new_a, ida, Body("rot", 7, "installed")).status, 404);   // no such job
+  EXPECT_EQ(Answer(&new_a, ida, Body("nope", 0, "installed")).status, 404);  // no campaign
+  EXPECT_EQ(Answer(&new_a, ida, Body("rot", 1, "installed")).status, 404);   // b's job
+  EXPECT_EQ(Answer(&new_a, ida, "{\"campaign\":\"rot\"").status, 400);
+  EXPECT_EQ(Answer(&new_a, ida, Body("rot", 0, "done")).status, 400);
+  EXPECT_EQ(Answer(&new_a, ida, R"({"campaign":"rot","job":-1,"status":"installed"})").status, 400);
+  server::Request text{
+      .method = "POST",
+      .content_type = "text/plain",
+      .body = ok,
+      .client_cert =
+          server::ClientCertificate{.certificate = new_a, .chain_valid = true, .issuer_index = 1},
+      .params = {ida}};
+  EXPECT_EQ(service_->ConfirmRotation(text).status, 415);
+  EXPECT_EQ(Record(old_a).status, store::CertStatus::kValid) << "refusals change nothing";
+  EXPECT_EQ(Job(c, 0).state, store::JobState::kEnrolled);
+  EXPECT_EQ(AuditCount("campaign.job.confirmed"), 0u);
+}
+
+TEST_F(RotationTest, ConfirmationRevokesTheOldCertificateInOneStepAndRepeatsIdempotently) {
+  Dev a = Provision("SN-RC1");
+  std::string ida = a.idevid.common_name();
+  x509::Certificate old_a = Enroll(a);
+  auto c = Campaign("rot2", {ida});
+  ASSERT_EQ(Reenroll(old_a), 200);
+  x509::Certificate new_a = Ldevids(ida).back();
+  EXPECT_EQ(Record(old_a).status, store::CertStatus::kValid) << "valid until confirmed";
+
+  auto r = Answer(&new_a, ida, Body("rot2", 0, "installed"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["state"], "confirmed");
+  EXPECT_EQ(j["revoked"], nlohmann::json::array({old_a.serial_hex()}));
+  EXPECT_EQ(Job(c, 0).state, store::JobState::kConfirmed);
+  auto old_rec = Record(old_a);
+  EXPECT_EQ(old_rec.status, store::CertStatus::kRevoked);
+  EXPECT_EQ(old_rec.revocation_reason, store::RevocationReason::kSuperseded);
+  EXPECT_TRUE(Record(new_a).first_used_at);
+  EXPECT_EQ(AuditCount("campaign.job.confirmed"), 1u);
+  EXPECT_EQ(AuditCount("cert.revoke"), 1u);
+
+  // The same serial again (its answer was lost): 200, nothing more written.
+  auto again = Answer(&new_a, ida, Body("rot2", 0, "installed"));
+  EXPECT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(AuditCount("campaign.job.confirmed"), 1u);
+  // A final job takes no other answer; the old certificate is refused as revoked.
+  EXPECT_EQ(Answer(&new_a, ida, Body("rot2", 0, "failed", "late")).status, 409);
+  EXPECT_EQ(Answer(&old_a, ida, Body("rot2", 0, "installed")).status, 403);
+}
+
+TEST_F(RotationTest, ReportedFailureRetriesThenFailsAndRetiresTheUninstalledCertificate) {
+  Dev a = Provision("SN-RF1");
+  std::string ida = a.idevid.common_name();
+  x509::Certificate old_a = Enroll(a);
+  auto c = Campaign("rot3", {ida}, /*max_attempts=*/2);
+  ASSERT_EQ(Reenroll(old_a), 200);
+  x509::Certificate new_a = Ldevids(ida).back();
+
+  auto r = Answer(&old_a, ida, Body("rot3", 0, "failed", "disk full\n"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  store::Job job = Job(c, 0);
+  EXPECT_EQ(job.state, store::JobState::kPending);
+  EXPECT_EQ(job.last_error, "device: disk full ");
+  EXPECT_GE(job.next_attempt_at, clock_.NowUnix() + 3600);
+  EXPECT_EQ(Record(new_a).status, store::CertStatus::kRevoked);
+  EXPECT_EQ(Record(old_a).status, store::CertStatus::kValid);
+  // Pending: not awaiting an answer.
+  EXPECT_EQ(Answer(&old_a, ida, Body("rot3", 0, "failed")).status, 409);
+
+  // The second (last) attempt fails too: failed for good.
+  ASSERT_TRUE(authority_->store().Commit(
+      store::WriteBatch().UpdateJob({.campaign_id = c.id,
+                                     .ordinal = 0,
+                                     .from = store::JobState::kPending,
+                                     .to = store::JobState::kNotified,
+                                     .attempts = 2,
+                                     .next_attempt_at = clock_.NowUnix() + 3600})));
+  r = Answer(&old_a, ida, Body("rot3", 0, "failed"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Job(c, 0).state, store::JobState::kFailed);
+  EXPECT_EQ(Job(c, 0).last_error, "device: install failed");
+  EXPECT_EQ(Answer(&old_a, ida, Body("rot3", 0, "installed")).status, 409);  // final
+  EXPECT_EQ(Record(old_a).status, store::CertStatus::kValid) << "a failed job keeps the old one";
+}
+
+TEST_F(RotationTest, AReenrollmentDuringAStartedWaveCountsAsAnAttemptOfItsPendingJob) {
+  Dev a = Provision("SN-RP1"), b = Provision("SN-RP2");
+  std::string ida = a.idevid.common_name(), idb = b.idevid.common_name();
+  x509::Certificate old_a = Enroll(a), old_b = Enroll(b);
+  // Wave size 1: a's job is in wave 0 (due), b's in wave 1 (not started).
+  auto created = authority_->store().CreateCampaign(
+      {.name = "op", .filter_json = "{}", .wave_size = 1, .deadline = kFar},
+      {.device_ids = std::vector<std::string>{ida, idb}},
+      {.actor = "test", .action = "campaign.create", .subject = "op"}, false, 0);
+  ASSERT_TRUE(created) << created.error().ToString();
+  ASSERT_EQ(Reenroll(old_a), 200);
+  ASSERT_EQ(Reenroll(old_b), 200);
+  store::Job ja = Job(created->campaign, 0), jb = Job(created->campaign, 1);
+  EXPECT_EQ(ja.state, store::JobState::kEnrolled);
+  EXPECT_EQ(ja.attempts, 1);
+  EXPECT_EQ(ja.new_serial, Ldevids(ida).back().serial_hex());
+  EXPECT_GE(ja.next_attempt_at, clock_.NowUnix() - 120 + 3600);  // from its re-enrollment
+  EXPECT_EQ(jb.state, store::JobState::kPending) << "its wave has not started";
+  EXPECT_EQ(jb.new_serial, std::nullopt);
+}
 
 }  // namespace
 }  // namespace iotpki::enroll
