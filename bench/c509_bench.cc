@@ -190,7 +190,8 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   std::cout << "certificate  X.509 DER  C509 type 3  C509 type 2\n";
   for (const auto& [kind, s] : Samples()) {
-    auto pct = [&](size_t n) { return std::to_string(100 * n / s.der.size()) + "%"; };
+    // The size by value: clang 14 cannot capture a structured binding.
+    auto pct = [der = s.der.size()](size_t n) { return std::to_string(100 * n / der) + "%"; };
     std::cout << iotpki::x509::ProfileName(kind) << "       " << s.der.size() << "        "
               << s.type3.size() << " (" << pct(s.type3.size()) << ")    " << s.type2.size() << " ("
               << pct(s.type2.size()) << ")\n";

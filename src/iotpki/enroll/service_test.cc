@@ -808,9 +808,11 @@ TEST_F(ServiceTest, ServerKeygenRetiresEarlierWorkingCertificatesLikeSimpleEnrol
   EXPECT_EQ(renewed.status, 200) << renewed.body;
   auto records = authority_->store().ListCertificatesForDevice(id);
   ASSERT_TRUE(records);
+  // Named outside the lambda: clang 14 cannot capture a structured binding.
+  const std::string sealed_serial = ldevid.serial_hex();
   size_t superseded = std::count_if(records->begin(), records->end(), [&](const auto& rec) {
     return rec.profile == store::CertProfile::kLDevId &&
-           rec.status == store::CertStatus::kRevoked && rec.serial != ldevid.serial_hex() &&
+           rec.status == store::CertStatus::kRevoked && rec.serial != sealed_serial &&
            rec.revocation_reason == store::RevocationReason::kSuperseded;
   });
   EXPECT_EQ(superseded, 1u);  // simpleenroll's LDevID
