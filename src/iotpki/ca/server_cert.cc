@@ -6,6 +6,33 @@
 
 namespace iotpki::ca {
 
+namespace {
+
+// Records a certificate the server made for itself (profile kServer) and its `cert.issue` audit
+// row in one commit: durable first, only then may the certificate be used.
+Result<void> RecordServiceCertificate(store::Store& store, const x509::Certificate& cert, CaName ca,
+                                      const std::string& actor, nlohmann::json details) {
+  store::CertificateRecord r;
+  r.serial = cert.serial_hex();
+  r.profile = store::CertProfile::kServer;
+  r.issuer = std::string(CaNameText(ca));
+  r.subject = cert.subject();
+  r.not_before = cert.not_before();
+  r.not_after = cert.not_after();
+  r.key_fingerprint = ToHex(cert.public_key().Fingerprint());
+  r.der = cert.ToDer();
+  store::WriteBatch batch;
+  batch.InsertCertificate(std::move(r));
+  batch.AppendAudit({.actor = actor,
+                     .action = "cert.issue",
+                     .subject = cert.serial_hex(),
+                     .details = details.dump()});
+  IOTPKI_CHECK(store.Commit(batch));
+  return {};
+}
+
+}  // namespace
+
 Result<x509::Certificate> Authority::IssueServerCertificate(
     const crypto::PublicKey& key, const std::string& common_name,
     const std::vector<std::string>& dns_names, const std::vector<std::string>& ip_addresses,
@@ -21,30 +48,14 @@ Result<x509::Certificate> Authority::IssueServerCertificate(
   tmpl.ip_addresses = ip_addresses;
   IOTPKI_TRY(x509::Certificate cert, x509::Issue(tmpl, &*operational_, *operational_key_, policy_));
 
-  store::CertificateRecord r;
-  r.serial = cert.serial_hex();
-  r.profile = store::CertProfile::kServer;
-  r.issuer = std::string(CaNameText(CaName::kOperational));
-  r.subject = cert.subject();
-  r.not_before = cert.not_before();
-  r.not_after = cert.not_after();
-  r.key_fingerprint = ToHex(cert.public_key().Fingerprint());
-  r.der = cert.ToDer();
-  store::WriteBatch batch;
-  batch.InsertCertificate(std::move(r));
   nlohmann::json names = dns_names;
   for (const auto& ip : ip_addresses) names.push_back(ip);
-  batch.AppendAudit(
-      {.actor = actor,
-       .action = "cert.issue",
-       .subject = cert.serial_hex(),
-       .details = nlohmann::json({{"profile", x509::ProfileName(x509::ProfileKind::kTlsServer)},
-                                  {"names", names},
-                                  {"not_after", cert.not_after()},
-                                  {"sha256", cert.fingerprint_sha256()}})
-                      .dump()});
-  // Durable first; only then may the certificate be used.
-  IOTPKI_CHECK(store_->Commit(batch));
+  IOTPKI_CHECK(
+      RecordServiceCertificate(*store_, cert, CaName::kOperational, actor,
+                               {{"profile", x509::ProfileName(x509::ProfileKind::kTlsServer)},
+                                {"names", names},
+                                {"not_after", cert.not_after()},
+                                {"sha256", cert.fingerprint_sha256()}}));
   return cert;
 }
 
@@ -64,27 +75,12 @@ Result<x509::Certificate> Authority::IssueOcspResponderCertificate(CaName ca,
   const x509::Certificate& issuer = certificate(ca);
   IOTPKI_TRY(x509::Certificate cert, x509::Issue(tmpl, &issuer, *issuer_key, policy_));
 
-  store::CertificateRecord r;
-  r.serial = cert.serial_hex();
-  r.profile = store::CertProfile::kServer;
-  r.issuer = std::string(CaNameText(ca));
-  r.subject = cert.subject();
-  r.not_before = cert.not_before();
-  r.not_after = cert.not_after();
-  r.key_fingerprint = ToHex(cert.public_key().Fingerprint());
-  r.der = cert.ToDer();
-  store::WriteBatch batch;
-  batch.InsertCertificate(std::move(r));
-  batch.AppendAudit(
-      {.actor = actor,
-       .action = "cert.issue",
-       .subject = cert.serial_hex(),
-       .details = nlohmann::json({{"profile", x509::ProfileName(x509::ProfileKind::kOcspResponder)},
-                                  {"issuer", CaNameText(ca)},
-                                  {"not_after", cert.not_after()},
-                                  {"sha256", cert.fingerprint_sha256()}})
-                      .dump()});
-  IOTPKI_CHECK(store_->Commit(batch));
+  IOTPKI_CHECK(
+      RecordServiceCertificate(*store_, cert, ca, actor,
+                               {{"profile", x509::ProfileName(x509::ProfileKind::kOcspResponder)},
+                                {"issuer", CaNameText(ca)},
+                                {"not_after", cert.not_after()},
+                                {"sha256", cert.fingerprint_sha256()}}));
   return cert;
 }
 
@@ -101,27 +97,12 @@ Result<x509::Certificate> Authority::IssueCommandCertificate(const crypto::Publi
   const x509::Certificate& issuer = certificate(CaName::kOperational);
   IOTPKI_TRY(x509::Certificate cert, x509::Issue(tmpl, &issuer, *issuer_key, policy_));
 
-  store::CertificateRecord r;
-  r.serial = cert.serial_hex();
-  r.profile = store::CertProfile::kServer;
-  r.issuer = std::string(CaNameText(CaName::kOperational));
-  r.subject = cert.subject();
-  r.not_before = cert.not_before();
-  r.not_after = cert.not_after();
-  r.key_fingerprint = ToHex(cert.public_key().Fingerprint());
-  r.der = cert.ToDer();
-  store::WriteBatch batch;
-  batch.InsertCertificate(std::move(r));
-  batch.AppendAudit(
-      {.actor = actor,
-       .action = "cert.issue",
-       .subject = cert.serial_hex(),
-       .details = nlohmann::json({{"profile", x509::ProfileName(x509::ProfileKind::kCommandSigner)},
-                                  {"issuer", CaNameText(CaName::kOperational)},
-                                  {"not_after", cert.not_after()},
-                                  {"sha256", cert.fingerprint_sha256()}})
-                      .dump()});
-  IOTPKI_CHECK(store_->Commit(batch));
+  IOTPKI_CHECK(
+      RecordServiceCertificate(*store_, cert, CaName::kOperational, actor,
+                               {{"profile", x509::ProfileName(x509::ProfileKind::kCommandSigner)},
+                                {"issuer", CaNameText(CaName::kOperational)},
+                                {"not_after", cert.not_after()},
+                                {"sha256", cert.fingerprint_sha256()}}));
   return cert;
 }
 
