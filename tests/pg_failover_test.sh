@@ -93,7 +93,8 @@ equal "the standby is in recovery" \
 
 psql -qAt "$(url_of "$P" postgres)" -c "CREATE DATABASE iotpki TEMPLATE template0"
 # Both hosts, the primary first; each connection goes to whichever accepts writes.
-STORE_URL="postgresql:///iotpki?host=$P,$S&port=5432,5432&user=postgres&target_session_attrs=read-write"
+STORE_URL="postgresql:///iotpki?host=$P,$S&port=5432,5432&user=postgres"
+STORE_URL+="&target_session_attrs=read-write"
 "$IOTPKI" ca init --dir "$CA" --org FailCo --store "$STORE_URL" >/dev/null || exit 1
 mapfile -t DEVS < <(prepare_devices F 32)
 equal "32 devices provisioned" "${#DEVS[@]}" "32"

@@ -90,7 +90,8 @@ serial_of() {
 # enroll DIR LOG NODE...: one enrollment of DIR's device as a client that retries: it tries the
 # nodes in turn (a node that does not answer, or answers 5xx, is left for the next); a token
 # refused as used (409: an earlier attempt was committed but its answer lost) is replaced by a
-# new one. Other answers are appended to LOG.refused ("CODE NODE"). On success appends "SERIAL TIMESTAMP NODE DIR" to LOG. Gives up after 40 attempts.
+# new one. Other answers are appended to LOG.refused ("CODE NODE"). On success appends
+# "SERIAL TIMESTAMP NODE DIR" to LOG. Gives up after 40 attempts.
 enroll() {
   local dir=$1 log=$2
   shift 2
