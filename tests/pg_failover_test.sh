@@ -169,6 +169,17 @@ check "audit verify --store naming the new primary alone" "$IOTPKI" audit verify
 : >"$WORK/more.log"
 check "node a enrolls on the new primary" enroll "${DEVS[0]}" "$WORK/more.log" a
 check "node b enrolls on the new primary" enroll "${DEVS[1]}" "$WORK/more.log" b
+# A restart of the primary ends every connection the nodes hold, idle ones included: the next
+# request to each node is answered at its first attempt, on a new connection.
+check "the new primary restarts" as_owner "$BIN/pg_ctl" -D "$S/data" -m fast -w -t 60 restart \
+  -l "$S/server.log"
+n=2
+for node in a b; do
+  bootstrap_body "${DEVS[$n]}" "$(date +%s)" >"$WORK/after-restart.json"
+  equal "node $node answers at once after the restart" \
+    "$(post "${NODE_URL[$node]}" "$WORK/after-restart.json" "$WORK/after-restart.out")" "200"
+  n=$((n + 1))
+done
 expect "node a logged why it answered 503" \
   '"status":503.*"reason":"(cannot connect to the PostgreSQL server|the database is unavailable)' \
   "$WORK/a.err"
