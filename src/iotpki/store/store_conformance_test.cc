@@ -24,6 +24,7 @@
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/store/audit.h"
+#include "iotpki/store/postgres/pg_db.h"
 #include "iotpki/store/postgres/pg_store.h"
 #include "iotpki/store/postgres/pg_test_cluster.h"
 #include "iotpki/store/sqlite/sqlite_store.h"
@@ -2043,6 +2044,56 @@ TEST_P(CampaignStore, TwoStoresNeverClaimTheSameJob) {
     for (const Job& j : jobs) EXPECT_TRUE(seen.insert(j.ordinal).second) << j.ordinal;
   }
   EXPECT_EQ(seen.size(), 200u);
+}
+
+// --- PostgreSQL: connections the server ends ---------------------------------------------------
+
+// The server ends every connection of a node when it restarts or fails over (the node's idle
+// pooled readers and its writer go stale without the node knowing). The next read and the next
+// write must each be answered on a new connection, not fail once per stale connection: nothing
+// was sent on them, so opening a new one and trying again is safe.
+TEST(PostgresReconnect, ConnectionsEndedByTheServerAreReplacedOnTheirNextUse) {
+  IOTPKI_PG_DATABASE(url);
+  FakeClock clock{kNow};
+  auto store = OpenPostgresStore(url, clock);
+  ASSERT_TRUE(store) << store.error().ToString();
+  const std::string id = HexDigest("reconnect");
+  ASSERT_TRUE((*store)->Commit(WriteBatch().RecordToken(id, kNow)));
+  // Two readers at once, so that the pool keeps two idle.
+  std::thread other([&] { EXPECT_EQ((*store)->IsTokenRecorded(id, kNow), true); });
+  EXPECT_EQ((*store)->IsTokenRecorded(id, kNow), true);
+  other.join();
+
+  auto admin = postgres::Connection::Open(url);
+  ASSERT_TRUE(admin) << admin.error().ToString();
+  const std::string others =
+      " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+  ASSERT_TRUE((*admin)->Exec("SELECT pg_terminate_backend(pid)" + others));
+  // pg_terminate_backend signals; wait until those backends have exited.
+  for (int i = 0; i < 1000; ++i) {
+    auto stmt = (*admin)->PrepareUncached("SELECT COUNT(*)" + others);
+    ASSERT_TRUE(stmt) << stmt.error().ToString();
+    auto row = (*stmt)->Step();
+    ASSERT_TRUE(row && *row);
+    if ((*stmt)->Int64(0) == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
+  for (int i = 0; i < 3; ++i) {
+    auto read = (*store)->IsTokenRecorded(id, kNow);
+    ASSERT_TRUE(read) << "read " << i << ": " << read.error().ToString();
+    EXPECT_TRUE(*read);
+  }
+  auto write = (*store)->Commit(WriteBatch().RecordToken(id, kNow + 1));
+  ASSERT_TRUE(write) << write.error().ToString();
+  EXPECT_EQ((*store)->IsTokenRecorded(id, kNow + 1), true);
+  // A write whose outcome is unknown is not retried: a second use of one token is still refused.
+  auto again = (*store)->Commit(WriteBatch().RecordToken(id, kNow + 1));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), Code::kAlreadyExists);
+  store->reset();
+  admin->reset();
+  testing::PgTestCluster::Get().DropDatabase(url);
 }
 
 }  // namespace

@@ -238,6 +238,11 @@ Bytes Statement::Blob(int col) const {
   return Bytes(p, p + PQgetlength(result_, row_, col));
 }
 
+void Statement::Unprepare() {
+  Reset();
+  prepared_ = false;
+}
+
 void Statement::Reset() {
   PQclear(result_);
   result_ = nullptr;
@@ -309,8 +314,20 @@ Result<std::unique_ptr<sql::Statement>> Connection::PrepareUncached(std::string_
 
 Result<void> Connection::Begin(TxMode mode) {
   if (in_transaction()) Rollback();
-  if (mode == TxMode::kRead) return Exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-  return Exec("BEGIN; SELECT pg_advisory_xact_lock(" + std::to_string(kWriterLockKey) + ")");
+  const std::string begin =
+      mode == TxMode::kRead
+          ? "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+          : "BEGIN; SELECT pg_advisory_xact_lock(" + std::to_string(kWriterLockKey) + ")";
+  auto begun = Exec(begin);
+  if (begun || !broken()) return begun;
+  // The server ended this connection while it sat idle (a restart, a failover, an operator's
+  // pg_terminate_backend): nothing of this transaction was done, so a new connection may run it.
+  // PQreset connects again with the same parameters: with several hosts and
+  // target_session_attrs=read-write, to whichever is the primary now.
+  PQreset(conn_);
+  if (PQstatus(conn_) != CONNECTION_OK) return begun;
+  for (auto& [sql, stmt] : cache_) stmt->Unprepare();
+  return Exec(begin);
 }
 
 Result<void> Connection::Commit() {

@@ -68,6 +68,8 @@ class Statement final : public sql::Statement {
   Bytes Blob(int col) const override;
   int64_t Changes() const override { return changes_; }
   void Reset() override;
+  // The server-side statement is gone (its connection was replaced): prepared again on next use.
+  void Unprepare();
 
  private:
   struct Param {
@@ -104,6 +106,8 @@ class Connection final : public sql::Connection {
   // kWrite: BEGIN, then the writer lock (kWriterLockKey) before anything else, so every
   // statement of the transaction sees what earlier writers committed (READ COMMITTED takes a
   // snapshot per statement). kRead: REPEATABLE READ, READ ONLY: one snapshot for all its reads.
+  // A connection the server has ended since its last use is connected again (same URL) and the
+  // BEGIN tried once more: nothing had been sent in the transaction.
   Result<void> Begin(TxMode mode) override;
   // An aborted transaction "commits" as a rollback: that is reported as an error.
   Result<void> Commit() override;

@@ -179,7 +179,8 @@ auto InReadTransaction(Connection& conn, F&& f) -> decltype(f()) {
 // One writer connection, guarded by a mutex, and a pool of read connections opened on demand,
 // at most `max_idle_readers` kept between calls. Without a reader opener (an in-memory SQLite
 // database cannot be shared) reads run on the writer. A connection found broken is replaced
-// before its next use.
+// before its next use; a read that fails because its connection broke is run once more on a new
+// one (reads change nothing; writes are not repeated, as their commit may have happened).
 class Pool {
  public:
   using Opener = std::function<Result<std::unique_ptr<Connection>>()>;
@@ -220,6 +221,18 @@ class Pool {
       conn = std::move(*opened);
     }
     auto result = f(*conn);
+    if (!result && conn->broken()) {
+      // The server ended the connection (a restart, a failover): the idle ones went with it.
+      // A read changes nothing, so it runs once more on a new connection.
+      {
+        std::lock_guard<std::mutex> lock(pool_mu_);
+        idle_readers_.clear();
+      }
+      auto opened = open_reader_();
+      if (!opened) return result;
+      conn = std::move(*opened);
+      result = f(*conn);
+    }
     std::lock_guard<std::mutex> lock(pool_mu_);
     if (idle_readers_.size() < max_idle_readers_ && !conn->broken()) {
       idle_readers_.push_back(std::move(conn));
