@@ -225,8 +225,13 @@ std::string AdminApi::CsrfToken(std::string_view fingerprint) const {
 
 AuditRun AdminApi::VerifyAuditNow() {
   AuditRun run;
-  auto verdict = store::VerifyAuditChain(*options_.store, 1000);
+  auto verdict = store::VerifyAuditChain(*options_.store, 1000, {}, &cancel_);
   run.finished_at = options_.clock->NowUnix();
+  if (!verdict && verdict.error().code() == Code::kAborted && cancel_.load()) {
+    run.explanation = "cancelled: the server is stopping";
+    log::Info("admin.audit_cancelled", {{"detail", verdict.error().detail()}});
+    return run;
+  }
   if (!verdict) {
     run.explanation = "the audit log could not be read: " + verdict.error().message();
   } else {
@@ -247,6 +252,7 @@ void AdminApi::Start() {
   std::lock_guard lock(stop_mu_);
   if (thread_.joinable()) return;
   stop_ = false;
+  cancel_ = false;
   thread_ = std::thread([this] {
     for (;;) {
       VerifyAuditNow();
@@ -257,6 +263,7 @@ void AdminApi::Start() {
 }
 
 void AdminApi::Stop() {
+  cancel_ = true;
   {
     std::lock_guard lock(stop_mu_);
     stop_ = true;

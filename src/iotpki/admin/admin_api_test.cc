@@ -390,6 +390,22 @@ TEST_F(AdminApiTest, AuditShowsTheLastVerification) {
   EXPECT_EQ(after["last_verification"]["last_seq"], after["head"]["seq"]);
 }
 
+// serve's shutdown (Stop) cancels a verification before its next page rather than waiting for
+// the whole log; the last complete result stays what the API shows.
+TEST_F(AdminApiTest, StopCancelsAVerificationAndKeepsTheLastResult) {
+  AuditRun done = api_->VerifyAuditNow();
+  ASSERT_TRUE(done.intact) << done.explanation;
+  api_->Start();
+  api_->Stop();
+  AuditRun cancelled = api_->VerifyAuditNow();
+  EXPECT_FALSE(cancelled.intact);
+  EXPECT_EQ(cancelled.rows, 0);
+  EXPECT_EQ(cancelled.explanation, "cancelled: the server is stopping");
+  json after = CallJson(As(*bob_, "GET", "/admin/api/v1/audit"));
+  EXPECT_EQ(after["last_verification"]["intact"], true);
+  EXPECT_EQ(after["last_verification"]["rows"], done.rows);
+}
+
 TEST_F(AdminApiTest, PagesAreEmbeddedAndLockedDown) {
   auto r = Call(As(*bob_, "GET", "/admin/"));
   EXPECT_EQ(r.status, 200);

@@ -1456,6 +1456,19 @@ TEST_P(StoreConformance, AuditChainIsComputedByTheStore) {
   EXPECT_EQ(verdict->head_hash, rows[4].hash);
 }
 
+// A verification told to stop reads no further page: Aborted, not a verdict.
+TEST_P(StoreConformance, AuditVerificationStopsWhenCancelled) {
+  for (int i = 0; i < 3; ++i) MustCommit(WriteBatch().AppendAudit(Event("a", "x")));
+  std::atomic<bool> cancel{true};
+  auto stopped = VerifyAuditChain(*store_, 1, {}, &cancel);
+  ASSERT_FALSE(stopped);
+  EXPECT_EQ(stopped.error().code(), Code::kAborted);
+  cancel = false;
+  auto whole = VerifyAuditChain(*store_, 1, {}, &cancel);
+  ASSERT_TRUE(whole) << whole.error().ToString();
+  EXPECT_EQ(whole->rows_checked, 3);
+}
+
 TEST_P(StoreConformance, TamperedAuditRowIsNamed) {
   WriteBatch b;
   for (int i = 0; i < 6; ++i) b.AppendAudit(Event("cert.issue", CertSerial(i)));
