@@ -23,6 +23,23 @@ equal "CRLs current: pass" "$(verdict "$WORK/r.json" crl-freshness)" "pass"
 equal "audit chain: pass" "$(verdict "$WORK/r.json" audit-chain)" "pass"
 equal "CA keys in files: fail" "$(verdict "$WORK/r.json" ca-keys-hardware)" "fail"
 expect "counts the fleet" '"devices": "3"' "$WORK/r.json"
+equal "no shared key or id: pass" "$(verdict "$WORK/r.json" unique-credentials)" "pass"
+expect "keys the CA made are counted" '"key made by the CA or server": "3 \(100.0%\)"' "$WORK/r.json"
+equal "keys made off the device: manual evidence" "$(verdict "$WORK/r.json" keys-on-device)" \
+  "needs-manual-evidence"
+equal "nothing stranded: pass" "$(verdict "$WORK/r.json" stranded-devices)" "pass"
+# Break one thing: the second device given the first one's key behind the store's back.
+sqlite3 "$D/iotpki.db" "INSERT INTO certificates (serial, device_seq, profile, issuer, subject,
+  not_before, not_after, key_fingerprint, der, status, created_at) SELECT 'ff01',
+  (SELECT seq FROM devices ORDER BY seq LIMIT 1 OFFSET 1), profile, issuer, subject, not_before, not_after,
+  key_fingerprint, der, status, created_at FROM certificates WHERE device_seq =
+  (SELECT seq FROM devices ORDER BY seq LIMIT 1)"
+check "report after a reused key" "$IOTPKI" compliance report --dir "$D" \
+  --standard etsi-en-303-645 --format json --out "$WORK/r1.json"
+equal "a reused key: fail" "$(verdict "$WORK/r1.json" unique-credentials)" "fail"
+expect "the reused key is counted" '"public keys certified for more than one owner": "1"' \
+  "$WORK/r1.json"
+sqlite3 "$D/iotpki.db" "DELETE FROM certificates WHERE serial = 'ff01'"
 check "report html" "$IOTPKI" compliance report --dir "$D" --standard nistir-8259a --out "$WORK/r.html"
 expect "summary table first" "<h2>Summary</h2><table>|<h2>Summary</h2>" "$WORK/r.html"
 

@@ -3,7 +3,8 @@
 # issue` the operators; only an operator certificate of the admin CA is let in (no certificate or
 # a device's: 403), the JSON figures equal the CLI's, and an action needs the operator role, a
 # POST with the session's CSRF token and no foreign Origin; each is an audit row naming the
-# operator (sqlite3). Usage: serve_admin_test.sh PATH_TO_IOTPKI
+# operator (sqlite3); `admin revoke` shuts an operator out from the next request on.
+# Usage: serve_admin_test.sh PATH_TO_IOTPKI
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 source "$(dirname "$0")/admin_lib.sh"
@@ -97,6 +98,26 @@ equal "revoked in the store (sqlite3)" "$(sql "SELECT status || ' ' || revocatio
   certificates WHERE serial = '$serial'")" "revoked keyCompromise"
 status "revocations" 200 "$(admin bob "$ADMIN_URL/admin/api/v1/revocations")"
 expect "revocations list it" "\"serial\":\"$serial\"" "$WORK/body"
+
+# --- what issue 18 added last: issuance per day, a device's audit rows, operator revocation ---
+status "overview again" 200 "$(admin bob "$ADMIN_URL/admin/api/v1/overview")"
+issued=$(sql "SELECT COUNT(*) FROM certificates WHERE created_at >= (strftime('%s','now') / 86400) * 86400")
+expect "issued today equals the certificates recorded today (sqlite3: $issued)" \
+  "\"issued_per_day\":\[.*\"n\":$issued,\"by_profile\"" "$WORK/body"
+dev_id=$(sql "SELECT lower(hex(device_id)) FROM devices WHERE serial = '$(basename "$dev")'")
+status "device audit rows" 200 "$(admin bob "$ADMIN_URL/admin/api/v1/devices/$dev_id/audit?limit=5")"
+expect "the device's audit rows are its own" "\"device_id\":\"$dev_id\",\"audit\":\[" "$WORK/body"
+refuse "revoke needs --name or --serial" "name one operator" "$IOTPKI" admin revoke --dir "$CA"
+refuse "revoke an unknown operator" "no operator certificate was issued to 'carol'" \
+  "$IOTPKI" admin revoke --dir "$CA" --name carol
+check "admin revoke --name bob" "$IOTPKI" admin revoke --dir "$CA" --name bob
+expect "it says what it revoked" "revoked operator certificate [0-9a-f]* of bob" "$WORK/out"
+status "bob's revoked certificate: 403 at once" 403 "$(admin bob "$ADMIN_URL/admin/api/v1/session")"
+expect "the refusal says why" "was revoked" "$WORK/body"
+status "alice is still let in" 200 "$(admin alice "$ADMIN_URL/admin/api/v1/session")"
+equal "admin.revoke audit row (sqlite3)" "$(sql "SELECT action FROM audit_log ORDER BY seq DESC
+  LIMIT 1")" "admin.revoke"
+refuse "revoke bob twice" "revoked already" "$IOTPKI" admin revoke --dir "$CA" --name bob
 
 stop_server
 no_secrets "no secret in the server's log" "$WORK/serve.err" "$IOTPKI_OPERATOR_PASSPHRASE" "$tok"

@@ -225,8 +225,13 @@ std::string AdminApi::CsrfToken(std::string_view fingerprint) const {
 
 AuditRun AdminApi::VerifyAuditNow() {
   AuditRun run;
-  auto verdict = store::VerifyAuditChain(*options_.store, 1000);
+  auto verdict = store::VerifyAuditChain(*options_.store, 1000, {}, &cancel_);
   run.finished_at = options_.clock->NowUnix();
+  if (!verdict && verdict.error().code() == Code::kAborted && cancel_.load()) {
+    run.explanation = "cancelled: the server is stopping";
+    log::Info("admin.audit_cancelled", {{"detail", verdict.error().detail()}});
+    return run;
+  }
   if (!verdict) {
     run.explanation = "the audit log could not be read: " + verdict.error().message();
   } else {
@@ -247,6 +252,7 @@ void AdminApi::Start() {
   std::lock_guard lock(stop_mu_);
   if (thread_.joinable()) return;
   stop_ = false;
+  cancel_ = false;
   thread_ = std::thread([this] {
     for (;;) {
       VerifyAuditNow();
@@ -257,6 +263,7 @@ void AdminApi::Start() {
 }
 
 void AdminApi::Stop() {
+  cancel_ = true;
   {
     std::lock_guard lock(stop_mu_);
     stop_ = true;
@@ -271,7 +278,7 @@ void AdminApi::Mount(server::Router& router, int issuer_index) {
   const std::string api(kApi);
 
   // Who is asking: an operator certificate that chained to the admin CA, or 403.
-  auto authenticate = [issuer_index](const Request& req) -> Result<Operator> {
+  auto authenticate = [issuer_index, &db](const Request& req) -> Result<Operator> {
     if (!req.client_cert || !req.client_cert->certificate) {
       return Fail(Code::kPermissionDenied,
                   "an operator certificate of the admin CA is required (iotpki admin issue)");
@@ -281,7 +288,19 @@ void AdminApi::Mount(server::Router& router, int issuer_index) {
                   "this certificate is not an operator certificate of the admin CA",
                   req.client_cert->verify_error);
     }
-    return OperatorOf(*req.client_cert->certificate);
+    IOTPKI_TRY(Operator op, OperatorOf(*req.client_cert->certificate));
+    // Looked up on every request, so a revocation (iotpki admin revoke) holds from the next one.
+    auto recorded = db.GetOperatorCertificate(op.serial);
+    if (!recorded) {
+      if (recorded.error().code() != Code::kNotFound) return Fail(recorded.error());
+      return Fail(Code::kPermissionDenied,
+                  "this operator certificate is not recorded in the store (issue one with "
+                  "iotpki admin issue)");
+    }
+    if (recorded->status == store::CertStatus::kRevoked) {
+      return Fail(Code::kPermissionDenied, "this operator certificate was revoked");
+    }
+    return op;
   };
   using Get = std::function<Response(const Request&, const Operator&)>;
   auto get = [&router, authenticate, api](const std::string& pattern, std::string name, Get fn) {
@@ -334,7 +353,7 @@ void AdminApi::Mount(server::Router& router, int issuer_index) {
                               {"csrf_token", CsrfToken(op.fingerprint)}});
   });
 
-  get("/overview", "overview", [&db](const Request&, const Operator&) -> Response {
+  get("/overview", "overview", [&db, &clock](const Request&, const Operator&) -> Response {
     Json by_state = Json::object();
     int64_t total = 0;
     for (auto s : kStates) {
@@ -368,6 +387,20 @@ void AdminApi::Mount(server::Router& router, int issuer_index) {
       if (!n) return FromError(n.error());
       expiring.push_back({{"within_days", days}, {"n", *n}});
     }
+    // Certificates recorded per day over the last 30 days, from issuance_counts.
+    int64_t today = clock.NowUnix() / kDay;
+    auto issuance = db.CountIssuance(today - 29, today);
+    if (!issuance) return FromError(issuance.error());
+    std::map<int64_t, Json> days;
+    for (const auto& c : *issuance) {
+      Json& d = days[c.day];
+      if (d.is_null()) d = {{"date", Date(c.day)}, {"n", 0}, {"by_profile", Json::object()}};
+      d["n"] = d["n"].get<int64_t>() + c.n;
+      Json& p = d["by_profile"][std::string(store::CertProfileName(c.profile))];
+      p = p.is_null() ? c.n : p.get<int64_t>() + c.n;
+    }
+    Json issued = Json::array();
+    for (auto& [day, d] : days) issued.push_back(std::move(d));
     auto campaigns = db.ListCampaigns();
     if (!campaigns) return FromError(campaigns.error());
     Json by_campaign_state = Json::object();
@@ -380,6 +413,7 @@ void AdminApi::Mount(server::Router& router, int issuer_index) {
                               {"by_batch", list(batches, "batch")},
                               {"groups_truncated", rows->size() >= store::kMaxPageSize},
                               {"expiring", expiring},
+                              {"issued_per_day", issued},
                               {"campaigns", by_campaign_state}});
   });
 
@@ -502,6 +536,31 @@ void AdminApi::Mount(server::Router& router, int issuer_index) {
     }
     return JsonResponse(200, {{"device", DeviceJson(*d)}, {"certificates", list}});
   });
+
+  // A device's audit rows, newest first: pages of `limit` rows with seq below `before`.
+  get("/devices/{id}/audit", "device_audit",
+      [&db](const Request& req, const Operator&) -> Response {
+        const std::string& key = req.params[0];
+        auto d = IsDeviceId(key) ? db.GetDevice(key) : db.GetDeviceBySerial(key);
+        if (!d) return FromError(d.error());
+        auto before = IntParam(req.query, "before", INT64_MAX, 1, INT64_MAX);
+        if (!before) return FromError(before.error());
+        auto limit = IntParam(req.query, "limit", 50, 1, kMaxApiPage);
+        if (!limit) return FromError(limit.error());
+        auto rows = db.ReadAuditForSubject(d->device_id, *before, *limit);
+        if (!rows) return FromError(rows.error());
+        Json out = Json::array();
+        for (const auto& r : *rows) {
+          out.push_back({{"seq", r.seq},
+                         {"time", Time(r.time)},
+                         {"actor", r.actor},
+                         {"action", r.action},
+                         {"details", r.details}});
+        }
+        Json next = rows->size() == static_cast<size_t>(*limit) ? Json(rows->back().seq) : Json();
+        return JsonResponse(200,
+                            {{"device_id", d->device_id}, {"audit", out}, {"next_before", next}});
+      });
 
   get("/revocations", "revocations", [&db](const Request& req, const Operator&) -> Response {
     auto since = IntParam(req.query, "since", 0, 0, kNoExpiryUnix);

@@ -12,6 +12,7 @@
 // is "admin:<operator name>". docs/http-api.md, "The admin API".
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -64,8 +65,11 @@ class AdminApi {
 
   // Verifies the audit chain now, then every audit_interval on a thread of its own until Stop.
   void Start();
+  // Cancels a verification in flight (it stops before its next page of 1,000 rows, keeping the
+  // last complete result) and joins the thread: serve's shutdown does not wait for a whole log.
   void Stop();
   // One verification on the calling thread; its result is what GET /admin/api/v1/audit shows.
+  // After Stop it is cancelled at once: the returned run says so and the last result stays.
   AuditRun VerifyAuditNow();
 
   // The CSRF token of the operator certificate with this SHA-256 fingerprint (hex).
@@ -80,6 +84,7 @@ class AdminApi {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stop_ = false;
+  std::atomic<bool> cancel_{false};
 };
 
 }  // namespace iotpki::admin

@@ -38,12 +38,12 @@ class AdminApiTest : public ::testing::Test {
     auto opened = store::OpenSqliteStore(":memory:", clock_);
     ASSERT_TRUE(opened) << opened.error().ToString();
     store_ = std::move(*opened);
-    ASSERT_TRUE(InitAdminCa(dir_, "Acme", "ca-passphrase", clock_, nullptr, "test"));
+    ASSERT_TRUE(InitAdminCa(dir_, "Acme", "ca-passphrase", clock_, store_.get(), "test"));
     for (auto [name, role] : {std::pair{"alice", Role::kOperator}, {"bob", Role::kReadOnly}}) {
       auto issued = IssueOperator(
           dir_, "ca-passphrase",
           {.name = name, .role = role, .out_dir = dir_ / "out", .key_passphrase = "operator-pass"},
-          clock_, nullptr, "test");
+          clock_, store_.get(), "test");
       ASSERT_TRUE(issued) << issued.error().ToString();
       (role == Role::kOperator ? alice_ : bob_) = issued->certificate;
     }
@@ -173,6 +173,86 @@ TEST_F(AdminApiTest, OverviewCountsEqualTheStoreCounts) {
   EXPECT_EQ(o["expiring"][1]["n"], *store_->CountDevices(f));
   EXPECT_EQ(o["expiring"][1]["n"], 3);
   EXPECT_EQ(o["campaigns"]["running"], 1);
+}
+
+// Certificates issued per day come from the store's issuance counts: 12 today (an IDevID and an
+// LDevID for each of the six devices).
+TEST_F(AdminApiTest, OverviewCountsCertificatesIssuedPerDay) {
+  clock_.Advance(std::chrono::days(1));
+  store::CertificateRecord c;
+  c.serial = "0d01";
+  c.device_id = DeviceId(1);
+  c.profile = store::CertProfile::kLDevId;
+  c.issuer = "operational";
+  c.subject = "CN=x";
+  c.not_before = kNow;
+  c.not_after = kNow + 90 * kDay;
+  c.key_fingerprint = Hex("key-renewed");
+  c.der = {0x30, 0x00};
+  ASSERT_TRUE(store_->Commit(store::WriteBatch().InsertCertificate(c)));
+  json o = CallJson(As(*bob_, "GET", "/admin/api/v1/overview"));
+  ASSERT_EQ(o["issued_per_day"].size(), 2u) << o["issued_per_day"].dump();
+  EXPECT_EQ(o["issued_per_day"][0],
+            json::parse(R"({"date":")" + FormatUtc(kNow).substr(0, 10) +
+                        R"(","n":12,"by_profile":{"idevid":6,"ldevid":6}})"));
+  EXPECT_EQ(o["issued_per_day"][1]["n"], 1);
+  EXPECT_EQ(o["issued_per_day"][1]["by_profile"]["ldevid"], 1);
+}
+
+// A device's audit rows, newest first, in keyset pages; other subjects' rows are not shown.
+TEST_F(AdminApiTest, DevicePageListsItsAuditRowsInPages) {
+  store::WriteBatch b;
+  for (int i = 0; i < 5; ++i) {
+    b.AppendAudit({.actor = "test", .action = "a" + std::to_string(i), .subject = DeviceId(2)});
+    b.AppendAudit({.actor = "test", .action = "other", .subject = DeviceId(3)});
+  }
+  ASSERT_TRUE(store_->Commit(b));
+  std::vector<std::string> actions;
+  std::string next = "";
+  for (int page = 0; page < 4; ++page) {
+    json a = CallJson(As(*bob_, "GET", "/admin/api/v1/devices/SN2/audit?limit=2" + next));
+    EXPECT_EQ(a["device_id"], DeviceId(2));
+    for (const auto& r : a["audit"]) actions.push_back(r["action"]);
+    if (a["next_before"].is_null()) break;
+    next = "&before=" + std::to_string(a["next_before"].get<int64_t>());
+  }
+  EXPECT_EQ(actions, (std::vector<std::string>{"a4", "a3", "a2", "a1", "a0"}));
+  EXPECT_EQ(Call(As(*bob_, "GET", "/admin/api/v1/devices/SN2/audit?limit=0")).status, 400);
+  EXPECT_EQ(Call(As(*bob_, "GET", "/admin/api/v1/devices/NOPE/audit")).status, 404);
+}
+
+// `iotpki admin revoke`: a revoked operator certificate is refused from the next request on,
+// the other operators' are not; a certificate the store never recorded is refused too.
+TEST_F(AdminApiTest, RevokedOperatorCertificateIsRefusedAtOnce) {
+  EXPECT_EQ(Call(As(*bob_, "GET", "/admin/api/v1/overview")).status, 200);
+  auto revoked = RevokeOperator(*store_, "bob", "", "cli:test");
+  ASSERT_TRUE(revoked) << revoked.error().ToString();
+  ASSERT_EQ(revoked->size(), 1u);
+  EXPECT_EQ((*revoked)[0].serial, bob_->serial_hex());
+  auto refused = Call(As(*bob_, "GET", "/admin/api/v1/overview"));
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_NE(refused.body.find("revoked"), std::string::npos) << refused.body;
+  EXPECT_EQ(Call(As(*bob_, "GET", "/admin/")).status, 403);
+  EXPECT_EQ(Call(As(*alice_, "GET", "/admin/api/v1/overview")).status, 200);
+  auto rows = store_->ReadAuditForSubject(bob_->serial_hex(), INT64_MAX, 10);
+  ASSERT_TRUE(rows);
+  ASSERT_FALSE(rows->empty());
+  EXPECT_EQ((*rows)[0].action, "admin.revoke");
+  EXPECT_EQ((*rows)[0].actor, "cli:test");
+  // Nothing left to revoke, nobody of that name, or both selectors: refused, nothing written.
+  EXPECT_EQ(RevokeOperator(*store_, "bob", "", "t").error().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(RevokeOperator(*store_, "carol", "", "t").error().code(), Code::kNotFound);
+  EXPECT_EQ(RevokeOperator(*store_, "bob", "0a", "t").error().code(), Code::kInvalidArgument);
+  EXPECT_EQ(RevokeOperator(*store_, "", "0a", "t").error().code(), Code::kNotFound);
+
+  auto unrecorded = IssueOperator(dir_, "ca-passphrase",
+                                  {.name = "dave",
+                                   .role = Role::kOperator,
+                                   .out_dir = dir_ / "out2",
+                                   .key_passphrase = "operator-pass"},
+                                  clock_, nullptr, "test");
+  ASSERT_TRUE(unrecorded) << unrecorded.error().ToString();
+  EXPECT_EQ(Call(As(unrecorded->certificate, "GET", "/admin/api/v1/overview")).status, 403);
 }
 
 TEST_F(AdminApiTest, ExpiryHistogramHasOneDevicePerTenDays) {
@@ -308,6 +388,22 @@ TEST_F(AdminApiTest, AuditShowsTheLastVerification) {
   json after = CallJson(As(*bob_, "GET", "/admin/api/v1/audit"));
   EXPECT_EQ(after["last_verification"]["intact"], true);
   EXPECT_EQ(after["last_verification"]["last_seq"], after["head"]["seq"]);
+}
+
+// serve's shutdown (Stop) cancels a verification before its next page rather than waiting for
+// the whole log; the last complete result stays what the API shows.
+TEST_F(AdminApiTest, StopCancelsAVerificationAndKeepsTheLastResult) {
+  AuditRun done = api_->VerifyAuditNow();
+  ASSERT_TRUE(done.intact) << done.explanation;
+  api_->Start();
+  api_->Stop();
+  AuditRun cancelled = api_->VerifyAuditNow();
+  EXPECT_FALSE(cancelled.intact);
+  EXPECT_EQ(cancelled.rows, 0);
+  EXPECT_EQ(cancelled.explanation, "cancelled: the server is stopping");
+  json after = CallJson(As(*bob_, "GET", "/admin/api/v1/audit"));
+  EXPECT_EQ(after["last_verification"]["intact"], true);
+  EXPECT_EQ(after["last_verification"]["rows"], done.rows);
 }
 
 TEST_F(AdminApiTest, PagesAreEmbeddedAndLockedDown) {

@@ -222,6 +222,27 @@ Result<IssuedOperator> IssueOperator(const fs::path& dir, std::string_view ca_pa
   if (!bundle) return Fail(ossl::Drain(Code::kInternal, "cannot build the PKCS#12 file"));
   Bytes p12 = ossl::ToDer(bundle.get(), i2d_PKCS12);
 
+  // Recorded (with its audit row) before its files exist, so that every certificate an operator
+  // can hold is one `iotpki admin revoke` can revoke.
+  if (store != nullptr) {
+    store::WriteBatch b;
+    b.InsertOperatorCertificate({.serial = cert.serial_hex(),
+                                 .name = request.name,
+                                 .role = std::string(RoleName(request.role)),
+                                 .not_after = cert.not_after()});
+    b.AppendAudit({.actor = std::string(actor),
+                   .action = "admin.issue",
+                   .subject = cert.serial_hex(),
+                   .details = nlohmann::json{{"name", request.name},
+                                             {"role", RoleName(request.role)},
+                                             {"not_after", cert.not_after()},
+                                             {"fingerprint", cert.fingerprint_sha256()}}
+                                  .dump()});
+    if (auto c = store->Commit(b); !c) {
+      return Fail(std::move(c).error().Context("recording the operator certificate"));
+    }
+  }
+
   std::error_code ec;
   fs::create_directories(request.out_dir, ec);
   if (ec) {
@@ -231,12 +252,55 @@ Result<IssuedOperator> IssueOperator(const fs::path& dir, std::string_view ca_pa
   IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, request.key_passphrase));
   IOTPKI_CHECK(WriteFileAtomic(p12_path, p12, 0600));
   IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem() + ca_cert.ToPem()));
-  Audit(store, actor, "admin.issue", cert.serial_hex(),
-        {{"name", request.name},
-         {"role", RoleName(request.role)},
-         {"not_after", cert.not_after()},
-         {"fingerprint", cert.fingerprint_sha256()}});
   return IssuedOperator{std::move(cert), cert_path, key_path, p12_path};
+}
+
+Result<std::vector<store::OperatorCertificate>> RevokeOperator(store::Store& store,
+                                                               std::string_view name,
+                                                               std::string_view serial,
+                                                               std::string_view actor) {
+  if (name.empty() == serial.empty()) {
+    return Fail(Code::kInvalidArgument, "name one operator (--name) or one certificate (--serial)");
+  }
+  std::vector<store::OperatorCertificate> targets;
+  if (!serial.empty()) {
+    IOTPKI_TRY(auto c, store.GetOperatorCertificate(serial));
+    if (c.status == store::CertStatus::kRevoked) {
+      return Fail(Code::kFailedPrecondition,
+                  "operator certificate " + c.serial + " is revoked already");
+    }
+    targets.push_back(std::move(c));
+  } else {
+    IOTPKI_TRY(auto all, store.ListOperatorCertificates());
+    bool known = false;
+    for (auto& c : all) {
+      if (c.name != name) continue;
+      known = true;
+      if (c.status == store::CertStatus::kValid) targets.push_back(std::move(c));
+    }
+    if (!known) {
+      return Fail(Code::kNotFound, "no operator certificate was issued to '" + std::string(name) +
+                                       "' (iotpki admin ls lists them)");
+    }
+    if (targets.empty()) {
+      return Fail(Code::kFailedPrecondition,
+                  "every certificate of operator '" + std::string(name) + "' is revoked already");
+    }
+  }
+  store::WriteBatch b;
+  for (const auto& c : targets) {
+    b.RevokeOperatorCertificate(c.serial);
+    b.AppendAudit({.actor = std::string(actor),
+                   .action = "admin.revoke",
+                   .subject = c.serial,
+                   .details = nlohmann::json{{"name", c.name}, {"role", c.role}}.dump()});
+  }
+  IOTPKI_TRY(auto info, store.Commit(b));
+  for (auto& c : targets) {
+    c.status = store::CertStatus::kRevoked;
+    c.revoked_at = info.time;
+  }
+  return targets;
 }
 
 Result<Operator> OperatorOf(const x509::Certificate& cert) {

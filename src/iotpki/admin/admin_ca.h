@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "iotpki/common/clock.h"
 #include "iotpki/common/error.h"
@@ -62,6 +63,16 @@ Result<IssuedOperator> IssueOperator(const std::filesystem::path& dir,
                                      std::string_view ca_passphrase,
                                      const IssueOperatorRequest& request, const Clock& clock,
                                      store::Store* store, std::string_view actor);
+
+// Revokes the operator certificate `serial`, or (with `name`) every valid certificate of that
+// operator, each with an admin.revoke audit row, in one commit; returns what it revoked. The admin
+// listener refuses a revoked certificate from the next request on. InvalidArgument unless exactly
+// one of name and serial is given; NotFound for an unknown operator or serial;
+// FailedPrecondition if there is nothing left to revoke.
+Result<std::vector<store::OperatorCertificate>> RevokeOperator(store::Store& store,
+                                                               std::string_view name,
+                                                               std::string_view serial,
+                                                               std::string_view actor);
 
 // Who a client certificate (already verified as issued by the admin CA) names.
 struct Operator {

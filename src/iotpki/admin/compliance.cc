@@ -132,19 +132,94 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
     report.findings.push_back(std::move(f));
   };
 
-  // --- Unique per-device credentials ---
+  // --- Unique per-device credentials, counted from the rows ---
   IOTPKI_TRY(int64_t devices, store.CountDevices({}));
-  add({.id = "unique-credentials",
-       .title = "Unique per-device credentials, no shared secret or key",
-       .verdict = Verdict::kPass,
-       .evidence = {{"devices", std::to_string(devices)},
-                    {"bootstrap secrets", "one per device: HKDF-SHA256(master, device id)"},
-                    {"public keys shared between devices", "refused at every commit"}},
-       .how = "The store refuses, in the transaction that would record it, any certificate whose "
-              "public key another device (or a CA) already holds (Store::Commit, AlreadyExists; "
-              "the public_keys table's primary key). Bootstrap secrets are derived per device "
-              "id, so no two devices share one (docs/formats.md, Bootstrap secret)."},
-      {"5.1-1, 5.4-2", "Device Identification", "AUM-1, CCK-1"});
+  auto scan_started = std::chrono::steady_clock::now();
+  IOTPKI_TRY(store::Store::CredentialAudit creds, store.AuditCredentials(now));
+  int64_t scan_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - scan_started)
+                        .count();
+  std::string scan_cost = "one pass over " + std::to_string(creds.devices) + " devices and " +
+                          std::to_string(creds.device_certificates) + " device certificates (" +
+                          std::to_string(scan_ms) + " ms)";
+  {
+    bool shared = creds.shared_keys > 0 || creds.shared_device_ids > 0 ||
+                  creds.shared_hardware_fingerprints > 0;
+    add({.id = "unique-credentials",
+         .title = "Unique per-device credentials, no shared secret or key",
+         .verdict = shared ? Verdict::kFail : Verdict::kPass,
+         .evidence = {{"devices", std::to_string(devices)},
+                      {"public keys certified for more than one owner",
+                       std::to_string(creds.shared_keys)},
+                      {"devices sharing a device id (so a bootstrap secret)",
+                       std::to_string(creds.shared_device_ids)},
+                      {"devices sharing a hardware fingerprint",
+                       std::to_string(creds.shared_hardware_fingerprints)},
+                      {"cost", scan_cost}},
+         .how = "Counted from the rows, not from the constraints meant to prevent them: the "
+                "certificates grouped by public key (a key with two owners, or a device and a "
+                "CA), the devices grouped by device id (a bootstrap secret is HKDF-SHA256 of "
+                "the master and the device id, docs/formats.md) and by hardware fingerprint "
+                "(Store::AuditCredentials; the SQL is in docs/compliance.md). This is the "
+                "report's one pass over the fleet. Pass: all three are 0."},
+        {"5.1-1, 5.4-2", "Device Identification", "AUM-1, CCK-1"});
+  }
+
+  // --- Private keys made on the device ---
+  {
+    int64_t today = now / kDay;
+    IOTPKI_TRY(auto issued, store.CountIssuance(today - 3660, today));
+    int64_t on_device = 0, hardware = 0, generated = 0, unknown = 0;
+    for (const auto& c : issued) {
+      if (c.profile != store::CertProfile::kIDevId && c.profile != store::CertProfile::kLDevId) {
+        continue;
+      }
+      if (!c.key_origin) {
+        unknown += c.n;
+      } else if (*c.key_origin == store::KeyOrigin::kDevice) {
+        on_device += c.n;
+      } else if (*c.key_origin == store::KeyOrigin::kHardware) {
+        hardware += c.n;
+      } else {
+        generated += c.n;
+      }
+    }
+    int64_t total = on_device + hardware + generated + unknown;
+    Finding f{.id = "keys-on-device",
+              .title = "Private keys made on the device (own CSR or a hardware key)",
+              .verdict = total > 0 && generated == 0 && unknown == 0
+                             ? Verdict::kPass
+                             : Verdict::kNeedsManualEvidence,
+              .evidence = {{"device certificates (10 years)", std::to_string(total)},
+                           {"key made on the device (CSR)",
+                            std::to_string(on_device) + " (" + Percent(on_device, total) + ")"},
+                           {"key made in a secure element",
+                            std::to_string(hardware) + " (" + Percent(hardware, total) + ")"},
+                           {"key made by the CA or server",
+                            std::to_string(generated) + " (" + Percent(generated, total) + ")"},
+                           {"origin not recorded", std::to_string(unknown)}},
+              .how =
+                  "The certificates recorded in the last 3,661 days by key origin, from the "
+                  "issuance_counts table (kept with each certificate; certificates.key_origin "
+                  "per row). Pass: every device key made on the device or in hardware; keys "
+                  "the CA made (mfg provision --keys ca, EST serverkeygen) need evidence that "
+                  "their transport to the device was protected."};
+    add(std::move(f), {"5.4-1", "Data Protection", "SSM-2"});
+  }
+
+  // --- Devices out of reach ---
+  add({.id = "stranded-devices",
+       .title = "Devices not heard from for longer than their certificate has left",
+       .verdict = creds.stranded == 0 ? Verdict::kPass : Verdict::kNeedsManualEvidence,
+       .evidence = {{"stranded devices", std::to_string(creds.stranded)},
+                    {"share of the fleet", Percent(creds.stranded, devices)},
+                    {"cost", "in the same pass as unique-credentials"}},
+       .how = "Devices not decommissioned whose last contact (their newest certificate, the first "
+              "use of one, or their last state change) is longer ago than their newest valid "
+              "working certificate has left to live: they may stay offline until it expires and "
+              "need a new birth-certificate enrollment. Pass: none; otherwise the operator shows "
+              "what was done about them (`iotpki campaign create --dry-run` lists them)."},
+      {"5.3-13", "Device Identification", "CCK-3"});
 
   // --- Key strength and algorithms ---
   {

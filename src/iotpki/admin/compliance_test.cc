@@ -9,6 +9,8 @@
 
 #include "iotpki/ca/authority.h"
 #include "iotpki/ca/crl_publisher.h"
+#include "iotpki/crypto/key.h"
+#include "iotpki/x509/csr.h"
 
 namespace iotpki::admin {
 namespace {
@@ -73,6 +75,49 @@ TEST_F(ComplianceTest, AnEditedAuditRowFlipsTheVerdict) {
   sqlite3_close(db);
   Finding broken = Measure("audit-chain");
   EXPECT_EQ(broken.verdict, Verdict::kFail);
+}
+
+// Two devices, one with its own CSR key and one whose key the CA made; then the second device
+// given the first one's key behind the store's back (as a factory RNG failure imported by hand
+// would): the report counts it from the rows and fails.
+TEST_F(ComplianceTest, AReusedKeyAndAKeyMadeOffTheDeviceAreCountedFromTheData) {
+  for (const char* serial : {"SN-1", "SN-2"}) {
+    auto key = crypto::PrivateKey::Generate();
+    ASSERT_TRUE(key);
+    auto csr = x509::MakeCsr(*key, {.common_name = serial});
+    ASSERT_TRUE(csr);
+    ca::IssueRequest req{.profile = x509::ProfileKind::kIDevID,
+                         .csr = *csr,
+                         .serial = serial,
+                         .hardware_fingerprint = {static_cast<uint8_t>(serial[3])},
+                         .model = "m",
+                         .batch = "b"};
+    if (std::string(serial) == "SN-2") req.key_origin = store::KeyOrigin::kGenerated;
+    ASSERT_TRUE(authority_->Issue(req));
+  }
+  Finding clean = Measure("unique-credentials");
+  EXPECT_EQ(clean.verdict, Verdict::kPass);
+  Finding keys = Measure("keys-on-device");
+  EXPECT_EQ(keys.verdict, Verdict::kNeedsManualEvidence);
+  EXPECT_EQ(keys.evidence[1].second, "1 (50.0%)");  // made on the device
+  EXPECT_EQ(keys.evidence[3].second, "1 (50.0%)");  // made by the CA
+  EXPECT_EQ(Measure("stranded-devices").verdict, Verdict::kPass);
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "iotpki.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT INTO certificates (serial, device_seq, profile, issuer, subject, "
+                         "not_before, not_after, key_fingerprint, der, status, created_at) "
+                         "SELECT 'ff01', (SELECT seq FROM devices WHERE serial = 'SN-2'), "
+                         "profile, issuer, subject, not_before, not_after, key_fingerprint, der, "
+                         "status, created_at FROM certificates WHERE device_seq = (SELECT seq "
+                         "FROM devices WHERE serial = 'SN-1')",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  Finding broken = Measure("unique-credentials");
+  EXPECT_EQ(broken.verdict, Verdict::kFail);
+  EXPECT_EQ(broken.evidence[1].second, "1");
 }
 
 TEST_F(ComplianceTest, FileKeysAreNotHardwareAndOrganisationalNeedsManualEvidence) {

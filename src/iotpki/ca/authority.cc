@@ -490,7 +490,8 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::Prepare(const I
                        .actor = req.actor,
                        .allow_birth_key = req.allow_birth_key,
                        .uniqueness_checked = req.uniqueness_checked,
-                       .audited_by_caller = req.audited_by_caller});
+                       .audited_by_caller = req.audited_by_caller,
+                       .key_origin = req.key_origin});
 }
 
 tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareGenerated(
@@ -506,7 +507,8 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareGenerate
                        .batch = req.batch,
                        .actor = req.actor,
                        .uniqueness_checked = req.uniqueness_checked,
-                       .audited_by_caller = req.audited_by_caller});
+                       .audited_by_caller = req.audited_by_caller,
+                       .key_origin = store::KeyOrigin::kGenerated});
 }
 
 tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
@@ -581,9 +583,11 @@ tl::expected<Authority::Prepared, Authority::Refusal> Authority::PrepareInput(
   }
 
   Prepared out{.certificate = *cert, .batch = std::move(*planned), .device_id = identity.device_id};
-  out.batch.InsertCertificate(
+  store::CertificateRecord record =
       RecordFor(*cert, manufacturing ? store::CertProfile::kIDevId : store::CertProfile::kLDevId,
-                manufacturing ? "manufacturing" : "operational", identity.device_id));
+                manufacturing ? "manufacturing" : "operational", identity.device_id);
+  record.key_origin = req.key_origin;
+  out.batch.InsertCertificate(std::move(record));
   if (req.audited_by_caller) return out;
   out.batch.AppendAudit({.actor = req.actor,
                          .action = "cert.issue",

@@ -95,6 +95,9 @@ struct IssueRequest {
   // it with others under one audit row of its own (mfg::Provision: one mfg.issue row per group).
   // Refusals are audited as always.
   bool audited_by_caller = false;
+  // Where the CSR's key was made, recorded with the certificate (compliance report): the device
+  // itself unless the caller knows better (a secure element; a key the server generated).
+  store::KeyOrigin key_origin = store::KeyOrigin::kDevice;
 };
 
 // Where relying parties fetch the CRL covering a certificate of `ca_name` issued in `month`
@@ -223,6 +226,7 @@ class Authority {
     bool allow_birth_key = false;     // IssueRequest::allow_birth_key
     bool uniqueness_checked = false;  // IssueRequest::uniqueness_checked (IDevID only)
     bool audited_by_caller = false;   // IssueRequest::audited_by_caller
+    store::KeyOrigin key_origin = store::KeyOrigin::kDevice;  // IssueRequest::key_origin
   };
   tl::expected<Prepared, Refusal> PrepareInput(const RuleInput& request);
 

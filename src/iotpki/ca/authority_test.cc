@@ -225,6 +225,20 @@ TEST_F(AuthorityTest, IssuerKeyIsTheUnlockedKeyOfItsCertificate) {
   EXPECT_EQ((*locked)->issuer_key(CaName::kOperational), nullptr);
 }
 
+// A CSR's key is the device's own unless the caller says where it was made.
+TEST_F(AuthorityTest, CertificatesRecordWhereTheirKeyWasMade) {
+  auto own = authority_->Issue(Request(x509::ProfileKind::kIDevID, NewCsr(), "SN-O1"));
+  ASSERT_TRUE(own) << own.error().ToString();
+  EXPECT_EQ(authority_->store().GetCertificate(own->serial_hex())->key_origin,
+            store::KeyOrigin::kDevice);
+  auto req = Request(x509::ProfileKind::kIDevID, NewCsr(), "SN-O2");
+  req.key_origin = store::KeyOrigin::kHardware;
+  auto hardware = authority_->Issue(req);
+  ASSERT_TRUE(hardware) << hardware.error().ToString();
+  EXPECT_EQ(authority_->store().GetCertificate(hardware->serial_hex())->key_origin,
+            store::KeyOrigin::kHardware);
+}
+
 TEST_F(AuthorityTest, PrepareGeneratedSignsWithoutACsrAndKeepsTheOtherRules) {
   auto key = crypto::PrivateKey::Generate();
   ASSERT_TRUE(key);
@@ -241,6 +255,9 @@ TEST_F(AuthorityTest, PrepareGeneratedSignsWithoutACsrAndKeepsTheOtherRules) {
   EXPECT_FALSE(authority_->store().GetDeviceBySerial("SN-G1"));
   ASSERT_TRUE(authority_->store().Commit(prepared->batch));
   EXPECT_EQ(authority_->store().GetDeviceBySerial("SN-G1")->batch, "b1");
+  // The key was made here, not on the device: the record says so (compliance report).
+  EXPECT_EQ(authority_->store().GetCertificate(prepared->certificate.serial_hex())->key_origin,
+            store::KeyOrigin::kGenerated);
 
   // The same key for another device, and the same serial again, are refused and audited.
   req.serial = "SN-G2";

@@ -1,4 +1,5 @@
-// iotpki admin init | issue: the admin CA and the operators of the dashboard (admin/admin_ca.h).
+// iotpki admin init | issue | revoke: the admin CA and the operators of the dashboard
+// (admin/admin_ca.h).
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
@@ -27,6 +28,13 @@ struct AdminIssueArgs {
   std::string out_passphrase_file;
   int64_t days = 365;
   PassphraseSources passphrases;
+};
+
+struct AdminRevokeArgs {
+  std::string dir;
+  std::string store;
+  std::string name;
+  std::string serial;
 };
 
 Result<void> RunAdminInit(AdminInitArgs& args) {
@@ -79,6 +87,21 @@ Result<void> RunAdminIssue(AdminIssueArgs& args) {
   return {};
 }
 
+// Needs no passphrase: revoking signs nothing; the admin listener reads the store on every
+// request.
+Result<void> RunAdminRevoke(AdminRevokeArgs& args) {
+  IOTPKI_TRY(ca::CaConfig config, ca::LoadConfig(args.dir));
+  IOTPKI_TRY(auto store, ca::OpenStore(args.dir, config, SystemClock::Instance(), args.store));
+  IOTPKI_TRY(auto revoked, admin::RevokeOperator(*store, args.name, args.serial, Actor()));
+  for (const auto& c : revoked) {
+    std::cout << "revoked operator certificate " << c.serial << " of " << c.name << " (" << c.role
+              << ") at " << FormatUtc(*c.revoked_at) << "\n";
+  }
+  std::cout << "the admin listener refuses " << (revoked.size() == 1 ? "it" : "them")
+            << " from the next request on\n";
+  return {};
+}
+
 }  // namespace admin_cmd
 
 Result<std::string> CreateAdminCa(const std::string& dir, std::string_view passphrase,
@@ -121,6 +144,18 @@ void AddAdminCommands(CLI::App& app) {
   issue->add_option("--days", issue_args->days, "Validity in days (default 365, at most 825)");
   AddPassphraseOptions(issue, issue_args->passphrases, {KeyRole::kOperational});
   SetAction(issue, [issue_args] { return RunAdminIssue(*issue_args); });
+
+  auto revoke_args = std::make_shared<AdminRevokeArgs>();
+  auto* revoke = group->add_subcommand(
+      "revoke", "Revoke an operator's certificates (--name) or one certificate (--serial)");
+  revoke->add_option("--dir", revoke_args->dir, "CA directory")->required();
+  AddStoreOption(revoke, revoke_args->store);
+  auto* by_name =
+      revoke->add_option("--name", revoke_args->name, "Every valid certificate of this operator");
+  auto* by_serial = revoke->add_option("--serial", revoke_args->serial,
+                                       "One operator certificate, by serial (hex)");
+  by_name->excludes(by_serial);
+  SetAction(revoke, [revoke_args] { return RunAdminRevoke(*revoke_args); });
 }
 
 }  // namespace iotpki::cli

@@ -71,7 +71,9 @@ server::Response EnrollService::ServerKeygen(const server::Request& request) {
           .status = 200, .content_type = kServerKeygenType, .body = ServerKeygenBody(sealed, p7)};
       return {};
     };
-    IOTPKI_CHECK(IssueLdevid({.csr = csr, .device_id = client.device_id}, seal, reentry));
+    IOTPKI_CHECK(IssueLdevid(
+        {.csr = csr, .device_id = client.device_id, .key_origin = store::KeyOrigin::kGenerated},
+        seal, reentry));
     return std::move(*response);
   }();
   return RenderEst(request, "est_serverkeygen", std::move(answer), started);

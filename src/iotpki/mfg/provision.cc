@@ -699,7 +699,8 @@ class Run {
                               .batch = opt_.batch,
                               .actor = opt_.actor,
                               .uniqueness_checked = true,
-                              .audited_by_caller = true});
+                              .audited_by_caller = true,
+                              .key_origin = store::KeyOrigin::kHardware});
     } else if (opt_.keys == KeyMode::kCa) {
       auto generated = crypto::PrivateKey::Generate(crypto::KeyType::kP256);
       if (!generated) {

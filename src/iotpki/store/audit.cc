@@ -112,11 +112,16 @@ Result<std::optional<AuditRecord>> ReadAuditHead(Store& store) {
 }
 
 Result<AuditVerdict> VerifyAuditChain(Store& store, size_t page_size,
-                                      std::span<const AuditAnchor> anchors) {
+                                      std::span<const AuditAnchor> anchors,
+                                      const std::atomic<bool>* cancel) {
   AuditVerdict verdict;
   Bytes prev(kAuditHashSize, 0);
   int64_t expected_seq = 1;
   for (;;) {
+    if (cancel != nullptr && cancel->load()) {
+      return Fail(Code::kAborted, "audit verification cancelled",
+                  "stopped before row " + std::to_string(expected_seq));
+    }
     IOTPKI_TRY(auto rows, store.ReadAudit(expected_seq, page_size));
     for (const AuditRecord& row : rows) {
       if (row.seq != expected_seq) {

@@ -2,6 +2,7 @@
 // produce identical chains) and how a chain is verified.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -64,8 +65,11 @@ struct AuditVerdict {
 // Reads the whole log in pages of `page_size` rows (memory stays bounded) and recomputes the
 // chain; the row at each anchor's seq must have that anchor's hash. Error only if the log cannot
 // be read.
+// `cancel`, when given, is read before each page: once it is true the verification stops there
+// with Aborted, so a server shutting down does not wait for a whole log of millions of rows.
 Result<AuditVerdict> VerifyAuditChain(Store& store, size_t page_size = 1000,
-                                      std::span<const AuditAnchor> anchors = {});
+                                      std::span<const AuditAnchor> anchors = {},
+                                      const std::atomic<bool>* cancel = nullptr);
 
 // A write that an operation could not do but went on without: a refusal's audit row (the
 // refusal is still the answer), the replay table's prune. Never silent: logged at error level as

@@ -39,6 +39,12 @@ constexpr std::array<std::pair<CertProfile, std::string_view>, 5> kCertProfiles{
     {CertProfile::kServer, "server"},
 }};
 
+constexpr std::array<std::pair<KeyOrigin, std::string_view>, 3> kKeyOrigins{{
+    {KeyOrigin::kDevice, "device"},
+    {KeyOrigin::kHardware, "hardware"},
+    {KeyOrigin::kGenerated, "generated"},
+}};
+
 constexpr std::array<std::pair<CertStatus, std::string_view>, 2> kCertStatuses{{
     {CertStatus::kValid, "valid"},
     {CertStatus::kRevoked, "revoked"},
@@ -88,6 +94,11 @@ Result<DeviceState> ParseDeviceState(std::string_view name) {
 std::string_view CertProfileName(CertProfile profile) { return NameOf(kCertProfiles, profile); }
 Result<CertProfile> ParseCertProfile(std::string_view name) {
   return ParseName(kCertProfiles, name, "certificate profile");
+}
+
+std::string_view KeyOriginName(KeyOrigin origin) { return NameOf(kKeyOrigins, origin); }
+Result<KeyOrigin> ParseKeyOrigin(std::string_view name) {
+  return ParseName(kKeyOrigins, name, "key origin");
 }
 
 std::string_view CertStatusName(CertStatus status) { return NameOf(kCertStatuses, status); }
@@ -151,6 +162,16 @@ WriteBatch& WriteBatch::UpdateJob(UpdateJobOp op) {
 
 WriteBatch& WriteBatch::UpdateCampaign(UpdateCampaignOp op) {
   ops_.emplace_back(std::move(op));
+  return *this;
+}
+
+WriteBatch& WriteBatch::InsertOperatorCertificate(OperatorCertificate cert) {
+  ops_.emplace_back(InsertOperatorCertificateOp{std::move(cert)});
+  return *this;
+}
+
+WriteBatch& WriteBatch::RevokeOperatorCertificate(std::string serial) {
+  ops_.emplace_back(RevokeOperatorCertificateOp{std::move(serial)});
   return *this;
 }
 

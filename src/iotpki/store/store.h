@@ -40,6 +40,14 @@ enum class CertStatus { kValid, kRevoked };
 std::string_view CertStatusName(CertStatus status);  // "valid", "revoked"
 Result<CertStatus> ParseCertStatus(std::string_view name);
 
+// Where a certified key pair was made (schema version 7): on the device, which sent a CSR
+// (kDevice); in a secure element or other hardware key store (kHardware); by the CA or the server
+// and handed to the device (kGenerated: `mfg provision --keys ca`, EST serverkeygen). The
+// compliance report's "private keys never leave the device" figure counts these.
+enum class KeyOrigin { kDevice, kHardware, kGenerated };
+std::string_view KeyOriginName(KeyOrigin origin);  // "device", "hardware", "generated"
+Result<KeyOrigin> ParseKeyOrigin(std::string_view name);
+
 // RFC 5280 CRLReason (x509/revocation_reason.h); its names are the text form in the database.
 // certificateHold and removeFromCRL are never stored: in iotpki a revocation is final.
 using RevocationReason = x509::RevocationReason;
@@ -97,6 +105,9 @@ struct CertificateRecord {
   // Store-managed: when a device first authenticated with this certificate (MarkCertificateUsed;
   // schema version 5). Renewal is bound to the newest working certificate once it is in use.
   std::optional<int64_t> first_used_at;
+  // Device certificates only; none for CA and server certificates and for rows written before
+  // schema version 7 (unknown).
+  std::optional<KeyOrigin> key_origin;
 
   bool operator==(const CertificateRecord&) const = default;
 };
@@ -240,9 +251,31 @@ struct UpdateCampaignOp {
   std::string reason;  // state_reason after the update
 };
 
-using WriteOp = std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp,
-                             RevokeCertificateOp, AppendAuditOp, RecordTokenOp,
-                             MarkCertificateUsedOp, UpdateJobOp, UpdateCampaignOp>;
+// An operator certificate of the admin CA (`iotpki admin issue`, schema version 7), recorded so
+// that it can be revoked: the admin listener refuses a revoked one from the next request on.
+struct OperatorCertificate {
+  std::string serial;  // lowercase hex, unique
+  std::string name;    // the operator (subject CN)
+  std::string role;    // "operator" or "read-only" (subject OU)
+  int64_t not_after = 0;
+  CertStatus status = CertStatus::kValid;  // Store-managed.
+  std::optional<int64_t> revoked_at;       // Store-managed.
+  int64_t created_at = 0;                  // Store-managed.
+  bool operator==(const OperatorCertificate&) const = default;
+};
+struct InsertOperatorCertificateOp {
+  OperatorCertificate cert;
+};
+// valid -> revoked, at the commit time. NotFound for an unknown serial, Aborted if it is revoked
+// already.
+struct RevokeOperatorCertificateOp {
+  std::string serial;
+};
+
+using WriteOp =
+    std::variant<InsertDeviceOp, UpdateDeviceStateOp, InsertCertificateOp, RevokeCertificateOp,
+                 AppendAuditOp, RecordTokenOp, MarkCertificateUsedOp, UpdateJobOp, UpdateCampaignOp,
+                 InsertOperatorCertificateOp, RevokeOperatorCertificateOp>;
 
 class WriteBatch {
  public:
@@ -256,6 +289,8 @@ class WriteBatch {
   WriteBatch& RecordToken(std::string device_id, int64_t timestamp);
   WriteBatch& UpdateJob(UpdateJobOp op);
   WriteBatch& UpdateCampaign(UpdateCampaignOp op);
+  WriteBatch& InsertOperatorCertificate(OperatorCertificate cert);
+  WriteBatch& RevokeOperatorCertificate(std::string serial);
   // Every operation of `other`, after this batch's, in order (moved out of an rvalue).
   WriteBatch& Append(const WriteBatch& other);
   WriteBatch& Append(WriteBatch&& other);
@@ -447,6 +482,56 @@ class Store {
 
   // Audit rows with seq >= from_seq, ascending, at most `limit` (1..kMaxPageSize).
   virtual Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) = 0;
+  // The audit rows whose subject is `subject` (a device id, a certificate serial, ...) with
+  // seq < before_seq, newest first, at most `limit` (1..kMaxPageSize): keyset pages over the
+  // index audit_by_subject (migration 7), so a page costs its own rows however long the log is.
+  virtual Result<std::vector<AuditRecord>> ReadAuditForSubject(std::string_view subject,
+                                                               int64_t before_seq,
+                                                               size_t limit) = 0;
+
+  // Certificates recorded per UTC day of their recording (created_at / 86400), profile, issuer
+  // and key origin, for the days from_day..to_day, from the count table issuance_counts kept in
+  // the transaction that records each certificate (migration 7; rows recorded before it were
+  // counted by the migration). Ordered by (day, profile, issuer, key origin); days without
+  // certificates are left out. InvalidArgument if to_day < from_day or the range exceeds 3660
+  // days. Costs the count rows of the range.
+  struct IssuanceCount {
+    int64_t day = 0;
+    CertProfile profile = CertProfile::kLDevId;
+    std::string issuer;
+    std::optional<KeyOrigin> key_origin;  // none: not known (before version 7, or a CA's)
+    int64_t n = 0;
+    bool operator==(const IssuanceCount&) const = default;
+  };
+  virtual Result<std::vector<IssuanceCount>> CountIssuance(int64_t from_day, int64_t to_day) = 0;
+
+  // What the compliance report measures from the rows themselves rather than trusting the
+  // constraints that should make them zero. Unlike every other read here this visits every
+  // device and every device certificate (one pass each, through covering indexes where there
+  // are ones); the report says so and gives its run time.
+  struct CredentialAudit {
+    int64_t devices = 0;
+    int64_t device_certificates = 0;
+    // Device certificates whose public key public_keys gives to another owner (another device,
+    // or the CA side): a key shared between devices.
+    int64_t shared_keys = 0;
+    // Devices whose device id another device also has: bootstrap secrets are derived from the
+    // device id (HKDF of the master), so this counts devices sharing a bootstrap secret.
+    int64_t shared_device_ids = 0;
+    // Devices whose hardware fingerprint another device also has.
+    int64_t shared_hardware_fingerprints = 0;
+    // Devices (not decommissioned) last heard from (their newest certificate, first use of a
+    // certificate, or last state change) longer ago than their newest valid working certificate
+    // has left to live: they may stay offline until it expires.
+    int64_t stranded = 0;
+  };
+  virtual Result<CredentialAudit> AuditCredentials(int64_t now) = 0;
+
+  // Operator certificates (migration 7). NotFound for an unknown serial.
+  virtual Result<OperatorCertificate> GetOperatorCertificate(std::string_view serial) = 0;
+  // Every recorded operator certificate, ordered by (name, serial). The table holds one row per
+  // certificate an admin issued: hundreds, not millions.
+  virtual Result<std::vector<OperatorCertificate>> ListOperatorCertificates() = 0;
 
   // Bootstrap replay protection. A token is recorded by WriteBatch::RecordToken, in the
   // transaction of what it was used for; this read only tells whether (device_id, timestamp) is
@@ -532,6 +617,8 @@ class Store {
 //   5 also: certificates_revoked_by_issuer, a partial index of revoked certificates by (issuer,
 //      serial), for CRLs.
 //   6: rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer.
-inline constexpr int kLatestSchemaVersion = 6;
+//   7: the operator's view: certificates.key_origin, issuance_counts (filled from the existing
+//      rows), audit_by_subject, operator_certificates (filled from the admin.issue audit rows).
+inline constexpr int kLatestSchemaVersion = 7;
 
 }  // namespace iotpki::store

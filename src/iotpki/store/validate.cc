@@ -128,9 +128,24 @@ Result<void> ValidateOp(const WriteOp& op) {
             IOTPKI_CHECK(CheckHex(*o.new_serial, "job new_serial", 2, kMaxCertSerialHexDigits));
           }
           return {};
-        } else {
-          static_assert(std::is_same_v<T, UpdateCampaignOp>);
+        } else if constexpr (std::is_same_v<T, UpdateCampaignOp>) {
           return CheckText(o.reason, "campaign reason", true);
+        } else if constexpr (std::is_same_v<T, InsertOperatorCertificateOp>) {
+          const OperatorCertificate& c = o.cert;
+          IOTPKI_CHECK(
+              CheckHex(c.serial, "operator certificate serial", 2, kMaxCertSerialHexDigits));
+          IOTPKI_CHECK(CheckText(c.name, "operator name", /*allow_empty=*/false));
+          if (c.role != "operator" && c.role != "read-only") {
+            return Fail(Code::kInvalidArgument, "operator role must be operator or read-only");
+          }
+          if (c.status != CertStatus::kValid || c.revoked_at || c.created_at != 0) {
+            return Fail(Code::kInvalidArgument,
+                        "status, revoked_at and created_at are set by the store");
+          }
+          return {};
+        } else {
+          static_assert(std::is_same_v<T, RevokeOperatorCertificateOp>);
+          return CheckHex(o.serial, "operator certificate serial", 2, kMaxCertSerialHexDigits);
         }
       },
       op);

@@ -84,6 +84,12 @@ const views = {
     main.append(el('h2', {}, 'Expiring working certificates'));
     main.append(el('div', {class: 'cards'},
         o.expiring.map((e) => card(`within ${e.within_days} days`, e.n, 'expiring-' + e.within_days))));
+    main.append(el('h2', {}, 'Certificates issued per day, last 30 days'));
+    main.append(barChart(o.issued_per_day.map((d) => ({label: d.date.slice(5), n: d.n})),
+                         {width: 600, height: 120, tick: 1, title: 'certificates issued per day'}));
+    main.append(table(['day', 'issued', 'birth (IDevID)', 'working (LDevID)'],
+        o.issued_per_day.map((d) => ({attrs: {class: 'issued-day'}, cells: [d.date, d.n,
+          d.by_profile.idevid || 0, d.by_profile.ldevid || 0]}))));
     main.append(el('h2', {}, 'Devices by model'));
     main.append(barChart(o.by_model.slice(0, 40).map((m) => ({label: m.model, n: m.n})),
                          {width: 600, height: 120, tick: 1, title: 'devices by model'}));
@@ -193,6 +199,21 @@ const views = {
             catch (err) { status(err.message, true); }
             show();
           }}, 'revoke') : '']}))));
+    // The device's audit rows, newest first, a keyset page at a time.
+    main.append(el('h2', {}, 'Audit rows'));
+    const audit = el('div', {id: 'device-audit'});
+    main.append(audit);
+    const more = async (before) => {
+      const a = await api(`/devices/${dev.device_id}/audit?limit=20` + (before ? '&before=' + before : ''));
+      audit.append(table(['seq', 'time', 'actor', 'action', 'details'],
+          a.audit.map((r) => ({attrs: {class: 'audit-row'}, cells: [r.seq, r.time, r.actor, r.action,
+            el('span', {class: 'mono'}, r.details)]}))));
+      if (a.next_before) {
+        const b = el('button', {onclick: () => { b.remove(); more(a.next_before); }}, 'older rows');
+        audit.append(b);
+      }
+    };
+    await more(null);
   },
 
   async revocations(main, cursor) {

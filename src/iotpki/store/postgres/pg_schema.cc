@@ -195,6 +195,64 @@ CREATE TABLE campaign_counts (
 CREATE INDEX certificates_by_issuer ON certificates (issuer, device_seq)
   WHERE status = 'valid' AND device_seq IS NOT NULL;
 )sql"},
+    {7,
+     "operator's view: certificates.key_origin, issuance_counts, audit_by_subject, "
+     "operator_certificates",
+     R"sql(
+ALTER TABLE certificates ADD COLUMN key_origin TEXT
+  CHECK (key_origin IN ('device', 'hardware', 'generated'));
+
+CREATE TABLE issuance_counts (
+  day BIGINT NOT NULL,
+  profile TEXT COLLATE "C" NOT NULL,
+  issuer TEXT COLLATE "C" NOT NULL,
+  key_origin TEXT COLLATE "C" NOT NULL,
+  n BIGINT NOT NULL,
+  PRIMARY KEY (day, profile, issuer, key_origin)
+);
+INSERT INTO issuance_counts (day, profile, issuer, key_origin, n)
+  SELECT (created_at - ((created_at % 86400) + 86400) % 86400) / 86400, profile, issuer, '', COUNT(*)
+  FROM certificates GROUP BY 1, 2, 3;
+
+CREATE INDEX audit_by_subject ON audit_log (subject, seq);
+
+CREATE TABLE operator_certificates (
+  serial TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+  name TEXT COLLATE "C" NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('operator', 'read-only')),
+  not_after BIGINT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
+  revoked_at BIGINT,
+  created_at BIGINT NOT NULL,
+  CHECK ((status = 'valid') = (revoked_at IS NULL))
+);
+CREATE INDEX operator_certificates_by_name ON operator_certificates (name, serial);
+-- details is JSON text written by iotpki; a row that is not JSON of that shape is skipped
+-- (PostgreSQL 15 has no pg_input_is_valid, so the cast is tried row by row).
+DO $$
+DECLARE
+  r RECORD;
+  j JSONB;
+BEGIN
+  FOR r IN SELECT seq, subject, time, details FROM audit_log WHERE action = 'admin.issue'
+           ORDER BY seq LOOP
+    BEGIN
+      j := r.details::jsonb;
+    EXCEPTION WHEN others THEN
+      CONTINUE;
+    END;
+    IF jsonb_typeof(j -> 'name') = 'string' AND j ->> 'role' IN ('operator', 'read-only')
+       AND jsonb_typeof(j -> 'not_after') = 'number' THEN
+      INSERT INTO operator_certificates (serial, name, role, not_after, status, revoked_at,
+                                         created_at)
+        VALUES (r.subject, j ->> 'name', j ->> 'role', (j ->> 'not_after')::BIGINT, 'valid',
+                NULL, r.time)
+        ON CONFLICT (serial) DO NOTHING;
+    END IF;
+  END LOOP;
+END
+$$;
+)sql"},
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,

@@ -126,6 +126,8 @@ Result<std::vector<int64_t>> ReserveSeqs(Connection& conn, size_t n) {
 Result<void> LoadBulk(Connection& conn, const BulkBatch& bulk, int64_t now) {
   IOTPKI_TRY(std::vector<int64_t> seqs, ReserveSeqs(conn, bulk.devices.size()));
   std::map<std::tuple<std::string_view, std::string_view, std::string_view>, int64_t> counts;
+  // (profile, issuer, key origin or ""): issuance_counts on the commit's day.
+  std::map<std::tuple<std::string_view, std::string_view, std::string_view>, int64_t> issued;
   {
     CopyStream copy;
     for (size_t i = 0; i < bulk.devices.size(); ++i) {
@@ -160,7 +162,7 @@ Result<void> LoadBulk(Connection& conn, const BulkBatch& bulk, int64_t now) {
     for (const auto& [cert, device] : bulk.certs) {
       auto fp = Decode(cert->key_fingerprint);
       if (!fp) return Fail(Code::kInvalidArgument, "key fingerprint is not 64 hex digits");
-      certs.Row(11);
+      certs.Row(12);
       certs.Text(cert->serial);
       certs.Int(seqs[device]);
       certs.Text(CertProfileName(cert->profile));
@@ -172,6 +174,14 @@ Result<void> LoadBulk(Connection& conn, const BulkBatch& bulk, int64_t now) {
       certs.Blob(cert->der);
       certs.Text("valid");
       certs.Int(now);
+      std::string_view origin;
+      if (cert->key_origin) {
+        origin = KeyOriginName(*cert->key_origin);
+        certs.Text(origin);
+      } else {
+        certs.Null();
+      }
+      issued[{CertProfileName(cert->profile), cert->issuer, origin}] += 1;
       keys.Row(4);
       keys.Blob(*fp);
       keys.Int(seqs[device]);
@@ -180,7 +190,7 @@ Result<void> LoadBulk(Connection& conn, const BulkBatch& bulk, int64_t now) {
     }
     IOTPKI_CHECK(
         conn.CopyIn("COPY certificates (serial, device_seq, profile, issuer, subject, "
-                    "not_before, not_after, key_fingerprint, der, status, created_at) "
+                    "not_before, not_after, key_fingerprint, der, status, created_at, key_origin) "
                     "FROM STDIN (FORMAT binary)",
                     certs.Finish()));
     IOTPKI_CHECK(
@@ -191,6 +201,11 @@ Result<void> LoadBulk(Connection& conn, const BulkBatch& bulk, int64_t now) {
   for (const auto& [key, n] : counts) {
     const auto& [state, model, batch] = key;
     IOTPKI_CHECK(sql::AddDeviceCount(conn, state, model, batch, n));
+  }
+  int64_t day = now / 86400 - (now % 86400 < 0 ? 1 : 0);
+  for (const auto& [key, n] : issued) {
+    const auto& [profile, issuer, origin] = key;
+    IOTPKI_CHECK(sql::AddIssuanceCount(conn, day, profile, issuer, origin, n));
   }
   return {};
 }

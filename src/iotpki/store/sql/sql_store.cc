@@ -27,7 +27,7 @@ constexpr int kDeviceColumnCount = 8;
 constexpr std::string_view kCertColumns =
     "c.serial, d.device_id, c.profile, c.issuer, c.subject, c.not_before, c.not_after, "
     "c.key_fingerprint, c.der, c.status, c.revoked_at, c.revocation_reason, c.created_at, "
-    "c.first_used_at";
+    "c.first_used_at, c.key_origin";
 constexpr std::string_view kCertsWithDevice =
     " FROM certificates c LEFT JOIN devices d ON d.seq = c.device_seq";
 
@@ -92,6 +92,11 @@ Result<CertificateRecord> ReadCertificate(const Statement& s) {
   }
   c.created_at = s.Int64(12);
   c.first_used_at = s.OptionalInt64(13);
+  if (auto origin = s.OptionalText(14)) {
+    auto parsed = ParseKeyOrigin(*origin);
+    if (!parsed) return Fail(Unreadable("certificates", parsed.error()));
+    c.key_origin = *parsed;
+  }
   return c;
 }
 
@@ -331,6 +336,20 @@ Result<void> AddDeviceCount(Connection& conn, std::string_view state, std::strin
   return del->Run();
 }
 
+Result<void> AddIssuanceCount(Connection& conn, int64_t day, std::string_view profile,
+                              std::string_view issuer, std::string_view key_origin, int64_t n) {
+  IOTPKI_TRY(auto up, conn.Prepare("INSERT INTO issuance_counts (day, profile, issuer, key_origin, "
+                                   "n) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (day, profile, "
+                                   "issuer, key_origin) DO UPDATE SET n = issuance_counts.n + "
+                                   "excluded.n"));
+  up->Bind(1, day);
+  up->Bind(2, profile);
+  up->Bind(3, issuer);
+  up->Bind(4, key_origin);
+  up->Bind(5, n);
+  return up->Run();
+}
+
 namespace {
 
 // Applies the operations of one batch inside an open transaction.
@@ -350,6 +369,10 @@ class BatchWriter {
     for (const auto& [key, delta] : device_deltas_) {
       const auto& [state, model, batch] = key;
       IOTPKI_CHECK(AddDeviceCount(conn_, state, model, batch, delta));
+    }
+    for (const auto& [key, n] : issuance_deltas_) {
+      const auto& [profile, issuer, origin] = key;
+      IOTPKI_CHECK(AddIssuanceCount(conn_, DayOf(now_), profile, issuer, origin, n));
     }
     for (const auto& [key, delta] : expiry_deltas_) {
       if (delta == 0) continue;
@@ -470,8 +493,8 @@ class BatchWriter {
     IOTPKI_TRY(auto stmt,
                conn_.Prepare("INSERT INTO certificates (serial, device_seq, profile, issuer, "
                              "subject, not_before, not_after, key_fingerprint, der, status, "
-                             "revoked_at, revocation_reason, created_at) VALUES (?1, ?2, ?3, ?4, "
-                             "?5, ?6, ?7, ?8, ?9, 'valid', NULL, NULL, ?10) "
+                             "revoked_at, revocation_reason, created_at, key_origin) VALUES (?1, "
+                             "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'valid', NULL, NULL, ?10, ?11) "
                              "ON CONFLICT DO NOTHING"));
     stmt->Bind(1, std::string_view(c.serial));
     stmt->Bind(2, owner_seq);
@@ -483,11 +506,20 @@ class BatchWriter {
     stmt->Bind(8, fp.view());
     stmt->Bind(9, ByteView(c.der));
     stmt->Bind(10, now_);
+    std::optional<std::string_view> origin;
+    if (c.key_origin) origin = KeyOriginName(*c.key_origin);
+    if (origin) {
+      stmt->Bind(11, *origin);
+    } else {
+      stmt->BindNull(11);
+    }
     IOTPKI_CHECK(stmt->Run());
     if (stmt->Changes() != 1) {
       return Fail(Code::kAlreadyExists, "certificate serial " + c.serial + " already exists");
     }
     IOTPKI_CHECK(ClaimKey(c, fp.view(), owner_seq));
+    issuance_deltas_[IssuanceKey(CertProfileName(c.profile), c.issuer,
+                                 origin.value_or(std::string_view()))] += 1;
     if (!owner || c.not_after >= kCountedExpiryLimit) return {};
     return CountCertificate(*owner, CountedCert{c.not_after, c.serial});
   }
@@ -752,6 +784,35 @@ class BatchWriter {
                 "replay of token (" + op.device_id + ", " + std::to_string(op.timestamp) + ")");
   }
 
+  Result<void> Do(const InsertOperatorCertificateOp& op) {
+    const OperatorCertificate& c = op.cert;
+    IOTPKI_TRY(auto stmt,
+               conn_.Prepare("INSERT INTO operator_certificates (serial, name, role, not_after, "
+                             "status, revoked_at, created_at) VALUES (?1, ?2, ?3, ?4, 'valid', "
+                             "NULL, ?5) ON CONFLICT DO NOTHING"));
+    stmt->Bind(1, std::string_view(c.serial));
+    stmt->Bind(2, std::string_view(c.name));
+    stmt->Bind(3, std::string_view(c.role));
+    stmt->Bind(4, c.not_after);
+    stmt->Bind(5, now_);
+    IOTPKI_CHECK(stmt->Run());
+    if (stmt->Changes() == 1) return {};
+    return Fail(Code::kAlreadyExists, "operator certificate " + c.serial + " already exists");
+  }
+
+  Result<void> Do(const RevokeOperatorCertificateOp& op) {
+    IOTPKI_TRY(auto stmt, conn_.Prepare("UPDATE operator_certificates SET status = 'revoked', "
+                                        "revoked_at = ?1 WHERE serial = ?2 AND status = 'valid'"));
+    stmt->Bind(1, now_);
+    stmt->Bind(2, std::string_view(op.serial));
+    IOTPKI_CHECK(stmt->Run());
+    if (stmt->Changes() == 1) return {};
+    IOTPKI_TRY(bool exists, Exists("SELECT 1 FROM operator_certificates WHERE serial = ?1",
+                                   std::string_view(op.serial)));
+    if (!exists) return Fail(Code::kNotFound, "no operator certificate with serial " + op.serial);
+    return Fail(Code::kAborted, "operator certificate " + op.serial + " is already revoked");
+  }
+
   Result<void> Do(const UpdateJobOp& op) { return ApplyUpdateJob(conn_, now_, op); }
   Result<void> Do(const UpdateCampaignOp& op) { return ApplyUpdateCampaign(conn_, now_, op); }
 
@@ -768,6 +829,9 @@ class BatchWriter {
   std::optional<AuditHead> head_;
   std::map<DeviceKey, int64_t> device_deltas_;
   std::map<ExpiryKey, int64_t> expiry_deltas_;
+  // (profile, issuer, key origin or ""): issuance_counts' key, on the commit's day.
+  using IssuanceKey = std::tuple<std::string_view, std::string, std::string_view>;
+  std::map<IssuanceKey, int64_t> issuance_deltas_;
 };
 
 Result<std::string> QueryText(Connection& conn, std::string_view sql) {
@@ -1130,6 +1194,164 @@ Result<std::vector<AuditRecord>> SqlStore::ReadAudit(int64_t from_seq, size_t li
   });
 }
 
+Result<std::vector<AuditRecord>> SqlStore::ReadAuditForSubject(std::string_view subject,
+                                                               int64_t before_seq, size_t limit) {
+  IOTPKI_CHECK(ValidatePageSize(limit));
+  return pool_->WithReader([&](Connection& conn) -> Result<std::vector<AuditRecord>> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT seq, time, actor, action, subject, details, "
+                                       "prev_hash, hash FROM audit_log WHERE subject = ?1 AND "
+                                       "seq < ?2 ORDER BY seq DESC LIMIT ?3"));
+    stmt->Bind(1, subject);
+    stmt->Bind(2, before_seq);
+    stmt->Bind(3, static_cast<int64_t>(limit));
+    std::vector<AuditRecord> out;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) return out;
+      out.push_back(AuditRecord{stmt->Int64(0), stmt->Int64(1), stmt->Text(2), stmt->Text(3),
+                                stmt->Text(4), stmt->Text(5), stmt->Blob(6), stmt->Blob(7)});
+    }
+  });
+}
+
+Result<std::vector<Store::IssuanceCount>> SqlStore::CountIssuance(int64_t from_day,
+                                                                  int64_t to_day) {
+  if (to_day < from_day || to_day - from_day > 3660) {
+    return Fail(Code::kInvalidArgument, "issuance counts cover 1 to 3661 days");
+  }
+  return pool_->WithReader([&](Connection& conn) -> Result<std::vector<IssuanceCount>> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT day, profile, issuer, key_origin, n FROM "
+                                       "issuance_counts WHERE day >= ?1 AND day <= ?2 "
+                                       "ORDER BY day, profile, issuer, key_origin"));
+    stmt->Bind(1, from_day);
+    stmt->Bind(2, to_day);
+    std::vector<IssuanceCount> out;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) return out;
+      IssuanceCount c;
+      c.day = stmt->Int64(0);
+      auto profile = ParseCertProfile(stmt->Text(1));
+      if (!profile) return Fail(Unreadable("issuance_counts", profile.error()));
+      c.profile = *profile;
+      c.issuer = stmt->Text(2);
+      if (std::string origin = stmt->Text(3); !origin.empty()) {
+        auto parsed = ParseKeyOrigin(origin);
+        if (!parsed) return Fail(Unreadable("issuance_counts", parsed.error()));
+        c.key_origin = *parsed;
+      }
+      c.n = stmt->Int64(4);
+      if (c.n != 0) out.push_back(std::move(c));
+    }
+  });
+}
+
+namespace {
+
+Result<int64_t> CountOf(Connection& conn, std::string_view sql, std::optional<int64_t> now = {}) {
+  IOTPKI_TRY(auto stmt, conn.PrepareUncached(sql));
+  if (now) stmt->Bind(1, *now);
+  IOTPKI_TRY(bool row, stmt->Step());
+  return row && !stmt->IsNull(0) ? stmt->Int64(0) : 0;
+}
+
+}  // namespace
+
+Result<Store::CredentialAudit> SqlStore::AuditCredentials(int64_t now) {
+  // One read transaction, so the figures describe one state of the fleet.
+  return pool_->WithReader([&](Connection& conn) -> Result<CredentialAudit> {
+    return InReadTransaction(conn, [&]() -> Result<CredentialAudit> {
+      CredentialAudit a;
+      IOTPKI_TRY(a.devices, CountOf(conn, "SELECT CAST(SUM(n) AS BIGINT) FROM device_counts"));
+      IOTPKI_TRY(a.device_certificates,
+                 CountOf(conn,
+                         "SELECT CAST(SUM(n) AS BIGINT) FROM issuance_counts WHERE "
+                         "profile IN ('idevid', 'ldevid')"));
+      // From the certificates themselves, not from public_keys, whose primary key would hide a
+      // second owner: every key certified for more than one owner (-1 stands for the CA side).
+      IOTPKI_TRY(a.shared_keys,
+                 CountOf(conn,
+                         "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT key_fingerprint FROM "
+                         "certificates GROUP BY key_fingerprint HAVING COUNT(DISTINCT "
+                         "COALESCE(device_seq, -1)) > 1 AND MAX(device_seq) IS NOT NULL) k"));
+      IOTPKI_TRY(a.shared_device_ids,
+                 CountOf(conn,
+                         "SELECT CAST(SUM(n) AS BIGINT) FROM (SELECT COUNT(*) AS n FROM "
+                         "devices GROUP BY device_id HAVING COUNT(*) > 1) k"));
+      IOTPKI_TRY(a.shared_hardware_fingerprints,
+                 CountOf(conn,
+                         "SELECT CAST(SUM(n) AS BIGINT) FROM (SELECT COUNT(*) AS n FROM "
+                         "devices WHERE hardware_fingerprint IS NOT NULL GROUP BY "
+                         "hardware_fingerprint HAVING COUNT(*) > 1) k"));
+      // Last heard from: the latest of the device's last state change, its newest certificate and
+      // the latest first use of one (CASE rather than GREATEST/MAX(a, b): both engines).
+      IOTPKI_TRY(
+          a.stranded,
+          CountOf(conn,
+                  "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT CASE WHEN issued > heard THEN "
+                  "issued ELSE heard END AS heard, expires FROM (SELECT CASE WHEN "
+                  "COALESCE(MAX(c.first_used_at), 0) > d.updated_at THEN "
+                  "MAX(c.first_used_at) ELSE d.updated_at END AS heard, MAX(c.created_at) "
+                  "AS issued, MAX(CASE WHEN c.profile = 'ldevid' AND c.status = 'valid' "
+                  "THEN c.not_after END) AS expires FROM devices d CROSS JOIN certificates "
+                  "c WHERE c.device_seq = d.seq AND d.state <> 'decommissioned' GROUP BY "
+                  "d.seq, d.updated_at) x) y WHERE expires IS NOT NULL AND ?1 - heard > "
+                  "expires - ?1",
+                  now));
+      return a;
+    });
+  });
+}
+
+namespace {
+
+constexpr std::string_view kOperatorColumns =
+    "serial, name, role, not_after, status, revoked_at, created_at";
+
+Result<OperatorCertificate> ReadOperatorCertificate(const Statement& s) {
+  OperatorCertificate c;
+  c.serial = s.Text(0);
+  c.name = s.Text(1);
+  c.role = s.Text(2);
+  c.not_after = s.Int64(3);
+  auto status = ParseCertStatus(s.Text(4));
+  if (!status) return Fail(Unreadable("operator_certificates", status.error()));
+  c.status = *status;
+  c.revoked_at = s.OptionalInt64(5);
+  c.created_at = s.Int64(6);
+  return c;
+}
+
+}  // namespace
+
+Result<OperatorCertificate> SqlStore::GetOperatorCertificate(std::string_view serial) {
+  return pool_->WithReader([&](Connection& conn) -> Result<OperatorCertificate> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kOperatorColumns) +
+                                       " FROM operator_certificates WHERE serial = ?1"));
+    std::string lower = ToLowerAscii(serial);
+    stmt->Bind(1, std::string_view(lower));
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) {
+      return Fail(Code::kNotFound, "no operator certificate with serial " + std::string(serial));
+    }
+    return ReadOperatorCertificate(*stmt);
+  });
+}
+
+Result<std::vector<OperatorCertificate>> SqlStore::ListOperatorCertificates() {
+  return pool_->WithReader([&](Connection& conn) -> Result<std::vector<OperatorCertificate>> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kOperatorColumns) +
+                                       " FROM operator_certificates ORDER BY name, serial"));
+    std::vector<OperatorCertificate> out;
+    for (;;) {
+      IOTPKI_TRY(bool row, stmt->Step());
+      if (!row) return out;
+      IOTPKI_TRY(auto c, ReadOperatorCertificate(*stmt));
+      out.push_back(std::move(c));
+    }
+  });
+}
+
 Result<bool> SqlStore::IsTokenRecorded(std::string_view device_id, int64_t timestamp) {
   // Normalized so that the same id in another case is the same token.
   std::string id = ToLowerAscii(device_id);
@@ -1281,7 +1503,8 @@ const std::vector<CopiedTable>& CopiedTables() {
         {"revoked_at", T::kInt},
         {"revocation_reason", T::kText},
         {"created_at", T::kInt},
-        {"first_used_at", T::kInt}}},
+        {"first_used_at", T::kInt},
+        {"key_origin", T::kText}}},
       {"public_keys",
        1,
        {{"key_fingerprint", T::kBlob},
@@ -1357,6 +1580,22 @@ const std::vector<CopiedTable>& CopiedTables() {
       {"campaign_counts",
        3,
        {{"campaign_id", T::kInt}, {"wave", T::kInt}, {"state", T::kText}, {"n", T::kInt}}},
+      {"issuance_counts",
+       4,
+       {{"day", T::kInt},
+        {"profile", T::kText},
+        {"issuer", T::kText},
+        {"key_origin", T::kText},
+        {"n", T::kInt}}},
+      {"operator_certificates",
+       1,
+       {{"serial", T::kText},
+        {"name", T::kText},
+        {"role", T::kText},
+        {"not_after", T::kInt},
+        {"status", T::kText},
+        {"revoked_at", T::kInt},
+        {"created_at", T::kInt}}},
   };
   return tables;
 }

@@ -35,6 +35,11 @@ Result<void> RefuseNewerSchema(int version);
 Result<void> AddDeviceCount(Connection& conn, std::string_view state, std::string_view model,
                             std::string_view batch, int64_t delta);
 
+// Adds `n` certificates recorded on `day` to issuance_counts' row for (profile, issuer,
+// key_origin; "" when unknown), inside the caller's write transaction.
+Result<void> AddIssuanceCount(Connection& conn, int64_t day, std::string_view profile,
+                              std::string_view issuer, std::string_view key_origin, int64_t n);
+
 // The SELECT of one ListDevices page: device columns, then (expiring_within) cert_serial and
 // cert_not_after, then device_seq; ordered by the filter's keyset, `fetch` rows after `cursor`.
 // Campaign creation inserts its jobs from exactly this query (sql_campaigns.cc).
@@ -74,6 +79,12 @@ class SqlStore : public Store {
       std::string_view issuer, std::string_view after_serial, size_t limit) override;
   Result<int64_t> CountRevokedCertificates(std::string_view issuer) override;
   Result<std::vector<AuditRecord>> ReadAudit(int64_t from_seq, size_t limit) override;
+  Result<std::vector<AuditRecord>> ReadAuditForSubject(std::string_view subject, int64_t before_seq,
+                                                       size_t limit) override;
+  Result<std::vector<IssuanceCount>> CountIssuance(int64_t from_day, int64_t to_day) override;
+  Result<CredentialAudit> AuditCredentials(int64_t now) override;
+  Result<OperatorCertificate> GetOperatorCertificate(std::string_view serial) override;
+  Result<std::vector<OperatorCertificate>> ListOperatorCertificates() override;
   Result<bool> IsTokenRecorded(std::string_view device_id, int64_t timestamp) override;
   Result<int64_t> PruneReplay(int64_t before) override;
   Result<int> SchemaVersion() override;

@@ -344,6 +344,61 @@ CREATE TABLE campaign_counts (
 CREATE INDEX certificates_by_issuer ON certificates (issuer, device_seq)
   WHERE status = 'valid' AND device_seq IS NOT NULL;
 )sql"},
+    {7,
+     "operator's view: certificates.key_origin, issuance_counts, audit_by_subject, "
+     "operator_certificates",
+     R"sql(
+-- Where a device certificate's key pair was made (store.h, KeyOrigin); NULL: not known (rows of
+-- earlier versions, CA and server certificates). Adding a nullable column rewrites no row.
+ALTER TABLE certificates ADD COLUMN key_origin TEXT
+  CHECK (key_origin IN ('device', 'hardware', 'generated'));
+
+-- Certificates recorded per UTC day of created_at, profile, issuer and key origin ('' for
+-- unknown), kept in the transaction that records each certificate, so that the dashboard's
+-- "issued per day" and the compliance report's key-origin shares read a few hundred rows. The
+-- existing certificates are counted here, in one pass, once.
+CREATE TABLE issuance_counts (
+  day INTEGER NOT NULL,
+  profile TEXT NOT NULL,
+  issuer TEXT NOT NULL,
+  key_origin TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  PRIMARY KEY (day, profile, issuer, key_origin)
+) STRICT, WITHOUT ROWID;
+INSERT INTO issuance_counts (day, profile, issuer, key_origin, n)
+  SELECT (created_at - ((created_at % 86400) + 86400) % 86400) / 86400, profile, issuer, '',
+         COUNT(*)
+  FROM certificates GROUP BY 1, 2, 3;
+
+-- A device's (or a certificate's) audit rows, newest first, a page at a time (the dashboard's
+-- device page).
+CREATE INDEX audit_by_subject ON audit_log (subject, seq);
+
+-- Operator certificates of the admin CA, so that one can be revoked (`iotpki admin revoke`).
+-- Those issued before this version are taken from their admin.issue audit rows (one pass over
+-- the log, once).
+CREATE TABLE operator_certificates (
+  serial TEXT NOT NULL PRIMARY KEY,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('operator', 'read-only')),
+  not_after INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
+  revoked_at INTEGER,
+  created_at INTEGER NOT NULL,
+  CHECK ((status = 'valid') = (revoked_at IS NULL))
+) STRICT;
+CREATE INDEX operator_certificates_by_name ON operator_certificates (name, serial);
+INSERT INTO operator_certificates (serial, name, role, not_after, status, revoked_at, created_at)
+  SELECT subject, json_extract(details, '$.name'), json_extract(details, '$.role'),
+         json_extract(details, '$.not_after'), 'valid', NULL, time
+  FROM audit_log
+  WHERE action = 'admin.issue' AND json_valid(details)
+    AND json_type(details, '$.name') = 'text'
+    AND json_extract(details, '$.role') IN ('operator', 'read-only')
+    AND json_type(details, '$.not_after') = 'integer'
+  ORDER BY seq
+  ON CONFLICT (serial) DO NOTHING;
+)sql"},
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,

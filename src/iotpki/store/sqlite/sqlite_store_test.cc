@@ -41,7 +41,17 @@ Device MakeDevice(int n) {
   return d;
 }
 
-// Undoes migration 6: no campaign tables, no index of certificates by issuer.
+// Undoes migration 7: no key origins, issuance counts, audit index or operator certificates.
+constexpr const char* kBackToVersion6 = R"sql(
+DROP TABLE operator_certificates;
+DROP INDEX audit_by_subject;
+DROP TABLE issuance_counts;
+ALTER TABLE certificates DROP COLUMN key_origin;
+DELETE FROM schema_migrations WHERE version = 7;
+)sql";
+
+// Undoes migration 6 (after kBackToVersion6): no campaign tables, no index of certificates by
+// issuer.
 constexpr const char* kBackToVersion5 = R"sql(
 DROP TABLE campaign_counts;
 DROP TABLE rotation_jobs;
@@ -272,6 +282,7 @@ TEST_F(SqliteStoreTest, MigrationFillsTheCountTablesFromExistingRows) {
   std::vector<int64_t> before;
   for (const auto& f : filters) before.push_back(*store->CountDevices(f));
   EXPECT_EQ(before[0], 30);
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
@@ -318,6 +329,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsRevocationsAndStartsWithoutFirstUse) {
   b.RevokeCertificate("5e00", RevocationReason::kSuperseded);
   auto committed = store->Commit(b);
   ASSERT_TRUE(committed) << committed.error().ToString();
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   store.reset();
@@ -331,6 +343,64 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsRevocationsAndStartsWithoutFirstUse) {
   EXPECT_EQ(store->GetCertificate("5e01")->first_used_at, std::nullopt);
   ASSERT_TRUE(store->Commit(WriteBatch().MarkCertificateUsed("5e01")));
   EXPECT_EQ(store->GetCertificate("5e01")->first_used_at, kNow);
+}
+
+// A version-6 store: migration 7 counts the certificates it holds per day of recording, with
+// their key origin unknown, and records the operator certificates its admin.issue rows name
+// (a row that is not of that shape is skipped, not fatal).
+TEST_F(SqliteStoreTest, MigrationSevenCountsIssuanceAndRecordsOperators) {
+  auto store = MustOpen();
+  ASSERT_TRUE(store);
+  for (int day = 0; day < 2; ++day) {
+    WriteBatch b;
+    for (int n = 0; n < 2 + day; ++n) {
+      int i = day * 10 + n;
+      b.InsertDevice(MakeDevice(i));
+      CertificateRecord c;
+      c.serial = "7e" + std::to_string(10 + i);
+      c.device_id = DeviceId(i);
+      c.profile = CertProfile::kIDevId;
+      c.issuer = "manufacturing";
+      c.subject = "CN=x";
+      c.not_before = kNow;
+      c.not_after = kNoExpiryUnix;
+      c.key_fingerprint = ToHex(crypto::Sha256(AsBytes("m7-key-" + std::to_string(i))));
+      c.der = {0x30, 0x00};
+      c.key_origin = KeyOrigin::kHardware;
+      b.InsertCertificate(c);
+    }
+    b.AppendAudit({.actor = "cli",
+                   .action = "admin.issue",
+                   .subject = "0a" + std::to_string(day),
+                   .details = "{\"name\":\"op" + std::to_string(day) +
+                              "\",\"role\":\"operator\",\"not_after\":" +
+                              std::to_string(kNow + 86400) + ",\"fingerprint\":\"ab\"}"});
+    b.AppendAudit({.actor = "cli", .action = "admin.issue", .subject = "0b", .details = "{not"});
+    ASSERT_TRUE(store->Commit(b));
+    clock_.Advance(std::chrono::days(1));
+  }
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
+  store.reset();
+  store = MustOpen();
+  ASSERT_TRUE(store);
+  ExpectMigratedIntact(*store);
+  int64_t day0 = kNow / 86400;
+  auto counts = store->CountIssuance(day0, day0 + 1);
+  ASSERT_TRUE(counts) << counts.error().ToString();
+  ASSERT_EQ(counts->size(), 2u);
+  EXPECT_EQ((*counts)[0],
+            (Store::IssuanceCount{day0, CertProfile::kIDevId, "manufacturing", std::nullopt, 2}));
+  EXPECT_EQ((*counts)[1], (Store::IssuanceCount{day0 + 1, CertProfile::kIDevId, "manufacturing",
+                                                std::nullopt, 3}));
+  EXPECT_EQ(store->GetCertificate("7e10")->key_origin, std::nullopt);
+  auto ops = store->ListOperatorCertificates();
+  ASSERT_TRUE(ops) << ops.error().ToString();
+  ASSERT_EQ(ops->size(), 2u);
+  EXPECT_EQ((*ops)[0].serial, "0a0");
+  EXPECT_EQ((*ops)[0].name, "op0");
+  EXPECT_EQ((*ops)[0].role, "operator");
+  EXPECT_EQ((*ops)[0].not_after, kNow + 86400);
+  EXPECT_EQ((*ops)[1].created_at, kNow + 86400);
 }
 
 TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
@@ -361,6 +431,7 @@ TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
     added.insert(added.end(), ids.begin(), ids.end());
     clock_.Advance(std::chrono::seconds(10));
   }
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
@@ -508,6 +579,7 @@ TEST_F(SqliteStoreTest, MigrationToBinaryIdsKeepsWhatTheApiReads) {
   ASSERT_EQ(before.expiring.size(), 2u);
   EXPECT_FALSE(before.expiring[0].empty());
   EXPECT_EQ(before.by_key[11].size(), 2u);  // device 1's renewal kept its key
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
@@ -546,6 +618,7 @@ TEST_F(SqliteStoreTest, MigrationToBinaryIdsRefusesAMalformedIdAndChangesNothing
   auto store = MustOpen();
   ASSERT_TRUE(store);
   ASSERT_TRUE(store->Commit(WriteBatch().InsertDevice(MakeDevice(1)).InsertDevice(MakeDevice(2))));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion3));
