@@ -414,6 +414,15 @@ Result<void> RunServe(ServeArgs& args) {
         .Inc();
   }
   IOTPKI_TRY(auto service, enroll::EnrollService::Create(*authority, metrics, config.enroll));
+  {
+    // serverkeygen's key packages are signed by the server that makes the keys (RFC 7030 4.4.2).
+    std::vector<x509::Certificate> chain;
+    for (const auto& der : identity.chain) {
+      IOTPKI_TRY(x509::Certificate c, x509::Certificate::FromDer(der));
+      chain.push_back(std::move(c));
+    }
+    service->SetKeyPackageSigner(identity.key.get(), std::move(chain));
+  }
   server::Router router;
   service->Mount(router);
 
