@@ -84,7 +84,6 @@ TEST(CmsTest, RefusesWhatIsNotAnEnvelope) {
   EXPECT_EQ(ERR_peek_error(), 0u);  // the queue is drained
 }
 
-
 // RFC 7030 4.4.2 with RFC 5958 section 4: the key in an AsymmetricKeyPackage, signed by the
 // server that generated it, then sealed to the device.
 class KeyPackageTest : public ::testing::Test {
