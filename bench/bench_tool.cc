@@ -13,9 +13,19 @@
 //   bench_tool time-queries CA_DIR
 //       In-process latency of the inventory queries (`device count` and one page of `device ls`
 //       with --expiring-within 30d, and others), best and median of 5.
+//   bench_tool crl-gen CA_DIR COUNT OUT_DIR
+//       COUNT synthetic revocations of the operational CA (16-octet serials as the CA makes them,
+//       revoked over the last 90 days, keyCompromise), then the CRL built in process as the
+//       publisher does (sort, lint, encode, sign; the store read is not in it), timed; writes
+//       OUT_DIR/ours.crl and OUT_DIR/index.txt, the same entries as an `openssl ca` database,
+//       so that `openssl ca -gencrl` can sign the same CRL (bench/revocation.sh). The CA key's
+//       passphrase comes from IOTPKI_PASSPHRASE.
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -29,6 +39,7 @@
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/x509/builder.h"
+#include "iotpki/x509/crl.h"
 #include "iotpki/x509/csr.h"
 
 namespace iotpki::bench {
@@ -41,7 +52,8 @@ int Usage() {
   std::fprintf(stderr,
                "usage: bench_tool make-csrs OUT_DIR CSV COUNT PREFIX\n"
                "       bench_tool add-ldevids CA_DIR\n"
-               "       bench_tool time-queries CA_DIR\n");
+               "       bench_tool time-queries CA_DIR\n"
+               "       bench_tool crl-gen CA_DIR COUNT OUT_DIR\n");
   return 2;
 }
 
@@ -156,6 +168,54 @@ int TimeQueries(const fs::path& ca_dir) {
   return 0;
 }
 
+int CrlGen(const fs::path& ca_dir, size_t count, const fs::path& out) {
+  auto authority = ca::Authority::Open(ca_dir, SystemClock::Instance());
+  if (!authority) return Die(authority.error());
+  const char* pass = std::getenv("IOTPKI_PASSPHRASE");
+  if (auto u = (*authority)->Unlock(ca::CaName::kOperational, pass ? pass : ""); !u) {
+    return Die(u.error());
+  }
+  int64_t now = SystemClock::Instance().NowUnix();
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<int64_t> age(60, 90 * 86400);
+  std::vector<x509::RevokedEntry> entries(count);
+  for (auto& e : entries) {
+    e = {x509::NewSerial(), now - age(rng), x509::RevocationReason::kKeyCompromise};
+  }
+  auto t0 = Steady::now();
+  // As BuildIssuerCrl: by value (every serial has 16 octets, so bytewise), then lint and sign.
+  std::sort(entries.begin(), entries.end(),
+            [](const auto& a, const auto& b) { return a.serial < b.serial; });
+  int64_t next_update = now + 7 * 86400;
+  if (auto lint = x509::LintCrlEntries(entries, now, next_update, 0); !lint) {
+    return Die(lint.error());
+  }
+  auto crl = x509::BuildCrl((*authority)->certificate(ca::CaName::kOperational),
+                            *(*authority)->issuer_key(ca::CaName::kOperational), entries, now,
+                            next_update, 1);
+  if (!crl) return Die(crl.error());
+  double seconds = std::chrono::duration<double>(Steady::now() - t0).count();
+  fs::create_directories(out);
+  if (!WriteFileAtomic(out / "ours.crl", ByteView(crl->ToDer()))) return 1;
+  std::printf("ours: %zu entries, %.3f s, %zu bytes\n", count, seconds, crl->ToDer().size());
+  std::ofstream index(out / "index.txt");
+  auto utc = [](int64_t t) {
+    std::time_t tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[16];
+    std::strftime(buf, sizeof buf, "%y%m%d%H%M%SZ", &tm);
+    return std::string(buf);
+  };
+  for (const auto& e : entries) {
+    std::string serial = ToHex(e.serial);
+    for (auto& c : serial) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    index << "R\t" << utc(now + 90 * 86400) << "\t" << utc(e.revoked_at) << ",keyCompromise\t"
+          << serial << "\tunknown\t/CN=" << serial << "\n";
+  }
+  return index.good() ? 0 : 1;
+}
+
 }  // namespace
 }  // namespace iotpki::bench
 
@@ -165,5 +225,6 @@ int main(int argc, char** argv) {
   if (a.size() == 5 && a[0] == "make-csrs") return MakeCsrs(a[1], a[2], std::stoul(a[3]), a[4]);
   if (a.size() == 2 && a[0] == "add-ldevids") return AddLdevids(a[1]);
   if (a.size() == 2 && a[0] == "time-queries") return TimeQueries(a[1]);
+  if (a.size() == 4 && a[0] == "crl-gen") return CrlGen(a[1], std::stoul(a[2]), a[3]);
   return Usage();
 }

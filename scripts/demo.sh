@@ -130,4 +130,6 @@ tail -n 2 "$data/serve.log"
 step "iotpki audit verify --dir $ca --manifest (the batch's manifest against the audit chain)"
 "$iotpki" audit verify --dir "$ca" --manifest "$data/batch/manifest.jsonl"
 
+"$root/scripts/demo_revocation.sh" "$iotpki" "$data"
+
 printf '\nDemo data is in %s\n' "$data"

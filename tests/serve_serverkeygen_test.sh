@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # EST serverkeygen (RFC 7030 4.4) against a real `iotpki serve`: curl as the client, openssl cms
-# opening the key sealed to the IDevID, and iotpki-agent bootstrap --serverkeygen.
+# opening the key sealed to the IDevID (-decrypt) and checking the server's signature over it
+# (-verify), and iotpki-agent bootstrap --serverkeygen.
 # Usage: serve_serverkeygen_test.sh PATH_TO_IOTPKI PATH_TO_IOTPKI_AGENT
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
@@ -41,9 +42,39 @@ expect "the key is in an EnvelopedData" "pkcs7-envelopedData" "$WORK/cms.txt"
 expect "key agreement: ECDH with the SHA-256 X9.63 KDF (RFC 5753)" \
   "dhSinglePass-stdDH-sha256kdf-scheme" "$WORK/cms.txt"
 expect "the content key wrapped with AES key wrap" "id-aes(128|256)-wrap" "$WORK/cms.txt"
+expect "what is sealed is a SignedData (RFC 7030 4.4.2: signed, then encrypted)" \
+  "contentType: pkcs7-signedData" "$WORK/cms.txt"
 check "openssl cms -decrypt opens it with the IDevID key" openssl cms -decrypt -inform DER \
   -in "$WORK/sealed.der" -inkey "$D1/key.plain.pem" -recip "$D1/cert.pem" -binary \
-  -out "$WORK/key.der"
+  -out "$WORK/signed.der"
+# der_len N: a DER length field for N octets (N < 65536).
+der_len() {
+  if [ "$1" -lt 128 ]; then printf "\\x%02x" "$1"
+  elif [ "$1" -lt 256 ]; then printf "\\x81\\x%02x" "$1"
+  else printf "\\x82\\x%02x\\x%02x" $(($1 >> 8)) $(($1 & 255)); fi
+}
+# The envelope's content is the SignedData itself (RFC 5652 nesting); openssl cms -verify reads
+# a ContentInfo: SEQUENCE { id-signedData, [0] EXPLICIT SignedData }.
+n=$(stat -c %s "$WORK/signed.der")
+a0_len=$(der_len "$n")
+a0_size=$((1 + $(printf "$a0_len" | wc -c) + n))
+{
+  printf "\x30$(der_len $((11 + a0_size)))\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02"
+  printf "\xa0$a0_len"
+  cat "$WORK/signed.der"
+} >"$WORK/signed-ci.der"
+check "openssl cms -verify: the key package is signed by the server's TLS certificate" \
+  openssl cms -verify -inform DER -in "$WORK/signed-ci.der" -CAfile "$CA/certs/root.pem" \
+  -purpose any -binary -out "$WORK/package.der"
+openssl cms -cmsout -print -inform DER -in "$WORK/signed-ci.der" >"$WORK/signed.txt" 2>&1
+expect "its content type is id-ct-KP-aKeyPackage (RFC 5958)" "eContentType: .*2.16.840.1.101.2.1.2.78.5" \
+  "$WORK/signed.txt"
+expect "its signer is the server" "subject: .*CN *= *127.0.0.1" "$WORK/signed.txt"
+# AsymmetricKeyPackage ::= SEQUENCE OF OneAsymmetricKey: the one key after the outer header.
+second=$(od -An -tu1 -j1 -N1 "$WORK/package.der" | tr -d ' ')
+header=2
+[ "$second" -gt 128 ] && header=$((2 + second - 128))
+tail -c +$((header + 1)) "$WORK/package.der" >"$WORK/key.der"
 equal "the opened key is the certificate's" \
   "$(openssl pkey -inform DER -in "$WORK/key.der" -pubout 2>&1)" \
   "$(openssl x509 -in "$WORK/ldevid.pem" -noout -pubkey)"

@@ -638,9 +638,17 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& o) {
   if (sealed == nullptr || certs == nullptr) {
     return Fail(BadAnswer("the serverkeygen answer lacks the sealed key or the certificate"));
   }
-  auto opened = x509::OpenSealed(sealed->content, *f.key, f.idevid);
+  // RFC 7030 4.4.2: the key package is signed by the server that made it, then sealed to the
+  // IDevID. The signer must chain to this device's root (it is the server's TLS certificate).
+  auto opened = x509::OpenKeyPackage(sealed->content, *f.key, f.idevid);
   if (!opened) return Fail(BadAnswer("the sealed key: " + opened.error().message()));
-  auto key = crypto::PrivateKey::FromDer(opened->bytes());
+  std::vector<x509::Certificate> untrusted = ca_certs;
+  untrusted.insert(untrusted.end(), opened->certificates.begin(), opened->certificates.end());
+  if (x509::VerifyChain(opened->signer, untrusted, std::span(&f.root, 1), now) !=
+      x509::Verdict::kValid) {
+    return Fail(BadAnswer("the sealed key is signed by a certificate this device does not trust"));
+  }
+  auto key = crypto::PrivateKey::FromDer(opened->pkcs8.bytes());
   if (!key) return Fail(BadAnswer("the sealed key is not a PKCS#8 private key"));
   IOTPKI_TRY(auto issued_certs, CertsFromPkcs7(Base64Encode(certs->content)));
   const x509::Certificate& issued = issued_certs[0];

@@ -78,8 +78,10 @@ std::string ConfigToToml(const CaConfig& c) {
        toml::table{{"enterprise_number", c.enterprise_number}, {"hw_type_oid", c.hw_type_oid}}},
   };
   if (!c.public_url.empty()) root.insert("status", toml::table{{"public_url", c.public_url}});
-  if (c.crl_partition_bytes != CaConfig().crl_partition_bytes) {
-    root.insert("crl", toml::table{{"partition_bytes", c.crl_partition_bytes}});
+  if (c.crl_partition_bytes != CaConfig().crl_partition_bytes ||
+      c.crl_max_bytes != CaConfig().crl_max_bytes) {
+    root.insert("crl", toml::table{{"partition_bytes", c.crl_partition_bytes},
+                                   {"max_bytes", c.crl_max_bytes}});
   }
   std::ostringstream out;
   out << "# iotpki CA configuration. Keys are URIs: file:PATH (relative to this directory),\n"
@@ -165,6 +167,7 @@ Result<CaConfig> LoadConfig(const std::filesystem::path& dir) {
   IOTPKI_CHECK(str("identity.hw_type_oid", c.hw_type_oid));
   IOTPKI_CHECK(str("status.public_url", c.public_url));
   IOTPKI_CHECK(integer("crl.partition_bytes", c.crl_partition_bytes, 0, int64_t{1} << 40));
+  IOTPKI_CHECK(integer("crl.max_bytes", c.crl_max_bytes, 0, int64_t{1} << 40));
   if (auto valid = ValidatePublicUrl(c.public_url); !valid) {
     return Fail(Invalid(file, "status.public_url: " + valid.error().message()));
   }

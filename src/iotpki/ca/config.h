@@ -66,6 +66,10 @@ struct CaConfig {
   // parties get it in partitions by issuance month (docs/formats.md, CRLs); 0 never partitions,
   // and certificates then name the whole CRL. Needs public_url (the partitions' URLs).
   int64_t crl_partition_bytes = 1 << 20;
+  // [crl] max_bytes: the size budget of every CRL signed (whole or partition), checked by the
+  // CRL lint before signing; past it the CRL is refused and the previous one stays published
+  // (OCSP still answers). 64 MiB holds about 1.6 million revocations; 0 never refuses.
+  int64_t crl_max_bytes = int64_t{64} << 20;
 };
 
 // InvalidArgument unless `url` is empty or http(s)://, printable ASCII without spaces, without

@@ -95,6 +95,8 @@ Result<std::map<std::string, x509::Crl, std::less<>>> BuildPartitionCrls(
   int64_t number = whole.crl_number().value_or(0);
   std::map<std::string, x509::Crl, std::less<>> out;
   for (const auto& [m, entries] : by_month) {
+    IOTPKI_CHECK(
+        x509::LintCrlEntries(entries, this_update, next_update, authority.config().crl_max_bytes));
     IOTPKI_TRY(x509::Crl crl, x509::BuildCrl(issuer, *key, entries, this_update, next_update,
                                              number, CrlUrl(public_url, CaNameText(ca), m)));
     out.emplace(m, std::move(crl));
@@ -134,7 +136,7 @@ Result<x509::Crl> BuildIssuerCrl(Authority& authority, CaName ca, int64_t crl_nu
     return std::lexicographical_compare(x.begin(), x.end(), y.begin(), y.end());
   });
   int64_t next_update = now + validity.count();
-  IOTPKI_CHECK(x509::LintCrlEntries(entries, now, next_update));
+  IOTPKI_CHECK(x509::LintCrlEntries(entries, now, next_update, authority.config().crl_max_bytes));
   return x509::BuildCrl(authority.certificate(ca), *key, entries, now, next_update, crl_number);
 }
 

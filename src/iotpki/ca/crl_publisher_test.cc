@@ -188,6 +188,37 @@ TEST_F(CrlPublisherTest, KeepsTheBrokerFileAndRunsTheReloadCommand) {
   EXPECT_NE(*ReadTextFile(broker), *text);
 }
 
+// [crl] max_bytes: a CRL past its budget is refused by the lint before it is signed; the one
+// published before stays (file and memory), and the next refresh within budget publishes again.
+TEST_F(CrlPublisherTest, ACrlPastItsSizeBudgetIsRefusedAndThePreviousOneKept) {
+  auto config = LoadConfig(dir_);
+  ASSERT_TRUE(config);
+  config->crl_max_bytes = 4096;  // the envelope (2 KiB) and about 50 entries
+  ASSERT_TRUE(SaveConfig(dir_, *config));
+  authority_ = Open();
+  ASSERT_EQ(authority_->config().crl_max_bytes, 4096);
+  CrlPublisher publisher(*authority_, {});
+  Revoke(AddCertificates(10));
+  ASSERT_TRUE(publisher.Refresh());
+  auto before = ReadFile(CrlPath(dir_, CaName::kOperational));
+  ASSERT_TRUE(before);
+  Revoke(AddCertificates(100));
+  auto refused = publisher.Refresh();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Code::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("size budget of 4096 bytes"), std::string::npos)
+      << refused.error().message();
+  EXPECT_EQ(publisher.Current("operational")->revoked_count, 10);
+  EXPECT_EQ(*ReadFile(CrlPath(dir_, CaName::kOperational)), *before);
+
+  config->crl_max_bytes = 0;
+  ASSERT_TRUE(SaveConfig(dir_, *config));
+  authority_ = Open();
+  CrlPublisher again(*authority_, {});
+  ASSERT_TRUE(again.Refresh());
+  EXPECT_EQ(again.Current("operational")->revoked_count, 110);
+}
+
 TEST_F(CrlPublisherTest, NeedsTheIssuingCaKeys) {
   auto locked = Authority::Open(dir_, clock_);
   ASSERT_TRUE(locked);

@@ -1,8 +1,11 @@
 // Authority::IssueServerCertificate and IssueOcspResponderCertificate: the certificates
-// `iotpki serve` makes for itself.
+// `iotpki serve` makes for itself; LoadOrIssueCommandIdentity (service_identity.h).
 #include <nlohmann/json.hpp>
 
 #include "iotpki/ca/authority.h"
+#include "iotpki/ca/service_identity.h"
+#include "iotpki/common/file.h"
+#include "iotpki/common/log.h"
 
 namespace iotpki::ca {
 
@@ -104,6 +107,39 @@ Result<x509::Certificate> Authority::IssueCommandCertificate(const crypto::Publi
                                 {"not_after", cert.not_after()},
                                 {"sha256", cert.fingerprint_sha256()}}));
   return cert;
+}
+
+bool InFirstHalfOfLife(const x509::Certificate& cert, int64_t now) {
+  return now < cert.not_before() + (cert.not_after() - cert.not_before()) / 2;
+}
+
+Result<CommandIdentity> LoadOrIssueCommandIdentity(Authority& authority,
+                                                   std::string_view passphrase) {
+  std::filesystem::path cert_path = authority.dir() / "certs" / "command.pem";
+  std::filesystem::path key_path = authority.dir() / "keys" / "command.key";
+  const x509::Certificate& ops = authority.certificate(CaName::kOperational);
+  int64_t now = authority.clock().NowUnix();
+  if (std::filesystem::exists(cert_path) && std::filesystem::exists(key_path)) {
+    IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
+    IOTPKI_TRY(auto chain, x509::Certificate::ChainFromPem(pem));
+    if (!chain.empty() && chain[0].IsSignedBy(ops.public_key()) &&
+        InFirstHalfOfLife(chain[0], now)) {
+      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
+      if (key.public_key() == chain[0].public_key()) {
+        return CommandIdentity{chain[0], std::make_shared<crypto::PrivateKey>(std::move(key)),
+                               cert_path, key_path};
+      }
+    }
+  }
+  IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
+  IOTPKI_TRY(x509::Certificate cert,
+             authority.IssueCommandCertificate(key.public_key(), "iotpki-server", "serve"));
+  IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, passphrase));
+  IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem() + ops.ToPem()));
+  log::Info("serve.command_certificate",
+            {{"serial", cert.serial_hex()}, {"not_after", cert.not_after()}});
+  return CommandIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key)), cert_path,
+                         key_path, true};
 }
 
 }  // namespace iotpki::ca

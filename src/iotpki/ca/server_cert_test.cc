@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "iotpki/ca/authority.h"
+#include "iotpki/ca/service_identity.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/x509/verify.h"
 
@@ -80,6 +81,46 @@ TEST_F(ServerCertTest, IssuesARecordedCommandCertificate) {
   auto rec = authority_->store().GetCertificate(cert->serial_hex());
   ASSERT_TRUE(rec);
   EXPECT_EQ(rec->profile, store::CertProfile::kServer);
+}
+
+// What `iotpki serve` calls at start and then once a minute: the command certificate is kept
+// through the first half of its life and renewed after it, on the authority's clock, with no
+// restart. The files are replaced and the new pair is recorded.
+TEST_F(ServerCertTest, TheCommandCertificateIsRenewedAtHalfItsLife) {
+  EXPECT_FALSE(LoadOrIssueCommandIdentity(*authority_, kPass));  // the CA is locked
+  ASSERT_TRUE(authority_->Unlock(CaName::kOperational, kPass));
+  auto first = LoadOrIssueCommandIdentity(*authority_, kPass);
+  ASSERT_TRUE(first) << first.error().ToString();
+  EXPECT_TRUE(first->issued);
+  EXPECT_EQ(fs::status(first->key_file).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  const x509::Certificate& cert = first->certificate;
+  int64_t half = (cert.not_after() - cert.not_before()) / 2;
+  ASSERT_GT(half, 0);
+
+  // The certificate is backdated a little (policy backdate): its half-life counts from notBefore.
+  clock_.Advance(std::chrono::seconds(cert.not_before() + half - 1 - clock_.NowUnix()));
+  EXPECT_TRUE(InFirstHalfOfLife(cert, clock_.NowUnix()));
+  auto kept = LoadOrIssueCommandIdentity(*authority_, kPass);
+  ASSERT_TRUE(kept) << kept.error().ToString();
+  EXPECT_FALSE(kept->issued);
+  EXPECT_EQ(kept->certificate.serial_hex(), cert.serial_hex());
+  EXPECT_TRUE(kept->key->public_key() == cert.public_key());
+
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_FALSE(InFirstHalfOfLife(cert, clock_.NowUnix()));
+  auto renewed = LoadOrIssueCommandIdentity(*authority_, kPass);
+  ASSERT_TRUE(renewed) << renewed.error().ToString();
+  EXPECT_TRUE(renewed->issued);
+  EXPECT_NE(renewed->certificate.serial_hex(), cert.serial_hex());
+  EXPECT_FALSE(renewed->key->public_key() == cert.public_key());
+  EXPECT_GT(renewed->certificate.not_before(), cert.not_before());
+  EXPECT_TRUE(authority_->store().GetCertificate(renewed->certificate.serial_hex()));
+  // The files now hold the new pair: a restarted server reads it rather than making a third.
+  auto reread = LoadOrIssueCommandIdentity(*authority_, kPass);
+  ASSERT_TRUE(reread);
+  EXPECT_FALSE(reread->issued);
+  EXPECT_EQ(reread->certificate.serial_hex(), renewed->certificate.serial_hex());
 }
 
 TEST_F(ServerCertTest, BirthKeyOnlyWhenAllowed) {

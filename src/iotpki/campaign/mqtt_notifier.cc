@@ -68,12 +68,24 @@ MqttNotifier::MqttNotifier(mqtt::Client& client, const crypto::Signer& key,
                            x509::Certificate certificate, store::Store& store, const Clock& clock,
                            Jitter& jitter, std::string actor)
     : client_(client),
-      key_(key),
-      certificate_(std::move(certificate)),
+      signing_(std::make_shared<const Signing>(Signing{nullptr, &key, std::move(certificate)})),
       store_(store),
       clock_(clock),
       jitter_(jitter),
       actor_(std::move(actor)) {}
+
+std::shared_ptr<const MqttNotifier::Signing> MqttNotifier::signing() const {
+  std::lock_guard lock(signing_mu_);
+  return signing_;
+}
+
+void MqttNotifier::SetSigner(std::shared_ptr<const crypto::Signer> key,
+                             x509::Certificate certificate) {
+  const crypto::Signer* raw = key.get();
+  auto next = std::make_shared<const Signing>(Signing{std::move(key), raw, std::move(certificate)});
+  std::lock_guard lock(signing_mu_);
+  signing_ = std::move(next);
+}
 
 Result<void> MqttNotifier::Notify(const RotateCommand& command) {
   Command signed_command{
@@ -83,7 +95,8 @@ Result<void> MqttNotifier::Notify(const RotateCommand& command) {
       .mode = std::string(store::CampaignModeName(command.mode)),
       .nonce = NewNonce(),
       .not_after = command.answer_by > 0 ? command.answer_by : clock_.NowUnix() + 3600};
-  IOTPKI_TRY(std::string envelope, SignCommand(signed_command, key_, certificate_));
+  std::shared_ptr<const Signing> signer = signing();
+  IOTPKI_TRY(std::string envelope, SignCommand(signed_command, *signer->key, signer->certificate));
   auto sent = client_.Publish(CommandTopic(command.device_id), envelope);
   if (!sent) {
     ++publish_failures_;

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -52,6 +53,11 @@ class MqttNotifier final : public Notifier {
   // the scheduler counts a failed attempt.
   Result<void> Notify(const RotateCommand& command) override;
 
+  // A renewed command certificate and its key (`iotpki serve` renews it at half its life):
+  // commands signed from now on carry them; one being signed finishes with the old pair, which
+  // `key` keeps alive until then. Thread-safe with Notify.
+  void SetSigner(std::shared_ptr<const crypto::Signer> key, x509::Certificate certificate);
+
   // One message from a status topic. Never throws; errors of the store are logged and counted
   // as kStale (the job is left as it was; the scheduler's wait covers it).
   StatusOutcome HandleStatus(const mqtt::Message& message);
@@ -66,8 +72,15 @@ class MqttNotifier final : public Notifier {
   StatusOutcome Apply(const mqtt::Message& message, std::string& detail);
 
   mqtt::Client& client_;
-  const crypto::Signer& key_;
-  const x509::Certificate certificate_;
+  // The signer in use: the constructor's (not owned) until SetSigner replaces it (owned).
+  struct Signing {
+    std::shared_ptr<const crypto::Signer> owned;
+    const crypto::Signer* key;
+    x509::Certificate certificate;
+  };
+  std::shared_ptr<const Signing> signing() const;
+  mutable std::mutex signing_mu_;
+  std::shared_ptr<const Signing> signing_;
   store::Store& store_;
   const Clock& clock_;
   Jitter& jitter_;

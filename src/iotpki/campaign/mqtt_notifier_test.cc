@@ -230,6 +230,37 @@ TEST_F(MqttNotifierTest, ADeviceReceivesItsSignedCommandAndItsFailureReportIsApp
   EXPECT_EQ(again->notified, 0);
 }
 
+// `iotpki serve` renews its command certificate at half its life without a restart: commands
+// published after SetSigner carry the new certificate and its key's signature. (A certificate
+// from another CA stands in for the renewed one, so that which pair signed is unambiguous.)
+TEST_F(MqttNotifierTest, CommandsAreSignedWithTheRenewedCertificateAfterSetSigner) {
+  Inbox inbox;
+  auto device = DeviceClient(a_, &inbox);
+  ASSERT_TRUE(device->Subscribe(CommandTopic(a_.device_id)));
+  RotateCommand rotate{.campaign = "q3",
+                       .job = 0,
+                       .device_id = a_.device_id,
+                       .mode = store::CampaignMode::kRekey,
+                       .answer_by = now_ + 600};
+  ASSERT_TRUE(notifier_->Notify(rotate));
+
+  x509::testing::Pki other;
+  auto renewed_key = std::make_shared<crypto::PrivateKey>(NewKey());
+  x509::CertificateTemplate t = x509::NewTemplate(x509::ProfileKind::kCommandSigner,
+                                                  renewed_key->public_key(), now_, other.policy);
+  t.subject = {.organization = "Acme Devices", .common_name = "iotpki-server"};
+  notifier_->SetSigner(renewed_key, Must(other.IssueFor(t), "renewed command cert"));
+  ASSERT_TRUE(notifier_->Notify(rotate));
+
+  auto got = inbox.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  InMemoryReplayCache cache;
+  EXPECT_TRUE(VerifyCommand(got[0].payload, pki_.ops, a_.device_id, now_, cache));
+  EXPECT_FALSE(VerifyCommand(got[1].payload, pki_.ops, a_.device_id, now_, cache));
+  auto renewed = VerifyCommand(got[1].payload, other.ops, a_.device_id, now_, cache);
+  EXPECT_TRUE(renewed) << renewed.error().ToString();
+}
+
 TEST_F(MqttNotifierTest, BadReportsAreCountedAndChangeNothing) {
   Scheduler scheduler(*store_, *notifier_, clock_, jitter_, {.owner = "test"});
   ASSERT_TRUE(scheduler.Tick());

@@ -13,6 +13,7 @@
 #include "iotpki/admin/admin_listener.h"
 #include "iotpki/ca/authority.h"
 #include "iotpki/ca/crl_publisher.h"
+#include "iotpki/ca/service_identity.h"
 #include "iotpki/campaign/mqtt_notifier.h"
 #include "iotpki/campaign/scheduler.h"
 #include "iotpki/cli/cli.h"
@@ -142,10 +143,6 @@ struct ResponderIdentity {
   bool issued = false;
 };
 
-bool InFirstHalf(const x509::Certificate& cert, int64_t now) {
-  return now < cert.not_before() + (cert.not_after() - cert.not_before()) / 2;
-}
-
 Result<ResponderIdentity> LoadOrIssueResponder(ca::Authority& authority, ca::CaName ca,
                                                std::string_view passphrase) {
   std::string name(ca::CaNameText(ca));
@@ -156,7 +153,7 @@ Result<ResponderIdentity> LoadOrIssueResponder(ca::Authority& authority, ca::CaN
   if (fs::exists(cert_path) && fs::exists(key_path)) {
     IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
     IOTPKI_TRY(x509::Certificate cert, x509::Certificate::FromPem(pem));
-    if (cert.IsSignedBy(issuer.public_key()) && InFirstHalf(cert, now)) {
+    if (cert.IsSignedBy(issuer.public_key()) && ca::InFirstHalfOfLife(cert, now)) {
       IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
       if (key.public_key() == cert.public_key()) {
         return ResponderIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key))};
@@ -180,45 +177,6 @@ std::optional<x509::Certificate> ResponderFile(ca::Authority& authority, ca::CaN
   auto cert = x509::Certificate::FromPem(*pem);
   if (!cert) return std::nullopt;
   return *cert;
-}
-
-// The rotation-command certificate and key (profile command-signer, CN iotpki-server), kept in
-// DIR as certs/command.pem (followed by the operational CA: the chain the MQTT client shows) and
-// keys/command.key (encrypted with the operational CA's passphrase, 0600): reused while it is
-// from the operational CA and in the first half of its life; otherwise made anew, recorded, saved.
-struct CommandIdentity {
-  x509::Certificate certificate;
-  std::shared_ptr<crypto::PrivateKey> key;
-  fs::path cert_file;
-  fs::path key_file;
-};
-
-Result<CommandIdentity> LoadOrIssueCommandIdentity(ca::Authority& authority,
-                                                   std::string_view passphrase) {
-  fs::path cert_path = authority.dir() / "certs" / "command.pem";
-  fs::path key_path = authority.dir() / "keys" / "command.key";
-  const x509::Certificate& ops = authority.certificate(ca::CaName::kOperational);
-  int64_t now = authority.clock().NowUnix();
-  if (fs::exists(cert_path) && fs::exists(key_path)) {
-    IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
-    IOTPKI_TRY(auto chain, x509::Certificate::ChainFromPem(pem));
-    if (!chain.empty() && chain[0].IsSignedBy(ops.public_key()) && InFirstHalf(chain[0], now)) {
-      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
-      if (key.public_key() == chain[0].public_key()) {
-        return CommandIdentity{chain[0], std::make_shared<crypto::PrivateKey>(std::move(key)),
-                               cert_path, key_path};
-      }
-    }
-  }
-  IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
-  IOTPKI_TRY(x509::Certificate cert,
-             authority.IssueCommandCertificate(key.public_key(), "iotpki-server", "serve"));
-  IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, passphrase));
-  IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem() + ops.ToPem()));
-  log::Info("serve.command_certificate",
-            {{"serial", cert.serial_hex()}, {"not_after", cert.not_after()}});
-  return CommandIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key)), cert_path,
-                         key_path};
 }
 
 // Counts what the scheduler hands to the MQTT notifier, for /metrics.
@@ -414,6 +372,15 @@ Result<void> RunServe(ServeArgs& args) {
         .Inc();
   }
   IOTPKI_TRY(auto service, enroll::EnrollService::Create(*authority, metrics, config.enroll));
+  {
+    // serverkeygen's key packages are signed by the server that makes the keys (RFC 7030 4.4.2).
+    std::vector<x509::Certificate> chain;
+    for (const auto& der : identity.chain) {
+      IOTPKI_TRY(x509::Certificate c, x509::Certificate::FromDer(der));
+      chain.push_back(std::move(c));
+    }
+    service->SetKeyPackageSigner(identity.key.get(), std::move(chain));
+  }
   server::Router router;
   service->Mount(router);
 
@@ -450,15 +417,15 @@ Result<void> RunServe(ServeArgs& args) {
   // what they used.
   std::atomic<campaign::MqttNotifier*> status_sink{nullptr};
   campaign::RandomJitter jitter;
-  std::optional<CommandIdentity> command_identity;
+  std::optional<ca::CommandIdentity> command_identity;
   std::unique_ptr<campaign::MqttNotifier> notifier;
   std::unique_ptr<CountingNotifier> counting;
   std::unique_ptr<mqtt::Client> mqtt_client;
   std::unique_ptr<campaign::Scheduler> scheduler;
   if (config.campaigns.enabled) {
     IOTPKI_TRY(mqtt::BrokerAddress broker, mqtt::ParseBrokerUrl(config.campaigns.mqtt_url));
-    IOTPKI_TRY(command_identity, LoadOrIssueCommandIdentity(*authority, passphrase.view()));
-    const CommandIdentity& command = *command_identity;
+    IOTPKI_TRY(command_identity, ca::LoadOrIssueCommandIdentity(*authority, passphrase.view()));
+    const ca::CommandIdentity& command = *command_identity;
     std::string server_id = ServerId();
     mqtt::ClientOptions mo{.host = broker.host,
                            .port = broker.port,
@@ -577,17 +544,40 @@ Result<void> RunServe(ServeArgs& args) {
           }
         });
   }
-  // The responder certificates are renewed at half their life (30 days by default); a check a
-  // minute costs nothing and needs no timer of its own.
+  // The responder and command certificates are renewed at half their life (30 days by
+  // default); a check a minute costs nothing and needs no timer of its own. The TLS certificate
+  // is reissued at start when it has less than 30 days left; a server running past that point
+  // is told to restart, once a day, well before it expires.
+  IOTPKI_TRY(x509::Certificate tls_cert, x509::Certificate::FromDer(identity.chain[0]));
+  int64_t tls_warned_at = 0;
   int sig = 0;
   for (;;) {
     timespec minute{60, 0};
     sig = sigtimedwait(&signals, nullptr, &minute);
     if (sig > 0) break;
+    int64_t now = authority->clock().NowUnix();
+    if (command_identity && !ca::InFirstHalfOfLife(command_identity->certificate, now)) {
+      if (auto renewed = ca::LoadOrIssueCommandIdentity(*authority, passphrase.view()); !renewed) {
+        log::Warn("serve.command_certificate_failed",
+                  {{"error", renewed.error().message()}, {"detail", renewed.error().detail()}});
+      } else {
+        // The MQTT client reads the replaced files at its next (re)connection; commands are
+        // signed with the new key from now on.
+        notifier->SetSigner(renewed->key, renewed->certificate);
+        command_identity = std::move(*renewed);
+      }
+    }
+    if (tls_cert.not_after() - now < 30 * 86400 && now - tls_warned_at >= 86400) {
+      tls_warned_at = now;
+      log::Warn("serve.tls_certificate_expiring",
+                {{"serial", tls_cert.serial_hex()},
+                 {"not_after", tls_cert.not_after()},
+                 {"advice", "restart iotpki serve: it reissues its TLS certificate at start"}});
+    }
     for (ca::CaName ca : kIssuingCas) {
       if (!serves(ca)) continue;
       auto current = ResponderFile(*authority, ca);
-      if (current && InFirstHalf(*current, authority->clock().NowUnix())) continue;
+      if (current && ca::InFirstHalfOfLife(*current, authority->clock().NowUnix())) continue;
       if (auto r = set_responder(ca); !r) {
         log::Warn("serve.ocsp_responder_failed", {{"ca", ca::CaNameText(ca)},
                                                   {"error", r.error().message()},

@@ -1,8 +1,9 @@
 // EST serverkeygen (RFC 7030 section 4.4), for devices without a good random source: the server
 // generates the working key, issues the LDevID for it under the same rules as simpleenroll, and
-// returns the key sealed to the device's IDevID (CMS EnvelopedData, x509/cms.h) with the
-// certificate. The server keeps no copy: the key lives in this request's memory only, is never
-// logged, and its PKCS#8 encoding is wiped once sealed.
+// returns the key, signed by this server and sealed to the device's IDevID (RFC 7030 4.4.2: an
+// AsymmetricKeyPackage in a SignedData in an EnvelopedData, x509/cms.h), with the certificate. The
+// server keeps no copy: the key lives in this request's memory only, is never logged, and its
+// PKCS#8 encoding is wiped once sealed.
 #include <chrono>
 #include <optional>
 #include <span>
@@ -39,6 +40,12 @@ Result<void> EnrollService::AuthorizeServerKeygen(const Client& client,
   return CheckCsrSubject(csr, client.device_id, client.cert.serial_number());
 }
 
+void EnrollService::SetKeyPackageSigner(const crypto::Signer* key,
+                                        std::vector<x509::Certificate> chain) {
+  key_package_signer_ = key;
+  key_package_chain_ = std::move(chain);
+}
+
 server::Response EnrollService::ServerKeygen(const server::Request& request) {
   double started = Now();
   if (!HasMediaType(request.content_type, kPkcs10)) {
@@ -46,6 +53,9 @@ server::Response EnrollService::ServerKeygen(const server::Request& request) {
   }
   auto answer = [&]() -> Result<server::Response> {
     IOTPKI_CHECK(CheckLabel(request));
+    if (key_package_signer_ == nullptr) {
+      return Fail(Code::kUnavailable, "serverkeygen is not available on this server");
+    }
     IOTPKI_TRY(x509::Csr request_csr, ParseEstCsr(request.body));
     IOTPKI_TRY(Client client, Authenticate(request, ClientCa::kManufacturing));
     IOTPKI_CHECK(AuthorizeServerKeygen(client, request_csr));
@@ -65,7 +75,8 @@ server::Response EnrollService::ServerKeygen(const server::Request& request) {
     auto seal = [&](const x509::Certificate& leaf) -> Result<void> {
       IOTPKI_TRY(Bytes pkcs8, key.ToDer());
       crypto::Secret plain(std::move(pkcs8));
-      IOTPKI_TRY(Bytes sealed, x509::SealToCertificate(plain.bytes(), client.cert));
+      IOTPKI_TRY(Bytes sealed, x509::SealKeyPackage(plain.bytes(), *key_package_signer_,
+                                                    key_package_chain_, client.cert));
       IOTPKI_TRY(Bytes p7, CertsOnlyPkcs7(std::span(&leaf, 1)));
       response = server::Response{
           .status = 200, .content_type = kServerKeygenType, .body = ServerKeygenBody(sealed, p7)};

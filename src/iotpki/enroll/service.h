@@ -67,6 +67,11 @@ class EnrollService {
   // Adds every route above, plus GET /healthz (the store answers) to `router`.
   void Mount(server::Router& router);
 
+  // The key and chain (leaf first) that sign serverkeygen's key packages: RFC 7030 4.4.2 has the
+  // party that generated the key sign it (`iotpki serve`: its TLS identity). Set before the
+  // first request; `key` must outlive the service. Until then serverkeygen answers 503.
+  void SetKeyPackageSigner(const crypto::Signer* key, std::vector<x509::Certificate> chain);
+
   server::Response CaCerts(const server::Request& request);
   server::Response CsrAttrs(const server::Request& request);
   server::Response SimpleEnroll(const server::Request& request);
@@ -188,6 +193,9 @@ class EnrollService {
   // A refusal's audit row or the replay prune could not be written: logged and counted
   // (store::ReportAuditWriteFailure, and /metrics), never silent.
   void AuditWriteFailed(std::string_view what, const Error& error);
+
+  const crypto::Signer* key_package_signer_ = nullptr;
+  std::vector<x509::Certificate> key_package_chain_;
   server::Registry::GaugeSamples ExpiringGauge();
 
   ca::Authority& authority_;

@@ -40,6 +40,12 @@ class ServiceTest : public ::testing::Test {
     auto s = EnrollService::Create(*authority_, metrics_, {});
     ASSERT_TRUE(s) << s.error().ToString();
     service_ = std::move(*s);
+    // As `iotpki serve` does: its TLS identity signs serverkeygen's key packages.
+    auto tls = authority_->IssueServerCertificate(server_key_.public_key(), "est.test",
+                                                  {"est.test"}, {}, "test");
+    ASSERT_TRUE(tls) << tls.error().ToString();
+    server_chain_ = {*tls, authority_->certificate(ca::CaName::kOperational)};
+    service_->SetKeyPackageSigner(&server_key_, server_chain_);
   }
   void TearDown() override {
     service_.reset();
@@ -92,6 +98,8 @@ class ServiceTest : public ::testing::Test {
   fs::path base_;
   std::unique_ptr<ca::Authority> authority_;
   server::Registry metrics_;
+  crypto::PrivateKey server_key_ = *crypto::PrivateKey::Generate();
+  std::vector<x509::Certificate> server_chain_;
   std::unique_ptr<EnrollService> service_;
 };
 
@@ -742,9 +750,11 @@ TEST_F(ServiceTest, ServerKeygenSealsANewKeyToTheIdevidAndIssuesItsCertificate) 
   EXPECT_EQ(parts[0].first, "application/pkcs7-mime; smime-type=server-generated-key");
   EXPECT_EQ(parts[1].first, "application/pkcs7-mime; smime-type=certs-only");
 
-  auto opened = x509::OpenSealed(parts[0].second, d.key, d.idevid);
+  // RFC 7030 4.4.2: the key package is signed by this server (its TLS certificate), then sealed.
+  auto opened = x509::OpenKeyPackage(parts[0].second, d.key, d.idevid);
   ASSERT_TRUE(opened) << opened.error().ToString();
-  auto key = crypto::PrivateKey::FromDer(opened->bytes());
+  EXPECT_EQ(opened->signer.ToDer(), server_chain_[0].ToDer());
+  auto key = crypto::PrivateKey::FromDer(opened->pkcs8.bytes());
   ASSERT_TRUE(key) << key.error().ToString();
   EXPECT_EQ(key->public_key().type(), crypto::KeyType::kP256);
 
@@ -772,7 +782,7 @@ TEST_F(ServiceTest, ServerKeygenSealsANewKeyToTheIdevidAndIssuesItsCertificate) 
 
   // Another IDevID cannot open the envelope.
   Dev other = Provision("SN-SKG2");
-  EXPECT_FALSE(x509::OpenSealed(parts[0].second, other.key, other.idevid));
+  EXPECT_FALSE(x509::OpenKeyPackage(parts[0].second, other.key, other.idevid));
 }
 
 // The certificate and the opened key of a serverkeygen answer.
@@ -781,9 +791,9 @@ std::pair<x509::Certificate, crypto::PrivateKey> Opened(const server::Response& 
                                                         const x509::Certificate& idevid) {
   auto parts = Parts(r.body);
   EXPECT_EQ(parts.size(), 2u);
-  auto opened = x509::OpenSealed(parts.at(0).second, idevid_key, idevid);
+  auto opened = x509::OpenKeyPackage(parts.at(0).second, idevid_key, idevid);
   EXPECT_TRUE(opened);
-  auto key = crypto::PrivateKey::FromDer(opened->bytes());
+  auto key = crypto::PrivateKey::FromDer(opened->pkcs8.bytes());
   const unsigned char* p = parts.at(1).second.data();
   auto p7 = ossl::Own(d2i_PKCS7(nullptr, &p, static_cast<long>(parts[1].second.size())));
   auto cert = x509::Certificate::FromDer(ossl::ToDer(sk_X509_value(p7->d.sign->cert, 0), i2d_X509));
@@ -855,6 +865,11 @@ TEST_F(ServiceTest, ServerKeygenRefusalsIssueNothing) {
   auto not_p256 = service_->ServerKeygen(Keygen(&p384_cert, NewCsr(other_id)));
   EXPECT_EQ(not_p256.status, 403) << not_p256.body;
   EXPECT_NE(not_p256.body.find("P-256"), std::string::npos) << not_p256.body;
+
+  // A server with no key to sign key packages with: 503, nothing issued.
+  auto unsigned_service = EnrollService::Create(*authority_, metrics_, {});
+  ASSERT_TRUE(unsigned_service);
+  EXPECT_EQ((*unsigned_service)->ServerKeygen(Keygen(&d.idevid, NewCsr(id))).status, 503);
 
   EXPECT_EQ(authority_->store().GetDevice(id)->state, store::DeviceState::kManufactured);
   EXPECT_EQ(metrics_.CounterValue("iotpki_certificates_issued_total", {{"profile", "ldevid"}}), 0u);

@@ -3,6 +3,9 @@
 // recipient certificate (its IDevID).
 #pragma once
 
+#include <span>
+#include <vector>
+
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
 #include "iotpki/crypto/secret.h"
@@ -25,5 +28,31 @@ Result<Bytes> SealToCertificate(ByteView content, const Certificate& recipient);
 // EnvelopedData for this recipient, or that does not decrypt.
 Result<crypto::Secret> OpenSealed(ByteView enveloped_der, const crypto::Signer& key,
                                   const Certificate& recipient);
+
+// RFC 7030 section 4.4.2 with additional encryption, as RFC 5958 section 4 describes it: the key
+// (`pkcs8`, a PrivateKeyInfo, which is a version 1 OneAsymmetricKey) in an AsymmetricKeyPackage
+// (content type id-ct-KP-aKeyPackage, 2.16.840.1.101.2.1.2.78.5), in a SignedData signed by the
+// party that generated the key (`signer`, whose certificate is `signer_chain[0]`; the whole chain
+// is included), the SignedData sealed to `recipient` as SealToCertificate does, the envelope's
+// content type id-signedData and its content the SignedData itself (RFC 5652 nesting).
+// FailedPrecondition for a signer OpenSSL cannot reach (a token key) or a recipient that is not
+// P-256; InvalidArgument if signer_chain[0] is not the signer's certificate.
+Result<Bytes> SealKeyPackage(ByteView pkcs8, const crypto::Signer& signer,
+                             std::span<const Certificate> signer_chain,
+                             const Certificate& recipient);
+
+struct OpenedKeyPackage {
+  crypto::Secret pkcs8;                   // the one key of the package, PrivateKeyInfo DER
+  Certificate signer;                     // whose signature over the package verified
+  std::vector<Certificate> certificates;  // every certificate the SignedData carries
+};
+
+// Opens what SealKeyPackage made: the envelope with `key` (the recipient's), then the
+// SignedData, whose signature (and messageDigest and content-type attributes) must verify with
+// the signer certificate it names. Whether that signer is to be trusted is the caller's to
+// decide (a chain to its trust anchors). DataLoss for anything else: another envelope, a
+// SignedData over another content type, a bad signature, a package of other than one key.
+Result<OpenedKeyPackage> OpenKeyPackage(ByteView enveloped_der, const crypto::Signer& key,
+                                        const Certificate& recipient);
 
 }  // namespace iotpki::x509

@@ -84,5 +84,51 @@ TEST(CmsTest, RefusesWhatIsNotAnEnvelope) {
   EXPECT_EQ(ERR_peek_error(), 0u);  // the queue is drained
 }
 
+// RFC 7030 4.4.2 with RFC 5958 section 4: the key in an AsymmetricKeyPackage, signed by the
+// server that generated it, then sealed to the device.
+class KeyPackageTest : public ::testing::Test {
+ protected:
+  Device d;
+  crypto::PrivateKey server_key = NewKey();
+  Certificate server = Must(d.pki.IssueFor(d.pki.ServerTemplate(server_key.public_key())));
+  crypto::PrivateKey device_key = NewKey();
+  Bytes pkcs8 = Must(device_key.ToDer());
+  std::vector<Certificate> chain{server, d.pki.ops};
+};
+
+TEST_F(KeyPackageTest, OpensToTheKeyAndNamesItsSigner) {
+  Bytes sealed = Must(SealKeyPackage(pkcs8, server_key, chain, d.idevid));
+  EXPECT_EQ(std::search(sealed.begin(), sealed.end(), pkcs8.begin(), pkcs8.end()), sealed.end());
+  auto opened = OpenKeyPackage(sealed, d.key, d.idevid);
+  ASSERT_TRUE(opened) << opened.error().ToString();
+  EXPECT_EQ(Bytes(opened->pkcs8.bytes().begin(), opened->pkcs8.bytes().end()), pkcs8);
+  EXPECT_EQ(opened->signer.ToDer(), server.ToDer());
+  ASSERT_EQ(opened->certificates.size(), 2u);
+  // The envelope's content type is id-signedData (1.2.840.113549.1.7.2) and the SignedData's
+  // id-ct-KP-aKeyPackage (2.16.840.1.101.2.1.2.78.5): the first is readable outside the
+  // encryption.
+  Bytes signed_data_oid = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02};
+  EXPECT_NE(
+      std::search(sealed.begin(), sealed.end(), signed_data_oid.begin(), signed_data_oid.end()),
+      sealed.end());
+  // Another device cannot open it.
+  Device other;
+  EXPECT_EQ(OpenKeyPackage(sealed, other.key, other.idevid).error().code(), Code::kDataLoss);
+}
+
+TEST_F(KeyPackageTest, ABareEnvelopeOrABadSignerIsRefused) {
+  // What serverkeygen answered before: the PKCS#8 key sealed directly, no signature.
+  Bytes bare = Must(SealToCertificate(pkcs8, d.idevid));
+  auto unsigned_key = OpenKeyPackage(bare, d.key, d.idevid);
+  ASSERT_FALSE(unsigned_key);
+  EXPECT_EQ(unsigned_key.error().code(), Code::kDataLoss);
+  EXPECT_NE(unsigned_key.error().message().find("SignedData"), std::string::npos);
+  // The signer's certificate must be the signing key's.
+  std::vector<Certificate> wrong{d.pki.ops};
+  EXPECT_EQ(SealKeyPackage(pkcs8, server_key, wrong, d.idevid).error().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(SealKeyPackage(pkcs8, server_key, {}, d.idevid).error().code(), Code::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace iotpki::x509

@@ -156,8 +156,48 @@ bool Crl::IsSignedBy(const crypto::PublicKey& key) const {
 
 X509_CRL* Crl::handle() const { return impl_->crl.get(); }
 
+namespace {
+
+// Octets of a DER length field for `n` content octets.
+int64_t LengthOctets(int64_t n) {
+  int64_t octets = 1;
+  if (n >= 128) {
+    for (; n > 0; n >>= 8) ++octets;
+  }
+  return octets;
+}
+
+int64_t TlvSize(int64_t content) { return 1 + LengthOctets(content) + content; }
+
+// UTCTime YYMMDDHHMMSSZ for 1950 to 2049, GeneralizedTime YYYYMMDDHHMMSSZ outside (der::Time).
+constexpr int64_t kFirstUtcTime = -631152000;          // 1950-01-01T00:00:00Z
+constexpr int64_t kFirstGeneralizedTime = 2524608000;  // 2050-01-01T00:00:00Z
+
+// SEQUENCE { SEQUENCE { OID 2.5.29.21, OCTET STRING { ENUMERATED } } }: 2 + 2 + 5 + 5 octets.
+constexpr int64_t kReasonExtensionsBytes = 14;
+
+}  // namespace
+
+int64_t RevokedListDerSize(std::span<const RevokedEntry> entries) {
+  if (entries.empty()) return 0;
+  int64_t list = 0;
+  for (const auto& entry : entries) {
+    size_t i = 0;
+    while (i + 1 < entry.serial.size() && entry.serial[i] == 0) ++i;
+    // As der::UnsignedInteger: no leading zeros, one added before a high bit, 0 if empty.
+    int64_t integer = entry.serial.empty() ? 1
+                                           : static_cast<int64_t>(entry.serial.size() - i) +
+                                                 ((entry.serial[i] & 0x80) != 0 ? 1 : 0);
+    bool utc = entry.revoked_at >= kFirstUtcTime && entry.revoked_at < kFirstGeneralizedTime;
+    int64_t content = TlvSize(integer) + TlvSize(utc ? 13 : 15) +
+                      (entry.reason != RevocationReason::kUnspecified ? kReasonExtensionsBytes : 0);
+    list += TlvSize(content);
+  }
+  return TlvSize(list);
+}
+
 Result<void> LintCrlEntries(std::span<const RevokedEntry> entries, int64_t this_update,
-                            int64_t next_update) {
+                            int64_t next_update, int64_t max_bytes) {
   auto finding = [](std::string what) {
     return Fail(Code::kFailedPrecondition, "CRL lint: " + what);
   };
@@ -180,6 +220,14 @@ Result<void> LintCrlEntries(std::span<const RevokedEntry> entries, int64_t this_
     if (code < 0 || code > 10 || code == 7) return finding("an unknown reason code");
     prev_value = std::move(value);
     previous = &prev_value;
+  }
+  if (max_bytes > 0) {
+    int64_t bound = RevokedListDerSize(entries) + kCrlEnvelopeBytes;
+    if (bound > max_bytes) {
+      return finding("the CRL would take up to " + std::to_string(bound) + " bytes (" +
+                     std::to_string(entries.size()) + " entries), past its size budget of " +
+                     std::to_string(max_bytes) + " bytes");
+    }
   }
   return {};
 }

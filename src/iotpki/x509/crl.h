@@ -63,12 +63,24 @@ class Crl {
   std::shared_ptr<const Impl> impl_;
 };
 
+// What a CRL's DER holds besides its revokedCertificates list, at most: version, algorithm
+// identifiers, an issuer name of up to 1 KiB, the two times, the extensions (a partition's
+// issuingDistributionPoint URI included) and the signature.
+inline constexpr int64_t kCrlEnvelopeBytes = 2048;
+
+// The exact DER size of the revokedCertificates list BuildCrl encodes for `entries` (0 when
+// there are none): the size check of the lint, computed without encoding anything.
+int64_t RevokedListDerSize(std::span<const RevokedEntry> entries);
+
 // The lint a CRL's contents pass before it is signed: entries in strictly ascending serial order
 // (by value; so no serial twice), each serial a positive INTEGER of at most 20 octets (RFC 5280
-// 4.1.2.2), no revocation after `this_update`, only reasons RFC 5280 defines, and
-// thisUpdate < nextUpdate. FailedPrecondition naming the first finding.
+// 4.1.2.2), no revocation after `this_update`, only reasons RFC 5280 defines,
+// thisUpdate < nextUpdate, and, when `max_bytes` is above 0, a size within that budget
+// (RevokedListDerSize + kCrlEnvelopeBytes, an upper bound of the signed CRL's size): a CRL no
+// relying party or broker can load is refused rather than published. FailedPrecondition naming
+// the first finding.
 Result<void> LintCrlEntries(std::span<const RevokedEntry> entries, int64_t this_update,
-                            int64_t next_update);
+                            int64_t next_update, int64_t max_bytes = 0);
 
 // Builds a v2 CRL for `issuer`, signed with `issuer_key`, with the authorityKeyIdentifier and
 // cRLNumber extensions and a reasonCode entry extension for every reason but kUnspecified

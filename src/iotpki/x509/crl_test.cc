@@ -60,6 +60,44 @@ TEST_F(CrlTest, BuildAndReadBack) {
   EXPECT_EQ(pem->ToDer(), crl->ToDer());
 }
 
+TEST_F(CrlTest, TheLintKnowsTheSizeBeforeSigningAndRefusesACrlPastItsBudget) {
+  // 16-octet serials as the CA issues them, half with the high bit set (a leading zero octet),
+  // times on both sides of 2050 (UTCTime, GeneralizedTime), reasons present and absent.
+  std::vector<RevokedEntry> many;
+  for (int i = 0; i < 3000; ++i) {
+    Bytes serial(16, static_cast<uint8_t>(i % 251));
+    serial[0] = static_cast<uint8_t>(i % 2 == 0 ? 0x01 : 0x81);
+    serial[1] = static_cast<uint8_t>(i >> 8);
+    serial[2] = static_cast<uint8_t>(i);
+    many.push_back(
+        {serial, i % 3 == 0 ? int64_t{2600000000} : kNow - i,
+         i % 4 == 0 ? RevocationReason::kUnspecified : RevocationReason::kKeyCompromise});
+  }
+  // All 16 octets without leading zeros: by value is bytewise.
+  std::sort(many.begin(), many.end(),
+            [](const RevokedEntry& a, const RevokedEntry& b) { return a.serial < b.serial; });
+  int64_t this_update = int64_t{2600000000} + 60, next_update = this_update + 7 * kDay;
+  auto empty = BuildCrl(pki.ops, pki.ops_key, {}, this_update, next_update, 1);
+  auto full = BuildCrl(pki.ops, pki.ops_key, many, this_update, next_update, 1);
+  ASSERT_TRUE(empty && full);
+  int64_t list = RevokedListDerSize(many);
+  EXPECT_EQ(RevokedListDerSize({}), 0);
+  // Exact up to the outer length octets and the ECDSA signature's own few octets of variance.
+  EXPECT_NEAR(static_cast<double>(full->ToDer().size()),
+              static_cast<double>(empty->ToDer().size() + list), 6);
+  EXPECT_LE(static_cast<int64_t>(full->ToDer().size()), list + kCrlEnvelopeBytes);
+
+  int64_t bound = list + kCrlEnvelopeBytes;
+  EXPECT_TRUE(LintCrlEntries(many, this_update, next_update, 0));
+  EXPECT_TRUE(LintCrlEntries(many, this_update, next_update, bound));
+  auto refused = LintCrlEntries(many, this_update, next_update, bound - 1);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Code::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("past its size budget of " + std::to_string(bound - 1)),
+            std::string::npos)
+      << refused.error().message();
+}
+
 TEST_F(CrlTest, EmptyCrl) {
   auto crl = BuildCrl(pki.mfg, pki.mfg_key, {}, kNow, kNow + kDay, 1);
   ASSERT_TRUE(crl) << crl.error().ToString();
