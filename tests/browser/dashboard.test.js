@@ -63,6 +63,13 @@ async function view(page, name) {
           cli('device', 'count', '--dir', CA, '--state', 'manufactured').trim());
     equal('expiring within 365 days equal the CLI', await page.textContent('#expiring-365'),
           cli('device', 'count', '--dir', CA, '--expiring-within', '365d').trim());
+    // Issued per day: today's row is every certificate the store recorded today (sqlite3).
+    const today = new Date().toISOString().slice(0, 10);
+    equal('certificates issued today equal the store\'s (sqlite3)',
+          await page.textContent(`tr.issued-day:has(td:text-is("${today}")) td:nth-child(2)`),
+          execFileSync('sqlite3', [path.join(CA, 'iotpki.db'),
+            "SELECT COUNT(*) FROM certificates WHERE created_at >= (strftime('%s','now') / 86400) * 86400"],
+          {encoding: 'utf8'}).trim());
     await page.screenshot({path: path.join(SHOTS, 'dashboard-overview.png'), fullPage: true});
 
     await view(page, 'expiry');
@@ -83,6 +90,8 @@ async function view(page, name) {
     await view(page, `device/${env('DEVICE_SERIAL')}`);
     equal('device page found by serial',
           (await page.textContent('main')).includes(env('DEVICE_SERIAL')), true);
+    equal('device page has its audit rows section',
+          await page.locator('#device-audit table').count(), 1);
     await page.screenshot({path: path.join(SHOTS, 'dashboard-device.png'), fullPage: true});
 
     await view(page, 'revocations');
