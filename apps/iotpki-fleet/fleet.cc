@@ -24,6 +24,8 @@
 
 #include "iotpki/agent/commands.h"
 #include "iotpki/common/file.h"
+#include "iotpki/crypto/ossl.h"
+#include "iotpki/mfg/transport.h"
 #include "iotpki/mqtt/client.h"
 #include "iotpki/x509/certificate.h"
 
@@ -108,6 +110,43 @@ std::string OneLine(std::string s) {
   return s;
 }
 
+// The batch's transport key (batch.json), derived once: the simulator plays the factory station
+// that injects each device's key into its secure element, so a device holds its key in the
+// clear (STATE/factory/key.pem, 0600) and nobody pays PBKDF2's 100,000 iterations per device.
+// Nothing (no batch.json, or not --keys ca): the agent reads the folder's key as it is.
+iotpki::Result<std::optional<iotpki::mfg::TransportKey>> BatchTransportKey(
+    const fs::path& factory, const std::string& passphrase) {
+  std::error_code ec;
+  if (!fs::exists(factory / "batch.json", ec)) return std::nullopt;
+  IOTPKI_TRY(std::string text, iotpki::ReadTextFile(factory / "batch.json", 1 << 20));
+  auto batch = nlohmann::json::parse(text, nullptr, false);
+  if (batch.is_discarded() || !batch.contains("transport") || passphrase.empty()) {
+    return std::nullopt;
+  }
+  const auto& t = batch["transport"];
+  IOTPKI_TRY(auto salt, iotpki::FromHex(t.value("salt", "")));
+  IOTPKI_TRY(auto key,
+             iotpki::mfg::TransportKey::Derive(passphrase, salt, t.value("iterations", 0)));
+  return std::optional<iotpki::mfg::TransportKey>(std::move(key));
+}
+
+// Copies the factory folder into STATE/factory, with the key in the clear when `transport`.
+iotpki::Result<void> InstallFactoryFolder(const fs::path& from, const fs::path& to,
+                                          const iotpki::mfg::TransportKey* transport) {
+  std::error_code ec;
+  fs::remove_all(to, ec);
+  fs::copy(from, to, fs::copy_options::recursive, ec);
+  if (ec) {
+    return iotpki::Fail(iotpki::Code::kInternal,
+                        "cannot copy " + from.string() + ": " + ec.message());
+  }
+  if (transport == nullptr) return {};
+  IOTPKI_TRY(std::string pem, iotpki::ReadTextFile(to / "key.pem", 1 << 16));
+  IOTPKI_TRY(auto key, transport->Decrypt(pem));
+  IOTPKI_TRY(auto der, key.ToDer());
+  return iotpki::WriteFileAtomic(to / "key.pem", iotpki::ossl::PemEncode("PRIVATE KEY", der), 0600);
+}
+
 }  // namespace
 
 int BootstrapFleet(const BootstrapOptions& o) {
@@ -131,6 +170,13 @@ int BootstrapFleet(const BootstrapOptions& o) {
     std::cerr << "iotpki-fleet: cannot create " << o.fleet << ": " << ec.message() << std::endl;
     return 1;
   }
+  auto transport = BatchTransportKey(o.factory, o.agent.key_passphrase);
+  if (!transport) {
+    std::cerr << "iotpki-fleet: the batch's transport key: " << transport.error().message()
+              << std::endl;
+    return 1;
+  }
+  const iotpki::mfg::TransportKey* tk = *transport ? &**transport : nullptr;
   std::atomic<int> done{0}, kept{0}, failed{0};
   std::mutex err_mu;
   std::string first_error;
@@ -147,11 +193,11 @@ int BootstrapFleet(const BootstrapOptions& o) {
           return;
         }
         fs::create_directories(a.state, e);
-        fs::remove_all(a.state / "factory", e);
-        fs::copy(o.factory / name, a.state / "factory", fs::copy_options::recursive, e);
-        auto r = e ? iotpki::Result<iotpki::agent::Installed>(iotpki::Fail(
-                         iotpki::Code::kInternal, "cannot copy the factory folder: " + e.message()))
-                   : iotpki::agent::Bootstrap(a, iotpki::agent::BootstrapMode::kEst);
+        auto installed = InstallFactoryFolder(o.factory / name, a.state / "factory", tk);
+        if (tk != nullptr) a.key_passphrase.clear();
+        auto r = !installed ? iotpki::Result<iotpki::agent::Installed>(
+                                  iotpki::Fail(std::move(installed).error()))
+                            : iotpki::agent::Bootstrap(a, iotpki::agent::BootstrapMode::kEst);
         if (r) {
           ++done;
           return;
@@ -243,6 +289,7 @@ class Fleet {
   std::mutex mu_;
   std::deque<Result> results_;                              // Guarded by mu_.
   std::multimap<SteadyClock::time_point, size_t> delayed_;  // slow devices' next command
+  std::map<std::string, int> rejections_;                   // reason -> count. Guarded by mu_.
   int rotated_devices_ = 0;
   std::optional<SteadyClock::time_point> first_command_, last_rotation_;
 };
@@ -360,10 +407,12 @@ void Fleet::Dispatch(size_t i) {
     auto out = iotpki::agent::HandleCommand(a, envelope, *dev.replay, hooks);
     r.status_json = out.status_json;
     switch (out.kind) {
-      case iotpki::agent::CommandOutcome::kRejected:
+      case iotpki::agent::CommandOutcome::kRejected: {
         ++dev.rejected;
-        dev.last_error = OneLine(out.error->message());
+        std::lock_guard<std::mutex> lock(mu_);
+        ++rejections_[OneLine(out.error->message()).substr(0, 80)];
         break;
+      }
       case iotpki::agent::CommandOutcome::kFailed:
         ++dev.commands;
         ++dev.failures;
@@ -637,6 +686,9 @@ void Fleet::Report(double elapsed) {
   std::cout << "commands acted on " << commands << " (devices retried: " << retried
             << "), rotations " << rotations << ", failed installs " << failures
             << ", rejected commands " << rejected << ", recoveries " << recoveries << "\n";
+  for (const auto& [reason, n] : rejections_) {
+    std::cout << "  rejected " << n << "x: " << reason << "\n";
+  }
   std::cout << std::fixed << std::setprecision(1) << "elapsed " << elapsed << " s";
   if (first_command_ && last_rotation_ && *last_rotation_ > *first_command_) {
     double s = std::chrono::duration<double>(*last_rotation_ - *first_command_).count();

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# A fleet rotated by a campaign, end to end: a real Mosquitto (tests/mqtt_broker.sh, mutual TLS,
+# the rotation ACLs), a real `iotpki serve --campaigns`, and $IOTPKI_FLEET_DEVICES (default
+# 1000) simulated devices from a real factory batch (`iotpki mfg provision`, onboarded over EST
+# by `iotpki-fleet bootstrap`) running the agent's own rotation code (`iotpki-fleet run`). 10%
+# of them are offline when the campaign starts and come back; 5% fail every install (rolled
+# back); the server is killed (-9) mid-campaign and restarted on its port. At the end: every
+# device runs on a certificate the store holds valid (new, or old after its rollbacks: the
+# simulator's outcomes cross-checked with the store, a sample checked with openssl verify and a
+# real mutual-TLS request each); the failures were retried, then reported (`campaign failures
+# --json`); no old certificate was revoked before its device confirmed the new one (audit
+# order); `audit verify` passes.
+# Usage: fleet_rotation_test.sh PATH_TO_IOTPKI PATH_TO_IOTPKI_FLEET   (exit 3: no mosquitto)
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/serve_lib.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+FLEET_BIN=$2
+N=${IOTPKI_FLEET_DEVICES:-1000}
+OFFLINE=$(((N + 5) / 10))
+FAILING=$(((N + 10) / 20))
+command -v sqlite3 >/dev/null && command -v jq >/dev/null || {
+  echo "sqlite3 or jq is not installed (scripts/setup.sh installs them)" >&2
+  exit 3
+}
+BROKER="$WORK/broker"
+SIM_PID=""
+cleanup() {
+  [ -z "$SIM_PID" ] || kill -KILL "$SIM_PID" 2>/dev/null
+  bash "$HERE/mqtt_broker.sh" stop "$BROKER" >/dev/null 2>&1
+  stop_server_quietly
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+t_start=$(date +%s)
+elapsed() { echo "# $(($(date +%s) - t_start)) s: $1"; }
+
+check "ca init" "$IOTPKI" ca init --dir "$CA" --org "Example Org"
+check "a factory batch of $N devices" "$IOTPKI" mfg provision --dir "$CA" --count "$N" \
+  --serial-prefix fleet- --model sensor --batch fleet --keys ca --out "$WORK/factory"
+cat "$CA/certs/root.pem" "$CA/certs/operational.pem" >"$WORK/device-cas.pem"
+MQTT_PORT=$(bash "$HERE/mqtt_broker.sh" start "$BROKER" "$WORK/device-cas.pem") || {
+  rc=$?
+  [ "$rc" -eq 3 ] && exit 3
+  echo "broker did not start" >&2
+  exit 1
+}
+MQTT_URL="mqtts://127.0.0.1:$MQTT_PORT"
+# A short lease: jobs a killed server had claimed are taken over soon by its successor.
+printf '[campaigns]\ninterval_s = 1\nlease_s = 10\n' >"$WORK/serve.toml"
+start_server --config "$WORK/serve.toml" --campaigns --mqtt "$MQTT_URL" \
+  --mqtt-ca "$BROKER/broker.crt"
+# restart_server: on the same port, the one the devices saved at bootstrap.
+restart_server() {
+  rm -f "$WORK/port"
+  "$IOTPKI" serve --dir "$CA" --listen "127.0.0.1:$PORT" --port-file "$WORK/port" \
+    --config "$WORK/serve.toml" --campaigns --mqtt "$MQTT_URL" --mqtt-ca "$BROKER/broker.crt" \
+    >>"$WORK/serve.out" 2>>"$WORK/serve.err" &
+  SERVER_PID=$!
+  for _ in $(seq 300); do
+    [ -s "$WORK/port" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+check "iotpki-fleet bootstrap: $N devices over EST" "$FLEET_BIN" bootstrap \
+  --factory "$WORK/factory" --fleet "$WORK/fleet" --server "$URL" --workers 4
+expect "every device onboarded" "bootstrap: $N devices onboarded" "$WORK/out"
+elapsed "bootstrapped"
+
+"$FLEET_BIN" run --fleet "$WORK/fleet" --mqtt "$MQTT_URL" --mqtt-ca "$BROKER/broker.crt" \
+  --offline-share 0.1 --back-after 15s --fail-install-share 0.05 --workers 4 \
+  --out "$WORK/outcomes.jsonl" --ready-file "$WORK/ready" >"$WORK/sim.out" 2>"$WORK/sim.err" &
+SIM_PID=$!
+for _ in $(seq 1200); do
+  [ -e "$WORK/ready" ] && break
+  kill -0 "$SIM_PID" 2>/dev/null || break
+  sleep 0.1
+done
+check "the fleet is online, $OFFLINE devices off" grep -q \
+  "^ready: $((N - OFFLINE)) devices online, $OFFLINE offline" "$WORK/sim.out"
+elapsed "fleet online"
+
+check "campaign create" "$IOTPKI" campaign create --dir "$CA" --name fleet --batch fleet \
+  --mode rekey --retry-after 2 --max-attempts 4 \
+  --max-failure-rate 0.5
+
+counts() { # counts: "confirmed failed open" of the campaign's jobs
+  sql "SELECT SUM(state = 'confirmed') || ' ' || SUM(state = 'failed') || ' ' ||
+    SUM(state NOT IN ('confirmed', 'failed')) FROM rotation_jobs"
+}
+# Mid-campaign: kill -9 once a fifth of the jobs are confirmed, restart two seconds later.
+for _ in $(seq 1200); do
+  read -r confirmed _ _ < <(counts)
+  [ "${confirmed:-0}" -ge $((N / 5)) ] && break
+  kill -0 "$SIM_PID" 2>/dev/null || break
+  sleep 0.1
+done
+elapsed "$confirmed confirmed: kill -9 the server"
+kill -KILL "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null
+SERVER_PID=""
+sleep 2
+check "the server restarts on its port" restart_server
+for _ in $(seq 2400); do
+  read -r confirmed failed open < <(counts)
+  [ "${open:-1}" -eq 0 ] && break
+  kill -0 "$SIM_PID" 2>/dev/null || break
+  sleep 0.1
+done
+elapsed "campaign over: $confirmed confirmed, $failed failed, $open open"
+equal "every job ended" "$open" "0"
+equal "every device that did not fail its install confirmed" "$confirmed" "$((N - FAILING))"
+equal "the failing devices' jobs failed" "$failed" "$FAILING"
+campaign_state() { "$IOTPKI" campaign status --dir "$CA" fleet --json | jq -r .state; }
+for _ in $(seq 100); do
+  [ "$(campaign_state)" = done ] && break
+  sleep 0.1
+done
+equal "the campaign is done" "$(campaign_state)" "done"
+
+kill -TERM "$SIM_PID"
+RC=0
+wait "$SIM_PID" || RC=$?
+SIM_PID=""
+equal "the simulator ends on SIGTERM with exit 0" "$RC" "0"
+cat "$WORK/sim.out"
+elapsed "simulator stopped"
+
+# --- the simulator's outcomes, cross-checked with the store --------------------------------------
+equal "one outcome per device" "$(wc -l <"$WORK/outcomes.jsonl")" "$N"
+equal "every device came online" "$(grep -c '"outcome":"never_online"' "$WORK/outcomes.jsonl")" 0
+equal "none left a rotation pending" "$(grep -c '"outcome":"pending"' "$WORK/outcomes.jsonl")" 0
+equal "the others rotated" "$(grep -c '"outcome":"rotated"' "$WORK/outcomes.jsonl")" \
+  "$((N - FAILING))"
+equal "the failing ones rolled back each time" \
+  "$(grep '"outcome":"rolled_back"' "$WORK/outcomes.jsonl" | grep -c '"fail_install":true')" \
+  "$FAILING"
+sed -n 's/.*"device_id":"\([0-9a-f]*\)".*"new_serial":"\([0-9a-f]*\)".*/\1 \2/p' \
+  "$WORK/outcomes.jsonl" >"$WORK/now.txt"
+equal "every outcome names the certificate in use" "$(wc -l <"$WORK/now.txt")" "$N"
+{
+  echo "CREATE TEMP TABLE now_in_use(device TEXT, serial TEXT);"
+  awk '{printf "INSERT INTO now_in_use VALUES (\x27%s\x27, \x27%s\x27);\n", $1, $2}' "$WORK/now.txt"
+  echo "SELECT COUNT(*) FROM now_in_use n JOIN certificates c ON c.serial = n.serial
+    WHERE c.status = 'valid' AND c.profile = 'ldevid';"
+} >"$WORK/in_use.sql"
+equal "the store holds every certificate in use valid" \
+  "$(sqlite3 "$CA/iotpki.db" <"$WORK/in_use.sql")" "$N"
+equal "the failing devices kept their old certificate, valid" \
+  "$(sql "SELECT COUNT(*) FROM rotation_jobs j JOIN certificates c ON c.serial = j.old_serial
+    WHERE j.state = 'failed' AND c.status = 'valid'")" "$FAILING"
+
+# A sample: the certificate in use verifies (openssl) and makes a real mutual-TLS request: a
+# repeated confirmation (200, confirmed) or, for a failed job, a refusal of the job (409) by a
+# server that accepted the certificate.
+job_of() { sql "SELECT j.ordinal FROM rotation_jobs j JOIN devices d ON d.seq = j.device_seq
+  WHERE lower(hex(d.device_id)) = '$1'"; }
+sample_ok=0
+sample=0
+while read -r name; do
+  dir="$WORK/fleet/$name/active"
+  id=$(openssl x509 -in "$dir/cert.pem" -noout -subject -nameopt RFC2253 |
+    sed -n 's/.*CN=\([0-9a-f]\{64\}\).*/\1/p')
+  sample=$((sample + 1))
+  openssl verify -CAfile "$CA/certs/root.pem" -untrusted "$CA/certs/operational.pem" \
+    "$dir/cert.pem" >/dev/null 2>&1 || continue
+  code=$(curl -sS -o "$WORK/body" -w '%{http_code}' --cacert "$CA/certs/root.pem" \
+    --cert "$dir/cert.pem" --key "$dir/key.pem" -H 'Content-Type: application/json' \
+    --data "{\"campaign\":\"fleet\",\"job\":$(job_of "$id"),\"status\":\"installed\"}" \
+    "$URL/api/v1/devices/$id/rotation")
+  case "$code" in 200 | 409) sample_ok=$((sample_ok + 1)) ;; *) cat "$WORK/body" >&2 ;; esac
+done < <(
+  {
+    grep '"outcome":"rotated"' "$WORK/outcomes.jsonl" | head -8
+    grep '"outcome":"rolled_back"' "$WORK/outcomes.jsonl" | head -4
+  } | sed -n 's/.*"name":"\([^"]*\)".*/\1/p'
+)
+equal "a sample verifies (openssl) and is accepted over mutual TLS" "$sample_ok" "$sample"
+
+# --- failures retried, then reported -------------------------------------------------------------
+check "campaign failures --json" "$IOTPKI" campaign failures --dir "$CA" fleet --json
+cp "$WORK/out" "$WORK/failures.json"
+equal "every failing device is reported: failed after 4 attempts, with its reason" \
+  "$(jq '[.[] | select(.state == "failed" and .attempts == 4 and
+    (.last_error | contains("install failed on purpose")))] | length' "$WORK/failures.json")" \
+  "$FAILING"
+equal "and nothing else failed for good" \
+  "$(jq '[.[] | select(.state == "failed")] | length' "$WORK/failures.json")" "$FAILING"
+equal "the failing jobs were notified 4 times each" \
+  "$(sql "SELECT COUNT(*) FROM rotation_jobs WHERE state = 'failed' AND attempts = 4")" "$FAILING"
+
+# --- no old certificate revoked before its device confirmed --------------------------------------
+equal "every confirmed job's old certificate is revoked (superseded)" \
+  "$(sql "SELECT COUNT(*) FROM rotation_jobs j JOIN certificates c ON c.serial = j.old_serial
+    WHERE j.state = 'confirmed' AND c.status = 'revoked' AND c.revocation_reason = 'superseded'")" \
+  "$((N - FAILING))"
+equal "each revocation of an old certificate comes after its device's confirmation" \
+  "$(sqlite3 "$CA/iotpki.db" "
+    CREATE TEMP TABLE rev AS SELECT seq, subject AS serial FROM audit_log
+      WHERE action = 'cert.revoke';
+    CREATE TEMP TABLE conf AS SELECT seq, json_extract(details, '$.new_serial') AS serial
+      FROM audit_log WHERE action = 'campaign.job.confirmed';
+    CREATE INDEX temp.rev_serial ON rev (serial);
+    CREATE INDEX temp.conf_serial ON conf (serial);
+    SELECT COUNT(*) FROM rotation_jobs j JOIN rev r ON r.serial = j.old_serial
+      WHERE NOT EXISTS (SELECT 1 FROM conf c WHERE c.serial = j.new_serial AND c.seq < r.seq);")" \
+  "0"
+check "audit verify" "$IOTPKI" audit verify --dir "$CA"
+elapsed "audit verified"
+no_secrets "no secret in the simulator's output" "$WORK/sim.out"
+elapsed "checked"
+stop_server
+finish
