@@ -251,9 +251,9 @@ struct Device {
 
 struct Result {
   size_t device = 0;
-  std::optional<std::string> status_json;  // to publish
-  bool rotated = false;                    // the session moves to the new certificate
-  bool pending_left = false;               // STATE/pending remains: Recover later
+  std::vector<std::string> statuses;  // to publish, in order
+  bool rotated = false;               // the session moves to the new certificate
+  bool pending_left = false;          // STATE/pending remains: Recover later
 };
 
 class Fleet {
@@ -273,6 +273,7 @@ class Fleet {
   iotpki::Result<void> Connect(Device& d);
   void Dispatch(size_t i);
   void Recover(size_t i);
+  void Handle(Device& dev, const AgentOptions& a, const std::string& envelope, Result& r);
   void Finish(Result r);
   void Wake() {
     uint64_t one = 1;
@@ -373,7 +374,9 @@ iotpki::Result<void> Fleet::Connect(Device& d) {
              iotpki::mqtt::Client::Create(mo, [this, index, topic](const iotpki::mqtt::Message& m) {
                if (m.topic != topic) return;
                Device& dev = devices_[index];
-               if (dev.inbox.size() < 16) dev.inbox.push_back(m.payload);
+               // A flood keeps the newest: the older ones expire first.
+               if (dev.inbox.size() >= 16) dev.inbox.pop_front();
+               dev.inbox.push_back(m.payload);
              }));
   (void)d.client->BeginConnect();  // a failure is retried by Service after its backoff
   return {};
@@ -384,19 +387,33 @@ std::string Fleet::Serial(const Device& d) const {
   return cert ? cert->serial_hex() : "";
 }
 
-// Hands the device's next command to a worker: the agent's own HandleCommand, after a
-// Recover if a rotation was left pending.
+// Hands the device's commands received so far to a worker, which acts on them in order, as
+// the agent does: the agent's own HandleCommand, after a Recover if a rotation was left pending.
+// All at once, so that commands the broker kept while the device was away or busy (expired by
+// now, most of them) cost one trip through the pool, not one each.
 void Fleet::Dispatch(size_t i) {
   Device& d = devices_[i];
-  std::string envelope = std::move(d.inbox.front());
-  d.inbox.pop_front();
+  std::vector<std::string> envelopes(std::make_move_iterator(d.inbox.begin()),
+                                     std::make_move_iterator(d.inbox.end()));
+  d.inbox.clear();
   d.busy = true;
   if (!first_command_) first_command_ = SteadyClock::now();
-  pool_.Submit([this, i, envelope = std::move(envelope)] {
+  pool_.Submit([this, i, envelopes = std::move(envelopes)] {
     Device& dev = devices_[i];
     AgentOptions a = o_.agent;
     a.state = dev.state;
     Result r{.device = i};
+    for (const auto& envelope : envelopes) Handle(dev, a, envelope, r);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      results_.push_back(std::move(r));
+    }
+    Wake();
+  });
+}
+
+void Fleet::Handle(Device& dev, const AgentOptions& a, const std::string& envelope, Result& r) {
+  {
     std::error_code ec;
     if (fs::exists(dev.state / "pending", ec)) {
       auto rec = iotpki::agent::Recover(a);
@@ -405,7 +422,7 @@ void Fleet::Dispatch(size_t i) {
     iotpki::agent::RotateHooks hooks;
     hooks.fail_install = dev.fail_install;
     auto out = iotpki::agent::HandleCommand(a, envelope, *dev.replay, hooks);
-    r.status_json = out.status_json;
+    r.statuses.push_back(out.status_json);
     switch (out.kind) {
       case iotpki::agent::CommandOutcome::kRejected: {
         ++dev.rejected;
@@ -423,14 +440,10 @@ void Fleet::Dispatch(size_t i) {
         ++dev.commands;
         ++dev.rotations;
         r.rotated = true;
+        r.pending_left = false;
         break;
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      results_.push_back(std::move(r));
-    }
-    Wake();
-  });
+  }
 }
 
 // A rotation left pending (its confirmation did not reach the server): Recover, as the agent
@@ -464,10 +477,11 @@ void Fleet::Recover(size_t i) {
 void Fleet::Finish(Result r) {
   Device& d = devices_[r.device];
   d.busy = false;
-  if (r.status_json && d.client && d.client->connected()) {
+  for (const auto& status : r.statuses) {
+    if (!d.client || !d.client->connected()) break;
     // QoS 1, queued in the session: a status lost with the connection is repeated over HTTPS
     // by the agent's own report (Rotate), so nothing waits for the PUBACK here.
-    (void)d.client->PublishAsync(iotpki::agent::StatusTopic(d.id), *r.status_json);
+    (void)d.client->PublishAsync(iotpki::agent::StatusTopic(d.id), status);
   }
   if (r.pending_left) {
     d.recover_failures = std::min(d.recover_failures + 1, 6);
