@@ -148,7 +148,7 @@ jq -r '[.device_id, .outcome, .new_serial, .old_serial, .fail_install, .failures
     AND serial = job_new;"
   echo "SELECT COUNT(*) FROM jo WHERE outcome IN ('rolled_back', 'untouched') AND state = 'failed'
     AND serial = job_old AND serial = old;"
-  echo "SELECT COUNT(*) FROM jo WHERE failing = 'true' AND state = 'failed' AND failures >= 2;"
+  echo "SELECT COUNT(*) FROM jo WHERE failing = 'true' AND state = 'failed' AND failures >= 1;"
   echo "SELECT COUNT(*) FROM jo j JOIN certificates c ON c.serial = j.serial
     WHERE c.status = 'valid' AND c.profile = 'ldevid';"
 } >"$WORK/cross.sql"
@@ -159,7 +159,7 @@ equal "every device has its job" "$joined" "$N"
 equal "each device rotated iff its job confirmed (with the certificate it runs on)" \
   "$((rotated_ok + kept_ok))" "$N"
 equal "rotated devices = confirmed jobs" "$rotated_ok" "$confirmed"
-equal "every device failing its install rolled back, tried again, and its job failed" \
+equal "every device failing its install rolled back (each time) and its job failed" \
   "$failing_ok" "$FAILING"
 equal "the store holds every certificate in use valid" "$valid" "$N"
 check "most of the others confirmed (at least 80%: $confirmed of $((N - FAILING)))" \
