@@ -130,4 +130,5 @@ tail -n 2 "$data/serve.log"
 step "iotpki audit verify --dir $ca --manifest (the batch's manifest against the audit chain)"
 "$iotpki" audit verify --dir "$ca" --manifest "$data/batch/manifest.jsonl"
 
+bash "$root/scripts/demo_rotation.sh" "$root/build" "$data"
 printf '\nDemo data is in %s\n' "$data"

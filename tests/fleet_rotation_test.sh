@@ -220,7 +220,13 @@ equal "each revocation of an old certificate comes after its device's confirmati
   "0"
 check "audit verify" "$IOTPKI" audit verify --dir "$CA"
 elapsed "audit verified"
-no_secrets "no secret in the simulator's output" "$WORK/sim.out"
+# As serve_lib.sh's no_secrets, with one grep for the thousands of device secrets.
+{
+  printf '%s\n' "$IOTPKI_PASSPHRASE" "$IOTPKI_KEY_PASSPHRASE" "PRIVATE KEY"
+  find "$WORK/factory" -name bootstrap.hex -exec cat {} + | sed '/^$/d'
+} >"$WORK/secrets"
+equal "no secret in the simulator's output ($(wc -l <"$WORK/secrets") looked for)" \
+  "$(cat "$WORK/sim.out" "$WORK/sim.err" | grep -c -F -f "$WORK/secrets")" "0"
 elapsed "checked"
 stop_server
 finish

@@ -367,7 +367,10 @@ iotpki::Result<void> Fleet::Connect(Device& d) {
                                  .cert_file = slot / "cert.pem",
                                  .key_file = slot / "key.pem",
                                  .keepalive_seconds = 60,
-                                 .reconnect_min = std::chrono::milliseconds(1000)};
+                                 .reconnect_min = std::chrono::milliseconds(1000),
+                                 // Bounded low: a simulated fleet is on loopback, where a failed
+                                 // connection means a busy broker, not one that is away.
+                                 .reconnect_max = std::chrono::milliseconds(5000)};
   d.client.reset();
   d.subscribed = false;
   IOTPKI_TRY(d.client,
