@@ -112,7 +112,7 @@ elapsed "campaign over: $confirmed confirmed, $failed failed, $open open"
 equal "every job ended" "$open" "0"
 campaign_state() { "$IOTPKI" campaign status --dir "$CA" fleet --json | jq -r .state; }
 for _ in $(seq 100); do
-  [ "$(campaign_state)" = done ] && break
+  [ "$(campaign_state)" = "done" ] && break
   sleep 0.1
 done
 equal "the campaign is done" "$(campaign_state)" "done"
