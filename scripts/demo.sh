@@ -132,4 +132,5 @@ step "iotpki audit verify --dir $ca --manifest (the batch's manifest against the
 
 "$root/scripts/demo_revocation.sh" "$iotpki" "$data"
 
+bash "$root/scripts/demo_rotation.sh" "$root/build" "$data"
 printf '\nDemo data is in %s\n' "$data"

@@ -22,6 +22,8 @@ packages=(
   # the dashboard's browser test (tests/dashboard_browser_test.sh): headless Chromium driven by
   # playwright-core from npm (tests/browser/package-lock.json)
   chromium nodejs
+  # fleet (issue 15): tests/fleet_rotation_test.sh and the demo read JSON answers with jq
+  jq
 )
 # npm comes with NodeSource's nodejs; Debian's own nodejs needs Debian's npm beside it.
 command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -164,6 +164,17 @@ Result<HttpResponse> HttpsRequest(const ServerAddress& server, const TlsSettings
   auto on_read = [&](error_code ec, size_t) {
     if (ec == beast::error::timeout) {
       result = Fail(Code::kUnavailable, "no answer from " + Where(server) + " (timeout)");
+    } else if (ec == net::ssl::error::stream_truncated || ec == net::error::connection_reset ||
+               ec == net::error::eof || ec == net::error::broken_pipe ||
+               ec == http::error::end_of_stream || ec == http::error::partial_message) {
+      // The request went out and the connection ended without (all of) an answer: a server
+      // stopped or killed, perhaps after acting on it. Unavailable (ask again) rather than an
+      // authentication failure or a bad answer, on which a rotation would roll back a
+      // confirmation the server may have committed.
+      result = Fail(Code::kUnavailable, "connection to " + Where(server) +
+                                            " lost before its answer (the server may have acted "
+                                            "on the request): " +
+                                            ec.message());
     } else if (ec && ec.category() == net::error::get_ssl_category()) {
       // TLS 1.3 clients learn that their certificate was refused only here, from an alert.
       result =

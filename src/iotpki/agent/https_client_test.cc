@@ -4,9 +4,13 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <thread>
+
+#include "iotpki/crypto/signer.h"
 #include "iotpki/server/server.h"
 #include "iotpki/server/test_util.h"
 
@@ -132,6 +136,67 @@ TEST_F(HttpsClientTest, AServerThatNeverAnswersIsUnavailableAfterTheTimeout) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), Code::kUnavailable);
   EXPECT_NE(r.error().message().find("(timeout)"), std::string::npos) << r.error().message();
+}
+
+// A TLS peer with the test server's certificate that reads one request and then vanishes
+// without an answer, as a server killed (-9) after acting on it: with a TCP reset (`reset`) or
+// a plain close without TLS's close_notify.
+Result<HttpResponse> AskAPeerThatVanishes(bool reset) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  EXPECT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::thread peer([fd, reset] {
+    int c = accept(fd, nullptr, nullptr);
+    if (c < 0) return;
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate(ctx, Pki().server_cert.handle());
+    SSL_CTX_add1_chain_cert(ctx, Pki().ops.handle());
+    SSL_CTX_use_PrivateKey(ctx, crypto::OpenSslHandle(Pki().server_key));
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, c);
+    char buf[4096];
+    if (SSL_accept(ssl) == 1) {
+      // The whole request (headers and body), then nothing.
+      std::string request;
+      while (request.find("\r\n\r\n") == std::string::npos ||
+             request.find("payload") == std::string::npos) {
+        int n = SSL_read(ssl, buf, sizeof buf);
+        if (n <= 0) break;
+        request.append(buf, static_cast<size_t>(n));
+      }
+    }
+    if (reset) {
+      linger l{.l_onoff = 1, .l_linger = 0};
+      setsockopt(c, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    close(c);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+  });
+  TlsSettings tls{.trust_anchors = {Pki().root.ToDer()}};
+  tls.timeout = std::chrono::seconds(10);
+  auto r = HttpsRequest({.host = "127.0.0.1", .port = ntohs(addr.sin_port)}, tls, "POST", "/",
+                        "text/plain", "payload");
+  peer.join();
+  close(fd);
+  return r;
+}
+
+// The request went out and no answer came back: the server may have acted on it (a rotation's
+// confirmation committed, the old certificate revoked), so this is Unavailable -- "ask again"
+// -- and never an authentication failure or a bad answer, on which the agent would roll back.
+TEST_F(HttpsClientTest, AConnectionLostAfterTheRequestIsUnavailable) {
+  for (bool reset : {false, true}) {
+    auto r = AskAPeerThatVanishes(reset);
+    ASSERT_FALSE(r) << "reset=" << reset;
+    EXPECT_EQ(r.error().code(), Code::kUnavailable) << r.error().message();
+    EXPECT_NE(r.error().message().find("may have acted"), std::string::npos) << r.error().message();
+  }
 }
 
 TEST_F(HttpsClientTest, SettingsWithoutATrustAnchorOrWithAKeylessCertificateAreRefused) {

@@ -253,19 +253,27 @@ Result<void> Client::Connect() {
   }
 }
 
+namespace {
+
+// Lost: back off, doubling from reconnect_min, plus up to half again as jitter.
+void ScheduleReconnect(Client::State& s) {
+  const ClientOptions& o = s.options;
+  s.backoff = s.backoff.count() == 0 ? o.reconnect_min : std::min(s.backoff * 2, o.reconnect_max);
+  auto half = static_cast<uint64_t>(s.backoff.count() / 2);
+  milliseconds jitter(half == 0 ? 0 : static_cast<int64_t>(s.rng() % (half + 1)));
+  s.next_reconnect = Clock::now() + s.backoff + jitter;
+  s.reconnect_scheduled = true;
+}
+
+}  // namespace
+
 void Client::RunOnce(milliseconds timeout) {
   State& s = *state_;
   if (s.stopping.load()) return;
   if (!s.reconnect_scheduled) {
     int rc = mosquitto_loop(s.mosq, static_cast<int>(timeout.count()), 1);
     if (rc == MOSQ_ERR_SUCCESS || s.stopping.load()) return;
-    // Lost: back off, doubling from reconnect_min, plus up to half again as jitter.
-    const ClientOptions& o = s.options;
-    s.backoff = s.backoff.count() == 0 ? o.reconnect_min : std::min(s.backoff * 2, o.reconnect_max);
-    auto half = static_cast<uint64_t>(s.backoff.count() / 2);
-    milliseconds jitter(half == 0 ? 0 : static_cast<int64_t>(s.rng() % (half + 1)));
-    s.next_reconnect = Clock::now() + s.backoff + jitter;
-    s.reconnect_scheduled = true;
+    ScheduleReconnect(s);
     return;
   }
   auto now = Clock::now();
@@ -280,6 +288,53 @@ void Client::RunOnce(milliseconds timeout) {
   s.reconnect_scheduled = false;
   // A failure here is seen by the next pass's mosquitto_loop, which schedules the next try.
   (void)mosquitto_reconnect(s.mosq);
+}
+
+Result<void> Client::BeginConnect() {
+  State& s = *state_;
+  const ClientOptions& o = s.options;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.connack = -1;
+  }
+  int rc = mosquitto_connect_async(s.mosq, o.host.c_str(), o.port, o.keepalive_seconds);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    ScheduleReconnect(s);  // Service tries again after the backoff
+    return Fail(Code::kUnavailable,
+                "cannot connect to the MQTT broker at " + o.host + ":" + std::to_string(o.port),
+                MosqError(rc));
+  }
+  return {};
+}
+
+bool Client::WantWrite() const { return mosquitto_want_write(state_->mosq); }
+
+void Client::Service(bool readable, bool writable) {
+  State& s = *state_;
+  if (s.stopping.load()) return;
+  if (s.reconnect_scheduled) {
+    if (Clock::now() < s.next_reconnect) return;
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      s.connack = -1;
+    }
+    s.reconnect_scheduled = false;
+    if (mosquitto_reconnect_async(s.mosq) != MOSQ_ERR_SUCCESS) ScheduleReconnect(s);
+    return;
+  }
+  int rc = mosquitto_socket(s.mosq) < 0 ? MOSQ_ERR_NO_CONN : MOSQ_ERR_SUCCESS;
+  if (rc == MOSQ_ERR_SUCCESS && readable) rc = mosquitto_loop_read(s.mosq, 1);
+  if (rc == MOSQ_ERR_SUCCESS && writable && mosquitto_want_write(s.mosq)) {
+    rc = mosquitto_loop_write(s.mosq, 1);
+  }
+  if (rc == MOSQ_ERR_SUCCESS) rc = mosquitto_loop_misc(s.mosq);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      s.connected = false;
+    }
+    ScheduleReconnect(s);
+  }
 }
 
 void Client::Start() {

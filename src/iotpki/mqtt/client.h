@@ -85,6 +85,16 @@ class Client {
   void RunOnce(std::chrono::milliseconds timeout);
   // The socket to poll in caller-driven mode (-1 while disconnected).
   int socket() const;
+
+  // Event-loop mode, for one thread driving thousands of clients (the fleet simulator): nothing
+  // here uses select(), whose FD_SETSIZE (1024) RunOnce and Connect are bound by. BeginConnect
+  // starts connecting (TCP and TLS without blocking) and returns; the caller polls socket() for
+  // POLLIN, and POLLOUT too while WantWrite(), and calls Service with what poll said, and with
+  // (false, false) at least once a second for keepalives and the reconnect backoff. connected()
+  // turns true at the CONNACK. Not with Start or RunOnce.
+  Result<void> BeginConnect();
+  bool WantWrite() const;
+  void Service(bool readable, bool writable);
   bool connected() const;
 
   // Subscribes (and again after every reconnect). With the thread running, waits for the

@@ -4,12 +4,15 @@
 
 #include <gtest/gtest.h>
 #include <mosquitto.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/select.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -313,6 +316,52 @@ TEST_F(MqttTest, ReconnectsAndResubscribesAfterTheBrokerRestarts) {
   }
   ASSERT_FALSE(got.empty());
   EXPECT_EQ(got[0].payload, "again");
+}
+
+// The fleet simulator's mode: one thread polls many clients. Its sockets are numbered above
+// FD_SETSIZE here (1,100 descriptors held open first), where select() -- and so Connect and
+// RunOnce -- cannot go: BeginConnect and Service work there, subscribe and receive.
+TEST_F(MqttTest, EventLoopModeWorksAboveFdSetSize) {
+  auto server = Connected(server_);  // threaded, below FD_SETSIZE
+  std::vector<int> filler;
+  for (int i = 0; i < 550; ++i) {
+    int p[2];
+    if (::pipe(p) != 0) break;
+    filler.push_back(p[0]);
+    filler.push_back(p[1]);
+  }
+  if (filler.size() < 1100) {
+    for (int fd : filler) ::close(fd);
+    GTEST_SKIP() << "ulimit -n is too low to get past FD_SETSIZE";
+  }
+  Inbox inbox;
+  auto device = Must(Client::Create(Options(a_), inbox.handler()), "create");
+  ASSERT_TRUE(device->BeginConnect());
+  auto drive = [&](const std::function<bool()>& until) {
+    for (int i = 0; i < 400 && !until(); ++i) {
+      pollfd p{.fd = device->socket(),
+               .events = static_cast<short>(POLLIN | (device->WantWrite() ? POLLOUT : 0)),
+               .revents = 0};
+      if (p.fd >= 0) ::poll(&p, 1, 50);
+      device->Service((p.revents & (POLLIN | POLLERR | POLLHUP)) != 0, (p.revents & POLLOUT) != 0);
+    }
+  };
+  drive([&] { return device->connected(); });
+  ASSERT_TRUE(device->connected());
+  EXPECT_GE(device->socket(), FD_SETSIZE);
+  std::string cmd_topic = "iotpki/devices/" + a_.device_id + "/cmd";
+  ASSERT_TRUE(device->Subscribe(cmd_topic));
+  std::vector<Message> got;
+  for (int i = 0; i < 50 && got.empty(); ++i) {
+    ASSERT_TRUE(server->Publish(cmd_topic, "polled"));
+    int passes = 0;
+    drive([&] { return ++passes > 4; });
+    got = inbox.WaitFor(0);
+  }
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got[0].payload, "polled");
+  device.reset();
+  for (int fd : filler) ::close(fd);
 }
 
 }  // namespace
