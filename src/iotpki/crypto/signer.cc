@@ -302,4 +302,8 @@ EVP_PKEY* OpenSslHandle(const Signer& signer) {
   return key == nullptr ? nullptr : key->handle();
 }
 
+const OpenSslKey* OpenSslFace(const Signer& signer) {
+  return dynamic_cast<const OpenSslKey*>(&signer);
+}
+
 }  // namespace iotpki::crypto
