@@ -438,24 +438,25 @@ TEST_F(Tpm2StoreTest, BlobOnDiskIsWrappedByTheTpm) {
   ossl::ClearErrors();
 }
 
-TEST_F(Tpm2StoreTest, OpenSslFaceSignsInTheTpmsContext) {
-  // What TLS does with a client key: sign through the EVP_PKEY in the library context and with
-  // the property query the key names (the agent's SSL_CTX is made with them).
+TEST_F(Tpm2StoreTest, OpenSslHandleSignsInTheTpm) {
+  // What TLS does with a client key: sign through its EVP_PKEY in the default library context,
+  // where digests and verification stay with the default provider.
   auto key = NewTpm2KeyStore({.base_dir = SoftHsm::dir()})
                  ->Generate("tpm2:blob=" + Unique("tls") + ".tpm", KeyType::kP256);
   ASSERT_TRUE(key) << key.error().ToString();
-  const OpenSslKey* face = OpenSslFace(**key);
-  ASSERT_NE(face, nullptr);
-  ASSERT_NE(face->library_context(), nullptr);
+  EVP_PKEY* handle = OpenSslHandle(**key);
+  ASSERT_NE(handle, nullptr);
   auto md = ossl::Own(EVP_MD_CTX_new());
-  ASSERT_EQ(EVP_DigestSignInit_ex(md.get(), nullptr, "SHA256", face->library_context(),
-                                  face->property_query(), face->handle(), nullptr),
+  ASSERT_EQ(EVP_DigestSignInit_ex(md.get(), nullptr, "SHA256", nullptr, nullptr, handle, nullptr),
             1);
   uint8_t sig[128];
   size_t len = sizeof sig;
   ASSERT_EQ(EVP_DigestSign(md.get(), sig, &len, reinterpret_cast<const uint8_t*>("hello"), 5), 1);
   EXPECT_TRUE(
       (*key)->public_key().Verify(AsBytes("hello"), ByteView(sig, len), DigestAlgorithm::kSha256));
+  // The handle holds no private key OpenSSL could use by itself.
+  EXPECT_EQ(EVP_PKEY_get_bn_param(handle, "priv", nullptr), 0);
+  ossl::ClearErrors();
 }
 
 TEST_F(Tpm2StoreTest, PersistentHandleOpensButIsNotMadeOrRemovedHere) {

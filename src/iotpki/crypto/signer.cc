@@ -302,8 +302,4 @@ EVP_PKEY* OpenSslHandle(const Signer& signer) {
   return key == nullptr ? nullptr : key->handle();
 }
 
-const OpenSslKey* OpenSslFace(const Signer& signer) {
-  return dynamic_cast<const OpenSslKey*>(&signer);
-}
-
 }  // namespace iotpki::crypto

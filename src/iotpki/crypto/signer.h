@@ -2,8 +2,6 @@
 // a key may live in a file, an HSM or a TPM.
 #pragma once
 
-#include <openssl/types.h>
-
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -39,17 +37,10 @@ class OpenSslKey {
   virtual ~OpenSslKey() = default;
   // Borrowed; valid while the signer lives.
   virtual EVP_PKEY* handle() const = 0;
-  // The library context and property query an SSL_CTX must be made with to sign with handle():
-  // a TPM key's provider lives in a context of its own, and its private key cannot be exported
-  // to the default provider. Null: the default context.
-  virtual OSSL_LIB_CTX* library_context() const { return nullptr; }
-  virtual const char* property_query() const { return nullptr; }
 };
 
-// The signer's OpenSSL handle, or nullptr when it has none (a PKCS#11 token key).
+// The signer's OpenSSL handle, or nullptr when it has none (a token key).
 EVP_PKEY* OpenSslHandle(const Signer& signer);
-// The OpenSslKey face of a signer, or nullptr.
-const OpenSslKey* OpenSslFace(const Signer& signer);
 
 // A private key held in this process's memory (generated here or loaded from an encrypted file).
 class PrivateKey final : public Signer, public OpenSslKey {
