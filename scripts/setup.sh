@@ -13,6 +13,9 @@ packages=(
   # PKCS#11: the API's header (the module is dlopen'ed), SoftHSM2 as the token in tests and
   # pkcs11-tool (opensc) as an independent client that checks keys cannot be exported
   libp11-kit-dev softhsm2 opensc
+  # TPM 2.0 (hardware keys): the tpm2-openssl provider our tpm2: key store loads, swtpm as the TPM
+  # in tests (tests/swtpm.sh), tpm2-tools to check keys from outside
+  tpm2-openssl swtpm swtpm-tools tpm2-tools
   # independent clients and parsers used by tests and the demo
   openssl gnutls-bin curl sqlite3
   # the MQTT broker that enforces revocation in tests/broker_crl_test.sh

@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
   app.add_option("--state", state, "The device's state directory")->required();
   app.add_option("--key-passphrase-file", key_passphrase_file,
                  "First line decrypts factory/key.pem (default: $IOTPKI_DEVICE_KEY_PASSPHRASE)");
+  app.add_option("--key-store", options.key_store,
+                 "Make new device keys inside a TPM: tpm2: (TPM2OPENSSL_TCTI names the TPM; "
+                 "default: the one bootstrap was given)");
   app.add_option("--timeout", timeout, "Seconds for each request (default 30)")
       ->check(CLI::Range(1, 3600));
 

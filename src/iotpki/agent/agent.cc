@@ -9,6 +9,7 @@
 #include "iotpki/c509/c509.h"
 #include "iotpki/common/file.h"
 #include "iotpki/common/strings.h"
+#include "iotpki/crypto/key_store.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/crypto/signer.h"
@@ -85,6 +86,96 @@ Result<crypto::PrivateKey> LoadKey(const fs::path& path, const std::string& pass
   auto key = crypto::PrivateKey::FromPem(pem, encrypted ? passphrase : "");
   if (!key) return Fail(Local(std::move(key).error().Context(path.string())));
   return key;
+}
+
+using DeviceKey = std::shared_ptr<const crypto::Signer>;
+
+// The key store new device keys are made in: the option, else the one bootstrap saved.
+std::string KeyStoreOf(const AgentOptions& o) {
+  if (!o.key_store.empty()) return o.key_store;
+  auto saved = ReadTextFile(o.state / "key-store", 4096);
+  return saved ? saved->substr(0, saved->find('\n')) : std::string();
+}
+
+Result<void> CheckKeyStore(const std::string& store) {
+  if (store.empty() || store == "tpm2:") return {};
+  if (store.rfind("pkcs11:", 0) == 0) {
+    return Fail(Code::kInvalidArgument,
+                "--key-store pkcs11: is not supported by the agent yet: its TLS handshake needs "
+                "an OpenSSL key, which a PKCS#11 token key is not without a pkcs11 provider "
+                "(Debian 12 has none); use --key-store tpm2:");
+  }
+  return Fail(
+      Code::kInvalidArgument,
+      "--key-store: expected tpm2: (keys made in the TPM named by TPM2OPENSSL_TCTI), not '" +
+          store.substr(0, 80) + "'");
+}
+
+// A new device key: in memory (the slot's key.pem), or made inside the key store (only its URI,
+// the slot's key.uri, is written: a TPM key blob in STATE/keys/ that only this TPM can load).
+Result<DeviceKey> NewDeviceKey(const AgentOptions& o) {
+  std::string store = KeyStoreOf(o);
+  IOTPKI_CHECK(CheckKeyStore(store));
+  if (store.empty()) {
+    IOTPKI_TRY(crypto::PrivateKey key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
+    return DeviceKey(std::make_shared<crypto::PrivateKey>(std::move(key)));
+  }
+  std::error_code ec;
+  fs::create_directories(o.state / "keys", ec);
+  std::string uri = "tpm2:blob=keys/ldevid-" + ToHex(crypto::RandomBytes(8)) + ".tpm";
+  IOTPKI_TRY(auto ks, Local(crypto::KeyStoreFor(uri, {.base_dir = o.state})));
+  auto key = ks->Generate(uri, crypto::KeyType::kP256);
+  if (!key) return Fail(Local(std::move(key).error().Context("a new key in " + store)));
+  return DeviceKey(std::move(*key));
+}
+
+// Deletes a store key made for a request that failed before a slot named it (a key left behind
+// exposes nothing, but fills the TPM's owner or a token).
+class NewKeyGuard {
+ public:
+  NewKeyGuard(const fs::path& state, const DeviceKey& key, bool fresh)
+      : state_(state), uri_(fresh && !key->in_process() ? key->uri() : "") {}
+  ~NewKeyGuard() {
+    if (uri_.empty()) return;
+    if (auto ks = crypto::KeyStoreFor(uri_, {.base_dir = state_})) (void)(*ks)->Delete(uri_);
+  }
+  void Release() { uri_.clear(); }
+
+ private:
+  fs::path state_;
+  std::string uri_;
+};
+
+// A slot's key: key.uri names a key in a store; else key.pem (the factory's key when linked).
+Result<DeviceKey> LoadSlotKey(const fs::path& dir, const fs::path& state,
+                              const std::string& passphrase) {
+  if (fs::exists(dir / "key.uri")) {
+    IOTPKI_TRY(std::string uri, Local(ReadTextFile(dir / "key.uri", 4096)));
+    uri = uri.substr(0, uri.find('\n'));
+    IOTPKI_TRY(auto ks, Local(crypto::KeyStoreFor(uri, {.base_dir = state})));
+    auto key = ks->Open(uri);
+    if (!key) return Fail(Local(std::move(key).error().Context((dir / "key.uri").string())));
+    return DeviceKey(std::move(*key));
+  }
+  IOTPKI_TRY(crypto::PrivateKey key, LoadKey(dir / "key.pem", passphrase));
+  return DeviceKey(std::make_shared<crypto::PrivateKey>(std::move(key)));
+}
+
+std::string SlotKeyUri(const fs::path& slot_dir) {
+  auto text = ReadTextFile(slot_dir / "key.uri", 4096);
+  return text ? text->substr(0, text->find('\n')) : std::string();
+}
+
+// Removes a slot, and the store key it names unless a slot that stays (active, previous) names
+// it too: a renewal without a new key shares it.
+void RemoveSlot(const fs::path& state, const fs::path& slot_dir) {
+  std::string uri = SlotKeyUri(slot_dir);
+  if (!uri.empty() && uri != SlotKeyUri(state / "active") &&
+      uri != SlotKeyUri(state / "previous")) {
+    if (auto ks = crypto::KeyStoreFor(uri, {.base_dir = state})) (void)(*ks)->Delete(uri);
+  }
+  std::error_code ec;
+  fs::remove_all(slot_dir, ec);
 }
 
 // `with_key`: also the IDevID key (decrypting it costs a key derivation; a rotation, which
@@ -203,7 +294,7 @@ Result<void> WriteSlotFile(const fs::path& path, std::string_view data, int mode
 // key.pem as a symbolic link to factory/key.pem: the key stays where it was given, encrypted if
 // it was, and no decrypted copy of it is ever written.
 Result<std::string> WriteSlot(const fs::path& state, const x509::Certificate& cert,
-                              const x509::Certificate& issuer, const crypto::PrivateKey& key,
+                              const x509::Certificate& issuer, const crypto::Signer& key,
                               bool factory_key) {
   std::string slot = "ldevid-" + cert.serial_hex().substr(0, 16);
   fs::path slots = state / "slots";
@@ -221,8 +312,11 @@ Result<std::string> WriteSlot(const fs::path& state, const x509::Certificate& ce
       return Fail(Code::kFailedPrecondition, "cannot link " + (tmp / "key.pem").string(),
                   ec.message());
     }
+  } else if (const auto* in_memory = dynamic_cast<const crypto::PrivateKey*>(&key)) {
+    IOTPKI_CHECK(WriteSlotFile(tmp / "key.pem", KeyPem(*in_memory), 0600));
   } else {
-    IOTPKI_CHECK(WriteSlotFile(tmp / "key.pem", KeyPem(key), 0600));
+    // A key in a store: its URI only (no secret in it).
+    IOTPKI_CHECK(WriteSlotFile(tmp / "key.uri", key.uri() + "\n", 0644));
   }
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
@@ -261,14 +355,14 @@ Result<void> Activate(const fs::path& state, const std::string& slot) {
   for (const auto& entry : fs::directory_iterator(state / "slots", ec)) {
     std::string name = entry.path().filename().string();
     if (name != slot && name != keep_previous && name.rfind(".tmp-", 0) != 0) {
-      fs::remove_all(entry.path(), ec);
+      RemoveSlot(state, entry.path());
     }
   }
   return {};
 }
 
 Result<std::string> Install(const fs::path& state, const x509::Certificate& cert,
-                            const x509::Certificate& issuer, const crypto::PrivateKey& key,
+                            const x509::Certificate& issuer, const crypto::Signer& key,
                             bool factory_key) {
   IOTPKI_TRY(std::string slot, WriteSlot(state, cert, issuer, key, factory_key));
   IOTPKI_CHECK(Activate(state, slot));
@@ -301,19 +395,19 @@ Result<HttpResponse> Call(const ServerAddress& server, const TlsSettings& tls,
 struct Slot {
   x509::Certificate cert;
   x509::Certificate issuer;
-  crypto::PrivateKey key;
+  DeviceKey key;
 };
 
-Result<Slot> LoadSlot(const fs::path& dir, const std::string& passphrase) {
+Result<Slot> LoadSlot(const fs::path& dir, const fs::path& state, const std::string& passphrase) {
   IOTPKI_TRY(std::string cert_pem, Local(ReadTextFile(dir / "cert.pem", 1 << 16)));
   IOTPKI_TRY(x509::Certificate cert, Local(x509::Certificate::FromPem(cert_pem)));
   IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(dir / "chain.pem", 1 << 16)));
   IOTPKI_TRY(x509::Certificate issuer, Local(x509::Certificate::FromPem(chain_pem)));
   // The factory's key when the slot links to it (encrypted there, perhaps).
-  IOTPKI_TRY(crypto::PrivateKey key, LoadKey(dir / "key.pem", passphrase));
-  if (!(key.public_key() == cert.public_key())) {
+  IOTPKI_TRY(DeviceKey key, LoadSlotKey(dir, state, passphrase));
+  if (!(key->public_key() == cert.public_key())) {
     return Fail(Code::kFailedPrecondition,
-                (dir / "key.pem").string() + " is not the key of " + (dir / "cert.pem").string());
+                "the key of " + dir.string() + " is not the key of " + (dir / "cert.pem").string());
   }
   return Slot{.cert = std::move(cert), .issuer = std::move(issuer), .key = std::move(key)};
 }
@@ -323,7 +417,7 @@ Result<Slot> LoadActive(const AgentOptions& o) {
     return Fail(Code::kFailedPrecondition,
                 "no active working certificate in " + o.state.string() + " (bootstrap first)");
   }
-  return LoadSlot(o.state / "active", o.key_passphrase);
+  return LoadSlot(o.state / "active", o.state, o.key_passphrase);
 }
 
 // POST /api/v1/devices/<id>/rotation over mutual TLS with `slot`'s certificate.
@@ -333,7 +427,7 @@ Result<HttpResponse> SendRotationAnswer(const ServerAddress& server, const x509:
                                         std::chrono::seconds timeout) {
   TlsSettings tls{.trust_anchors = {root.ToDer()},
                   .client_chain = {slot.cert.ToDer()},
-                  .client_key = &slot.key,
+                  .client_key = slot.key.get(),
                   .timeout = timeout};
   nlohmann::json body = {
       {"campaign", campaign}, {"job", job}, {"status", installed ? "installed" : "failed"}};
@@ -377,7 +471,7 @@ std::optional<PendingRecord> ReadPending(const fs::path& state) {
 Result<void> DropPending(const fs::path& state, const std::string& slot) {
   std::error_code ec;
   if (!slot.empty() && LinkTarget(state / "active") != (fs::path("slots") / slot).string()) {
-    fs::remove_all(state / "slots" / slot, ec);
+    RemoveSlot(state, state / "slots" / slot);
   }
   fs::remove(state / "pending", ec);
   if (ec) {
@@ -438,14 +532,19 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
     tls.client_key = &*f.key;
   }
   // A new key for the working certificate, unless the IDevID key must sign the CSR itself.
-  crypto::PrivateKey key = *f.key;
-  if (client_auth) {
-    IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
+  if (!client_auth && !KeyStoreOf(o).empty()) {
+    return Fail(Code::kInvalidArgument,
+                "--no-client-cert keeps the factory key, --key-store makes a new one: not both");
   }
+  DeviceKey key = std::make_shared<crypto::PrivateKey>(*f.key);
+  if (client_auth) {
+    IOTPKI_TRY(key, NewDeviceKey(o));
+  }
+  NewKeyGuard guard(o.state, key, client_auth);
   x509::NameFields subject{.organization = f.idevid.organization(),
                            .common_name = f.device_id,
                            .serial_number = f.idevid.serial_number()};
-  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject)));
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(*key, subject)));
 
   x509::Certificate issued = f.idevid;
   std::optional<x509::Certificate> issuer;
@@ -490,9 +589,14 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
     issuer = *ca;
   }
   if (!issuer) return Fail(BadAnswer("no issuing CA for the certificate"));
-  IOTPKI_CHECK(CheckIssued(issued, key.public_key(), f.device_id, *issuer, f.root, now));
-  IOTPKI_TRY(std::string slot, Install(o.state, issued, *issuer, key, !client_auth));
+  IOTPKI_CHECK(CheckIssued(issued, key->public_key(), f.device_id, *issuer, f.root, now));
+  IOTPKI_TRY(std::string slot, Install(o.state, issued, *issuer, *key, !client_auth));
+  guard.Release();
   IOTPKI_CHECK(Local(WriteFileAtomic(o.state / "server", o.server_url + "\n")));
+  if (!o.key_store.empty()) {
+    // Renewals and rotations make their new keys in the same store.
+    IOTPKI_CHECK(Local(WriteFileAtomic(o.state / "key-store", o.key_store + "\n")));
+  }
   return Installed{
       .certificate = issued, .device_id = f.device_id, .slot = slot, .new_key = client_auth};
 }
@@ -510,29 +614,31 @@ Result<Installed> Renew(const AgentOptions& o, bool rekey) {
   IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(active / "chain.pem", 1 << 16)));
   IOTPKI_TRY(x509::Certificate issuer, Local(x509::Certificate::FromPem(chain_pem)));
   // The factory's key when the active slot links to it (encrypted there, perhaps).
-  IOTPKI_TRY(crypto::PrivateKey current_key, LoadKey(active / "key.pem", o.key_passphrase));
+  IOTPKI_TRY(DeviceKey current_key, LoadSlotKey(active, o.state, o.key_passphrase));
   int64_t now = o.clock->NowUnix();
 
   TlsSettings tls{.trust_anchors = {f.root.ToDer()},
                   .client_chain = {current.ToDer()},
-                  .client_key = &current_key,
+                  .client_key = current_key.get(),
                   .timeout = o.timeout};
-  crypto::PrivateKey key = current_key;
+  DeviceKey key = current_key;
   if (rekey) {
-    IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
+    IOTPKI_TRY(key, NewDeviceKey(o));
   }
+  NewKeyGuard guard(o.state, key, rekey);
   // RFC 7030 4.2.2: the same subject and subjectAltName as the certificate renewed.
   x509::NameFields subject{.organization = current.organization(),
                            .common_name = current.common_name(),
                            .serial_number = current.serial_number()};
-  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject, current.subject_alt_names())));
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(*key, subject, current.subject_alt_names())));
   IOTPKI_TRY(HttpResponse r,
              Call(server, tls, "POST", std::string(kEst) + "/simplereenroll", "application/pkcs10",
                   Base64Encode(csr.ToDer()), o.c509 ? kC509Cert : ""));
   IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
-  IOTPKI_CHECK(CheckIssued(issued, key.public_key(), current.common_name(), issuer, f.root, now));
+  IOTPKI_CHECK(CheckIssued(issued, key->public_key(), current.common_name(), issuer, f.root, now));
   IOTPKI_TRY(std::string slot,
-             Install(o.state, issued, issuer, key, key.public_key() == f.idevid.public_key()));
+             Install(o.state, issued, issuer, *key, key->public_key() == f.idevid.public_key()));
+  guard.Release();
   return Installed{
       .certificate = issued, .device_id = current.common_name(), .slot = slot, .new_key = rekey};
 }
@@ -613,6 +719,11 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& o) {
   IOTPKI_TRY(ServerAddress server, ParseServerUrl(o.server_url));
   IOTPKI_TRY(Factory f, LoadFactory(o));
   if (o.c509) return Fail(Code::kInvalidArgument, "serverkeygen answers in X.509 only (no --c509)");
+  if (!KeyStoreOf(o).empty()) {
+    return Fail(Code::kInvalidArgument,
+                "serverkeygen makes the key on the server; with --key-store the key is made "
+                "in the store (use --est)");
+  }
   int64_t now = o.clock->NowUnix();
   TlsSettings tls{.trust_anchors = {f.root.ToDer()},
                   .client_chain = {f.idevid.ToDer()},
@@ -721,24 +832,26 @@ Result<Rotated> Rotate(const AgentOptions& o, const RotateCommand& command,
   const std::string device_id = current.cert.common_name();
   at(RotateStep::kBeforeCsr);
 
-  crypto::PrivateKey key = current.key;
+  DeviceKey key = current.key;
   if (command.rekey) {
-    IOTPKI_TRY(key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
+    IOTPKI_TRY(key, NewDeviceKey(o));
   }
+  // Until the slot names it; then a rollback (DropPending) deletes it with the slot.
+  NewKeyGuard guard(o.state, key, command.rekey);
   x509::NameFields subject{.organization = current.cert.organization(),
                            .common_name = device_id,
                            .serial_number = current.cert.serial_number()};
-  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(key, subject, current.cert.subject_alt_names())));
+  IOTPKI_TRY(x509::Csr csr, Local(x509::MakeCsr(*key, subject, current.cert.subject_alt_names())));
   TlsSettings tls{.trust_anchors = {f.root.ToDer()},
                   .client_chain = {current.cert.ToDer()},
-                  .client_key = &current.key,
+                  .client_key = current.key.get(),
                   .timeout = o.timeout};
   IOTPKI_TRY(HttpResponse r,
              Call(server, tls, "POST", std::string(kEst) + "/simplereenroll", "application/pkcs10",
                   Base64Encode(csr.ToDer()), o.c509 ? kC509Cert : ""));
   IOTPKI_TRY(x509::Certificate issued, EnrolledCert(r, o.c509));
   int64_t now = o.clock->NowUnix();
-  IOTPKI_CHECK(CheckIssued(issued, key.public_key(), device_id, current.issuer, f.root, now));
+  IOTPKI_CHECK(CheckIssued(issued, key->public_key(), device_id, current.issuer, f.root, now));
   at(RotateStep::kAfterEnroll);
 
   // The rollback: the new slot and its record go, the server hears why (with the old
@@ -752,8 +865,9 @@ Result<Rotated> Rotate(const AgentOptions& o, const RotateCommand& command,
     if (!reported) note += "; the failure could not be reported: " + reported.error().message();
     return Error(why.code(), why.message() + " (" + note + ")", why.detail());
   };
-  IOTPKI_TRY(std::string slot, WriteSlot(o.state, issued, current.issuer, key,
-                                         key.public_key() == f.idevid.public_key()));
+  IOTPKI_TRY(std::string slot, WriteSlot(o.state, issued, current.issuer, *key,
+                                         key->public_key() == f.idevid.public_key()));
+  guard.Release();
   IOTPKI_CHECK(WritePending(o.state, {.slot = slot,
                                       .serial = issued.serial_hex(),
                                       .campaign = command.campaign,
@@ -765,7 +879,10 @@ Result<Rotated> Rotate(const AgentOptions& o, const RotateCommand& command,
   }
   at(RotateStep::kBeforeConfirm);
 
-  IOTPKI_TRY(Slot fresh, LoadSlot(o.state / "slots" / slot, o.key_passphrase));
+  // The slot's key is opened again as it will be at the next start; the handle made for the CSR
+  // is closed first (a TPM without a resource manager holds only a few loaded keys).
+  key.reset();
+  IOTPKI_TRY(Slot fresh, LoadSlot(o.state / "slots" / slot, o.state, o.key_passphrase));
   auto confirmed =
       SendRotationAnswer(server, f.root, fresh, command.campaign, command.job, true, "", o.timeout);
   if (!confirmed) {
@@ -811,7 +928,7 @@ Result<Recovered> Recover(const AgentOptions& o) {
   }
   std::optional<Slot> fresh;
   if (!pending->slot.empty()) {
-    auto loaded = LoadSlot(o.state / "slots" / pending->slot, o.key_passphrase);
+    auto loaded = LoadSlot(o.state / "slots" / pending->slot, o.state, o.key_passphrase);
     if (loaded && loaded->cert.serial_hex() == pending->serial) fresh = std::move(*loaded);
   }
   IOTPKI_TRY(ServerAddress server, ServerFor(o));

@@ -8,7 +8,10 @@
 //                         bootstrap.hex (K_dev, for the JSON API), key.pem (the IDevID key:
 //                         PKCS#8 PEM, encrypted under the batch's transport passphrase or plain)
 //   STATE/slots/NAME/     each working certificate installed: cert.pem, chain.pem (the
-//                         operational CA), key.pem (plain PKCS#8, mode 0600)
+//                         operational CA), key.pem (plain PKCS#8, mode 0600) or, for a key
+//                         made in a key store (--key-store), key.uri (the key's URI)
+//   STATE/keys/           with --key-store tpm2:, the TPM's key blobs (only that TPM loads them)
+//   STATE/key-store       the --key-store bootstrap was given (later commands' default)
 //   STATE/active          symlink to the slot in use; replaced by rename(2), so it always names a
 //                         complete slot, old or new
 //   STATE/previous        symlink to the slot `active` named before (for a rollback)
@@ -43,6 +46,11 @@ struct AgentOptions {
   std::string server_url;
   // Decrypts factory/key.pem when it is encrypted.
   std::string key_passphrase;
+  // Where new device keys are made (docs/hardware-keys.md). Empty: in memory, written to the
+  // slot's key.pem. "tpm2:": inside the TPM that TPM2OPENSSL_TCTI names; the slot keeps only the
+  // key's URI (key.uri) and STATE/keys/ the TPM's key blob. Bootstrap saves it in
+  // STATE/key-store, the default of every later command.
+  std::string key_store;
   std::chrono::seconds timeout{30};
   // EST enrollments ask for the certificate in C509 (application/cose-c509-cert+cbor, draft-
   // ietf-cose-cbor-encoded-cert), decoded back to the byte-exact X.509 before it is checked and

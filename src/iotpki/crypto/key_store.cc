@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "iotpki/crypto/pkcs11_key_store.h"
+#include "iotpki/crypto/tpm2_key_store.h"
 
 namespace iotpki::crypto {
 namespace {
@@ -80,6 +81,9 @@ Registry& TheRegistry() {
     };
     r->factories["pkcs11"] = [](const KeyStoreOptions& o) -> Result<std::unique_ptr<KeyStore>> {
       return NewPkcs11KeyStore(o);
+    };
+    r->factories["tpm2"] = [](const KeyStoreOptions& o) -> Result<std::unique_ptr<KeyStore>> {
+      return NewTpm2KeyStore(o);
     };
     return r;
   }();

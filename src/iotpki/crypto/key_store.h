@@ -1,6 +1,6 @@
 // Key stores: where private keys are created, opened and deleted, each named by URI. One
-// implementation per URI scheme ("file:", "pkcs11:"), chosen through a registry, so that callers
-// (ca init, the server, the factory) never branch on where a key lives.
+// implementation per URI scheme ("file:", "pkcs11:", "tpm2:"), chosen through a registry, so that
+// callers (ca init, the server, the factory) never branch on where a key lives.
 #pragma once
 
 #include <filesystem>
@@ -18,6 +18,7 @@ namespace iotpki::crypto {
 // What a key store may need besides the URI. Nothing here is written to disk or logged.
 struct KeyStoreOptions {
   // file: the passphrase that encrypts the key at rest (at least 8 characters to generate).
+  // tpm2: the key's authorization value in the TPM (empty: none).
   std::string_view passphrase;
   // file: relative paths are resolved against this directory.
   std::filesystem::path base_dir;
@@ -33,7 +34,7 @@ struct KeyStoreOptions {
 class KeyStore {
  public:
   virtual ~KeyStore() = default;
-  // The URI scheme this store answers, without the colon ("file", "pkcs11").
+  // The URI scheme this store answers, without the colon ("file", "pkcs11", "tpm2").
   virtual std::string_view scheme() const = 0;
   // Creates a new key where `uri` says and returns its signer, whose uri() names it for Open
   // (without any secret). AlreadyExists if `uri` names an existing key; nothing is overwritten.
@@ -48,8 +49,8 @@ class KeyStore {
 using KeyStoreFactory =
     std::function<Result<std::unique_ptr<KeyStore>>(const KeyStoreOptions& options)>;
 
-// Registers (or replaces) the store for a scheme. "file" and "pkcs11" are registered from the
-// start; a TPM store registers "tpm2" the same way.
+// Registers (or replaces) the store for a scheme. "file", "pkcs11" and "tpm2"
+// (tpm2_key_store.h) are registered from the start.
 void RegisterKeyStore(std::string scheme, KeyStoreFactory factory);
 
 // The store for `uri`'s scheme. InvalidArgument for an unknown scheme, naming the known ones.

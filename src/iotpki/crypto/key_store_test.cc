@@ -1,10 +1,14 @@
-// The key store conformance suite: every store (encrypted files, a SoftHSM2 token) passes the
-// same typed tests. The token is real: a private SOFTHSM2_CONF and token directory made here, the
-// tokens initialised by softhsm2-util, everything removed afterwards.
+// The key store conformance suite: every store (encrypted files, a SoftHSM2 token, a TPM) passes
+// the same typed tests. The token is real: a private SOFTHSM2_CONF and token directory made here,
+// the tokens initialised by softhsm2-util, everything removed afterwards. The TPM is swtpm,
+// started on a free loopback port by tests/swtpm.sh and stopped afterwards; the TPM tests skip,
+// saying so, only where swtpm is not installed.
 #include "iotpki/crypto/key_store.h"
 
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,6 +24,7 @@
 #include "iotpki/crypto/pkcs11_key_store.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/crypto/signer.h"
+#include "iotpki/crypto/tpm2_key_store.h"
 
 namespace iotpki::crypto {
 namespace {
@@ -65,6 +70,61 @@ class SoftHsm : public ::testing::Environment {
 
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new SoftHsm);
 
+// A persistent key the "device's provisioning" made with tpm2-tools before this process first
+// reached the TPM (swtpm serves one connection at a time).
+constexpr char kPersistentHandle[] = "0x81000001";
+
+class SwTpm : public ::testing::Environment {
+ public:
+  static bool available() { return available_; }
+  static const std::string& why_not() { return why_not_; }
+
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("iotpki-swtpm-" + std::to_string(::getpid()) + "-" + ToHex(RandomBytes(4)));
+    std::string script = std::string(IOTPKI_SOURCE_DIR) + "/tests/swtpm.sh";
+    int rc = std::system(("bash " + script + " start " + dir_.string() + " >/dev/null").c_str());
+    if (WIFEXITED(rc) && WEXITSTATUS(rc) == 3) {
+      why_not_ =
+          "swtpm is not installed (scripts/setup.sh installs swtpm, tpm2-tools, tpm2-openssl)";
+      return;
+    }
+    ASSERT_EQ(rc, 0) << script << " start failed";
+    std::string tcti;
+    std::getline(std::ifstream(dir_ / "tcti"), tcti);
+    ::setenv("TPM2OPENSSL_TCTI", tcti.c_str(), 1);
+    ::setenv("TPM2TOOLS_TCTI", tcti.c_str(), 1);
+    std::string d = dir_.string();
+    // No resource manager between tpm2-tools and swtpm: transient objects stay loaded until
+    // flushed, and the TPM has room for three: flushed after every step.
+    std::string make_persistent =
+        "cd " + d +
+        " && tpm2_createprimary -Q -C o -c primary.ctx && tpm2_flushcontext -t && tpm2_create -Q "
+        "-C primary.ctx -G ecc256 -u k.pub -r k.priv && tpm2_flushcontext -t && tpm2_load -Q -C "
+        "primary.ctx -u k.pub -r k.priv -c k.ctx && tpm2_flushcontext -t && tpm2_evictcontrol -Q "
+        "-C o -c k.ctx " +
+        std::string(kPersistentHandle) + " >/dev/null && tpm2_flushcontext -t";
+    if (std::system(make_persistent.c_str()) != 0) {
+      TearDown();  // gtest does not tear down an environment whose SetUp failed
+      FAIL() << make_persistent;
+    }
+    available_ = true;
+  }
+  void TearDown() override {
+    std::string script = std::string(IOTPKI_SOURCE_DIR) + "/tests/swtpm.sh";
+    std::system(("bash " + script + " stop " + dir_.string()).c_str());
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+ private:
+  static inline fs::path dir_;
+  static inline bool available_ = false;
+  static inline std::string why_not_;
+};
+
+const auto* const kTpmEnv = ::testing::AddGlobalTestEnvironment(new SwTpm);
+
 std::string Unique(const std::string& name) { return name + "-" + ToHex(RandomBytes(4)); }
 
 // How each store names a new key, and how it is opened with a wrong secret.
@@ -76,6 +136,7 @@ struct FileStore {
   }
   std::string NewUri(const std::string& name) { return "file:" + Unique(name) + ".key"; }
   std::string WrongSecretUri(const std::string& uri) { return uri; }
+  static bool Available() { return true; }
 };
 
 struct Pkcs11Store {
@@ -85,11 +146,26 @@ struct Pkcs11Store {
     return std::string("pkcs11:token=") + kToken + ";object=" + Unique(name);
   }
   std::string WrongSecretUri(const std::string& uri) { return uri + "?pin-value=0000-wrong"; }
+  static bool Available() { return true; }
+};
+
+// Key blobs beside the token directory, each key with an authorization value.
+struct Tpm2Store {
+  KeyStoreOptions options() { return {.passphrase = "tpm-key-auth", .base_dir = SoftHsm::dir()}; }
+  KeyStoreOptions wrong_options() {
+    return {.passphrase = "not-the-auth", .base_dir = SoftHsm::dir()};
+  }
+  std::string NewUri(const std::string& name) { return "tpm2:blob=" + Unique(name) + ".tpm"; }
+  std::string WrongSecretUri(const std::string& uri) { return uri; }
+  static bool Available() { return SwTpm::available(); }
 };
 
 template <class T>
 class KeyStoreConformance : public ::testing::Test {
  protected:
+  void SetUp() override {
+    if (!T::Available()) GTEST_SKIP() << SwTpm::why_not();
+  }
   std::unique_ptr<KeyStore> Store() {
     auto store = KeyStoreFor(traits_.NewUri("x"), traits_.options());
     EXPECT_TRUE(store) << store.error().ToString();
@@ -98,7 +174,7 @@ class KeyStoreConformance : public ::testing::Test {
   T traits_;
 };
 
-using Stores = ::testing::Types<FileStore, Pkcs11Store>;
+using Stores = ::testing::Types<FileStore, Pkcs11Store, Tpm2Store>;
 TYPED_TEST_SUITE(KeyStoreConformance, Stores);
 
 TYPED_TEST(KeyStoreConformance, GeneratesOpensSignsVerifies) {
@@ -316,6 +392,93 @@ TEST(Pkcs11Store, StoresACertificateBesideTheKey) {
   EXPECT_EQ(not_a_cert.error().code(), Code::kInvalidArgument);
   // Delete takes the certificate with the key.
   ASSERT_TRUE(store->Delete((*key)->uri()));
+}
+
+// ---- TPM 2.0 only ----
+
+TEST(Tpm2Uri, ParsesBlobAndPersistentHandle) {
+  auto blob = ParseTpm2Uri("tpm2:blob=keys/device.tpm");
+  ASSERT_TRUE(blob) << blob.error().ToString();
+  EXPECT_EQ(blob->blob, "keys/device.tpm");
+  auto handle = ParseTpm2Uri("tpm2:handle=0x81000001");
+  ASSERT_TRUE(handle);
+  EXPECT_EQ(handle->handle, 0x81000001u);
+  for (const char* bad : {"tpm2:", "tpm2:blob=", "tpm2:handle=", "tpm2:handle=0x80000001",
+                          "tpm2:handle=0x81zz", "tpm2:path=x", "pkcs11:token=a"}) {
+    auto r = ParseTpm2Uri(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), Code::kInvalidArgument) << bad;
+    EXPECT_NE(r.error().message().find("tpm2:blob=PATH"), std::string::npos);
+  }
+}
+
+class Tpm2StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!SwTpm::available()) GTEST_SKIP() << SwTpm::why_not();
+  }
+};
+
+TEST_F(Tpm2StoreTest, BlobOnDiskIsWrappedByTheTpm) {
+  auto store = NewTpm2KeyStore({.base_dir = SoftHsm::dir()});
+  std::string name = Unique("wrapped") + ".tpm";
+  auto key = store->Generate("tpm2:blob=" + name, KeyType::kP256);
+  ASSERT_TRUE(key) << key.error().ToString();
+  EXPECT_EQ((*key)->uri(), "tpm2:blob=" + name);
+  EXPECT_FALSE((*key)->in_process());
+  fs::path path = SoftHsm::dir() / name;
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  std::ifstream in(path);
+  std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Only the TPM's wrapped form: OpenSSL cannot read a private key from it.
+  EXPECT_EQ(pem.rfind("-----BEGIN TSS2 PRIVATE KEY-----", 0), 0u) << pem;
+  auto bio = ossl::Own(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  EXPECT_EQ(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), nullptr);
+  ossl::ClearErrors();
+}
+
+TEST_F(Tpm2StoreTest, OpenSslHandleSignsInTheTpm) {
+  // What TLS does with a client key: sign through its EVP_PKEY in the default library context,
+  // where digests and verification stay with the default provider.
+  auto key = NewTpm2KeyStore({.base_dir = SoftHsm::dir()})
+                 ->Generate("tpm2:blob=" + Unique("tls") + ".tpm", KeyType::kP256);
+  ASSERT_TRUE(key) << key.error().ToString();
+  EVP_PKEY* handle = OpenSslHandle(**key);
+  ASSERT_NE(handle, nullptr);
+  auto md = ossl::Own(EVP_MD_CTX_new());
+  ASSERT_EQ(EVP_DigestSignInit_ex(md.get(), nullptr, "SHA256", nullptr, nullptr, handle, nullptr),
+            1);
+  uint8_t sig[128];
+  size_t len = sizeof sig;
+  ASSERT_EQ(EVP_DigestSign(md.get(), sig, &len, reinterpret_cast<const uint8_t*>("hello"), 5), 1);
+  EXPECT_TRUE(
+      (*key)->public_key().Verify(AsBytes("hello"), ByteView(sig, len), DigestAlgorithm::kSha256));
+  // The handle holds no private key OpenSSL could use by itself.
+  EXPECT_EQ(EVP_PKEY_get_bn_param(handle, "priv", nullptr), 0);
+  ossl::ClearErrors();
+}
+
+TEST_F(Tpm2StoreTest, PersistentHandleOpensButIsNotMadeOrRemovedHere) {
+  auto store = NewTpm2KeyStore({});
+  std::string uri = std::string("tpm2:handle=") + kPersistentHandle;
+  auto key = store->Open(uri);
+  ASSERT_TRUE(key) << key.error().ToString();
+  EXPECT_EQ((*key)->uri(), uri);
+  EXPECT_EQ((*key)->public_key().type(), KeyType::kP256);
+  auto sig = (*key)->Sign(AsBytes("persistent"));
+  ASSERT_TRUE(sig);
+  EXPECT_TRUE((*key)->public_key().Verify(AsBytes("persistent"), *sig, DigestAlgorithm::kSha256));
+
+  auto missing = store->Open("tpm2:handle=0x81000077");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), Code::kNotFound) << missing.error().ToString();
+  auto generate = store->Generate("tpm2:handle=0x81000002", KeyType::kP256);
+  ASSERT_FALSE(generate);
+  EXPECT_EQ(generate.error().code(), Code::kInvalidArgument);
+  auto remove = store->Delete(uri);
+  ASSERT_FALSE(remove);
+  EXPECT_EQ(remove.error().code(), Code::kInvalidArgument);
 }
 
 }  // namespace
