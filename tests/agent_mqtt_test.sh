@@ -179,6 +179,47 @@ check "no pending rotation left" test ! -e "$S1/pending"
 kill -TERM "$AGENT_PID"
 wait "$AGENT_PID"
 AGENT_PID=""
+# A confirmation that never reached the server (the server is down at that moment) leaves the
+# rotation pending while `run` goes on. It is settled before the next command the agent
+# handles, even one it then rejects, not only when the agent restarts.
+check "third campaign" "$IOTPKI" campaign create --dir "$CA" --name ota3 --devices "$WORK/ids.txt"
+CUR=$(openssl x509 -in "$S1/active/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+IOTPKI_AGENT_TEST_STOP_AT=before-confirm start_agent
+check "restarted to stop before its confirmation" wait_for "$WORK/run.out" \
+  "^mqtt: connected as $ID1" 5
+sleep 0.5
+publish "$(sign "$(cmd_json "$ID1" "$(nonce)" $((NOW + 600)) | sed 's/"ota"/"ota3"/')")"
+stopped() { [ "$(awk '{print $3}' "/proc/$AGENT_PID/stat" 2>/dev/null)" = T ]; }
+for _ in $(seq 100); do stopped && break; sleep 0.1; done
+check "the agent stops before its confirmation" stopped
+stop_server || true
+kill -CONT "$AGENT_PID"
+check "the unreachable confirmation is reported" wait_for "$WORK/status.log" \
+  '"campaign":"ota3".*"status":"failed"' 1
+check "the rotation stays pending" test -e "$S1/pending"
+equal "the device still runs on its certificate" \
+  "$(openssl x509 -in "$S1/active/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')" "$CUR"
+rm -f "$WORK/port"
+"$IOTPKI" serve --dir "$CA" --listen "127.0.0.1:$PORT" --port-file "$WORK/port" \
+  >>"$WORK/serve.out" 2>>"$WORK/serve.err" &
+SERVER_PID=$!
+for _ in $(seq 300); do [ -s "$WORK/port" ] && break; sleep 0.1; done
+check "the server is back on its port" test -s "$WORK/port"
+publish "not a command"
+check "the pending rotation is completed before the next command" wait_for "$WORK/run.out" \
+  "^recover: pending rotation completed" 1
+check "no pending rotation left after it" test ! -e "$S1/pending"
+NEW=$(openssl x509 -in "$S1/active/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+equal "the job is confirmed with the certificate now active" \
+  "$(sql "SELECT j.state || ' ' || j.new_serial FROM rotation_jobs j JOIN campaigns c \
+    ON c.id = j.campaign_id WHERE c.name = 'ota3'")" "confirmed $NEW"
+equal "the certificate it replaced is revoked" \
+  "$(sql "SELECT status FROM certificates WHERE serial = '$CUR'")" "revoked"
+check "the session moves to the new certificate" wait_for "$WORK/run.out" \
+  "^mqtt: connected as $ID1" 6
+kill -TERM "$AGENT_PID"
+wait "$AGENT_PID"
+AGENT_PID=""
 no_secrets "no secret in the agent's output" "$WORK/run.out"
 stop_server
 finish

@@ -115,6 +115,23 @@ iotpki::Result<Session> Connect(const AgentOptions& o, const iotpki::mqtt::Broke
   return Session{.client = std::move(client), .device_id = id};
 }
 
+// A rotation whose confirmation did not reach the server (the server went away after the
+// request was sent) is left in STATE/pending. The server may have confirmed it and revoked the
+// old certificate, so it is settled before anything uses the active certificate again: before
+// each command, each renewal and each (re)connection, not only at start. True if the active
+// certificate changed. Reports its own errors (STATE/pending is kept for the next try).
+bool Settle(const AgentOptions& o) {
+  auto r = iotpki::agent::Recover(o);
+  if (!r) {
+    Report(r.error());
+    return false;
+  }
+  if (r->what == iotpki::agent::Recovery::kNothing) return false;
+  std::cout << "recover: " << iotpki::agent::RecoveryName(r->what) << std::endl;
+  return r->what == iotpki::agent::Recovery::kCompleted ||
+         r->what == iotpki::agent::Recovery::kActivated;
+}
+
 // One "run" step of auto-renewal; the seconds until the next. Reports its own errors.
 int64_t AutoRenew(const AgentOptions& o, int& failures, bool& renewed) {
   renewed = false;
@@ -160,6 +177,7 @@ int RunDaemon(const AgentOptions& options, const DaemonOptions& daemon) {
   if (daemon.mqtt_url.empty()) {
     while (!g_stop) {
       bool renewed = false;
+      Settle(options);
       SleepUnlessStopped(std::clamp<int64_t>(AutoRenew(options, failures, renewed), 1, 3600));
     }
     return 0;
@@ -179,6 +197,7 @@ int RunDaemon(const AgentOptions& options, const DaemonOptions& daemon) {
   Inbox inbox;
   int connect_failures = 0;
   while (!g_stop) {
+    Settle(options);
     auto session = Connect(options, *broker, ca, inbox);
     if (!session) {
       int64_t wait = iotpki::agent::RetryBackoff(++connect_failures, Unit());
@@ -194,6 +213,10 @@ int RunDaemon(const AgentOptions& options, const DaemonOptions& daemon) {
     auto next_renewal = std::chrono::steady_clock::now();
     while (!g_stop && !move) {
       if (std::chrono::steady_clock::now() >= next_renewal) {
+        if (Settle(options)) {
+          move = true;
+          continue;
+        }
         bool renewed = false;
         int64_t wait = std::clamp<int64_t>(AutoRenew(options, failures, renewed), 1, 3600);
         next_renewal = std::chrono::steady_clock::now() + std::chrono::seconds(wait);
@@ -202,6 +225,7 @@ int RunDaemon(const AgentOptions& options, const DaemonOptions& daemon) {
       }
       auto envelope = inbox.Pop(std::chrono::milliseconds(200));
       if (!envelope) continue;
+      if (Settle(options)) move = true;  // the session moves once this command is answered
       auto out = iotpki::agent::HandleCommand(options, *envelope, **replay, daemon.hooks);
       switch (out.kind) {
         case iotpki::agent::CommandOutcome::kRejected:
