@@ -27,6 +27,7 @@
 #include "iotpki/enroll/service.h"
 #include "iotpki/mqtt/client.h"
 #include "iotpki/server/server.h"
+#include "iotpki/store/postgres/pg_store.h"
 
 namespace iotpki::cli {
 namespace {
@@ -391,7 +392,10 @@ Result<void> RunServe(ServeArgs& args) {
   ca::CrlPublisher crls(*authority, crl_options);
   IOTPKI_CHECK(crls.Refresh());
   enroll::MountCrl(router, crls, authority->clock(), metrics);
-  enroll::OcspResponder ocsp(authority->store(), authority->clock(), metrics);
+  // A PostgreSQL status lookup is a network round trip: those answers wait on the handler pool.
+  enroll::OcspResponder ocsp(
+      authority->store(), authority->clock(), metrics,
+      {.on_io_thread = dynamic_cast<store::PostgresStore*>(&authority->store()) == nullptr});
   auto set_responder = [&](ca::CaName ca) -> Result<void> {
     // A responder's key is kept under the passphrase of the CA that certifies it.
     std::string_view key_passphrase =

@@ -45,7 +45,8 @@ void OcspResponder::SetIssuer(std::string issuer_name, const x509::Certificate& 
                               const x509::Certificate& responder,
                               std::shared_ptr<const crypto::Signer> key) {
   auto entry = std::make_shared<Issuer>(
-      Issuer{std::move(issuer_name), issuer, responder, std::move(key), {}});
+      Issuer{std::move(issuer_name), issuer, responder, std::move(key), {}, {}});
+  if (auto signing = x509::OcspSigningContext::Make(*entry->key)) entry->signing = *signing;
   for (auto hash : kHashes) {
     if (auto h = x509::OcspIssuerHashesOf(issuer, hash)) entry->hashes.emplace(hash, *h);
   }
@@ -137,7 +138,8 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
       return Answer{it->second.der, it->second.this_update + options_.validity - now, {}};
     }
   }
-  auto der = x509::BuildOcspResponse(issuer->responder, *issuer->key, answers, request->nonce);
+  auto der = x509::BuildOcspResponse(issuer->responder, *issuer->key, answers, request->nonce,
+                                     issuer->signing.get());
   if (!der) {
     return failed(x509::OcspResponseStatus::kInternalError, "internal_error",
                   der.error().ToString());
@@ -181,17 +183,25 @@ server::Response OcspResponder::Render(const server::Request& req, ByteView der)
 }
 
 void OcspResponder::Mount(server::Router& router) {
-  router.Add("POST", "/ocsp", "ocsp", [this](const server::Request& req) {
-    if (!HasMediaType(req.content_type, kRequestType)) {
-      return UnsupportedMediaType(kRequestType, ErrorFormat::kEst, req);
-    }
-    return Render(req, AsBytes(req.body));
-  });
-  router.Add("GET", "/ocsp/{request}", "ocsp", [this](const server::Request& req) {
-    auto der = DecodeGetRequest(req.params[0]);
-    if (!der) return Render(req, ByteView());  // malformedRequest
-    return Render(req, *der);
-  });
+  // An answer is a status read and at most one signature: no reason to pay two thread hand-offs.
+  server::RouteOptions route{.on_io_thread = options_.on_io_thread};
+  router.Add(
+      "POST", "/ocsp", "ocsp",
+      [this](const server::Request& req) {
+        if (!HasMediaType(req.content_type, kRequestType)) {
+          return UnsupportedMediaType(kRequestType, ErrorFormat::kEst, req);
+        }
+        return Render(req, AsBytes(req.body));
+      },
+      route);
+  router.Add(
+      "GET", "/ocsp/{request}", "ocsp",
+      [this](const server::Request& req) {
+        auto der = DecodeGetRequest(req.params[0]);
+        if (!der) return Render(req, ByteView());  // malformedRequest
+        return Render(req, *der);
+      },
+      route);
 }
 
 }  // namespace iotpki::enroll

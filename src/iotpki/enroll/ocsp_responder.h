@@ -32,6 +32,9 @@ struct OcspOptions {
   int64_t validity = 3600;
   // Cached good answers kept at most; beyond it the cache starts over.
   size_t max_cached = 100000;
+  // Answer on the connection's I/O thread rather than the handler pool (server::RouteOptions):
+  // right when the store's status lookup is a local read (SQLite), not a network round trip.
+  bool on_io_thread = true;
 };
 
 // Thread-safe.
@@ -64,6 +67,8 @@ class OcspResponder {
     x509::Certificate certificate;
     x509::Certificate responder;
     std::shared_ptr<const crypto::Signer> key;
+    // Null when the key has no OpenSSL handle; answers are then signed the slow way.
+    std::shared_ptr<const x509::OcspSigningContext> signing;
     // "sha1" -> hashes, ... for matching CertIDs.
     std::map<std::string, x509::OcspIssuerHashes, std::less<>> hashes;
   };

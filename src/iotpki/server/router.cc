@@ -26,8 +26,9 @@ bool IsPlaceholder(std::string_view s) {
 
 }  // namespace
 
-void Router::Add(std::string method, std::string_view pattern, std::string name, Handler handler) {
-  Route r{std::move(method), {}, std::move(name), std::move(handler)};
+void Router::Add(std::string method, std::string_view pattern, std::string name, Handler handler,
+                 RouteOptions options) {
+  Route r{std::move(method), {}, std::move(name), std::move(handler), options};
   for (auto s : Split(pattern)) r.segments.emplace_back(s);
   routes_.push_back(std::move(r));
 }
@@ -58,6 +59,7 @@ Router::Match Router::Find(std::string_view method, std::string_view path) const
       continue;
     }
     m.handler = &r.handler;
+    m.on_io_thread = r.options.on_io_thread;
     m.name = r.name;
     m.params = std::move(params);
     m.allowed_methods.clear();

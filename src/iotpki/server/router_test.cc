@@ -51,5 +51,15 @@ TEST(RouterTest, PlaceholderNeedsANonEmptySegment) {
   EXPECT_EQ(r.Find("GET", "/a//b").handler, nullptr);
 }
 
+TEST(RouterTest, MatchCarriesTheRouteOptions) {
+  Router r;
+  r.Add("GET", "/ocsp/{request}", "ocsp", Named("fast"), {.on_io_thread = true});
+  r.Add("POST", "/ocsp", "ocsp", Named("pool"));
+  EXPECT_TRUE(r.Find("GET", "/ocsp/abc").on_io_thread);
+  EXPECT_FALSE(r.Find("POST", "/ocsp").on_io_thread);
+  // A wrong method finds no handler, so nothing runs anywhere.
+  EXPECT_FALSE(r.Find("PUT", "/ocsp").on_io_thread);
+}
+
 }  // namespace
 }  // namespace iotpki::server

@@ -626,26 +626,35 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     req.params = std::move(match.params);
     const Handler* handler = match.handler;
+    if (match.on_io_thread) {
+      // A handler that never waits (RouteOptions): answered here, on the connection's strand.
+      return Send(RunHandler(*handler, req), match.name, false);
+    }
     // The handler may block (a group commit waiting for fsync): it runs on the pool, and the
     // work guard keeps the I/O threads alive until its answer is posted back.
     net::post(*srv_.pool, [self = shared_from_this(), handler, name = std::move(match.name),
                            req = std::move(req),
                            work = net::make_work_guard(stream_.get_executor())]() mutable {
-      Response res;
-      try {
-        res = (*handler)(req);
-      } catch (const std::exception& e) {
-        res = TransportError({500, "internal", "internal error"}, req.id);
-        res.log.detail = std::string("the handler threw: ") + e.what();
-      } catch (...) {
-        res = TransportError({500, "internal", "internal error"}, req.id);
-        res.log.detail = "the handler threw something that is not a std::exception";
-      }
+      Response res = RunHandler(*handler, req);
       net::post(self->stream_.get_executor(),
                 [self, res = std::move(res), name = std::move(name)]() mutable {
                   self->Send(std::move(res), name, false);
                 });
     });
+  }
+
+  static Response RunHandler(const Handler& handler, const Request& req) {
+    try {
+      return handler(req);
+    } catch (const std::exception& e) {
+      Response res = TransportError({500, "internal", "internal error"}, req.id);
+      res.log.detail = std::string("the handler threw: ") + e.what();
+      return res;
+    } catch (...) {
+      Response res = TransportError({500, "internal", "internal error"}, req.id);
+      res.log.detail = "the handler threw something that is not a std::exception";
+      return res;
+    }
   }
 
   // The handshake's verdict, unless the certificate (or its CA) has expired since: a kept-alive

@@ -643,5 +643,66 @@ TEST_F(ServerTest, AHandlerThatThrowsAnswers500AndClosesTheConnection) {
   EXPECT_TRUE(c->ReadsEof());
 }
 
+// RouteOptions::on_io_thread: answered on the I/O thread, so even with every handler thread
+// held, and a handler that throws there still gets its 500.
+TEST_F(ServerTest, AnIoThreadRouteIsAnsweredWhileEveryHandlerThreadIsBusy) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int held = 0;
+  bool release = false;
+  router_.Add("GET", "/hold", "hold", [&](const Request&) {
+    std::unique_lock lock(mu);
+    ++held;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+    return Response{.status = 200, .body = "released"};
+  });
+  router_.Add("GET", "/here", "here",
+              [](const Request&) { return Response{.status = 200, .body = "here"}; },
+              {.on_io_thread = true});
+  router_.Add("GET", "/here-throw", "here",
+              [](const Request&) -> Response { throw std::runtime_error("boom"); },
+              {.on_io_thread = true});
+  // Released on every way out of the test, so that the server can stop.
+  struct Releaser {
+    std::mutex& mu;
+    std::condition_variable& cv;
+    bool& release;
+    ~Releaser() {
+      std::lock_guard lock(mu);
+      release = true;
+      cv.notify_all();
+    }
+  } releaser{mu, cv, release};
+  Start([](ServerOptions& o) { o.handler_threads = 1; });
+  auto blocked = Connect();
+  ASSERT_TRUE(blocked->Send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"));
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return held == 1; });
+  }
+  auto c = Connect();
+  for (int i = 0; i < 2; ++i) {  // and the connection is kept alive
+    ASSERT_TRUE(c->Send("GET /here HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto a = c->Read();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->status, 200);
+    EXPECT_EQ(a->body, "here");
+  }
+  ASSERT_TRUE(c->Send("GET /here-throw HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto thrown = c->Read();
+  ASSERT_TRUE(thrown);
+  EXPECT_EQ(thrown->status, 500);
+  EXPECT_EQ(thrown->body.find("boom"), std::string::npos);
+  {
+    std::lock_guard lock(mu);
+    release = true;
+    cv.notify_all();
+  }
+  auto a = blocked->Read();
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->body, "released");
+}
+
 }  // namespace
 }  // namespace iotpki::server

@@ -1,5 +1,6 @@
 #include "iotpki/x509/ocsp.h"
 
+#include <openssl/evp.h>
 #include <openssl/ocsp.h>
 
 #include "iotpki/common/der.h"
@@ -143,9 +144,34 @@ std::optional<OcspIssuerHashes> OcspIssuerHashesOf(const Certificate& issuer,
                           Digest(md, ByteView(bits->contents).subspan(1))};
 }
 
+struct OcspSigningContext::Impl {
+  EVP_PKEY* pkey = nullptr;  // borrowed from the signer, which outlives the context's users
+  ossl::UniquePtr<EVP_MD_CTX> proto;
+};
+
+OcspSigningContext::OcspSigningContext(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+OcspSigningContext::~OcspSigningContext() = default;
+
+Result<std::shared_ptr<const OcspSigningContext>> OcspSigningContext::Make(
+    const crypto::Signer& key) {
+  auto impl = std::make_unique<Impl>();
+  impl->pkey = crypto::OpenSslHandle(key);
+  if (impl->pkey == nullptr) {
+    return Fail(Code::kFailedPrecondition, "the OCSP responder key is not reachable by OpenSSL");
+  }
+  const char* md = key.digest() == crypto::DigestAlgorithm::kSha384 ? "SHA384" : "SHA256";
+  impl->proto = ossl::Own(EVP_MD_CTX_new());
+  if (!impl->proto || EVP_DigestSignInit_ex(impl->proto.get(), nullptr, md, nullptr, nullptr,
+                                            impl->pkey, nullptr) != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "preparing the OCSP responder's signature"));
+  }
+  return std::shared_ptr<const OcspSigningContext>(new OcspSigningContext(std::move(impl)));
+}
+
 Result<Bytes> BuildOcspResponse(const Certificate& responder, const crypto::Signer& responder_key,
                                 std::span<const OcspSingleAnswer> answers,
-                                const std::optional<Bytes>& nonce) {
+                                const std::optional<Bytes>& nonce,
+                                const OcspSigningContext* prepared) {
   EVP_PKEY* pkey = crypto::OpenSslHandle(responder_key);
   if (pkey == nullptr) {
     return Fail(Code::kFailedPrecondition, "the OCSP responder key is not reachable by OpenSSL");
@@ -181,13 +207,25 @@ Result<Bytes> BuildOcspResponse(const Certificate& responder, const crypto::Sign
                                      static_cast<int>(nonce->size())) != 1) {
     return Fail(ossl::Drain(Code::kInternal, "echoing the OCSP nonce"));
   }
-  const unsigned char* cp = responder.ToDer().data();
-  auto cert = ossl::Own(d2i_X509(nullptr, &cp, static_cast<long>(responder.ToDer().size())));
-  const EVP_MD* md =
-      responder_key.digest() == crypto::DigestAlgorithm::kSha384 ? EVP_sha384() : EVP_sha256();
-  if (!cert || OCSP_basic_sign(basic.get(), cert.get(), pkey, md, nullptr, OCSP_RESPID_KEY) != 1) {
-    return Fail(ossl::Drain(Code::kInternal, "signing the OCSP response"));
+  // The certificate's own handle (parsed once per certificate), not a d2i_X509 per answer.
+  X509* cert = responder.handle();
+  if (cert == nullptr) return Fail(Code::kInternal, "the OCSP responder certificate is unreadable");
+  int signed_ok = 0;
+  if (prepared != nullptr && prepared->impl().pkey == pkey) {
+    // A copy of the prepared EVP_DigestSignInit: no fetch. FINALISE: the signature consumes the
+    // copy instead of duplicating it once more.
+    auto ctx = ossl::Own(EVP_MD_CTX_new());
+    if (!ctx || EVP_MD_CTX_copy_ex(ctx.get(), prepared->impl().proto.get()) != 1) {
+      return Fail(ossl::Drain(Code::kInternal, "signing the OCSP response"));
+    }
+    EVP_MD_CTX_set_flags(ctx.get(), EVP_MD_CTX_FLAG_FINALISE);
+    signed_ok = OCSP_basic_sign_ctx(basic.get(), cert, ctx.get(), nullptr, OCSP_RESPID_KEY);
+  } else {
+    const EVP_MD* md =
+        responder_key.digest() == crypto::DigestAlgorithm::kSha384 ? EVP_sha384() : EVP_sha256();
+    signed_ok = OCSP_basic_sign(basic.get(), cert, pkey, md, nullptr, OCSP_RESPID_KEY);
   }
+  if (signed_ok != 1) return Fail(ossl::Drain(Code::kInternal, "signing the OCSP response"));
   auto response = ossl::Own(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
   if (!response) return Fail(ossl::Drain(Code::kInternal, "building an OCSP response"));
   int len = i2d_OCSP_RESPONSE(response.get(), nullptr);

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -73,12 +74,35 @@ struct OcspSingleAnswer {
   int64_t next_update = 0;
 };
 
+// Signing state kept for one responder key, so that an answer does not pay OpenSSL 3.0's
+// per-call algorithm fetches (which take global read-write locks) and the digest and signature
+// set-up: EVP_DigestSignInit runs once here, and each answer signs with a copy. Immutable after
+// Make, so one context serves every thread.
+class OcspSigningContext {
+ public:
+  // FailedPrecondition if the key has no OpenSSL handle (a token key): such answers are signed
+  // without a prepared context.
+  static Result<std::shared_ptr<const OcspSigningContext>> Make(const crypto::Signer& key);
+  ~OcspSigningContext();
+  OcspSigningContext(const OcspSigningContext&) = delete;
+  OcspSigningContext& operator=(const OcspSigningContext&) = delete;
+
+  struct Impl;  // defined in ocsp.cc
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  explicit OcspSigningContext(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 // A successful OCSPResponse (DER) with a BasicOCSPResponse signed by `responder_key`, whose
 // certificate `responder` is included and named by key hash; the nonce, if any, echoed.
-// producedAt is the system clock's. InvalidArgument if an answer has no CertID.
+// producedAt is the system clock's. InvalidArgument if an answer has no CertID. `prepared`, if
+// given, is used while the key's OpenSSL handle is the one it was made with (else ignored).
 Result<Bytes> BuildOcspResponse(const Certificate& responder, const crypto::Signer& responder_key,
                                 std::span<const OcspSingleAnswer> answers,
-                                const std::optional<Bytes>& nonce);
+                                const std::optional<Bytes>& nonce,
+                                const OcspSigningContext* prepared = nullptr);
 
 // An unsuccessful OCSPResponse (no responseBytes; RFC 6960 4.2.1): malformedRequest,
 // internalError, tryLater or unauthorized.

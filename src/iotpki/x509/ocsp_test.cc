@@ -192,6 +192,43 @@ TEST_F(OcspTest, SignedAnswersVerifyWithOpenSsl) {
   ossl::ClearErrors();
 }
 
+// OcspSigningContext: answers signed from the one prepared context verify, again and again (each
+// signs with its own copy), and a context made for another key is not used.
+TEST_F(OcspTest, APreparedSigningContextSignsVerifiableAnswers) {
+  Certificate dev = Device();
+  Certificate responder = Responder();
+  auto ctx = OcspSigningContext::Make(responder_key);
+  ASSERT_TRUE(ctx) << ctx.error().ToString();
+  crypto::PrivateKey stranger = NewKey();
+  auto stranger_ctx = OcspSigningContext::Make(stranger);
+  ASSERT_TRUE(stranger_ctx) << stranger_ctx.error().ToString();
+  auto store = ossl::Own(X509_STORE_new());
+  auto root = ToX509(pki.root);
+  X509_STORE_add_cert(store.get(), root.get());
+  auto chain = ossl::Own(sk_X509_new_null());
+  auto ops = ToX509(pki.ops);
+  sk_X509_push(chain.get(), ops.get());
+  X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()), kNow + 60);
+  for (const OcspSigningContext* prepared : {ctx->get(), ctx->get(), stranger_ctx->get()}) {
+    Bytes der = Request({dev}, EVP_sha1(), 16);
+    auto req = Must(ParseOcspRequest(der));
+    OcspSingleAnswer answers[] = {{&req.cert_ids[0], OcspCertStatus::kGood, 0,
+                                   RevocationReason::kUnspecified, kNow, kNow + 3600}};
+    auto built = BuildOcspResponse(responder, responder_key, answers, req.nonce, prepared);
+    ASSERT_TRUE(built) << built.error().ToString();
+    const unsigned char* p = built->data();
+    auto resp = ossl::Own(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(built->size())));
+    ASSERT_TRUE(resp);
+    auto basic = ossl::Own(OCSP_response_get1_basic(resp.get()));
+    ASSERT_TRUE(basic);
+    EXPECT_EQ(OCSP_basic_verify(basic.get(), chain.get(), store.get(), 0), 1);
+    auto oreq =
+        ossl::Own(d2i_OCSP_REQUEST(nullptr, &(p = der.data()), static_cast<long>(der.size())));
+    EXPECT_EQ(OCSP_check_nonce(oreq.get(), basic.get()), 1);
+  }
+  ossl::ClearErrors();
+}
+
 TEST(OcspErrorResponseTest, IsAnUnsuccessfulOcspResponse) {
   Bytes der = OcspErrorResponse(OcspResponseStatus::kMalformedRequest);
   EXPECT_EQ(der, (Bytes{0x30, 0x03, 0x0a, 0x01, 0x01}));
