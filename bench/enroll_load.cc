@@ -8,12 +8,15 @@
 //
 //   enroll_load --iotpki build/apps/iotpki/iotpki [--devices 2000] [--connections 32]
 //               [--mode est|json|mixed|tls] [--work DIR] [--io-threads N] [--groups LIST]
+//               [--key-store pkcs11:token=LABEL]
 //
 // --mode tls makes the same connections and handshakes but asks GET /healthz: the transport's
 // share of the cost, with nothing issued. --groups sets the key-exchange groups the clients
 // offer (OpenSSL's list syntax, default P-256, the group the crypto model counts); with
 // "X25519:P-256", what OpenSSL clients such as curl and iotpki-agent offer, the server takes
-// X25519.
+// X25519. --key-store makes the CA's keys in that PKCS#11 token (the PIN from
+// $IOTPKI_PKCS11_PIN, the server inherits the environment): the issuing key signs in the token
+// (bench/hsm_est_bench.sh).
 //
 // The devices (IDevIDs registered as manufactured, new keys and CSRs for their LDevIDs) are made
 // in-process before the server starts; nothing of that is timed.
@@ -67,6 +70,7 @@ struct Options {
   std::string mode = "est";
   int io_threads = 0;
   std::string groups = "P-256";
+  std::string key_store;
 };
 
 struct Device {
@@ -94,7 +98,9 @@ void Must(Result<void> r, const char* what) {
 
 // IDevIDs registered in one transaction per 1,000 devices, and the CSRs the devices will send.
 std::vector<Device> MakeDevices(const Options& o, const std::string& dir) {
-  Must(ca::InitCa(dir, {.organization = "Bench"}, kPassphrase, SystemClock::Instance()), "ca init");
+  Must(ca::InitCa(dir, {.organization = "Bench", .key_store = o.key_store}, kPassphrase,
+                  SystemClock::Instance()),
+       "ca init");
   auto authority = Must(ca::Authority::Open(dir, SystemClock::Instance()), "open CA");
   Must(authority->Unlock(ca::CaName::kManufacturing, kPassphrase), "unlock");
   Must(authority->UnlockBootstrap(kPassphrase), "unlock bootstrap");
@@ -315,10 +321,12 @@ int main(int argc, char** argv) {
       o.io_threads = std::stoi(value());
     } else if (a == "--groups") {
       o.groups = value();
+    } else if (a == "--key-store") {
+      o.key_store = value();
     } else {
       Die("unknown option " + a +
           " (--iotpki PATH [--devices N] [--connections N] [--mode est|json|mixed|tls] "
-          "[--work DIR] [--io-threads N] [--groups LIST])");
+          "[--work DIR] [--io-threads N] [--groups LIST] [--key-store URI])");
     }
   }
   if (o.iotpki.empty()) Die("--iotpki PATH_TO_IOTPKI is required");

@@ -7,6 +7,10 @@
 # Usage: hsm_ca_test.sh PATH_TO_IOTPKI
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
+# Token keys need only the PIN: no CA passphrase anywhere in this test (ca init, mfg provision,
+# serve). The bootstrap master is a file with its own passphrase (docs/hardware-keys.md).
+unset IOTPKI_PASSPHRASE
+export IOTPKI_BOOTSTRAP_PASSPHRASE="test bootstrap passphrase"
 
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 mkdir -p "$WORK/tokens"
@@ -96,10 +100,19 @@ openssl ocsp -issuer "$CA/certs/operational.pem" -cert "$WORK/ld1.pem" -url "$UR
 expect "OCSP answers good for the LDevID, responder certified by the token key" \
   "ld1.pem: good" "$WORK/ocsp.out"
 check "server stops cleanly" stop_server
-# The server's TLS key and its OCSP responders' keys are leaf keys OpenSSL signs with in this
-# process (encrypted files, docs/hardware-keys.md); nothing else may hold a private key.
+# Without a passphrase the server's TLS key and its OCSP responders' keys (leaf keys OpenSSL signs
+# with in this process) live in memory only; nothing in the directory holds a private key.
 grep -rlE "PRIVATE KEY|BEGIN EC" "$CA" | sed "s|^$CA/||" | sort | tr '\n' ' ' >"$WORK/keyfiles"
-equal "only the server's own TLS and OCSP keys are files" "$(cat "$WORK/keyfiles")" \
+equal "serve without a passphrase writes no private key file" "$(cat "$WORK/keyfiles")" ""
+# With the operational and manufacturing passphrases given, they are kept in encrypted files.
+export IOTPKI_OPERATIONAL_PASSPHRASE="test operational passphrase"
+export IOTPKI_MANUFACTURING_PASSPHRASE="test manufacturing passphrase"
+start_server
+status "with passphrases for the leaf keys: EST cacerts" 200 "$(http "$URL/.well-known/est/cacerts")"
+check "server stops cleanly" stop_server
+unset IOTPKI_OPERATIONAL_PASSPHRASE IOTPKI_MANUFACTURING_PASSPHRASE
+grep -rlE "PRIVATE KEY|BEGIN EC" "$CA" | sed "s|^$CA/||" | sort | tr '\n' ' ' >"$WORK/keyfiles"
+equal "then only the server's own TLS and OCSP keys are files" "$(cat "$WORK/keyfiles")" \
   "keys/ocsp-manufacturing.key keys/ocsp-operational.key keys/server.key "
 
 

@@ -155,11 +155,17 @@ Result<void> RunProvision(ProvisionArgs& args) {
   }
 
   IOTPKI_TRY(auto authority, ca::Authority::Open(args.dir, SystemClock::Instance(), args.store));
-  IOTPKI_TRY(crypto::Secret passphrase, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
+  // A manufacturing key in a PKCS#11 token is unlocked by the token's PIN, not by a passphrase:
+  // none is asked for, and none is required (docs/hardware-keys.md).
+  bool file_key = authority->config().manufacturing_key.rfind("pkcs11:", 0) != 0;
+  crypto::Secret passphrase;
+  if (file_key) {
+    IOTPKI_TRY(passphrase, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
+  }
   IOTPKI_TRY(crypto::Secret bootstrap, ReadPassphrase(args.passphrases, KeyRole::kBootstrap));
   if (options.keys == mfg::KeyMode::kCa && options.bundles) {
     IOTPKI_TRY(options.transport_passphrase, ReadKeyPassphrase(args.key_passphrase_file));
-    if (options.transport_passphrase == passphrase.view() ||
+    if ((file_key && options.transport_passphrase == passphrase.view()) ||
         options.transport_passphrase == bootstrap.view()) {
       return Fail(Code::kInvalidArgument,
                   "the key transport passphrase must differ from the CA passphrase (the station "

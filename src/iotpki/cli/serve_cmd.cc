@@ -86,9 +86,11 @@ struct ServerIdentity {
 
 // The server certificate kept in DIR (certs/server.pem, keys/server.key): reused while it is
 // from the current operational CA, covers every name and has 30 days left; otherwise a new key
-// and certificate are made, recorded in the store, and saved.
+// and certificate are made, recorded in the store, and saved. Without a passphrase (a CA key in a
+// token, no operational passphrase given) the key is never written: a new one is made at each
+// start and lives in memory only.
 Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const ServeConfig& config,
-                                             std::string_view passphrase,
+                                             std::optional<std::string_view> passphrase,
                                              const std::vector<std::string>& dns,
                                              const std::vector<std::string>& ips) {
   const x509::Certificate& ops = authority.certificate(ca::CaName::kOperational);
@@ -97,7 +99,8 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
     IOTPKI_TRY(std::string pem, ReadTextFile(config.certificate));
     IOTPKI_TRY(auto chain, x509::Certificate::ChainFromPem(pem));
     IOTPKI_TRY(std::string key_pem, ReadTextFile(config.key));
-    IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::FromPem(key_pem, passphrase));
+    IOTPKI_TRY(crypto::PrivateKey key,
+               crypto::PrivateKey::FromPem(key_pem, passphrase.value_or("")));
     id.key = std::make_unique<crypto::PrivateKey>(std::move(key));
     for (const auto& c : chain) id.chain.push_back(c.ToDer());
     return id;
@@ -105,7 +108,7 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
   fs::path cert_path = authority.dir() / "certs/server.pem";
   fs::path key_path = authority.dir() / "keys/server.key";
   int64_t now = authority.clock().NowUnix();
-  if (fs::exists(cert_path) && fs::exists(key_path)) {
+  if (passphrase && fs::exists(cert_path) && fs::exists(key_path)) {
     IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
     IOTPKI_TRY(x509::Certificate cert, x509::Certificate::FromPem(pem));
     auto covers = [](const std::vector<std::string>& have, const std::vector<std::string>& want) {
@@ -115,7 +118,7 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
     };
     if (cert.IsSignedBy(ops.public_key()) && cert.not_after() - now > 30 * 86400 &&
         covers(cert.san_dns_names(), dns) && covers(cert.san_ip_addresses(), ips)) {
-      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
+      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, *passphrase));
       if (key.public_key() == cert.public_key()) {
         id.key = std::make_unique<crypto::PrivateKey>(std::move(key));
         id.chain = {cert.ToDer(), ops.ToDer()};
@@ -127,8 +130,10 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
   std::string cn = !dns.empty() ? dns[0] : ips[0];
   IOTPKI_TRY(x509::Certificate cert,
              authority.IssueServerCertificate(key.public_key(), cn, dns, ips, "serve"));
-  IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, passphrase));
-  IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem() + ops.ToPem()));
+  if (passphrase) {
+    IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, *passphrase));
+    IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem() + ops.ToPem()));
+  }
   id.key = std::make_unique<crypto::PrivateKey>(std::move(key));
   id.chain = {cert.ToDer(), ops.ToDer()};
   id.issued = true;
@@ -137,7 +142,8 @@ Result<ServerIdentity> LoadOrIssueServerCert(ca::Authority& authority, const Ser
 
 // A delegated OCSP responder of one issuing CA, kept in DIR (certs/ocsp-<ca>.pem,
 // keys/ocsp-<ca>.key): reused while it is from that CA and in the first half of its life;
-// otherwise a new key and certificate are made, recorded in the store, and saved.
+// otherwise a new key and certificate are made, recorded in the store, and saved (without a
+// passphrase, as for the server's key: made at each start, in memory only).
 struct ResponderIdentity {
   x509::Certificate certificate;
   std::shared_ptr<crypto::PrivateKey> key;
@@ -145,17 +151,17 @@ struct ResponderIdentity {
 };
 
 Result<ResponderIdentity> LoadOrIssueResponder(ca::Authority& authority, ca::CaName ca,
-                                               std::string_view passphrase) {
+                                               std::optional<std::string_view> passphrase) {
   std::string name(ca::CaNameText(ca));
   fs::path cert_path = authority.dir() / "certs" / ("ocsp-" + name + ".pem");
   fs::path key_path = authority.dir() / "keys" / ("ocsp-" + name + ".key");
   const x509::Certificate& issuer = authority.certificate(ca);
   int64_t now = authority.clock().NowUnix();
-  if (fs::exists(cert_path) && fs::exists(key_path)) {
+  if (passphrase && fs::exists(cert_path) && fs::exists(key_path)) {
     IOTPKI_TRY(std::string pem, ReadTextFile(cert_path));
     IOTPKI_TRY(x509::Certificate cert, x509::Certificate::FromPem(pem));
     if (cert.IsSignedBy(issuer.public_key()) && ca::InFirstHalfOfLife(cert, now)) {
-      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, passphrase));
+      IOTPKI_TRY(crypto::PrivateKey key, crypto::LoadKeyFile(key_path, *passphrase));
       if (key.public_key() == cert.public_key()) {
         return ResponderIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key))};
       }
@@ -164,8 +170,10 @@ Result<ResponderIdentity> LoadOrIssueResponder(ca::Authority& authority, ca::CaN
   IOTPKI_TRY(crypto::PrivateKey key, crypto::PrivateKey::Generate(crypto::KeyType::kP256));
   IOTPKI_TRY(x509::Certificate cert,
              authority.IssueOcspResponderCertificate(ca, key.public_key(), "serve"));
-  IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, passphrase));
-  IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem()));
+  if (passphrase) {
+    IOTPKI_CHECK(crypto::SaveKeyFile(key_path, key, *passphrase));
+    IOTPKI_CHECK(WriteFileAtomic(cert_path, cert.ToPem()));
+  }
   log::Info("serve.ocsp_responder",
             {{"ca", name}, {"serial", cert.serial_hex()}, {"not_after", cert.not_after()}});
   return ResponderIdentity{cert, std::make_shared<crypto::PrivateKey>(std::move(key)), true};
@@ -337,16 +345,35 @@ Result<void> RunServe(ServeArgs& args) {
   // stays out of this process. The manufacturing key is opened only when it is on this machine
   // and its passphrase is given: it signs its CA's CRL and OCSP responder certificate; without
   // it those are published where the key is (`crl export` at the factory station).
-  IOTPKI_TRY(crypto::Secret passphrase, ReadPassphrase(args.passphrases, KeyRole::kOperational));
-  IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, passphrase.view()));
+  // A CA key in a PKCS#11 token is unlocked by the token's PIN: no passphrase is asked for it.
+  // One given for its role is then used only to keep the server's own leaf keys (TLS, OCSP,
+  // command) in encrypted files; without one they live in memory (docs/hardware-keys.md).
+  auto in_token = [&](std::string_view uri) { return uri.rfind("pkcs11:", 0) == 0; };
+  std::optional<crypto::Secret> passphrase;
+  if (!in_token(authority->config().operational_key) ||
+      HasPassphrase(args.passphrases, KeyRole::kOperational)) {
+    IOTPKI_TRY(crypto::Secret p, ReadPassphrase(args.passphrases, KeyRole::kOperational));
+    passphrase = std::move(p);
+  }
+  auto view = [](const std::optional<crypto::Secret>& p) -> std::optional<std::string_view> {
+    if (!p) return std::nullopt;
+    return p->view();
+  };
+  IOTPKI_CHECK(authority->Unlock(ca::CaName::kOperational, view(passphrase).value_or("")));
   std::optional<crypto::Secret> mfg_passphrase;
+  bool mfg_online = false;
   {
     fs::path mfg_key = ca::KeyFilePath(authority->dir(), authority->config().manufacturing_key);
-    if ((mfg_key.empty() || fs::exists(mfg_key)) &&
-        HasPassphrase(args.passphrases, KeyRole::kManufacturing)) {
-      IOTPKI_TRY(crypto::Secret p, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
-      IOTPKI_CHECK(authority->Unlock(ca::CaName::kManufacturing, p.view()));
-      mfg_passphrase = std::move(p);
+    bool mfg_token = in_token(authority->config().manufacturing_key);
+    bool mfg_given = HasPassphrase(args.passphrases, KeyRole::kManufacturing);
+    if (mfg_token || ((mfg_key.empty() || fs::exists(mfg_key)) && mfg_given)) {
+      if (mfg_given) {
+        IOTPKI_TRY(crypto::Secret p, ReadPassphrase(args.passphrases, KeyRole::kManufacturing));
+        mfg_passphrase = std::move(p);
+      }
+      IOTPKI_CHECK(
+          authority->Unlock(ca::CaName::kManufacturing, view(mfg_passphrase).value_or("")));
+      mfg_online = true;
     } else {
       log::Info("serve.manufacturing_ca_offline",
                 {{"advice",
@@ -363,7 +390,7 @@ Result<void> RunServe(ServeArgs& args) {
   std::vector<std::string> dns, ips;
   ServerNames(listen.first, config.names, dns, ips);
   IOTPKI_TRY(ServerIdentity identity,
-             LoadOrIssueServerCert(*authority, config, passphrase.view(), dns, ips));
+             LoadOrIssueServerCert(*authority, config, view(passphrase), dns, ips));
 
   server::Registry metrics;
   if (identity.issued) {
@@ -398,16 +425,14 @@ Result<void> RunServe(ServeArgs& args) {
       {.on_io_thread = dynamic_cast<store::PostgresStore*>(&authority->store()) == nullptr});
   auto set_responder = [&](ca::CaName ca) -> Result<void> {
     // A responder's key is kept under the passphrase of the CA that certifies it.
-    std::string_view key_passphrase =
-        ca == ca::CaName::kManufacturing ? mfg_passphrase->view() : passphrase.view();
+    std::optional<std::string_view> key_passphrase =
+        ca == ca::CaName::kManufacturing ? view(mfg_passphrase) : view(passphrase);
     IOTPKI_TRY(ResponderIdentity r, LoadOrIssueResponder(*authority, ca, key_passphrase));
     ocsp.SetIssuer(std::string(ca::CaNameText(ca)), authority->certificate(ca), r.certificate,
                    r.key);
     return {};
   };
-  auto serves = [&](ca::CaName ca) {
-    return ca == ca::CaName::kOperational || mfg_passphrase.has_value();
-  };
+  auto serves = [&](ca::CaName ca) { return ca == ca::CaName::kOperational || mfg_online; };
   for (ca::CaName ca : kIssuingCas) {
     if (serves(ca)) IOTPKI_CHECK(set_responder(ca));
   }
@@ -428,7 +453,13 @@ Result<void> RunServe(ServeArgs& args) {
   std::unique_ptr<campaign::Scheduler> scheduler;
   if (config.campaigns.enabled) {
     IOTPKI_TRY(mqtt::BrokerAddress broker, mqtt::ParseBrokerUrl(config.campaigns.mqtt_url));
-    IOTPKI_TRY(command_identity, ca::LoadOrIssueCommandIdentity(*authority, passphrase.view()));
+    if (!passphrase) {
+      return Fail(Code::kFailedPrecondition,
+                  "campaigns need the operational passphrase (IOTPKI_OPERATIONAL_PASSPHRASE or "
+                  "--operational-passphrase-file): the MQTT client reads the command key from an "
+                  "encrypted file");
+    }
+    IOTPKI_TRY(command_identity, ca::LoadOrIssueCommandIdentity(*authority, passphrase->view()));
     const ca::CommandIdentity& command = *command_identity;
     std::string server_id = ServerId();
     mqtt::ClientOptions mo{.host = broker.host,
@@ -437,7 +468,7 @@ Result<void> RunServe(ServeArgs& args) {
                            .ca_file = config.campaigns.mqtt_ca_file,
                            .cert_file = command.cert_file,
                            .key_file = command.key_file,
-                           .key_passphrase = std::string(passphrase.view())};
+                           .key_passphrase = std::string(passphrase->view())};
     auto client = mqtt::Client::Create(mo, [&status_sink, &metrics](const mqtt::Message& m) {
       campaign::MqttNotifier* n = status_sink.load();
       if (n == nullptr) return;
@@ -561,7 +592,7 @@ Result<void> RunServe(ServeArgs& args) {
     if (sig > 0) break;
     int64_t now = authority->clock().NowUnix();
     if (command_identity && !ca::InFirstHalfOfLife(command_identity->certificate, now)) {
-      if (auto renewed = ca::LoadOrIssueCommandIdentity(*authority, passphrase.view()); !renewed) {
+      if (auto renewed = ca::LoadOrIssueCommandIdentity(*authority, passphrase->view()); !renewed) {
         log::Warn("serve.command_certificate_failed",
                   {{"error", renewed.error().message()}, {"detail", renewed.error().detail()}});
       } else {

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -91,6 +92,24 @@ Error P11Error(CK_RV rv, const std::string& what) {
   }
   return Error(code, what, RvName(rv));
 }
+
+#ifdef IOTPKI_PKCS11_TEST_HOOKS
+// Test builds only (CMake option IOTPKI_PKCS11_TEST_HOOKS): IOTPKI_TEST_PKCS11_REMOVE_AFTER=N
+// makes the token "go away" after N signatures of this process: every later C_Sign fails with
+// CKR_DEVICE_REMOVED, as a pulled USB token or a lost network HSM does (tests/
+// hsm_batch_fault_test.sh). Unset, or in other builds, nothing changes.
+CK_RV InjectedSignFault() {
+  static const long limit = [] {
+    const char* v = std::getenv("IOTPKI_TEST_PKCS11_REMOVE_AFTER");
+    return v != nullptr && *v != '\0' ? std::strtol(v, nullptr, 10) : -1L;
+  }();
+  static std::atomic<long> signatures{0};
+  if (limit < 0) return CKR_OK;
+  return signatures.fetch_add(1) >= limit ? CKR_DEVICE_REMOVED : CKR_OK;
+}
+#else
+CK_RV InjectedSignFault() { return CKR_OK; }
+#endif
 
 bool SessionBroken(CK_RV rv) {
   return rv == CKR_SESSION_CLOSED || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_DEVICE_REMOVED ||
@@ -448,10 +467,18 @@ class Pkcs11Signer final : public Signer {
     }
     IOTPKI_TRY(Session s, token_->Acquire());
     CK_MECHANISM mech{CKM_ECDSA, nullptr, 0};
-    CK_RV rv = s.Check(s.f()->C_SignInit(s.get(), &mech, key_));
+    CK_RV rv = s.Check(InjectedSignFault());
+    if (rv == CKR_OK) rv = s.Check(s.f()->C_SignInit(s.get(), &mech, key_));
     uint8_t raw[2 * 66];
     CK_ULONG raw_len = sizeof raw;
     if (rv == CKR_OK) rv = s.Check(s.f()->C_Sign(s.get(), hash, hash_len, raw, &raw_len));
+    if (SessionBroken(rv)) {
+      // The token or its session went away (unplugged, HSM fail-over, module error): Unavailable,
+      // so that a batch stops and a request gets a 5xx; this process must restart to log in again.
+      return Fail(P11Error(rv, "PKCS#11 token '" + token_->label() +
+                                   "' went away while signing (reconnect it, then restart or "
+                                   "--resume)"));
+    }
     if (rv != CKR_OK) {
       return Fail(P11Error(rv, "PKCS#11 token '" + token_->label() + "' refused to sign"));
     }
