@@ -31,8 +31,12 @@ jobs=$(nproc)
 # GCC still builds every shipped target here; the unit tests' GCC build is scripts/build.sh's
 # default tree (developers build it with -DIOTPKI_WERROR=ON; docs/operations.md).
 echo "== build (GCC, Release, no unit tests) [${SECONDS}s]"
+# The test-only hooks (environment variables the tests use to stop the agent at a rotation step,
+# fail an install, or take a PKCS#11 token away mid-batch) are off by default in Release, a
+# device's or a packager's build; here they are on, or the tests that need them would not be
+# registered at all.
 "$root/scripts/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=Release -DIOTPKI_WERROR=ON \
-  -DIOTPKI_UNIT_TESTS=OFF
+  -DIOTPKI_UNIT_TESTS=OFF -DIOTPKI_AGENT_TEST_HOOKS=ON -DIOTPKI_PKCS11_TEST_HOOKS=ON
 echo "== end-to-end tests [${SECONDS}s]"
 # The PostgreSQL tests run on a cluster that the pg_cluster_start test starts (tests/
 # pg_cluster.sh); without PostgreSQL they skip, except under CI=true, where they fail.
