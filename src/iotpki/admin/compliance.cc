@@ -4,9 +4,11 @@
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "iotpki/ca/crl_publisher.h"
 #include "iotpki/common/file.h"
+#include "iotpki/crypto/key.h"
 #include "iotpki/store/audit.h"
 #include "iotpki/x509/certificate.h"
 #include "iotpki/x509/crl.h"
@@ -44,6 +46,83 @@ std::string Percent(int64_t n, int64_t total) {
   std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * static_cast<double>(n) / total);
   return buf;
 }
+
+// One DER TLV's header: tag, header length and content length; none if it overruns `b`.
+struct Tlv {
+  uint8_t tag = 0;
+  size_t header = 0;
+  size_t length = 0;
+};
+
+std::optional<Tlv> ReadTlv(ByteView b) {
+  if (b.size() < 2) return std::nullopt;
+  Tlv t{.tag = b[0], .header = 2, .length = b[1]};
+  if (b[1] & 0x80) {
+    size_t n = b[1] & 0x7f;
+    if (n == 0 || n > 4 || b.size() < 2 + n) return std::nullopt;
+    t.length = 0;
+    for (size_t i = 0; i < n; ++i) t.length = (t.length << 8) | b[2 + i];
+    t.header = 2 + n;
+  }
+  if (b.size() - t.header < t.length) return std::nullopt;
+  return t;
+}
+
+// The SubjectPublicKeyInfo of a certificate's DER, found by stepping over the TBSCertificate's
+// fields (RFC 5280 4.1: [0] version, serial, signature, issuer, validity, subject, SPKI). The
+// report visits every live certificate, and a full parse would cost it more than the read.
+std::optional<ByteView> SpkiOf(ByteView der) {
+  auto cert = ReadTlv(der);
+  if (!cert || cert->tag != 0x30) return std::nullopt;
+  auto tbs = ReadTlv(der.subspan(cert->header));
+  if (!tbs || tbs->tag != 0x30) return std::nullopt;
+  ByteView p = der.subspan(cert->header + tbs->header, tbs->length);
+  auto field = ReadTlv(p);
+  if (field && field->tag == 0xa0) {
+    p = p.subspan(field->header + field->length);
+    field = ReadTlv(p);
+  }
+  constexpr uint8_t kBefore[] = {0x02, 0x30, 0x30, 0x30, 0x30};  // serial .. subject
+  for (uint8_t tag : kBefore) {
+    if (!field || field->tag != tag) return std::nullopt;
+    p = p.subspan(field->header + field->length);
+    field = ReadTlv(p);
+  }
+  if (!field || field->tag != 0x30) return std::nullopt;
+  return p.subspan(0, field->header + field->length);
+}
+
+// Tallies live device keys by type. Keys of one class (the same AlgorithmIdentifier, so the same
+// algorithm and curve, and the same key length) are described by OpenSSL once, from the first
+// key of the class; an RSA key's bit length follows from its encoding's length.
+class KeyTally {
+ public:
+  void Add(ByteView der) {
+    auto spki = SpkiOf(der);
+    auto outer = spki ? ReadTlv(*spki) : std::nullopt;
+    auto alg = outer ? ReadTlv(spki->subspan(outer->header)) : std::nullopt;
+    if (!alg) {
+      ++by_type_["unreadable certificate"];
+      return;
+    }
+    ByteView rest = spki->subspan(outer->header + alg->header + alg->length);
+    auto bits = ReadTlv(rest);
+    std::string cls(reinterpret_cast<const char*>(spki->data()) + outer->header,
+                    alg->header + alg->length);
+    cls += ":" + std::to_string(bits ? bits->length : 0);
+    auto it = classes_.find(cls);
+    if (it == classes_.end()) {
+      auto key = crypto::PublicKey::FromDer(*spki);
+      it = classes_.emplace(cls, key ? key->Describe() : "unreadable key").first;
+    }
+    ++by_type_[it->second];
+  }
+  const std::map<std::string, int64_t>& by_type() const { return by_type_; }
+
+ private:
+  std::map<std::string, std::string> classes_;
+  std::map<std::string, int64_t> by_type_;
+};
 
 std::string HtmlEscape(std::string_view s) {
   std::string out;
@@ -227,9 +306,11 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
               .title = "Key strength and algorithms of the CAs and of every device certificate",
               .verdict = Verdict::kPass,
               .how =
-                  "The CA certificates' keys are read from DIR/certs; device keys are limited "
-                  "by [policy] device_key_types, which every issuance checks before signing "
-                  "(lint), so no live device certificate has another key type."};
+                  "The CA certificates' keys are read from DIR/certs; the key of every live "
+                  "device certificate (IDevID or LDevID, valid, not expired) is read from its "
+                  "DER in the store (Store::VisitLiveDeviceCertificates, paged by serial), "
+                  "not assumed from [policy] device_key_types, and counted by type. Pass: "
+                  "every CA and device key is P-256 or P-384 and the policy allows no other."};
     for (const char* name : {"root", "manufacturing", "operational"}) {
       auto pem = ReadTextFile(dir / "certs" / (std::string(name) + ".pem"));
       auto cert = pem ? x509::Certificate::FromPem(*pem)
@@ -245,6 +326,22 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
       if (t != "P-256" && t != "P-384") f.verdict = Verdict::kFail;
     }
     f.evidence.emplace_back("device key types allowed", types);
+    auto pass_started = std::chrono::steady_clock::now();
+    KeyTally tally;
+    IOTPKI_TRY(int64_t live,
+               store.VisitLiveDeviceCertificates(now, [&](ByteView der) { tally.Add(der); }));
+    int64_t pass_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - pass_started)
+                          .count();
+    std::string keys;
+    for (const auto& [type, n] : tally.by_type()) {
+      keys += (keys.empty() ? "" : ", ") + type + ": " + std::to_string(n);
+      if (type != "P-256" && type != "P-384") f.verdict = Verdict::kFail;
+    }
+    f.evidence.emplace_back("keys of the " + std::to_string(live) + " live device certificates",
+                            keys.empty() ? "none" : keys);
+    f.evidence.emplace_back(
+        "cost", "one pass over the live device certificates (" + std::to_string(pass_ms) + " ms)");
     add(std::move(f), {"5.5-1", "Data Protection", "CRY-1"});
   }
 

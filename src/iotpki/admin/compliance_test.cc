@@ -1,6 +1,9 @@
 #include "iotpki/admin/compliance.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -10,6 +13,7 @@
 #include "iotpki/ca/authority.h"
 #include "iotpki/ca/crl_publisher.h"
 #include "iotpki/crypto/key.h"
+#include "iotpki/crypto/ossl.h"
 #include "iotpki/x509/csr.h"
 
 namespace iotpki::admin {
@@ -118,6 +122,69 @@ TEST_F(ComplianceTest, AReusedKeyAndAKeyMadeOffTheDeviceAreCountedFromTheData) {
   Finding broken = Measure("unique-credentials");
   EXPECT_EQ(broken.verdict, Verdict::kFail);
   EXPECT_EQ(broken.evidence[1].second, "1");
+}
+
+// A device certificate with an RSA-1024 key planted with sqlite3 (as an import by hand would):
+// the key strength finding reads the certificates' keys, not the policy, and fails.
+TEST_F(ComplianceTest, APlantedWeakKeyFlipsTheKeyStrengthVerdict) {
+  auto key = crypto::PrivateKey::Generate();
+  ASSERT_TRUE(key);
+  auto csr = x509::MakeCsr(*key, {.common_name = "SN-1"});
+  ASSERT_TRUE(csr);
+  ASSERT_TRUE(authority_->Issue({.profile = x509::ProfileKind::kIDevID,
+                                 .csr = *csr,
+                                 .serial = "SN-1",
+                                 .hardware_fingerprint = {1},
+                                 .model = "m",
+                                 .batch = "b"}));
+  Finding clean = Measure("key-algorithms");
+  EXPECT_EQ(clean.verdict, Verdict::kPass);
+  ASSERT_GE(clean.evidence.size(), 5u);
+  EXPECT_EQ(clean.evidence[4].first, "keys of the 1 live device certificates");
+  EXPECT_EQ(clean.evidence[4].second, "P-256: 1");
+
+  // A self-signed RSA-1024 certificate stands in for the foreign one.
+  ossl::UniquePtr<EVP_PKEY> rsa(EVP_RSA_gen(1024));
+  ASSERT_TRUE(rsa);
+  ossl::UniquePtr<X509> x(X509_new());
+  ASSERT_TRUE(x);
+  ASSERT_EQ(X509_set_version(x.get(), 2), 1);
+  ASSERT_EQ(ASN1_INTEGER_set(X509_get_serialNumber(x.get()), 7), 1);
+  X509_NAME* name = X509_get_subject_name(x.get());
+  ASSERT_EQ(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                       reinterpret_cast<const unsigned char*>("weak"), -1, -1, 0),
+            1);
+  ASSERT_EQ(X509_set_issuer_name(x.get(), name), 1);
+  ASSERT_TRUE(X509_gmtime_adj(X509_getm_notBefore(x.get()), 0));
+  ASSERT_TRUE(X509_gmtime_adj(X509_getm_notAfter(x.get()), 86400));
+  ASSERT_EQ(X509_set_pubkey(x.get(), rsa.get()), 1);
+  ASSERT_GT(X509_sign(x.get(), rsa.get(), EVP_sha256()), 0);
+  unsigned char* der = nullptr;
+  int len = i2d_X509(x.get(), &der);
+  ASSERT_GT(len, 0);
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "iotpki.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "INSERT INTO certificates (serial, device_seq, profile, issuer, "
+                               "subject, not_before, not_after, key_fingerprint, der, status, "
+                               "created_at) SELECT 'ff02', device_seq, profile, issuer, subject, "
+                               "not_before, not_after, randomblob(32), ?1, status, created_at "
+                               "FROM certificates WHERE device_seq = (SELECT seq FROM devices "
+                               "WHERE serial = 'SN-1')",
+                               -1, &stmt, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_blob(stmt, 1, der, len, SQLITE_TRANSIENT);
+  OPENSSL_free(der);
+  EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+
+  Finding broken = Measure("key-algorithms");
+  EXPECT_EQ(broken.verdict, Verdict::kFail);
+  EXPECT_EQ(broken.evidence[4].first, "keys of the 2 live device certificates");
+  EXPECT_EQ(broken.evidence[4].second, "P-256: 1, RSA-1024: 1");
 }
 
 TEST_F(ComplianceTest, FileKeysAreNotHardwareAndOrganisationalNeedsManualEvidence) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -526,6 +527,14 @@ class Store {
     int64_t stranded = 0;
   };
   virtual Result<CredentialAudit> AuditCredentials(int64_t now) = 0;
+
+  // Calls `visit` with the DER of every live device certificate (IDevID or LDevID, valid, not
+  // expired at `now`) and returns how many there were: the compliance report reads the keys
+  // themselves rather than the policy meant to limit them. Like AuditCredentials a pass over the
+  // fleet's certificates, in one read transaction, paged by serial (keyset) so that no engine
+  // holds more than a page of DER in memory.
+  virtual Result<int64_t> VisitLiveDeviceCertificates(
+      int64_t now, const std::function<void(ByteView der)>& visit) = 0;
 
   // Operator certificates (migration 7). NotFound for an unknown serial.
   virtual Result<OperatorCertificate> GetOperatorCertificate(std::string_view serial) = 0;

@@ -1303,6 +1303,38 @@ Result<Store::CredentialAudit> SqlStore::AuditCredentials(int64_t now) {
   });
 }
 
+Result<int64_t> SqlStore::VisitLiveDeviceCertificates(
+    int64_t now, const std::function<void(ByteView der)>& visit) {
+  constexpr int64_t kPage = 10000;
+  return pool_->WithReader([&](Connection& conn) -> Result<int64_t> {
+    return InReadTransaction(conn, [&]() -> Result<int64_t> {
+      IOTPKI_TRY(auto stmt,
+                 conn.Prepare("SELECT serial, der FROM certificates WHERE serial > ?1 AND "
+                              "profile IN ('idevid', 'ldevid') AND status = 'valid' AND "
+                              "not_after >= ?2 ORDER BY serial LIMIT ?3"));
+      int64_t n = 0;
+      std::string after;
+      for (;;) {
+        stmt->Bind(1, std::string_view(after));
+        stmt->Bind(2, now);
+        stmt->Bind(3, kPage);
+        int64_t rows = 0;
+        for (;;) {
+          IOTPKI_TRY(bool row, stmt->Step());
+          if (!row) break;
+          after = stmt->Text(0);
+          Bytes der = stmt->Blob(1);
+          visit(der);
+          ++rows;
+        }
+        stmt->Reset();
+        n += rows;
+        if (rows < kPage) return n;
+      }
+    });
+  });
+}
+
 namespace {
 
 constexpr std::string_view kOperatorColumns =

@@ -83,6 +83,8 @@ class SqlStore : public Store {
                                                        size_t limit) override;
   Result<std::vector<IssuanceCount>> CountIssuance(int64_t from_day, int64_t to_day) override;
   Result<CredentialAudit> AuditCredentials(int64_t now) override;
+  Result<int64_t> VisitLiveDeviceCertificates(
+      int64_t now, const std::function<void(ByteView der)>& visit) override;
   Result<OperatorCertificate> GetOperatorCertificate(std::string_view serial) override;
   Result<std::vector<OperatorCertificate>> ListOperatorCertificates() override;
   Result<bool> IsTokenRecorded(std::string_view device_id, int64_t timestamp) override;
