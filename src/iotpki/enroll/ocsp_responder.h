@@ -87,7 +87,7 @@ class OcspResponder {
   OcspOptions options_;
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<const Issuer>> issuers_;
-  std::map<Bytes, Cached> cache_;  // by the CertID's DER
+  std::map<Bytes, Cached, BytesLess> cache_;  // by the CertID's DER (BytesLess: common/bytes.h)
 };
 
 }  // namespace iotpki::enroll
