@@ -185,7 +185,7 @@ int CrlGen(const fs::path& ca_dir, size_t count, const fs::path& out) {
   auto t0 = Steady::now();
   // As BuildIssuerCrl: by value (every serial has 16 octets, so bytewise), then lint and sign.
   std::sort(entries.begin(), entries.end(),
-            [](const auto& a, const auto& b) { return a.serial < b.serial; });
+            [](const auto& a, const auto& b) { return BytesLess()(a.serial, b.serial); });
   int64_t next_update = now + 7 * 86400;
   if (auto lint = x509::LintCrlEntries(entries, now, next_update, 0); !lint) {
     return Die(lint.error());

@@ -112,9 +112,13 @@ echo "HTTP $code: $(head -c 200 "$work/reenroll.body")"
 [ "$code" = 403 ] || { echo "unexpected: expected 403" >&2; exit 1; }
 
 step "openssl verify -crl_check with the CRL served at $url/crl/operational.crl"
-for _ in $(seq 300); do  # 60 s at most: the publisher polls every 2 s, longer on a busy machine
+# Until the served CRL lists this certificate (an earlier CRL may list others): 60 s at most, the
+# publisher polls every 2 s, longer on a busy machine.
+stolen_serial=$(openssl x509 -in "$stolen/cert.pem" -noout -serial | cut -d= -f2)
+for _ in $(seq 300); do
   curl -sS --cacert "$root" -o "$work/operational.crl" "$url/crl/operational.crl"
-  openssl crl -inform DER -in "$work/operational.crl" -noout -text | grep -q 'Serial Number' && break
+  openssl crl -inform DER -in "$work/operational.crl" -noout -text |
+    grep -qi "Serial Number: *$stolen_serial" && break
   sleep 0.2
 done
 openssl crl -inform DER -in "$work/operational.crl" -out "$work/operational.crl.pem"
