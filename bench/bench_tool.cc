@@ -3,7 +3,7 @@
 //   bench_tool make-csrs OUT_DIR CSV COUNT PREFIX
 //       COUNT P-256 keys and CSRs as a factory line's secure elements would make them
 //       (OUT_DIR/<serial>.csr), and the CSV (serial,fingerprint) that goes with them.
-//   bench_tool add-ldevids CA_DIR
+//   bench_tool add-ldevids CA_DIR [MAX]   (at most MAX rows; default every manufactured device)
 //       BENCH-ONLY FAST PATH: gives every manufactured device a working certificate (LDevID) row
 //       through the Store API, with notAfter spread uniformly over the next 1 to 90 days, as in
 //       a fleet onboarded over the last 90 days, and marks the device active. The rows are not
@@ -22,6 +22,7 @@
 //       passphrase comes from IOTPKI_PASSPHRASE.
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -51,7 +52,7 @@ using Steady = std::chrono::steady_clock;
 int Usage() {
   std::fprintf(stderr,
                "usage: bench_tool make-csrs OUT_DIR CSV COUNT PREFIX\n"
-               "       bench_tool add-ldevids CA_DIR\n"
+               "       bench_tool add-ldevids CA_DIR [MAX]\n"
                "       bench_tool time-queries CA_DIR\n"
                "       bench_tool crl-gen CA_DIR COUNT OUT_DIR\n");
   return 2;
@@ -86,7 +87,7 @@ int MakeCsrs(const fs::path& dir, const fs::path& csv, size_t count, const std::
   return 0;
 }
 
-int AddLdevids(const fs::path& ca_dir) {
+int AddLdevids(const fs::path& ca_dir, size_t max_rows) {
   auto config = ca::LoadConfig(ca_dir);
   if (!config) return Die(config.error());
   auto store = ca::OpenStore(ca_dir, *config, SystemClock::Instance());
@@ -99,7 +100,8 @@ int AddLdevids(const fs::path& ca_dir) {
   std::string cursor;
   auto t0 = Steady::now();
   do {
-    auto page = (*store)->ListDevices({.state = store::DeviceState::kManufactured}, 5000, cursor);
+    size_t want = std::min<size_t>(5000, max_rows - total);
+    auto page = (*store)->ListDevices({.state = store::DeviceState::kManufactured}, want, cursor);
     if (!page) return Die(page.error());
     store::WriteBatch batch;
     for (const auto& e : page->devices) {
@@ -123,7 +125,7 @@ int AddLdevids(const fs::path& ca_dir) {
     }
     total += page->devices.size();
     cursor = page->next_cursor;
-  } while (!cursor.empty());
+  } while (!cursor.empty() && total < max_rows);
   std::printf("added %zu LDevID rows in %.1f s (bench-only fast path)\n", total,
               std::chrono::duration<double>(Steady::now() - t0).count());
   return 0;
@@ -223,7 +225,16 @@ int main(int argc, char** argv) {
   using namespace iotpki::bench;
   std::vector<std::string> a(argv + 1, argv + argc);
   if (a.size() == 5 && a[0] == "make-csrs") return MakeCsrs(a[1], a[2], std::stoul(a[3]), a[4]);
-  if (a.size() == 2 && a[0] == "add-ldevids") return AddLdevids(a[1]);
+  if (a.size() == 2 && a[0] == "add-ldevids") return AddLdevids(a[1], SIZE_MAX);
+  if (a.size() == 3 && a[0] == "add-ldevids") {
+    size_t max_rows = 0;
+    auto [end, ec] = std::from_chars(a[2].data(), a[2].data() + a[2].size(), max_rows);
+    if (ec != std::errc() || end != a[2].data() + a[2].size() || max_rows == 0) {
+      std::fprintf(stderr, "bench_tool: MAX must be a positive number of rows\n");
+      return 2;
+    }
+    return AddLdevids(a[1], max_rows);
+  }
   if (a.size() == 2 && a[0] == "time-queries") return TimeQueries(a[1]);
   if (a.size() == 4 && a[0] == "crl-gen") return CrlGen(a[1], std::stoul(a[2]), a[3]);
   return Usage();

@@ -4,6 +4,8 @@
 #
 #   bench/scale.sh [N] [BUILD_DIR]
 #   IOTPKI_SCALE_DIR=DIR   keep the CA and store there (default: a temporary directory, removed)
+#   IOTPKI_SCALE_LDEVIDS=M    step 2 adds at most M LDevID rows (default: one per device; at 10M
+#                             the rows alone take longer than step 1)
 #   IOTPKI_SCALE_SYNTHETIC=M  also step 5 (needs the sqlite3 CLI; SQLite only)
 #   IOTPKI_SCALE_STORE=URL    the store: postgresql://HOST/DATABASE (an empty database: dropdb
 #                             and createdb before each run) instead of the CA directory's
@@ -133,7 +135,7 @@ size() {
 echo "store: $(size) bytes ($(awk -v b="$(size)" -v n="$n" 'BEGIN {printf "%.0f", b / n}') bytes/device)"
 
 echo "== 2. LDevID rows (bench-only fast path)"
-"$tool" add-ldevids "$ca"
+"$tool" add-ldevids "$ca" ${IOTPKI_SCALE_LDEVIDS:+"$IOTPKI_SCALE_LDEVIDS"}
 "$iotpki" device count --dir "$ca" >/dev/null  # opens the store once before timing
 echo "store: $(size) bytes"
 
