@@ -1195,21 +1195,34 @@ Result<std::vector<Store::ExpiryDayCount>> SqlStore::CountExpiriesByDay(int64_t 
   });
 }
 
+namespace {
+
+// The columns ReadAuditRows reads, in its order.
+constexpr std::string_view kAuditColumns =
+    "seq, time, actor, action, subject, details, prev_hash, hash";
+
+// Every remaining row of a statement that selects kAuditColumns.
+Result<std::vector<AuditRecord>> ReadAuditRows(Statement& stmt) {
+  std::vector<AuditRecord> out;
+  for (;;) {
+    IOTPKI_TRY(bool row, stmt.Step());
+    if (!row) return out;
+    out.push_back(AuditRecord{stmt.Int64(0), stmt.Int64(1), stmt.Text(2), stmt.Text(3),
+                              stmt.Text(4), stmt.Text(5), stmt.Blob(6), stmt.Blob(7)});
+  }
+}
+
+}  // namespace
+
 Result<std::vector<AuditRecord>> SqlStore::ReadAudit(int64_t from_seq, size_t limit) {
   IOTPKI_CHECK(ValidatePageSize(limit));
   return pool_->WithReader([&](Connection& conn) -> Result<std::vector<AuditRecord>> {
-    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT seq, time, actor, action, subject, details, "
-                                       "prev_hash, hash FROM audit_log WHERE seq >= ?1 "
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kAuditColumns) +
+                                       " FROM audit_log WHERE seq >= ?1 "
                                        "ORDER BY seq LIMIT ?2"));
     stmt->Bind(1, from_seq);
     stmt->Bind(2, static_cast<int64_t>(limit));
-    std::vector<AuditRecord> out;
-    for (;;) {
-      IOTPKI_TRY(bool row, stmt->Step());
-      if (!row) return out;
-      out.push_back(AuditRecord{stmt->Int64(0), stmt->Int64(1), stmt->Text(2), stmt->Text(3),
-                                stmt->Text(4), stmt->Text(5), stmt->Blob(6), stmt->Blob(7)});
-    }
+    return ReadAuditRows(*stmt);
   });
 }
 
@@ -1217,19 +1230,13 @@ Result<std::vector<AuditRecord>> SqlStore::ReadAuditForSubject(std::string_view 
                                                                int64_t before_seq, size_t limit) {
   IOTPKI_CHECK(ValidatePageSize(limit));
   return pool_->WithReader([&](Connection& conn) -> Result<std::vector<AuditRecord>> {
-    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT seq, time, actor, action, subject, details, "
-                                       "prev_hash, hash FROM audit_log WHERE subject = ?1 AND "
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT " + std::string(kAuditColumns) +
+                                       " FROM audit_log WHERE subject = ?1 AND "
                                        "seq < ?2 ORDER BY seq DESC LIMIT ?3"));
     stmt->Bind(1, subject);
     stmt->Bind(2, before_seq);
     stmt->Bind(3, static_cast<int64_t>(limit));
-    std::vector<AuditRecord> out;
-    for (;;) {
-      IOTPKI_TRY(bool row, stmt->Step());
-      if (!row) return out;
-      out.push_back(AuditRecord{stmt->Int64(0), stmt->Int64(1), stmt->Text(2), stmt->Text(3),
-                                stmt->Text(4), stmt->Text(5), stmt->Blob(6), stmt->Blob(7)});
-    }
+    return ReadAuditRows(*stmt);
   });
 }
 
