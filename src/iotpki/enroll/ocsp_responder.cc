@@ -45,8 +45,13 @@ void OcspResponder::SetIssuer(std::string issuer_name, const x509::Certificate& 
                               const x509::Certificate& responder,
                               std::shared_ptr<const crypto::Signer> key) {
   auto entry = std::make_shared<Issuer>(
-      Issuer{std::move(issuer_name), issuer, responder, std::move(key), {}, {}});
+      Issuer{std::move(issuer_name), issuer, responder, std::move(key), {}, {}, {}, {}});
   if (auto signing = x509::OcspSigningContext::Make(*entry->key)) entry->signing = *signing;
+  if (auto response = x509::OcspResponseTemplate::Make(responder, *entry->key)) {
+    entry->response = std::move(*response);
+  } else {
+    entry->refusal = response.error().ToString();
+  }
   for (auto hash : kHashes) {
     if (auto h = x509::OcspIssuerHashesOf(issuer, hash)) entry->hashes.emplace(hash, *h);
   }
@@ -138,8 +143,11 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
       return Answer{it->second.der, it->second.this_update + options_.validity - now, {}};
     }
   }
-  auto der = x509::BuildOcspResponse(issuer->responder, *issuer->key, answers, request->nonce,
-                                     issuer->signing.get());
+  if (!issuer->response) {
+    return failed(x509::OcspResponseStatus::kInternalError, "internal_error", issuer->refusal);
+  }
+  auto der =
+      issuer->response->Write(*issuer->key, answers, request->nonce, now, issuer->signing.get());
   if (!der) {
     return failed(x509::OcspResponseStatus::kInternalError, "internal_error",
                   der.error().ToString());

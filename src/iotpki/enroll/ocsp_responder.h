@@ -67,8 +67,12 @@ class OcspResponder {
     x509::Certificate certificate;
     x509::Certificate responder;
     std::shared_ptr<const crypto::Signer> key;
-    // Null when the key has no OpenSSL handle; answers are then signed the slow way.
+    // Null when the key has no OpenSSL handle; answers are then signed through Signer::Sign.
     std::shared_ptr<const x509::OcspSigningContext> signing;
+    // The answers' fixed bytes; none (every answer an internalError, logged with `refusal`) if
+    // the key does not match the responder certificate or cannot sign here.
+    std::optional<x509::OcspResponseTemplate> response;
+    std::string refusal;
     // "sha1" -> hashes, ... for matching CertIDs.
     std::map<std::string, x509::OcspIssuerHashes, std::less<>> hashes;
   };
