@@ -82,6 +82,7 @@ class OcspResponder {
   };
 
   std::shared_ptr<const Issuer> IssuerOf(const x509::OcspCertId& id) const;
+  // iotpki_ocsp_answers_total{status}: `status` is one of kStatuses (ocsp_responder.cc).
   void Count(std::string_view status);
   server::Response Render(const server::Request& req, ByteView der);
 
@@ -92,6 +93,9 @@ class OcspResponder {
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<const Issuer>> issuers_;
   std::map<Bytes, Cached, BytesLess> cache_;  // by the CertID's DER (BytesLess: common/bytes.h)
+  // Every status's series, looked up in the registry once (so all are exported from the start):
+  // an answer then costs an atomic increment, not the registry's lock and label map.
+  std::vector<std::pair<std::string_view, server::Counter*>> counters_;
 };
 
 }  // namespace iotpki::enroll
