@@ -139,7 +139,11 @@ run() {
 # IOTPKI_OCSP_PERF=FILE: also `perf record` our responder during its first case.
 perf_pid=""
 if [ -n "${IOTPKI_OCSP_PERF:-}" ]; then
-  perf record -F 499 -g -p "$server_pid" -o "$IOTPKI_OCSP_PERF" >/dev/null 2>&1 &
+  # IOTPKI_OCSP_PERF_OPTS: perf record options (default -F 499 -g; --call-graph dwarf to see
+  # through libraries built without frame pointers).
+  # shellcheck disable=SC2086
+  perf record ${IOTPKI_OCSP_PERF_OPTS:--F 499 -g} -p "$server_pid" -o "$IOTPKI_OCSP_PERF" \
+    >/dev/null 2>&1 &
   perf_pid=$!
   sleep 1
 fi

@@ -11,6 +11,9 @@ namespace {
 constexpr std::string_view kRequestType = "application/ocsp-request";
 constexpr std::string_view kResponseType = "application/ocsp-response";
 constexpr std::string_view kHashes[] = {"sha1", "sha256", "sha384", "sha512"};
+// iotpki_ocsp_answers_total's statuses: per CertID, then per refused request.
+constexpr std::string_view kStatuses[] = {"good",         "revoked",   "unknown",       "malformed",
+                                          "unauthorized", "try_later", "internal_error"};
 
 // GET's request: base64 (RFC 6960 A.1), percent-encoded in the path; the base64url alphabet
 // (with or without padding) is accepted too.
@@ -39,14 +42,27 @@ Result<Bytes> DecodeGetRequest(std::string_view segment) {
 
 OcspResponder::OcspResponder(store::Store& store, const Clock& clock, server::Registry& metrics,
                              OcspOptions options)
-    : store_(store), clock_(clock), metrics_(metrics), options_(options) {}
+    : store_(store), clock_(clock), metrics_(metrics), options_(options) {
+  for (std::string_view status : kStatuses) {
+    counters_.emplace_back(
+        status, &metrics_.GetCounter("iotpki_ocsp_answers_total",
+                                     "OCSP answers: per CertID good, revoked or unknown; per "
+                                     "request malformed, unauthorized, try_later or internal_error",
+                                     {{"status", std::string(status)}}));
+  }
+}
 
 void OcspResponder::SetIssuer(std::string issuer_name, const x509::Certificate& issuer,
                               const x509::Certificate& responder,
                               std::shared_ptr<const crypto::Signer> key) {
   auto entry = std::make_shared<Issuer>(
-      Issuer{std::move(issuer_name), issuer, responder, std::move(key), {}, {}});
+      Issuer{std::move(issuer_name), issuer, responder, std::move(key), {}, {}, {}, {}});
   if (auto signing = x509::OcspSigningContext::Make(*entry->key)) entry->signing = *signing;
+  if (auto response = x509::OcspResponseTemplate::Make(responder, *entry->key)) {
+    entry->response = std::move(*response);
+  } else {
+    entry->refusal = response.error().ToString();
+  }
   for (auto hash : kHashes) {
     if (auto h = x509::OcspIssuerHashesOf(issuer, hash)) entry->hashes.emplace(hash, *h);
   }
@@ -71,12 +87,9 @@ std::shared_ptr<const OcspResponder::Issuer> OcspResponder::IssuerOf(
 }
 
 void OcspResponder::Count(std::string_view status) {
-  metrics_
-      .GetCounter("iotpki_ocsp_answers_total",
-                  "OCSP answers: per CertID good, revoked or unknown; per request malformed, "
-                  "unauthorized or internal_error",
-                  {{"status", std::string(status)}})
-      .Inc();
+  for (const auto& [name, counter] : counters_) {
+    if (name == status) return counter->Inc();
+  }
 }
 
 OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
@@ -95,8 +108,8 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
     return failed(x509::OcspResponseStatus::kUnauthorized, "unauthorized",
                   "the request names an issuer this responder does not serve");
   }
-  for (const auto& id : request->cert_ids) {
-    if (IssuerOf(id) != issuer) {
+  for (size_t i = 1; i < request->cert_ids.size(); ++i) {
+    if (IssuerOf(request->cert_ids[i]) != issuer) {
       return failed(x509::OcspResponseStatus::kUnauthorized, "unauthorized",
                     "the request names certificates of several issuers");
     }
@@ -138,8 +151,11 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
       return Answer{it->second.der, it->second.this_update + options_.validity - now, {}};
     }
   }
-  auto der = x509::BuildOcspResponse(issuer->responder, *issuer->key, answers, request->nonce,
-                                     issuer->signing.get());
+  if (!issuer->response) {
+    return failed(x509::OcspResponseStatus::kInternalError, "internal_error", issuer->refusal);
+  }
+  auto der =
+      issuer->response->Write(*issuer->key, answers, request->nonce, now, issuer->signing.get());
   if (!der) {
     return failed(x509::OcspResponseStatus::kInternalError, "internal_error",
                   der.error().ToString());

@@ -67,8 +67,12 @@ class OcspResponder {
     x509::Certificate certificate;
     x509::Certificate responder;
     std::shared_ptr<const crypto::Signer> key;
-    // Null when the key has no OpenSSL handle; answers are then signed the slow way.
+    // Null when the key has no OpenSSL handle; answers are then signed through Signer::Sign.
     std::shared_ptr<const x509::OcspSigningContext> signing;
+    // The answers' fixed bytes; none (every answer an internalError, logged with `refusal`) if
+    // the key does not match the responder certificate or cannot sign here.
+    std::optional<x509::OcspResponseTemplate> response;
+    std::string refusal;
     // "sha1" -> hashes, ... for matching CertIDs.
     std::map<std::string, x509::OcspIssuerHashes, std::less<>> hashes;
   };
@@ -78,6 +82,7 @@ class OcspResponder {
   };
 
   std::shared_ptr<const Issuer> IssuerOf(const x509::OcspCertId& id) const;
+  // iotpki_ocsp_answers_total{status}: `status` is one of kStatuses (ocsp_responder.cc).
   void Count(std::string_view status);
   server::Response Render(const server::Request& req, ByteView der);
 
@@ -88,6 +93,9 @@ class OcspResponder {
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<const Issuer>> issuers_;
   std::map<Bytes, Cached, BytesLess> cache_;  // by the CertID's DER (BytesLess: common/bytes.h)
+  // Every status's series, looked up in the registry once (so all are exported from the start):
+  // an answer then costs an atomic increment, not the registry's lock and label map.
+  std::vector<std::pair<std::string_view, server::Counter*>> counters_;
 };
 
 }  // namespace iotpki::enroll

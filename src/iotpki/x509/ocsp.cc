@@ -6,6 +6,7 @@
 #include "iotpki/common/der.h"
 #include "iotpki/crypto/ossl.h"
 #include "iotpki/crypto/primitives.h"
+#include "iotpki/x509/internal.h"
 
 namespace iotpki::x509 {
 
@@ -234,6 +235,218 @@ Result<Bytes> BuildOcspResponse(const Certificate& responder, const crypto::Sign
   unsigned char* w = der.data();
   i2d_OCSP_RESPONSE(response.get(), &w);
   ossl::ClearErrors();
+  return der;
+}
+
+namespace {
+
+// id-pkix-ocsp-basic (1.3.6.1.5.5.7.48.1.1) and id-pkix-ocsp-nonce (1.3.6.1.5.5.7.48.1.2), as
+// OBJECT IDENTIFIER TLVs.
+constexpr uint8_t kOidOcspBasic[] = {0x06, 0x09, 0x2b, 0x06, 0x01, 0x05,
+                                     0x05, 0x07, 0x30, 0x01, 0x01};
+constexpr uint8_t kOidOcspNonce[] = {0x06, 0x09, 0x2b, 0x06, 0x01, 0x05,
+                                     0x05, 0x07, 0x30, 0x01, 0x02};
+// GeneralizedTime YYYYMMDDHHMMSSZ: tag, length and 15 octets.
+constexpr size_t kTimeBytes = 17;
+
+size_t LengthOctets(size_t n) {
+  size_t octets = 1;
+  if (n >= 128) {
+    for (; n > 0; n >>= 8) ++octets;
+  }
+  return octets;
+}
+
+size_t TlvSize(size_t content) { return 1 + LengthOctets(content) + content; }
+
+void AppendHeader(Bytes& out, uint8_t tag, size_t content) {
+  out.push_back(tag);
+  if (content < 128) {
+    out.push_back(static_cast<uint8_t>(content));
+    return;
+  }
+  size_t octets = LengthOctets(content) - 1;
+  out.push_back(static_cast<uint8_t>(0x80 | octets));
+  for (size_t i = octets; i > 0; --i) out.push_back(static_cast<uint8_t>(content >> (8 * (i - 1))));
+}
+
+void Append(Bytes& out, ByteView bytes) { out.insert(out.end(), bytes.begin(), bytes.end()); }
+
+// RFC 6960 writes every time as GeneralizedTime (RFC 5280's UTCTime rule is for certificates
+// and CRLs). Civil date from Unix days (H. Hinnant's algorithm): no gmtime_r, which takes glibc's
+// time zone lock. False outside years 0 to 9999.
+bool AppendGeneralizedTime(Bytes& out, int64_t unix_seconds) {
+  int64_t days = unix_seconds / 86400;
+  int64_t secs = unix_seconds % 86400;
+  if (secs < 0) {
+    secs += 86400;
+    --days;
+  }
+  days += 719468;
+  int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  int64_t doe = days - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  int64_t mp = (5 * doy + 2) / 153;
+  int64_t day = doy - (153 * mp + 2) / 5 + 1;
+  int64_t month = mp < 10 ? mp + 3 : mp - 9;
+  int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  if (year < 0 || year > 9999) return false;
+  out.push_back(der::kGeneralizedTime);
+  out.push_back(15);
+  auto digits = [&out](int64_t value, int n) {
+    for (int i = n - 1; i >= 0; --i) {
+      int64_t p = 1;
+      for (int j = 0; j < i; ++j) p *= 10;
+      out.push_back(static_cast<uint8_t>('0' + (value / p) % 10));
+    }
+  };
+  digits(year, 4);
+  digits(month, 2);
+  digits(day, 2);
+  digits(secs / 3600, 2);
+  digits(secs / 60 % 60, 2);
+  digits(secs % 60, 2);
+  out.push_back('Z');
+  return true;
+}
+
+// CertStatus: good [0] IMPLICIT NULL, revoked [1] IMPLICIT RevokedInfo { revocationTime,
+// revocationReason [0] EXPLICIT CRLReason OPTIONAL }, unknown [2] IMPLICIT NULL. The reason is
+// absent rather than unspecified, as in CRLs (RFC 5280 5.3.1) and BuildOcspResponse.
+size_t CertStatusSize(const OcspSingleAnswer& a) {
+  if (a.status != OcspCertStatus::kRevoked) return 2;
+  return TlvSize(kTimeBytes + (a.reason != RevocationReason::kUnspecified ? 5 : 0));
+}
+
+size_t SingleResponseContent(const OcspSingleAnswer& a) {
+  // certID, certStatus, thisUpdate, nextUpdate [0] EXPLICIT.
+  return a.id->der.size() + CertStatusSize(a) + kTimeBytes + 2 + kTimeBytes;
+}
+
+Result<Bytes> SignTbs(const crypto::Signer& key, ByteView tbs, const OcspSigningContext* prepared) {
+  EVP_PKEY* pkey = prepared != nullptr ? crypto::OpenSslHandle(key) : nullptr;
+  if (pkey == nullptr || prepared->impl().pkey != pkey) return key.Sign(tbs);
+  // A copy of the prepared EVP_DigestSignInit: no fetch. FINALISE: the signature consumes the
+  // copy instead of duplicating it once more.
+  auto ctx = ossl::Own(EVP_MD_CTX_new());
+  if (!ctx || EVP_MD_CTX_copy_ex(ctx.get(), prepared->impl().proto.get()) != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "signing the OCSP response"));
+  }
+  EVP_MD_CTX_set_flags(ctx.get(), EVP_MD_CTX_FLAG_FINALISE);
+  size_t len = static_cast<size_t>(EVP_PKEY_get_size(pkey));
+  Bytes signature(len);
+  if (EVP_DigestSign(ctx.get(), signature.data(), &len, tbs.data(), tbs.size()) != 1) {
+    return Fail(ossl::Drain(Code::kInternal, "signing the OCSP response"));
+  }
+  signature.resize(len);
+  return signature;
+}
+
+}  // namespace
+
+Result<OcspResponseTemplate> OcspResponseTemplate::Make(const Certificate& responder,
+                                                        const crypto::Signer& key) {
+  if (!(key.public_key() == responder.public_key())) {
+    return Fail(Code::kFailedPrecondition,
+                "the OCSP signing key does not belong to the responder's certificate");
+  }
+  auto key_hash = OcspIssuerHashesOf(responder, "sha1");
+  if (!key_hash) {
+    return Fail(Code::kInvalidArgument, "the OCSP responder's public key does not decode");
+  }
+  OcspResponseTemplate t;
+  t.responder_id_ =
+      der::Constructed(der::ContextConstructed(2), {der::OctetString(key_hash->key_hash)});
+  IOTPKI_TRY(t.algorithm_, internal::SignatureAlgorithm(key));
+  t.certs_ = der::Constructed(der::ContextConstructed(0), {der::Sequence({responder.ToDer()})});
+  return t;
+}
+
+Result<Bytes> OcspResponseTemplate::Write(const crypto::Signer& key,
+                                          std::span<const OcspSingleAnswer> answers,
+                                          const std::optional<Bytes>& nonce, int64_t produced_at,
+                                          const OcspSigningContext* prepared) const {
+  if (answers.empty() || answers.size() > kMaxOcspCertIds) {
+    return Fail(Code::kInvalidArgument,
+                "an OCSP response answers 1 to " + std::to_string(kMaxOcspCertIds) + " CertIDs");
+  }
+  if (nonce && (nonce->empty() || nonce->size() > kMaxOcspNonceBytes)) {
+    return Fail(Code::kInvalidArgument, "an OCSP nonce is 1 to 32 octets (RFC 8954)");
+  }
+  // Sizes first, so that every length is written once and the ResponseData has one buffer.
+  size_t responses = 0;
+  for (const auto& a : answers) {
+    if (a.id == nullptr) return Fail(Code::kInvalidArgument, "an OCSP answer without CertID");
+    responses += TlvSize(SingleResponseContent(a));
+  }
+  // responseExtensions [1] EXPLICIT Extensions { Extension { id-pkix-ocsp-nonce, extnValue
+  // OCTET STRING { OCTET STRING nonce } } } (RFC 8954; not critical).
+  size_t nonce_value = nonce ? 2 + nonce->size() : 0;
+  size_t extension = sizeof kOidOcspNonce + 2 + nonce_value;
+  size_t extensions = nonce ? TlvSize(TlvSize(TlvSize(extension))) : 0;
+  size_t tbs_content = responder_id_.size() + kTimeBytes + TlvSize(responses) + extensions;
+
+  Bytes tbs;
+  tbs.reserve(TlvSize(tbs_content));
+  AppendHeader(tbs, der::kSequence, tbs_content);  // version omitted: v1 (DEFAULT)
+  Append(tbs, responder_id_);
+  bool times_ok = AppendGeneralizedTime(tbs, produced_at);
+  AppendHeader(tbs, der::kSequence, responses);
+  for (const auto& a : answers) {
+    AppendHeader(tbs, der::kSequence, SingleResponseContent(a));
+    Append(tbs, a.id->der);
+    if (a.status == OcspCertStatus::kRevoked) {
+      bool reason = a.reason != RevocationReason::kUnspecified;
+      AppendHeader(tbs, der::ContextConstructed(1), kTimeBytes + (reason ? 5 : 0));
+      times_ok = AppendGeneralizedTime(tbs, a.revoked_at) && times_ok;
+      if (reason) {
+        const uint8_t crl_reason[] = {der::ContextConstructed(0), 3, der::kEnumerated, 1,
+                                      static_cast<uint8_t>(a.reason)};
+        Append(tbs, crl_reason);
+      }
+    } else {
+      tbs.push_back(der::ContextPrimitive(a.status == OcspCertStatus::kGood ? 0 : 2));
+      tbs.push_back(0);
+    }
+    times_ok = AppendGeneralizedTime(tbs, a.this_update) && times_ok;
+    AppendHeader(tbs, der::ContextConstructed(0), kTimeBytes);
+    times_ok = AppendGeneralizedTime(tbs, a.next_update) && times_ok;
+  }
+  if (nonce) {
+    AppendHeader(tbs, der::ContextConstructed(1), TlvSize(TlvSize(extension)));
+    AppendHeader(tbs, der::kSequence, TlvSize(extension));
+    AppendHeader(tbs, der::kSequence, extension);
+    Append(tbs, kOidOcspNonce);
+    AppendHeader(tbs, der::kOctetString, nonce_value);
+    AppendHeader(tbs, der::kOctetString, nonce->size());
+    Append(tbs, *nonce);
+  }
+  if (!times_ok) return Fail(Code::kInvalidArgument, "an OCSP time is outside years 0 to 9999");
+
+  IOTPKI_TRY(Bytes signature, SignTbs(key, tbs, prepared));
+  // OCSPResponse { responseStatus successful, responseBytes [0] EXPLICIT { id-pkix-ocsp-basic,
+  // OCTET STRING { BasicOCSPResponse { tbs, algorithm, BIT STRING signature, certs } } } }.
+  size_t basic_content =
+      tbs.size() + algorithm_.size() + TlvSize(1 + signature.size()) + certs_.size();
+  size_t response_bytes = sizeof kOidOcspBasic + TlvSize(TlvSize(basic_content));
+  size_t outer = 3 + TlvSize(TlvSize(response_bytes));
+  Bytes der;
+  der.reserve(TlvSize(outer));
+  AppendHeader(der, der::kSequence, outer);
+  const uint8_t successful[] = {der::kEnumerated, 1, 0};
+  Append(der, successful);
+  AppendHeader(der, der::ContextConstructed(0), TlvSize(response_bytes));
+  AppendHeader(der, der::kSequence, response_bytes);
+  Append(der, kOidOcspBasic);
+  AppendHeader(der, der::kOctetString, TlvSize(basic_content));
+  AppendHeader(der, der::kSequence, basic_content);
+  Append(der, tbs);
+  Append(der, algorithm_);
+  AppendHeader(der, der::kBitString, 1 + signature.size());
+  der.push_back(0);
+  Append(der, signature);
+  Append(der, certs_);
   return der;
 }
 

@@ -104,6 +104,33 @@ Result<Bytes> BuildOcspResponse(const Certificate& responder, const crypto::Sign
                                 const std::optional<Bytes>& nonce,
                                 const OcspSigningContext* prepared = nullptr);
 
+// The bytes of a BasicOCSPResponse that are the same in every answer of one responder, encoded
+// once: the ResponderID (byKey), the signatureAlgorithm and the `certs` field carrying the
+// responder's certificate. Immutable after Make; one template serves every thread.
+class OcspResponseTemplate {
+ public:
+  // FailedPrecondition if `key` is not the key of `responder`; Unimplemented for a key type
+  // that cannot sign certificates here (x509 builder: ECDSA or Ed25519).
+  static Result<OcspResponseTemplate> Make(const Certificate& responder, const crypto::Signer& key);
+
+  // What BuildOcspResponse makes from the same arguments (the same bytes but for the signature,
+  // which ECDSA draws anew), written directly as DER: the ResponseData from the template and the
+  // answers, signed by `key` (through `prepared` while it was made for `key`'s OpenSSL handle,
+  // else Signer::Sign, so a token key works too), and producedAt `produced_at` rather than the
+  // system clock's. `key` must be the key Make was given. InvalidArgument if an answer has no
+  // CertID, a nonce is not 1 to kMaxOcspNonceBytes octets, or there are more than
+  // kMaxOcspCertIds answers (ParseOcspRequest's bounds).
+  Result<Bytes> Write(const crypto::Signer& key, std::span<const OcspSingleAnswer> answers,
+                      const std::optional<Bytes>& nonce, int64_t produced_at,
+                      const OcspSigningContext* prepared = nullptr) const;
+
+ private:
+  OcspResponseTemplate() = default;
+  Bytes responder_id_;  // [2] EXPLICIT OCTET STRING: SHA-1 of the responder's public key
+  Bytes algorithm_;     // AlgorithmIdentifier of the key's signatures
+  Bytes certs_;         // [0] EXPLICIT SEQUENCE OF Certificate: the responder's
+};
+
 // An unsuccessful OCSPResponse (no responseBytes; RFC 6960 4.2.1): malformedRequest,
 // internalError, tryLater or unauthorized.
 Bytes OcspErrorResponse(OcspResponseStatus status);

@@ -1,7 +1,13 @@
 #include "iotpki/x509/ocsp.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "iotpki/common/der.h"
 #include "iotpki/x509/lint.h"
 #include "iotpki/x509/test_util.h"
 
@@ -227,6 +233,248 @@ TEST_F(OcspTest, APreparedSigningContextSignsVerifiableAnswers) {
     EXPECT_EQ(OCSP_check_nonce(oreq.get(), basic.get()), 1);
   }
   ossl::ClearErrors();
+}
+
+// A successful OCSPResponse taken apart with the strict DER reader: the BasicOCSPResponse's
+// fields and the ResponseData's producedAt.
+struct BasicParts {
+  Bytes tbs;
+  Bytes algorithm;
+  Bytes signature;
+  Bytes certs;
+  int64_t produced_at = 0;
+};
+
+BasicParts Split(const Bytes& der) {
+  auto expect = [](der::Reader& r, uint8_t tag) { return Must(r.Expect(tag), "OCSP response"); };
+  der::Reader outer(der);
+  der::Reader response(expect(outer, der::kSequence).contents);
+  if (!outer.empty()) throw std::runtime_error("bytes after the OCSPResponse");
+  if (ToHex(expect(response, der::kEnumerated).contents) != "00") {
+    throw std::runtime_error("not successful");
+  }
+  der::Reader explicit0(expect(response, der::ContextConstructed(0)).contents);
+  der::Reader bytes(expect(explicit0, der::kSequence).contents);
+  if (ToHex(expect(bytes, der::kOid).whole) != "06092b0601050507300101") {
+    throw std::runtime_error("not id-pkix-ocsp-basic");
+  }
+  der::Reader octets(expect(bytes, der::kOctetString).contents);
+  der::Reader basic(expect(octets, der::kSequence).contents);
+  BasicParts parts;
+  auto tbs = expect(basic, der::kSequence);
+  parts.tbs.assign(tbs.whole.begin(), tbs.whole.end());
+  auto algorithm = expect(basic, der::kSequence).whole;
+  parts.algorithm.assign(algorithm.begin(), algorithm.end());
+  auto signature = expect(basic, der::kBitString).contents;
+  parts.signature.assign(signature.begin(), signature.end());
+  auto certs = expect(basic, der::ContextConstructed(0)).whole;
+  parts.certs.assign(certs.begin(), certs.end());
+  if (!basic.empty() || !octets.empty() || !bytes.empty() || !response.empty()) {
+    throw std::runtime_error("unexpected fields");
+  }
+  der::Reader data(tbs.contents);
+  expect(data, der::ContextConstructed(2));  // responderID byKey
+  parts.produced_at = Must(der::ParseTime(expect(data, der::kGeneralizedTime)), "producedAt");
+  return parts;
+}
+
+// The template's answers against OpenSSL's builder (BuildOcspResponse, the reference): the same
+// ResponseData, signatureAlgorithm and certs byte for byte, a signature that OCSP_basic_verify
+// accepts, the nonce echoed and each status as asked; signed through the prepared context and
+// through Signer::Sign.
+TEST_F(OcspTest, TemplateAnswersAreOpenSslsBytesButForTheSignature) {
+  Certificate dev = Device();
+  crypto::PrivateKey other_key = NewKey();
+  Certificate other = Must(pki.IssueFor(pki.DeviceTemplate(
+      ProfileKind::kLDevID, other_key.public_key(), testing::Identity("SN-000124"))));
+  Certificate responder = Responder();
+  auto tmpl = Must(OcspResponseTemplate::Make(responder, responder_key));
+  auto prepared = Must(OcspSigningContext::Make(responder_key));
+  auto store = ossl::Own(X509_STORE_new());
+  auto root = ToX509(pki.root);
+  X509_STORE_add_cert(store.get(), root.get());
+  auto chain = ossl::Own(sk_X509_new_null());
+  auto ops = ToX509(pki.ops);
+  sk_X509_push(chain.get(), ops.get());
+  X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()), kNow + 60);
+
+  struct Case {
+    std::vector<OcspCertStatus> statuses;  // for dev, other, dev again, ...
+    int nonce_len;
+    const EVP_MD* md;
+    RevocationReason reason;
+    int64_t revoked_at;
+    int64_t this_update;
+  };
+  const Case cases[] = {
+      {{OcspCertStatus::kGood}, 0, EVP_sha1(), RevocationReason::kUnspecified, 0, kNow},
+      {{OcspCertStatus::kGood}, 16, EVP_sha1(), RevocationReason::kUnspecified, 0, kNow},
+      {{OcspCertStatus::kRevoked},
+       32,
+       EVP_sha256(),
+       RevocationReason::kKeyCompromise,
+       kNow - 61,
+       kNow},
+      // No reason: revocationReason absent. A leap day, the last second of a century and 2050
+      // on (GeneralizedTime in OCSP throughout, unlike certificates).
+      {{OcspCertStatus::kRevoked},
+       0,
+       EVP_sha1(),
+       RevocationReason::kUnspecified,
+       951868799,
+       4102444799},
+      {{OcspCertStatus::kUnknown}, 1, EVP_sha1(), RevocationReason::kUnspecified, 0, 2524608000},
+      {{OcspCertStatus::kGood, OcspCertStatus::kRevoked, OcspCertStatus::kUnknown},
+       20,
+       EVP_sha256(),
+       RevocationReason::kCessationOfOperation,
+       kNow - 1,
+       kNow},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE("case " + std::to_string(n));
+    std::vector<Certificate> certs;
+    for (size_t i = 0; i < c.statuses.size(); ++i) certs.push_back(i % 2 == 0 ? dev : other);
+    Bytes request = Request(certs, c.md, c.nonce_len);
+    auto req = Must(ParseOcspRequest(request));
+    std::vector<OcspSingleAnswer> answers;
+    for (size_t i = 0; i < c.statuses.size(); ++i) {
+      bool revoked = c.statuses[i] == OcspCertStatus::kRevoked;
+      answers.push_back({&req.cert_ids[i], c.statuses[i], revoked ? c.revoked_at : 0,
+                         revoked ? c.reason : RevocationReason::kUnspecified, c.this_update,
+                         c.this_update + 3600});
+    }
+    Bytes reference = Must(BuildOcspResponse(responder, responder_key, answers, req.nonce));
+    BasicParts want = Split(reference);
+    const OcspSigningContext* signing = n % 2 == 0 ? prepared.get() : nullptr;
+    ++n;
+    auto built = tmpl.Write(responder_key, answers, req.nonce, want.produced_at, signing);
+    ASSERT_TRUE(built) << built.error().ToString();
+    BasicParts got = Split(*built);
+    EXPECT_EQ(ToHex(got.tbs), ToHex(want.tbs));
+    EXPECT_EQ(got.algorithm, want.algorithm);
+    EXPECT_EQ(got.certs, want.certs);
+    EXPECT_EQ(got.produced_at, want.produced_at);
+
+    const unsigned char* p = built->data();
+    auto resp = ossl::Own(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(built->size())));
+    ASSERT_TRUE(resp);
+    EXPECT_EQ(p, built->data() + built->size());
+    // DER: OpenSSL writes back exactly what it read.
+    EXPECT_EQ(ossl::ToDer(resp.get(), i2d_OCSP_RESPONSE), *built);
+    auto basic = ossl::Own(OCSP_response_get1_basic(resp.get()));
+    ASSERT_TRUE(basic);
+    EXPECT_EQ(OCSP_basic_verify(basic.get(), chain.get(), store.get(), 0), 1);
+    auto oreq = ossl::Own(
+        d2i_OCSP_REQUEST(nullptr, &(p = request.data()), static_cast<long>(request.size())));
+    EXPECT_EQ(OCSP_check_nonce(oreq.get(), basic.get()), c.nonce_len > 0 ? 1 : 2);
+    ASSERT_EQ(OCSP_resp_count(basic.get()), static_cast<int>(c.statuses.size()));
+    for (size_t i = 0; i < c.statuses.size(); ++i) {
+      int reason = -1;
+      ASN1_GENERALIZEDTIME *rev = nullptr, *thisupd = nullptr, *nextupd = nullptr;
+      int status = OCSP_single_get0_status(OCSP_resp_get0(basic.get(), static_cast<int>(i)),
+                                           &reason, &rev, &thisupd, &nextupd);
+      EXPECT_EQ(status, c.statuses[i] == OcspCertStatus::kGood      ? V_OCSP_CERTSTATUS_GOOD
+                        : c.statuses[i] == OcspCertStatus::kRevoked ? V_OCSP_CERTSTATUS_REVOKED
+                                                                    : V_OCSP_CERTSTATUS_UNKNOWN);
+      if (c.statuses[i] == OcspCertStatus::kRevoked) {
+        EXPECT_EQ(reason,
+                  c.reason == RevocationReason::kUnspecified ? -1 : static_cast<int>(c.reason));
+      }
+    }
+  }
+  ossl::ClearErrors();
+}
+
+// `openssl ocsp -respin` as the relying party: the template's answers verify (delegated
+// responder, chain to the root) and say good, revoked with its reason, or unknown, the nonce
+// checked against the request.
+TEST_F(OcspTest, TemplateAnswersPassOpenSslOcsp) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("iotpki-ocsp-template-" + std::to_string(::getpid()) +
+                                              "-" + ToHex(crypto::RandomBytes(4)));
+  fs::create_directories(dir);
+  auto write = [&](const std::string& name, ByteView bytes) {
+    std::ofstream(dir / name, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
+    return (dir / name).string();
+  };
+  Certificate dev = Device();
+  Certificate responder = Responder();
+  auto tmpl = Must(OcspResponseTemplate::Make(responder, responder_key));
+  std::string root = write("root.pem", AsBytes(pki.root.ToPem()));
+  std::string issuer = write("ops.pem", AsBytes(pki.ops.ToPem()));
+  struct Case {
+    OcspCertStatus status;
+    int nonce_len;
+    std::string want;
+  };
+  const Case cases[] = {{OcspCertStatus::kGood, 16, "Cert Status: good"},
+                        {OcspCertStatus::kGood, 0, "Cert Status: good"},
+                        {OcspCertStatus::kRevoked, 8, "Revocation Reason: keyCompromise"},
+                        {OcspCertStatus::kUnknown, 0, "Cert Status: unknown"}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.want);
+    Bytes request = Request({dev}, EVP_sha1(), c.nonce_len);
+    auto req = Must(ParseOcspRequest(request));
+    OcspSingleAnswer answers[] = {{&req.cert_ids[0], c.status, kNow - 30,
+                                   RevocationReason::kKeyCompromise, kNow, kNow + 3600}};
+    Bytes built = Must(tmpl.Write(responder_key, answers, req.nonce, kNow));
+    // -no_nonce: the request read from -reqin is checked against the answer as it is.
+    std::string command = "openssl ocsp -respin " + write("resp.der", built) + " -reqin " +
+                          write("req.der", request) + " -no_nonce -verify_other " + issuer +
+                          " -CAfile " + root + " -attime " + std::to_string(kNow + 60) +
+                          " -resp_text 2>&1";
+    std::string out;
+    FILE* pipe = ::popen(command.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    char buf[4096];
+    for (size_t got; (got = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, got);
+    int rc = ::pclose(pipe);
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_NE(out.find("Response verify OK"), std::string::npos) << out;
+    EXPECT_NE(out.find(c.want), std::string::npos) << out;
+    EXPECT_EQ(out.find("Nonce Verify error"), std::string::npos) << out;
+    EXPECT_EQ(out.find("no nonce in response"), std::string::npos) << out;
+    EXPECT_EQ(out.find("OCSP Nonce") != std::string::npos, c.nonce_len > 0) << out;
+  }
+  fs::remove_all(dir);
+}
+
+TEST_F(OcspTest, TemplateRefusesWhatItCannotWrite) {
+  Certificate dev = Device();
+  Certificate responder = Responder();
+  crypto::PrivateKey stranger = NewKey();
+  auto mismatched = OcspResponseTemplate::Make(responder, stranger);
+  ASSERT_FALSE(mismatched);
+  EXPECT_EQ(mismatched.error().code(), Code::kFailedPrecondition);
+
+  auto tmpl = Must(OcspResponseTemplate::Make(responder, responder_key));
+  auto req = Must(ParseOcspRequest(Request({dev})));
+  auto refused = [&](std::span<const OcspSingleAnswer> answers, const std::optional<Bytes>& nonce) {
+    auto r = tmpl.Write(responder_key, answers, nonce, kNow);
+    return !r && r.error().code() == Code::kInvalidArgument;
+  };
+  OcspSingleAnswer good{
+      &req.cert_ids[0], OcspCertStatus::kGood, 0, RevocationReason::kUnspecified, kNow,
+      kNow + 3600};
+  EXPECT_TRUE(refused({}, std::nullopt));
+  OcspSingleAnswer no_id = good;
+  no_id.id = nullptr;
+  EXPECT_TRUE(refused({&no_id, 1}, std::nullopt));
+  EXPECT_TRUE(refused({&good, 1}, Bytes{}));
+  EXPECT_TRUE(refused({&good, 1}, Bytes(kMaxOcspNonceBytes + 1, 7)));
+  EXPECT_FALSE(refused({&good, 1}, Bytes(kMaxOcspNonceBytes, 7)));
+  std::vector<OcspSingleAnswer> too_many(kMaxOcspCertIds + 1, good);
+  EXPECT_TRUE(refused(too_many, std::nullopt));
+  OcspSingleAnswer far = good;
+  far.next_update = 253402300800;  // 10000-01-01
+  EXPECT_TRUE(refused({&far, 1}, std::nullopt));
+  OcspSingleAnswer before = good;
+  before.this_update = -62167219201;  // 1 BC
+  EXPECT_TRUE(refused({&before, 1}, std::nullopt));
 }
 
 TEST(OcspErrorResponseTest, IsAnUnsuccessfulOcspResponse) {
