@@ -21,6 +21,10 @@
 # an enrollment) + one confirmation's handshake (2 signatures, 2 verifications, 1 ECDH) + the
 # command's ES256 signature = 6 signatures, 6 verifications, 2 ECDH. Everything lives in a
 # temporary directory removed on exit.
+#
+# IOTPKI_ROTATION_PERF=FILE also records the server with `perf record` (call graphs through
+# DWARF, 200 Hz) over the timed part into FILE, for `perf report -i FILE`, and counts its fsync
+# and fdatasync calls into FILE.stat.
 set -euo pipefail
 build=${1:?usage: rotation_fleet.sh BUILD_DIR [DEVICES]}
 devices=${2:-100000}
@@ -91,6 +95,18 @@ say "fleet online: ${#sims[@]} simulator process(es); RSS $(for p in "${sims[@]}
   awk '/VmRSS/ {print $2}' "/proc/$p/status"
 done | awk '{s += $1} END {print s}') kB in all"
 
+perf_pid=""
+if [ -n "${IOTPKI_ROTATION_PERF:-}" ]; then
+  perf record -F 200 --call-graph dwarf,16384 -p "$server_pid" -o "$IOTPKI_ROTATION_PERF" \
+    >"$work/perf.out" 2>&1 &
+  perf_pid=$!
+  perf stat -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync -p "$server_pid" \
+    -o "$IOTPKI_ROTATION_PERF.stat" >"$work/perfstat.out" 2>&1 &
+  stat_pid=$!
+  sleep 1
+fi
+audit_seq() { sqlite3 "$work/ca/iotpki.db" "SELECT COALESCE(MAX(seq), 0) FROM audit_log"; }
+audit0=$(audit_seq)
 cpu0=$(cpu_ticks "$server_pid")
 t0=$(date +%s.%N)
 "$iotpki" campaign create --dir "$work/ca" --name bench --batch bench --mode rekey \
@@ -102,8 +118,13 @@ while :; do
 done
 t1=$(date +%s.%N)
 cpu1=$(cpu_ticks "$server_pid")
+if [ -n "$perf_pid" ]; then
+  kill -INT "$perf_pid" "$stat_pid"
+  wait "$perf_pid" "$stat_pid" || true
+fi
 for p in "${sims[@]}"; do wait "$p" || true; done
 sims=()
+audit1=$(audit_seq)
 revoked=$(sqlite3 "$work/ca/iotpki.db" "SELECT COUNT(*) FROM rotation_jobs j JOIN certificates c
   ON c.serial = j.old_serial WHERE c.status = 'revoked'")
 hz=$(getconf CLK_TCK)
@@ -119,4 +140,5 @@ printf '\nrotated %d devices end to end in %.1f s: %.0f devices/s (old certifica
   "$devices" "$total" "$(calc "$devices / $total")" "$revoked"
 printf 'server CPU per rotation %.2f ms; crypto of one rotation %.2f ms (openssl speed: %s sign/s, %s verify/s, %s ECDH/s); ratio %.1fx\n' \
   "$cpu_ms" "$crypto_ms" "$sign_s" "$verify_s" "$ecdh_s" "$(calc "$cpu_ms / $crypto_ms")"
+printf 'audit rows per rotation %.1f\n' "$(calc "($audit1 - $audit0) / $devices")"
 printf '100,000 devices at this rate: %.0f s\n' "$(calc "100000 * $total / $devices")"

@@ -40,47 +40,77 @@ Scheduler::Scheduler(store::Store& store, Notifier& notifier, const Clock& clock
 
 Scheduler::~Scheduler() { Stop(); }
 
-Result<void> Scheduler::CommitStep(const Campaign& campaign, const Job& job, const JobStep& step,
-                                   TickReport& report) {
-  auto committed = store_.Commit(JobTransition(campaign, job, step, actor_));
-  if (!committed && committed.error().code() == Code::kAborted) {
-    // Another writer moved the job on (the device answered meanwhile, say): its step stands.
-    ++report.conflicts;
-    return {};
+Result<std::vector<bool>> Scheduler::CommitSteps(const std::vector<Planned>& steps,
+                                                 TickReport& report) {
+  std::vector<bool> committed(steps.size(), false);
+  if (steps.empty()) return committed;
+  // One transaction, one fsync, for the whole pass. A compare-and-set lost by one job (the
+  // device answered meanwhile, say) aborts it: then each step alone, and only the overtaken ones
+  // are dropped (their writer's step stands).
+  store::WriteBatch all;
+  for (const Planned& p : steps) all.Append(JobTransition(*p.campaign, p.job, p.step, actor_));
+  auto merged = store_.Commit(all);
+  if (merged) {
+    committed.assign(steps.size(), true);
+  } else if (merged.error().code() != Code::kAborted) {
+    return Fail(std::move(merged).error());
+  } else {
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const Planned& p = steps[i];
+      auto one = store_.Commit(JobTransition(*p.campaign, p.job, p.step, actor_));
+      if (!one && one.error().code() == Code::kAborted) {
+        ++report.conflicts;
+        continue;
+      }
+      if (!one) return Fail(std::move(one).error());
+      committed[i] = true;
+    }
   }
-  if (!committed) return Fail(std::move(committed).error());
-  if (step.to == JobState::kFailed) ++report.failed;
-  return {};
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (committed[i] && steps[i].step.to == JobState::kFailed) ++report.failed;
+  }
+  return committed;
 }
 
-Result<void> Scheduler::StepJob(const Campaign& campaign, const Job& job, int64_t now,
-                                TickReport& report) {
-  JobStep step = StepForDueJob(campaign, job, now, jitter_);
-  if (step.to != JobState::kNotified) return CommitStep(campaign, job, step, report);
-  if (job.state != JobState::kPending) ++report.retried;
-  // Recorded before it is sent: a crash between the two leaves a job that looks notified and
-  // is retried when its wait ends, never a device notified twice within its retry delay.
-  int64_t conflicts = report.conflicts;
-  IOTPKI_CHECK(CommitStep(campaign, job, step, report));
-  if (report.conflicts != conflicts) return {};
-  auto sent = notifier_.Notify({.campaign = campaign.spec.name,
-                                .job = job.ordinal,
-                                .device_id = job.device_id,
-                                .mode = campaign.spec.mode,
-                                .attempt = step.attempts,
-                                .answer_by = step.next_attempt_at});
-  if (sent) {
-    ++report.notified;
-    return {};
+Result<void> Scheduler::StepJobs(const std::map<int64_t, Campaign>& campaigns,
+                                 const std::vector<Job>& jobs, int64_t now, TickReport& report) {
+  std::vector<Planned> steps;
+  steps.reserve(jobs.size());
+  for (const Job& job : jobs) {
+    auto c = campaigns.find(job.campaign_id);
+    if (c == campaigns.end()) continue;  // Cannot happen: jobs reference their campaign.
+    steps.push_back({&c->second, job, StepForDueJob(c->second, job, now, jitter_)});
   }
-  Job notified = job;
-  notified.state = JobState::kNotified;
-  notified.attempts = step.attempts;
-  notified.next_attempt_at = step.next_attempt_at;
-  JobStep failure =
-      StepForFailure(campaign, notified, "notify: " + sent.error().message(), now, jitter_);
-  if (failure.to != JobState::kFailed) ++report.retried;
-  return CommitStep(campaign, notified, failure, report);
+  // Recorded before they are sent: a crash between the two leaves jobs that look notified and
+  // are retried when their wait ends, never a device notified twice within its retry delay.
+  IOTPKI_TRY(std::vector<bool> committed, CommitSteps(steps, report));
+  std::vector<Planned> failures;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const Planned& p = steps[i];
+    if (!committed[i] || p.step.to != JobState::kNotified) continue;
+    if (p.job.state != JobState::kPending) ++report.retried;
+    auto sent = notifier_.Notify({.campaign = p.campaign->spec.name,
+                                  .job = p.job.ordinal,
+                                  .device_id = p.job.device_id,
+                                  .mode = p.campaign->spec.mode,
+                                  .attempt = p.step.attempts,
+                                  .answer_by = p.step.next_attempt_at});
+    if (sent) {
+      ++report.notified;
+      continue;
+    }
+    Job notified = p.job;
+    notified.state = JobState::kNotified;
+    notified.attempts = p.step.attempts;
+    notified.next_attempt_at = p.step.next_attempt_at;
+    JobStep failure =
+        StepForFailure(*p.campaign, notified, "notify: " + sent.error().message(), now, jitter_);
+    if (failure.to != JobState::kFailed) ++report.retried;
+    failures.push_back({p.campaign, std::move(notified), std::move(failure)});
+  }
+  auto recorded = CommitSteps(failures, report);
+  if (!recorded) return Fail(std::move(recorded).error());
+  return {};
 }
 
 Result<TickReport> Scheduler::Tick() {
@@ -91,11 +121,7 @@ Result<TickReport> Scheduler::Tick() {
   IOTPKI_TRY(auto campaigns, store_.ListCampaigns());
   std::map<int64_t, Campaign> by_id;
   for (auto& c : campaigns) by_id.emplace(c.id, c);
-  for (const Job& job : jobs) {
-    auto c = by_id.find(job.campaign_id);
-    if (c == by_id.end()) continue;  // Cannot happen: jobs reference their campaign.
-    IOTPKI_CHECK(StepJob(c->second, job, now, report));
-  }
+  IOTPKI_CHECK(StepJobs(by_id, jobs, now, report));
   // Campaign actions read the counts after this pass's steps.
   for (const auto& [id, listed] : by_id) {
     if (listed.state != CampaignState::kRunning) continue;

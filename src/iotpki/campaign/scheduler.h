@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -83,8 +84,9 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // One pass: claim due jobs and step each (commit, then notify), then apply each running
-  // campaign's next action. Errors of the store end the pass; a lost compare-and-set does not.
+  // One pass: claim due jobs and step them (one commit for the pass, then the commands), then
+  // apply each running campaign's next action. Errors of the store end the pass; a lost
+  // compare-and-set does not.
   Result<TickReport> Tick();
 
   // Runs Tick on a thread until Stop: again at once while a pass claimed a full batch, after
@@ -95,10 +97,18 @@ class Scheduler {
   void Stop();
 
  private:
-  Result<void> StepJob(const store::Campaign& campaign, const store::Job& job, int64_t now,
-                       TickReport& report);
-  Result<void> CommitStep(const store::Campaign& campaign, const store::Job& job,
-                          const JobStep& step, TickReport& report);
+  struct Planned {
+    const store::Campaign* campaign;
+    store::Job job;
+    JobStep step;
+  };
+  // Steps every claimed job (one transaction for the pass), then sends the commands of those
+  // notified, then records the sends that failed (one more transaction).
+  Result<void> StepJobs(const std::map<int64_t, store::Campaign>& campaigns,
+                        const std::vector<store::Job>& jobs, int64_t now, TickReport& report);
+  // Commits `steps` in one transaction, or each alone when a compare-and-set was lost (counted
+  // in report.conflicts); which ones were committed, in order.
+  Result<std::vector<bool>> CommitSteps(const std::vector<Planned>& steps, TickReport& report);
 
   store::Store& store_;
   Notifier& notifier_;

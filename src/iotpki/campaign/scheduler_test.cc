@@ -180,6 +180,84 @@ TEST_F(SchedulerTest, UnreachableDeviceCountsAFailedAttempt) {
   EXPECT_THAT(*job->last_error, ::testing::HasSubstr("not reachable"));
 }
 
+// Sees, at each command, how many jobs the store holds as notified.
+class ObservingNotifier final : public Notifier {
+ public:
+  ObservingNotifier(store::Store& store, int64_t campaign_id)
+      : store_(store), campaign_id_(campaign_id) {}
+  Result<void> Notify(const RotateCommand& command) override {
+    auto counts = store_.CountJobs(campaign_id_);
+    int64_t notified = 0;
+    if (counts) {
+      for (const auto& row : *counts) {
+        if (row.state == JobState::kNotified) notified += row.n;
+      }
+    }
+    notified_at_send.push_back(notified);
+    sent.push_back(command);
+    return {};
+  }
+  std::vector<int64_t> notified_at_send;
+  std::vector<RotateCommand> sent;
+
+ private:
+  store::Store& store_;
+  int64_t campaign_id_;
+};
+
+TEST_F(SchedulerTest, RecordsAPassInOneTransactionBeforeSendingAnyCommand) {
+  // One transaction (one fsync) for the pass's notifications rather than one per job: when the
+  // first command leaves, every job of the pass is already durable as notified.
+  auto c = MakeCampaign(6, 6);
+  ObservingNotifier observer(*store_, c.id);
+  Scheduler s(*store_, observer, clock_, jitter_, {.owner = "a"});
+  auto report = MustTick(s);
+  EXPECT_EQ(report.notified, 6);
+  EXPECT_THAT(observer.notified_at_send, ::testing::Each(6));
+  EXPECT_TRUE(store::VerifyAuditChain(*store_)->intact);
+}
+
+// Confirms job `ordinal` through another store at its first call: the device answered between
+// the pass's claim and its commit.
+class AnsweringJitter final : public Jitter {
+ public:
+  AnsweringJitter(store::Store& other, store::Campaign campaign, int64_t ordinal)
+      : other_(other), campaign_(std::move(campaign)), ordinal_(ordinal) {}
+  int64_t Below(int64_t) override {
+    if (!done_) {
+      done_ = true;
+      auto job = other_.GetJob(campaign_.id, ordinal_);
+      EXPECT_TRUE(job);
+      EXPECT_TRUE(other_.Commit(JobTransition(
+          campaign_, *job, {.to = JobState::kConfirmed, .attempts = 1, .next_attempt_at = kStart},
+          "test")));
+    }
+    return 0;
+  }
+
+ private:
+  store::Store& other_;
+  store::Campaign campaign_;
+  int64_t ordinal_;
+  bool done_ = false;
+};
+
+TEST_F(SchedulerTest, AJobAnsweredDuringThePassLosesOnlyItsOwnStep) {
+  auto c = MakeCampaign(4, 4);
+  auto other = Open();
+  ASSERT_TRUE(other);
+  AnsweringJitter answering(*other, c, 2);
+  Scheduler s(*store_, notifier_, clock_, answering, {.owner = "a"});
+  auto report = MustTick(s);
+  EXPECT_EQ(report.claimed, 4);
+  EXPECT_EQ(report.conflicts, 1);
+  EXPECT_EQ(report.notified, 3);
+  for (const auto& cmd : notifier_.sent()) EXPECT_NE(cmd.job, 2) << "a confirmed job notified";
+  EXPECT_EQ(store_->GetJob(c.id, 2)->state, JobState::kConfirmed);
+  for (int64_t i : {0, 1, 3}) EXPECT_EQ(store_->GetJob(c.id, i)->state, JobState::kNotified);
+  EXPECT_TRUE(store::VerifyAuditChain(*store_)->intact);
+}
+
 TEST_F(SchedulerTest, TwoSchedulersOverOneStoreNotifyEachDeviceOnce) {
   MakeCampaign(60, 60);
   auto other = Open();

@@ -123,12 +123,24 @@ server::Response EnrollService::SimpleReenroll(const server::Request& request) {
     IOTPKI_CHECK(AuthorizeReenroll(client, csr));
     IOTPKI_TRY(auto formats, NegotiateCertFormat(request.accept, kEnrollFormats));
     if (formats.empty()) return NotAcceptable(kEnrollTypes, ErrorFormat::kEst, request);
-    IOTPKI_TRY(store::WriteBatch replaced, BindRenewal(client));
+    IOTPKI_TRY(Renewal renewal, BindRenewal(client));
     // Same key: renew; new key: rekey. A working certificate that certifies the IDevID's key
     // (JSON bootstrap without TLS client authentication) may be renewed with that key.
     bool renew = csr.public_key() == client.cert.public_key();
-    return IssueAndAnswer({.csr = csr, .device_id = client.device_id, .allow_birth_key = renew},
-                          formats, replaced);
+    // The first use rides in the renewal's transaction (one fsync for a rotation's re-enrollment
+    // rather than two); a renewal refused or not committed still records it.
+    store::WriteBatch first = renewal.first_use;
+    first.Append(renewal.replaced);
+    auto issued = IssueAndAnswer(
+        {.csr = csr, .device_id = client.device_id, .allow_birth_key = renew}, formats, first);
+    if (!issued && !renewal.first_use.empty()) {
+      if (auto used = committer_.Commit(renewal.first_use); !used) {
+        // The refusal stays the answer; a lost compare-and-set means another request of the
+        // device recorded the use first.
+        if (used.error().code() != Code::kAborted) return Fail(std::move(used).error());
+      }
+    }
+    return issued;
   }();
   return RenderEst(request, "est_simplereenroll", std::move(answer), started);
 }

@@ -4,7 +4,8 @@
 // with the newest valid LDevID of the device, or the one before it while the newest has not been
 // seen in use (a device that crashed before installing its renewal is not stranded). The first
 // time a device authenticates with an LDevID, that use is recorded (first_used_at) and every
-// valid LDevID of the device issued before it is revoked (superseded), in one transaction; a
+// valid LDevID of the device issued before it is revoked (superseded), in one transaction (the
+// renewal's own, or alone when the renewal is refused); a
 // renewal revokes, in its issuance transaction, every other valid LDevID of the device (a newer
 // one the device never installed). So a copied old LDevID stops working once its successor is
 // used.
@@ -32,7 +33,7 @@ bool IsValidLdevid(const CertificateRecord& c) {
 
 }  // namespace
 
-Result<store::WriteBatch> EnrollService::BindRenewal(const Client& client) {
+Result<EnrollService::Renewal> EnrollService::BindRenewal(const Client& client) {
   // AuthorizeReenroll has established that the record is this device's LDevID.
   const std::string& serial = client.record->serial;
   IOTPKI_TRY(auto certs, authority_.store().ListCertificatesForDevice(client.device_id));
@@ -59,29 +60,29 @@ Result<store::WriteBatch> EnrollService::BindRenewal(const Client& client) {
                 "nor the one before it");
   }
   int64_t now = authority_.clock().NowUnix();
+  Renewal renewal;
   std::vector<std::string> revoked_now;
   if (!self->first_used_at) {
-    // First use: the earlier working certificates are retired at once, whatever this request's
-    // outcome.
-    store::WriteBatch first_use;
-    first_use.MarkCertificateUsed(serial);
+    // First use: the earlier working certificates are retired whatever this request's outcome:
+    // in the renewal's transaction, or alone if the renewal is refused (SimpleReenroll).
+    renewal.first_use.MarkCertificateUsed(serial);
     for (const auto& c : certs) {
       if (!IsValidLdevid(c) || c.serial == serial || c.not_before > self->not_before) continue;
-      ca::PlanRevocation(first_use, c, store::RevocationReason::kSuperseded, now, options_.actor);
+      ca::PlanRevocation(renewal.first_use, c, store::RevocationReason::kSuperseded, now,
+                         options_.actor);
       revoked_now.push_back(c.serial);
     }
-    IOTPKI_CHECK(committer_.Commit(first_use));
   }
   // What the renewal replaces: every other working certificate still valid.
-  store::WriteBatch replaced;
   for (const auto& c : certs) {
     if (!IsValidLdevid(c) || c.serial == serial ||
         std::find(revoked_now.begin(), revoked_now.end(), c.serial) != revoked_now.end()) {
       continue;
     }
-    ca::PlanRevocation(replaced, c, store::RevocationReason::kSuperseded, now, options_.actor);
+    ca::PlanRevocation(renewal.replaced, c, store::RevocationReason::kSuperseded, now,
+                       options_.actor);
   }
-  return replaced;
+  return renewal;
 }
 
 Result<store::WriteBatch> EnrollService::CheckReentry(const std::string& device_id) {

@@ -131,12 +131,17 @@ class EnrollService {
   // CheckCsrSubject.
   Result<void> AuthorizeServerKeygen(const Client& client, const x509::Csr& csr) const;
   // The lifecycle rules (lifecycle.cc). BindRenewal: simplereenroll only with the current
-  // working certificate (or the one before it while the newest is unused); records the client
-  // certificate's first use (retiring earlier ones, committed at once) and returns the
+  // working certificate (or the one before it while the newest is unused); returns the client
+  // certificate's first use (retiring earlier ones; empty if it was used before), which the
+  // renewal's transaction carries and which is committed alone if the renewal is not, and the
   // revocations the renewal's transaction carries. CheckReentry: for simpleenroll and the JSON
   // API, refuses a device that may not enroll again and returns the cert.reentry audit row of one
   // that re-enters after expiry (empty otherwise).
-  Result<store::WriteBatch> BindRenewal(const Client& client);
+  struct Renewal {
+    store::WriteBatch first_use;
+    store::WriteBatch replaced;
+  };
+  Result<Renewal> BindRenewal(const Client& client);
   Result<store::WriteBatch> CheckReentry(const std::string& device_id);
   // `tls` is the TLS client certificate, if any: a device_cert with the same DER is taken from
   // it instead of being parsed again.

@@ -16,6 +16,7 @@
 #include "iotpki/ca/bootstrap.h"
 #include "iotpki/ca/revocation.h"
 #include "iotpki/crypto/primitives.h"
+#include "iotpki/store/audit.h"
 #include "iotpki/x509/cms.h"
 #include "iotpki/x509/test_util.h"
 
@@ -363,13 +364,15 @@ class LifecycleTest : public ServiceTest {
     clock_.Advance(std::chrono::seconds(60));
     return Ldevids(d.idevid.common_name()).back();
   }
-  // simplereenroll with `current` (rekey); the status, and the clock moved on.
-  int Reenroll(const x509::Certificate& current, std::string* body = nullptr) {
+  // simplereenroll with `current` (rekey, with a new key unless `key` is given); the status,
+  // and the clock moved on.
+  int Reenroll(const x509::Certificate& current, std::string* body = nullptr,
+               const crypto::PrivateKey* key = nullptr) {
     x509::NameFields subject{.organization = current.organization(),
                              .common_name = current.common_name(),
                              .serial_number = current.serial_number()};
-    auto key = crypto::PrivateKey::Generate();
-    auto csr = x509::MakeCsr(*key, subject, current.subject_alt_names());
+    crypto::PrivateKey k = key ? *key : *crypto::PrivateKey::Generate();
+    auto csr = x509::MakeCsr(k, subject, current.subject_alt_names());
     EXPECT_TRUE(csr);
     auto request = Est(&current, *csr, /*issuer_index=*/1);
     request.path = "/.well-known/est/simplereenroll";
@@ -434,6 +437,39 @@ TEST_F(LifecycleTest, CopiedOldLdevidIsRefusedOnceTheRenewalIsUsed) {
   EXPECT_EQ(Reenroll(l1, &body), 403);  // the copy kept by an attacker
   EXPECT_NE(body.find("revoked (superseded)"), std::string::npos) << body;
   EXPECT_EQ(Ldevids(id).size(), 3u);
+}
+
+TEST_F(LifecycleTest, FirstUseAndTheRenewalAreOneTransaction) {
+  // A rotation re-enrolls with a working certificate the server has not seen in use: its first
+  // use, the revocations it brings and the renewal are one commit (one fsync), not two.
+  Dev d = Provision("SN-ONE");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  ASSERT_EQ(Reenroll(l1), 200);  // l2, never used
+  x509::Certificate l2 = Ldevids(id).back();
+  uint64_t before = service_->committer().stats().transactions;
+  ASSERT_EQ(Reenroll(l2), 200);  // first use of l2: l1 retired, l3 issued
+  EXPECT_EQ(service_->committer().stats().transactions - before, 1u);
+  EXPECT_TRUE(Record(l2).first_used_at.has_value());
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kRevoked);
+  EXPECT_EQ(Ldevids(id).size(), 3u);
+  EXPECT_TRUE(store::VerifyAuditChain(authority_->store())->intact);
+}
+
+TEST_F(LifecycleTest, FirstUseStandsWhenTheRenewalIsRefused) {
+  Dev d = Provision("SN-FU"), other = Provision("SN-FU2");
+  std::string id = d.idevid.common_name();
+  x509::Certificate l1 = Enroll(d);
+  ASSERT_EQ(Reenroll(l1), 200);  // l2, never used
+  x509::Certificate l2 = Ldevids(id).back();
+  // Another device's key: the CA refuses the renewal, but l2 was used, so l1 is retired.
+  std::string body;
+  EXPECT_EQ(Reenroll(l2, &body, &other.key), 409) << body;
+  EXPECT_EQ(Ldevids(id).size(), 2u);
+  EXPECT_TRUE(Record(l2).first_used_at.has_value());
+  EXPECT_EQ(Record(l1).status, store::CertStatus::kRevoked);
+  EXPECT_EQ(Record(l1).revocation_reason, store::RevocationReason::kSuperseded);
+  EXPECT_TRUE(store::VerifyAuditChain(authority_->store())->intact);
 }
 
 TEST_F(LifecycleTest, DeviceThatLostItsRenewalRenewsWithTheOldOne) {
