@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "iotpki/agent/commands.h"
+#include "iotpki/agent/https_client.h"
 #include "iotpki/common/file.h"
 #include "iotpki/mqtt/client.h"
 
@@ -79,40 +80,50 @@ iotpki::Result<fs::path> DefaultMqttCa(const AgentOptions& o) {
 }
 
 struct Session {
+  // Declared before the client, which is destroyed first: the client's TLS context signs with it.
+  std::shared_ptr<const iotpki::crypto::Signer> key;
   std::unique_ptr<iotpki::mqtt::Client> client;
   std::string device_id;
 };
 
-// Connects with the active slot's certificate (its resolved path: a rotation during the
-// session does not change the files this session presents).
+// Connects with the active slot's certificate and key, read once (a rotation during the session
+// does not change what this session presents), through a TLS context of our own: a key in a
+// PKCS#11 token or a TPM signs the handshake there, which libmosquitto's key file cannot do.
 iotpki::Result<Session> Connect(const AgentOptions& o, const iotpki::mqtt::BrokerAddress& broker,
                                 const fs::path& ca, Inbox& inbox) {
-  std::error_code ec;
-  fs::path slot = fs::canonical(o.state / "active", ec);
-  if (ec) {
+  IOTPKI_TRY(auto identity, iotpki::agent::LoadActiveIdentity(o));
+  IOTPKI_TRY(std::string ca_pem, iotpki::ReadTextFile(ca, 1 << 20));
+  auto anchors = iotpki::x509::Certificate::ChainFromPem(ca_pem);
+  if (!anchors || anchors->empty()) {
     return iotpki::Fail(iotpki::Code::kFailedPrecondition,
-                        "no active working certificate in " + o.state.string());
+                        ca.string() + " holds no PEM certificate to verify the broker with");
   }
-  IOTPKI_TRY(std::string cert_pem, iotpki::ReadTextFile(slot / "cert.pem", 1 << 16));
-  IOTPKI_TRY(auto cert, iotpki::x509::Certificate::FromPem(cert_pem));
-  std::string id = cert.common_name();
+  iotpki::agent::TlsSettings tls{.client_chain = {identity.certificate.ToDer()},
+                                 .client_key = identity.key.get()};
+  for (const auto& c : *anchors) tls.trust_anchors.push_back(c.ToDer());
+  IOTPKI_TRY(auto ctx, iotpki::agent::MakeClientTlsContext(tls, broker.host));
+  std::string id = identity.certificate.common_name();
   std::string topic = iotpki::agent::CommandTopic(id);
   iotpki::mqtt::ClientOptions mo{.host = broker.host,
                                  .port = broker.port,
                                  .client_id = id,
                                  .clean_session = false,
-                                 .ca_file = ca,
-                                 .cert_file = slot / "cert.pem",
-                                 .key_file = slot / "key.pem",
-                                 .key_passphrase = o.key_passphrase};
-  IOTPKI_TRY(auto client,
+                                 .ssl_ctx = std::move(ctx)};
+  Session session{.key = identity.key, .device_id = id};
+  IOTPKI_TRY(session.client,
              iotpki::mqtt::Client::Create(mo, [&inbox, topic](const iotpki::mqtt::Message& m) {
                if (m.topic == topic) inbox.Push(m.payload);
              }));
-  IOTPKI_CHECK(client->Connect());
-  client->Start();
-  IOTPKI_CHECK(client->Subscribe(topic, 1));
-  return Session{.client = std::move(client), .device_id = id};
+  IOTPKI_CHECK(session.client->Connect());
+  session.client->Start();
+  IOTPKI_CHECK(session.client->Subscribe(topic, 1));
+  return session;
+}
+
+void PrintOrphans(const iotpki::agent::Recovered& r) {
+  for (const auto& uri : r.orphans_deleted) {
+    std::cout << "recover: deleted the orphaned key " << uri << " (no slot names it)" << std::endl;
+  }
 }
 
 // A rotation whose confirmation did not reach the server (the server went away after the
@@ -126,6 +137,7 @@ bool Settle(const AgentOptions& o) {
     Report(r.error());
     return false;
   }
+  PrintOrphans(*r);
   if (r->what == iotpki::agent::Recovery::kNothing) return false;
   std::cout << "recover: " << iotpki::agent::RecoveryName(r->what) << std::endl;
   return r->what == iotpki::agent::Recovery::kCompleted ||
@@ -163,6 +175,7 @@ int RunDaemon(const AgentOptions& options, const DaemonOptions& daemon) {
   while (!g_stop) {
     auto r = iotpki::agent::Recover(options);
     if (r) {
+      PrintOrphans(*r);
       if (r->what != iotpki::agent::Recovery::kNothing) {
         std::cout << "recover: " << iotpki::agent::RecoveryName(r->what) << std::endl;
       }

@@ -65,8 +65,9 @@ int main(int argc, char** argv) {
   app.add_option("--key-passphrase-file", key_passphrase_file,
                  "First line decrypts factory/key.pem (default: $IOTPKI_DEVICE_KEY_PASSPHRASE)");
   app.add_option("--key-store", options.key_store,
-                 "Make new device keys inside a TPM: tpm2: (TPM2OPENSSL_TCTI names the TPM; "
-                 "default: the one bootstrap was given)");
+                 "Make new device keys inside a TPM, tpm2: (TPM2OPENSSL_TCTI names the TPM), or a "
+                 "PKCS#11 token, pkcs11:token=LABEL (PIN from IOTPKI_PKCS11_PIN; default: the "
+                 "one bootstrap was given)");
   app.add_option("--timeout", timeout, "Seconds for each request (default 30)")
       ->check(CLI::Range(1, 3600));
 
@@ -156,6 +157,9 @@ int main(int argc, char** argv) {
     if (rotate->parsed() || recover->parsed()) {
       auto recovered = iotpki::agent::Recover(options);
       if (!recovered) return Report(recovered.error());
+      for (const auto& uri : recovered->orphans_deleted) {
+        std::cout << "recover: deleted the orphaned key " << uri << " (no slot names it)\n";
+      }
       if (recovered->what != iotpki::agent::Recovery::kNothing || recover->parsed()) {
         std::cout << "recover: " << iotpki::agent::RecoveryName(recovered->what) << "\n";
       }

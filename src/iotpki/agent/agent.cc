@@ -1,9 +1,11 @@
 #include "iotpki/agent/agent.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "iotpki/agent/https_client.h"
 #include "iotpki/c509/c509.h"
@@ -11,6 +13,7 @@
 #include "iotpki/common/strings.h"
 #include "iotpki/crypto/key_store.h"
 #include "iotpki/crypto/ossl.h"
+#include "iotpki/crypto/pkcs11_key_store.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/crypto/signer.h"
 #include "iotpki/x509/cms.h"
@@ -59,10 +62,14 @@ Error Refused(const HttpResponse& r) {
                "HTTP " + std::to_string(r.status) + (reason.empty() ? "" : ": " + reason));
 }
 
+using DeviceKey = std::shared_ptr<const crypto::Signer>;
+
 struct Factory {
   x509::Certificate idevid;
-  std::optional<crypto::PrivateKey> key;  // unless loaded without it
-  std::vector<x509::Certificate> chain;   // manufacturing CA, root
+  // The IDevID key (null when loaded without it): from key.pem, or from the device's token or
+  // TPM when key.uri names it there (the factory's secure element).
+  DeviceKey key;
+  std::vector<x509::Certificate> chain;  // manufacturing CA, root
   x509::Certificate root;
   std::string device_id;
   Bytes k_dev;  // empty if the bundle has no bootstrap.hex
@@ -88,8 +95,6 @@ Result<crypto::PrivateKey> LoadKey(const fs::path& path, const std::string& pass
   return key;
 }
 
-using DeviceKey = std::shared_ptr<const crypto::Signer>;
-
 // The key store new device keys are made in: the option, else the one bootstrap saved.
 std::string KeyStoreOf(const AgentOptions& o) {
   if (!o.key_store.empty()) return o.key_store;
@@ -97,22 +102,36 @@ std::string KeyStoreOf(const AgentOptions& o) {
   return saved ? saved->substr(0, saved->find('\n')) : std::string();
 }
 
+// The --key-store value: "tpm2:" or a PKCS#11 token's URI (the agent names each key itself).
 Result<void> CheckKeyStore(const std::string& store) {
   if (store.empty() || store == "tpm2:") return {};
   if (store.rfind("pkcs11:", 0) == 0) {
-    return Fail(Code::kInvalidArgument,
-                "--key-store pkcs11: is not supported by the agent yet: its TLS handshake needs "
-                "an OpenSSL key, which a PKCS#11 token key is not without a pkcs11 provider "
-                "(Debian 12 has none); use --key-store tpm2:");
+    auto uri = crypto::ParsePkcs11Uri(store);
+    if (!uri) {
+      return Fail(Code::kInvalidArgument,
+                  "--key-store: " + uri.error().message() + " (expected pkcs11:token=LABEL)");
+    }
+    if (uri->token.empty() || !uri->object.empty() || !uri->id.empty()) {
+      return Fail(Code::kInvalidArgument,
+                  "--key-store pkcs11: names the token only (pkcs11:token=LABEL); the agent "
+                  "labels each key it makes there");
+    }
+    if (!uri->pin_value.empty()) {
+      return Fail(Code::kInvalidArgument,
+                  "--key-store: a PIN in the URI (pin-value) is refused: set IOTPKI_PKCS11_PIN "
+                  "or add ?pin-source=file:PATH");
+    }
+    return {};
   }
-  return Fail(
-      Code::kInvalidArgument,
-      "--key-store: expected tpm2: (keys made in the TPM named by TPM2OPENSSL_TCTI), not '" +
-          store.substr(0, 80) + "'");
+  return Fail(Code::kInvalidArgument,
+              "--key-store: expected tpm2: (keys made in the TPM named by TPM2OPENSSL_TCTI) or "
+              "pkcs11:token=LABEL (a PKCS#11 token), not '" +
+                  store.substr(0, 80) + "'");
 }
 
 // A new device key: in memory (the slot's key.pem), or made inside the key store (only its URI,
-// the slot's key.uri, is written: a TPM key blob in STATE/keys/ that only this TPM can load).
+// the slot's key.uri, is written: a TPM key blob in STATE/keys/ that only this TPM can load, or
+// a token key labelled ldevid-<random> that never leaves the token).
 Result<DeviceKey> NewDeviceKey(const AgentOptions& o) {
   std::string store = KeyStoreOf(o);
   IOTPKI_CHECK(CheckKeyStore(store));
@@ -120,9 +139,15 @@ Result<DeviceKey> NewDeviceKey(const AgentOptions& o) {
     IOTPKI_TRY(crypto::PrivateKey key, Local(crypto::PrivateKey::Generate(crypto::KeyType::kP256)));
     return DeviceKey(std::make_shared<crypto::PrivateKey>(std::move(key)));
   }
-  std::error_code ec;
-  fs::create_directories(o.state / "keys", ec);
-  std::string uri = "tpm2:blob=keys/ldevid-" + ToHex(crypto::RandomBytes(8)) + ".tpm";
+  std::string name = "ldevid-" + ToHex(crypto::RandomBytes(8));
+  std::string uri;
+  if (store == "tpm2:") {
+    std::error_code ec;
+    fs::create_directories(o.state / "keys", ec);
+    uri = "tpm2:blob=keys/" + name + ".tpm";
+  } else {
+    uri = crypto::AppendPkcs11Attribute(store, "object=" + name);
+  }
   IOTPKI_TRY(auto ks, Local(crypto::KeyStoreFor(uri, {.base_dir = o.state})));
   auto key = ks->Generate(uri, crypto::KeyType::kP256);
   if (!key) return Fail(Local(std::move(key).error().Context("a new key in " + store)));
@@ -167,11 +192,11 @@ std::string SlotKeyUri(const fs::path& slot_dir) {
 }
 
 // Removes a slot, and the store key it names unless a slot that stays (active, previous) names
-// it too: a renewal without a new key shares it.
+// it too (a renewal without a new key shares it), or it is the IDevID key (factory/key.uri).
 void RemoveSlot(const fs::path& state, const fs::path& slot_dir) {
   std::string uri = SlotKeyUri(slot_dir);
   if (!uri.empty() && uri != SlotKeyUri(state / "active") &&
-      uri != SlotKeyUri(state / "previous")) {
+      uri != SlotKeyUri(state / "previous") && uri != SlotKeyUri(state / "factory")) {
     if (auto ks = crypto::KeyStoreFor(uri, {.base_dir = state})) (void)(*ks)->Delete(uri);
   }
   std::error_code ec;
@@ -192,12 +217,13 @@ Result<Factory> LoadFactory(const AgentOptions& o, bool with_key = true) {
   IOTPKI_TRY(std::string chain_pem, Local(ReadTextFile(dir / "chain.pem", 1 << 20)));
   IOTPKI_TRY(auto chain, Local(x509::Certificate::ChainFromPem(chain_pem)));
   IOTPKI_TRY(x509::Certificate root, FindRoot(chain, dir / "chain.pem"));
-  std::optional<crypto::PrivateKey> key;
+  DeviceKey key;
   if (with_key) {
-    IOTPKI_TRY(key, LoadKey(dir / "key.pem", o.key_passphrase));
+    // key.uri: the IDevID key lives in the device's token or TPM (the folder has no key.pem).
+    IOTPKI_TRY(key, LoadSlotKey(dir, o.state, o.key_passphrase));
     if (!(key->public_key() == idevid.public_key())) {
-      return Fail(Code::kFailedPrecondition,
-                  (dir / "key.pem").string() + " is not the key of " + (dir / "cert.pem").string());
+      return Fail(Code::kFailedPrecondition, "the key of " + dir.string() + " is not the key of " +
+                                                 (dir / "cert.pem").string());
     }
   }
   Factory f{.idevid = idevid,
@@ -420,6 +446,39 @@ Result<Slot> LoadActive(const AgentOptions& o) {
   return LoadSlot(o.state / "active", o.state, o.key_passphrase);
 }
 
+// A key in a store, opened for each signature and closed after it: for a TLS session that signs
+// once per handshake and then lives for hours (MQTT), so that it holds no TPM object slot in
+// between (a TPM without a resource manager has three, and a rotation needs two besides).
+class OpenPerUseSigner final : public crypto::Signer {
+ public:
+  OpenPerUseSigner(std::string uri, fs::path state, crypto::PublicKey pub)
+      : uri_(std::move(uri)), state_(std::move(state)), public_(std::move(pub)) {}
+  const crypto::PublicKey& public_key() const override { return public_; }
+  std::string uri() const override { return uri_; }
+  Result<Bytes> Sign(ByteView data) const override {
+    IOTPKI_TRY(auto key, Open());
+    return key->Sign(data);
+  }
+  Result<Bytes> SignDigest(ByteView hash) const override {
+    IOTPKI_TRY(auto key, Open());
+    return key->SignDigest(hash);
+  }
+
+ private:
+  Result<std::unique_ptr<crypto::Signer>> Open() const {
+    IOTPKI_TRY(auto ks, crypto::KeyStoreFor(uri_, {.base_dir = state_}));
+    IOTPKI_TRY(auto key, ks->Open(uri_));
+    if (!(key->public_key() == public_)) {
+      return Fail(Code::kFailedPrecondition, "the key at " + uri_ + " changed");
+    }
+    return key;
+  }
+
+  std::string uri_;
+  fs::path state_;
+  crypto::PublicKey public_;
+};
+
 // POST /api/v1/devices/<id>/rotation over mutual TLS with `slot`'s certificate.
 Result<HttpResponse> SendRotationAnswer(const ServerAddress& server, const x509::Certificate& root,
                                         const Slot& slot, const std::string& campaign, int64_t job,
@@ -481,7 +540,50 @@ Result<void> DropPending(const fs::path& state, const std::string& slot) {
   return Local(SyncDirectory(state));
 }
 
+// A key made for a request in flight is named by no slot until the slot is written (seconds
+// later); only keys older than this are orphans.
+constexpr int64_t kOrphanKeyAge = 3600;
+
+// TPM key blobs in STATE/keys/ that no slot (nor the factory) names: what a crash between making
+// a key and writing its slot leaves behind (NewKeyGuard deletes it on every other failure). The
+// TPM keeps no copy of a blob's key, so deleting the blob destroys the key. Returns their URIs.
+// A PKCS#11 token's keys are not listed here (the key store has no listing).
+std::vector<std::string> RemoveOrphanKeys(const AgentOptions& o) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (!fs::is_directory(o.state / "keys", ec)) return removed;
+  std::set<std::string> named = {SlotKeyUri(o.state / "factory")};
+  for (const auto& entry : fs::directory_iterator(o.state / "slots", ec)) {
+    named.insert(SlotKeyUri(entry.path()));
+  }
+  int64_t now = o.clock->NowUnix();
+  for (const auto& entry : fs::directory_iterator(o.state / "keys", ec)) {
+    std::string name = entry.path().filename().string();
+    std::string uri = "tpm2:blob=keys/" + name;
+    struct stat st {};
+    if (name.size() < 5 || name.substr(name.size() - 4) != ".tpm" || named.count(uri) != 0 ||
+        ::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        now - static_cast<int64_t>(st.st_mtime) < kOrphanKeyAge) {
+      continue;
+    }
+    auto ks = crypto::KeyStoreFor(uri, {.base_dir = o.state});
+    if (ks && (*ks)->Delete(uri)) removed.push_back(uri);
+  }
+  return removed;
+}
+
 }  // namespace
+
+Result<ActiveIdentity> LoadActiveIdentity(const AgentOptions& o) {
+  IOTPKI_TRY(Slot slot, LoadActive(o));
+  std::shared_ptr<const crypto::Signer> key = slot.key;
+  if (!key->in_process()) {
+    // Opened once above (it matches the certificate); from now on only for each signature.
+    key = std::make_shared<OpenPerUseSigner>(key->uri(), o.state, key->public_key());
+    slot.key.reset();
+  }
+  return ActiveIdentity{.certificate = std::move(slot.cert), .key = std::move(key)};
+}
 
 Outcome Classify(const Error& error) {
   switch (error.code()) {
@@ -529,14 +631,19 @@ Result<Installed> Bootstrap(const AgentOptions& o, BootstrapMode mode) {
   bool client_auth = mode != BootstrapMode::kJsonWithoutClientCertificate;
   if (client_auth) {
     tls.client_chain = {f.idevid.ToDer()};
-    tls.client_key = &*f.key;
+    tls.client_key = f.key.get();
   }
   // A new key for the working certificate, unless the IDevID key must sign the CSR itself.
   if (!client_auth && !KeyStoreOf(o).empty()) {
     return Fail(Code::kInvalidArgument,
                 "--no-client-cert keeps the factory key, --key-store makes a new one: not both");
   }
-  DeviceKey key = std::make_shared<crypto::PrivateKey>(*f.key);
+  if (!client_auth && !f.key->in_process()) {
+    return Fail(Code::kInvalidArgument,
+                "--no-client-cert keeps the IDevID key as the working key, which a key in a "
+                "token or TPM (factory/key.uri) cannot be: use --est or --json");
+  }
+  DeviceKey key = f.key;
   if (client_auth) {
     IOTPKI_TRY(key, NewDeviceKey(o));
   }
@@ -724,10 +831,15 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& o) {
                 "serverkeygen makes the key on the server; with --key-store the key is made "
                 "in the store (use --est)");
   }
+  if (!f.key->in_process()) {
+    return Fail(Code::kInvalidArgument,
+                "serverkeygen seals the new key to the IDevID key, which a token or TPM key "
+                "(factory/key.uri) cannot open here: use --est");
+  }
   int64_t now = o.clock->NowUnix();
   TlsSettings tls{.trust_anchors = {f.root.ToDer()},
                   .client_chain = {f.idevid.ToDer()},
-                  .client_key = &*f.key,
+                  .client_key = f.key.get(),
                   .timeout = o.timeout};
   // RFC 7030 4.4.1: a CSR as for simpleenroll, whose key the server ignores. The IDevID key
   // signs it: this device may have no randomness for a key of its own.
@@ -915,10 +1027,14 @@ Result<Recovered> Recover(const AgentOptions& o) {
   for (const auto& entry : fs::directory_iterator(o.state / "slots", ec)) {
     if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path(), ec);
   }
+  std::vector<std::string> orphans = RemoveOrphanKeys(o);
   auto pending = ReadPending(o.state);
-  if (!pending) return Recovered{};
+  if (!pending) return Recovered{.orphans_deleted = std::move(orphans)};
   auto done = [&](Recovery what) {
-    return Recovered{.what = what, .campaign = pending->campaign, .job = pending->job};
+    return Recovered{.what = what,
+                     .campaign = pending->campaign,
+                     .job = pending->job,
+                     .orphans_deleted = orphans};
   };
   if (!pending->slot.empty() &&
       LinkTarget(o.state / "active") == (fs::path("slots") / pending->slot).string()) {

@@ -7,10 +7,14 @@
 //                         cert.pem (IDevID), chain.pem (manufacturing CA then root),
 //                         bootstrap.hex (K_dev, for the JSON API), key.pem (the IDevID key:
 //                         PKCS#8 PEM, encrypted under the batch's transport passphrase or plain)
+//                         or, for a key made in the device's secure element (`mfg provision
+//                         --secure-element`), key.uri: its URI (the manifest's key_uri). That
+//                         key is never deleted by the agent.
 //   STATE/slots/NAME/     each working certificate installed: cert.pem, chain.pem (the
 //                         operational CA), key.pem (plain PKCS#8, mode 0600) or, for a key
 //                         made in a key store (--key-store), key.uri (the key's URI)
-//   STATE/keys/           with --key-store tpm2:, the TPM's key blobs (only that TPM loads them)
+//   STATE/keys/           with --key-store tpm2:, the TPM's key blobs (only that TPM loads them);
+//                         with --key-store pkcs11:, nothing (the keys stay in the token)
 //   STATE/key-store       the --key-store bootstrap was given (later commands' default)
 //   STATE/active          symlink to the slot in use; replaced by rename(2), so it always names a
 //                         complete slot, old or new
@@ -28,14 +32,17 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/clock.h"
 #include "iotpki/common/error.h"
 #include "iotpki/crypto/bootstrap_token.h"
+#include "iotpki/crypto/signer.h"
 #include "iotpki/x509/certificate.h"
 
 namespace iotpki::agent {
@@ -48,8 +55,11 @@ struct AgentOptions {
   std::string key_passphrase;
   // Where new device keys are made (docs/hardware-keys.md). Empty: in memory, written to the
   // slot's key.pem. "tpm2:": inside the TPM that TPM2OPENSSL_TCTI names; the slot keeps only the
-  // key's URI (key.uri) and STATE/keys/ the TPM's key blob. Bootstrap saves it in
-  // STATE/key-store, the default of every later command.
+  // key's URI (key.uri) and STATE/keys/ the TPM's key blob. "pkcs11:token=LABEL" (RFC 7512,
+  // optionally ?pin-source=file:PATH&module-path=...): inside that PKCS#11 token (module from
+  // IOTPKI_PKCS11_MODULE, PIN from IOTPKI_PKCS11_PIN or pin-source), non-extractable, labelled
+  // ldevid-<random>; the slot keeps only its URI. Bootstrap saves it in STATE/key-store, the
+  // default of every later command.
   std::string key_store;
   std::chrono::seconds timeout{30};
   // EST enrollments ask for the certificate in C509 (application/cose-c509-cert+cbor, draft-
@@ -87,6 +97,17 @@ Result<Installed> BootstrapServerKeygen(const AgentOptions& options);
 // EST simplereenroll with the active working certificate; `rekey` makes a new key, otherwise
 // the current key is kept (renew).
 Result<Installed> Renew(const AgentOptions& options, bool rekey);
+
+// The active working certificate and its key, for a connection the agent keeps besides its
+// HTTPS requests (the daemon's MQTT session, through MakeClientTlsContext). A key in a store
+// (key.uri: a TPM or a PKCS#11 token) is checked against the certificate here and then opened
+// for each signature only, so that a long session holds no TPM object between handshakes. The
+// result does not follow a later rotation: the session presents what was active when it began.
+struct ActiveIdentity {
+  x509::Certificate certificate;
+  std::shared_ptr<const crypto::Signer> key;
+};
+Result<ActiveIdentity> LoadActiveIdentity(const AgentOptions& options);
 
 // --- Over-the-air rotation (docs/rotation.md, "The device's side") ---
 
@@ -145,9 +166,13 @@ struct Recovered {
   // The job the pending rotation was for (empty campaign: none, or unreadable).
   std::string campaign;
   int64_t job = 0;
+  // TPM key blobs deleted because no slot named them (older than an hour: a crash between
+  // making a key and writing its slot left them), as URIs.
+  std::vector<std::string> orphans_deleted;
 };
 // At start: finishes or discards a pending rotation so that `active` names a working
-// certificate. Unavailable (STATE/pending kept) if the confirmation cannot reach the server.
+// certificate, and deletes the orphaned TPM key blobs of STATE/keys/ (above). Unavailable
+// (STATE/pending kept) if the confirmation cannot reach the server.
 Result<Recovered> Recover(const AgentOptions& options);
 
 // When a device renews by itself, without a campaign: at two thirds of the certificate's

@@ -6,7 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "iotpki/agent/https_client.h"
 #include "iotpki/ca/bootstrap.h"
@@ -153,6 +158,48 @@ TEST(AgentTest, RotateNeedsABootstrappedStateAndAJob) {
   auto nothing = Recover(o);
   ASSERT_TRUE(nothing) << nothing.error().ToString();
   EXPECT_EQ(nothing->what, Recovery::kNothing);
+}
+
+// A crash between making a TPM key and writing the slot that names it leaves the key's blob in
+// STATE/keys/. Recover deletes such blobs once they are an hour old, and never a blob a slot or
+// the factory names. (Deleting a blob needs no TPM: the TPM keeps no copy of the key.)
+TEST(AgentTest, RecoverDeletesOrphanedKeyBlobs) {
+  namespace fs = std::filesystem;
+  fs::path state = fs::temp_directory_path() / ("iotpki-agent-orphans-" + std::to_string(getpid()));
+  fs::remove_all(state);
+  fs::create_directories(state / "keys");
+  fs::create_directories(state / "slots" / "ldevid-01");
+  fs::create_directories(state / "slots" / ".tmp-0a0b");
+  fs::create_directories(state / "factory");
+  auto write = [](const fs::path& p, const std::string& text) { std::ofstream(p) << text; };
+  for (const char* name : {"named", "idevid", "orphan", "tmp-slot", "fresh"}) {
+    write(state / "keys" / (std::string("ldevid-") + name + ".tpm"), "blob");
+  }
+  write(state / "keys" / "notes.txt", "not a key blob");
+  write(state / "slots" / "ldevid-01" / "key.uri", "tpm2:blob=keys/ldevid-named.tpm\n");
+  write(state / "factory" / "key.uri", "tpm2:blob=keys/ldevid-idevid.tpm\n");
+  // A slot a crash left half written names nothing: Recover removes it first.
+  write(state / "slots" / ".tmp-0a0b" / "key.uri", "tpm2:blob=keys/ldevid-tmp-slot.tpm\n");
+  int64_t now = time(nullptr);
+  FakeClock clock(now + 2 * 3600);
+  // Made "just now" as far as the clock is concerned: a request in flight may own it.
+  fs::last_write_time(
+      state / "keys" / "ldevid-fresh.tpm",
+      fs::last_write_time(state / "keys" / "ldevid-fresh.tpm") + std::chrono::hours(2));
+  AgentOptions o{.state = state, .clock = &clock};
+  auto r = Recover(o);
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(r->what, Recovery::kNothing);
+  std::sort(r->orphans_deleted.begin(), r->orphans_deleted.end());
+  EXPECT_EQ(r->orphans_deleted, (std::vector<std::string>{"tpm2:blob=keys/ldevid-orphan.tpm",
+                                                          "tpm2:blob=keys/ldevid-tmp-slot.tpm"}));
+  EXPECT_TRUE(fs::exists(state / "keys" / "ldevid-named.tpm"));
+  EXPECT_TRUE(fs::exists(state / "keys" / "ldevid-idevid.tpm"));
+  EXPECT_TRUE(fs::exists(state / "keys" / "ldevid-fresh.tpm"));
+  EXPECT_TRUE(fs::exists(state / "keys" / "notes.txt"));
+  EXPECT_FALSE(fs::exists(state / "keys" / "ldevid-orphan.tpm"));
+  EXPECT_FALSE(fs::exists(state / "slots" / ".tmp-0a0b"));
+  fs::remove_all(state);
 }
 
 }  // namespace

@@ -51,9 +51,11 @@ Result<ossl::UniquePtr<SSL_CTX>> ClientContext(const TlsSettings& tls) {
     }
   }
   if (!tls.client_chain.empty()) {
-    if (tls.client_key == nullptr || crypto::OpenSslHandle(*tls.client_key) == nullptr) {
+    if (tls.client_key == nullptr) {
       return Fail(Code::kInvalidArgument, "a client certificate needs its key");
     }
+    // A key in a token or TPM signs the handshake through its TLS face (crypto/signer.h).
+    IOTPKI_TRY(auto key, crypto::TlsKeyOf(*tls.client_key));
     IOTPKI_TRY(auto leaf, ParseDer(tls.client_chain[0]));
     if (SSL_CTX_use_certificate(ctx.get(), leaf.get()) != 1) {
       return Fail(ossl::Drain(Code::kInvalidArgument, "unusable client certificate"));
@@ -64,7 +66,7 @@ Result<ossl::UniquePtr<SSL_CTX>> ClientContext(const TlsSettings& tls) {
         return Fail(ossl::Drain(Code::kInvalidArgument, "unusable client chain certificate"));
       }
     }
-    if (SSL_CTX_use_PrivateKey(ctx.get(), crypto::OpenSslHandle(*tls.client_key)) != 1 ||
+    if (SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1 ||
         SSL_CTX_check_private_key(ctx.get()) != 1) {
       return Fail(ossl::Drain(Code::kInvalidArgument,
                               "the client key does not match the client certificate"));
@@ -73,12 +75,28 @@ Result<ossl::UniquePtr<SSL_CTX>> ClientContext(const TlsSettings& tls) {
   return ctx;
 }
 
+// The peer's certificate must name the host asked for (RFC 6125): a DNS name or an IP address.
+Result<void> VerifyName(X509_VERIFY_PARAM* param, const std::string& host) {
+  bool ok = IsIpAddress(host) ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str()) == 1
+                              : X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0) == 1;
+  if (!ok) return Fail(ossl::Drain(Code::kInvalidArgument, "cannot set the server name to verify"));
+  return {};
+}
+
 std::string Where(const ServerAddress& s) {
   return (s.host.find(':') != std::string::npos ? "[" + s.host + "]" : s.host) + ":" +
          std::to_string(s.port);
 }
 
 }  // namespace
+
+Result<std::shared_ptr<SSL_CTX>> MakeClientTlsContext(const TlsSettings& tls,
+                                                      const std::string& host) {
+  IOTPKI_TRY(auto ctx, ClientContext(tls));
+  // Every SSL made from the context inherits its verification parameters, the name included.
+  IOTPKI_CHECK(VerifyName(SSL_CTX_get0_param(ctx.get()), host));
+  return std::shared_ptr<SSL_CTX>(ctx.release(), SSL_CTX_free);
+}
 
 Result<ServerAddress> ParseServerUrl(std::string_view url) {
   auto bad = [&] {

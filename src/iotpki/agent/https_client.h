@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,6 +13,8 @@
 #include "iotpki/common/bytes.h"
 #include "iotpki/common/error.h"
 #include "iotpki/crypto/signer.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
 
 namespace iotpki::agent {
 
@@ -39,6 +42,14 @@ struct HttpResponse {
   std::string content_type;
   std::string body;
 };
+
+// The TLS client context of HttpsRequest for a connection made by another library (the MQTT
+// client): TLS 1.2+, the peer verified against the trust anchors and named `host` (a DNS name
+// or an IP address), the client certificate and key when given (a key in a token or TPM signs
+// through its TLS face: tls.client_key must outlive the context and every connection made from
+// it). InvalidArgument for unusable settings.
+Result<std::shared_ptr<SSL_CTX>> MakeClientTlsContext(const TlsSettings& tls,
+                                                      const std::string& host);
 
 // Sends one request on a new connection and reads the whole response (bodies up to 1 MiB).
 // Errors, which the agent turns into its exit codes:

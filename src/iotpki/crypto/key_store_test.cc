@@ -278,6 +278,43 @@ TYPED_TEST(KeyStoreConformance, SignsFromSeveralThreads) {
   EXPECT_EQ(good.load(), 100);
 }
 
+// What TLS does with a client key: sign the handshake through an EVP_PKEY in the default library
+// context, where digests and verification stay with the default provider. A file key lends its
+// own handle; a token or TPM key its TLS face, whose signatures the store makes.
+TYPED_TEST(KeyStoreConformance, TlsKeySignsThroughTheStore) {
+  auto store = this->Store();
+  for (KeyType type : {KeyType::kP256, KeyType::kP384}) {
+    auto key = store->Generate(this->traits_.NewUri("tls"), type);
+    ASSERT_TRUE(key) << key.error().ToString();
+    auto tls = TlsKeyOf(**key);
+    ASSERT_TRUE(tls) << tls.error().ToString();
+    const char* md_name = type == KeyType::kP384 ? "SHA384" : "SHA256";
+    auto md = ossl::Own(EVP_MD_CTX_new());
+    ASSERT_EQ(
+        EVP_DigestSignInit_ex(md.get(), nullptr, md_name, nullptr, nullptr, tls->get(), nullptr),
+        1);
+    uint8_t sig[160];
+    size_t len = sizeof sig;
+    ASSERT_EQ(EVP_DigestSign(md.get(), sig, &len, reinterpret_cast<const uint8_t*>("hello"), 5), 1);
+    EXPECT_TRUE(
+        (*key)->public_key().Verify(AsBytes("hello"), ByteView(sig, len), (*key)->digest()));
+    if (!(*key)->in_process()) {
+      // The face holds no private key OpenSSL could use by itself.
+      EXPECT_EQ(EVP_PKEY_get_bn_param(tls->get(), "priv", nullptr), 0);
+      // SignDigest signs the digest as given: OpenSSL verifies it as a prehashed digest.
+      Bytes digest = Sha256(AsBytes("digest"));
+      auto direct = (*key)->SignDigest(digest);
+      ASSERT_TRUE(direct) << direct.error().ToString();
+      auto vctx = ossl::Own(EVP_PKEY_CTX_new((*key)->public_key().get(), nullptr));
+      ASSERT_EQ(EVP_PKEY_verify_init(vctx.get()), 1);
+      EXPECT_EQ(
+          EVP_PKEY_verify(vctx.get(), direct->data(), direct->size(), digest.data(), digest.size()),
+          1);
+    }
+    ossl::ClearErrors();
+  }
+}
+
 // ---- PKCS#11 only ----
 
 TEST(Pkcs11Uri, ParsesAndFormatsRfc7512) {
@@ -435,27 +472,6 @@ TEST_F(Tpm2StoreTest, BlobOnDiskIsWrappedByTheTpm) {
   EXPECT_EQ(pem.rfind("-----BEGIN TSS2 PRIVATE KEY-----", 0), 0u) << pem;
   auto bio = ossl::Own(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   EXPECT_EQ(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), nullptr);
-  ossl::ClearErrors();
-}
-
-TEST_F(Tpm2StoreTest, OpenSslHandleSignsInTheTpm) {
-  // What TLS does with a client key: sign through its EVP_PKEY in the default library context,
-  // where digests and verification stay with the default provider.
-  auto key = NewTpm2KeyStore({.base_dir = SoftHsm::dir()})
-                 ->Generate("tpm2:blob=" + Unique("tls") + ".tpm", KeyType::kP256);
-  ASSERT_TRUE(key) << key.error().ToString();
-  EVP_PKEY* handle = OpenSslHandle(**key);
-  ASSERT_NE(handle, nullptr);
-  auto md = ossl::Own(EVP_MD_CTX_new());
-  ASSERT_EQ(EVP_DigestSignInit_ex(md.get(), nullptr, "SHA256", nullptr, nullptr, handle, nullptr),
-            1);
-  uint8_t sig[128];
-  size_t len = sizeof sig;
-  ASSERT_EQ(EVP_DigestSign(md.get(), sig, &len, reinterpret_cast<const uint8_t*>("hello"), 5), 1);
-  EXPECT_TRUE(
-      (*key)->public_key().Verify(AsBytes("hello"), ByteView(sig, len), DigestAlgorithm::kSha256));
-  // The handle holds no private key OpenSSL could use by itself.
-  EXPECT_EQ(EVP_PKEY_get_bn_param(handle, "priv", nullptr), 0);
   ossl::ClearErrors();
 }
 

@@ -465,13 +465,24 @@ class Pkcs11Signer final : public Signer {
     if (EVP_Digest(data.data(), data.size(), hash, &hash_len, md, nullptr) != 1) {
       return Fail(ossl::Drain(Code::kInternal, "hashing for a token signature failed"));
     }
+    return SignDigest(ByteView(hash, hash_len));
+  }
+
+  // CKM_ECDSA signs the digest as given (the token truncates it to the curve's order size).
+  Result<Bytes> SignDigest(ByteView hash) const override {
+    if (hash.empty() || hash.size() > 64) {
+      return Fail(Code::kInvalidArgument, "a token signs digests of 1 to 64 bytes");
+    }
     IOTPKI_TRY(Session s, token_->Acquire());
     CK_MECHANISM mech{CKM_ECDSA, nullptr, 0};
     CK_RV rv = s.Check(InjectedSignFault());
     if (rv == CKR_OK) rv = s.Check(s.f()->C_SignInit(s.get(), &mech, key_));
     uint8_t raw[2 * 66];
     CK_ULONG raw_len = sizeof raw;
-    if (rv == CKR_OK) rv = s.Check(s.f()->C_Sign(s.get(), hash, hash_len, raw, &raw_len));
+    if (rv == CKR_OK) {
+      rv = s.Check(
+          s.f()->C_Sign(s.get(), const_cast<uint8_t*>(hash.data()), hash.size(), raw, &raw_len));
+    }
     if (SessionBroken(rv)) {
       // The token or its session went away (unplugged, HSM fail-over, module error): Unavailable,
       // so that a batch stops and a request gets a 5xx; this process must restart to log in again.

@@ -27,6 +27,9 @@ class Signer {
   // (PrivateKey). A CA verifies what other signers (HSM, TPM, remote KMS) return before a
   // certificate leaves; an in-process OpenSSL signature is correct by construction.
   virtual bool in_process() const { return false; }
+  // Signs a digest the caller computed (a TLS handshake hands over its transcript hash): DER
+  // ECDSA. Unimplemented unless the key's device signs bare digests (PKCS#11 CKM_ECDSA, a TPM).
+  virtual Result<Bytes> SignDigest(ByteView hash) const;
 };
 
 // The optional second face of a signer whose key OpenSSL can use directly (TLS, where OpenSSL
@@ -41,6 +44,15 @@ class OpenSslKey {
 
 // The signer's OpenSSL handle, or nullptr when it has none (a token key).
 EVP_PKEY* OpenSslHandle(const Signer& signer);
+
+// The key OpenSSL's TLS stack signs a handshake with for `signer`: its own handle when it has
+// one (OpenSslKey), else the signer's TLS face: an EC key in the default library context that
+// holds only the public point, with an EC_KEY_METHOD that sends every signature to
+// signer.SignDigest (a PKCS#11 token, a TPM). OpenSSL 3.0 treats it as a foreign key and calls
+// the method; digests, ECDHE and verifying the peer stay with the default provider. The face
+// refers to `signer`, which must outlive it and every SSL_CTX or SSL it is given to.
+// InvalidArgument for a key that is not P-256 or P-384 without a handle of its own.
+Result<std::shared_ptr<EVP_PKEY>> TlsKeyOf(const Signer& signer);
 
 // A private key held in this process's memory (generated here or loaded from an encrypted file).
 class PrivateKey final : public Signer, public OpenSslKey {

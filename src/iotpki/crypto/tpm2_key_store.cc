@@ -95,22 +95,14 @@ Error TpmError(Code code, const std::string& message) {
   return e;
 }
 
-class Tpm2Signer;
-Result<ossl::UniquePtr<EVP_PKEY>> TlsFace(const Tpm2Signer* signer, const PublicKey& pub);
-
-class Tpm2Signer final : public Signer, public OpenSslKey {
+// No OpenSslKey face of its own: TLS signs through TlsKeyOf (signer.h), which calls SignDigest.
+class Tpm2Signer final : public Signer {
  public:
   Tpm2Signer(Tpm* tpm, ossl::UniquePtr<EVP_PKEY> key, PublicKey pub, std::string uri)
       : tpm_(tpm), key_(std::move(key)), public_(std::move(pub)), uri_(std::move(uri)) {}
-  // The handle OpenSSL's TLS signs with (below); made once the signer is where it stays.
-  Result<void> MakeTlsFace() {
-    IOTPKI_TRY(tls_face_, TlsFace(this, public_));
-    return {};
-  }
 
   const PublicKey& public_key() const override { return public_; }
   std::string uri() const override { return uri_; }
-  EVP_PKEY* handle() const override { return tls_face_.get(); }
 
   Result<Bytes> Sign(ByteView data) const override {
     const EVP_MD* md = digest() == DigestAlgorithm::kSha384 ? ossl::Sha384Md() : ossl::Sha256Md();
@@ -123,7 +115,7 @@ class Tpm2Signer final : public Signer, public OpenSslKey {
   }
 
   // A DER ECDSA signature over a SHA-256 or SHA-384 digest, made in the TPM.
-  Result<Bytes> SignDigest(ByteView hash) const {
+  Result<Bytes> SignDigest(ByteView hash) const override {
     const EVP_MD* md = hash.size() == 48 ? ossl::Sha384Md() : ossl::Sha256Md();
     if (hash.size() != 32 && hash.size() != 48) {
       return Fail(Code::kInvalidArgument, "a TPM signs SHA-256 or SHA-384 digests");
@@ -146,77 +138,7 @@ class Tpm2Signer final : public Signer, public OpenSslKey {
   ossl::UniquePtr<EVP_PKEY> key_;
   PublicKey public_;
   std::string uri_;
-  ossl::UniquePtr<EVP_PKEY> tls_face_;
 };
-
-// The TLS face of a TPM key: an EVP_PKEY in the default library context whose EC_KEY has the
-// key's public point and an EC_KEY_METHOD that signs through the TPM. OpenSSL 3.0 treats such a
-// key as "foreign" and calls the method for every signature, while everything else in a TLS
-// handshake (digests, ECDHE, verifying the server) stays with the default provider. The
-// provider's own EVP_PKEY cannot be given to TLS: OpenSSL 3.0 exports its public half to the
-// default provider and then fails ("missing private key"), and in the provider's context the
-// TPM would also have to verify the server's signatures, which tpm2-openssl 1.1 does by loading
-// every peer key into the TPM (three object slots in swtpm). EC_KEY_METHOD is deprecated API in
-// OpenSSL 3.0 and remains the only way to do this without writing a provider.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-int SignerIndex() {
-  static const int index = EC_KEY_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
-  return index;
-}
-
-ECDSA_SIG* TpmSignSig(const unsigned char* dgst, int dgst_len, const BIGNUM* /*kinv*/,
-                      const BIGNUM* /*r*/, EC_KEY* eckey) {
-  const auto* signer = static_cast<const Tpm2Signer*>(EC_KEY_get_ex_data(eckey, SignerIndex()));
-  if (signer == nullptr) return nullptr;
-  auto der = signer->SignDigest(ByteView(dgst, static_cast<size_t>(dgst_len)));
-  if (!der) {
-    ERR_raise_data(ERR_LIB_EC, ERR_R_EC_LIB, "%s", der.error().message().c_str());
-    return nullptr;
-  }
-  const unsigned char* p = der->data();
-  return d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der->size()));
-}
-
-int TpmSign(int /*type*/, const unsigned char* dgst, int dlen, unsigned char* sig,
-            unsigned int* siglen, const BIGNUM* kinv, const BIGNUM* r, EC_KEY* eckey) {
-  auto s = ossl::Own(TpmSignSig(dgst, dlen, kinv, r, eckey));
-  if (s == nullptr) return 0;
-  unsigned char* out = sig;
-  int len = i2d_ECDSA_SIG(s.get(), &out);
-  if (len <= 0) return 0;
-  *siglen = static_cast<unsigned int>(len);
-  return 1;
-}
-
-const EC_KEY_METHOD* TpmEcKeyMethod() {
-  static EC_KEY_METHOD* method = [] {
-    EC_KEY_METHOD* m = EC_KEY_METHOD_new(EC_KEY_get_default_method());
-    int (*sign_setup)(EC_KEY*, BN_CTX*, BIGNUM**, BIGNUM**) = nullptr;
-    EC_KEY_METHOD_get_sign(m, nullptr, &sign_setup, nullptr);
-    EC_KEY_METHOD_set_sign(m, TpmSign, sign_setup, TpmSignSig);
-    return m;
-  }();
-  return method;
-}
-
-Result<ossl::UniquePtr<EVP_PKEY>> TlsFace(const Tpm2Signer* signer, const PublicKey& pub) {
-  int nid = pub.type() == KeyType::kP384 ? NID_secp384r1 : NID_X9_62_prime256v1;
-  EC_KEY* ec = EC_KEY_new_by_curve_name(nid);
-  auto pkey = ossl::Own(EVP_PKEY_new());
-  Bytes point = pub.Sec1Point(false);
-  const unsigned char* p = point.data();
-  bool ok = ec != nullptr && pkey != nullptr && EC_KEY_set_method(ec, TpmEcKeyMethod()) == 1 &&
-            o2i_ECPublicKey(&ec, &p, static_cast<long>(point.size())) != nullptr &&
-            EC_KEY_set_ex_data(ec, SignerIndex(), const_cast<Tpm2Signer*>(signer)) == 1 &&
-            EVP_PKEY_assign_EC_KEY(pkey.get(), ec) == 1;
-  if (!ok) {
-    if (ec != nullptr && (pkey == nullptr || EVP_PKEY_get0(pkey.get()) == nullptr)) EC_KEY_free(ec);
-    return Fail(ossl::Drain(Code::kInternal, "cannot make the TLS face of a TPM key"));
-  }
-  return pkey;
-}
-#pragma GCC diagnostic pop
 
 int PassphraseCallback(char* buf, int size, int /*rwflag*/, void* u) {
   const auto* pass = static_cast<const std::string*>(u);
@@ -332,7 +254,6 @@ class Tpm2KeyStore final : public KeyStore {
     }
     IOTPKI_TRY(PublicKey pub, PublicOf(key.get()));
     auto signer = std::make_unique<Tpm2Signer>(tpm, std::move(key), std::move(pub), canonical);
-    IOTPKI_CHECK(signer->MakeTlsFace());
     // Loading checks nothing about the key's password: the TPM does, when it signs. One
     // signature now turns a wrong password into Unauthenticated here rather than at first use,
     // and proves the key is this TPM's and matches its public part.

@@ -185,7 +185,7 @@ Result<std::unique_ptr<Client>> Client::Create(ClientOptions options, MessageHan
   InitLibrary();
   for (const auto* f : {&options.ca_file, &options.cert_file, &options.key_file}) {
     std::error_code ec;
-    if (f->empty() || !std::filesystem::is_regular_file(*f, ec)) {
+    if (options.ssl_ctx == nullptr && (f->empty() || !std::filesystem::is_regular_file(*f, ec))) {
       return Fail(Code::kFailedPrecondition,
                   "MQTT client: missing file '" + f->string() +
                       "' (a CA file, a client certificate and its key are all needed)");
@@ -203,8 +203,18 @@ Result<std::unique_ptr<Client>> Client::Create(ClientOptions options, MessageHan
                 std::strerror(errno));
   }
   mosquitto_int_option(state->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-  int rc = mosquitto_tls_set(state->mosq, o.ca_file.c_str(), nullptr, o.cert_file.c_str(),
-                             o.key_file.c_str(), OnPassphrase);
+  int rc = MOSQ_ERR_SUCCESS;
+  if (o.ssl_ctx != nullptr) {
+    // Without defaults libmosquitto uses the context as given: ours verifies the broker's chain
+    // and name itself (with defaults it would want cafile and replace the verify callback).
+    rc = mosquitto_int_option(state->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+    if (rc == MOSQ_ERR_SUCCESS) {
+      rc = mosquitto_void_option(state->mosq, MOSQ_OPT_SSL_CTX, o.ssl_ctx.get());
+    }
+  } else {
+    rc = mosquitto_tls_set(state->mosq, o.ca_file.c_str(), nullptr, o.cert_file.c_str(),
+                           o.key_file.c_str(), OnPassphrase);
+  }
   if (rc != MOSQ_ERR_SUCCESS) {
     return Fail(Code::kInvalidArgument, "MQTT client: bad TLS settings", MosqError(rc));
   }

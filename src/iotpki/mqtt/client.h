@@ -23,6 +23,8 @@
 
 #include "iotpki/common/error.h"
 
+typedef struct ssl_ctx_st SSL_CTX;
+
 namespace iotpki::mqtt {
 
 struct ClientOptions {
@@ -38,6 +40,12 @@ struct ClientOptions {
   std::filesystem::path key_file;   // Its key: PKCS#8 PEM, plain or encrypted.
   // For an encrypted key file; empty for a plain one. Handed to OpenSSL only.
   std::string key_passphrase;
+  // Instead of the three files: a TLS client context of the caller's, complete (trust anchors,
+  // the broker's name to verify, client certificate and key), used as it is for every
+  // connection (libmosquitto adds none of its defaults). This is how a key that OpenSSL cannot
+  // load from a file (in a PKCS#11 token or a TPM) signs the handshake (agent/https_client.h,
+  // MakeClientTlsContext). Shared: the client keeps a reference for its lifetime.
+  std::shared_ptr<SSL_CTX> ssl_ctx;
   int keepalive_seconds = 30;
   std::chrono::milliseconds connect_timeout{10000};  // for CONNACK in Connect
   std::chrono::milliseconds reconnect_min{500};
@@ -62,7 +70,8 @@ class Client {
  public:
   using MessageHandler = std::function<void(const Message&)>;
 
-  // Checks the files exist (FailedPrecondition naming the missing one); does not connect.
+  // Checks the files exist (FailedPrecondition naming the missing one) unless ssl_ctx is given;
+  // does not connect.
   static Result<std::unique_ptr<Client>> Create(ClientOptions options, MessageHandler on_message);
   ~Client();  // Stops and disconnects.
   Client(const Client&) = delete;

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 #include <mosquitto.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/select.h>
@@ -189,6 +191,48 @@ TEST_F(MqttTest, DeviceAndServerExchangeOnTheDevicesOwnTopics) {
   auto status = server_inbox.WaitFor(1);
   ASSERT_EQ(status.size(), 1u);
   EXPECT_EQ(status[0].topic, status_topic);
+}
+
+// A TLS context of the caller's (how the agent signs with a key in a token or TPM): used as it
+// is, so the broker's chain and name are verified by what the context says. libmosquitto's own
+// checks are off (MOSQ_OPT_SSL_CTX_WITH_DEFAULTS 0): a context that names another host must fail.
+std::shared_ptr<SSL_CTX> DeviceContext(const fs::path& broker_cert, const fs::path& cert,
+                                       const fs::path& key, const char* host) {
+  std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+  EXPECT_EQ(SSL_CTX_load_verify_locations(ctx.get(), broker_cert.c_str(), nullptr), 1);
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  EXPECT_EQ(X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx.get()), host), 1);
+  EXPECT_EQ(SSL_CTX_use_certificate_file(ctx.get(), cert.c_str(), SSL_FILETYPE_PEM), 1);
+  EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM), 1);
+  return ctx;
+}
+
+TEST_F(MqttTest, ACallersTlsContextIsUsedAsItIs) {
+  Inbox server_inbox;
+  auto server = Connected(server_, &server_inbox);
+  ASSERT_TRUE(server->Subscribe("iotpki/devices/+/status"));
+  // No files: the context carries everything.
+  ClientOptions o{.port = broker_.port(),
+                  .client_id = a_.device_id,
+                  .ssl_ctx = DeviceContext(broker_.certificate(), a_.cert, a_.key, "127.0.0.1")};
+  auto device = Client::Create(o, nullptr);
+  ASSERT_TRUE(device) << device.error().ToString();
+  auto connected = (*device)->Connect();
+  ASSERT_TRUE(connected) << connected.error().ToString();
+  (*device)->Start();
+  ASSERT_TRUE((*device)->Publish("iotpki/devices/" + a_.device_id + "/status", "ok"));
+  auto got = server_inbox.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].payload, "ok");
+
+  // The broker's certificate names 127.0.0.1; a context that expects another address refuses it.
+  o.ssl_ctx = DeviceContext(broker_.certificate(), a_.cert, a_.key, "10.9.9.9");
+  o.connect_timeout = std::chrono::milliseconds(3000);
+  auto other = Client::Create(o, nullptr);
+  ASSERT_TRUE(other);
+  auto refused = (*other)->Connect();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Code::kUnavailable) << refused.error().ToString();
 }
 
 TEST_F(MqttTest, AnotherDevicesTopicsAreRefused) {
