@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The device agent's footprint (issue 15), by hand (a few seconds once built): the stripped size
 # of iotpki-agent and the peak RSS of `run --mqtt` (connected to a broker, subscribed, idle 5 s)
-# and of `run` without MQTT (idle 3 s), for each agent binary given.
+# and of `run` without MQTT (idle 3 s), for each agent binary given. The peak is the whole
+# process's (/usr/bin/time %M, exit included); for `run --mqtt` also VmHWM and the resident set
+# by mapping (/proc/PID/smaps) while it idles, before it is stopped.
 #
-#   bench/agent_size.sh IOTPKI AGENT [AGENT...]
+#   [AGENT_SIZE_SMAPS=FILE] bench/agent_size.sh IOTPKI AGENT [AGENT...]
 #
 # The device: one of a batch provisioned by IOTPKI, bootstrapped over EST against IOTPKI serve;
 # the broker: tests/mqtt_broker.sh (mutual TLS, the rotation ACLs).
@@ -40,9 +42,40 @@ peak() {  # peak SECONDS AGENT ARGS...: the agent's peak RSS in kB, stopped with
   /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>"$work/agent.err" &
   local pid=$!
   sleep "$secs"
+  # The agent's mappings while it idles (its parent is time), for the breakdown below.
+  local agent_pid
+  agent_pid=$(pgrep -P "$pid" | head -n 1 || true)
+  rm -f "$work/smaps" "$work/hwm"
+  if [ -n "$agent_pid" ]; then
+    cp "/proc/$agent_pid/smaps" "$work/smaps" 2>/dev/null || true
+    grep VmHWM "/proc/$agent_pid/status" >"$work/hwm" 2>/dev/null || true
+  fi
   pkill -TERM -P "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   tail -n 1 "$work/rss"
+}
+
+# The resident set of the last peak() run by mapping (shared libraries by name, the agent's own
+# file, heap, stacks and other anonymous memory): resident and private kB, largest first.
+# AGENT_SIZE_SMAPS=FILE keeps the raw mappings (of the last agent given) for a closer look.
+breakdown() {
+  [ -s "$work/smaps" ] || return 0
+  if [ -n "${AGENT_SIZE_SMAPS:-}" ]; then cp "$work/smaps" "$AGENT_SIZE_SMAPS"; fi
+  awk '
+    /^[0-9a-f]+-[0-9a-f]+ / {
+      name = (NF >= 6) ? $6 : "[anonymous]"
+      sub(/.*\//, "", name)
+      sub(/\.so.*/, "", name)
+      next
+    }
+    $1 == "Rss:" { rss[name] += $2; total += $2 }
+    $1 == "Private_Clean:" || $1 == "Private_Dirty:" { priv[name] += $2; ptotal += $2 }
+    END {
+      for (n in rss) if (rss[n] > 0) printf "    %-22s %6d kB resident, %6d kB private\n", n, rss[n], priv[n]
+      printf "    %-22s %6d kB resident, %6d kB private\n", "(total)", total, ptotal
+    }' "$work/smaps" | sort -k2 -n -r
+  [ -s "$work/hwm" ] && awk '{ printf "    VmHWM after 5 s: %d kB\n", $2 }' "$work/hwm"
+  return 0
 }
 for agent in "$@"; do
   s="$work/state"
@@ -53,7 +86,8 @@ for agent in "$@"; do
   strip -o "$work/stripped" "$agent"
   printf '%s\n  stripped: %d bytes; dynamic libraries: %s\n' "$agent" "$(stat -c %s "$work/stripped")" \
     "$(ldd "$agent" | awk '/=>/ {print $1}' | sed 's/\.so.*//' | tr '\n' ' ')"
-  printf '  peak RSS, run --mqtt (idle 5 s): %s kB\n' \
+  printf '  peak RSS, run --mqtt (idle 5 s): %s kB; resident after 5 s by mapping:\n' \
     "$(peak 5 "$agent" --state "$s" run --mqtt "mqtts://127.0.0.1:$port" --mqtt-ca "$work/broker/broker.crt")"
+  breakdown
   printf '  peak RSS, run (no MQTT, idle 3 s): %s kB\n' "$(peak 3 "$agent" --state "$s" run)"
 done

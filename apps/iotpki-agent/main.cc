@@ -9,8 +9,15 @@
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <random>
 #include <thread>
+
+#ifdef IOTPKI_AGENT_SMALL_INIT
+#include <malloc.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+#endif
 
 #include "daemon.h"
 #include "iotpki/agent/agent.h"
@@ -53,10 +60,38 @@ iotpki::agent::RotateHooks TestHooks() {
   return hooks;
 }
 
+#ifdef IOTPKI_AGENT_SMALL_INIT
+// A device's build (IOTPKI_AGENT_MINIMAL, docs/performance.md "Agent memory, session 5"): the
+// peak resident memory is what a device pays. Must run before any other OpenSSL call and before
+// the MQTT client's thread starts: OpenSSL keeps the first choice of each of its run-once steps,
+// and glibc fixes a thread's arena at its first allocation.
+void InitForSmallFootprint() {
+  // One malloc arena: the MQTT thread shares the main thread's heap instead of reserving and
+  // touching an arena of its own; the two threads rarely allocate at the same time.
+  mallopt(M_ARENA_MAX, 1);
+  // openssl.cnf is not read: the agent fetches only the default provider's algorithms and loads
+  // the TPM's provider itself (crypto/tpm2_key_store.cc). Calls without the flag later
+  // (libmosquitto's) find the step done and do not read it either. The crypto library's error
+  // strings are not loaded: they reach an Error's detail, which the agent never prints, and,
+  // rarely, a TLS failure raised by the crypto library (then printed as "asio.ssl error");
+  // libssl's stay, for the TLS alerts the agent prints. No cleanup at exit: it would fault more
+  // of libcrypto in only to free memory the exit frees anyway.
+  OPENSSL_init_ssl(
+      OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS | OPENSSL_INIT_NO_ATEXIT,
+      nullptr);
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"iotpki-agent: device onboarding (IDevID -> LDevID) and renewal", "iotpki-agent"};
+#ifdef IOTPKI_AGENT_SMALL_INIT
+  InitForSmallFootprint();
+#endif
+  // On the heap so that `run` can free it before the daemon starts (below).
+  auto parser = std::make_unique<CLI::App>(
+      "iotpki-agent: device onboarding (IDevID -> LDevID) and renewal", "iotpki-agent");
+  CLI::App& app = *parser;
   app.require_subcommand(1);
   iotpki::agent::AgentOptions options;
   std::string state, key_passphrase_file;
@@ -152,6 +187,9 @@ int main(int argc, char** argv) {
     }
     if (run->parsed()) {
       daemon.hooks = TestHooks();
+      // The parser (every subcommand's options and help texts) is not used past this point;
+      // freed now, its heap is reused by the TLS sessions instead of adding to the daemon's peak.
+      parser.reset();
       return RunDaemon(options, daemon);
     }
     if (rotate->parsed() || recover->parsed()) {
