@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "iotpki/common/bytes.h"
@@ -89,14 +90,19 @@ TEST_F(CommandTest, OpensslVerifiesTheSignatureToo) {
     Bytes v(p, p + 32);
     while (v.size() > 1 && v[0] == 0 && v[1] < 0x80) v.erase(v.begin());
     if (v[0] >= 0x80) v.insert(v.begin(), 0);
-    Bytes out{0x02, static_cast<uint8_t>(v.size())};
-    out.insert(out.end(), v.begin(), v.end());
+    // Sized first, then copied: GCC 12 at -O3 reports a false -Warray-bounds for an insert
+    // after a two-byte initializer list.
+    Bytes out(2 + v.size());
+    out[0] = 0x02;
+    out[1] = static_cast<uint8_t>(v.size());
+    std::copy(v.begin(), v.end(), out.begin() + 2);
     return out;
   };
   Bytes r = integer(raw.data()), s = integer(raw.data() + 32);
-  Bytes der{0x30, static_cast<uint8_t>(r.size() + s.size())};
-  der.insert(der.end(), r.begin(), r.end());
-  der.insert(der.end(), s.begin(), s.end());
+  Bytes der(2 + r.size() + s.size());
+  der[0] = 0x30;
+  der[1] = static_cast<uint8_t>(r.size() + s.size());
+  std::copy(s.begin(), s.end(), std::copy(r.begin(), r.end(), der.begin() + 2));
   std::string input = env.substr(0, dot2);
   EXPECT_TRUE(cert_.public_key().Verify(
       ByteView(reinterpret_cast<const uint8_t*>(input.data()), input.size()), der,
