@@ -16,7 +16,8 @@
 # Timed: from `campaign create` (one wave holding every device, no retries) until every job is
 # confirmed (the store, polled every 0.5 s). Reported: total time, devices/s, and the server's
 # CPU (utime + stime of every thread, /proc/PID/stat) per rotation next to the crypto cost of
-# one rotation from the same run's `openssl speed -seconds 3 ecdsap256 ecdhp256` (one core):
+# one rotation from the same run's `openssl speed -seconds 3 ecdsap256 ecdhp256` (one core),
+# and the simulators' and the broker's CPU per rotation (what else shares the 2 cores):
 # one re-enrollment (3 signatures, 4 verifications, 1 ECDH, as bench/tls_baseline.sh counts
 # an enrollment) + one confirmation's handshake (2 signatures, 2 verifications, 1 ECDH) + the
 # command's ES256 signature = 6 signatures, 6 verifications, 2 ECDH. Everything lives in a
@@ -108,16 +109,30 @@ fi
 audit_seq() { sqlite3 "$work/ca/iotpki.db" "SELECT COALESCE(MAX(seq), 0) FROM audit_log"; }
 audit0=$(audit_seq)
 cpu0=$(cpu_ticks "$server_pid")
+broker_pid=$(cat "$work/broker/pid")
+broker0=$(cpu_ticks "$broker_pid")
+# A simulator exits once its devices are rotated: its CPU is the last reading taken while it ran.
+declare -A sim0 sim1
+for p in "${sims[@]}"; do
+  sim0[$p]=$(cpu_ticks "$p")
+  sim1[$p]=${sim0[$p]}
+done
 t0=$(date +%s.%N)
 "$iotpki" campaign create --dir "$work/ca" --name bench --batch bench --mode rekey \
   --wave-size "$devices" --retry-after 600 --max-failure-rate 1 >/dev/null
 while :; do
   confirmed=$(sqlite3 "$work/ca/iotpki.db" "SELECT COUNT(*) FROM rotation_jobs WHERE state = 'confirmed'")
+  for p in "${sims[@]}"; do
+    if ticks=$(cpu_ticks "$p" 2>/dev/null); then sim1[$p]=$ticks; fi
+  done
   [ "$confirmed" -ge "$devices" ] && break
   sleep 0.5
 done
 t1=$(date +%s.%N)
 cpu1=$(cpu_ticks "$server_pid")
+broker1=$(cpu_ticks "$broker_pid")
+sim_ticks=0
+for p in "${sims[@]}"; do sim_ticks=$((sim_ticks + ${sim1[$p]} - ${sim0[$p]})); done
 if [ -n "$perf_pid" ]; then
   kill -INT "$perf_pid" "$stat_pid"
   wait "$perf_pid" "$stat_pid" || true
@@ -140,5 +155,12 @@ printf '\nrotated %d devices end to end in %.1f s: %.0f devices/s (old certifica
   "$devices" "$total" "$(calc "$devices / $total")" "$revoked"
 printf 'server CPU per rotation %.2f ms; crypto of one rotation %.2f ms (openssl speed: %s sign/s, %s verify/s, %s ECDH/s); ratio %.1fx\n' \
   "$cpu_ms" "$crypto_ms" "$sign_s" "$verify_s" "$ecdh_s" "$(calc "$cpu_ms / $crypto_ms")"
+printf 'CPU per rotation elsewhere: simulator(s) %.2f ms, broker %.2f ms; the three of them used %.2f of the 2 cores over the run\n' \
+  "$(calc "$sim_ticks * 1000 / $hz / $devices")" "$(calc "($broker1 - $broker0) * 1000 / $hz / $devices")" \
+  "$(calc "($cpu1 - $cpu0 + $sim_ticks + $broker1 - $broker0) / $hz / $total")"
 printf 'audit rows per rotation %.1f\n' "$(calc "($audit1 - $audit0) / $devices")"
+if [ -n "$perf_pid" ]; then
+  printf 'server fsync + fdatasync per rotation %.2f\n' "$(calc "$(awk '/syscalls:sys_enter_f(data)?sync/ {
+    gsub(",", "", $1); s += $1 } END {print s}' "$IOTPKI_ROTATION_PERF.stat") / $devices")"
+fi
 printf '100,000 devices at this rate: %.0f s\n' "$(calc "100000 * $total / $devices")"
