@@ -147,6 +147,11 @@ std::string HtmlEscape(std::string_view s) {
   return out;
 }
 
+int64_t MillisSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t)
+      .count();
+}
+
 bool IsHardwareUri(std::string_view uri) {
   return uri.rfind("pkcs11:", 0) == 0 || uri.rfind("tpm2:", 0) == 0;
 }
@@ -206,7 +211,12 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
   auto started = std::chrono::steady_clock::now();
   Report report{.standard = standard, .generated_at = clock.NowUnix()};
   const int64_t now = report.generated_at;
-  auto add = [&](Finding f, const Clauses& c) {
+  // Each finding's time is the time since the previous one was added, unless it is given
+  // (stranded-devices is counted in unique-credentials' read, and its time is there).
+  auto mark = std::chrono::steady_clock::now();
+  auto add = [&](Finding f, const Clauses& c, std::optional<int64_t> ms = std::nullopt) {
+    f.ms = ms ? *ms : MillisSince(mark);
+    mark = std::chrono::steady_clock::now();
     f.provision = ClauseFor(standard, c);
     report.findings.push_back(std::move(f));
   };
@@ -215,9 +225,7 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
   IOTPKI_TRY(int64_t devices, store.CountDevices({}));
   auto scan_started = std::chrono::steady_clock::now();
   IOTPKI_TRY(store::Store::CredentialAudit creds, store.AuditCredentials(now));
-  int64_t scan_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::steady_clock::now() - scan_started)
-                        .count();
+  int64_t scan_ms = MillisSince(scan_started);
   std::string scan_cost = "one pass over " + std::to_string(creds.devices) + " devices and " +
                           std::to_string(creds.device_certificates) + " device certificates (" +
                           std::to_string(scan_ms) + " ms)";
@@ -298,7 +306,7 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
               "working certificate has left to live: they may stay offline until it expires and "
               "need a new birth-certificate enrollment. Pass: none; otherwise the operator shows "
               "what was done about them (`iotpki campaign create --dry-run` lists them)."},
-      {"5.3-13", "Device Identification", "CCK-3"});
+      {"5.3-13", "Device Identification", "CCK-3"}, 0);
 
   // --- Key strength and algorithms ---
   {
@@ -330,9 +338,7 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
     KeyTally tally;
     IOTPKI_TRY(int64_t live,
                store.VisitLiveDeviceCertificates(now, [&](ByteView der) { tally.Add(der); }));
-    int64_t pass_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::steady_clock::now() - pass_started)
-                          .count();
+    int64_t pass_ms = MillisSince(pass_started);
     std::string keys;
     for (const auto& [type, n] : tally.by_type()) {
       keys += (keys.empty() ? "" : ", ") + type + ": " + std::to_string(n);
@@ -481,9 +487,7 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
        .how = "The CA issues and renews certificates; firmware updates are another system's."},
       {"5.3", "Software Update", "SUM-1"});
 
-  report.run_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::steady_clock::now() - started)
-                      .count();
+  report.run_ms = MillisSince(started);
   return report;
 }
 
@@ -498,7 +502,8 @@ std::string RenderJson(const Report& report) {
                         {"title", f.title},
                         {"verdict", VerdictName(f.verdict)},
                         {"evidence", evidence},
-                        {"how", f.how}});
+                        {"how", f.how},
+                        {"ms", f.ms}});
     ++summary[std::string(VerdictName(f.verdict))];
   }
   nlohmann::ordered_json out = {{"standard", StandardName(report.standard)},
@@ -545,7 +550,8 @@ std::string RenderHtml(const Report& report) {
       }
       h += "</table>\n";
     }
-    h += "<p>How measured: " + HtmlEscape(f.how) + "</p></section>\n";
+    h += "<p>How measured: " + HtmlEscape(f.how) + " (" + std::to_string(f.ms) +
+         " ms)</p></section>\n";
   }
   h += "</body></html>\n";
   return h;
