@@ -247,8 +247,9 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
                 "certificates grouped by public key (a key with two owners, or a device and a "
                 "CA), the devices grouped by device id (a bootstrap secret is HKDF-SHA256 of "
                 "the master and the device id, docs/formats.md) and by hardware fingerprint "
-                "(Store::AuditCredentials; the SQL is in docs/compliance.md). This is the "
-                "report's one pass over the fleet. Pass: all three are 0."},
+                "(Store::AuditCredentials; the SQL is in docs/compliance.md). This is a pass "
+                "over the fleet's rows, as it must be to see rows written past the store. Pass: "
+                "all three are 0."},
         {"5.1-1, 5.4-2", "Device Identification", "AUM-1, CCK-1"});
   }
 
@@ -300,12 +301,17 @@ Result<Report> MeasureCompliance(Standard standard, const fs::path& dir, const c
        .verdict = creds.stranded == 0 ? Verdict::kPass : Verdict::kNeedsManualEvidence,
        .evidence = {{"stranded devices", std::to_string(creds.stranded)},
                     {"share of the fleet", Percent(creds.stranded, devices)},
-                    {"cost", "in the same pass as unique-credentials"}},
+                    {"cost",
+                     "a range of the index devices_stranding, read with "
+                     "unique-credentials' counts (its time is theirs)"}},
        .how = "Devices not decommissioned whose last contact (their newest certificate, the first "
               "use of one, or their last state change) is longer ago than their newest valid "
               "working certificate has left to live: they may stay offline until it expires and "
-              "need a new birth-certificate enrollment. Pass: none; otherwise the operator shows "
-              "what was done about them (`iotpki campaign create --dry-run` lists them)."},
+              "need a new birth-certificate enrollment. Each device's last contact and newest "
+              "working certificate are kept on its row by every write (schema version 8), so "
+              "the count is an index range, not a pass; docs/compliance.md gives the same count "
+              "from the certificates' rows. Pass: none; otherwise the operator shows what was "
+              "done about them (`iotpki campaign create --dry-run` lists them)."},
       {"5.3-13", "Device Identification", "CCK-3"}, 0);
 
   // --- Key strength and algorithms ---

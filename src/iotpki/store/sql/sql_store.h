@@ -139,6 +139,8 @@ class SqlStore : public Store {
   // pages with a few certificates; and the plan of one page after a serial.
   void SetVisitPageForTest(size_t rows) { visit_page_ = rows; }
   Result<std::string> ExplainVisitLiveDeviceCertificatesForTest();
+  // The plan of AuditCredentials' stranded-devices count.
+  Result<std::string> ExplainStrandedCountForTest();
 
  protected:
   // `clock` must outlive the store.
