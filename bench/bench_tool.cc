@@ -7,9 +7,11 @@
 //       BENCH-ONLY FAST PATH: gives every manufactured device a working certificate (LDevID) row
 //       through the Store API, with notAfter spread uniformly over the next 1 to 90 days, as in
 //       a fleet onboarded over the last 90 days, and marks the device active. The rows are not
-//       signed certificates: the DER is a placeholder of a real LDevID's size and the key
-//       fingerprints are random. The expiry queries read only the index columns (status,
-//       not_after, serial, device_id), so their timings are those of real data.
+//       the devices' certificates: the DER is the operational CA's own certificate (a real
+//       certificate of about an LDevID's size, with a P-256 key, so that the compliance report's
+//       key pass parses real DER) and the key fingerprints are random; each gets the audit row
+//       of an enrollment. The expiry queries read only the index columns (status, not_after,
+//       serial, device_id), so their timings are those of real data.
 //   bench_tool time-queries CA_DIR
 //       In-process latency of the inventory queries (`device count` and one page of `device ls`
 //       with --expiring-within 30d, and others), best and median of 5.
@@ -40,6 +42,7 @@
 #include "iotpki/common/file.h"
 #include "iotpki/crypto/primitives.h"
 #include "iotpki/x509/builder.h"
+#include "iotpki/x509/certificate.h"
 #include "iotpki/x509/crl.h"
 #include "iotpki/x509/csr.h"
 
@@ -95,7 +98,11 @@ int AddLdevids(const fs::path& ca_dir, size_t max_rows) {
   std::mt19937_64 rng(42);
   std::uniform_int_distribution<int64_t> spread(86400, 90 * 86400);
   int64_t now = SystemClock::Instance().NowUnix();
-  Bytes placeholder(580, 0x30);
+  auto pem = ReadTextFile(ca_dir / "certs" / "operational.pem");
+  if (!pem) return Die(pem.error());
+  auto stand_in = x509::Certificate::FromPem(*pem);
+  if (!stand_in) return Die(stand_in.error());
+  const Bytes& placeholder = stand_in->ToDer();
   size_t total = 0;
   std::string cursor;
   auto t0 = Steady::now();
@@ -107,7 +114,8 @@ int AddLdevids(const fs::path& ca_dir, size_t max_rows) {
     for (const auto& e : page->devices) {
       const store::Device& d = e.device;
       int64_t not_after = now + spread(rng);
-      batch.InsertCertificate({.serial = ToHex(x509::NewSerial()),
+      std::string serial = ToHex(x509::NewSerial());
+      batch.InsertCertificate({.serial = serial,
                                .device_id = d.device_id,
                                .profile = store::CertProfile::kLDevId,
                                .issuer = "operational",
@@ -118,6 +126,15 @@ int AddLdevids(const fs::path& ca_dir, size_t max_rows) {
                                .der = placeholder});
       batch.UpdateDeviceState(d.device_id, store::DeviceState::kManufactured,
                               store::DeviceState::kActive);
+      // The audit row an enrollment writes (Authority's cert.issue, of its size), so that the
+      // audit log, which the compliance report verifies whole, is as long as a real fleet's.
+      batch.AppendAudit({.actor = "est",
+                         .action = "cert.issue",
+                         .subject = d.device_id,
+                         .details = "{\"profile\":\"ldevid\",\"serial\":\"" + d.serial +
+                                    "\",\"cert_serial\":\"" + serial +
+                                    "\",\"not_after\":" + std::to_string(not_after) +
+                                    ",\"sha256\":\"" + ToHex(crypto::RandomBytes(32)) + "\"}"});
     }
     if (!batch.empty()) {
       auto c = (*store)->Commit(batch);

@@ -34,6 +34,7 @@ struct Finding {
   Verdict verdict = Verdict::kNeedsManualEvidence;
   std::vector<std::pair<std::string, std::string>> evidence;  // measured figures
   std::string how;  // how it was measured, so an auditor can reproduce it
+  int64_t ms = 0;   // how long measuring it took (JSON "ms"), so a slow one can be named
 };
 
 struct Report {

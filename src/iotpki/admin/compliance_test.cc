@@ -124,6 +124,45 @@ TEST_F(ComplianceTest, AReusedKeyAndAKeyMadeOffTheDeviceAreCountedFromTheData) {
   EXPECT_EQ(broken.evidence[1].second, "1");
 }
 
+// A device given a 90-day working certificate and then not heard from for 50 days (40 left) is
+// stranded; the first use of its certificate (its next TLS handshake) brings it back. The count
+// is an index range over columns every write keeps (schema version 8), so this fails if the
+// issuance or the first use did not move them.
+TEST_F(ComplianceTest, ADeviceUnheardForLongerThanItsCertificateHasLeftIsStranded) {
+  auto birth_key = crypto::PrivateKey::Generate();
+  ASSERT_TRUE(birth_key);
+  auto birth_csr = x509::MakeCsr(*birth_key, {.common_name = "SN-1"});
+  ASSERT_TRUE(birth_csr);
+  ASSERT_TRUE(authority_->Issue({.profile = x509::ProfileKind::kIDevID,
+                                 .csr = *birth_csr,
+                                 .serial = "SN-1",
+                                 .hardware_fingerprint = {1},
+                                 .model = "m",
+                                 .batch = "b"}));
+  auto device = authority_->store().GetDeviceBySerial("SN-1");
+  ASSERT_TRUE(device) << device.error().ToString();
+  auto key = crypto::PrivateKey::Generate();
+  ASSERT_TRUE(key);
+  auto csr = x509::MakeCsr(*key, {.common_name = "SN-1"});
+  ASSERT_TRUE(csr);
+  auto working = authority_->Issue(
+      {.profile = x509::ProfileKind::kLDevID, .csr = *csr, .device_id = device->device_id});
+  ASSERT_TRUE(working) << working.error().ToString();
+  EXPECT_EQ(Measure("stranded-devices").verdict, Verdict::kPass);
+
+  clock_.Advance(std::chrono::days(50));
+  Finding stranded = Measure("stranded-devices");
+  EXPECT_EQ(stranded.verdict, Verdict::kNeedsManualEvidence);
+  ASSERT_FALSE(stranded.evidence.empty());
+  EXPECT_EQ(stranded.evidence[0].second, "1");
+
+  ASSERT_TRUE(
+      authority_->store().Commit(store::WriteBatch().MarkCertificateUsed(working->serial_hex())));
+  Finding heard = Measure("stranded-devices");
+  EXPECT_EQ(heard.verdict, Verdict::kPass);
+  EXPECT_EQ(heard.evidence[0].second, "0");
+}
+
 // A device certificate with an RSA-1024 key planted with sqlite3 (as an import by hand would):
 // the key strength finding reads the certificates' keys, not the policy, and fails.
 TEST_F(ComplianceTest, APlantedWeakKeyFlipsTheKeyStrengthVerdict) {
@@ -202,6 +241,7 @@ TEST_F(ComplianceTest, RendersStableJsonAndAPrintableHtmlPage) {
   EXPECT_EQ(j["standard"], "en-18031-1");
   EXPECT_EQ(j["findings"][0]["id"], "unique-credentials");
   EXPECT_EQ(j["findings"][0]["verdict"], "pass");
+  for (const auto& f : j["findings"]) EXPECT_TRUE(f["ms"].is_number_integer()) << f["id"];
   std::string html = RenderHtml(*r);
   EXPECT_NE(html.find("<h2>Summary</h2>"), std::string::npos);
   EXPECT_NE(html.find("id=\"verdict-crl-freshness\">pass<"), std::string::npos);

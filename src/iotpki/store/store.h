@@ -523,7 +523,8 @@ class Store {
     int64_t shared_hardware_fingerprints = 0;
     // Devices (not decommissioned) last heard from (their newest certificate, first use of a
     // certificate, or last state change) longer ago than their newest valid working certificate
-    // has left to live: they may stay offline until it expires.
+    // has left to live: they may stay offline until it expires. Not a pass: read from the
+    // devices_stranding index (schema version 8), whose columns every write keeps.
     int64_t stranded = 0;
   };
   virtual Result<CredentialAudit> AuditCredentials(int64_t now) = 0;
@@ -628,6 +629,8 @@ class Store {
 //   6: rotation campaigns: campaigns, rotation_jobs, campaign_counts, certificates_by_issuer.
 //   7: the operator's view: certificates.key_origin, issuance_counts (filled from the existing
 //      rows), audit_by_subject, operator_certificates (filled from the admin.issue audit rows).
-inline constexpr int kLatestSchemaVersion = 7;
+//   8: devices.heard_at and devices.ldevid_not_after (filled from the rows, then kept with every
+//      write) and devices_stranding, so that the stranded-devices count is an index seek.
+inline constexpr int kLatestSchemaVersion = 8;
 
 }  // namespace iotpki::store

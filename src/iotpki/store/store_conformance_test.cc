@@ -62,6 +62,11 @@ struct Backend {
   // True if a count's plan reads only the maintained count tables: neither devices nor
   // certificates, and no full scan but of the small (state, model, batch) table.
   std::function<bool(const std::string&)> plan_reads_only_counts;
+  // True if a plan reads certificates in its primary key's order from a seek: no full scan, no
+  // sort, and not through certificates_by_expiry.
+  std::function<bool(const std::string&)> plan_seeks_by_serial;
+  // True if a plan reads through index `index` alone: no full scan of anything, no sort.
+  std::function<bool(const std::string& plan, const std::string& index)> plan_seeks_index;
 };
 
 void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
@@ -91,6 +96,31 @@ bool SqlitePlanReadsOnlyCounts(const std::string& plan) {
   return true;
 }
 
+bool SqlitePlanSeeksBySerial(const std::string& plan) {
+  if (plan.find("certificates_by_expiry") != std::string::npos) return false;
+  if (plan.find("SEARCH certificates USING INDEX sqlite_autoindex_certificates_1 (serial>?)") ==
+      std::string::npos) {
+    return false;
+  }
+  std::istringstream lines(plan);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("SCAN", 0) == 0 || line.find("TEMP B-TREE") != std::string::npos) return false;
+  }
+  return true;
+}
+
+bool SqlitePlanSeeksIndex(const std::string& plan, const std::string& index) {
+  if (plan.find("USING INDEX " + index + " (") == std::string::npos &&
+      plan.find("USING COVERING INDEX " + index + " (") == std::string::npos) {
+    return false;
+  }
+  std::istringstream lines(plan);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("SCAN", 0) == 0 || line.find("TEMP B-TREE") != std::string::npos) return false;
+  }
+  return true;
+}
+
 Backend SqliteBackend(std::string name, bool persistent, std::string file) {
   return Backend{
       .name = std::move(name),
@@ -109,6 +139,8 @@ Backend SqliteBackend(std::string name, bool persistent, std::string file) {
                           const DeviceFilter& f) { return AsSql(s).ExplainCountDevicesForTest(f); },
       .plan_uses_expiry_index = SqlitePlanUsesExpiryIndex,
       .plan_reads_only_counts = SqlitePlanReadsOnlyCounts,
+      .plan_seeks_by_serial = SqlitePlanSeeksBySerial,
+      .plan_seeks_index = SqlitePlanSeeksIndex,
   };
 }
 
@@ -128,6 +160,19 @@ bool PostgresPlanReadsOnlyCounts(const std::string& plan) {
   return plan.find(" on devices") == std::string::npos &&
          plan.find(" on certificates") == std::string::npos &&
          plan.find("Sort") == std::string::npos;
+}
+
+bool PostgresPlanSeeksBySerial(const std::string& plan) {
+  return plan.find("certificates_pkey") != std::string::npos &&
+         plan.find("certificates_by_expiry") == std::string::npos &&
+         plan.find("Seq Scan") == std::string::npos && plan.find("Sort") == std::string::npos;
+}
+
+// "Index Scan using INDEX on ..." or, for a count, "Bitmap Index Scan on INDEX".
+bool PostgresPlanSeeksIndex(const std::string& plan, const std::string& index) {
+  return (plan.find(" using " + index + " on ") != std::string::npos ||
+          plan.find("Index Scan on " + index) != std::string::npos) &&
+         plan.find("Seq Scan") == std::string::npos && plan.find("Sort") == std::string::npos;
 }
 
 constexpr char kPgUrlFile[] = "pg-url";
@@ -160,6 +205,8 @@ Backend PostgresBackend() {
                           const DeviceFilter& f) { return AsSql(s).ExplainCountDevicesForTest(f); },
       .plan_uses_expiry_index = PostgresPlanUsesExpiryIndex,
       .plan_reads_only_counts = PostgresPlanReadsOnlyCounts,
+      .plan_seeks_by_serial = PostgresPlanSeeksBySerial,
+      .plan_seeks_index = PostgresPlanSeeksIndex,
   };
 }
 
@@ -2228,6 +2275,205 @@ TEST_P(StoreConformance, CredentialAuditCountsFromTheRows) {
   EXPECT_EQ(broken->stranded, 1);
 }
 
+// The compliance report's key-strength pass: every live device certificate (IDevID or LDevID,
+// valid, not expired at `now`) exactly once, whatever the page size, and nothing else.
+TEST_P(StoreConformance, VisitsEveryLiveDeviceCertificateOnceAndNothingElse) {
+  WriteBatch batch;
+  for (int d = 1; d <= 9; ++d) batch.InsertDevice(MakeDevice(d));
+  batch.InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNoExpiryUnix, 1))
+      .InsertCertificate(MakeCert(2, 1, CertProfile::kLDevId, kNow + 40 * kDay, 2))
+      .InsertCertificate(MakeCert(3, 2, CertProfile::kLDevId, kNow + 40 * kDay, 3))  // revoked
+      .InsertCertificate(MakeCert(4, 2, CertProfile::kLDevId, kNow - 1, 4))          // expired
+      .InsertCertificate(MakeCert(5, 3, CertProfile::kLDevId, kNow, 5))  // expires this second
+      .InsertCertificate(MakeCert(6, std::nullopt, CertProfile::kServer, kNow + kDay, 6))
+      .InsertCertificate(MakeCert(7, std::nullopt, CertProfile::kIssuingCa, kNow + kDay, 7))
+      .InsertCertificate(MakeCert(8, 4, CertProfile::kIDevId, kNoExpiryUnix, 8));  // revoked
+  for (int n = 9; n <= 13; ++n) {
+    batch.InsertCertificate(MakeCert(n, n - 4, CertProfile::kLDevId, kNow + n * kDay, n));
+  }
+  MustCommit(batch);
+  MustCommit(WriteBatch()
+                 .RevokeCertificate(CertSerial(3), RevocationReason::kKeyCompromise)
+                 .RevokeCertificate(CertSerial(8), RevocationReason::kSuperseded));
+  const std::vector<int> live = {1, 2, 5, 9, 10, 11, 12, 13};
+  // 3: pages of 3, 3 and 2; 4: two full pages and an empty one; the default: one page.
+  for (size_t page : {3, 4, 10000}) {
+    AsSql(*store_).SetVisitPageForTest(page);
+    std::vector<int> visited;
+    auto n = store_->VisitLiveDeviceCertificates(kNow, [&](ByteView der) {
+      ASSERT_EQ(der.size(), 7u);
+      visited.push_back(der[4]);  // MakeCert's n
+    });
+    ASSERT_TRUE(n) << n.error().ToString();
+    EXPECT_EQ(*n, static_cast<int64_t>(live.size())) << "page " << page;
+    std::sort(visited.begin(), visited.end());
+    EXPECT_EQ(visited, live) << "page " << page;
+  }
+  // A second later certificate 5 has expired too.
+  AsSql(*store_).SetVisitPageForTest(2);
+  auto later = store_->VisitLiveDeviceCertificates(kNow + 1, [](ByteView) {});
+  ASSERT_TRUE(later) << later.error().ToString();
+  EXPECT_EQ(*later, 7);
+}
+
+// Each page seeks to the last serial visited and walks the primary key: the whole pass reads
+// each certificate once. A plan through certificates_by_expiry reads every live certificate
+// and sorts them for every page (quadratic: hours at a million devices). A page much smaller
+// than the fleet, as at scale, so that a planner that costs plans sees the same trade.
+TEST_P(StoreConformance, LiveCertificatePagesSeekBySerial) {
+  WriteBatch batch;
+  for (int d = 1; d <= 200; ++d) {
+    batch.InsertDevice(MakeDevice(d))
+        .InsertCertificate(MakeCert(d, d, CertProfile::kLDevId, kNow + (d % 90 + 1) * kDay, d));
+  }
+  MustCommit(batch);
+  // PostgreSQL plans from the statistics autovacuum keeps; without them it guesses one row and
+  // sorts it. The query names no column of any other index, so SQLite's plan cannot change.
+  ASSERT_TRUE(GetParam().exec_sql(*store_, "ANALYZE certificates"));
+  AsSql(*store_).SetVisitPageForTest(10);
+  auto plan = AsSql(*store_).ExplainVisitLiveDeviceCertificatesForTest();
+  ASSERT_TRUE(plan) << plan.error().ToString();
+  EXPECT_TRUE(GetParam().plan_seeks_by_serial(*plan)) << *plan;
+}
+
+// Undoes migration 8 (portable SQL): no stranding columns, no devices_stranding.
+constexpr const char* kBackToVersion7 =
+    "DROP INDEX devices_stranding; ALTER TABLE devices DROP COLUMN ldevid_not_after; "
+    "ALTER TABLE devices DROP COLUMN heard_at; DELETE FROM schema_migrations WHERE version = 8";
+
+// The stranded devices at `now` computed from the rows, as before migration 8 and as
+// docs/compliance.md gives it to the auditor: each device joined to its certificates.
+std::string StrandedFromRows(int64_t now) {
+  std::string t = std::to_string(now);
+  return "SELECT CAST(COUNT(*) AS TEXT) FROM (SELECT CASE WHEN issued > heard THEN issued ELSE "
+         "heard END AS heard, expires FROM (SELECT CASE WHEN COALESCE(MAX(c.first_used_at), 0) > "
+         "d.updated_at THEN MAX(c.first_used_at) ELSE d.updated_at END AS heard, "
+         "MAX(c.created_at) AS issued, MAX(CASE WHEN c.profile = 'ldevid' AND c.status = "
+         "'valid' THEN c.not_after END) AS expires FROM devices d JOIN certificates c ON "
+         "c.device_seq = d.seq WHERE d.state <> 'decommissioned' GROUP BY d.seq, d.updated_at) "
+         "x) y WHERE expires IS NOT NULL AND " +
+         t + " - heard > expires - " + t;
+}
+
+// The stranded-devices count reads devices_stranding, whose columns each write keeps: after
+// every kind of write that moves a device in or out (a working certificate recorded, a first
+// use, a revocation of the newest one, a state change, a decommission) it equals the count
+// from the rows.
+TEST_P(StoreConformance, StrandedCountFollowsEveryWriteAsTheRowsDo) {
+  auto stranded = [&] {
+    auto a = store_->AuditCredentials(clock_.NowUnix());
+    EXPECT_TRUE(a) << a.error().ToString();
+    auto rows = AsSql(*store_).QueryForTest(StrandedFromRows(clock_.NowUnix()));
+    EXPECT_TRUE(rows) << rows.error().ToString();
+    EXPECT_EQ(std::to_string(a ? a->stranded : -1), rows ? *rows : "?") << "index and rows differ";
+    return a ? a->stranded : -1;
+  };
+  WriteBatch batch;
+  for (int d = 1; d <= 5; ++d) {
+    batch.InsertDevice(MakeDevice(d))
+        .InsertCertificate(MakeCert(d, d, CertProfile::kIDevId, kNoExpiryUnix, d))
+        .UpdateDeviceState(DeviceId(d), DeviceState::kManufactured, DeviceState::kActive);
+  }
+  MustCommit(batch);
+  EXPECT_EQ(stranded(), 0);
+  // Working certificates: 40 days for devices 1, 2 and 4; device 3 has one of 100 days and then
+  // one of 20 (its newest is the one that expires last); device 5 none.
+  MustCommit(WriteBatch()
+                 .InsertCertificate(MakeCert(11, 1, CertProfile::kLDevId, kNow + 40 * kDay, 11))
+                 .InsertCertificate(MakeCert(12, 2, CertProfile::kLDevId, kNow + 40 * kDay, 12))
+                 .InsertCertificate(MakeCert(13, 3, CertProfile::kLDevId, kNow + 100 * kDay, 13))
+                 .InsertCertificate(MakeCert(14, 4, CertProfile::kLDevId, kNow + 40 * kDay, 14)));
+  clock_.Advance(std::chrono::hours(1));
+  MustCommit(
+      WriteBatch().InsertCertificate(MakeCert(23, 3, CertProfile::kLDevId, kNow + 20 * kDay, 23)));
+  EXPECT_EQ(stranded(), 0);
+
+  // 25 days on: 25 days unheard with 15 left (devices 1, 2 and 4); device 2 uses its
+  // certificate now.
+  clock_.Advance(std::chrono::days(25));
+  EXPECT_EQ(stranded(), 3);
+  MustCommit(WriteBatch().MarkCertificateUsed(CertSerial(12)));
+  EXPECT_EQ(stranded(), 2);
+  // Device 3's newest working certificate revoked: the one left expired 5 days ago.
+  MustCommit(WriteBatch().RevokeCertificate(CertSerial(13), RevocationReason::kSuperseded));
+  EXPECT_EQ(stranded(), 3);
+  MustCommit(WriteBatch().UpdateDeviceState(DeviceId(4), DeviceState::kActive,
+                                            DeviceState::kDecommissioned));
+  EXPECT_EQ(stranded(), 2);
+  // Device 1 suspended (a state change is contact), device 3 renewed.
+  MustCommit(WriteBatch()
+                 .UpdateDeviceState(DeviceId(1), DeviceState::kActive, DeviceState::kSuspended)
+                 .InsertCertificate(MakeCert(33, 3, CertProfile::kLDevId, kNow + 120 * kDay, 33)));
+  EXPECT_EQ(stranded(), 0);
+  // Revoking the certificate a renewal superseded keeps the newest one's notAfter.
+  MustCommit(WriteBatch().RevokeCertificate(CertSerial(23), RevocationReason::kSuperseded));
+  auto newest = AsSql(*store_).QueryForTest(
+      "SELECT CAST(ldevid_not_after AS TEXT) FROM devices WHERE serial = '" + MakeDevice(3).serial +
+      "'");
+  ASSERT_TRUE(newest) << newest.error().ToString();
+  EXPECT_EQ(*newest, std::to_string(kNow + 120 * kDay));
+  EXPECT_EQ(stranded(), 0);
+  // 10 days on, devices 1 and 2 have 5 days left. Revoking a birth certificate changes nothing;
+  // recording one is contact.
+  clock_.Advance(std::chrono::days(10));
+  EXPECT_EQ(stranded(), 2);
+  MustCommit(WriteBatch().RevokeCertificate(CertSerial(5), RevocationReason::kSuperseded));
+  EXPECT_EQ(stranded(), 2);
+  MustCommit(
+      WriteBatch().InsertCertificate(MakeCert(41, 1, CertProfile::kIDevId, kNoExpiryUnix, 41)));
+  EXPECT_EQ(stranded(), 1);
+}
+
+TEST_P(StoreConformance, StrandedCountIsASeekOnItsIndex) {
+  auto plan = AsSql(*store_).ExplainStrandedCountForTest();
+  ASSERT_TRUE(plan) << plan.error().ToString();
+  EXPECT_TRUE(GetParam().plan_seeks_index(*plan, "devices_stranding")) << *plan;
+}
+
+// A version-7 store: migration 8 fills each device's last contact and newest working
+// certificate from its rows, and the count then equals the count from the rows.
+TEST_P(StoreConformance, MigrationEightFillsTheStrandingColumnsFromTheRows) {
+  if (!GetParam().persistent) GTEST_SKIP() << "nothing survives closing an in-memory store";
+  WriteBatch batch;
+  for (int d = 1; d <= 4; ++d) {
+    batch.InsertDevice(MakeDevice(d))
+        .InsertCertificate(MakeCert(d, d, CertProfile::kIDevId, kNoExpiryUnix, d));
+  }
+  batch.InsertDevice(MakeDevice(5));  // no certificate at all
+  MustCommit(batch);
+  MustCommit(WriteBatch()
+                 .InsertCertificate(MakeCert(11, 1, CertProfile::kLDevId, kNow + 40 * kDay, 11))
+                 .InsertCertificate(MakeCert(12, 2, CertProfile::kLDevId, kNow + 40 * kDay, 12))
+                 .InsertCertificate(MakeCert(13, 3, CertProfile::kLDevId, kNow + 90 * kDay, 13))
+                 .InsertCertificate(MakeCert(23, 3, CertProfile::kLDevId, kNow + 30 * kDay, 23)));
+  clock_.Advance(std::chrono::days(20));
+  MustCommit(WriteBatch().MarkCertificateUsed(CertSerial(12)));
+  clock_.Advance(std::chrono::days(5));
+  MustCommit(WriteBatch().RevokeCertificate(CertSerial(13), RevocationReason::kSuperseded));
+  const std::string columns =
+      "SELECT CAST(SUM(heard_at) AS BIGINT) || ' ' || CAST(COUNT(ldevid_not_after) AS BIGINT) || "
+      "' ' || CAST(SUM(ldevid_not_after) AS BIGINT) FROM devices";
+  auto kept = AsSql(*store_).QueryForTest(columns);
+  ASSERT_TRUE(kept) << kept.error().ToString();
+  auto before = store_->AuditCredentials(clock_.NowUnix());
+  ASSERT_TRUE(before) << before.error().ToString();
+  EXPECT_EQ(before->stranded, 2);  // device 1 (25 days unheard, 15 left) and 3 (expires in 5)
+
+  ASSERT_TRUE(GetParam().exec_sql(*store_, kBackToVersion7));
+  Reopen();
+  EXPECT_EQ(*store_->SchemaVersion(), kLatestSchemaVersion);
+  auto filled = AsSql(*store_).QueryForTest(columns);
+  ASSERT_TRUE(filled) << filled.error().ToString();
+  EXPECT_EQ(*filled, *kept);
+  auto after = store_->AuditCredentials(clock_.NowUnix());
+  ASSERT_TRUE(after) << after.error().ToString();
+  EXPECT_EQ(after->stranded, 2);
+  EXPECT_EQ(*AsSql(*store_).QueryForTest(StrandedFromRows(clock_.NowUnix())), "2");
+  // And the columns are kept from here on.
+  MustCommit(WriteBatch().MarkCertificateUsed(CertSerial(11)));
+  EXPECT_EQ(store_->AuditCredentials(clock_.NowUnix())->stranded, 1);
+}
+
 TEST_P(StoreConformance, OperatorCertificatesAreRecordedAndRevokedOnce) {
   OperatorCertificate alice{
       .serial = "0a11ce", .name = "alice", .role = "operator", .not_after = kNow + 365 * kDay};
@@ -2280,6 +2526,7 @@ TEST_P(StoreConformance, MigrationSevenFillsItsTablesFromTheRows) {
                                         std::to_string(kNow + kDay) + "}"))
                  .AppendAudit(Event("admin.issue", "0b", "not json"))
                  .AppendAudit(Event("admin.issue", "0c", R"({"name":"x","role":"root"})")));
+  ASSERT_TRUE(GetParam().exec_sql(*store_, kBackToVersion7));
   ASSERT_TRUE(GetParam().exec_sql(*store_,
                                   "DROP TABLE operator_certificates; DROP INDEX audit_by_subject; "
                                   "DROP TABLE issuance_counts; ALTER TABLE certificates DROP "

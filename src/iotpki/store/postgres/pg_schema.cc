@@ -253,6 +253,21 @@ BEGIN
 END
 $$;
 )sql"},
+    {8, "stranded devices as a seek: devices.heard_at, devices.ldevid_not_after, devices_stranding",
+     R"sql(
+ALTER TABLE devices ADD COLUMN heard_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN ldevid_not_after BIGINT;
+UPDATE devices SET heard_at = GREATEST(devices.updated_at, x.issued, x.used),
+                   ldevid_not_after = x.expires
+  FROM (SELECT device_seq, MAX(created_at) AS issued, COALESCE(MAX(first_used_at), 0) AS used,
+               MAX(CASE WHEN profile = 'ldevid' AND status = 'valid' THEN not_after END)
+                 AS expires
+        FROM certificates WHERE device_seq IS NOT NULL GROUP BY device_seq) AS x
+  WHERE x.device_seq = devices.seq;
+UPDATE devices SET heard_at = updated_at WHERE heard_at < updated_at;
+CREATE INDEX devices_stranding ON devices ((heard_at + ldevid_not_after))
+  WHERE ldevid_not_after IS NOT NULL AND state <> 'decommissioned';
+)sql"},
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,

@@ -89,7 +89,11 @@ std::optional<BulkBatch> AsBulk(const WriteBatch& batch, size_t min_devices) {
       bulk.devices.push_back(&d->device);
     } else if (const auto* c = std::get_if<InsertCertificateOp>(&op)) {
       const CertificateRecord& cert = c->cert;
-      if (!cert.device_id || cert.not_after < kNoExpiryUnix) return std::nullopt;
+      // A working certificate would have to set its device's ldevid_not_after (migration 8).
+      if (!cert.device_id || cert.not_after < kNoExpiryUnix ||
+          cert.profile == CertProfile::kLDevId) {
+        return std::nullopt;
+      }
       auto owner = device_index.find(*cert.device_id);
       if (owner == device_index.end()) return std::nullopt;
       if (!keys.insert(cert.key_fingerprint).second) return std::nullopt;
@@ -134,7 +138,7 @@ Result<void> LoadBulk(Connection& conn, const BulkBatch& bulk, int64_t now) {
       const Device& d = *bulk.devices[i];
       auto id = Decode(d.device_id);
       if (!id) return Fail(Code::kInvalidArgument, "device id is not 64 hex digits");
-      copy.Row(9);
+      copy.Row(10);
       copy.Int(seqs[i]);
       copy.Blob(*id);
       copy.Text(d.serial);
@@ -148,11 +152,12 @@ Result<void> LoadBulk(Connection& conn, const BulkBatch& bulk, int64_t now) {
       }
       copy.Int(now);
       copy.Int(now);
+      copy.Int(now);  // heard_at: its birth certificate (migration 8), recorded now too
       counts[{DeviceStateName(d.state), d.model, d.batch}] += 1;
     }
     IOTPKI_CHECK(
         conn.CopyIn("COPY devices (seq, device_id, serial, model, batch, state, "
-                    "hardware_fingerprint, created_at, updated_at) FROM STDIN "
+                    "hardware_fingerprint, created_at, updated_at, heard_at) FROM STDIN "
                     "(FORMAT binary)",
                     copy.Finish()));
   }

@@ -135,6 +135,12 @@ class SqlStore : public Store {
   void SetCohortPageForTest(size_t rows) { cohort_page_ = rows; }
   // The plan of ListRevokedCertificatesOfIssuer's query (a first page of the operational CA's).
   Result<std::string> ExplainListRevokedForTest();
+  // Certificates per page of VisitLiveDeviceCertificates (default 10000), so that a test crosses
+  // pages with a few certificates; and the plan of one page after a serial.
+  void SetVisitPageForTest(size_t rows) { visit_page_ = rows; }
+  Result<std::string> ExplainVisitLiveDeviceCertificatesForTest();
+  // The plan of AuditCredentials' stranded-devices count.
+  Result<std::string> ExplainStrandedCountForTest();
 
  protected:
   // `clock` must outlive the store.
@@ -157,6 +163,9 @@ class SqlStore : public Store {
   // Rows per INSERT ... SELECT while a cohort is inserted: bounds each statement's work (and
   // PostgreSQL's memory for it) without a round trip per device.
   size_t cohort_page_ = 10000;
+  // Certificates per page of VisitLiveDeviceCertificates: bounds the DER an engine holds at once
+  // (PostgreSQL's client library holds a whole result).
+  size_t visit_page_ = 10000;
 };
 
 }  // namespace iotpki::store::sql

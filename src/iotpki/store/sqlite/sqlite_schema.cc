@@ -399,6 +399,31 @@ INSERT INTO operator_certificates (serial, name, role, not_after, status, revoke
   ORDER BY seq
   ON CONFLICT (serial) DO NOTHING;
 )sql"},
+    {8, "stranded devices as a seek: devices.heard_at, devices.ldevid_not_after, devices_stranding",
+     R"sql(
+-- The compliance report's stranded-devices count (Store::AuditCredentials) joined every device to
+-- its certificates and grouped them: a pass over the fleet. Version 8 keeps on each device what
+-- that pass computed, in the transaction of every write that changes it (sql_store.cc,
+-- BatchWriter): heard_at, the device's last contact (the latest of its last state change, the
+-- recording of its newest certificate and the first use of any of them), and ldevid_not_after,
+-- the notAfter of its newest valid working certificate (NULL without one). A device is stranded
+-- at `now` when now - heard_at > ldevid_not_after - now, that is heard_at + ldevid_not_after <
+-- 2 * now: a range of the expression index below, which holds only devices with a working
+-- certificate that are not decommissioned. The existing rows are filled here in one pass, once.
+ALTER TABLE devices ADD COLUMN heard_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN ldevid_not_after INTEGER;
+UPDATE devices SET heard_at = MAX(devices.updated_at, x.issued, x.used),
+                   ldevid_not_after = x.expires
+  FROM (SELECT device_seq, MAX(created_at) AS issued, COALESCE(MAX(first_used_at), 0) AS used,
+               MAX(CASE WHEN profile = 'ldevid' AND status = 'valid' THEN not_after END)
+                 AS expires
+        FROM certificates WHERE device_seq IS NOT NULL GROUP BY device_seq) AS x
+  WHERE x.device_seq = devices.seq;
+-- Devices without a certificate: their last state change.
+UPDATE devices SET heard_at = updated_at WHERE heard_at < updated_at;
+CREATE INDEX devices_stranding ON devices (heard_at + ldevid_not_after)
+  WHERE ldevid_not_after IS NOT NULL AND state <> 'decommissioned';
+)sql"},
 };
 
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kLatestSchemaVersion,

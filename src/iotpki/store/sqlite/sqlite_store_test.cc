@@ -41,7 +41,16 @@ Device MakeDevice(int n) {
   return d;
 }
 
-// Undoes migration 7: no key origins, issuance counts, audit index or operator certificates.
+// Undoes migration 8: no stranding columns or index.
+constexpr const char* kBackToVersion7 = R"sql(
+DROP INDEX devices_stranding;
+ALTER TABLE devices DROP COLUMN ldevid_not_after;
+ALTER TABLE devices DROP COLUMN heard_at;
+DELETE FROM schema_migrations WHERE version = 8;
+)sql";
+
+// Undoes migration 7 (after kBackToVersion7): no key origins, issuance counts, audit index or
+// operator certificates.
 constexpr const char* kBackToVersion6 = R"sql(
 DROP TABLE operator_certificates;
 DROP INDEX audit_by_subject;
@@ -282,6 +291,7 @@ TEST_F(SqliteStoreTest, MigrationFillsTheCountTablesFromExistingRows) {
   std::vector<int64_t> before;
   for (const auto& f : filters) before.push_back(*store->CountDevices(f));
   EXPECT_EQ(before[0], 30);
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion7));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
@@ -329,6 +339,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsRevocationsAndStartsWithoutFirstUse) {
   b.RevokeCertificate("5e00", RevocationReason::kSuperseded);
   auto committed = store->Commit(b);
   ASSERT_TRUE(committed) << committed.error().ToString();
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion7));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
@@ -379,6 +390,7 @@ TEST_F(SqliteStoreTest, MigrationSevenCountsIssuanceAndRecordsOperators) {
     ASSERT_TRUE(store->Commit(b));
     clock_.Advance(std::chrono::days(1));
   }
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion7));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   store.reset();
   store = MustOpen();
@@ -431,6 +443,7 @@ TEST_F(SqliteStoreTest, MigrationNumbersDevicesInInsertionOrder) {
     added.insert(added.end(), ids.begin(), ids.end());
     clock_.Advance(std::chrono::seconds(10));
   }
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion7));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
@@ -579,6 +592,7 @@ TEST_F(SqliteStoreTest, MigrationToBinaryIdsKeepsWhatTheApiReads) {
   ASSERT_EQ(before.expiring.size(), 2u);
   EXPECT_FALSE(before.expiring[0].empty());
   EXPECT_EQ(before.by_key[11].size(), 2u);  // device 1's renewal kept its key
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion7));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
@@ -618,6 +632,7 @@ TEST_F(SqliteStoreTest, MigrationToBinaryIdsRefusesAMalformedIdAndChangesNothing
   auto store = MustOpen();
   ASSERT_TRUE(store);
   ASSERT_TRUE(store->Commit(WriteBatch().InsertDevice(MakeDevice(1)).InsertDevice(MakeDevice(2))));
+  ASSERT_TRUE(store->ExecForTest(kBackToVersion7));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion6));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion5));
   ASSERT_TRUE(store->ExecForTest(kBackToVersion4));
