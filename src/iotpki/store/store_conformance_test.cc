@@ -1300,12 +1300,7 @@ class RandomCounts : public StoreConformance {
     WriteBatch b;
     std::uniform_int_distribution<int> pick(0, 2), ldevids(0, 3);
     for (int i = from; i < to; ++i) {
-      // Appended, not "m" + std::to_string(...): GCC 12 at -O3 reports a false -Wrestrict for
-      // the prepend that operator+ does (its bug 105329).
-      std::string model = "m", batch = "b";
-      model += std::to_string(pick(rng_));
-      batch += std::to_string(pick(rng_));
-      Device d = MakeDevice(i, model, batch);
+      Device d = MakeDevice(i, "m" + std::to_string(pick(rng_)), "b" + std::to_string(pick(rng_)));
       d.state = kStates[pick(rng_)];
       b.InsertDevice(d);
       devices_[i] = ModelDevice{d.state, d.model, d.batch};
