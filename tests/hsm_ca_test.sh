@@ -71,7 +71,22 @@ p11 --login --pin "$IOTPKI_PKCS11_PIN" --list-objects --type privkey >"$WORK/pri
 equal "still four keys in the token" "$(grep -c 'Private Key Object' "$WORK/privkeys2.txt")" 4
 
 # --- a factory batch signed by the manufacturing CA in the token --------------------------------
+# Through OpenSC's pkcs11-spy, which logs every PKCS#11 call with its attributes: the batch signs
+# in the token and never asks it for a key's value (CKA_VALUE), nor wraps, derives or copies.
+SPY=$(ls /usr/lib/*/pkcs11-spy.so 2>/dev/null | head -1)
+[ -n "$SPY" ] || fail "no pkcs11-spy.so (scripts/setup.sh installs opensc-pkcs11)"
+export IOTPKI_PKCS11_MODULE="${SPY:-$MODULE}" PKCS11SPY="$MODULE" PKCS11SPY_OUTPUT="$WORK/spy.log"
 provision hsm 2
+unset IOTPKI_PKCS11_MODULE PKCS11SPY PKCS11SPY_OUTPUT
+if [ -n "$SPY" ]; then
+  expect "the batch's IDevIDs are signed in the token (pkcs11-spy)" "C_Sign$" "$WORK/spy.log"
+  if grep -qE '^ +CKA_VALUE +|C_WrapKey|C_DeriveKey|C_CopyObject' "$WORK/spy.log"; then
+    fail "the batch asked the token for a key's value or to move a key"
+  else
+    pass "no call asks for CKA_VALUE, wraps, derives or copies a key (pkcs11-spy)"
+  fi
+  rm -f "$WORK/spy.log" # it holds the test PIN (C_Login's argument)
+fi
 D1="$WORK/hsm/hsm-000001"
 ID1=$(device_id "$D1")
 check "IDevID verifies to the root (openssl verify)" openssl verify -CAfile "$CA/certs/root.pem" \
