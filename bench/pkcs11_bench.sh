@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 16: P-256 signatures/s through our PKCS#11 signer on a SoftHSM2 token this script makes
 # (private SOFTHSM2_CONF, removed afterwards), the token's own C_Sign rate on the same key and
-# `openssl speed ecdsap256`, all in one run. About 25 seconds.
+# `openssl speed ecdsap256`, all in one run; then the overhead as the median of 25 short
+# pairs (steadier on a shared machine). About 35 seconds.
 # Usage: bench/pkcs11_bench.sh [BUILD_DIR]
 set -euo pipefail
 BUILD=${1:-build}

@@ -55,12 +55,15 @@ token_pub() {
     openssl pkey -pubin -inform DER -in "$WORK/pub.der" -pubout
 }
 cert_pub() { openssl x509 -in "$1" -noout -pubkey; }
+id_of() { key_uri "$1" | sed -n 's/.*;id=\([^;?]*\).*/\1/p' | tr -d '%'; }
 # signed_by_token SLOT: the token signs a fresh challenge with the slot's key (pkcs11-tool) and the
-# certificate's public key verifies it (openssl).
+# certificate's public key verifies it (openssl). The key is chosen by its CKA_ID: OpenSC 0.23's
+# --sign ignores --label and takes the token's first private key.
 signed_by_token() {
   echo "challenge $RANDOM" >"$WORK/challenge"
   openssl dgst -sha256 -binary "$WORK/challenge" >"$WORK/challenge.sha256"
-  p11 --sign --mechanism ECDSA --label "$(label_of "$1")" --signature-format openssl \
+  [ -n "$(id_of "$1")" ] || return 1
+  p11 --sign --mechanism ECDSA --id "$(id_of "$1")" --signature-format openssl \
     -i "$WORK/challenge.sha256" -o "$WORK/challenge.sig" >/dev/null 2>&1 &&
     cert_pub "$1/cert.pem" >"$WORK/cert.pub" &&
     openssl pkeyutl -verify -pubin -inkey "$WORK/cert.pub" -in "$WORK/challenge.sha256" \
@@ -85,10 +88,15 @@ not_exportable() {
   fi
   grep -q "requested data were not available" "$WORK/exported"
 }
+# STATE/keys/ holds only the records of the token keys the agent made: one URI each.
 no_private_key_in_state() {
   if grep -rlE "PRIVATE KEY|BEGIN EC" "$S"; then return 1; fi
-  [ -z "$(find "$S" -name 'key.pem')" ] && [ ! -e "$S/keys" ]
+  [ -z "$(find "$S" -name 'key.pem')" ] || return 1
+  [ -z "$(find "$S/keys" -type f ! -name 'ldevid-*.p11' 2>/dev/null)" ] || return 1
+  ! cat "$S"/keys/*.p11 2>/dev/null | grep -qvE '^pkcs11:token=device-se;object=ldevid-[0-9a-f]{16}$'
 }
+# records: the labels the agent's records name (STATE/keys/<label>.p11), sorted.
+records() { find "$S/keys" -name 'ldevid-*.p11' -printf '%f\n' 2>/dev/null | sed 's/\.p11$//' | sort; }
 
 # --- bad inputs: one clear line, nothing installed, nothing made in the token ------------------
 BEFORE=$(labels)
@@ -105,7 +113,9 @@ refuse "a token that is not there" "no PKCS#11 token labelled 'no-such-token'" \
   "$AGENT" --state "$S" --key-store "pkcs11:token=no-such-token" bootstrap --server "$URL" --est
 refuse "serverkeygen cannot open a key sealed to a token's IDevID" "serverkeygen.*--est" \
   "$AGENT" --state "$S" bootstrap --server "$URL" --serverkeygen
-if [ ! -e "$S/active" ] && [ ! -e "$S/key-store" ]; then pass "nothing installed"; else
+if [ ! -e "$S/active" ] && [ ! -e "$S/key-store" ] && [ ! -e "$S/keys" ]; then
+  pass "nothing installed, no key recorded"
+else
   fail "a refused bootstrap left state behind"
 fi
 equal "no key made in the token by the refusals" "$(labels)" "$BEFORE"
@@ -166,6 +176,8 @@ equal "... whose certificate's key is the token's" "$(token_pub "$L3")" \
 # Keys no slot names any more are deleted with their slot; the IDevID key stays.
 equal "the token holds the IDevID key and the keys of the two slots kept" "$(labels)" \
   "$(printf '%s\n' "$ID" "$L2" "$L3" | sort)"
+equal "the agent's records name exactly the working keys in the token" "$(records)" \
+  "$(printf '%s\n' "$L2" "$L3" | sort)"
 
 # --- a rotation that fails after its new key was made: the key is deleted from the token -----
 check "second campaign" "$IOTPKI" campaign create --dir "$CA" --name rot2 --devices "$WORK/ids.txt"
@@ -178,6 +190,7 @@ else
   expect "the failed rotation says it rolled back" "install failed on purpose.*rolled back" "$WORK/err"
 fi
 equal "the new key is deleted from the token" "$(labels)" "$BEFORE"
+equal "... and so is its record" "$(records)" "$(labels | grep -vx "$ID")"
 equal "the device keeps its certificate" "$(openssl x509 -in "$S/active/cert.pem" -noout -serial)" \
   "$CUR"
 check "no pending rotation left" test ! -e "$S/pending"
@@ -185,6 +198,65 @@ if no_private_key_in_state; then pass "still no private key in the state directo
   fail "a private key in the state directory"
 fi
 check "and the device still renews with its token key afterwards" "$AGENT" --state "$S" renew
+
+# --- what the agent asks the token: never a private key's value ---------------------------------
+# OpenSC's pkcs11-spy sits between the agent and SoftHSM2 and logs every call with its
+# attributes. A renew with a new key (generate, sign the CSR, mutual TLS with the old key and
+# the new one's first use) never asks for CKA_VALUE, nor wraps or derives anything.
+SPY=$(ls /usr/lib/*/pkcs11-spy.so 2>/dev/null | head -1)
+if [ -z "$SPY" ]; then
+  fail "no pkcs11-spy.so (scripts/setup.sh installs opensc-pkcs11)"
+else
+  check "renew --rekey through pkcs11-spy" env IOTPKI_PKCS11_MODULE="$SPY" PKCS11SPY="$MODULE" \
+    PKCS11SPY_OUTPUT="$WORK/spy.log" "$AGENT" --state "$S" renew --rekey
+  expect "the spy saw the key made in the token" "C_GenerateKeyPair" "$WORK/spy.log"
+  expect "and the token's signatures" "C_Sign$" "$WORK/spy.log"
+  if grep -qE '^ +CKA_VALUE +|C_WrapKey|C_DeriveKey|C_CopyObject' "$WORK/spy.log"; then
+    fail "the agent asked the token for a key's value or to move a key"
+    grep -nE '^ +CKA_VALUE +|C_WrapKey|C_DeriveKey|C_CopyObject' "$WORK/spy.log" | head -5 >&2
+  else
+    pass "no call asks for CKA_VALUE, wraps, derives or copies a key (pkcs11-spy)"
+  fi
+  rm -f "$WORK/spy.log" # it holds the test PIN (C_Login's argument)
+fi
+
+# --- a crash between making a key in the token and writing its slot ---------------------------
+# The agent records each token key it makes (STATE/keys/<label>.p11) before the token makes it;
+# a rotation killed after the enrollment leaves the key and its record, and no slot names it.
+check "third campaign" "$IOTPKI" campaign create --dir "$CA" --name rot3 --devices "$WORK/ids.txt"
+BEFORE=$(labels)
+IOTPKI_AGENT_TEST_STOP_AT=after-enroll "$AGENT" --state "$S" rotate --campaign rot3 --job 0 \
+  --mode rekey >"$WORK/out" 2>"$WORK/err" &
+pid=$!
+state=""
+for _ in $(seq 300); do
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)
+  [ "$state" = T ] || [ -z "$state" ] && break
+  sleep 0.05
+done
+if [ "$state" = T ]; then pass "the rotation stopped after its enrollment"; else
+  fail "the rotation did not stop at after-enroll"
+  cat "$WORK/out" "$WORK/err" >&2
+fi
+kill -KILL "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+ORPHAN=$(comm -13 <(echo "$BEFORE") <(labels))
+expect "the killed rotation left one new key in the token" "^ldevid-[0-9a-f]{16}$" <(echo "$ORPHAN")
+expect "... and its record" "^pkcs11:token=device-se;object=$ORPHAN$" "$S/keys/$ORPHAN.p11"
+check "recover" "$AGENT" --state "$S" recover
+# It may be the key of a command running beside this one, until its slot is written.
+equal "a fresh one is kept" "$(labels)" "$(printf '%s\n' $BEFORE "$ORPHAN" | sort)"
+touch -d '2 hours ago' "$S/keys/$ORPHAN.p11"
+check "recover, an hour later" "$AGENT" --state "$S" recover
+expect "it says which key it deleted" \
+  "^recover: deleted the orphaned key pkcs11:token=device-se;object=$ORPHAN " "$WORK/out"
+equal "the orphan is deleted from the token, the others kept" "$(labels)" "$BEFORE"
+check "and its record" test ! -e "$S/keys/$ORPHAN.p11"
+equal "one record for each working key in the token" "$(records)" "$(labels | grep -vx "$ID")"
+if no_private_key_in_state; then pass "still no private key in the state directory"; else
+  fail "a private key in the state directory"
+fi
+check "the device still renews with its token key" "$AGENT" --state "$S" renew
 
 stop_server
 finish

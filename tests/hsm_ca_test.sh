@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A CA whose keys live only in a PKCS#11 token (a real SoftHSM2 token made by this test, with its
-# own SOFTHSM2_CONF): ca init into the token, a factory batch, serve with curl as the EST client,
+# own SOFTHSM2_CONF): ca init into the token, a factory batch, serve with curl as the EST client
+# (and with campaigns: its command certificate signed in the token, connected to a Mosquitto),
 # openssl verify/crl/ocsp as the relying party, pkcs11-tool and GnuTLS's p11tool as independent
 # clients that read the keys' attributes and try to export one, and a grep of the CA directory
 # for private key material.
@@ -70,7 +71,22 @@ p11 --login --pin "$IOTPKI_PKCS11_PIN" --list-objects --type privkey >"$WORK/pri
 equal "still four keys in the token" "$(grep -c 'Private Key Object' "$WORK/privkeys2.txt")" 4
 
 # --- a factory batch signed by the manufacturing CA in the token --------------------------------
+# Through OpenSC's pkcs11-spy, which logs every PKCS#11 call with its attributes: the batch signs
+# in the token and never asks it for a key's value (CKA_VALUE), nor wraps, derives or copies.
+SPY=$(ls /usr/lib/*/pkcs11-spy.so 2>/dev/null | head -1)
+[ -n "$SPY" ] || fail "no pkcs11-spy.so (scripts/setup.sh installs opensc-pkcs11)"
+export IOTPKI_PKCS11_MODULE="${SPY:-$MODULE}" PKCS11SPY="$MODULE" PKCS11SPY_OUTPUT="$WORK/spy.log"
 provision hsm 2
+unset IOTPKI_PKCS11_MODULE PKCS11SPY PKCS11SPY_OUTPUT
+if [ -n "$SPY" ]; then
+  expect "the batch's IDevIDs are signed in the token (pkcs11-spy)" "C_Sign$" "$WORK/spy.log"
+  if grep -qE '^ +CKA_VALUE +|C_WrapKey|C_DeriveKey|C_CopyObject' "$WORK/spy.log"; then
+    fail "the batch asked the token for a key's value or to move a key"
+  else
+    pass "no call asks for CKA_VALUE, wraps, derives or copies a key (pkcs11-spy)"
+  fi
+  rm -f "$WORK/spy.log" # it holds the test PIN (C_Login's argument)
+fi
 D1="$WORK/hsm/hsm-000001"
 ID1=$(device_id "$D1")
 check "IDevID verifies to the root (openssl verify)" openssl verify -CAfile "$CA/certs/root.pem" \
@@ -107,13 +123,42 @@ equal "serve without a passphrase writes no private key file" "$(cat "$WORK/keyf
 # With the operational and manufacturing passphrases given, they are kept in encrypted files.
 export IOTPKI_OPERATIONAL_PASSPHRASE="test operational passphrase"
 export IOTPKI_MANUFACTURING_PASSPHRASE="test manufacturing passphrase"
-start_server
+# Campaigns too (a real Mosquitto requiring client certificates): the server's command
+# certificate, which devices check every rotate command against, is signed by the token's
+# operational CA key, and the server connects to the broker with it.
+BROKER_SH="$(dirname "$0")/mqtt_broker.sh"
+cat "$CA/certs/root.pem" "$CA/certs/operational.pem" >"$WORK/clients-ca.pem"
+rc=0
+MQTT_PORT=$(bash "$BROKER_SH" start "$WORK/broker" "$WORK/clients-ca.pem" 2>"$WORK/broker.err") ||
+  rc=$?
+trap 'stop_server_quietly; bash "$BROKER_SH" stop "$WORK/broker" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+KEYFILES="keys/ocsp-manufacturing.key keys/ocsp-operational.key keys/server.key "
+if [ "$rc" = 0 ]; then
+  sed -i 's/^log_type warning$/log_type warning\nlog_type notice/' "$WORK/broker/mosquitto.conf"
+  bash "$BROKER_SH" reload "$WORK/broker"
+  start_server --campaigns --mqtt "mqtts://127.0.0.1:$MQTT_PORT" --mqtt-ca "$WORK/broker/broker.crt"
+  KEYFILES="keys/command.key $KEYFILES"
+  openssl x509 -in "$CA/certs/command.pem" -out "$WORK/command.pem" 2>/dev/null
+  check "the command certificate verifies to the root, signed by the token's operational key" \
+    openssl verify -CAfile "$CA/certs/root.pem" -untrusted "$CA/certs/operational.pem" \
+    "$WORK/command.pem"
+  for _ in $(seq 100); do
+    grep -q "as iotpki-server-" "$WORK/broker/mosquitto.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  expect "the server connects to the broker with its command certificate" \
+    "New client connected from 127\.0\.0\.1.* as iotpki-server-.*u'iotpki-server'" \
+    "$WORK/broker/mosquitto.log"
+else
+  echo "# mosquitto is not installed: campaigns not checked (scripts/setup.sh installs it)"
+  start_server
+fi
 status "with passphrases for the leaf keys: EST cacerts" 200 "$(http "$URL/.well-known/est/cacerts")"
 check "server stops cleanly" stop_server
 unset IOTPKI_OPERATIONAL_PASSPHRASE IOTPKI_MANUFACTURING_PASSPHRASE
 grep -rlE "PRIVATE KEY|BEGIN EC" "$CA" | sed "s|^$CA/||" | sort | tr '\n' ' ' >"$WORK/keyfiles"
-equal "then only the server's own TLS and OCSP keys are files" "$(cat "$WORK/keyfiles")" \
-  "keys/ocsp-manufacturing.key keys/ocsp-operational.key keys/server.key "
+equal "then only the server's own TLS, OCSP (and command) keys are files" "$(cat "$WORK/keyfiles")" \
+  "$KEYFILES"
 
 
 # --- device keys generated in the station's secure element --------------------------------------

@@ -2,7 +2,8 @@
 # A device whose working keys live in a TPM 2.0 (swtpm, started here on a free loopback port and
 # stopped at the end): `iotpki-agent --key-store tpm2:` bootstraps over EST with a key generated in
 # the TPM (the CSR signed there), renews over mutual TLS with that key, and rotates with a new
-# key made in the same TPM. openssl with the tpm2 provider checks from outside that each
+# key made in the same TPM; a second device has its IDevID key in the TPM as well (certified from
+# a CSR the TPM signed). openssl with the tpm2 provider checks from outside that each
 # certificate's key is the TPM's (the TPM signs, the certificate's key verifies), tpm2-tools that
 # nothing is left loaded in the TPM, grep that no private key is on disk in the clear.
 # Usage: tpm_agent_test.sh PATH_TO_IOTPKI PATH_TO_IOTPKI_AGENT (exit 3: swtpm not installed)
@@ -154,6 +155,47 @@ check "the orphan is deleted" test ! -e "$ORPHAN"
 equal "the keys slots name stay" "$(find "$S/keys" -name '*.tpm' | wc -l)" \
   "$(cat "$S"/slots/*/key.uri | sort -u | wc -l)"
 check "the device still renews with its TPM key" "$AGENT" --state "$S" renew
+if no_tpm_leftovers; then pass "nothing left in the TPM"; else fail "objects left in the TPM"; fi
+
+# --- a device whose IDevID key is in the TPM too ----------------------------------------------
+# The device makes its IDevID key in its TPM and a CSR signed there (openssl with the tpm2
+# provider); the factory certifies it from the CSR (mfg provision --csr-dir: no key in the
+# folder); the device names the key in factory/key.uri. Its bootstrap authenticates with that
+# key over mutual TLS, its working key is made in the same TPM, and it renews with it: every
+# private key of the device is in the TPM.
+S2="$WORK/state2"
+mkdir -p "$S2/keys" "$WORK/csrs"
+tpm_openssl() { openssl "$1" -provider tpm2 -provider default -propquery '?provider=tpm2' "${@:2}"; }
+tpm_openssl genpkey -algorithm EC -pkeyopt group:P-256 -out "$S2/keys/idevid.tpm" \
+  2>"$WORK/genpkey.err" || cat "$WORK/genpkey.err"
+check "the device's CSR, signed in the TPM" tpm_openssl req -new -key "$S2/keys/idevid.tpm" \
+  -subj "/CN=tpm-idevid" -out "$WORK/csrs/tpm-1.csr"
+printf 'tpm-1,c0ffee02\n' >"$WORK/serials-tpm.csv"
+check "mfg provision --csr-dir (the IDevID certified from the TPM's CSR)" \
+  "$IOTPKI" mfg provision --dir "$CA" --serials "$WORK/serials-tpm.csv" --model sensor \
+  --batch tpm --csr-dir "$WORK/csrs" --out "$WORK/tpm-batch"
+cp -r "$WORK/tpm-batch/tpm-1" "$S2/factory"
+echo "tpm2:blob=keys/idevid.tpm" >"$S2/factory/key.uri"
+check "the factory folder holds no key" test ! -e "$S2/factory/key.pem"
+equal "the IDevID's key is the TPM key's" "$(tpm_pub "$S2/keys/idevid.tpm")" \
+  "$(cert_pub "$S2/factory/cert.pem")"
+check "bootstrap --est: mutual TLS by the IDevID key in the TPM, the working key made there" \
+  "$AGENT" --state "$S2" --key-store tpm2: bootstrap --server "$URL" --est
+expect "the working key is a TPM key too" "^tpm2:blob=keys/ldevid-[0-9a-f]{16}\.tpm$" \
+  "$S2/active/key.uri"
+equal "the working certificate's key is the TPM's" \
+  "$(tpm_pub "$S2/$(key_uri "$S2/active" | sed 's/^tpm2:blob=//')")" \
+  "$(cert_pub "$S2/active/cert.pem")"
+check "renew --rekey: mutual TLS with the TPM key, a new key in the TPM" \
+  "$AGENT" --state "$S2" renew --rekey
+check "renew with it" "$AGENT" --state "$S2" renew
+check "recover keeps the IDevID key (factory/key.uri names it)" "$AGENT" --state "$S2" recover
+check "... which is still there" test -e "$S2/keys/idevid.tpm"
+if grep -rlE "BEGIN (EC )?PRIVATE KEY" "$S2"; then
+  fail "a private key in the clear in the device's state directory"
+else
+  pass "no private key in the clear anywhere in the device's state directory, factory/ included"
+fi
 if no_tpm_leftovers; then pass "nothing left in the TPM at the end"; else fail "objects left in the TPM"; fi
 
 stop_server

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "iotpki/agent/https_client.h"
@@ -129,6 +130,36 @@ Result<void> CheckKeyStore(const std::string& store) {
                   store.substr(0, 80) + "'");
 }
 
+// A token key the agent makes is recorded in STATE/keys/<label>.p11 (its URI, one line) from
+// just before the token makes it until the key is deleted: the record plays the part a TPM key's
+// blob plays, so that a key a crash left behind without a slot is found in the state directory.
+// The token itself is never searched: it may hold other software's keys.
+constexpr char kTokenKeyRecord[] = ".p11";
+
+// The record of the token key `uri` names, if the agent made it (label ldevid-<hex>).
+std::optional<fs::path> TokenKeyRecordOf(const fs::path& state, std::string_view uri) {
+  if (uri.rfind("pkcs11:", 0) != 0) return std::nullopt;
+  auto parsed = crypto::ParsePkcs11Uri(uri);
+  if (!parsed || parsed->object.rfind("ldevid-", 0) != 0 ||
+      parsed->object.find('/') != std::string::npos) {
+    return std::nullopt;
+  }
+  return state / "keys" / (parsed->object + kTokenKeyRecord);
+}
+
+// Deletes a key the agent made in a store (a TPM blob, a token key and its record). The record
+// stays while the token cannot be reached, so that a later start deletes the key.
+Result<void> DeleteDeviceKey(const fs::path& state, const std::string& uri) {
+  IOTPKI_TRY(auto ks, crypto::KeyStoreFor(uri, {.base_dir = state}));
+  auto deleted = ks->Delete(uri);
+  if (!deleted && deleted.error().code() != Code::kNotFound) return deleted;
+  if (auto record = TokenKeyRecordOf(state, uri)) {
+    std::error_code ec;
+    fs::remove(*record, ec);
+  }
+  return deleted;
+}
+
 // A new device key: in memory (the slot's key.pem), or made inside the key store (only its URI,
 // the slot's key.uri, is written: a TPM key blob in STATE/keys/ that only this TPM can load, or
 // a token key labelled ldevid-<random> that never leaves the token).
@@ -141,16 +172,30 @@ Result<DeviceKey> NewDeviceKey(const AgentOptions& o) {
   }
   std::string name = "ldevid-" + ToHex(crypto::RandomBytes(8));
   std::string uri;
+  std::error_code ec;
+  fs::create_directories(o.state / "keys", ec);
   if (store == "tpm2:") {
-    std::error_code ec;
-    fs::create_directories(o.state / "keys", ec);
     uri = "tpm2:blob=keys/" + name + ".tpm";
   } else {
     uri = crypto::AppendPkcs11Attribute(store, "object=" + name);
+    // Durable before the key exists: a crash from here on leaves a record that Recover finds.
+    IOTPKI_CHECK(
+        Local(WriteFileAtomic(o.state / "keys" / (name + kTokenKeyRecord), uri + "\n", 0600)));
+    IOTPKI_CHECK(Local(SyncDirectory(o.state / "keys")));
   }
   IOTPKI_TRY(auto ks, Local(crypto::KeyStoreFor(uri, {.base_dir = o.state})));
   auto key = ks->Generate(uri, crypto::KeyType::kP256);
-  if (!key) return Fail(Local(std::move(key).error().Context("a new key in " + store)));
+  if (!key) {
+    // No key was made, unless the token went away during the call (Unavailable): then the
+    // record stays until the key it may have made is deleted (now, or at a later start).
+    if (key.error().code() == Code::kUnavailable) {
+      (void)DeleteDeviceKey(o.state, uri);
+    } else if (auto record = TokenKeyRecordOf(o.state, uri)) {
+      fs::remove(*record, ec);
+    }
+    fs::remove(o.state / "keys", ec);  // only if empty: a refused first key leaves nothing
+    return Fail(Local(std::move(key).error().Context("a new key in " + store)));
+  }
   return DeviceKey(std::move(*key));
 }
 
@@ -162,7 +207,7 @@ class NewKeyGuard {
       : state_(state), uri_(fresh && !key->in_process() ? key->uri() : "") {}
   ~NewKeyGuard() {
     if (uri_.empty()) return;
-    if (auto ks = crypto::KeyStoreFor(uri_, {.base_dir = state_})) (void)(*ks)->Delete(uri_);
+    (void)DeleteDeviceKey(state_, uri_);
   }
   void Release() { uri_.clear(); }
 
@@ -197,7 +242,7 @@ void RemoveSlot(const fs::path& state, const fs::path& slot_dir) {
   std::string uri = SlotKeyUri(slot_dir);
   if (!uri.empty() && uri != SlotKeyUri(state / "active") &&
       uri != SlotKeyUri(state / "previous") && uri != SlotKeyUri(state / "factory")) {
-    if (auto ks = crypto::KeyStoreFor(uri, {.base_dir = state})) (void)(*ks)->Delete(uri);
+    (void)DeleteDeviceKey(state, uri);
   }
   std::error_code ec;
   fs::remove_all(slot_dir, ec);
@@ -544,30 +589,56 @@ Result<void> DropPending(const fs::path& state, const std::string& slot) {
 // later); only keys older than this are orphans.
 constexpr int64_t kOrphanKeyAge = 3600;
 
-// TPM key blobs in STATE/keys/ that no slot (nor the factory) names: what a crash between making
-// a key and writing its slot leaves behind (NewKeyGuard deletes it on every other failure). The
-// TPM keeps no copy of a blob's key, so deleting the blob destroys the key. Returns their URIs.
-// A PKCS#11 token's keys are not listed here (the key store has no listing).
+// Keys the agent made that no slot (nor the factory) names: what a crash between making a key and
+// writing its slot leaves behind (NewKeyGuard deletes it on every other failure). Found in
+// STATE/keys/: TPM key blobs (the TPM keeps no copy of a blob's key, so deleting the blob destroys
+// the key) and the records of token keys (the key is destroyed in the token, then its record).
+// Returns the URIs of the keys deleted; a key whose store cannot be reached now is kept for the
+// next start.
 std::vector<std::string> RemoveOrphanKeys(const AgentOptions& o) {
   std::vector<std::string> removed;
   std::error_code ec;
   if (!fs::is_directory(o.state / "keys", ec)) return removed;
-  std::set<std::string> named = {SlotKeyUri(o.state / "factory")};
+  // Token keys are compared by their record (by label): a slot's URI carries the key's id too,
+  // the record's does not.
+  std::set<std::string> named;
+  std::set<fs::path> named_records;
+  auto name = [&](const std::string& uri) {
+    named.insert(uri);
+    if (auto record = TokenKeyRecordOf(o.state, uri)) named_records.insert(*record);
+  };
+  name(SlotKeyUri(o.state / "factory"));
   for (const auto& entry : fs::directory_iterator(o.state / "slots", ec)) {
-    named.insert(SlotKeyUri(entry.path()));
+    name(SlotKeyUri(entry.path()));
   }
   int64_t now = o.clock->NowUnix();
+  auto ends_with = [](const std::string& s, std::string_view suffix) {
+    return s.size() > suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix.data(), suffix.size()) == 0;
+  };
   for (const auto& entry : fs::directory_iterator(o.state / "keys", ec)) {
-    std::string name = entry.path().filename().string();
-    std::string uri = "tpm2:blob=keys/" + name;
+    std::string file = entry.path().filename().string();
+    std::string uri;
+    if (ends_with(file, ".tpm")) {
+      uri = "tpm2:blob=keys/" + file;
+      if (named.count(uri) != 0) continue;
+    } else if (ends_with(file, kTokenKeyRecord)) {
+      auto text = ReadTextFile(entry.path(), 4096);
+      if (!text) continue;
+      uri = text->substr(0, text->find('\n'));
+      // Only a record that names the key its file is named after (nothing else is touched).
+      auto record = TokenKeyRecordOf(o.state, uri);
+      if (!record || *record != entry.path() || named_records.count(*record) != 0) continue;
+    } else {
+      continue;
+    }
     struct stat st {};
-    if (name.size() < 5 || name.substr(name.size() - 4) != ".tpm" || named.count(uri) != 0 ||
-        ::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+    if (::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
         now - static_cast<int64_t>(st.st_mtime) < kOrphanKeyAge) {
       continue;
     }
-    auto ks = crypto::KeyStoreFor(uri, {.base_dir = o.state});
-    if (ks && (*ks)->Delete(uri)) removed.push_back(uri);
+    // A token key that does not exist (a crash before the token made it) loses its record only.
+    if (DeleteDeviceKey(o.state, uri)) removed.push_back(uri);
   }
   return removed;
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 
 #include "iotpki/agent/https_client.h"
 #include "iotpki/ca/bootstrap.h"
+#include "iotpki/crypto/key_store.h"
 #include "iotpki/x509/test_util.h"
 
 namespace iotpki::agent {
@@ -200,6 +202,69 @@ TEST(AgentTest, RecoverDeletesOrphanedKeyBlobs) {
   EXPECT_FALSE(fs::exists(state / "keys" / "ldevid-orphan.tpm"));
   EXPECT_FALSE(fs::exists(state / "slots" / ".tmp-0a0b"));
   fs::remove_all(state);
+}
+
+// A token key the agent makes is recorded in STATE/keys/<label>.p11 before the token makes it, so
+// a crash before its slot is written leaves a record. Recover deletes an hour-old record's key
+// from the token, and the record; never a key a slot names, a fresh one, or a key of the token
+// that the agent did not record (the token may hold other software's keys). A real SoftHSM2
+// token, made here with its own SOFTHSM2_CONF.
+TEST(AgentTest, RecoverDeletesOrphanedTokenKeysByTheirRecords) {
+  namespace fs = std::filesystem;
+  fs::path dir =
+      fs::temp_directory_path() / ("iotpki-agent-token-orphans-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "tokens");
+  std::ofstream(dir / "softhsm2.conf") << "directories.tokendir = " << (dir / "tokens").string()
+                                       << "\nobjectstore.backend = file\nlog.level = ERROR\n";
+  ::setenv("SOFTHSM2_CONF", (dir / "softhsm2.conf").c_str(), 1);
+  ::setenv("IOTPKI_PKCS11_PIN", "agent-pin-1234", 1);
+  ::unsetenv("IOTPKI_PKCS11_MODULE");
+  ASSERT_EQ(std::system("softhsm2-util --init-token --free --label agent-se --pin agent-pin-1234 "
+                        "--so-pin 12345678 >/dev/null"),
+            0)
+      << "softhsm2-util failed (scripts/setup.sh installs softhsm2)";
+  fs::path state = dir / "state";
+  fs::create_directories(state / "keys");
+  fs::create_directories(state / "slots" / "ldevid-01");
+  auto write = [](const fs::path& p, const std::string& text) { std::ofstream(p) << text; };
+  auto uri_of = [](const std::string& label) { return "pkcs11:token=agent-se;object=" + label; };
+  auto store = crypto::KeyStoreFor("pkcs11:", {});
+  ASSERT_TRUE(store) << store.error().ToString();
+  // named: a slot's key; orphan: no slot; fresh: no slot yet; gone: recorded, never made.
+  for (const char* label : {"ldevid-00000000000000a1", "ldevid-00000000000000a2",
+                            "ldevid-00000000000000a3", "another-program"}) {
+    auto key = (*store)->Generate(uri_of(label), crypto::KeyType::kP256);
+    ASSERT_TRUE(key) << key.error().ToString();
+    if (std::string(label) == "ldevid-00000000000000a1") {
+      write(state / "slots" / "ldevid-01" / "key.uri", (*key)->uri() + "\n");
+    }
+  }
+  for (const char* label : {"ldevid-00000000000000a1", "ldevid-00000000000000a2",
+                            "ldevid-00000000000000a3", "ldevid-00000000000000a4"}) {
+    write(state / "keys" / (std::string(label) + ".p11"), uri_of(label) + "\n");
+  }
+  // A record that names another key than its file's is not the agent's doing: left alone.
+  write(state / "keys" / "ldevid-00000000000000a5.p11", uri_of("another-program") + "\n");
+  int64_t now = time(nullptr);
+  FakeClock clock(now + 2 * 3600);
+  fs::path fresh = state / "keys" / "ldevid-00000000000000a3.p11";
+  fs::last_write_time(fresh, fs::last_write_time(fresh) + std::chrono::hours(2));
+  AgentOptions o{.state = state, .clock = &clock};
+  auto r = Recover(o);
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(r->orphans_deleted, (std::vector<std::string>{uri_of("ldevid-00000000000000a2")}));
+  auto exists = [&](const std::string& label) { return bool((*store)->Open(uri_of(label))); };
+  EXPECT_TRUE(exists("ldevid-00000000000000a1"));
+  EXPECT_FALSE(exists("ldevid-00000000000000a2"));
+  EXPECT_TRUE(exists("ldevid-00000000000000a3"));
+  EXPECT_TRUE(exists("another-program"));
+  EXPECT_TRUE(fs::exists(state / "keys" / "ldevid-00000000000000a1.p11"));
+  EXPECT_FALSE(fs::exists(state / "keys" / "ldevid-00000000000000a2.p11"));
+  EXPECT_TRUE(fs::exists(fresh));
+  EXPECT_FALSE(fs::exists(state / "keys" / "ldevid-00000000000000a4.p11"));
+  EXPECT_TRUE(fs::exists(state / "keys" / "ldevid-00000000000000a5.p11"));
+  fs::remove_all(dir);
 }
 
 }  // namespace
