@@ -38,7 +38,7 @@ export IOTPKI_PASSPHRASE="benchmark passphrase"
 export IOTPKI_KEY_PASSPHRASE="benchmark transport"
 ca="$work/ca"
 
-echo "== $(date -u +%FT%TZ) on $(nproc) cores, $(openssl version), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $(date -u +%FT%TZ) on $(nproc) cores, $(openssl version), load $(cut -d' ' -f1-3 /proc/loadavg)${IOTPKI_OCSP_IO_THREADS:+, serve io_threads $IOTPKI_OCSP_IO_THREADS}"
 sign=$(openssl speed -seconds 3 ecdsap256 2>/dev/null | awk '/256 bits ecdsa \(nistp256\)/ {print $(NF-1)}')
 echo "openssl speed ecdsap256 (one core): $sign signatures/s"
 
@@ -51,7 +51,13 @@ done
 leaf=$(find "$work/good" -name cert.pem -print -quit)
 issuer="$ca/certs/manufacturing.pem"
 
-"$iotpki" serve --dir "$ca" --listen 127.0.0.1:0 --port-file "$work/port" \
+# IOTPKI_OCSP_IO_THREADS=N: serve with N I/O threads ([server] io_threads; default one per core).
+serve_config=()
+if [ -n "${IOTPKI_OCSP_IO_THREADS:-}" ]; then
+  printf '[server]\nio_threads = %d\n' "$IOTPKI_OCSP_IO_THREADS" >"$work/serve.toml"
+  serve_config=(--config "$work/serve.toml")
+fi
+"$iotpki" serve --dir "$ca" --listen 127.0.0.1:0 --port-file "$work/port" "${serve_config[@]}" \
   >"$work/serve.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.1; done

@@ -122,7 +122,7 @@ OcspResponder::Answer OcspResponder::Respond(ByteView request_der) {
     x509::OcspSingleAnswer a{&id, x509::OcspCertStatus::kUnknown,
                              0,   x509::RevocationReason::kUnspecified,
                              now, now + options_.validity};
-    auto record = store_.GetCertificate(ToHex(id.serial));
+    auto record = store_.GetCertificateStatus(ToHex(id.serial));
     if (!record && record.error().code() != Code::kNotFound) {
       return failed(x509::OcspResponseStatus::kTryLater, "try_later", record.error().ToString());
     }

@@ -61,7 +61,21 @@ Response TransportError(const Refusal& r, std::string_view request_id) {
 }
 
 // 16 hex digits from OpenSSL's DRBG: unpredictable, so a request id names one request only.
-std::string NewRequestId() { return ToHex(crypto::RandomBytes(8)); }
+// 8 bytes of the CSPRNG, drawn for 64 ids at a time per thread: one RAND_bytes call costs about
+// as much for 512 bytes as for 8 (locks, DRBG set-up), which was 3% of a fresh OCSP answer's CPU.
+std::string NewRequestId() {
+  constexpr size_t kIdBytes = 8;
+  constexpr size_t kBatch = 64;
+  thread_local Bytes pool;
+  thread_local size_t used = 0;
+  if (used == pool.size()) {
+    pool = crypto::RandomBytes(kIdBytes * kBatch);
+    used = 0;
+  }
+  std::string id = ToHex(ByteView(pool).subspan(used, kIdBytes));
+  used += kIdBytes;
+  return id;
+}
 
 // Connections are counted per client address; an IPv6 client commonly holds a whole /64, so its
 // addresses are counted by their /64.

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -552,6 +553,24 @@ TEST_F(ServerTest, EachAnswerHasARequestIdThatItsLogLineNames) {
   EXPECT_TRUE(line["ms"].is_number());
   EXPECT_FALSE(line.contains("error"));
   EXPECT_NE(Exchange(kGetEcho).Header("x-request-id"), id);
+}
+
+// Request ids are drawn from the CSPRNG 64 at a time per I/O thread: past a draw's end they are
+// still new and well-formed.
+TEST_F(ServerTest, RequestIdsStayUniquePastOneDraw) {
+  Start([](ServerOptions& o) { o.io_threads = 1; });
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  std::set<std::string> ids;
+  for (int i = 0; i < 150; ++i) {
+    ASSERT_TRUE(client->Send(kGetEcho));
+    auto a = client->Read();
+    ASSERT_TRUE(a);
+    std::string id = a->Header("x-request-id");
+    ASSERT_EQ(id.size(), 16u);
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+    EXPECT_TRUE(ids.insert(id).second) << "request id " << id << " given twice";
+  }
 }
 
 TEST_F(ServerTest, TransportRefusalsQuoteTheRequestIdAndAreLoggedWithTheirReason) {

@@ -351,6 +351,17 @@ struct RevokedCertificate {
   bool operator==(const RevokedCertificate&) const = default;
 };
 
+// What a status answer (OCSP) needs of a certificate: who issued it, and whether, when and why
+// it was revoked. CertificateRecord's fields of the same names.
+struct CertificateStatusRecord {
+  std::string issuer;
+  CertStatus status = CertStatus::kValid;
+  std::optional<int64_t> revoked_at;
+  std::optional<RevocationReason> revocation_reason;
+
+  bool operator==(const CertificateStatusRecord&) const = default;
+};
+
 // Revoked certificates, ordered by (revoked_at, serial).
 struct RevokedFilter {
   int64_t since = 0;  // revoked_at >= since
@@ -406,6 +417,9 @@ class Store {
   virtual Result<std::vector<std::optional<Device>>> GetDevicesBySerial(
       std::span<const std::string> serials) = 0;
   virtual Result<CertificateRecord> GetCertificate(std::string_view serial_hex) = 0;
+  // GetCertificate's issuer and revocation fields only, NotFound alike: one row of the
+  // certificates table read, not its DER nor its device (an OCSP answer per request).
+  virtual Result<CertificateStatusRecord> GetCertificateStatus(std::string_view serial_hex) = 0;
 
   // Every certificate (any status, any owner) carrying this public key, ordered by serial; empty
   // if the key is new to the fleet.

@@ -794,6 +794,47 @@ TEST_P(StoreConformance, RevokeCertificate) {
   EXPECT_EQ(unknown.error().code(), Code::kNotFound);
 }
 
+// The status read of OCSP answers: GetCertificate's issuer and revocation fields, for a device's
+// certificate and for a CA's (no device), NotFound alike, any case of hex.
+TEST_P(StoreConformance, GetCertificateStatusAgreesWithGetCertificate) {
+  CertificateRecord root = MakeCert(100, std::nullopt, CertProfile::kRoot, kNow + 3650 * kDay, 100);
+  root.issuer = "root";
+  MustCommit(WriteBatch()
+                 .InsertCertificate(root)
+                 .InsertDevice(MakeDevice(1))
+                 .InsertCertificate(MakeCert(1, 1, CertProfile::kIDevId, kNoExpiryUnix, 1))
+                 .InsertCertificate(MakeCert(2, 1, CertProfile::kLDevId, kNow + kDay, 2)));
+  clock_.Advance(std::chrono::seconds(30));
+  MustCommit(WriteBatch().RevokeCertificate(CertSerial(2), RevocationReason::kKeyCompromise));
+
+  auto good = store_->GetCertificateStatus(CertSerial(1));
+  ASSERT_TRUE(good) << good.error().ToString();
+  EXPECT_EQ(*good, (CertificateStatusRecord{"manufacturing", CertStatus::kValid, {}, {}}));
+  auto revoked = store_->GetCertificateStatus(CertSerial(2));
+  ASSERT_TRUE(revoked) << revoked.error().ToString();
+  EXPECT_EQ(*revoked, (CertificateStatusRecord{"operational", CertStatus::kRevoked, kNow + 30,
+                                               RevocationReason::kKeyCompromise}));
+  auto ca = store_->GetCertificateStatus(CertSerial(100));
+  ASSERT_TRUE(ca) << ca.error().ToString();
+  EXPECT_EQ(ca->issuer, "root");
+  for (int n : {1, 2, 100}) {
+    auto full = store_->GetCertificate(CertSerial(n));
+    auto status = store_->GetCertificateStatus(CertSerial(n));
+    ASSERT_TRUE(full && status);
+    EXPECT_EQ(status->issuer, full->issuer);
+    EXPECT_EQ(status->status, full->status);
+    EXPECT_EQ(status->revoked_at, full->revoked_at);
+    EXPECT_EQ(status->revocation_reason, full->revocation_reason);
+  }
+
+  std::string upper = CertSerial(2);
+  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+  EXPECT_EQ(store_->GetCertificateStatus(upper)->status, CertStatus::kRevoked);
+  auto unknown = store_->GetCertificateStatus(CertSerial(9));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Code::kNotFound);
+}
+
 // A CRL page reads the revoked entries of its issuer in serial order through
 // certificates_revoked_by_issuer: no scan of the certificates, no sort.
 TEST_P(StoreConformance, RevokedCertificatesAreReadThroughTheirIndex) {

@@ -1028,6 +1028,29 @@ Result<CertificateRecord> SqlStore::GetCertificate(std::string_view serial_hex) 
   });
 }
 
+Result<CertificateStatusRecord> SqlStore::GetCertificateStatus(std::string_view serial_hex) {
+  std::string serial = ToLowerAscii(serial_hex);
+  return pool_->WithReader([&](Connection& conn) -> Result<CertificateStatusRecord> {
+    IOTPKI_TRY(auto stmt, conn.Prepare("SELECT issuer, status, revoked_at, revocation_reason "
+                                       "FROM certificates WHERE serial = ?1"));
+    stmt->Bind(1, std::string_view(serial));
+    IOTPKI_TRY(bool row, stmt->Step());
+    if (!row) return Fail(Code::kNotFound, "certificate " + serial + " not found");
+    CertificateStatusRecord c;
+    c.issuer = stmt->Text(0);
+    auto status = ParseCertStatus(stmt->Text(1));
+    if (!status) return Fail(Unreadable("certificates", status.error()));
+    c.status = *status;
+    c.revoked_at = stmt->OptionalInt64(2);
+    if (auto reason = stmt->OptionalText(3)) {
+      auto parsed = ParseRevocationReason(*reason);
+      if (!parsed) return Fail(Unreadable("certificates", parsed.error()));
+      c.revocation_reason = *parsed;
+    }
+    return c;
+  });
+}
+
 namespace {
 
 // Every certified key has its owner in public_keys (ClaimKey, in the certificate's transaction),

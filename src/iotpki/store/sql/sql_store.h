@@ -60,6 +60,7 @@ class SqlStore : public Store {
   Result<std::vector<std::optional<Device>>> GetDevicesBySerial(
       std::span<const std::string> serials) override;
   Result<CertificateRecord> GetCertificate(std::string_view serial_hex) override;
+  Result<CertificateStatusRecord> GetCertificateStatus(std::string_view serial_hex) override;
   Result<std::vector<CertificateRecord>> FindCertificatesByKey(
       std::string_view key_fingerprint) override;
   Result<std::vector<std::vector<CertificateRecord>>> FindCertificatesByKeys(
