@@ -9,6 +9,7 @@
 # Usage: agent_mqtt_test.sh PATH_TO_IOTPKI PATH_TO_IOTPKI_AGENT   (exit 3: no mosquitto)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
+source "$(dirname "$0")/command_lib.sh"
 BROKER_SH="$(dirname "$0")/mqtt_broker.sh"
 command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || {
   echo "mosquitto clients are not installed (scripts/setup.sh installs them)" >&2
@@ -48,36 +49,7 @@ PORT_MQTT=$(bash "$BROKER_SH" start "$WORK/broker" "$WORK/clients-ca.pem") || {
   exit 1
 }
 
-# The server's command key and certificate (CN iotpki-server: also its MQTT identity).
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/cmd.key" 2>/dev/null
-openssl req -new -key "$WORK/cmd.key" -subj "/O=Example Org/CN=iotpki-server" -out "$WORK/cmd.csr"
-cat >"$WORK/cmd.ext" <<'EXT'
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = 1.3.6.1.4.1.32473.2.1, clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EXT
-openssl x509 -req -in "$WORK/cmd.csr" -CA "$CA/certs/operational.pem" \
-  -CAkey "$CA/keys/operational.key" -passin env:IOTPKI_PASSPHRASE -CAcreateserial \
-  -days 1 -extfile "$WORK/cmd.ext" -out "$WORK/cmd.pem" 2>"$WORK/err" || {
-  cat "$WORK/err" >&2
-  exit 1
-}
-
-b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
-# sign JSON: the compact JWS (ES256, x5c) of the command JSON, with openssl alone.
-sign() {
-  local header payload sig r s
-  header=$(printf '{"alg":"ES256","x5c":["%s"]}' \
-    "$(openssl x509 -in "$WORK/cmd.pem" -outform DER | base64 -w0)" | b64url)
-  payload=$(printf '%s' "$1" | b64url)
-  printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign "$WORK/cmd.key" -out "$WORK/sig.der"
-  r=$(openssl asn1parse -inform DER -in "$WORK/sig.der" | sed -n 's/.*INTEGER *:\([0-9A-F]*\)$/\1/p' | sed -n 1p)
-  s=$(openssl asn1parse -inform DER -in "$WORK/sig.der" | sed -n 's/.*INTEGER *:\([0-9A-F]*\)$/\1/p' | sed -n 2p)
-  sig=$(printf '%064s%064s' "$r" "$s" | tr ' ' 0 | xxd -r -p | b64url)
-  printf '%s.%s.%s' "$header" "$payload" "$sig"
-}
+make_command_cert "$CA"
 cmd_json() { # DEVICE NONCE NOT_AFTER
   printf '{"op":"rotate","campaign":"ota","job":0,"device_id":"%s","mode":"rekey","nonce":"%s","not_after":%s}' \
     "$1" "$2" "$3"

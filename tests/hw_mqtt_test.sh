@@ -10,6 +10,7 @@
 #   (exit 3: mosquitto or swtpm not installed; scripts/setup.sh installs both)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
+source "$(dirname "$0")/command_lib.sh"
 BROKER_SH="$(dirname "$0")/mqtt_broker.sh"
 SWTPM="$(dirname "$0")/swtpm.sh"
 command -v mosquitto_pub >/dev/null || {
@@ -74,35 +75,7 @@ PORT_MQTT=$(bash "$BROKER_SH" start "$WORK/broker" "$WORK/clients-ca.pem") || {
 sed -i 's/^log_type warning$/log_type warning\nlog_type notice/' "$WORK/broker/mosquitto.conf"
 bash "$BROKER_SH" reload "$WORK/broker"
 
-# The server's command key and certificate (CN iotpki-server: also its MQTT identity).
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/cmd.key" 2>/dev/null
-openssl req -new -key "$WORK/cmd.key" -subj "/O=Example Org/CN=iotpki-server" -out "$WORK/cmd.csr"
-cat >"$WORK/cmd.ext" <<'EXT'
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = 1.3.6.1.4.1.32473.2.1, clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EXT
-openssl x509 -req -in "$WORK/cmd.csr" -CA "$CA/certs/operational.pem" \
-  -CAkey "$CA/keys/operational.key" -passin env:IOTPKI_PASSPHRASE -CAcreateserial \
-  -days 1 -extfile "$WORK/cmd.ext" -out "$WORK/cmd.pem" 2>"$WORK/err" || {
-  cat "$WORK/err" >&2
-  exit 1
-}
-b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
-# sign JSON: the compact JWS (ES256, x5c) of the command JSON, with openssl alone.
-sign() {
-  local header payload sig r s
-  header=$(printf '{"alg":"ES256","x5c":["%s"]}' \
-    "$(openssl x509 -in "$WORK/cmd.pem" -outform DER | base64 -w0)" | b64url)
-  payload=$(printf '%s' "$1" | b64url)
-  printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign "$WORK/cmd.key" -out "$WORK/sig.der"
-  r=$(openssl asn1parse -inform DER -in "$WORK/sig.der" | sed -n 's/.*INTEGER *:\([0-9A-F]*\)$/\1/p' | sed -n 1p)
-  s=$(openssl asn1parse -inform DER -in "$WORK/sig.der" | sed -n 's/.*INTEGER *:\([0-9A-F]*\)$/\1/p' | sed -n 2p)
-  sig=$(printf '%064s%064s' "$r" "$s" | tr ' ' 0 | xxd -r -p | b64url)
-  printf '%s.%s.%s' "$header" "$payload" "$sig"
-}
+make_command_cert "$CA"
 rotate_cmd() { # DEVICE JOB
   sign "$(printf '{"op":"rotate","campaign":"hw","job":%s,"device_id":"%s","mode":"rekey","nonce":"%s","not_after":%s}' \
     "$2" "$1" "$(openssl rand -hex 16)" $(($(date +%s) + 600)))"
