@@ -88,6 +88,60 @@ done
 equal "every IDevID verifies to the root (openssl verify)" "$bad" 0
 check "audit chain verifies" "$IOTPKI" audit verify --dir "$CA"
 
+# --- the station's secure element fills up mid-batch ------------------------------------------
+# IOTPKI_TEST_PKCS11_FULL_AFTER=N: every key pair generated after the N-th fails with
+# CKR_DEVICE_MEMORY (SoftHSM2 itself has no size limit). Device keys made in the token, CSRs
+# signed by it; the batch stops with one line naming the token, and --resume finishes it once
+# the token has room (here: the variable unset).
+softhsm2-util --init-token --free --label station-se --pin se-pin-3 --so-pin "so-pin-12345" \
+  >"$WORK/init-se.out" 2>&1 || fail "softhsm2-util --init-token station-se"
+printf 'se-pin-3\n' >"$WORK/se.pin"
+SE="pkcs11:token=station-se?pin-source=file:$WORK/se.pin"
+SE_OUT="$WORK/se"
+MODULE=/usr/lib/softhsm/libsofthsm2.so
+printf 'se-%s,5e0000%s\n' 1 01 2 02 3 03 4 04 5 05 6 06 >"$WORK/se.csv"
+se_batch() {
+  "$IOTPKI" mfg provision --dir "$CA" --serials "$WORK/se.csv" --model sensor --batch se \
+    --secure-element "$SE" --group-size 2 --workers 1 --out "$SE_OUT" "$@"
+}
+se_issued() { sql "SELECT COUNT(*) FROM devices WHERE batch = 'se'"; }
+se_keys() {
+  pkcs11-tool --module "$MODULE" --token-label station-se --login --pin se-pin-3 \
+    --list-objects --type privkey 2>/dev/null | grep -c 'Private Key Object'
+}
+# Token keys are labelled with their device_id: --count draws the fingerprints anew on every
+# run, so a --resume would not find the interrupted run's keys. Refused before anything is made.
+refuse "--secure-element with --count is refused, naming --serials" \
+  "--secure-element needs each device's real fingerprint: give --serials FILE" \
+  "$IOTPKI" mfg provision --dir "$CA" --count 2 --serial-prefix sc- --model sensor --batch sc \
+  --secure-element "$SE" --out "$WORK/sc"
+equal "the refusal made no key" "$(se_keys)" 0
+if (export IOTPKI_TEST_PKCS11_FULL_AFTER=3 && se_batch) >"$WORK/se.out" 2>"$WORK/se.err"; then
+  fail "a full secure element fails the batch (it succeeded)"
+else
+  pass "a full secure element fails the batch (exit $?)"
+fi
+equal "one error line" "$(grep -c '^iotpki:' "$WORK/se.err")" 1
+expect "it names the token, that it is full and what to do" \
+  "^iotpki: .*PKCS#11 token 'station-se' is full \(CKR_DEVICE_MEMORY\); free or add one" \
+  "$WORK/se.err"
+se_done=$(se_issued)
+if [ "$se_done" -ge 2 ] && [ "$se_done" -lt 6 ]; then
+  pass "the groups before the full token were issued ($se_done of 6)"
+else
+  fail "expected a partial secure-element batch, the store has $se_done of 6"
+fi
+equal "three keys in the token: the generated ones, none for a device the token refused" \
+  "$(se_keys)" 3
+equal "every device in the store has a manifest line" "$(wc -l <"$SE_OUT/manifest.jsonl" |
+  tr -d ' ')" "$se_done"
+check "--resume completes the batch once the token has room" se_batch --resume
+equal "six devices of the batch in the store" "$(se_issued)" 6
+equal "six device keys in the token, none twice" "$(se_keys)" 6
+equal "six manifest lines, each device once" "$(cut -d'"' -f4 "$SE_OUT/manifest.jsonl" |
+  sort -u | wc -l | tr -d ' ')" 6
+check "audit chain verifies after the full token" "$IOTPKI" audit verify --dir "$CA"
+
 # --- a manufacturing key in a file still needs its passphrase ----------------------------------
 check "a file-key CA (with IOTPKI_PASSPHRASE)" env IOTPKI_PASSPHRASE="file passphrase 1" \
   "$IOTPKI" ca init --dir "$WORK/fileca"

@@ -143,6 +143,13 @@ Result<void> RunProvision(ProvisionArgs& args) {
   if (args.count != 0 && args.serial_prefix.empty()) {
     return Fail(Code::kInvalidArgument, "--count needs --serial-prefix");
   }
+  // A token key is labelled with its device_id, which --count draws anew on every run: a --resume
+  // would not find the keys the interrupted run made, and would leave them in the token.
+  if (args.count != 0 && options.keys == mfg::KeyMode::kSecureElement) {
+    return Fail(Code::kInvalidArgument,
+                "--secure-element needs each device's real fingerprint: give --serials FILE "
+                "(serial,fingerprint_hex per line), not --count");
+  }
   // "no CA in DIR" before anything else about DIR.
   IOTPKI_CHECK(ca::LoadConfig(args.dir));
   IOTPKI_TRY(mfg::MfgConfig mfg_config, mfg::LoadMfgConfig(args.dir));
