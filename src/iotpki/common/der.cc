@@ -52,9 +52,59 @@ int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
 }  // namespace
 
 void AppendTlv(Bytes& out, uint8_t tag, ByteView contents) {
-  out.push_back(tag);
-  AppendLength(out, contents.size());
+  AppendHeader(out, tag, contents.size());
   out.insert(out.end(), contents.begin(), contents.end());
+}
+
+size_t TlvSize(size_t content) {
+  size_t length_octets = 1;
+  if (content >= 0x80) {
+    for (size_t n = content; n > 0; n >>= 8) ++length_octets;
+  }
+  return 1 + length_octets + content;
+}
+
+void AppendHeader(Bytes& out, uint8_t tag, size_t content) {
+  out.push_back(tag);
+  AppendLength(out, content);
+}
+
+// Civil date from Unix days (Howard Hinnant's algorithm, the inverse of DaysFromCivil): no
+// gmtime_r, which takes glibc's time zone lock on every call.
+bool AppendGeneralizedTime(Bytes& out, int64_t unix_seconds) {
+  int64_t days = unix_seconds / 86400;
+  int64_t secs = unix_seconds % 86400;
+  if (secs < 0) {
+    secs += 86400;
+    --days;
+  }
+  days += 719468;
+  int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  int64_t doe = days - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  int64_t mp = (5 * doy + 2) / 153;
+  int64_t day = doy - (153 * mp + 2) / 5 + 1;
+  int64_t month = mp < 10 ? mp + 3 : mp - 9;
+  int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  if (year < 0 || year > 9999) return false;
+  out.push_back(kGeneralizedTime);
+  out.push_back(static_cast<uint8_t>(kGeneralizedTimeSize - 2));
+  auto digits = [&out](int64_t value, int n) {
+    for (int i = n - 1; i >= 0; --i) {
+      int64_t p = 1;
+      for (int j = 0; j < i; ++j) p *= 10;
+      out.push_back(static_cast<uint8_t>('0' + (value / p) % 10));
+    }
+  };
+  digits(year, 4);
+  digits(month, 2);
+  digits(day, 2);
+  digits(secs / 3600, 2);
+  digits(secs / 60 % 60, 2);
+  digits(secs % 60, 2);
+  out.push_back('Z');
+  return true;
 }
 
 Bytes Tlv(uint8_t tag, ByteView contents) {

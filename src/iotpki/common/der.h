@@ -58,6 +58,15 @@ Bytes Ia5String(std::string_view s);
 // UTCTime up to 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5).
 Bytes Time(int64_t unix_seconds);
 
+// For writers that size a structure first and then append it into one buffer (the OCSP answer
+// template): the size of a TLV with `content` value octets, a tag and length header, and a
+// GeneralizedTime YYYYMMDDHHMMSSZ (kGeneralizedTimeSize octets, whatever the year; false, with
+// nothing appended, outside years 0 to 9999).
+size_t TlvSize(size_t content);
+void AppendHeader(Bytes& out, uint8_t tag, size_t content);
+inline constexpr size_t kGeneralizedTimeSize = 17;
+bool AppendGeneralizedTime(Bytes& out, int64_t unix_seconds);
+
 // --- Reading ---------------------------------------------------------------------------------
 
 struct Element {

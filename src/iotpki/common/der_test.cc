@@ -75,5 +75,40 @@ TEST(Der, Times) {
   EXPECT_EQ(y2050[0], kGeneralizedTime);
 }
 
+// The allocation-free GeneralizedTime writer agrees with Time() wherever Time() writes a
+// GeneralizedTime, parses back to its input on either side of the epoch, and refuses years past
+// 9999 without writing anything.
+TEST(Der, AppendGeneralizedTime) {
+  for (int64_t t : {int64_t{2524608000}, int64_t{2524608000} + 86399, int64_t{4107542400},
+                    int64_t{253402300799}}) {
+    Bytes out;
+    ASSERT_TRUE(AppendGeneralizedTime(out, t));
+    EXPECT_EQ(out, Time(t)) << t;
+  }
+  for (int64_t t : {int64_t{0}, int64_t{-1}, int64_t{951782400}, int64_t{1672531199}}) {
+    Bytes out;
+    ASSERT_TRUE(AppendGeneralizedTime(out, t));
+    EXPECT_EQ(out.size(), kGeneralizedTimeSize);
+    Reader r(out);
+    EXPECT_EQ(*ParseTime(*r.Next()), t) << t;
+  }
+  Bytes out;
+  EXPECT_FALSE(AppendGeneralizedTime(out, 253402300800));
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(Der, HeaderAndTlvSize) {
+  for (size_t n : {size_t{0}, size_t{127}, size_t{128}, size_t{255}, size_t{256}, size_t{70000}}) {
+    Bytes out;
+    AppendHeader(out, kOctetString, n);
+    EXPECT_EQ(out.size() + n, TlvSize(n)) << n;
+    EXPECT_EQ(Tlv(kOctetString, Bytes(n)), [&] {
+      Bytes whole = out;
+      whole.resize(out.size() + n);
+      return whole;
+    }()) << n;
+  }
+}
+
 }  // namespace
 }  // namespace iotpki::der

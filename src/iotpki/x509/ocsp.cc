@@ -246,70 +246,12 @@ constexpr uint8_t kOidOcspBasic[] = {0x06, 0x09, 0x2b, 0x06, 0x01, 0x05,
                                      0x05, 0x07, 0x30, 0x01, 0x01};
 constexpr uint8_t kOidOcspNonce[] = {0x06, 0x09, 0x2b, 0x06, 0x01, 0x05,
                                      0x05, 0x07, 0x30, 0x01, 0x02};
-// GeneralizedTime YYYYMMDDHHMMSSZ: tag, length and 15 octets.
-constexpr size_t kTimeBytes = 17;
-
-size_t LengthOctets(size_t n) {
-  size_t octets = 1;
-  if (n >= 128) {
-    for (; n > 0; n >>= 8) ++octets;
-  }
-  return octets;
-}
-
-size_t TlvSize(size_t content) { return 1 + LengthOctets(content) + content; }
-
-void AppendHeader(Bytes& out, uint8_t tag, size_t content) {
-  out.push_back(tag);
-  if (content < 128) {
-    out.push_back(static_cast<uint8_t>(content));
-    return;
-  }
-  size_t octets = LengthOctets(content) - 1;
-  out.push_back(static_cast<uint8_t>(0x80 | octets));
-  for (size_t i = octets; i > 0; --i) out.push_back(static_cast<uint8_t>(content >> (8 * (i - 1))));
-}
+constexpr size_t kTimeBytes = der::kGeneralizedTimeSize;
+using der::AppendGeneralizedTime;
+using der::AppendHeader;
+using der::TlvSize;
 
 void Append(Bytes& out, ByteView bytes) { out.insert(out.end(), bytes.begin(), bytes.end()); }
-
-// RFC 6960 writes every time as GeneralizedTime (RFC 5280's UTCTime rule is for certificates
-// and CRLs). Civil date from Unix days (H. Hinnant's algorithm): no gmtime_r, which takes glibc's
-// time zone lock. False outside years 0 to 9999.
-bool AppendGeneralizedTime(Bytes& out, int64_t unix_seconds) {
-  int64_t days = unix_seconds / 86400;
-  int64_t secs = unix_seconds % 86400;
-  if (secs < 0) {
-    secs += 86400;
-    --days;
-  }
-  days += 719468;
-  int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-  int64_t doe = days - era * 146097;
-  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  int64_t mp = (5 * doy + 2) / 153;
-  int64_t day = doy - (153 * mp + 2) / 5 + 1;
-  int64_t month = mp < 10 ? mp + 3 : mp - 9;
-  int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
-  if (year < 0 || year > 9999) return false;
-  out.push_back(der::kGeneralizedTime);
-  out.push_back(15);
-  auto digits = [&out](int64_t value, int n) {
-    for (int i = n - 1; i >= 0; --i) {
-      int64_t p = 1;
-      for (int j = 0; j < i; ++j) p *= 10;
-      out.push_back(static_cast<uint8_t>('0' + (value / p) % 10));
-    }
-  };
-  digits(year, 4);
-  digits(month, 2);
-  digits(day, 2);
-  digits(secs / 3600, 2);
-  digits(secs / 60 % 60, 2);
-  digits(secs % 60, 2);
-  out.push_back('Z');
-  return true;
-}
 
 // CertStatus: good [0] IMPLICIT NULL, revoked [1] IMPLICIT RevokedInfo { revocationTime,
 // revocationReason [0] EXPLICIT CRLReason OPTIONAL }, unknown [2] IMPLICIT NULL. The reason is
