@@ -62,6 +62,11 @@ ACL
       echo "allow_anonymous true"
       echo "acl_file $dir/acl"
       echo "listener $port 127.0.0.1"
+      # MQTT_BROKER_MAX_CONNECTIONS=N: refuse (and log at notice) connections past N.
+      if [ -n "${MQTT_BROKER_MAX_CONNECTIONS:-}" ]; then
+        echo "max_connections $MQTT_BROKER_MAX_CONNECTIONS"
+        echo "log_type notice"
+      fi
       echo "cafile $cafile"
       echo "certfile $dir/broker.crt"
       echo "keyfile $dir/broker.key"

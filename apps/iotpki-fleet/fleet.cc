@@ -1,6 +1,6 @@
 #include "fleet.h"
 
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <functional>
@@ -37,6 +38,7 @@ using iotpki::agent::AgentOptions;
 using SteadyClock = std::chrono::steady_clock;
 
 std::atomic<bool> g_stop{false};
+constexpr uint64_t kWakeEvent = ~uint64_t{0};  // epoll's mark for the workers' eventfd
 void OnStopSignal(int) { g_stop = true; }
 
 // A fixed pool of threads running tasks in order of submission.
@@ -232,7 +234,13 @@ struct Device {
 
   // The event loop's alone.
   std::unique_ptr<iotpki::mqtt::Client> client;
-  bool subscribed = false;
+  int watched_fd = -1;         // the socket registered with epoll for this device
+  bool watched_out = false;    // ... and whether for writing too
+  bool touched = false;        // in Fleet::touched_, to be looked at this pass
+  bool subscribed = false;     // SUBSCRIBE sent on this session
+  bool registered = false;     // a SUBACK seen once: the broker keeps its session from now on
+  bool rotated_awake = false;  // rotated since it last woke (--max-online: sleeps at once)
+  SteadyClock::time_point woke_at{};
   bool busy = false;  // on a worker
   std::deque<std::string> inbox;
   std::optional<SteadyClock::time_point> recover_at;
@@ -260,10 +268,12 @@ class Fleet {
  public:
   explicit Fleet(const RunOptions& o) : o_(o), pool_(o.workers) {
     wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    epoll_ = epoll_create1(EPOLL_CLOEXEC);
   }
   ~Fleet() {
     for (auto& d : devices_) d.client.reset();
     if (wake_ >= 0) close(wake_);
+    if (epoll_ >= 0) close(epoll_);
   }
 
   int Run();
@@ -275,6 +285,16 @@ class Fleet {
   void Recover(size_t i);
   void Handle(Device& dev, const AgentOptions& a, const std::string& envelope, Result& r);
   void Finish(Result r);
+  void Watch(size_t i);
+  void Unwatch(size_t i);
+  void Touch(size_t i) {
+    if (devices_[i].touched) return;
+    devices_[i].touched = true;
+    touched_.push_back(i);
+  }
+  void Look(size_t i, SteadyClock::time_point now);
+  void Sleep(size_t i);
+  void WakeSleepers();
   void Wake() {
     uint64_t one = 1;
     (void)!write(wake_, &one, sizeof one);
@@ -285,7 +305,16 @@ class Fleet {
   const RunOptions& o_;
   Pool pool_;
   int wake_ = -1;
+  int epoll_ = -1;
   std::vector<Device> devices_;
+  std::vector<size_t> fd_owner_;  // socket -> device index + 1 (0: none), for Unwatch
+  std::vector<size_t> touched_;   // devices to look at after this pass's events
+  std::deque<size_t> sleepers_;   // --max-online: devices waiting for their turn online
+  size_t online_ = 0;             // devices with a session (connected or connecting)
+  size_t peak_online_ = 0;
+  int64_t sessions_ = 0;   // sessions begun (Connect)
+  size_t registered_ = 0;  // devices whose subscription the broker acknowledged
+  bool ready_ = false;
   iotpki::mqtt::BrokerAddress broker_;
   std::mutex mu_;
   std::deque<Result> results_;                              // Guarded by mu_.
@@ -371,8 +400,14 @@ iotpki::Result<void> Fleet::Connect(Device& d) {
                                  // Bounded low: a simulated fleet is on loopback, where a failed
                                  // connection means a busy broker, not one that is away.
                                  .reconnect_max = std::chrono::milliseconds(5000)};
-  d.client.reset();
+  Unwatch(index);
+  if (d.client) {
+    d.client.reset();
+    --online_;
+  }
   d.subscribed = false;
+  d.rotated_awake = false;
+  d.woke_at = SteadyClock::now();
   IOTPKI_TRY(d.client,
              iotpki::mqtt::Client::Create(mo, [this, index, topic](const iotpki::mqtt::Message& m) {
                if (m.topic != topic) return;
@@ -381,8 +416,70 @@ iotpki::Result<void> Fleet::Connect(Device& d) {
                if (dev.inbox.size() >= 16) dev.inbox.pop_front();
                dev.inbox.push_back(m.payload);
              }));
+  ++online_;
+  ++sessions_;
+  peak_online_ = std::max(peak_online_, online_);
   (void)d.client->BeginConnect();  // a failure is retried by Service after its backoff
+  Watch(index);
   return {};
+}
+
+// Keeps epoll's registration in step with the device's socket, which libmosquitto closes and
+// opens again on a reconnect (a closed socket leaves epoll by itself; its number may then be
+// another device's, hence fd_owner_). Called after anything that may change the socket or
+// whether it wants writing.
+void Fleet::Watch(size_t i) {
+  Device& d = devices_[i];
+  int fd = d.client ? d.client->socket() : -1;
+  bool out = fd >= 0 && d.client->WantWrite();
+  if (fd == d.watched_fd && out == d.watched_out && fd >= 0 && fd_owner_[fd] == i + 1) return;
+  if (fd != d.watched_fd) Unwatch(i);
+  if (fd < 0) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN | (out ? EPOLLOUT : 0u);
+  ev.data.u64 = i;
+  // The same number may be a new socket (the old one closed and left epoll): MOD, else ADD.
+  if (epoll_ctl(epoll_, EPOLL_CTL_MOD, fd, &ev) != 0)
+    (void)epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev);
+  if (static_cast<size_t>(fd) >= fd_owner_.size()) fd_owner_.resize(static_cast<size_t>(fd) + 1, 0);
+  fd_owner_[static_cast<size_t>(fd)] = i + 1;
+  d.watched_fd = fd;
+  d.watched_out = out;
+}
+
+void Fleet::Unwatch(size_t i) {
+  Device& d = devices_[i];
+  if (d.watched_fd >= 0 && static_cast<size_t>(d.watched_fd) < fd_owner_.size() &&
+      fd_owner_[static_cast<size_t>(d.watched_fd)] == i + 1) {
+    (void)epoll_ctl(epoll_, EPOLL_CTL_DEL, d.watched_fd, nullptr);
+    fd_owner_[static_cast<size_t>(d.watched_fd)] = 0;
+  }
+  d.watched_fd = -1;
+  d.watched_out = false;
+}
+
+// --max-online: the device goes to sleep (DISCONNECT; the broker keeps its session and queues
+// its commands) and waits for its turn to wake at the back of the line.
+void Fleet::Sleep(size_t i) {
+  Device& d = devices_[i];
+  Unwatch(i);
+  if (d.client) {
+    d.client.reset();
+    --online_;
+  }
+  d.subscribed = false;
+  sleepers_.push_back(i);
+}
+
+void Fleet::WakeSleepers() {
+  for (size_t tries = sleepers_.size();
+       tries > 0 && online_ < static_cast<size_t>(o_.max_online) && !sleepers_.empty(); --tries) {
+    size_t i = sleepers_.front();
+    sleepers_.pop_front();
+    if (devices_[i].client) continue;
+    if (!Connect(devices_[i])) sleepers_.push_back(i);
+    Touch(i);
+  }
 }
 
 std::string Fleet::Serial(const Device& d) const {
@@ -495,8 +592,50 @@ void Fleet::Finish(Result r) {
   if (r.rotated) {
     if (d.rotations == 1) ++rotated_devices_;
     last_rotation_ = SteadyClock::now();
-    // The session moves to the new certificate (the old one is revoked now).
-    if (!d.offline) (void)Connect(d);
+    d.rotated_awake = true;
+    // The session moves to the new certificate (the old one is revoked now); with
+    // --max-online the device sleeps instead, and its next session is on the new one.
+    if (!d.offline && o_.max_online == 0) (void)Connect(d);
+  }
+  Touch(r.device);
+}
+
+// What a device does next, after its socket, its worker or a timer had news: subscribe once
+// connected, act on the commands it holds, recover a rotation left pending, or (--max-online)
+// go back to sleep once it has nothing left to do online.
+void Fleet::Look(size_t i, SteadyClock::time_point now) {
+  Device& d = devices_[i];
+  if (d.client) {
+    if (!d.subscribed && d.client->connected()) {
+      d.ever_online = true;
+      if (d.client->Subscribe(iotpki::agent::CommandTopic(d.id), 1)) d.subscribed = true;
+    }
+    if (d.subscribed && !d.registered && d.client->subacks() > 0) {
+      d.registered = true;
+      ++registered_;
+    }
+  }
+  if (d.busy) return;
+  if (d.recover_at && now >= *d.recover_at) {
+    Recover(i);
+    return;
+  }
+  if (!d.inbox.empty() && ready_) {
+    if (d.slow) {
+      d.busy = true;
+      delayed_.emplace(now + o_.slow_by, i);
+    } else {
+      Dispatch(i);
+    }
+    return;
+  }
+  if (o_.max_online == 0 || !d.client || !d.inbox.empty()) return;
+  // Asleep once its subscription is in place (before the campaign) or it rotated, or after
+  // --awake with nothing to do; a rotation left pending recovers on its timer meanwhile.
+  bool in_place = d.subscribed && d.client->subacks() > 0;
+  if ((!ready_ && in_place) || (ready_ && d.rotated_awake) ||
+      (ready_ && in_place && now - d.woke_at >= o_.awake)) {
+    Sleep(i);
   }
 }
 
@@ -514,52 +653,61 @@ int Fleet::Run() {
   std::signal(SIGTERM, OnStopSignal);
   std::signal(SIGINT, OnStopSignal);
   auto start = SteadyClock::now();
-  for (auto& d : devices_) {
-    if (auto c = Connect(d); !c) {
-      std::cerr << "iotpki-fleet: " << c.error().message() << std::endl;
-      return 1;
+  if (wake_ < 0 || epoll_ < 0) {
+    std::cerr << "iotpki-fleet: cannot make the event loop: " << std::strerror(errno) << std::endl;
+    return 1;
+  }
+  epoll_event wake_ev{};
+  wake_ev.events = EPOLLIN;
+  wake_ev.data.u64 = kWakeEvent;
+  (void)epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &wake_ev);
+  if (o_.max_online == 0) {
+    for (auto& d : devices_) {
+      if (auto c = Connect(d); !c) {
+        std::cerr << "iotpki-fleet: " << c.error().message() << std::endl;
+        return 1;
+      }
     }
+  } else {
+    for (size_t i = 0; i < devices_.size(); ++i) sleepers_.push_back(i);
   }
   // Phases: every device connects and subscribes once (so the broker keeps a session for
-  // each); then the offline share drops off and the fleet is ready; they come back later.
-  bool ready = false;
+  // each; with --max-online, that many at a time); then the offline share drops off and the
+  // fleet is ready; they come back later.
   std::optional<SteadyClock::time_point> settled_at;
   bool coming_back = false;
   SteadyClock::time_point back_at{};
-  std::vector<pollfd> fds;
-  std::vector<size_t> who;
+  std::vector<epoll_event> events(1024);
   auto last_sweep = SteadyClock::now();
-  size_t subscribed = 0;
   while (!g_stop) {
-    fds.clear();
-    who.clear();
-    fds.push_back({.fd = wake_, .events = POLLIN, .revents = 0});
-    for (size_t i = 0; i < devices_.size(); ++i) {
-      auto& c = devices_[i].client;
-      if (!c) continue;
-      int fd = c->socket();
-      if (fd < 0) continue;
-      fds.push_back({.fd = fd,
-                     .events = static_cast<short>(POLLIN | (c->WantWrite() ? POLLOUT : 0)),
-                     .revents = 0});
-      who.push_back(i);
-    }
-    int n = poll(fds.data(), fds.size(), 100);
+    if (o_.max_online > 0) WakeSleepers();
+    int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 100);
     if (n < 0 && errno != EINTR) break;
-    if (fds[0].revents & POLLIN) {
-      uint64_t v = 0;
-      (void)!read(wake_, &v, sizeof v);
-    }
-    for (size_t k = 1; k < fds.size(); ++k) {
-      if (fds[k].revents == 0) continue;
-      bool readable = (fds[k].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
-      devices_[who[k - 1]].client->Service(readable, (fds[k].revents & POLLOUT) != 0);
+    for (int k = 0; k < n; ++k) {
+      const epoll_event& ev = events[static_cast<size_t>(k)];
+      if (ev.data.u64 == kWakeEvent) {
+        uint64_t v = 0;
+        (void)!read(wake_, &v, sizeof v);
+        continue;
+      }
+      size_t i = static_cast<size_t>(ev.data.u64);
+      Device& d = devices_[i];
+      if (!d.client) continue;
+      d.client->Service((ev.events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0,
+                        (ev.events & EPOLLOUT) != 0);
+      Watch(i);
+      Touch(i);
     }
     auto now = SteadyClock::now();
     if (now - last_sweep >= std::chrono::milliseconds(250)) {
+      // Keepalives, reconnect backoffs and timers (Service wants a call at least once a second).
       last_sweep = now;
-      for (auto& d : devices_) {
-        if (d.client) d.client->Service(false, false);
+      for (size_t i = 0; i < devices_.size(); ++i) {
+        if (devices_[i].client) {
+          devices_[i].client->Service(false, false);
+          Watch(i);
+        }
+        Touch(i);
       }
     }
     std::deque<Result> done;
@@ -568,66 +716,68 @@ int Fleet::Run() {
       done.swap(results_);
     }
     for (auto& r : done) Finish(std::move(r));
-    for (size_t i = 0; i < devices_.size(); ++i) {
-      Device& d = devices_[i];
-      if (!d.client) continue;
-      if (!d.subscribed && d.client->connected()) {
-        d.ever_online = true;
-        if (d.client->Subscribe(iotpki::agent::CommandTopic(d.id), 1)) {
-          d.subscribed = true;
-          if (!ready) ++subscribed;
-        }
-      }
-      if (d.busy) continue;
-      if (d.recover_at && now >= *d.recover_at) {
-        Recover(i);
-        continue;
-      }
-      if (d.inbox.empty() || !ready) continue;
-      if (d.slow) {
-        d.busy = true;
-        delayed_.emplace(now + o_.slow_by, i);
-        continue;
-      }
-      Dispatch(i);
-    }
     while (!delayed_.empty() && delayed_.begin()->first <= now) {
       size_t i = delayed_.begin()->second;
       delayed_.erase(delayed_.begin());
       if (devices_[i].inbox.empty()) {
         devices_[i].busy = false;
+        Touch(i);
       } else {
         Dispatch(i);
       }
     }
-    if (!ready && subscribed == devices_.size()) {
-      // The SUBSCRIBEs went out with the last pass; one more second for the broker to take them.
+    // Look may queue more (a Connect after a rotation): taken in the same pass.
+    for (size_t k = 0; k < touched_.size(); ++k) {
+      size_t i = touched_[k];
+      devices_[i].touched = false;
+      Look(i, now);
+      Watch(i);
+    }
+    touched_.clear();
+    if (!ready_ && registered_ == devices_.size()) {
+      // One more second for the broker to settle the last sessions.
       if (!settled_at) settled_at = now + std::chrono::seconds(1);
       if (now >= *settled_at) {
         size_t offline = 0;
-        for (auto& d : devices_) {
-          if (d.offline) {
-            d.client.reset();  // power off: no DISCONNECT, the broker keeps the session
-            ++offline;
+        for (size_t i = 0; i < devices_.size(); ++i) {
+          Device& d = devices_[i];
+          if (!d.offline) continue;
+          // Off: the broker keeps the session and queues its commands.
+          Unwatch(i);
+          if (d.client) {
+            d.client.reset();
+            --online_;
           }
+          ++offline;
         }
-        ready = true;
+        if (offline > 0 && o_.max_online > 0) {
+          std::erase_if(sleepers_, [&](size_t i) { return devices_[i].offline; });
+        }
+        ready_ = true;
         coming_back = offline > 0;
         back_at = now + o_.back_after;
         double s = std::chrono::duration<double>(now - start).count();
-        std::cout << "ready: " << devices_.size() - offline << " devices online, " << offline
-                  << " offline for " << o_.back_after.count() << " s (connected in " << std::fixed
-                  << std::setprecision(1) << s << " s)" << std::endl;
+        std::cout << "ready: " << devices_.size() - offline << " devices online";
+        if (o_.max_online > 0) std::cout << " (at most " << o_.max_online << " at once)";
+        std::cout << ", " << offline << " offline for " << o_.back_after.count()
+                  << " s (connected in " << std::fixed << std::setprecision(1) << s << " s)"
+                  << std::endl;
         if (!o_.ready_file.empty()) (void)iotpki::WriteFileAtomic(o_.ready_file, "ready\n");
+        // Commands that arrived before the fleet was ready.
+        for (size_t i = 0; i < devices_.size(); ++i) Touch(i);
       }
     }
     if (coming_back && now >= back_at) {
       coming_back = false;
       size_t back = 0;
-      for (auto& d : devices_) {
-        if (d.offline) {
-          d.offline = false;
-          ++back;
+      for (size_t i = 0; i < devices_.size(); ++i) {
+        Device& d = devices_[i];
+        if (!d.offline) continue;
+        d.offline = false;
+        ++back;
+        if (o_.max_online > 0) {
+          sleepers_.push_back(i);
+        } else {
           (void)Connect(d);
         }
       }
@@ -703,6 +853,7 @@ void Fleet::Report(double elapsed) {
   std::cout << "commands acted on " << commands << " (devices retried: " << retried
             << "), rotations " << rotations << ", failed installs " << failures
             << ", rejected commands " << rejected << ", recoveries " << recoveries << "\n";
+  std::cout << "sessions " << sessions_ << ", at most " << peak_online_ << " online at once\n";
   for (const auto& [reason, n] : rejections_) {
     std::cout << "  rejected " << n << "x: " << reason << "\n";
   }

@@ -5,8 +5,9 @@
 // agent::Recover), not a copy of it. A separate program rather than `iotpki-agent simulate` so
 // that the device's binary carries none of it.
 //
-// Threads: one event loop drives every MQTT session (poll over the sockets, libmosquitto's
-// read/write/misc steps: no thread per session, no select() bound); a bounded pool of workers
+// Threads: one event loop drives every MQTT session (epoll over the sockets, libmosquitto's
+// read/write/misc steps: no thread per session, no select() bound, and a pass costs what its
+// sockets had to say, not the size of the fleet); a bounded pool of workers
 // runs the blocking parts (EST enrollments, confirmations, recoveries). A device is on at most
 // one worker at a time, so its state directory sees one rotation at a time, as on a device.
 #pragma once
@@ -45,6 +46,13 @@ struct RunOptions {
   std::chrono::milliseconds slow_by{2000};
   uint64_t seed = 1;  // which devices are offline, failing or slow (disjoint sets)
   int workers = 8;
+  // Sleepy devices: at most this many hold a session at once (0: every device, always). The
+  // others sleep, disconnected, while the broker keeps their sessions and queues their
+  // commands; they wake in turn, act on what was queued, and sleep again once they rotated or
+  // after `awake` with nothing to do. How a fleet larger than one broker's descriptors (or a
+  // battery-powered one) is rotated.
+  int max_online = 0;
+  std::chrono::milliseconds awake{2000};
   int until_rotated = 0;      // exit once this many devices rotated; 0: run until SIGTERM/SIGINT
   std::filesystem::path out;  // outcomes, JSON Lines; empty: none
   std::filesystem::path ready_file;  // written once the fleet is online (for scripts)

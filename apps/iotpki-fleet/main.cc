@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
 
   fleet::RunOptions r;
-  std::string rfleet, mqtt_ca, back_after = "20s", slow_by = "2s", out, ready_file;
+  std::string rfleet, mqtt_ca, back_after = "20s", slow_by = "2s", awake = "2s", out, ready_file;
   auto* run = app.add_subcommand("run", "Keep the fleet online and act on rotate commands");
   run->add_option("--fleet", rfleet, "The fleet directory of `bootstrap`")->required();
   run->add_option("--mqtt", r.mqtt_url, "mqtts://HOST[:PORT]")->required();
@@ -79,12 +79,25 @@ int main(int argc, char** argv) {
   run->add_option("--seed", r.seed, "Which devices are offline, failing, slow (default 1)");
   run->add_option("--workers", r.workers, "Rotations at once (default 8)")
       ->check(CLI::Range(1, 256));
+  run->add_option("--max-online", r.max_online,
+                  "Sleepy devices: at most N online at once, the others asleep with their "
+                  "sessions kept by the broker (default: all online)")
+      ->check(CLI::Range(1, 10000000));
+  run->add_option("--awake", awake,
+                  "With --max-online: how long a woken device with nothing "
+                  "to do stays online (default 2s)");
   run->add_option("--until-rotated", r.until_rotated,
                   "Exit once N devices rotated (default: at SIGTERM or SIGINT)")
       ->check(CLI::Range(1, 10000000));
   run->add_option("--out", out, "Per-device outcomes, JSON Lines");
   run->add_option("--ready-file", ready_file, "Written once the fleet is online");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "iotpki-fleet: usage: " << e.what() << " (see iotpki-fleet --help)\n";
+    return 2;
+  }
 
   iotpki::agent::AgentOptions agent;
   agent.timeout = std::chrono::seconds(timeout);
@@ -107,8 +120,12 @@ int main(int argc, char** argv) {
   }
   auto back = ParseDuration(back_after);
   auto slow = ParseDuration(slow_by);
-  if (!back || !slow) {
-    std::cerr << "iotpki-fleet: bad duration '" << (back ? slow_by : back_after)
+  auto up = ParseDuration(awake);
+  if (!back || !slow || !up) {
+    std::cerr << "iotpki-fleet: bad duration '"
+              << (!back   ? back_after
+                  : !slow ? slow_by
+                          : awake)
               << "': use seconds, or a number with ms, s or m (20s)" << std::endl;
     return 2;
   }
@@ -120,6 +137,7 @@ int main(int argc, char** argv) {
   }
   r.back_after = std::chrono::duration_cast<std::chrono::seconds>(*back);
   r.slow_by = *slow;
+  r.awake = *up;
   r.fleet = rfleet;
   r.mqtt_ca = mqtt_ca;
   r.out = out;

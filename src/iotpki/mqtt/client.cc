@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
+#include <cstdint>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -35,6 +37,7 @@ struct Client::State {
   int64_t reconnects = 0;
   std::map<int, int> pubacks;  // mid -> reason code
   std::map<int, int> subacks;  // mid -> granted QoS (>= 0x80: refused)
+  int64_t suback_count = 0;
   std::vector<std::pair<std::string, int>> subscriptions;
   bool threaded = false;
 
@@ -118,6 +121,7 @@ void OnSubscribe(mosquitto*, void* obj, int mid, int count, const int* granted,
   {
     std::lock_guard<std::mutex> lock(s->mu);
     Client::State::Remember(s->subacks, mid, count > 0 ? granted[0] : 0x80);
+    ++s->suback_count;
   }
   s->cv.notify_all();
 }
@@ -226,6 +230,26 @@ Result<std::unique_ptr<Client>> Client::Create(ClientOptions options, MessageHan
   return std::unique_ptr<Client>(new Client(std::move(state)));
 }
 
+namespace {
+
+// The CONNECT's properties: a persistent session's Session Expiry Interval (none for a clean
+// one). Freed by the deleter.
+struct PropertiesFree {
+  void operator()(mosquitto_property* p) const { mosquitto_property_free_all(&p); }
+};
+using Properties = std::unique_ptr<mosquitto_property, PropertiesFree>;
+
+Properties ConnectProperties(const ClientOptions& o) {
+  mosquitto_property* p = nullptr;
+  if (!o.clean_session) {
+    auto s = std::clamp<int64_t>(o.session_expiry.count(), 0, UINT32_MAX);
+    mosquitto_property_add_int32(&p, MQTT_PROP_SESSION_EXPIRY_INTERVAL, static_cast<uint32_t>(s));
+  }
+  return Properties(p);
+}
+
+}  // namespace
+
 Result<void> Client::Connect() {
   State& s = *state_;
   const ClientOptions& o = s.options;
@@ -234,7 +258,10 @@ Result<void> Client::Connect() {
     std::lock_guard<std::mutex> lock(s.mu);
     s.connack = -1;
   }
-  int rc = mosquitto_connect(s.mosq, o.host.c_str(), o.port, o.keepalive_seconds);
+  // The properties are kept for every reconnect (mosquitto_reconnect).
+  Properties props = ConnectProperties(o);
+  int rc = mosquitto_connect_bind_v5(s.mosq, o.host.c_str(), o.port, o.keepalive_seconds, nullptr,
+                                     props.get());
   if (rc != MOSQ_ERR_SUCCESS) {
     return Fail(Code::kUnavailable, "cannot connect to the MQTT broker at " + where, MosqError(rc));
   }
@@ -307,6 +334,14 @@ Result<void> Client::BeginConnect() {
     std::lock_guard<std::mutex> lock(s.mu);
     s.connack = -1;
   }
+  if (Properties props = ConnectProperties(o)) {
+    // libmosquitto has no asynchronous connect with properties. mosquitto_connect_bind_v5 keeps
+    // its properties for every later connect before it checks its arguments (libmosquitto 2.0,
+    // lib/connect.c), so with port -1 it keeps them and connects nowhere; the connect below
+    // sends them. PersistentSessionKeepsCommandsInEventLoopMode fails if that ever changes.
+    (void)mosquitto_connect_bind_v5(s.mosq, o.host.c_str(), -1, o.keepalive_seconds, nullptr,
+                                    props.get());
+  }
   int rc = mosquitto_connect_async(s.mosq, o.host.c_str(), o.port, o.keepalive_seconds);
   if (rc != MOSQ_ERR_SUCCESS) {
     ScheduleReconnect(s);  // Service tries again after the backoff
@@ -378,6 +413,11 @@ int Client::socket() const { return mosquitto_socket(state_->mosq); }
 bool Client::connected() const {
   std::lock_guard<std::mutex> lock(state_->mu);
   return state_->connected;
+}
+
+int64_t Client::subacks() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->suback_count;
 }
 
 int64_t Client::reconnects() const {

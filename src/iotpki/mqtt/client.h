@@ -33,8 +33,11 @@ struct ClientOptions {
   // Empty: libmosquitto makes a random one. Devices use their device id.
   std::string client_id;
   // false: the broker keeps the session (subscriptions, queued QoS 1 messages) while the client
-  // is away, so a device offline during a notification still gets it when it comes back.
+  // is away, so a device offline during a notification still gets it when it comes back; for
+  // at most `session_expiry` after the connection closed (MQTT 5's Session Expiry Interval,
+  // which every CONNECT then carries: without it an MQTT 5 session ends with its connection).
   bool clean_session = true;
+  std::chrono::seconds session_expiry{7 * 24 * 3600};
   std::filesystem::path ca_file;    // CAs that sign the broker's certificate (PEM).
   std::filesystem::path cert_file;  // This client's certificate (PEM, chain allowed).
   std::filesystem::path key_file;   // Its key: PKCS#8 PEM, plain or encrypted.
@@ -116,6 +119,10 @@ class Client {
   // or no PUBACK arrives within `timeout`; PermissionDenied when the broker refuses the topic.
   Result<void> Publish(const std::string& topic, std::string_view payload,
                        std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
+  // SUBACKs received, over every connection of this client: an event loop that must know a
+  // subscription is in place at the broker (before it drops the connection) waits for it.
+  int64_t subacks() const;
 
   // Connections made after the first (for tests and metrics).
   int64_t reconnects() const;

@@ -52,9 +52,10 @@ class Inbox {
     };
   }
   // Waits (bounded, generously: no timing is asserted) for the n-th message.
-  std::vector<Message> WaitFor(size_t n) {
+  std::vector<Message> WaitFor(size_t n,
+                               std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::chrono::seconds(20), [&] { return messages_.size() >= n; });
+    cv_.wait_for(lock, timeout, [&] { return messages_.size() >= n; });
     return messages_;
   }
 
@@ -406,6 +407,78 @@ TEST_F(MqttTest, EventLoopModeWorksAboveFdSetSize) {
   EXPECT_EQ(got[0].payload, "polled");
   device.reset();
   for (int fd : filler) ::close(fd);
+}
+
+// A persistent session outlives its connection: a command published while the device is away
+// is delivered when it connects again, without subscribing again. MQTT 5 ends a session with
+// its connection unless CONNECT carries a Session Expiry Interval; both ways of connecting must
+// send it.
+TEST_F(MqttTest, PersistentSessionKeepsCommandsWhileTheDeviceIsAway) {
+  auto server = Connected(server_);
+  ClientOptions o = Options(a_);
+  o.clean_session = false;
+  std::string cmd_topic = "iotpki/devices/" + a_.device_id + "/cmd";
+  {
+    auto device = Must(Client::Create(o, nullptr), "create");
+    ASSERT_TRUE(device->Connect());
+    device->Start();
+    ASSERT_TRUE(device->Subscribe(cmd_topic));
+  }  // DISCONNECT: away
+  ASSERT_TRUE(server->Publish(cmd_topic, "while away"));
+  Inbox inbox;
+  auto device = Must(Client::Create(o, inbox.handler()), "create");
+  ASSERT_TRUE(device->Connect());
+  device->Start();
+  auto got = inbox.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].payload, "while away");
+
+  // A clean session keeps nothing.
+  device.reset();
+  o.clean_session = true;
+  {
+    auto clean = Must(Client::Create(o, nullptr), "create");
+    ASSERT_TRUE(clean->Connect());
+  }
+  ASSERT_TRUE(server->Publish(cmd_topic, "nobody"));
+  Inbox none;
+  auto again = Must(Client::Create(o, none.handler()), "create");
+  ASSERT_TRUE(again->Connect());
+  again->Start();
+  EXPECT_TRUE(none.WaitFor(1, std::chrono::milliseconds(500)).empty());
+}
+
+TEST_F(MqttTest, PersistentSessionKeepsCommandsInEventLoopMode) {
+  auto server = Connected(server_);
+  ClientOptions o = Options(a_);
+  o.clean_session = false;
+  std::string cmd_topic = "iotpki/devices/" + a_.device_id + "/cmd";
+  auto drive = [](Client& c, const std::function<bool()>& until) {
+    for (int i = 0; i < 400 && !until(); ++i) {
+      pollfd p{.fd = c.socket(),
+               .events = static_cast<short>(POLLIN | (c.WantWrite() ? POLLOUT : 0)),
+               .revents = 0};
+      if (p.fd >= 0) ::poll(&p, 1, 50);
+      c.Service((p.revents & (POLLIN | POLLERR | POLLHUP)) != 0, (p.revents & POLLOUT) != 0);
+    }
+  };
+  {
+    auto device = Must(Client::Create(o, nullptr), "create");
+    ASSERT_TRUE(device->BeginConnect());
+    drive(*device, [&] { return device->connected(); });
+    ASSERT_TRUE(device->connected());
+    ASSERT_TRUE(device->Subscribe(cmd_topic));
+    drive(*device, [&] { return device->subacks() > 0; });
+    ASSERT_EQ(device->subacks(), 1);
+  }
+  ASSERT_TRUE(server->Publish(cmd_topic, "queued"));
+  Inbox inbox;
+  auto device = Must(Client::Create(o, inbox.handler()), "create");
+  ASSERT_TRUE(device->BeginConnect());
+  drive(*device, [&] { return !inbox.WaitFor(0).empty(); });
+  auto got = inbox.WaitFor(0);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].payload, "queued");
 }
 
 }  // namespace
