@@ -23,6 +23,14 @@
 # command's ES256 signature = 6 signatures, 6 verifications, 2 ECDH. Everything lives in a
 # temporary directory removed on exit.
 #
+# Sleepy devices: a Mosquitto holds one descriptor per connection, so one broker here holds at
+# most ~19,900 devices at once (the container's hard `ulimit -n` of 20,000). Above
+# IOTPKI_FLEET_ONLINE devices (default 15000) the simulators run with `--max-online`, each its
+# share of IOTPKI_FLEET_ONLINE: every device registers its persistent session, sleeps, and wakes
+# in turn to get the command the broker queued for it (the campaign's commands then live 2 hours,
+# --retry-after 7200, long enough for every sleeper to wake). The timed part then also holds a
+# second MQTT connection per device (its wake-up).
+#
 # IOTPKI_ROTATION_PERF=FILE also records the server with `perf record` (call graphs through
 # DWARF, 200 Hz) over the timed part into FILE, for `perf report -i FILE`, and counts its fsync
 # and fdatasync calls into FILE.stat.
@@ -30,6 +38,9 @@ set -euo pipefail
 build=${1:?usage: rotation_fleet.sh BUILD_DIR [DEVICES]}
 devices=${2:-100000}
 shard=${IOTPKI_FLEET_SHARD:-5000}
+online=${IOTPKI_FLEET_ONLINE:-15000}
+retry_after=600
+[ "$devices" -le "$online" ] || retry_after=7200
 here=$(cd "$(dirname "$0")" && pwd)
 iotpki="$build/apps/iotpki/iotpki"
 fleet="$build/apps/iotpki-fleet/iotpki-fleet"
@@ -49,13 +60,13 @@ cleanup() {
   local p
   for p in "${sims[@]}" $server_pid; do kill -KILL "$p" 2>/dev/null || true; done
   bash "$here/../tests/mqtt_broker.sh" stop "$work/broker" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  if [ -n "${IOTPKI_BENCH_KEEP:-}" ]; then echo "kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 say() { echo "[$(date +%T)] $*"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-say "setup: $devices devices"
+say "setup: $devices devices$([ "$devices" -le "$online" ] || echo ", at most $online online at once")"
 "$iotpki" ca init --dir "$work/ca" --org "Bench Org" >/dev/null
 "$iotpki" mfg provision --dir "$work/ca" --count "$devices" --serial-prefix b- --model sensor \
   --batch bench --keys ca --out "$work/factory" >/dev/null 2>"$work/provision.err"
@@ -78,8 +89,10 @@ say "bootstrap took $(calc "$(date +%s.%N) - $t0") s"
 first=0
 while [ "$first" -lt "$devices" ]; do
   n=$((devices - first < shard ? devices - first : shard))
+  sleepy=()
+  [ "$devices" -le "$online" ] || sleepy=(--max-online $((online * n / devices)))
   "$fleet" run --fleet "$work/fleet" --first "$first" --devices "$n" --mqtt "$mqtt" \
-    --mqtt-ca "$work/broker/broker.crt" --workers 8 --until-rotated "$n" \
+    --mqtt-ca "$work/broker/broker.crt" --workers 8 --until-rotated "$n" "${sleepy[@]}" \
     --ready-file "$work/ready.$first" >"$work/sim.$first.out" 2>"$work/sim.$first.err" &
   sims+=($!)
   first=$((first + n))
@@ -119,7 +132,7 @@ for p in "${sims[@]}"; do
 done
 t0=$(date +%s.%N)
 "$iotpki" campaign create --dir "$work/ca" --name bench --batch bench --mode rekey \
-  --wave-size "$devices" --retry-after 600 --max-failure-rate 1 >/dev/null
+  --wave-size "$devices" --retry-after "$retry_after" --max-failure-rate 1 >/dev/null
 while :; do
   confirmed=$(sqlite3 "$work/ca/iotpki.db" "SELECT COUNT(*) FROM rotation_jobs WHERE state = 'confirmed'")
   for p in "${sims[@]}"; do
@@ -158,6 +171,8 @@ printf 'server CPU per rotation %.2f ms; crypto of one rotation %.2f ms (openssl
 printf 'CPU per rotation elsewhere: simulator(s) %.2f ms, broker %.2f ms; the three of them used %.2f of the 2 cores over the run\n' \
   "$(calc "$sim_ticks * 1000 / $hz / $devices")" "$(calc "($broker1 - $broker0) * 1000 / $hz / $devices")" \
   "$(calc "($cpu1 - $cpu0 + $sim_ticks + $broker1 - $broker0) / $hz / $total")"
+cat "$work"/sim.*.out | awk '/^sessions / {gsub(",", "", $2); s += $2; p += $5}
+  END {printf "MQTT sessions %d in all (%.2f per device), at most %d online at once\n", s, s / '"$devices"', p}'
 printf 'audit rows per rotation %.1f\n' "$(calc "($audit1 - $audit0) / $devices")"
 if [ -n "$perf_pid" ]; then
   printf 'server fsync + fdatasync per rotation %.2f\n' "$(calc "$(awk '/syscalls:sys_enter_f(data)?sync/ {

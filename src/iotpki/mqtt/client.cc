@@ -2,6 +2,7 @@
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -352,7 +353,24 @@ Result<void> Client::BeginConnect() {
   return {};
 }
 
-bool Client::WantWrite() const { return mosquitto_want_write(state_->mosq); }
+namespace {
+
+// Still in the TLS handshake. libmosquitto then takes the handshake's steps in its read step
+// only (loop_write writes nothing until it is done), and its own select loop watches for
+// writing only while OpenSSL's last call wanted to write; an event loop must do the same, or a
+// socket that is writable all along wakes it without end while the broker takes its time.
+bool Handshaking(mosquitto* mosq) {
+  auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(mosq));
+  return ssl != nullptr && !SSL_is_init_finished(ssl);
+}
+
+}  // namespace
+
+bool Client::WantWrite() const {
+  mosquitto* mosq = state_->mosq;
+  if (Handshaking(mosq)) return SSL_want_write(static_cast<SSL*>(mosquitto_ssl_get(mosq)));
+  return mosquitto_want_write(mosq);
+}
 
 void Client::Service(bool readable, bool writable) {
   State& s = *state_;
@@ -368,7 +386,9 @@ void Client::Service(bool readable, bool writable) {
     return;
   }
   int rc = mosquitto_socket(s.mosq) < 0 ? MOSQ_ERR_NO_CONN : MOSQ_ERR_SUCCESS;
-  if (rc == MOSQ_ERR_SUCCESS && readable) rc = mosquitto_loop_read(s.mosq, 1);
+  if (rc == MOSQ_ERR_SUCCESS && (readable || (writable && Handshaking(s.mosq)))) {
+    rc = mosquitto_loop_read(s.mosq, 1);
+  }
   if (rc == MOSQ_ERR_SUCCESS && writable && mosquitto_want_write(s.mosq)) {
     rc = mosquitto_loop_write(s.mosq, 1);
   }
