@@ -29,7 +29,9 @@
 # share of IOTPKI_FLEET_ONLINE: every device registers its persistent session, sleeps, and wakes
 # in turn to get the command the broker queued for it (the campaign's commands then live 2 hours,
 # --retry-after 7200, long enough for every sleeper to wake). The timed part then also holds a
-# second MQTT connection per device (its wake-up).
+# second MQTT connection per device (its wake-up). A woken device with nothing to do stays
+# IOTPKI_FLEET_AWAKE (default 30s): shorter, and the broker spends itself on idle wake-ups
+# (a TLS handshake each) while the server is still publishing the campaign's commands.
 #
 # IOTPKI_ROTATION_PERF=FILE also records the server with `perf record` (call graphs through
 # DWARF, 200 Hz) over the timed part into FILE, for `perf report -i FILE`, and counts its fsync
@@ -50,7 +52,15 @@ for b in "$iotpki" "$fleet"; do
     exit 2
   }
 done
-work=$(mktemp -d "${TMPDIR:-/tmp}/iotpki-rotation-bench.XXXXXX")
+# IOTPKI_BENCH_REUSE=DIR: the work directory of an earlier run of the same size, kept
+# (IOTPKI_BENCH_KEEP, or the run killed): its CA, batch and onboarded fleet are used again (no
+# rotation campaign in it yet), the server listens on the port the devices were onboarded with.
+if [ -n "${IOTPKI_BENCH_REUSE:-}" ]; then
+  work=$IOTPKI_BENCH_REUSE
+  IOTPKI_BENCH_KEEP=1
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/iotpki-rotation-bench.XXXXXX")
+fi
 export IOTPKI_PASSPHRASE="bench passphrase 1"
 export IOTPKI_KEY_PASSPHRASE="device transport passphrase"
 export IOTPKI_DEVICE_KEY_PASSPHRASE="$IOTPKI_KEY_PASSPHRASE"
@@ -67,15 +77,27 @@ say() { echo "[$(date +%T)] $*"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 say "setup: $devices devices$([ "$devices" -le "$online" ] || echo ", at most $online online at once")"
-"$iotpki" ca init --dir "$work/ca" --org "Bench Org" >/dev/null
-"$iotpki" mfg provision --dir "$work/ca" --count "$devices" --serial-prefix b- --model sensor \
-  --batch bench --keys ca --out "$work/factory" >/dev/null 2>"$work/provision.err"
+listen=127.0.0.1:0
+campaign=bench-$(date +%s)
+if [ -n "${IOTPKI_BENCH_REUSE:-}" ]; then
+  listen=127.0.0.1:$(cat "$work/port")
+  rm -f "$work"/sim.* "$work"/ready.* "$work/port"
+  # An earlier run's campaign, if it was cut short: cancelled, its devices free for this one.
+  for c in $(sqlite3 "$work/ca/iotpki.db" "SELECT name FROM campaigns WHERE state IN
+    ('running', 'paused', 'halted')"); do
+    "$iotpki" campaign cancel --dir "$work/ca" "$c" >/dev/null
+  done
+else
+  "$iotpki" ca init --dir "$work/ca" --org "Bench Org" >/dev/null
+  "$iotpki" mfg provision --dir "$work/ca" --count "$devices" --serial-prefix b- --model sensor \
+    --batch bench --keys ca --out "$work/factory" >/dev/null 2>"$work/provision.err"
+fi
 cat "$work/ca/certs/root.pem" "$work/ca/certs/operational.pem" >"$work/device-cas.pem"
 mqtt_port=$(bash "$here/../tests/mqtt_broker.sh" start "$work/broker" "$work/device-cas.pem")
 mqtt="mqtts://127.0.0.1:$mqtt_port"
 printf '[server]\nmax_connections = 8192\nmax_connections_per_source = 8192\n[campaigns]\ninterval_s = 1\n' \
   >"$work/serve.toml"
-"$iotpki" serve --dir "$work/ca" --listen 127.0.0.1:0 --port-file "$work/port" \
+"$iotpki" serve --dir "$work/ca" --listen "$listen" --port-file "$work/port" \
   --config "$work/serve.toml" --campaigns --mqtt "$mqtt" --mqtt-ca "$work/broker/broker.crt" \
   --log-level warn >"$work/serve.out" 2>"$work/serve.err" &
 server_pid=$!
@@ -90,7 +112,8 @@ first=0
 while [ "$first" -lt "$devices" ]; do
   n=$((devices - first < shard ? devices - first : shard))
   sleepy=()
-  [ "$devices" -le "$online" ] || sleepy=(--max-online $((online * n / devices)))
+  [ "$devices" -le "$online" ] ||
+    sleepy=(--max-online $((online * n / devices)) --awake "${IOTPKI_FLEET_AWAKE:-30s}")
   "$fleet" run --fleet "$work/fleet" --first "$first" --devices "$n" --mqtt "$mqtt" \
     --mqtt-ca "$work/broker/broker.crt" --workers 8 --until-rotated "$n" "${sleepy[@]}" \
     --ready-file "$work/ready.$first" >"$work/sim.$first.out" 2>"$work/sim.$first.err" &
@@ -131,10 +154,11 @@ for p in "${sims[@]}"; do
   sim1[$p]=${sim0[$p]}
 done
 t0=$(date +%s.%N)
-"$iotpki" campaign create --dir "$work/ca" --name bench --batch bench --mode rekey \
+"$iotpki" campaign create --dir "$work/ca" --name "$campaign" --batch bench --mode rekey \
   --wave-size "$devices" --retry-after "$retry_after" --max-failure-rate 1 >/dev/null
 while :; do
-  confirmed=$(sqlite3 "$work/ca/iotpki.db" "SELECT COUNT(*) FROM rotation_jobs WHERE state = 'confirmed'")
+  confirmed=$(sqlite3 "$work/ca/iotpki.db" "SELECT COUNT(*) FROM rotation_jobs j JOIN campaigns c
+    ON c.id = j.campaign_id WHERE c.name = '$campaign' AND j.state = 'confirmed'")
   for p in "${sims[@]}"; do
     if ticks=$(cpu_ticks "$p" 2>/dev/null); then sim1[$p]=$ticks; fi
   done
@@ -153,7 +177,8 @@ fi
 for p in "${sims[@]}"; do wait "$p" || true; done
 sims=()
 audit1=$(audit_seq)
-revoked=$(sqlite3 "$work/ca/iotpki.db" "SELECT COUNT(*) FROM rotation_jobs j JOIN certificates c
+revoked=$(sqlite3 "$work/ca/iotpki.db" "SELECT COUNT(*) FROM rotation_jobs j JOIN campaigns k
+  ON k.id = j.campaign_id AND k.name = '$campaign' JOIN certificates c
   ON c.serial = j.old_serial WHERE c.status = 'revoked'")
 hz=$(getconf CLK_TCK)
 total=$(calc "$t1 - $t0")

@@ -237,6 +237,7 @@ struct Device {
   int watched_fd = -1;         // the socket registered with epoll for this device
   bool watched_out = false;    // ... and whether for writing too
   bool touched = false;        // in Fleet::touched_, to be looked at this pass
+  bool connecting = false;     // woken, not connected yet: counted in Fleet::connecting_
   bool subscribed = false;     // SUBSCRIBE sent on this session
   bool registered = false;     // a SUBACK seen once: the broker keeps its session from now on
   bool rotated_awake = false;  // rotated since it last woke (--max-online: sleeps at once)
@@ -311,6 +312,8 @@ class Fleet {
   std::vector<size_t> touched_;   // devices to look at after this pass's events
   std::deque<size_t> sleepers_;   // --max-online: devices waiting for their turn online
   size_t online_ = 0;             // devices with a session (connected or connecting)
+  size_t connecting_ = 0;         // ... of which not connected yet (woken sleepers only)
+  static constexpr size_t kMaxConnecting = 64;
   size_t peak_online_ = 0;
   int64_t sessions_ = 0;   // sessions begun (Connect)
   size_t registered_ = 0;  // devices whose subscription the broker acknowledged
@@ -462,6 +465,10 @@ void Fleet::Unwatch(size_t i) {
 // its commands) and waits for its turn to wake at the back of the line.
 void Fleet::Sleep(size_t i) {
   Device& d = devices_[i];
+  if (d.connecting) {
+    d.connecting = false;
+    --connecting_;
+  }
   Unwatch(i);
   if (d.client) {
     d.client.reset();
@@ -471,13 +478,21 @@ void Fleet::Sleep(size_t i) {
   sleepers_.push_back(i);
 }
 
+// A few at a time: thousands of TLS connections opened at once overflow the broker's listen
+// backlog (Mosquitto's is 100), and dropped SYNs come back only after TCP's backoff of seconds.
 void Fleet::WakeSleepers() {
-  for (size_t tries = sleepers_.size();
-       tries > 0 && online_ < static_cast<size_t>(o_.max_online) && !sleepers_.empty(); --tries) {
+  for (size_t tries = sleepers_.size(); tries > 0 && online_ < static_cast<size_t>(o_.max_online) &&
+                                        !sleepers_.empty() && connecting_ < kMaxConnecting;
+       --tries) {
     size_t i = sleepers_.front();
     sleepers_.pop_front();
     if (devices_[i].client) continue;
-    if (!Connect(devices_[i])) sleepers_.push_back(i);
+    if (!Connect(devices_[i])) {
+      sleepers_.push_back(i);
+      continue;
+    }
+    devices_[i].connecting = true;
+    ++connecting_;
     Touch(i);
   }
 }
@@ -606,6 +621,13 @@ void Fleet::Finish(Result r) {
 void Fleet::Look(size_t i, SteadyClock::time_point now) {
   Device& d = devices_[i];
   if (d.client) {
+    if (d.connecting && d.client->connected()) {
+      d.connecting = false;
+      --connecting_;
+    } else if (d.connecting && now - d.woke_at > std::chrono::seconds(30)) {
+      Sleep(i);  // the broker does not answer: back of the line, the slot to another
+      return;
+    }
     if (!d.subscribed && d.client->connected()) {
       d.ever_online = true;
       if (d.client->Subscribe(iotpki::agent::CommandTopic(d.id), 1)) d.subscribed = true;
@@ -747,6 +769,10 @@ int Fleet::Run() {
           if (d.client) {
             d.client.reset();
             --online_;
+          }
+          if (d.connecting) {
+            d.connecting = false;
+            --connecting_;
           }
           ++offline;
         }
