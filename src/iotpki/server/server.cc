@@ -232,7 +232,15 @@ struct Server::Impl {
   const Router& router;
   Registry& metrics;
 
-  net::io_context ioc;
+  // One io_context per I/O thread, each run by its thread alone, and each connection on one of
+  // them for its whole life: a request is read, answered and written on one thread, with no
+  // hand-off between threads (a shared io_context wakes another thread through a futex and
+  // interrupts the reactor for each completion it queues: a third of a fresh OCSP answer's CPU,
+  // docs/performance.md, session 7). The acceptor is on the first.
+  std::vector<std::unique_ptr<net::io_context>> contexts;
+  // Keep each context's run() going while it has no connection, until shutdown.
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> keep_running;
+  size_t next_context = 0;  // round robin over `contexts` (the acceptor's strand only)
   std::optional<ssl::context> ssl_ctx;
   tcp::acceptor acceptor;
   net::steady_timer drain_timer;
@@ -254,8 +262,8 @@ struct Server::Impl {
         clock(o.clock != nullptr ? *o.clock : SystemClock::Instance()),
         router(r),
         metrics(m),
-        ioc(io_threads),
-        acceptor(net::make_strand(ioc)),
+        contexts(MakeContexts(io_threads)),
+        acceptor(net::make_strand(*contexts.front())),
         drain_timer(acceptor.get_executor()),
         handshake_failures(m.GetCounter("iotpki_tls_handshake_failures_total",
                                         "TLS handshakes that failed or timed out")),
@@ -274,6 +282,22 @@ struct Server::Impl {
   ~Impl() {
     std::lock_guard<std::mutex> lock(mu);
     destroying = true;
+  }
+
+  static std::vector<std::unique_ptr<net::io_context>> MakeContexts(int n) {
+    std::vector<std::unique_ptr<net::io_context>> out;
+    // Concurrency hint 1: one thread runs it, so its own completions need no wake-up.
+    for (int i = 0; i < n; ++i) out.push_back(std::make_unique<net::io_context>(1));
+    return out;
+  }
+  // The context of the next connection.
+  net::io_context& NextContext() {
+    net::io_context& c = *contexts[next_context];
+    next_context = (next_context + 1) % contexts.size();
+    return c;
+  }
+  void StopContexts() {
+    for (auto& c : contexts) c->stop();
   }
 
   bool Stopping() {
@@ -391,7 +415,7 @@ Result<ossl::UniquePtr<SSL_CTX>> BuildSslContext(Server::Impl& impl) {
 }  // namespace
 
 // One TCP connection: TLS handshake, then requests in sequence (keep-alive), each read under a
-// deadline, handled on the handler pool, answered on the connection's strand.
+// deadline, handled on the handler pool, answered on the connection's I/O thread.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, Server::Impl& srv, Server::Impl::Admission admission)
@@ -409,12 +433,12 @@ class Session : public std::enable_shared_from_this<Session> {
                   beast::bind_front_handler(&Session::OnStart, shared_from_this()));
   }
 
-  // Called on the session's strand when the server begins to shut down.
+  // Called on the session's I/O thread when the server begins to shut down.
   void OnServerStopping() {
     if (phase_ == Phase::kIdle) CancelRead();
   }
 
-  // Called on the session's strand when another connection needs this one's slot (Admit): it
+  // Called on the session's I/O thread when another connection needs this one's slot (Admit): it
   // closes now if it is waiting for a request, else after the answer to the one it is reading.
   void Evict() {
     evicted_ = true;
@@ -424,6 +448,7 @@ class Session : public std::enable_shared_from_this<Session> {
   net::any_io_executor executor() { return stream_.get_executor(); }
 
  private:
+  using Steady = std::chrono::steady_clock;
   enum class Phase { kHandshake, kIdle, kReading, kHandling, kWriting, kClosing };
 
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
@@ -480,16 +505,53 @@ class Session : public std::enable_shared_from_this<Session> {
     ReadRequest();
   }
 
-  void ArmTimer(std::chrono::seconds timeout) {
-    timed_out_ = false;
-    timer_.expires_after(timeout);
-    // A timer that fired just before its read completed may still be queued when the next one is
-    // armed: the generation tells a stale expiry from a real one.
-    timer_.async_wait([self = shared_from_this(), gen = ++timer_gen_](error_code ec) {
-      if (ec || gen != self->timer_gen_) return;  // cancelled or stale: the read was in time
-      self->timed_out_ = true;
-      self->CancelRead();
+  // One deadline per connection, for the phase it is in (waiting for a request, reading one,
+  // writing its answer, lingering), and one timer that is not re-armed per request: setting a
+  // later deadline only stores it, and the timer, when it fires, sleeps again until the
+  // deadline then current. A keep-alive connection re-arms it about once per request_timeout
+  // instead of three times per request (each a timerfd_settime, and a cancelled wait queued;
+  // docs/performance.md, session 7).
+  void SetDeadline(std::chrono::seconds timeout) {
+    deadline_ = std::chrono::steady_clock::now() + timeout;
+    if (!timer_waiting_ || deadline_ < timer_expiry_) ArmTimerAt(deadline_);
+  }
+  void ClearDeadline() { deadline_ = Steady::time_point::max(); }
+
+  void ArmTimerAt(Steady::time_point at) {
+    timer_expiry_ = at;
+    timer_waiting_ = true;
+    timer_.expires_at(at);  // a wait pending is cancelled: its generation is stale
+    // Weak: a connection that has closed is not kept alive until its timer fires.
+    timer_.async_wait([weak = weak_from_this(), gen = ++timer_gen_](error_code ec) {
+      auto self = weak.lock();
+      if (!self || gen != self->timer_gen_) return;  // gone, or re-armed since
+      self->timer_waiting_ = false;
+      if (ec) return;  // cancelled (closing)
+      self->OnTimer();
     });
+  }
+
+  void OnTimer() {
+    if (deadline_ == Steady::time_point::max()) return;  // no deadline now; armed again when set
+    if (Steady::now() < deadline_) return ArmTimerAt(deadline_);
+    ClearDeadline();
+    switch (phase_) {
+      case Phase::kIdle:
+      case Phase::kReading:
+        timed_out_ = true;
+        return CancelRead();
+      case Phase::kWriting:
+      case Phase::kClosing: {
+        // The client does not read the answer (or the lingering close ran out): closing the
+        // socket ends the write (or the drain) with an error.
+        error_code ignored;
+        lowest().socket().close(ignored);
+        return;
+      }
+      case Phase::kHandshake:
+      case Phase::kHandling:
+        return;
+    }
   }
 
   void CancelRead() {
@@ -504,14 +566,15 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(srv_.options.limits.max_body_bytes);
     if (buffer_.size() > 0) return BeginRequest();
     phase_ = Phase::kIdle;
-    ArmTimer(served_ == 0 ? srv_.options.limits.request_timeout : srv_.options.limits.idle_timeout);
+    timed_out_ = false;
+    SetDeadline(served_ == 0 ? srv_.options.limits.request_timeout
+                             : srv_.options.limits.idle_timeout);
     stream_.async_read_some(buffer_.prepare(4096),
                             beast::bind_front_handler(&Session::OnFirstBytes, shared_from_this()));
   }
 
   void OnFirstBytes(error_code ec, size_t n) {
-    ++timer_gen_;
-    timer_.cancel();
+    ClearDeadline();
     if (ec) return Close();  // idle timeout, shutdown, or the client went away
     buffer_.commit(n);
     BeginRequest();
@@ -527,7 +590,8 @@ class Session : public std::enable_shared_from_this<Session> {
       idle_ = false;
       srv_.SetIdle(this, false);
     }
-    ArmTimer(srv_.options.limits.request_timeout);
+    timed_out_ = false;
+    SetDeadline(srv_.options.limits.request_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
@@ -557,10 +621,7 @@ class Session : public std::enable_shared_from_this<Session> {
     Dispatch();
   }
 
-  void StopTimer() {
-    ++timer_gen_;
-    timer_.cancel();
-  }
+  void StopTimer() { ClearDeadline(); }
 
   // A new request begins (its first bytes are here, or a refused connection is answered).
   void NewRequest() {
@@ -641,7 +702,7 @@ class Session : public std::enable_shared_from_this<Session> {
     req.params = std::move(match.params);
     const Handler* handler = match.handler;
     if (match.on_io_thread) {
-      // A handler that never waits (RouteOptions): answered here, on the connection's strand.
+      // A handler that never waits (RouteOptions): answered here, on the connection's I/O thread.
       return Send(RunHandler(*handler, req), match.name, false);
     }
     // The handler may block (a group commit waiting for fsync): it runs on the pool, and the
@@ -707,13 +768,13 @@ class Session : public std::enable_shared_from_this<Session> {
     res_->body() = std::move(r.body);
     res_->keep_alive(keep);
     res_->prepare_payload();
-    lowest().expires_after(srv_.options.limits.request_timeout);
+    SetDeadline(srv_.options.limits.request_timeout);
     http::async_write(stream_, *res_,
                       beast::bind_front_handler(&Session::OnWrite, shared_from_this(), keep));
   }
 
   void OnWrite(bool keep, error_code ec, size_t n) {
-    lowest().expires_never();
+    ClearDeadline();
     res_.reset();
     LogRequest(n);
     if (ec) return Close();
@@ -757,11 +818,7 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::kClosing;
     error_code ignored;
     lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
-    linger_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    timer_.expires_at(linger_deadline_);
-    timer_.async_wait([self = shared_from_this()](error_code ec) {
-      if (!ec) self->lowest().socket().close(ec);
-    });
+    SetDeadline(std::chrono::seconds(2));
     DrainSome();
   }
 
@@ -805,11 +862,13 @@ class Session : public std::enable_shared_from_this<Session> {
   bool idle_ = false;     // marked idle in the server's table
   bool evicted_ = false;  // asked to make room: no further request on this connection
   Phase phase_ = Phase::kHandshake;
-  bool timed_out_ = false;
-  uint64_t timer_gen_ = 0;
+  bool timed_out_ = false;  // the read was cancelled by its deadline
+  Steady::time_point deadline_ = Steady::time_point::max();  // none
+  bool timer_waiting_ = false;  // timer_ has a wait pending, until timer_expiry_
+  Steady::time_point timer_expiry_;
+  uint64_t timer_gen_ = 0;  // of the wait pending; an older one's handler does nothing
   bool keep_alive_ = false;
   bool linger_ = false;
-  std::chrono::steady_clock::time_point linger_deadline_;
   std::unique_ptr<char[]> drain_;  // allocated only for a lingering close
   size_t drained_ = 0;
   uint64_t served_ = 0;
@@ -922,7 +981,7 @@ Server::Impl::Admission Server::Impl::Admit(const std::string& source) {
 }
 
 void Server::Impl::DoAccept() {
-  acceptor.async_accept(net::make_strand(ioc), [this](error_code ec, tcp::socket socket) {
+  acceptor.async_accept(NextContext().get_executor(), [this](error_code ec, tcp::socket socket) {
     OnAccept(ec, std::move(socket));
   });
 }
@@ -977,12 +1036,14 @@ void Server::Impl::BeginShutdown() {
     drain_timer.async_wait([this](error_code ec) {
       if (ec) return;  // every connection finished in time
       // Past the drain timeout: stop whatever is left.
-      ioc.stop();
+      StopContexts();
     });
   });
   for (auto& s : live) {
     net::post(s->executor(), [s] { s->OnServerStopping(); });
   }
+  // Each I/O thread returns once its connections (and, for the first, the acceptor) are done.
+  for (auto& g : keep_running) g.reset();
 }
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1004,7 +1065,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, cons
   impl->ssl_ctx.emplace(ctx.release());
 
   error_code ec;
-  tcp::resolver resolver(impl->ioc);
+  tcp::resolver resolver(*impl->contexts.front());
   auto endpoints = resolver.resolve(options.host, std::to_string(options.port),
                                     tcp::resolver::passive | tcp::resolver::numeric_service, ec);
   if (ec || endpoints.empty()) {
@@ -1026,13 +1087,14 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, cons
   impl->port = local.port();
 
   impl->pool.emplace(handler_threads);
+  for (auto& c : impl->contexts) impl->keep_running.push_back(net::make_work_guard(*c));
   impl->DoAccept();
   for (int i = 0; i < io_threads; ++i) {
-    impl->threads.emplace_back([raw = impl.get()] {
+    impl->threads.emplace_back([raw = impl.get(), ctx = impl->contexts[i].get()] {
       // Exceptions stop at the session; one escaping here would be a bug in the transport.
       for (;;) {
         try {
-          raw->ioc.run();
+          ctx->run();
           return;
         } catch (const std::exception& e) {
           log::Error("server.io_thread_failed", {{"detail", e.what()}});
