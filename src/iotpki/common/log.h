@@ -1,5 +1,5 @@
 // Structured logging for operators: one line per event, as text on a terminal or JSON Lines
-// (`--log-format json`), on standard error, through spdlog. An event is a short stable name
+// (`--log-format json`), on standard error, a line per write. An event is a short stable name
 // ("http.request", "enroll.refused") and key/value fields; grep for a device id or a request id
 // finds every line about it.
 //

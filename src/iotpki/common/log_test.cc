@@ -17,6 +17,19 @@ TEST(Log, TextLineHasTimeLevelEventAndFields) {
             "2026-12-06T16:40:00.123Z WARN  http.request status=403 endpoint=est_simpleenroll");
 }
 
+TEST(Log, TheTimeFollowsTheClockAcrossSecondsAndPadsMilliseconds) {
+  // The date and time to the second are formatted once per second per thread: a line in the
+  // next second, or back in an earlier one, must not reuse them.
+  EXPECT_EQ(FormatLine(Format::kText, Level::kInfo, kMillis, "e", {}),
+            "2026-12-06T16:40:00.123Z INFO  e");
+  EXPECT_EQ(FormatLine(Format::kText, Level::kInfo, kMillis + 882, "e", {}),
+            "2026-12-06T16:40:01.005Z INFO  e");
+  EXPECT_EQ(FormatLine(Format::kJson, Level::kInfo, kMillis + 86'400'000 - 123, "e", {}),
+            "{\"time\":\"2026-12-07T16:40:00.000Z\",\"level\":\"info\",\"event\":\"e\"}");
+  EXPECT_EQ(FormatLine(Format::kText, Level::kInfo, kMillis - 124, "e", {}),
+            "2026-12-06T16:39:59.999Z INFO  e");
+}
+
 TEST(Log, TextValuesThatCouldForgeFieldsOrLinesAreQuoted) {
   std::string line = FormatLine(Format::kText, Level::kInfo, kMillis, "e",
                                 {{"reason", "a b=c\n2026 ERROR fake \"x\"\\"}, {"empty", ""}});

@@ -792,7 +792,10 @@ class Session : public std::enable_shared_from_this<Session> {
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                           current_.started)
                     .count();
-    std::vector<log::Field> fields = {{"request_id", current_.id}, {"peer", peer_}};
+    std::vector<log::Field> fields;
+    fields.reserve(14);
+    fields.emplace_back("request_id", current_.id);
+    fields.emplace_back("peer", peer_);
     if (!current_.method.empty()) {
       fields.emplace_back("method", current_.method);
       fields.emplace_back("path", current_.path);
