@@ -52,9 +52,16 @@ struct Field {
   std::string text;
 };
 
-void Write(Level level, std::string_view event, std::span<const Field> fields);
-inline void Write(Level level, std::string_view event, std::initializer_list<Field> fields) {
-  Write(level, event, std::span<const Field>(fields.begin(), fields.size()));
+// kNow: written before Write returns. kBatched (for the access log's lines, one per request):
+// debug and info lines are held and written together at most 20 ms later (a crash loses at most
+// those), warnings and errors at once; the order of lines is kept either way.
+enum class Delivery { kNow, kBatched };
+
+void Write(Level level, std::string_view event, std::span<const Field> fields,
+           Delivery delivery = Delivery::kNow);
+inline void Write(Level level, std::string_view event, std::initializer_list<Field> fields,
+                  Delivery delivery = Delivery::kNow) {
+  Write(level, event, std::span<const Field>(fields.begin(), fields.size()), delivery);
 }
 
 inline void Debug(std::string_view event, std::initializer_list<Field> fields = {}) {

@@ -1,8 +1,15 @@
 #include "iotpki/common/log.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
 
 namespace iotpki::log {
 namespace {
@@ -94,6 +101,60 @@ TEST(Log, FieldsBuiltAtRunTimeReachTheSink) {
   EXPECT_EQ(j["event"], "http.request");
   EXPECT_EQ(j["status"], 200);
   EXPECT_EQ(j["device"], "d1");
+}
+
+// Standard error redirected to a file for the duration of a test.
+class StderrToFile {
+ public:
+  StderrToFile() : path_(testing::TempDir() + "log_test_stderr.txt") {
+    std::fflush(stderr);
+    saved_ = dup(STDERR_FILENO);
+    int fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+  }
+  ~StderrToFile() {
+    dup2(saved_, STDERR_FILENO);
+    close(saved_);
+    std::remove(path_.c_str());
+  }
+  std::string Text() const {
+    std::ifstream in(path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  std::string path_;
+  int saved_ = -1;
+};
+
+TEST(Log, BatchedLinesAreWrittenWithinMomentsAndBeforeAnyLaterLine) {
+  Configure(Format::kText, Level::kInfo);
+  StderrToFile err;
+  Write(Level::kInfo, "first", {{"n", 1}}, Delivery::kBatched);
+  Write(Level::kInfo, "second", {{"n", 2}}, Delivery::kBatched);
+  // An error is never held, and the lines held before it come first.
+  Write(Level::kError, "third", {{"n", 3}}, Delivery::kBatched);
+  std::string text = err.Text();
+  size_t first = text.find(" first n=1\n"), second = text.find(" second n=2\n"),
+         third = text.find(" third n=3\n");
+  ASSERT_NE(third, std::string::npos) << text;
+  EXPECT_LT(first, second);
+  EXPECT_LT(second, third);
+  // A batched info line alone is written by the sink's thread within its delay (20 ms).
+  Write(Level::kInfo, "fourth", {}, Delivery::kBatched);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (err.Text().find(" fourth\n") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_NE(err.Text().find(" fourth\n"), std::string::npos);
+  // A line written now follows it.
+  Write(Level::kWarn, "fifth", {});
+  text = err.Text();
+  EXPECT_LT(text.find(" fourth\n"), text.find(" fifth\n")) << text;
 }
 
 }  // namespace
