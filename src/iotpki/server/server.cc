@@ -1,6 +1,7 @@
 #include "iotpki/server/server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -224,6 +225,8 @@ struct Server::Impl {
   size_t overloaded = 0;                               // sessions answering 503
   size_t evicting = 0;
   bool stopping = false;
+  // `stopping`, read without the lock by every request (twice): set with it, under `mu`.
+  std::atomic<bool> stopping_seen{false};
   bool waited = false;
   bool destroying = false;
 
@@ -300,10 +303,7 @@ struct Server::Impl {
     for (auto& c : contexts) c->stop();
   }
 
-  bool Stopping() {
-    std::lock_guard<std::mutex> lock(mu);
-    return stopping;
-  }
+  bool Stopping() const { return stopping_seen.load(std::memory_order_acquire); }
   void Register(Session* s, std::weak_ptr<Session> w, std::optional<std::string> source) {
     std::lock_guard<std::mutex> lock(mu);
     sessions.emplace(s, Entry{.session = std::move(w), .source = std::move(source)});
@@ -592,6 +592,23 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     timed_out_ = false;
     SetDeadline(srv_.options.limits.request_timeout);
+    // A request's header usually arrives whole with its first bytes: parsed here, as
+    // async_read_header would (the same parser and limits, stopping after the header), without
+    // the completion it would queue for an operation that needs no I/O (a trip through the
+    // scheduler and an epoll_wait per request; docs/performance.md, session 7).
+    if (buffer_.size() > 0) {
+      error_code ec;
+      size_t used = 0;
+      while (!parser_->is_header_done() && buffer_.size() > 0) {
+        size_t n = parser_->put(buffer_.data(), ec);
+        buffer_.consume(n);
+        used += n;
+        if (ec || n == 0) break;
+      }
+      if (ec == http::error::need_more) ec = {};
+      if (ec || parser_->is_header_done()) return OnHeader(ec, used);
+      current_.bytes_in += used;  // a part of the header: the rest is read below
+    }
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
@@ -747,7 +764,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Send(Response r, const std::string& endpoint, bool close) {
     phase_ = Phase::kWriting;
-    srv_.RequestCounter(endpoint, r.status).Inc();
+    RequestCounter(endpoint, r.status).Inc();
     answered_ = Answered{.status = r.status, .endpoint = endpoint, .log = std::move(r.log)};
     bool keep = keep_alive_ && !close && !evicted_ && !srv_.Stopping() && r.status < 500;
     if (keep) {
@@ -771,6 +788,17 @@ class Session : public std::enable_shared_from_this<Session> {
     SetDeadline(srv_.options.limits.request_timeout);
     http::async_write(stream_, *res_,
                       beast::bind_front_handler(&Session::OnWrite, shared_from_this(), keep));
+  }
+
+  // The registry's counter for (endpoint, status), looked up once per connection while they stay
+  // the same (a registry lookup builds its labels and takes the registry's lock).
+  Counter& RequestCounter(const std::string& endpoint, int status) {
+    if (counter_ == nullptr || status != counter_status_ || endpoint != counter_endpoint_) {
+      counter_ = &srv_.RequestCounter(endpoint, status);
+      counter_endpoint_ = endpoint;
+      counter_status_ = status;
+    }
+    return *counter_;
   }
 
   void OnWrite(bool keep, error_code ec, size_t n) {
@@ -877,6 +905,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<char[]> drain_;  // allocated only for a lingering close
   size_t drained_ = 0;
   uint64_t served_ = 0;
+  Counter* counter_ = nullptr;  // RequestCounter's last
+  std::string counter_endpoint_;
+  int counter_status_ = 0;
   PeerVerify verify_;
   Validity client_validity_;
   std::optional<ClientCertificate> client_;
@@ -1029,6 +1060,7 @@ void Server::Impl::BeginShutdown() {
     std::lock_guard<std::mutex> lock(mu);
     if (stopping) return;
     stopping = true;
+    stopping_seen.store(true, std::memory_order_release);
     for (auto& [p, e] : sessions) {
       if (auto s = e.session.lock()) live.push_back(std::move(s));
     }
