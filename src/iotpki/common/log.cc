@@ -255,9 +255,9 @@ void AppendLine(std::string& out, Format format, Level level, int64_t unix_milli
       AppendJsonString(out, f.key);
       out.push_back(':');
       if (f.number) {
-        out += f.text;
+        out += f.value();
       } else {
-        AppendJsonString(out, f.text);
+        AppendJsonString(out, f.value());
       }
     }
     out.push_back('}');
@@ -273,7 +273,7 @@ void AppendLine(std::string& out, Format format, Level level, int64_t unix_milli
     out.push_back(' ');
     out.append(f.key);
     out.push_back('=');
-    AppendTextValue(out, f.text);
+    AppendTextValue(out, f.value());
   }
 }
 

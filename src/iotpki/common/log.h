@@ -47,9 +47,20 @@ struct Field {
   Field(std::string_view k, double v);
   Field(std::string_view k, bool v) : key(k), number(true), text(v ? "true" : "false") {}
 
+  // A text field that refers to `v` instead of copying it: `v` must outlive the Write the field
+  // is given to (for a hot path's lines, built from values it holds anyway).
+  static Field View(std::string_view k, std::string_view v) {
+    Field f(k, std::string_view());
+    f.view = v;
+    return f;
+  }
+  // The value, as text (a number's digits).
+  std::string_view value() const { return view.data() != nullptr ? view : text; }
+
   std::string_view key;
   bool number = false;
   std::string text;
+  std::string_view view;  // View's value; null otherwise
 };
 
 // kNow: written before Write returns. kBatched (for the access log's lines, one per request):

@@ -37,6 +37,16 @@ TEST(Log, TheTimeFollowsTheClockAcrossSecondsAndPadsMilliseconds) {
             "2026-12-06T16:39:59.999Z INFO  e");
 }
 
+TEST(Log, AViewFieldIsWrittenAsATextFieldIs) {
+  std::string path = "/ocsp/MHYw dA==";
+  std::string empty;
+  for (Format format : {Format::kText, Format::kJson}) {
+    EXPECT_EQ(FormatLine(format, Level::kInfo, kMillis, "e",
+                         {Field::View("path", path), Field::View("device", empty)}),
+              FormatLine(format, Level::kInfo, kMillis, "e", {{"path", path}, {"device", empty}}));
+  }
+}
+
 TEST(Log, TextValuesThatCouldForgeFieldsOrLinesAreQuoted) {
   std::string line = FormatLine(Format::kText, Level::kInfo, kMillis, "e",
                                 {{"reason", "a b=c\n2026 ERROR fake \"x\"\\"}, {"empty", ""}});
