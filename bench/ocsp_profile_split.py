@@ -18,7 +18,7 @@ cats = [
   ("TLS write (SSL_write)", r"SSL_write"),
   ("TLS read (SSL_read)", r"SSL_read"),
   ("HTTP parse (beast parser)", r"basic_parser|OnHeader|ReadRequest|NoteRequestLine"),
-  ("timers (ArmTimer, expires_after, timerfd)", r"ArmTimer|expires_after|expires_never|timerfd|schedule_timer|StopTimer"),
+  ("timers (ArmTimer/SetDeadline, expires_after, timerfd)", r"ArmTimer|SetDeadline|OnTimer|expires_after|expires_never|timerfd|schedule_timer|StopTimer"),
   ("epoll, futex, thread wake-ups", r"epoll_wait|epoll_ctl|lll_lock|futex|pthread_cond|wakeup|wake_one"),
   ("Request/Response build (Dispatch, Send, beast serializer)", r"Session::Dispatch|Session::Send|Router::Find|serializer"),
 ]

@@ -1,5 +1,5 @@
 // Structured logging for operators: one line per event, as text on a terminal or JSON Lines
-// (`--log-format json`), on standard error, through spdlog. An event is a short stable name
+// (`--log-format json`), on standard error, a line per write. An event is a short stable name
 // ("http.request", "enroll.refused") and key/value fields; grep for a device id or a request id
 // finds every line about it.
 //
@@ -47,14 +47,32 @@ struct Field {
   Field(std::string_view k, double v);
   Field(std::string_view k, bool v) : key(k), number(true), text(v ? "true" : "false") {}
 
+  // A text field that refers to `v` instead of copying it: `v` must outlive the Write the field
+  // is given to (for a hot path's lines, built from values it holds anyway).
+  static Field View(std::string_view k, std::string_view v) {
+    Field f(k, std::string_view());
+    f.view = v;
+    return f;
+  }
+  // The value, as text (a number's digits).
+  std::string_view value() const { return view.data() != nullptr ? view : text; }
+
   std::string_view key;
   bool number = false;
   std::string text;
+  std::string_view view;  // View's value; null otherwise
 };
 
-void Write(Level level, std::string_view event, std::span<const Field> fields);
-inline void Write(Level level, std::string_view event, std::initializer_list<Field> fields) {
-  Write(level, event, std::span<const Field>(fields.begin(), fields.size()));
+// kNow: written before Write returns. kBatched (for the access log's lines, one per request):
+// debug and info lines are held and written together at most 20 ms later (a crash loses at most
+// those), warnings and errors at once; the order of lines is kept either way.
+enum class Delivery { kNow, kBatched };
+
+void Write(Level level, std::string_view event, std::span<const Field> fields,
+           Delivery delivery = Delivery::kNow);
+inline void Write(Level level, std::string_view event, std::initializer_list<Field> fields,
+                  Delivery delivery = Delivery::kNow) {
+  Write(level, event, std::span<const Field>(fields.begin(), fields.size()), delivery);
 }
 
 inline void Debug(std::string_view event, std::initializer_list<Field> fields = {}) {

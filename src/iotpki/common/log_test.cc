@@ -1,8 +1,15 @@
 #include "iotpki/common/log.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
 
 namespace iotpki::log {
 namespace {
@@ -15,6 +22,29 @@ TEST(Log, TextLineHasTimeLevelEventAndFields) {
                                 {{"status", 403}, {"endpoint", "est_simpleenroll"}});
   EXPECT_EQ(line,
             "2026-12-06T16:40:00.123Z WARN  http.request status=403 endpoint=est_simpleenroll");
+}
+
+TEST(Log, TheTimeFollowsTheClockAcrossSecondsAndPadsMilliseconds) {
+  // The date and time to the second are formatted once per second per thread: a line in the
+  // next second, or back in an earlier one, must not reuse them.
+  EXPECT_EQ(FormatLine(Format::kText, Level::kInfo, kMillis, "e", {}),
+            "2026-12-06T16:40:00.123Z INFO  e");
+  EXPECT_EQ(FormatLine(Format::kText, Level::kInfo, kMillis + 882, "e", {}),
+            "2026-12-06T16:40:01.005Z INFO  e");
+  EXPECT_EQ(FormatLine(Format::kJson, Level::kInfo, kMillis + 86'400'000 - 123, "e", {}),
+            "{\"time\":\"2026-12-07T16:40:00.000Z\",\"level\":\"info\",\"event\":\"e\"}");
+  EXPECT_EQ(FormatLine(Format::kText, Level::kInfo, kMillis - 124, "e", {}),
+            "2026-12-06T16:39:59.999Z INFO  e");
+}
+
+TEST(Log, AViewFieldIsWrittenAsATextFieldIs) {
+  std::string path = "/ocsp/MHYw dA==";
+  std::string empty;
+  for (Format format : {Format::kText, Format::kJson}) {
+    EXPECT_EQ(FormatLine(format, Level::kInfo, kMillis, "e",
+                         {Field::View("path", path), Field::View("device", empty)}),
+              FormatLine(format, Level::kInfo, kMillis, "e", {{"path", path}, {"device", empty}}));
+  }
 }
 
 TEST(Log, TextValuesThatCouldForgeFieldsOrLinesAreQuoted) {
@@ -81,6 +111,60 @@ TEST(Log, FieldsBuiltAtRunTimeReachTheSink) {
   EXPECT_EQ(j["event"], "http.request");
   EXPECT_EQ(j["status"], 200);
   EXPECT_EQ(j["device"], "d1");
+}
+
+// Standard error redirected to a file for the duration of a test.
+class StderrToFile {
+ public:
+  StderrToFile() : path_(testing::TempDir() + "log_test_stderr.txt") {
+    std::fflush(stderr);
+    saved_ = dup(STDERR_FILENO);
+    int fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+  }
+  ~StderrToFile() {
+    dup2(saved_, STDERR_FILENO);
+    close(saved_);
+    std::remove(path_.c_str());
+  }
+  std::string Text() const {
+    std::ifstream in(path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  std::string path_;
+  int saved_ = -1;
+};
+
+TEST(Log, BatchedLinesAreWrittenWithinMomentsAndBeforeAnyLaterLine) {
+  Configure(Format::kText, Level::kInfo);
+  StderrToFile err;
+  Write(Level::kInfo, "first", {{"n", 1}}, Delivery::kBatched);
+  Write(Level::kInfo, "second", {{"n", 2}}, Delivery::kBatched);
+  // An error is never held, and the lines held before it come first.
+  Write(Level::kError, "third", {{"n", 3}}, Delivery::kBatched);
+  std::string text = err.Text();
+  size_t first = text.find(" first n=1\n"), second = text.find(" second n=2\n"),
+         third = text.find(" third n=3\n");
+  ASSERT_NE(third, std::string::npos) << text;
+  EXPECT_LT(first, second);
+  EXPECT_LT(second, third);
+  // A batched info line alone is written by the sink's thread within its delay (20 ms).
+  Write(Level::kInfo, "fourth", {}, Delivery::kBatched);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (err.Text().find(" fourth\n") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_NE(err.Text().find(" fourth\n"), std::string::npos);
+  // A line written now follows it.
+  Write(Level::kWarn, "fifth", {});
+  text = err.Text();
+  EXPECT_LT(text.find(" fourth\n"), text.find(" fifth\n")) << text;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "iotpki/server/server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -224,6 +225,8 @@ struct Server::Impl {
   size_t overloaded = 0;                               // sessions answering 503
   size_t evicting = 0;
   bool stopping = false;
+  // `stopping`, read without the lock by every request (twice): set with it, under `mu`.
+  std::atomic<bool> stopping_seen{false};
   bool waited = false;
   bool destroying = false;
 
@@ -232,7 +235,15 @@ struct Server::Impl {
   const Router& router;
   Registry& metrics;
 
-  net::io_context ioc;
+  // One io_context per I/O thread, each run by its thread alone, and each connection on one of
+  // them for its whole life: a request is read, answered and written on one thread, with no
+  // hand-off between threads (a shared io_context wakes another thread through a futex and
+  // interrupts the reactor for each completion it queues: a third of a fresh OCSP answer's CPU,
+  // docs/performance.md, session 7). The acceptor is on the first.
+  std::vector<std::unique_ptr<net::io_context>> contexts;
+  // Keep each context's run() going while it has no connection, until shutdown.
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> keep_running;
+  size_t next_context = 0;  // round robin over `contexts` (the acceptor's strand only)
   std::optional<ssl::context> ssl_ctx;
   tcp::acceptor acceptor;
   net::steady_timer drain_timer;
@@ -254,8 +265,8 @@ struct Server::Impl {
         clock(o.clock != nullptr ? *o.clock : SystemClock::Instance()),
         router(r),
         metrics(m),
-        ioc(io_threads),
-        acceptor(net::make_strand(ioc)),
+        contexts(MakeContexts(io_threads)),
+        acceptor(net::make_strand(*contexts.front())),
         drain_timer(acceptor.get_executor()),
         handshake_failures(m.GetCounter("iotpki_tls_handshake_failures_total",
                                         "TLS handshakes that failed or timed out")),
@@ -276,10 +287,23 @@ struct Server::Impl {
     destroying = true;
   }
 
-  bool Stopping() {
-    std::lock_guard<std::mutex> lock(mu);
-    return stopping;
+  static std::vector<std::unique_ptr<net::io_context>> MakeContexts(int n) {
+    std::vector<std::unique_ptr<net::io_context>> out;
+    // Concurrency hint 1: one thread runs it, so its own completions need no wake-up.
+    for (int i = 0; i < n; ++i) out.push_back(std::make_unique<net::io_context>(1));
+    return out;
   }
+  // The context of the next connection.
+  net::io_context& NextContext() {
+    net::io_context& c = *contexts[next_context];
+    next_context = (next_context + 1) % contexts.size();
+    return c;
+  }
+  void StopContexts() {
+    for (auto& c : contexts) c->stop();
+  }
+
+  bool Stopping() const { return stopping_seen.load(std::memory_order_acquire); }
   void Register(Session* s, std::weak_ptr<Session> w, std::optional<std::string> source) {
     std::lock_guard<std::mutex> lock(mu);
     sessions.emplace(s, Entry{.session = std::move(w), .source = std::move(source)});
@@ -391,7 +415,7 @@ Result<ossl::UniquePtr<SSL_CTX>> BuildSslContext(Server::Impl& impl) {
 }  // namespace
 
 // One TCP connection: TLS handshake, then requests in sequence (keep-alive), each read under a
-// deadline, handled on the handler pool, answered on the connection's strand.
+// deadline, handled on the handler pool, answered on the connection's I/O thread.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, Server::Impl& srv, Server::Impl::Admission admission)
@@ -409,12 +433,12 @@ class Session : public std::enable_shared_from_this<Session> {
                   beast::bind_front_handler(&Session::OnStart, shared_from_this()));
   }
 
-  // Called on the session's strand when the server begins to shut down.
+  // Called on the session's I/O thread when the server begins to shut down.
   void OnServerStopping() {
     if (phase_ == Phase::kIdle) CancelRead();
   }
 
-  // Called on the session's strand when another connection needs this one's slot (Admit): it
+  // Called on the session's I/O thread when another connection needs this one's slot (Admit): it
   // closes now if it is waiting for a request, else after the answer to the one it is reading.
   void Evict() {
     evicted_ = true;
@@ -424,6 +448,7 @@ class Session : public std::enable_shared_from_this<Session> {
   net::any_io_executor executor() { return stream_.get_executor(); }
 
  private:
+  using Steady = std::chrono::steady_clock;
   enum class Phase { kHandshake, kIdle, kReading, kHandling, kWriting, kClosing };
 
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
@@ -480,16 +505,53 @@ class Session : public std::enable_shared_from_this<Session> {
     ReadRequest();
   }
 
-  void ArmTimer(std::chrono::seconds timeout) {
-    timed_out_ = false;
-    timer_.expires_after(timeout);
-    // A timer that fired just before its read completed may still be queued when the next one is
-    // armed: the generation tells a stale expiry from a real one.
-    timer_.async_wait([self = shared_from_this(), gen = ++timer_gen_](error_code ec) {
-      if (ec || gen != self->timer_gen_) return;  // cancelled or stale: the read was in time
-      self->timed_out_ = true;
-      self->CancelRead();
+  // One deadline per connection, for the phase it is in (waiting for a request, reading one,
+  // writing its answer, lingering), and one timer that is not re-armed per request: setting a
+  // later deadline only stores it, and the timer, when it fires, sleeps again until the
+  // deadline then current. A keep-alive connection re-arms it about once per request_timeout
+  // instead of three times per request (each a timerfd_settime, and a cancelled wait queued;
+  // docs/performance.md, session 7).
+  void SetDeadline(std::chrono::seconds timeout) {
+    deadline_ = std::chrono::steady_clock::now() + timeout;
+    if (!timer_waiting_ || deadline_ < timer_expiry_) ArmTimerAt(deadline_);
+  }
+  void ClearDeadline() { deadline_ = Steady::time_point::max(); }
+
+  void ArmTimerAt(Steady::time_point at) {
+    timer_expiry_ = at;
+    timer_waiting_ = true;
+    timer_.expires_at(at);  // a wait pending is cancelled: its generation is stale
+    // Weak: a connection that has closed is not kept alive until its timer fires.
+    timer_.async_wait([weak = weak_from_this(), gen = ++timer_gen_](error_code ec) {
+      auto self = weak.lock();
+      if (!self || gen != self->timer_gen_) return;  // gone, or re-armed since
+      self->timer_waiting_ = false;
+      if (ec) return;  // cancelled (closing)
+      self->OnTimer();
     });
+  }
+
+  void OnTimer() {
+    if (deadline_ == Steady::time_point::max()) return;  // no deadline now; armed again when set
+    if (Steady::now() < deadline_) return ArmTimerAt(deadline_);
+    ClearDeadline();
+    switch (phase_) {
+      case Phase::kIdle:
+      case Phase::kReading:
+        timed_out_ = true;
+        return CancelRead();
+      case Phase::kWriting:
+      case Phase::kClosing: {
+        // The client does not read the answer (or the lingering close ran out): closing the
+        // socket ends the write (or the drain) with an error.
+        error_code ignored;
+        lowest().socket().close(ignored);
+        return;
+      }
+      case Phase::kHandshake:
+      case Phase::kHandling:
+        return;
+    }
   }
 
   void CancelRead() {
@@ -504,14 +566,15 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(srv_.options.limits.max_body_bytes);
     if (buffer_.size() > 0) return BeginRequest();
     phase_ = Phase::kIdle;
-    ArmTimer(served_ == 0 ? srv_.options.limits.request_timeout : srv_.options.limits.idle_timeout);
+    timed_out_ = false;
+    SetDeadline(served_ == 0 ? srv_.options.limits.request_timeout
+                             : srv_.options.limits.idle_timeout);
     stream_.async_read_some(buffer_.prepare(4096),
                             beast::bind_front_handler(&Session::OnFirstBytes, shared_from_this()));
   }
 
   void OnFirstBytes(error_code ec, size_t n) {
-    ++timer_gen_;
-    timer_.cancel();
+    ClearDeadline();
     if (ec) return Close();  // idle timeout, shutdown, or the client went away
     buffer_.commit(n);
     BeginRequest();
@@ -527,7 +590,25 @@ class Session : public std::enable_shared_from_this<Session> {
       idle_ = false;
       srv_.SetIdle(this, false);
     }
-    ArmTimer(srv_.options.limits.request_timeout);
+    timed_out_ = false;
+    SetDeadline(srv_.options.limits.request_timeout);
+    // A request's header usually arrives whole with its first bytes: parsed here, as
+    // async_read_header would (the same parser and limits, stopping after the header), without
+    // the completion it would queue for an operation that needs no I/O (a trip through the
+    // scheduler and an epoll_wait per request; docs/performance.md, session 7).
+    if (buffer_.size() > 0) {
+      error_code ec;
+      size_t used = 0;
+      while (!parser_->is_header_done() && buffer_.size() > 0) {
+        size_t n = parser_->put(buffer_.data(), ec);
+        buffer_.consume(n);
+        used += n;
+        if (ec || n == 0) break;
+      }
+      if (ec == http::error::need_more) ec = {};
+      if (ec || parser_->is_header_done()) return OnHeader(ec, used);
+      current_.bytes_in += used;  // a part of the header: the rest is read below
+    }
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
@@ -557,10 +638,7 @@ class Session : public std::enable_shared_from_this<Session> {
     Dispatch();
   }
 
-  void StopTimer() {
-    ++timer_gen_;
-    timer_.cancel();
-  }
+  void StopTimer() { ClearDeadline(); }
 
   // A new request begins (its first bytes are here, or a refused connection is answered).
   void NewRequest() {
@@ -641,7 +719,7 @@ class Session : public std::enable_shared_from_this<Session> {
     req.params = std::move(match.params);
     const Handler* handler = match.handler;
     if (match.on_io_thread) {
-      // A handler that never waits (RouteOptions): answered here, on the connection's strand.
+      // A handler that never waits (RouteOptions): answered here, on the connection's I/O thread.
       return Send(RunHandler(*handler, req), match.name, false);
     }
     // The handler may block (a group commit waiting for fsync): it runs on the pool, and the
@@ -686,7 +764,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Send(Response r, const std::string& endpoint, bool close) {
     phase_ = Phase::kWriting;
-    srv_.RequestCounter(endpoint, r.status).Inc();
+    RequestCounter(endpoint, r.status).Inc();
     answered_ = Answered{.status = r.status, .endpoint = endpoint, .log = std::move(r.log)};
     bool keep = keep_alive_ && !close && !evicted_ && !srv_.Stopping() && r.status < 500;
     if (keep) {
@@ -707,13 +785,24 @@ class Session : public std::enable_shared_from_this<Session> {
     res_->body() = std::move(r.body);
     res_->keep_alive(keep);
     res_->prepare_payload();
-    lowest().expires_after(srv_.options.limits.request_timeout);
+    SetDeadline(srv_.options.limits.request_timeout);
     http::async_write(stream_, *res_,
                       beast::bind_front_handler(&Session::OnWrite, shared_from_this(), keep));
   }
 
+  // The registry's counter for (endpoint, status), looked up once per connection while they stay
+  // the same (a registry lookup builds its labels and takes the registry's lock).
+  Counter& RequestCounter(const std::string& endpoint, int status) {
+    if (counter_ == nullptr || status != counter_status_ || endpoint != counter_endpoint_) {
+      counter_ = &srv_.RequestCounter(endpoint, status);
+      counter_endpoint_ = endpoint;
+      counter_status_ = status;
+    }
+    return *counter_;
+  }
+
   void OnWrite(bool keep, error_code ec, size_t n) {
-    lowest().expires_never();
+    ClearDeadline();
     res_.reset();
     LogRequest(n);
     if (ec) return Close();
@@ -731,24 +820,31 @@ class Session : public std::enable_shared_from_this<Session> {
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                           current_.started)
                     .count();
-    std::vector<log::Field> fields = {{"request_id", current_.id}, {"peer", peer_}};
+    // The text fields refer to the connection's own strings (Field::View), which outlive the
+    // Write: no copy of the path or the ids per request.
+    std::vector<log::Field> fields;
+    fields.reserve(14);
+    fields.push_back(log::Field::View("request_id", current_.id));
+    fields.push_back(log::Field::View("peer", peer_));
     if (!current_.method.empty()) {
-      fields.emplace_back("method", current_.method);
-      fields.emplace_back("path", current_.path);
+      fields.push_back(log::Field::View("method", current_.method));
+      fields.push_back(log::Field::View("path", current_.path));
     }
-    fields.emplace_back("endpoint", answered_.endpoint);
+    fields.push_back(log::Field::View("endpoint", answered_.endpoint));
     fields.emplace_back("status", answered_.status);
     const std::string& device = about.device_id.empty() ? client_device_ : about.device_id;
-    if (!device.empty()) fields.emplace_back("device", device);
+    if (!device.empty()) fields.push_back(log::Field::View("device", device));
     fields.emplace_back("ms", std::round(ms * 10) / 10);
     fields.emplace_back("bytes_in", current_.bytes_in);
     fields.emplace_back("bytes_out", bytes_out);
     if (!about.error.empty()) {
-      fields.emplace_back("error", about.error);
-      fields.emplace_back("reason", about.reason);
+      fields.push_back(log::Field::View("error", about.error));
+      fields.push_back(log::Field::View("reason", about.reason));
     }
-    if (!about.detail.empty()) fields.emplace_back("detail", about.detail);
-    log::Write(level, "http.request", fields);
+    if (!about.detail.empty()) fields.push_back(log::Field::View("detail", about.detail));
+    // Batched: info lines are written together within 20 ms (one write(2) for many requests);
+    // an error line (a 5xx) at once, after them.
+    log::Write(level, "http.request", fields, log::Delivery::kBatched);
   }
 
   // Half-closes the TCP connection and discards what the client still sends (up to a limit and
@@ -757,11 +853,7 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::kClosing;
     error_code ignored;
     lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
-    linger_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    timer_.expires_at(linger_deadline_);
-    timer_.async_wait([self = shared_from_this()](error_code ec) {
-      if (!ec) self->lowest().socket().close(ec);
-    });
+    SetDeadline(std::chrono::seconds(2));
     DrainSome();
   }
 
@@ -805,14 +897,19 @@ class Session : public std::enable_shared_from_this<Session> {
   bool idle_ = false;     // marked idle in the server's table
   bool evicted_ = false;  // asked to make room: no further request on this connection
   Phase phase_ = Phase::kHandshake;
-  bool timed_out_ = false;
-  uint64_t timer_gen_ = 0;
+  bool timed_out_ = false;  // the read was cancelled by its deadline
+  Steady::time_point deadline_ = Steady::time_point::max();  // none
+  bool timer_waiting_ = false;  // timer_ has a wait pending, until timer_expiry_
+  Steady::time_point timer_expiry_;
+  uint64_t timer_gen_ = 0;  // of the wait pending; an older one's handler does nothing
   bool keep_alive_ = false;
   bool linger_ = false;
-  std::chrono::steady_clock::time_point linger_deadline_;
   std::unique_ptr<char[]> drain_;  // allocated only for a lingering close
   size_t drained_ = 0;
   uint64_t served_ = 0;
+  Counter* counter_ = nullptr;  // RequestCounter's last
+  std::string counter_endpoint_;
+  int counter_status_ = 0;
   PeerVerify verify_;
   Validity client_validity_;
   std::optional<ClientCertificate> client_;
@@ -922,7 +1019,7 @@ Server::Impl::Admission Server::Impl::Admit(const std::string& source) {
 }
 
 void Server::Impl::DoAccept() {
-  acceptor.async_accept(net::make_strand(ioc), [this](error_code ec, tcp::socket socket) {
+  acceptor.async_accept(NextContext().get_executor(), [this](error_code ec, tcp::socket socket) {
     OnAccept(ec, std::move(socket));
   });
 }
@@ -965,6 +1062,7 @@ void Server::Impl::BeginShutdown() {
     std::lock_guard<std::mutex> lock(mu);
     if (stopping) return;
     stopping = true;
+    stopping_seen.store(true, std::memory_order_release);
     for (auto& [p, e] : sessions) {
       if (auto s = e.session.lock()) live.push_back(std::move(s));
     }
@@ -977,12 +1075,14 @@ void Server::Impl::BeginShutdown() {
     drain_timer.async_wait([this](error_code ec) {
       if (ec) return;  // every connection finished in time
       // Past the drain timeout: stop whatever is left.
-      ioc.stop();
+      StopContexts();
     });
   });
   for (auto& s : live) {
     net::post(s->executor(), [s] { s->OnServerStopping(); });
   }
+  // Each I/O thread returns once its connections (and, for the first, the acceptor) are done.
+  for (auto& g : keep_running) g.reset();
 }
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1004,7 +1104,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, cons
   impl->ssl_ctx.emplace(ctx.release());
 
   error_code ec;
-  tcp::resolver resolver(impl->ioc);
+  tcp::resolver resolver(*impl->contexts.front());
   auto endpoints = resolver.resolve(options.host, std::to_string(options.port),
                                     tcp::resolver::passive | tcp::resolver::numeric_service, ec);
   if (ec || endpoints.empty()) {
@@ -1026,13 +1126,14 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, cons
   impl->port = local.port();
 
   impl->pool.emplace(handler_threads);
+  for (auto& c : impl->contexts) impl->keep_running.push_back(net::make_work_guard(*c));
   impl->DoAccept();
   for (int i = 0; i < io_threads; ++i) {
-    impl->threads.emplace_back([raw = impl.get()] {
+    impl->threads.emplace_back([raw = impl.get(), ctx = impl->contexts[i].get()] {
       // Exceptions stop at the session; one escaping here would be a bug in the transport.
       for (;;) {
         try {
-          raw->ioc.run();
+          ctx->run();
           return;
         } catch (const std::exception& e) {
           log::Error("server.io_thread_failed", {{"detail", e.what()}});

@@ -2,7 +2,8 @@
 // graceful shutdown. It knows nothing of EST or certificates policy: handlers (enroll/) are
 // mounted on a Router, and the client's certificate reaches them as a ClientCertificate.
 //
-// Threads: `io_threads` run TLS handshakes and HTTP parsing; handlers run on a separate pool of
+// Threads: `io_threads` run TLS handshakes and HTTP parsing, each for the connections given to it
+// (round robin, at accept) for their whole life; handlers run on a separate pool of
 // `handler_threads`, because they may block (a group commit waits for fsync), and a blocked
 // handler must not stall handshakes. Exceptions stop at each session: a handler that throws
 // yields a 500 for its request only.

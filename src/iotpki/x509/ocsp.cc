@@ -71,9 +71,129 @@ Result<std::optional<Bytes>> ReadNonce(OCSP_REQUEST* req) {
   return std::optional<Bytes>(Bytes(nonce->contents.begin(), nonce->contents.end()));
 }
 
+// The request as `openssl ocsp`, curl and most clients send it, read with the DER reader: one or
+// more CertIDs (no singleRequestExtensions) with a SHA-1 or SHA-2 hash of the right length and a
+// positive serial of 1 to 20 octets, then at most a nonce of 1 to 32 octets as the only request
+// extension (not critical); no version, requestorName or signature. Every element is checked to
+// be DER (minimal lengths and INTEGER, primitive strings, the exact OIDs and NULL), so what it
+// accepts is exactly what the OpenSSL path accepts for these shapes, with the same fields.
+// nullopt for anything else, which the OpenSSL path then judges (and refuses with its reasons).
+// d2i_OCSP_REQUEST and its i2d check were 7% of a fresh answer's CPU (docs/performance.md,
+// session 7).
+std::optional<OcspRequest> ParseCommonOcspRequest(ByteView der) {
+  struct Hash {
+    std::string_view name;
+    ByteView oid;  // the OID's contents
+    size_t size;
+  };
+  static const uint8_t kSha1[] = {0x2b, 0x0e, 0x03, 0x02, 0x1a};
+  static const uint8_t kSha256[] = {0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01};
+  static const uint8_t kSha384[] = {0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02};
+  static const uint8_t kSha512[] = {0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03};
+  static const Hash kHashes[] = {{"sha1", kSha1, 20},
+                                 {"sha256", kSha256, 32},
+                                 {"sha384", kSha384, 48},
+                                 {"sha512", kSha512, 64}};
+  // id-pkix-ocsp-nonce, 1.3.6.1.5.5.7.48.1.2
+  static const uint8_t kNonceOid[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02};
+  auto same = [](ByteView a, ByteView b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+  };
+
+  der::Reader outer(der);
+  auto request = outer.Expect(der::kSequence);
+  if (!request || !outer.empty()) return std::nullopt;
+  der::Reader request_fields(request->contents);
+  auto tbs = request_fields.Expect(der::kSequence);
+  if (!tbs || !request_fields.empty()) return std::nullopt;  // a signature: OpenSSL's path
+  der::Reader tbs_fields(tbs->contents);
+  auto list = tbs_fields.Expect(der::kSequence);  // not a version or requestorName first
+  if (!list) return std::nullopt;
+  auto extensions = tbs_fields.Optional(der::ContextConstructed(2));
+  if (!extensions || !tbs_fields.empty()) return std::nullopt;
+
+  OcspRequest out;
+  der::Reader requests(list->contents);
+  while (!requests.empty()) {
+    if (out.cert_ids.size() == kMaxOcspCertIds) return std::nullopt;
+    auto one = requests.Expect(der::kSequence);
+    if (!one) return std::nullopt;
+    der::Reader one_fields(one->contents);
+    auto cert_id = one_fields.Expect(der::kSequence);
+    if (!cert_id || !one_fields.empty()) return std::nullopt;  // singleRequestExtensions
+    der::Reader id_fields(cert_id->contents);
+    auto algorithm = id_fields.Expect(der::kSequence);
+    auto name_hash = id_fields.Expect(der::kOctetString);
+    auto key_hash = id_fields.Expect(der::kOctetString);
+    auto serial = id_fields.Expect(der::kInteger);
+    if (!algorithm || !name_hash || !key_hash || !serial || !id_fields.empty()) {
+      return std::nullopt;
+    }
+    der::Reader algorithm_fields(algorithm->contents);
+    auto oid = algorithm_fields.Expect(der::kOid);
+    if (!oid) return std::nullopt;
+    if (!algorithm_fields.empty()) {  // parameters: only NULL
+      auto null = algorithm_fields.Expect(der::kNull);
+      if (!null || !null->contents.empty() || !algorithm_fields.empty()) return std::nullopt;
+    }
+    const Hash* hash = nullptr;
+    for (const Hash& h : kHashes) {
+      if (same(oid->contents, h.oid)) hash = &h;
+    }
+    if (hash == nullptr || name_hash->contents.size() != hash->size ||
+        key_hash->contents.size() != hash->size) {
+      return std::nullopt;
+    }
+    // A positive INTEGER in its minimal encoding; the magnitude without the sign octet.
+    ByteView value = serial->contents;
+    if (value.size() < 2 || value.size() > 21 || (value[0] & 0x80) != 0) return std::nullopt;
+    if (value[0] == 0) {
+      if ((value[1] & 0x80) == 0) return std::nullopt;  // not minimal (or zero)
+      value = value.subspan(1);
+    }
+    if (value.size() > 20) return std::nullopt;
+    OcspCertId id;
+    id.hash = std::string(hash->name);
+    id.issuer_name_hash.assign(name_hash->contents.begin(), name_hash->contents.end());
+    id.issuer_key_hash.assign(key_hash->contents.begin(), key_hash->contents.end());
+    id.serial.assign(value.begin(), value.end());
+    id.der.assign(cert_id->whole.begin(), cert_id->whole.end());
+    out.cert_ids.push_back(std::move(id));
+  }
+  if (out.cert_ids.empty()) return std::nullopt;
+
+  if (extensions->tag != 0) {
+    der::Reader explicit_fields(extensions->contents);
+    auto list_of = explicit_fields.Expect(der::kSequence);
+    if (!list_of || !explicit_fields.empty()) return std::nullopt;
+    der::Reader each(list_of->contents);
+    auto extension = each.Expect(der::kSequence);
+    if (!extension || !each.empty()) return std::nullopt;  // none, or more than one
+    der::Reader extension_fields(extension->contents);
+    auto oid = extension_fields.Expect(der::kOid);
+    auto value = extension_fields.Expect(der::kOctetString);  // not a critical flag first
+    if (!oid || !value || !extension_fields.empty() || !same(oid->contents, kNonceOid)) {
+      return std::nullopt;
+    }
+    der::Reader nonce_fields(value->contents);
+    auto nonce = nonce_fields.Expect(der::kOctetString);
+    if (!nonce || !nonce_fields.empty() || nonce->contents.empty() ||
+        nonce->contents.size() > kMaxOcspNonceBytes) {
+      return std::nullopt;
+    }
+    out.nonce = Bytes(nonce->contents.begin(), nonce->contents.end());
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<OcspRequest> ParseOcspRequest(ByteView der) {
+  if (auto common = ParseCommonOcspRequest(der)) return std::move(*common);
+  return ParseOcspRequestWithOpenSsl(der);
+}
+
+Result<OcspRequest> ParseOcspRequestWithOpenSsl(ByteView der) {
   const unsigned char* p = der.data();
   auto req = ossl::Own(d2i_OCSP_REQUEST(nullptr, &p, static_cast<long>(der.size())));
   if (!req || p != der.data() + der.size()) return Fail(Malformed("not a DER OCSPRequest"));

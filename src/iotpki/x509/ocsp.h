@@ -53,6 +53,10 @@ struct OcspRequest {
 // than SHA-1 or SHA-2, hashes of the wrong length, a negative serial, a nonce that is not 1 to 32
 // octets or given twice. A request signature is not checked (requests need none here).
 Result<OcspRequest> ParseOcspRequest(ByteView der);
+// The same through OpenSSL's decoder (d2i_OCSP_REQUEST and an i2d check that it was DER) alone.
+// ParseOcspRequest reads the common shapes with the DER reader and leaves the rest to this; tests
+// and the fuzzer check that both agree.
+Result<OcspRequest> ParseOcspRequestWithOpenSsl(ByteView der);
 
 // The (name hash, key hash) of `issuer` for a CertID hash algorithm, as RFC 6960 4.1.1 defines
 // them; nullopt for an algorithm ParseOcspRequest does not accept.

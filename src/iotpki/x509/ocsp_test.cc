@@ -152,6 +152,68 @@ TEST_F(OcspTest, RefusesMalformedRequests) {
   EXPECT_TRUE(ParseOcspRequest(Request({dev}, EVP_sha1(), 32)));
 }
 
+// ParseOcspRequest reads common requests with the DER reader and leaves the rest to OpenSSL's
+// decoder: on each request below, and on every one-octet change and truncation of them, both must
+// accept the same requests with the same fields, or both refuse.
+TEST_F(OcspTest, TheDerReaderAndOpenSslAgreeOnEveryRequest) {
+  Certificate dev = Device();
+  std::vector<Bytes> requests = {
+      Request({dev}),
+      Request({dev}, EVP_sha1(), 16),
+      Request({dev}, EVP_sha256(), 32),
+      Request({dev}, EVP_sha384(), 1),
+      Request({dev, pki.ops}, EVP_sha512(), 33),
+      Request({dev, dev, pki.ops}, EVP_sha256()),
+      Request(std::vector<Certificate>(kMaxOcspCertIds, dev)),
+      Request(std::vector<Certificate>(kMaxOcspCertIds + 1, dev)),
+  };
+  auto same = [](const Result<OcspRequest>& a, const Result<OcspRequest>& b) {
+    if (!a || !b) return !a && !b && a.error().message() == b.error().message();
+    if (a->nonce != b->nonce || a->cert_ids.size() != b->cert_ids.size()) return false;
+    for (size_t i = 0; i < a->cert_ids.size(); ++i) {
+      const OcspCertId &x = a->cert_ids[i], &y = b->cert_ids[i];
+      if (x.hash != y.hash || x.issuer_name_hash != y.issuer_name_hash ||
+          x.issuer_key_hash != y.issuer_key_hash || x.serial != y.serial || x.der != y.der) {
+        return false;
+      }
+    }
+    return true;
+  };
+  size_t accepted = 0, checked = 0;
+  auto check = [&](ByteView der) {
+    auto fast = ParseOcspRequest(der);
+    auto reference = ParseOcspRequestWithOpenSsl(der);
+    ++checked;
+    if (fast) ++accepted;
+    return same(fast, reference);
+  };
+  for (const Bytes& request : requests) {
+    ASSERT_TRUE(check(request));
+    // Small requests get many changes of every octet; the large ones (64 and 65 CertIDs, the
+    // same CertID again) one change of each octet of their first CertIDs and their end.
+    bool small = request.size() < 200;
+    std::vector<int> deltas = {1, 2, 0x1f, 0x20, 0x40, 0x7f, 0x80, 0xfe, 0xff};
+    if (!small) deltas = {0x80};
+    for (size_t i = 0; i < request.size(); ++i) {
+      if (!small && i >= 300 && i + 40 < request.size()) continue;
+      for (int d : deltas) {
+        Bytes changed = request;
+        changed[i] = static_cast<uint8_t>(changed[i] + d);
+        ASSERT_TRUE(check(changed)) << "octet " << i << " + " << d;
+      }
+      for (uint8_t v : {0x00, 0x01, 0x7f, 0x80, 0xff}) {  // a serial's sign and minimality
+        if (!small) break;
+        Bytes changed = request;
+        changed[i] = v;
+        ASSERT_TRUE(check(changed)) << "octet " << i << " = " << int{v};
+      }
+      ASSERT_TRUE(check(ByteView(request).first(i))) << "truncated to " << i;
+    }
+  }
+  // The changes that still parse: a hash's or serial's octets, the nonce's (not its length).
+  EXPECT_GT(accepted, 100u) << checked;
+}
+
 TEST_F(OcspTest, SignedAnswersVerifyWithOpenSsl) {
   Certificate dev = Device();
   crypto::PrivateKey other_key = NewKey();
