@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
   # libraries
   libssl-dev libboost-dev libboost-system-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
-  libspdlog-dev libfmt-dev libtomlplusplus-dev libexpected-dev libgtest-dev libgmock-dev
+  libtomlplusplus-dev libexpected-dev libgtest-dev libgmock-dev
   libbenchmark-dev libjemalloc-dev libpq-dev libmosquitto-dev
   # PKCS#11: the API's header (the module is dlopen'ed), SoftHSM2 as the token in tests and
   # pkcs11-tool (opensc) as an independent client that checks keys cannot be exported
