@@ -13,38 +13,14 @@
 # Usage: fleet_rotation_test.sh PATH_TO_IOTPKI PATH_TO_IOTPKI_FLEET   (exit 3: no mosquitto)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-FLEET_BIN=$2
+source "$(dirname "$0")/fleet_lib.sh"
 N=${IOTPKI_FLEET_DEVICES:-1000}
 OFFLINE=$(((N + 5) / 10))
 FAILING=$(((N + 10) / 20))
-command -v sqlite3 >/dev/null && command -v jq >/dev/null || {
-  echo "sqlite3 or jq is not installed (scripts/setup.sh installs them)" >&2
-  exit 3
-}
-BROKER="$WORK/broker"
-SIM_PID=""
-cleanup() {
-  [ -z "$SIM_PID" ] || kill -KILL "$SIM_PID" 2>/dev/null
-  bash "$HERE/mqtt_broker.sh" stop "$BROKER" >/dev/null 2>&1
-  stop_server_quietly
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 t_start=$(date +%s)
 elapsed() { echo "# $(($(date +%s) - t_start)) s: $1"; }
 
-check "ca init" "$IOTPKI" ca init --dir "$CA" --org "Example Org"
-check "a factory batch of $N devices" "$IOTPKI" mfg provision --dir "$CA" --count "$N" \
-  --serial-prefix fleet- --model sensor --batch fleet --keys ca --out "$WORK/factory"
-cat "$CA/certs/root.pem" "$CA/certs/operational.pem" >"$WORK/device-cas.pem"
-MQTT_PORT=$(bash "$HERE/mqtt_broker.sh" start "$BROKER" "$WORK/device-cas.pem") || {
-  rc=$?
-  [ "$rc" -eq 3 ] && exit 3
-  echo "broker did not start" >&2
-  exit 1
-}
-MQTT_URL="mqtts://127.0.0.1:$MQTT_PORT"
+fleet_ca_and_broker "$N" fleet
 # A short lease: jobs a killed server had claimed are taken over soon by its successor.
 printf '[campaigns]\ninterval_s = 1\nlease_s = 10\n' >"$WORK/serve.toml"
 start_server --config "$WORK/serve.toml" --campaigns --mqtt "$MQTT_URL" \

@@ -12,40 +12,14 @@
 # Usage: fleet_sleepy_test.sh PATH_TO_IOTPKI PATH_TO_IOTPKI_FLEET   (exit 3: no mosquitto)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-FLEET_BIN=$2
+source "$(dirname "$0")/fleet_lib.sh"
 N=240
 K=40
-command -v sqlite3 >/dev/null && command -v jq >/dev/null || {
-  echo "sqlite3 or jq is not installed (scripts/setup.sh installs them)" >&2
-  exit 3
-}
-BROKER="$WORK/broker"
-SIM_PID=""
-cleanup() {
-  [ -z "$SIM_PID" ] || kill -KILL "$SIM_PID" 2>/dev/null
-  bash "$HERE/mqtt_broker.sh" stop "$BROKER" >/dev/null 2>&1
-  stop_server_quietly
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-check "ca init" "$IOTPKI" ca init --dir "$CA" --org "Example Org"
-check "a factory batch of $N devices" "$IOTPKI" mfg provision --dir "$CA" --count "$N" \
-  --serial-prefix sleepy- --model sensor --batch sleepy --keys ca --out "$WORK/factory"
-cat "$CA/certs/root.pem" "$CA/certs/operational.pem" >"$WORK/device-cas.pem"
 # Room for K devices, the server, and the sessions just closed that the broker has not reaped
 # yet (a burst of devices going to sleep is followed by a burst waking): twice K. The count of
 # the simulator itself is the exact check; the broker's limit catches a simulator that ignores
 # its own.
-MQTT_PORT=$(MQTT_BROKER_MAX_CONNECTIONS=$((2 * K)) bash "$HERE/mqtt_broker.sh" start "$BROKER" \
-  "$WORK/device-cas.pem") || {
-  rc=$?
-  [ "$rc" -eq 3 ] && exit 3
-  echo "broker did not start" >&2
-  exit 1
-}
-MQTT_URL="mqtts://127.0.0.1:$MQTT_PORT"
+MQTT_BROKER_MAX_CONNECTIONS=$((2 * K)) fleet_ca_and_broker "$N" sleepy
 printf '[campaigns]\ninterval_s = 1\n' >"$WORK/serve.toml"
 start_server --config "$WORK/serve.toml" --campaigns --mqtt "$MQTT_URL" \
   --mqtt-ca "$BROKER/broker.crt"

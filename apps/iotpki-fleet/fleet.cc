@@ -295,6 +295,7 @@ class Fleet {
   }
   void Look(size_t i, SteadyClock::time_point now);
   void Sleep(size_t i);
+  void Drop(size_t i);
   void WakeSleepers();
   void Wake() {
     uint64_t one = 1;
@@ -403,12 +404,7 @@ iotpki::Result<void> Fleet::Connect(Device& d) {
                                  // Bounded low: a simulated fleet is on loopback, where a failed
                                  // connection means a busy broker, not one that is away.
                                  .reconnect_max = std::chrono::milliseconds(5000)};
-  Unwatch(index);
-  if (d.client) {
-    d.client.reset();
-    --online_;
-  }
-  d.subscribed = false;
+  Drop(index);
   d.rotated_awake = false;
   d.woke_at = SteadyClock::now();
   IOTPKI_TRY(d.client,
@@ -464,18 +460,24 @@ void Fleet::Unwatch(size_t i) {
 // --max-online: the device goes to sleep (DISCONNECT; the broker keeps its session and queues
 // its commands) and waits for its turn to wake at the back of the line.
 void Fleet::Sleep(size_t i) {
+  Drop(i);
+  sleepers_.push_back(i);
+}
+
+// Ends the device's session, if it has one (DISCONNECT: the broker keeps the session), and its
+// place in the counts.
+void Fleet::Drop(size_t i) {
   Device& d = devices_[i];
-  if (d.connecting) {
-    d.connecting = false;
-    --connecting_;
-  }
   Unwatch(i);
   if (d.client) {
     d.client.reset();
     --online_;
   }
+  if (d.connecting) {
+    d.connecting = false;
+    --connecting_;
+  }
   d.subscribed = false;
-  sleepers_.push_back(i);
 }
 
 // A few at a time: thousands of TLS connections opened at once overflow the broker's listen
@@ -765,15 +767,7 @@ int Fleet::Run() {
           Device& d = devices_[i];
           if (!d.offline) continue;
           // Off: the broker keeps the session and queues its commands.
-          Unwatch(i);
-          if (d.client) {
-            d.client.reset();
-            --online_;
-          }
-          if (d.connecting) {
-            d.connecting = false;
-            --connecting_;
-          }
+          Drop(i);
           ++offline;
         }
         if (offline > 0 && o_.max_online > 0) {
